@@ -1,0 +1,232 @@
+"""Frames in and out of files: mp4 through PyAV (atomic), images through PIL.
+
+Frames handed to users are `(F, H, W, 3)` float in [0, 1] (docs/DESIGN.md conventions).
+An mp4 is written to a hidden temporary file beside the target and renamed at the end,
+so an error or Ctrl-C part-way leaves no partial video (BAD_INPUTS 23, 24).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import SettingsError
+
+MP4_SUFFIX = ".mp4"
+DEFAULT_CRF = 19  # libx264 quality: 0 lossless, 23 its default; 19 is visually near-lossless
+PREFERRED_CODECS = ("libx264", "mpeg4")  # mpeg4 ships with every FFmpeg build PyAV uses
+
+
+# ---------------------------------------------------------------- writing
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work starts.
+
+    The folder must exist and be writable. An existing file is refused unless
+    `overwrite=True`, in which case it is replaced atomically once the new video is
+    complete (the old file stays intact if writing fails).
+    """
+    path = Path(path)
+    if path.suffix.lower() != MP4_SUFFIX:
+        raise SettingsError(f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise SettingsError(f"output folder {str(folder)!r} does not exist; create it first or choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingsError(f"output folder {str(folder)!r} is not writable; choose another output path")
+    if path.is_dir():
+        raise SettingsError(f"output {str(path)!r} is a folder; give a file name ending in {MP4_SUFFIX}")
+    if path.exists() and not overwrite:
+        raise SettingsError(f"output {str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    return path
+
+
+def write_mp4(
+    frames: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    fps: float,
+    metadata: dict | None = None,
+    crf: int = DEFAULT_CRF,
+    overwrite: bool = False,
+) -> Path:
+    """Write `(F, H, W, 3)` frames (float in [0, 1] or uint8) as an H.264 yuv420p mp4.
+
+    `metadata` values are stored as container tags, strings as they are and anything else
+    as JSON, with `movflags=use_metadata_tags` so mp4 keeps arbitrary keys: the way
+    ComfyUI's own video saver embeds `prompt` and `workflow`, so ComfyUI can open the
+    workflow from the file. Falls back to the mpeg4 codec where libx264 is absent.
+    Returns the written path.
+    """
+    path = check_output_path(path, overwrite)
+    pixels = _frames_to_uint8(frames)
+    rate = _frame_rate(fps)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        _encode(pixels, temp_name, rate, metadata or {}, crf)
+        os.replace(temp_name, path)
+    except BaseException:  # includes KeyboardInterrupt: never leave a partial file behind
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] < 1:
+        raise SettingsError(f"frames have shape {tuple(array.shape)}; expected (frames >= 1, height, width, 3)")
+    height, width = array.shape[1:3]
+    if height % 2 or width % 2:
+        # yuv420p stores colour at half resolution, so both sides must be even
+        raise SettingsError(f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise SettingsError(f"frames have dtype {array.dtype}; expected float in [0, 1] or uint8")
+    return np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _frame_rate(fps: float) -> Fraction:
+    if not math.isfinite(fps) or fps <= 0:
+        raise SettingsError(f"fps {fps} must be a positive finite number")
+    return Fraction(round(fps * 1000), 1000)
+
+
+def _pick_codec() -> str:
+    for name in PREFERRED_CODECS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # PyAV raises UnknownCodecError (or a FFmpeg error) for a missing encoder
+            continue
+    raise RuntimeError(f"none of the video encoders {PREFERRED_CODECS} is available in this FFmpeg build")
+
+
+def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, crf: int) -> None:
+    codec = _pick_codec()
+    with av.open(filename, mode="w", format="mp4", options={"movflags": "use_metadata_tags"}) as container:
+        for key, value in metadata.items():
+            container.metadata[key] = value if isinstance(value, str) else json.dumps(value)
+        stream = container.add_stream(codec, rate=rate)
+        stream.height, stream.width = pixels.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": str(crf)}
+        else:
+            stream.options = {"qscale": "2"}  # mpeg4: constant high quality instead of a bitrate
+        for image in pixels:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder's delayed frames
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_video_frames(path: str | os.PathLike) -> torch.Tensor:
+    """Decode every frame of a video file to `(F, H, W, 3)` float32 in [0, 1]."""
+    frames = [frame.to_ndarray(format="rgb24") for frame in _decoded_frames(path)]
+    if not frames:
+        raise SettingsError(f"video {str(path)!r} has no frames")
+    return torch.from_numpy(np.stack(frames)).float() / 255.0
+
+
+def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The container-level metadata tags of a video file, as stored (strings)."""
+    with _open_video(path) as container:
+        return dict(container.metadata)
+
+
+def _open_video(path: str | os.PathLike):
+    if not Path(path).is_file():
+        raise SettingsError(f"video {str(path)!r} does not exist")
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise SettingsError(f"video {str(path)!r} could not be opened (not a video, or corrupt): {error}") from error
+
+
+def _decoded_frames(path: str | os.PathLike):
+    with _open_video(path) as container:
+        if not container.streams.video:
+            raise SettingsError(f"{str(path)!r} has no video stream")
+        try:
+            yield from container.decode(video=0)
+        except av.error.FFmpegError as error:
+            raise SettingsError(f"video {str(path)!r} is corrupt: {error}") from error
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file to `(H, W, 3)` float32 in [0, 1].
+
+    The EXIF orientation is applied. Grayscale, palette and 16-bit images are converted to
+    RGB; an alpha channel is dropped (the colour under it is kept), as ComfyUI's LoadImage
+    does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as error:
+        raise SettingsError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, ...)") from error
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for a truncated or damaged file
+        raise SettingsError(f"image {str(path)!r} is corrupt or truncated: {error}") from error
+    return torch.from_numpy(_rgb_array(image))
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: keep its precision
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL asks for this before dropping palette transparency
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def resize_center_crop(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Fit an `(H, W, 3)` image to `width x height`: center-crop to the target aspect, then
+    bilinear resize.
+
+    This is ComfyUI's `common_upscale(..., "bilinear", "center")`, which its
+    LTXVImgToVideo node applies, so an image conditions the same in ComfyUI and here.
+    A warning says when the image had another size.
+    """
+    old_height, old_width = image.shape[:2]
+    if (old_width, old_height) == (width, height):
+        return image
+    warnings.warn(
+        f"image of {old_width}x{old_height} was center-cropped to the aspect of {width}x{height} and resized",
+        stacklevel=2,
+    )
+    left, top = _center_crop_offsets(old_width, old_height, width, height)
+    cropped = image[top : old_height - top, left : old_width - left]
+    batch = cropped.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    resized = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False)
+    return resized[0].permute(1, 2, 0).clamp(0.0, 1.0)
+
+
+def _center_crop_offsets(old_width: int, old_height: int, width: int, height: int) -> tuple[int, int]:
+    """Pixels to cut from each side so the remaining aspect is width / height."""
+    old_aspect, new_aspect = old_width / old_height, width / height
+    if old_aspect > new_aspect:  # too wide: cut left and right
+        return round((old_width - old_width * new_aspect / old_aspect) / 2), 0
+    if old_aspect < new_aspect:  # too tall: cut top and bottom
+        return 0, round((old_height - old_height * old_aspect / new_aspect) / 2)
+    return 0, 0
