@@ -1,0 +1,79 @@
+"""Sigmas for the rectified-flow sampler: a token-count dependent shift, then a stretch
+so that the last step before 0 lands on `shift_terminal` (paper 2.5.2).
+
+This reproduces diffusers' `FlowMatchEulerDiscreteScheduler.set_timesteps` as
+`LTXPipeline` drives it: start from `linspace(1, 1/steps, steps)`, shift with
+`mu = calculate_shift(num_tokens, ...)`, stretch to the terminal value, append 0.
+The sampler only needs the resulting sigma tensor, as k-diffusion's samplers do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .configs import LTXV_SCHEDULER, SchedulerConfig
+from .errors import SettingsError
+
+
+def token_count_shift(num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) -> float:
+    """`mu`, linear in the number of latent tokens between the config's two anchors
+    (diffusers' `calculate_shift`): more tokens keep more signal at a given sigma, so
+    they need a larger shift towards high noise."""
+    slope = (cfg.max_shift - cfg.base_shift) / (cfg.max_image_seq_len - cfg.base_image_seq_len)
+    intercept = cfg.base_shift - slope * cfg.base_image_seq_len
+    return num_tokens * slope + intercept
+
+
+def _time_shift(sigmas: torch.Tensor, mu: float, cfg: SchedulerConfig) -> torch.Tensor:
+    # the shift as a tensor of the sigmas' dtype, as numpy casts it in diffusers
+    shift = torch.tensor(math.exp(mu) if cfg.time_shift_type == "exponential" else mu, dtype=sigmas.dtype)
+    return shift / (shift + (1 / sigmas - 1))
+
+
+def _stretch_to_terminal(sigmas: torch.Tensor, terminal: float) -> torch.Tensor:
+    """Scale `1 - sigma` so the last sigma equals `terminal` (Lightricks' rf.py).
+    A single step sits at sigma 1, where there is nothing to stretch."""
+    one_minus = 1 - sigmas
+    if one_minus[-1] == 0:
+        return sigmas
+    return 1 - one_minus / (one_minus[-1] / (1 - terminal))
+
+
+def flow_sigmas(steps: int, num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) -> torch.Tensor:
+    """`steps + 1` descending fp32 sigmas from 1 to 0 for a latent of `num_tokens` tokens."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SettingsError(f"steps {steps!r} must be a whole number of at least 1")
+    if num_tokens < 1:
+        raise SettingsError(f"num_tokens {num_tokens!r} must be at least 1")
+    # fp32 in diffusers' order of operations: with many tokens the terminal stretch divides
+    # by a small `1 - sigma`, which turns fp32 rounding into ~1e-5 differences, so a more
+    # precise computation would take other steps than the reference does
+    sigmas = torch.from_numpy(np.linspace(1.0, 1.0 / steps, steps)).to(torch.float32)
+    if cfg.use_dynamic_shifting:
+        sigmas = _time_shift(sigmas, token_count_shift(num_tokens, cfg), cfg)
+    else:
+        sigmas = cfg.shift * sigmas / (1 + (cfg.shift - 1) * sigmas)
+    if cfg.shift_terminal:
+        sigmas = _stretch_to_terminal(sigmas, cfg.shift_terminal)
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def explicit_sigmas(values: Sequence[float]) -> torch.Tensor:
+    """A caller's own schedule (e.g. the distilled models' published timesteps), used
+    unshifted; a final 0 is appended when missing so the sampler ends on clean latents."""
+    sigmas = torch.as_tensor(list(values), dtype=torch.float64)
+    if sigmas.ndim != 1 or sigmas.numel() == 0:
+        raise SettingsError("sigmas must be a non-empty list of numbers in [0, 1]")
+    if not torch.isfinite(sigmas).all() or sigmas.min() < 0 or sigmas.max() > 1:
+        raise SettingsError(f"sigmas {list(values)} must all be finite and in [0, 1]")
+    if (sigmas[1:] >= sigmas[:-1]).any():
+        raise SettingsError(f"sigmas {list(values)} must be strictly decreasing")
+    if sigmas[-1] != 0:
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    if sigmas.numel() < 2:
+        raise SettingsError("sigmas [0] has no step to take; give at least one sigma above 0")
+    return sigmas.to(torch.float32)

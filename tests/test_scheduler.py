@@ -1,0 +1,73 @@
+"""Sigma schedules: shape, ends, monotonicity, the token-count shift and explicit lists."""
+
+import pytest
+import torch
+
+from ltx_core.configs import LTXV_SCHEDULER, SchedulerConfig
+from ltx_core.errors import SettingsError
+from ltx_core.scheduler import explicit_sigmas, flow_sigmas, token_count_shift
+
+
+@pytest.mark.parametrize("steps", [1, 2, 8, 40])
+def test_flow_sigmas_run_from_one_to_zero_in_steps_plus_one_decreasing_values(steps):
+    """The sampler takes exactly `steps` steps and must end on clean latents."""
+    sigmas = flow_sigmas(steps, 2048)
+    assert sigmas.shape == (steps + 1,) and sigmas.dtype == torch.float32
+    assert sigmas[0] == pytest.approx(1.0) and sigmas[-1] == 0
+    assert (sigmas[1:] < sigmas[:-1]).all()
+
+
+def test_last_nonzero_sigma_is_the_configured_terminal_value():
+    """The stretch of paper 2.5.2 puts the final Euler step at `shift_terminal`."""
+    assert flow_sigmas(20, 1500)[-2].item() == pytest.approx(LTXV_SCHEDULER.shift_terminal, abs=1e-6)
+
+
+def test_more_tokens_keep_sigmas_higher_midway():
+    """A larger video must spend more of the schedule at high noise (larger shift)."""
+    small, large = flow_sigmas(10, 256), flow_sigmas(10, 8192)
+    assert (large[1:-2] > small[1:-2]).all()
+
+
+def test_token_count_shift_hits_its_anchors():
+    """mu is base_shift at base_image_seq_len and max_shift at max_image_seq_len."""
+    cfg = LTXV_SCHEDULER
+    assert token_count_shift(cfg.base_image_seq_len) == pytest.approx(cfg.base_shift)
+    assert token_count_shift(cfg.max_image_seq_len) == pytest.approx(cfg.max_shift)
+
+
+def test_without_dynamic_shifting_or_terminal_the_schedule_is_linear():
+    cfg = SchedulerConfig(use_dynamic_shifting=False, shift_terminal=None)
+    expected = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    torch.testing.assert_close(flow_sigmas(4, 999, cfg), expected)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5])
+def test_flow_sigmas_refuse_step_counts_below_one(steps):
+    with pytest.raises(SettingsError, match="steps .* at least 1"):
+        flow_sigmas(steps, 100)
+
+
+def test_explicit_sigmas_are_kept_as_given_and_get_a_final_zero():
+    """Distilled models publish their own timesteps; they must not be shifted."""
+    torch.testing.assert_close(explicit_sigmas([1.0, 0.9, 0.4]), torch.tensor([1.0, 0.9, 0.4, 0.0]))
+    torch.testing.assert_close(explicit_sigmas([0.7, 0.0]), torch.tensor([0.7, 0.0]))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "non-empty"),
+        ([1.2, 0.5], r"in \[0, 1\]"),
+        ([0.5, float("nan")], "finite"),
+        ([0.5, 0.7], "strictly decreasing"),
+        ([0.0], "at least one sigma above 0"),
+    ],
+)
+def test_explicit_sigmas_refuse_bad_lists(values, message):
+    with pytest.raises(SettingsError, match=message):
+        explicit_sigmas(values)
+
+
+def test_unknown_time_shift_type_is_refused():
+    with pytest.raises(ValueError, match="time_shift_type 'cubic'"):
+        SchedulerConfig(time_shift_type="cubic")
