@@ -1,0 +1,279 @@
+"""Captioned synthetic clips: one or two flat shapes moving over a dark background.
+
+Every clip is a pure function of (seed, index): its attributes come from a seeded
+`torch.Generator`, its pixels from signed-distance fields, so the same index gives the
+same clip on any device. A fixed set of (color, shape, motion) combinations is held out:
+training never draws it, evaluation draws only from it (`heldout_clips`).
+
+Shapes are bright and saturated, backgrounds dark (max channel <= 0.4), so a
+brightness threshold segments the shape; `benchmarks/eval_demo.py` relies on this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SHAPE_COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.92, 0.12, 0.10),
+    "green": (0.15, 0.85, 0.20),
+    "blue": (0.20, 0.40, 1.00),
+    "yellow": (0.95, 0.90, 0.15),
+    "purple": (0.70, 0.25, 0.95),
+    "orange": (1.00, 0.55, 0.05),
+    "white": (0.95, 0.95, 0.95),
+    "cyan": (0.10, 0.90, 0.90),
+}
+BACKGROUND_COLORS: dict[str, tuple[float, float, float]] = {
+    "black": (0.03, 0.03, 0.03),
+    "dark blue": (0.04, 0.07, 0.32),
+    "dark green": (0.04, 0.22, 0.08),
+    "dark gray": (0.22, 0.22, 0.22),
+    "brown": (0.30, 0.17, 0.07),
+    "dark red": (0.30, 0.04, 0.05),
+}
+SHAPES = ("circle", "square", "triangle")
+MOTIONS = ("left", "right", "up", "down", "grow", "shrink", "bounce", "still")
+SPEEDS = ("slow", "fast")
+BACKGROUND_STYLES = ("plain", "gradient", "textured")
+
+# Fraction of the frame a shape travels in one clip, and how much it scales (grow/shrink).
+TRAVEL = {"slow": 0.25, "fast": 0.5}
+SCALE = {"slow": 1.5, "fast": 2.0}
+BOUNCES = {"slow": 1, "fast": 2}
+SECOND_SHAPE_PROBABILITY = 0.25
+CORNERS = {"top left": (0.2, 0.2), "top right": (0.8, 0.2),
+           "bottom left": (0.2, 0.8), "bottom right": (0.8, 0.8)}
+
+
+def is_heldout(color: str, shape: str, motion: str) -> bool:
+    """One (color, shape, motion) combination in eight, never trained on.
+
+    Every color, shape and motion still appears in training with other partners, so the
+    held-out prompts test composition, not unseen words.
+    """
+    ci, si, mi = list(SHAPE_COLORS).index(color), SHAPES.index(shape), MOTIONS.index(motion)
+    return (ci + 2 * si + 3 * mi) % 8 == 0
+
+
+@dataclass(frozen=True)
+class Shape:
+    color: str
+    shape: str
+    motion: str
+    speed: str
+    x: float  # start center, fraction of width
+    y: float  # start center, fraction of height
+    size: float  # start half-extent, fraction of height
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything that decides a clip's pixels and caption."""
+
+    main: Shape
+    background: str
+    background_style: str
+    texture_phase: float
+    second: Shape | None = None
+    second_corner: str | None = None
+    caption_template: int = 0
+    phrase_choice: int = 0
+
+
+def _pick(options, gen: torch.Generator):
+    return options[int(torch.randint(len(options), (1,), generator=gen))]
+
+
+def _uniform(lo: float, hi: float, gen: torch.Generator) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _start_placement(motion: str, speed: str, gen: torch.Generator) -> tuple[float, float, float]:
+    """Start center and half-size such that the whole path stays inside the frame."""
+    size = _uniform(0.10, 0.14, gen) if motion == "grow" else _uniform(0.12, 0.17, gen)
+    if motion == "shrink":
+        size = _uniform(0.18, 0.22, gen)
+    margin = size * (SCALE[speed] if motion == "grow" else 1.0) + 0.02
+    travel = TRAVEL[speed]
+    lo, hi = margin, 1.0 - margin
+    x, y = _uniform(lo, hi, gen), _uniform(lo, hi, gen)
+    if motion == "left":
+        x = _uniform(lo + travel, hi, gen)
+    elif motion == "right":
+        x = _uniform(lo, hi - travel, gen)
+    elif motion == "up":
+        y = _uniform(lo + travel, hi, gen)
+    elif motion == "down":
+        y = _uniform(lo, hi - travel, gen)
+    elif motion == "bounce":
+        y = _uniform(lo + 0.3, hi, gen)  # bounces rise 0.3 of the frame above the floor
+    return x, y, size
+
+
+def sample_clip_spec(seed: int, index: int, heldout: bool = False) -> ClipSpec:
+    """The clip `index` of the stream `seed`: training combinations only, or held-out only."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    while True:
+        color, shape, motion = (_pick(list(SHAPE_COLORS), gen), _pick(SHAPES, gen),
+                                _pick(MOTIONS, gen))
+        if is_heldout(color, shape, motion) == heldout:
+            break
+    speed = _pick(SPEEDS, gen)
+    x, y, size = _start_placement(motion, speed, gen)
+    main = Shape(color, shape, motion, speed, x, y, size)
+    second = corner = None
+    if not heldout and float(torch.rand((), generator=gen)) < SECOND_SHAPE_PROBABILITY:
+        second, corner = _second_shape(main, gen)
+    return ClipSpec(main=main, background=_pick(list(BACKGROUND_COLORS), gen),
+                    background_style=_pick(BACKGROUND_STYLES, gen),
+                    texture_phase=_uniform(0.0, 2 * math.pi, gen), second=second,
+                    second_corner=corner, caption_template=int(torch.randint(6, (1,), generator=gen)),
+                    phrase_choice=int(torch.randint(3, (1,), generator=gen)))
+
+
+def _second_shape(main: Shape, gen: torch.Generator) -> tuple[Shape | None, str | None]:
+    """A still shape in the corner farthest from the main shape's path."""
+    corner = max(CORNERS, key=lambda c: (CORNERS[c][0] - main.x) ** 2 + (CORNERS[c][1] - main.y) ** 2)
+    colors = [c for c in SHAPE_COLORS if c != main.color and not is_heldout(c, "circle", "still")]
+    color = _pick(colors, gen)
+    shapes = [s for s in SHAPES if not is_heldout(color, s, "still")]
+    cx, cy = CORNERS[corner]
+    return Shape(color, _pick(shapes, gen), "still", "slow", cx, cy, 0.09), corner
+
+
+# ---------------------------------------------------------------- captions
+
+MOTION_PHRASES = {
+    "left": ("slides to the left", "moves left", "glides toward the left"),
+    "right": ("slides to the right", "moves right", "glides toward the right"),
+    "up": ("moves up", "rises", "floats upward"),
+    "down": ("moves down", "falls", "sinks downward"),
+    "grow": ("grows", "gets bigger", "expands"),
+    "shrink": ("shrinks", "gets smaller", "contracts"),
+    "bounce": ("bounces", "hops up and down", "bounces up and down"),
+    "still": ("stays still", "does not move", "rests in place"),
+}
+SPEED_WORDS = {"slow": ("slowly", "slowly", "gently"), "fast": ("quickly", "fast", "rapidly")}
+CAPTION_TEMPLATES = (
+    "A {color} {shape} {motion} {speed} over {background}.",
+    "A {color} {shape} {motion} {speed} on {background}.",
+    "On {background}, a {color} {shape} {motion} {speed}.",
+    "A video of a {color} {shape} that {motion} {speed} against {background}.",
+    "{Color} {shape} {motion} {speed}, {background}.",
+    "A {color} {shape} {speed} {motion} over {background}.",
+)
+
+
+def _background_phrase(spec: ClipSpec) -> str:
+    name = spec.background
+    return {"plain": f"a plain {name} background", "gradient": f"a {name} gradient background",
+            "textured": f"a textured {name} background"}[spec.background_style]
+
+
+def caption(spec: ClipSpec) -> str:
+    """The clip's caption, from one of several templates, e.g. 'A red circle slides to the
+    left slowly over a plain dark blue background.'"""
+    m = spec.main
+    speed = "" if m.motion == "still" else SPEED_WORDS[m.speed][spec.phrase_choice]
+    text = CAPTION_TEMPLATES[spec.caption_template].format(
+        color=m.color, Color=m.color.capitalize(), shape=m.shape,
+        motion=MOTION_PHRASES[m.motion][spec.phrase_choice], speed=speed,
+        background=_background_phrase(spec))
+    if spec.second is not None:
+        s = spec.second
+        text += f" A small {s.color} {s.shape} stays still in the {spec.second_corner}."
+    text = " ".join(text.replace(" ,", ",").replace(" .", ".").split())
+    return text.replace("A orange", "An orange").replace("a orange", "an orange")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def shape_track(shape: Shape, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Center x, center y and half-size per frame, fractions of the frame, each (F,)."""
+    t = torch.linspace(0.0, 1.0, num_frames, dtype=torch.float64)
+    x = torch.full_like(t, shape.x)
+    y = torch.full_like(t, shape.y)
+    size = torch.full_like(t, shape.size)
+    d = TRAVEL[shape.speed] * t
+    if shape.motion == "left":
+        x = x - d
+    elif shape.motion == "right":
+        x = x + d
+    elif shape.motion == "up":
+        y = y - d
+    elif shape.motion == "down":
+        y = y + d
+    elif shape.motion == "grow":
+        size = size * (1 + (SCALE[shape.speed] - 1) * t)
+    elif shape.motion == "shrink":
+        size = size / (1 + (SCALE[shape.speed] - 1) * t)
+    elif shape.motion == "bounce":
+        y = y - 0.3 * torch.sin(math.pi * BOUNCES[shape.speed] * t).abs()
+    return x.float(), y.float(), size.float()
+
+
+def _signed_distance(shape: str, px: torch.Tensor, py: torch.Tensor, cx, cy, s) -> torch.Tensor:
+    """Signed distance (negative inside) of pixel centers to the shape, frame units."""
+    dx, dy = px - cx, py - cy
+    if shape == "circle":
+        return torch.sqrt(dx * dx + dy * dy) - s
+    if shape == "square":
+        return torch.maximum(dx.abs(), dy.abs()) - s
+    # triangle with apex at top, base at bottom, fills half its 2s x 2s box
+    side = (2 * dx.abs() - dy - s) / math.sqrt(5.0)  # the two slanted edges
+    return torch.maximum(side, dy - s)
+
+
+def _background(spec: ClipSpec, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) background, static over the clip."""
+    base = torch.tensor(BACKGROUND_COLORS[spec.background], device=px.device).view(3, 1, 1)
+    if spec.background_style == "plain":
+        return base.expand(3, *px.shape[-2:]).clone()
+    if spec.background_style == "gradient":
+        a = spec.texture_phase
+        ramp = (math.cos(a) * (px - 0.5) + math.sin(a) * (py - 0.5)) * 0.9 + 0.5  # ~[0, 1]
+        return (base * (0.45 + 0.9 * ramp)).clamp(0.0, 0.4)
+    wave = torch.sin(2 * math.pi * 3 * px + spec.texture_phase) * torch.sin(
+        2 * math.pi * 3 * py + 2 * spec.texture_phase)
+    return (base + 0.06 * wave).clamp(0.0, 0.4)
+
+
+def render_clip(spec: ClipSpec, num_frames: int = 25, height: int = 256, width: int = 256,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """(3, F, H, W) in [-1, 1]. Edges are anti-aliased over one pixel."""
+    py = ((torch.arange(height, device=device) + 0.5) / height).view(height, 1)
+    px = ((torch.arange(width, device=device) + 0.5) / height).view(1, width)
+    px, py = px.expand(height, width), py.expand(height, width)
+    video = _background(spec, py, px).unsqueeze(1).repeat(1, num_frames, 1, 1)  # (3, F, H, W)
+    for shape in (spec.second, spec.main):  # main shape drawn last, on top
+        if shape is None:
+            continue
+        cx, cy, s = (v.to(device).view(-1, 1, 1) for v in shape_track(shape, num_frames))
+        sdf = _signed_distance(shape.shape, px, py, cx, cy, s)  # (F, H, W)
+        alpha = (0.5 - sdf * height).clamp(0.0, 1.0).unsqueeze(0)
+        color = torch.tensor(SHAPE_COLORS[shape.color], device=device).view(3, 1, 1, 1)
+        video = video * (1 - alpha) + color * alpha
+    return video * 2 - 1
+
+
+def render_batch(specs: list[ClipSpec], num_frames: int = 25, height: int = 256,
+                 width: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, 3, F, H, W) in [-1, 1]."""
+    return torch.stack([render_clip(s, num_frames, height, width, device) for s in specs])
+
+
+def training_specs(seed: int, start: int, count: int) -> list[ClipSpec]:
+    """Clips start .. start+count-1 of the training stream (held-out combinations never appear)."""
+    return [sample_clip_spec(seed, i) for i in range(start, start + count)]
+
+
+HELDOUT_SEED = 20_250_101
+
+
+def heldout_specs(count: int, seed: int = HELDOUT_SEED) -> list[ClipSpec]:
+    """The evaluation set: single shapes in held-out combinations, fixed by `seed`."""
+    return [sample_clip_spec(seed, i, heldout=True) for i in range(count)]
