@@ -1,0 +1,268 @@
+"""Prompt -> T5 tokens -> T5 v1.1 encoder embeddings and their attention mask.
+
+LTX-Video conditions on the last hidden state of the T5-XXL v1.1 encoder (paper 2.3).
+The model is transformers' own `T5EncoderModel`; this file only finds the weights and
+the sentencepiece tokenizer, and encodes prompts exactly as diffusers' `LTXPipeline`
+(`_get_t5_prompt_embeds`) does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import sentencepiece
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase, T5Config, T5EncoderModel, T5Tokenizer
+
+from .errors import CheckpointError, SettingsError
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+SENTENCEPIECE_FILE = "spiece.model"
+TOKENIZER_JSON = "tokenizer.json"
+
+
+@dataclass
+class TextEncoder:
+    tokenizer: PreTrainedTokenizerBase
+    model: T5EncoderModel
+
+    @property
+    def width(self) -> int:
+        """Embedding width (4096 for T5-XXL), which the transformer's caption
+        projection must accept."""
+        return self.model.config.d_model
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    embeds: torch.Tensor  # (B, L, D) last hidden state of the encoder
+    mask: torch.Tensor  # (B, L) bool, True on real tokens (prompt + </s>)
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def _check_sentencepiece(file: Path) -> None:
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(file))
+    except (RuntimeError, OSError) as error:
+        raise CheckpointError(
+            f"tokenizer {file} is not a sentencepiece model ({error}); "
+            "expected T5's spiece.model"
+        ) from None
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """T5 tokenizer from a sentencepiece `spiece.model` file, or from a folder holding
+    `spiece.model` and/or `tokenizer.json` (a Hugging Face tokenizer folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"tokenizer {path} does not exist; give T5's spiece.model or its folder")
+    if path.is_file():
+        _check_sentencepiece(path)
+        # transformers reads a sentencepiece model only from a folder, under its usual name
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copyfile(path, Path(folder) / SENTENCEPIECE_FILE)
+            return T5Tokenizer.from_pretrained(folder)
+    if (path / SENTENCEPIECE_FILE).is_file():
+        _check_sentencepiece(path / SENTENCEPIECE_FILE)
+    elif not (path / TOKENIZER_JSON).is_file():
+        raise CheckpointError(
+            f"tokenizer folder {path} has neither {SENTENCEPIECE_FILE} nor {TOKENIZER_JSON}"
+        )
+    return T5Tokenizer.from_pretrained(path)
+
+
+# ---------------------------------------------------------------- encoder weights
+
+
+def _find_model_folder(path: Path) -> tuple[Path, Path | None]:
+    """(weights folder, tokenizer folder or None) for a T5 folder or a diffusers root."""
+    if (path / "text_encoder").is_dir():  # the root of a diffusers LTX-Video folder
+        return path / "text_encoder", path / "tokenizer" if (path / "tokenizer").is_dir() else None
+    has_tokenizer = (path / SENTENCEPIECE_FILE).is_file() or (path / TOKENIZER_JSON).is_file()
+    return path, path if has_tokenizer else None
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"text encoder folder {folder} has no config.json")
+    if not list(folder.glob("*.safetensors")):
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise CheckpointError(
+            f"text encoder folder {folder} has no .safetensors weights (found {found}); "
+            "only safetensors are loaded, never pickle files"
+        )
+    config = T5Config.from_pretrained(folder)
+    if config.model_type != "t5":
+        raise CheckpointError(f"text encoder {folder} is a {config.model_type!r} model, not T5")
+    model = T5EncoderModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    return model.to(device)
+
+
+def _encoder_state(path: Path) -> dict[str, torch.Tensor]:
+    """The encoder's tensors, under transformers' names, from a single safetensors file
+    (also a whole T5 or a file whose keys carry a prefix such as ComfyUI's)."""
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"text encoder {path} is not a readable .safetensors file: {error}") from None
+    anchor = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    prefix = next((key[: -len(anchor)] for key in state if key.endswith(anchor)), None)
+    if prefix is None:
+        raise CheckpointError(
+            f"{path} is not a T5 encoder: no '{anchor}' among its {len(state)} tensors "
+            f"(first keys: {sorted(state)[:4]})"
+        )
+    state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    state = {key: value for key, value in state.items() if key.split(".")[0] in ("shared", "encoder")}
+    # the input embedding is stored once, under either of its two tied names
+    embedding = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
+    if embedding is None:
+        raise CheckpointError(f"text encoder {path} lacks the token embedding 'shared.weight'")
+    state["shared.weight"] = state["encoder.embed_tokens.weight"] = embedding
+    return state
+
+
+def t5_config_from_shapes(state: dict[str, torch.Tensor]) -> T5Config:
+    """A T5 encoder's config read off its tensors (T5-XXL v1.1: d_model 4096, 24 layers,
+    64 heads of 64, d_ff 10240, gated-gelu)."""
+    vocab_size, d_model = state["shared.weight"].shape
+    layers = {int(m.group(1)) for key in state if (m := re.match(r"encoder\.block\.(\d+)\.", key))}
+    attention = "encoder.block.0.layer.0.SelfAttention."
+    num_buckets, num_heads = state[attention + "relative_attention_bias.weight"].shape
+    gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in state
+    d_ff = state["encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight"].shape[0]
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=state[attention + "q.weight"].shape[0] // num_heads,
+        d_ff=d_ff,
+        num_layers=max(layers) + 1,
+        num_heads=num_heads,
+        relative_attention_num_buckets=num_buckets,
+        feed_forward_proj="gated-gelu" if gated else "relu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        dropout_rate=0.0,
+    )
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
+    state = _encoder_state(path)
+    config = t5_config_from_shapes(state)
+    with torch.device("meta"):
+        model = T5EncoderModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"text encoder {path} misses {len(missing)} tensors, e.g. {missing[:3]}")
+    for key, value in state.items():
+        if key in expected and value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"text encoder {path}: tensor {key} has shape {tuple(value.shape)}, "
+                f"expected {tuple(expected[key].shape)}"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"text encoder {path} has {len(unexpected)} unknown tensors, e.g. {unexpected[:3]}")
+    state = {key: value.to(device=device, dtype=dtype) for key, value in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.tie_weights()
+    return model.eval()
+
+
+def load_text_encoder(
+    path: str | Path,
+    tokenizer_path: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> TextEncoder:
+    """T5 encoder + tokenizer from a Hugging Face folder (config.json, *.safetensors,
+    sharded or not, tokenizer files; or a diffusers root with text_encoder/ and
+    tokenizer/), or from one `.safetensors` file of encoder weights plus `tokenizer_path`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"text encoder {path} does not exist")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"text encoder {path} is a pickle file; only .safetensors are loaded")
+    if path.is_dir():
+        folder, found_tokenizer = _find_model_folder(path)
+        model = _load_folder(folder, dtype, device)
+        tokenizer_path = tokenizer_path or found_tokenizer
+    else:
+        model = _load_single_file(path, dtype, device)
+    if tokenizer_path is None:
+        raise CheckpointError(
+            f"no tokenizer for text encoder {path}: give tokenizer_path, T5's spiece.model "
+            "or a folder holding it"
+        )
+    tokenizer = load_tokenizer(tokenizer_path)
+    if len(tokenizer) > model.config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer {tokenizer_path} has {len(tokenizer)} tokens but the text encoder "
+            f"{path} embeds only {model.config.vocab_size}; they are not a pair"
+        )
+    return TextEncoder(tokenizer=tokenizer, model=model.eval())
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _warn_on_truncation(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int) -> None:
+    for index, ids in enumerate(tokenizer(prompts, add_special_tokens=True).input_ids):
+        if len(ids) > max_tokens:
+            warnings.warn(
+                f"prompt {index} is {len(ids)} tokens long; {len(ids) - max_tokens} tokens past "
+                f"the limit of {max_tokens} were cut",
+                stacklevel=3,
+            )
+
+
+def encode_prompt(
+    encoder: TextEncoder,
+    prompts: list[str],
+    max_tokens: int = 128,
+    allow_empty: bool = False,
+) -> TextEmbeddings:
+    """Embeddings padded to `max_tokens`, as diffusers' LTXPipeline makes them: the
+    encoder runs without an attention mask and padded positions are not zeroed; the
+    mask goes to the transformer's cross-attention instead. (Lightricks' own pipeline
+    masks the encoder's attention and pads to 256; ComfyUI follows neither exactly.)"""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise SettingsError(f"max_tokens {max_tokens!r} must be a whole number of at least 1")
+    if not allow_empty:
+        for index, prompt in enumerate(prompts):
+            if not prompt.strip():
+                raise SettingsError(f"prompt {index} is empty; describe the video to generate")
+    _warn_on_truncation(encoder.tokenizer, prompts, max_tokens)
+    tokens = encoder.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=max_tokens,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
+    device = encoder.model.device
+    with torch.no_grad():
+        embeds = encoder.model(tokens.input_ids.to(device)).last_hidden_state
+    return TextEmbeddings(embeds=embeds, mask=tokens.attention_mask.bool().to(device))
+
+
+def check_text_width(embeds_dim: int, caption_channels: int) -> None:
+    """The transformer projects T5 embeddings of exactly `caption_channels` features."""
+    if embeds_dim != caption_channels:
+        raise SettingsError(
+            f"text embeddings are {embeds_dim} wide but the transformer's caption projection "
+            f"takes {caption_channels}; use the T5 v1.1 XXL encoder (4096) or its match"
+        )
