@@ -1,0 +1,225 @@
+"""The LTX-Video DiT (paper 2.2, Fig. 6): PixArt-alpha blocks with RMSNorm, QK-norm and
+RoPE, AdaLN-single modulation from a timestep per token (2.4), cross attention to T5 text.
+
+Module names are the official single-file checkpoint's, so its transformer tensors load
+with `strict=True` once the `model.diffusion_model.` prefix is stripped. The math follows
+Lightricks' `ltx_video/models/transformers/{transformer3d,attention}.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .configs import TransformerConfig
+from .errors import SettingsError
+from .rope import apply_rope, rope_cos_sin
+
+# Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).
+TIMESTEP_FEATURES = 256
+# Text tokens the mask drops get this added to their attention logits (Lightricks' value).
+MASKED_TEXT_BIAS = -10000.0
+# QK-norm epsilon, fixed in the reference's Attention whatever the config's norm_eps.
+QK_NORM_EPS = 1e-5
+
+
+def timestep_sinusoids(timesteps: Tensor, width: int = TIMESTEP_FEATURES, max_period: float = 10000.0) -> Tensor:
+    """(N,) timesteps in [0, 1000] -> (N, width) features [cos | sin], fp32 (DDPM-style)."""
+    half = width // 2
+    exponents = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half
+    angles = timesteps[:, None].float() * torch.exp(exponents)[None, :]
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def text_attention_bias(text_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """(B, L) mask, 1 = keep -> (B, 1, 1, L) bias added to every head's cross-attention logits."""
+    if text_mask is None:
+        return None
+    return ((1 - text_mask.to(dtype)) * MASKED_TEXT_BIAS)[:, None, None, :]
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoids -> linear_1 -> SiLU -> linear_2."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(TIMESTEP_FEATURES, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, timesteps: Tensor, dtype: torch.dtype) -> Tensor:
+        features = timestep_sinusoids(timesteps).to(dtype)
+        return self.linear_2(F.silu(self.linear_1(features)))
+
+
+class AdaLayerNormSingle(nn.Module):
+    """PixArt-alpha's adaLN-single: one MLP turns each timestep into the six shift/scale/gate
+    vectors every block adds to its own `scale_shift_table`, plus the embedding itself."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        # The `emb` level is PixArt's combined timestep/size embedding, kept for the key names.
+        self.emb = nn.ModuleDict({"timestep_embedder": TimestepEmbedder(dim)})
+        self.linear = nn.Linear(dim, 6 * dim)
+
+    def forward(self, timesteps: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        embedded = self.emb["timestep_embedder"](timesteps, dtype)  # (N, D)
+        return self.linear(F.silu(embedded)), embedded  # (N, 6D), (N, D)
+
+
+class CaptionProjection(nn.Module):
+    """T5 features -> model width (PixArt-alpha's text projection)."""
+
+    def __init__(self, caption_channels: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(caption_channels, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, text: Tensor) -> Tensor:
+        return self.linear_2(F.gelu(self.linear_1(text), approximate="tanh"))
+
+
+class GELUProjection(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """dim -> 4 dim (GELU, tanh approximation) -> dim."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        # Slot 1 is the reference's dropout, kept so the checkpoint's `net.2` lines up.
+        self.net = nn.Sequential(GELUProjection(dim, 4 * dim), nn.Identity(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with RMS QK-norm across all heads (2.2.2) and optional RoPE."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, bias: bool):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=bias)
+        self.to_k = nn.Linear(context_dim, dim, bias=bias)
+        self.to_v = nn.Linear(context_dim, dim, bias=bias)
+        self.q_norm = nn.RMSNorm(dim, eps=QK_NORM_EPS)
+        self.k_norm = nn.RMSNorm(dim, eps=QK_NORM_EPS)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # `to_out.0`, as in the checkpoint
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        context = x if context is None else context
+        q = self.q_norm(self.to_q(x))  # (B, T, D)
+        k = self.k_norm(self.to_k(context))  # (B, S, D)
+        v = self.to_v(context)
+        if rope is not None:  # RoPE rotates the full width, before the split into heads
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
+        return self.to_out[0](rearrange(out, "b h n d -> b n (h d)"))
+
+
+class TransformerBlock(nn.Module):
+    """Fig. 6: modulated self-attention with RoPE, plain cross-attention to the text,
+    modulated feed-forward; shift/scale/gate come per token from AdaLN-single."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        dim = cfg.inner_dim
+        self.norm1 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
+        self.attn1 = Attention(dim, dim, cfg.num_attention_heads, cfg.attention_bias)
+        self.attn2 = Attention(dim, cfg.cross_attention_dim, cfg.num_attention_heads, cfg.attention_bias)
+        self.norm2 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
+        self.ff = FeedForward(dim)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(
+        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None
+    ) -> Tensor:
+        # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
+        ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
+        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, rope=rope)
+        x = x + self.attn2(x, context=text, bias=text_bias)  # no norm, no modulation: the reference's
+        x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
+        return x
+
+
+class LTXVTransformer(nn.Module):
+    """Latent tokens, per-token sigmas, text and RoPE coordinates -> velocity."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.inner_dim
+        self.patchify_proj = nn.Linear(cfg.in_channels, dim)
+        self.adaln_single = AdaLayerNormSingle(dim)
+        self.caption_projection = CaptionProjection(cfg.caption_channels, dim)
+        self.transformer_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.proj_out = nn.Linear(dim, cfg.out_channels)
+
+    def forward(
+        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor
+    ) -> Tensor:
+        """latent (B, T, in_channels); timestep sigmas in [0, 1], (B, T) per token or (B,);
+        text (B, L, caption_channels); text_mask (B, L), 1 = keep, or None; coords (B, 3, T)
+        from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels)."""
+        self._check_inputs(latent, timestep, text, text_mask, coords)
+        batch = latent.shape[0]
+        x = self.patchify_proj(latent)  # (B, T, D)
+
+        t = timestep.float()
+        if self.cfg.timestep_scale_multiplier:
+            t = t * self.cfg.timestep_scale_multiplier  # sigma -> the 0..1000 the model was trained on
+        modulation, embedded_t = self.adaln_single(t.flatten(), x.dtype)
+        modulation = modulation.view(batch, -1, modulation.shape[-1])  # (B, 1 or T, 6D)
+        embedded_t = embedded_t.view(batch, -1, embedded_t.shape[-1])  # (B, 1 or T, D)
+
+        context = self.caption_projection(text)  # (B, L, D)
+        text_bias = text_attention_bias(text_mask, x.dtype)  # (B, 1, 1, L)
+        # RoPE in fp32, cast to the model's dtype once, as Lightricks' precompute_freqs_cis does.
+        cos, sin = rope_cos_sin(coords, x.shape[-1], self.cfg.positional_embedding_theta,
+                                self.cfg.positional_embedding_max_pos)
+        rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D)
+
+        for block in self.transformer_blocks:
+            x = block(x, modulation, rope, context, text_bias)
+
+        shift, scale = (self.scale_shift_table + embedded_t[:, :, None]).unbind(dim=2)
+        x = self.norm_out(x) * (1 + scale) + shift
+        return self.proj_out(x)  # (B, T, out_channels)
+
+    def _check_inputs(self, latent, timestep, text, text_mask, coords) -> None:
+        cfg = self.cfg
+        if latent.ndim != 3 or latent.shape[-1] != cfg.in_channels:
+            raise SettingsError(f"latent tokens have shape {tuple(latent.shape)}; "
+                                f"allowed: (batch, tokens, {cfg.in_channels})")
+        batch, tokens = latent.shape[:2]
+        if tuple(timestep.shape) not in ((batch,), (batch, 1), (batch, tokens)):
+            raise SettingsError(f"timestep has shape {tuple(timestep.shape)}; allowed: "
+                                f"({batch},) or ({batch}, {tokens}) for {tokens} tokens")
+        if text.ndim != 3 or text.shape[0] != batch or text.shape[-1] != cfg.caption_channels:
+            raise SettingsError(f"text embeddings have shape {tuple(text.shape)}; allowed: "
+                                f"({batch}, length, {cfg.caption_channels})")
+        if text_mask is not None and tuple(text_mask.shape) != tuple(text.shape[:2]):
+            raise SettingsError(f"text_mask has shape {tuple(text_mask.shape)}; "
+                                f"allowed: {tuple(text.shape[:2])}, one entry per text token")
+        if tuple(coords.shape) != (batch, 3, tokens):
+            raise SettingsError(f"coords have shape {tuple(coords.shape)}; allowed: ({batch}, 3, {tokens})")
