@@ -18,7 +18,8 @@ ATOL = 1e-4
 
 
 def official_metadata(**changes):
-    """config["transformer"] as the official 2B 0.9.x single file carries it."""
+    """config["transformer"] as the official 2B 0.9.x single file carries it; a change to
+    `...` removes that key, as in a file that lacks it."""
     metadata = {
         "_class_name": "Transformer3DModel", "_diffusers_version": "0.25.1",
         "_name_or_path": "PixArt-alpha/PixArt-XL-2-256x256", "activation_fn": "gelu-approximate",
