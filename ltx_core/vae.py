@@ -1,0 +1,531 @@
+"""The causal video VAE of LTX-Video (paper 2.1): video <-> normalized latent.
+
+Pixels are patchified 4x4, then a stack of causal 3-D conv blocks compresses 32x32x8
+into 128 latent channels; the first frame is a latent frame of its own, so F = 8k + 1
+pixel frames give k + 1 latent frames. The decoder (from 0.9.1 on) is conditioned on a
+timestep and performs the last denoising step while decoding (paper 2.1, "shared
+diffusion objective"), which is why `decode` takes a timestep and mixes in a little
+noise first.
+
+Modules and their names follow Lightricks' `ltx_video/models/autoencoders/
+causal_video_autoencoder.py`, so the official state dict (prefix `vae.` stripped) loads
+strictly: `encoder.down_blocks.N` / `decoder.up_blocks.N` are flat lists built from the
+config's block list, one module per entry.
+"""
+
+from __future__ import annotations
+
+import math
+from math import prod
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
+from .errors import SettingsError
+
+# diffusers' `Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)`, the input
+# width of PixArt-alpha's timestep embedder that Lightricks' decoder reuses.
+TIMESTEP_PROJ_DIM = 256
+
+
+# ---------------------------------------------------------------------- building blocks
+
+
+class CausalConv3d(nn.Module):
+    """3-D conv padded in time by repeating edge frames: causal = the first frame twice in
+    front, so output frame t sees input frames <= t (Lightricks `causal_conv3d.py`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int | tuple[int, int, int] = 1, padding_mode: str = "zeros"):
+        super().__init__()
+        self.time_kernel_size = kernel_size
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=(0, kernel_size // 2, kernel_size // 2),
+                              padding_mode=padding_mode)
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        pad = self.time_kernel_size - 1
+        front, back = (pad, 0) if causal else (pad // 2, pad // 2)
+        x = F.pad(x, (0, 0, 0, 0, front, back), mode="replicate")
+        return self.conv(x)
+
+
+class PixelNorm(nn.Module):
+    """RMS over channels, no weights (the norm of every released VAE)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the channel axis of (B, C, F, H, W); the inner `norm` is in the key."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def make_norm(norm_layer: str, channels: int) -> nn.Module:
+    if norm_layer == "pixel_norm":
+        return PixelNorm()
+    if norm_layer == "group_norm":
+        return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6)
+    return LayerNorm(channels)
+
+
+def sinusoidal_embedding(t: Tensor, dim: int = TIMESTEP_PROJ_DIM) -> Tensor:
+    """(N,) -> (N, dim) as [cos, sin] of t * 10000^(-i / (dim/2)) (diffusers `Timesteps`
+    with flip_sin_to_cos=True, downscale_freq_shift=0)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepMLP(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TimestepEmbedder(nn.Module):
+    """PixArt-alpha's combined embedder without size conditions, as the official decoder
+    uses it: sinusoid -> `timestep_embedder.linear_1` -> SiLU -> `linear_2`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.timestep_embedder = TimestepMLP(TIMESTEP_PROJ_DIM, dim)
+
+    def forward(self, timestep: Tensor, dtype: torch.dtype) -> Tensor:
+        # (B,) -> (B, dim, 1, 1, 1), ready to broadcast over (F, H, W)
+        embedded = self.timestep_embedder(sinusoidal_embedding(timestep).to(dtype))
+        return embedded[:, :, None, None, None]
+
+
+def spatial_noise(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal noise drawn on the generator's device, so a CPU generator gives the
+    same numbers whatever device the model runs on."""
+    noise = torch.randn(shape, generator=generator, device=generator.device,
+                        dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
+
+
+class ResnetBlock3D(nn.Module):
+    """norm -> (scale, shift) -> SiLU -> conv, twice, plus the input; from 0.9.1 on the
+    decoder adds per-channel-scaled spatial noise after each conv (StyleGAN's explicit
+    noise inputs) and modulates both norms by the timestep (AdaLN)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_layer: str,
+                 padding_mode: str, inject_noise: bool = False,
+                 timestep_conditioning: bool = False):
+        super().__init__()
+        self.inject_noise = inject_noise
+        self.timestep_conditioning = timestep_conditioning
+        self.norm1 = make_norm(norm_layer, in_channels)
+        self.conv1 = CausalConv3d(in_channels, out_channels, padding_mode=padding_mode)
+        self.norm2 = make_norm(norm_layer, out_channels)
+        self.conv2 = CausalConv3d(out_channels, out_channels, padding_mode=padding_mode)
+        if inject_noise:
+            # Both sized by in_channels, as in the official code (only width-keeping
+            # blocks inject noise).
+            self.per_channel_scale1 = nn.Parameter(torch.zeros(in_channels, 1, 1))
+            self.per_channel_scale2 = nn.Parameter(torch.zeros(in_channels, 1, 1))
+        self.norm3 = LayerNorm(in_channels) if in_channels != out_channels else None
+        self.conv_shortcut = (nn.Conv3d(in_channels, out_channels, kernel_size=1)
+                              if in_channels != out_channels else None)
+        if timestep_conditioning:
+            self.scale_shift_table = nn.Parameter(torch.randn(4, in_channels) / in_channels**0.5)
+
+    def _add_noise(self, h: Tensor, per_channel_scale: Tensor,
+                   generator: torch.Generator) -> Tensor:
+        # one (H, W) draw shared by every batch item, channel and frame
+        noise = spatial_noise(h.shape[-2:], generator, h)
+        return h + (noise[None] * per_channel_scale)[None, :, None]
+
+    def forward(self, x: Tensor, causal: bool = True, timestep_embed: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        h = self.norm1(x)
+        if self.timestep_conditioning:
+            # timestep_embed (B, 4C, 1, 1, 1) -> shift1, scale1, shift2, scale2 (B, C, 1, 1, 1)
+            ada = self.scale_shift_table[None, :, :, None, None, None] + timestep_embed.unflatten(1, (4, -1))
+            shift1, scale1, shift2, scale2 = ada.unbind(dim=1)
+            h = h * (1 + scale1) + shift1
+        h = self.conv1(F.silu(h), causal)
+        if self.inject_noise:
+            h = self._add_noise(h, self.per_channel_scale1, generator)
+        h = self.norm2(h)
+        if self.timestep_conditioning:
+            h = h * (1 + scale2) + shift2
+        h = self.conv2(F.silu(h), causal)
+        if self.inject_noise:
+            h = self._add_noise(h, self.per_channel_scale2, generator)
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(self.norm3(x))
+        return x + h
+
+
+class UNetMidBlock3D(nn.Module):
+    """A `res_x` entry: `num_layers` same-width resnet blocks sharing one timestep
+    embedding (`time_embedder`, only with timestep conditioning)."""
+
+    def __init__(self, channels: int, num_layers: int, norm_layer: str, padding_mode: str,
+                 inject_noise: bool = False, timestep_conditioning: bool = False):
+        super().__init__()
+        self.time_embedder = TimestepEmbedder(channels * 4) if timestep_conditioning else None
+        self.res_blocks = nn.ModuleList(
+            ResnetBlock3D(channels, channels, norm_layer, padding_mode, inject_noise,
+                          timestep_conditioning)
+            for _ in range(num_layers))
+
+    def forward(self, x: Tensor, causal: bool = True, timestep: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        embed = self.time_embedder(timestep, x.dtype) if self.time_embedder else None
+        for block in self.res_blocks:
+            x = block(x, causal, embed, generator)
+        return x
+
+
+def space_to_depth(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
+    return rearrange(x, "b c (d p1) (h p2) (w p3) -> b (c p1 p2 p3) d h w",
+                     p1=stride[0], p2=stride[1], p3=stride[2])
+
+
+def depth_to_space(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
+    return rearrange(x, "b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)",
+                     p1=stride[0], p2=stride[1], p3=stride[2])
+
+
+class SpaceToDepthDownsample(nn.Module):
+    """0.9.5+ encoder downsampler: conv then space-to-depth, plus a parameter-free skip
+    (space-to-depth of the input, averaged over channel groups to the output width)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int],
+                 padding_mode: str):
+        super().__init__()
+        self.stride = stride
+        self.group_size = in_channels * prod(stride) // out_channels
+        self.conv = CausalConv3d(in_channels, out_channels // prod(stride),
+                                 padding_mode=padding_mode)
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        if self.stride[0] == 2:
+            # causal VAE: repeat frame 0 so 1 + 2k frames pair up into 1 + k
+            x = torch.cat([x[:, :, :1], x], dim=2)
+        skip = space_to_depth(x, self.stride).unflatten(1, (-1, self.group_size)).mean(dim=2)
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
+
+
+class DepthToSpaceUpsample(nn.Module):
+    """Decoder upsampler: conv to stride-product times the channels, then depth-to-space;
+    `residual` (0.9.1+) adds the depth-to-space of the input, repeated to the width."""
+
+    def __init__(self, in_channels: int, stride: tuple[int, int, int], padding_mode: str,
+                 residual: bool = False, out_channels_reduction_factor: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.residual = residual
+        self.repeats = prod(stride) // out_channels_reduction_factor
+        self.conv = CausalConv3d(in_channels, in_channels * self.repeats,
+                                 padding_mode=padding_mode)
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        out = depth_to_space(self.conv(x, causal), self.stride)
+        if self.residual:
+            out = out + depth_to_space(x, self.stride).repeat(1, self.repeats, 1, 1, 1)
+        if self.stride[0] == 2:
+            out = out[:, :, 1:]  # latent frame 0 holds one pixel frame, not two
+        return out
+
+
+# ---------------------------------------------------------------------- encoder, decoder
+
+
+def _encoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
+                   ) -> tuple[nn.Module, int]:
+    """One encoder entry of the block list -> (module, output channels)."""
+    pad = cfg.spatial_padding_mode
+    if name == "res_x":
+        return UNetMidBlock3D(channels, params["num_layers"], cfg.norm_layer, pad), channels
+    out = channels * params.get("multiplier", 2)
+    if name == "res_x_y":
+        return ResnetBlock3D(channels, out, cfg.norm_layer, pad), out
+    if name.endswith("_res"):
+        stride = VAE_ENCODER_STRIDES[name]
+        return SpaceToDepthDownsample(channels, out, stride, pad), out
+    out = out if name == "compress_all_x_y" else channels
+    return CausalConv3d(channels, out, stride=VAE_ENCODER_STRIDES[name], padding_mode=pad), out
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.latent_log_var = cfg.latent_log_var
+        channels = cfg.encoder_base_channels
+        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size**2, channels,
+                                    padding_mode=cfg.spatial_padding_mode)
+        self.down_blocks = nn.ModuleList()
+        for name, params in cfg.encoder_block_list:
+            block, channels = _encoder_block(name, dict(params), channels, cfg)
+            self.down_blocks.append(block)
+        self.conv_norm_out = make_norm(cfg.norm_layer, channels)
+        # mean channels, then the log-variance: one shared channel ("uniform",
+        # "constant") or one per latent channel ("per_channel")
+        extra = cfg.latent_channels if cfg.latent_log_var == "per_channel" else 1
+        self.conv_out = CausalConv3d(channels, cfg.latent_channels + extra,
+                                     padding_mode=cfg.spatial_padding_mode)
+
+    def forward(self, video: Tensor) -> Tensor:
+        """(B, C, F, H, W) -> moments (B, latent + extra, f, h, w); always causal."""
+        p = self.patch_size
+        x = rearrange(video, "b c f (h q) (w r) -> b (c r q) f h w", q=p, r=p)
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+
+def _decoder_width(cfg: VAEConfig) -> int:
+    """Channels after conv_in: the base width times every channel multiplier."""
+    width = cfg.decoder_base_channels
+    for name, params in cfg.decoder_block_list:
+        if name == "res_x_y":
+            width *= dict(params).get("multiplier", 2)
+        elif name == "compress_all":
+            width *= dict(params).get("multiplier", 1)
+    return width
+
+
+def _decoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
+                   ) -> tuple[nn.Module, int]:
+    """One decoder entry (walked in reverse) -> (module, output channels)."""
+    pad = cfg.spatial_padding_mode
+    noise = params.get("inject_noise", False)
+    if name == "res_x":
+        return UNetMidBlock3D(channels, params["num_layers"], cfg.norm_layer, pad, noise,
+                              cfg.timestep_conditioning), channels
+    if name == "res_x_y":
+        out = channels // params.get("multiplier", 2)
+        return ResnetBlock3D(channels, out, cfg.norm_layer, pad, noise), out
+    stride = VAE_DECODER_STRIDES[name]
+    if name != "compress_all":
+        return DepthToSpaceUpsample(channels, stride, pad), channels
+    factor = params.get("multiplier", 1)
+    return DepthToSpaceUpsample(channels, stride, pad, params.get("residual", False),
+                                factor), channels // factor
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.causal = cfg.causal_decoder
+        self.timestep_conditioning = cfg.timestep_conditioning
+        pad = cfg.spatial_padding_mode
+        channels = _decoder_width(cfg)
+        self.conv_in = CausalConv3d(cfg.latent_channels, channels, padding_mode=pad)
+        self.up_blocks = nn.ModuleList()
+        for name, params in reversed(cfg.decoder_block_list):
+            block, channels = _decoder_block(name, dict(params), channels, cfg)
+            self.up_blocks.append(block)
+        self.conv_norm_out = make_norm(cfg.norm_layer, channels)
+        self.conv_out = CausalConv3d(channels, cfg.out_channels * cfg.patch_size**2,
+                                     padding_mode=pad)
+        if cfg.timestep_conditioning:
+            self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
+            self.last_time_embedder = TimestepEmbedder(channels * 2)
+            self.last_scale_shift_table = nn.Parameter(torch.randn(2, channels) / channels**0.5)
+
+    def forward(self, z: Tensor, timestep: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Raw latent (B, C, f, h, w) and timestep (B,) sigmas -> (B, 3, F, H, W)."""
+        x = self.conv_in(z, self.causal)
+        if self.timestep_conditioning:
+            timestep = timestep * self.timestep_scale_multiplier
+        for block in self.up_blocks:
+            if isinstance(block, UNetMidBlock3D):
+                x = block(x, self.causal, timestep, generator)
+            elif isinstance(block, ResnetBlock3D):
+                x = block(x, self.causal, generator=generator)
+            else:
+                x = block(x, self.causal)
+        x = self.conv_norm_out(x)
+        if self.timestep_conditioning:
+            embed = self.last_time_embedder(timestep, x.dtype).unflatten(1, (2, -1))
+            shift, scale = (self.last_scale_shift_table[None, :, :, None, None, None]
+                            + embed).unbind(dim=1)
+            x = x * (1 + scale) + shift
+        x = self.conv_out(F.silu(x), self.causal)
+        p = self.patch_size
+        return rearrange(x, "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
+
+
+# ---------------------------------------------------------------------- the VAE
+
+
+class PerChannelStatistics(nn.Module):
+    """Dataset statistics of the latent means, under the official buffer names. Only
+    `mean-of-means` and `std-of-means` are used; the others are kept so the official
+    file loads strictly."""
+
+    NAMES = ("std-of-means", "mean-of-means", "mean-of-stds",
+             "mean-of-stds_over_std-of-means", "channel")
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("std-of-means", torch.ones(channels))
+        self.register_buffer("mean-of-means", torch.zeros(channels))
+        self.register_buffer("mean-of-stds", torch.ones(channels))
+        self.register_buffer("mean-of-stds_over_std-of-means", torch.ones(channels))
+        self.register_buffer("channel", torch.arange(channels, dtype=torch.float32))
+
+    def _stat(self, name: str, like: Tensor) -> Tensor:
+        return self.get_buffer(name).view(1, -1, 1, 1, 1).to(like)
+
+    def normalize(self, z: Tensor) -> Tensor:
+        return (z - self._stat("mean-of-means", z)) / self._stat("std-of-means", z)
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        return z * self._stat("std-of-means", z) + self._stat("mean-of-means", z)
+
+
+def _nearest_valid(value: int, step: int, offset: int) -> str:
+    lower = offset + (value - offset) // step * step
+    upper = lower + step
+    return f"{lower} or {upper}" if lower >= max(offset, 1) else f"{upper}"
+
+
+def _fresh_generator(generator: torch.Generator | None) -> torch.Generator:
+    """The caller's generator, or a newly seeded CPU one (never the global RNG)."""
+    if generator is not None:
+        return generator
+    fresh = torch.Generator()
+    fresh.seed()
+    return fresh
+
+
+class CausalVideoVAE(nn.Module):
+    """`encode`: video in [-1, 1] -> normalized latent; `decode`: the reverse, with the
+    denoising decode of timestep-conditioned decoders (0.9.1+)."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.per_channel_statistics = PerChannelStatistics(cfg.latent_channels)
+        if cfg.use_quant_conv:  # no released LTX-Video VAE has these
+            self.quant_conv = nn.Conv3d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
+            self.post_quant_conv = nn.Conv3d(cfg.latent_channels, cfg.latent_channels, 1)
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.cfg.spatial_compression
+
+    @property
+    def temporal_compression(self) -> int:
+        return self.cfg.temporal_compression
+
+    @property
+    def latent_channels(self) -> int:
+        return self.cfg.latent_channels
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw encoder mean -> the latent the transformer sees: (z - mean) / std."""
+        return self.per_channel_statistics.normalize(z)
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        return self.per_channel_statistics.denormalize(z)
+
+    def encode(self, video: Tensor, generator: torch.Generator | None = None,
+               sample: bool = False) -> Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> normalized latent (B, 128, (F-1)/8 + 1, H/32, W/32):
+        the posterior mean, or a draw from it with `sample=True`."""
+        self._check_video(video)
+        moments = self.encoder(video)
+        if self.cfg.use_quant_conv:
+            moments = self.quant_conv(moments)
+        mean, logvar = self._split_moments(moments)
+        if sample:
+            # diffusers / Lightricks DiagonalGaussianDistribution: logvar clamped to [-30, 20]
+            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+            mean = mean + std * spatial_noise(mean.shape, _fresh_generator(generator), mean)
+        return self.normalize(mean)
+
+    def _split_moments(self, moments: Tensor) -> tuple[Tensor, Tensor]:
+        c = self.cfg.latent_channels
+        mean = moments[:, :c]
+        if self.cfg.latent_log_var == "per_channel":
+            return mean, moments[:, c:]
+        if self.cfg.latent_log_var == "uniform":
+            return mean, moments[:, c:].expand_as(mean)
+        return mean, torch.full_like(mean, -30.0)  # "constant": a near-zero variance
+
+    def decode(self, latent: Tensor, timestep: float | Tensor = 0.05,
+               decode_noise_scale: float = 0.025, generator: torch.Generator | None = None,
+               *, mix_noise_denormalized: bool = False) -> Tensor:
+        """Normalized latent (B, 128, f, h, w) -> video (B, 3, 8(f-1) + 1, 32h, 32w).
+
+        A timestep-conditioned decoder (0.9.1+) first takes the latent to
+        `(1 - s) z + s noise` with s = decode_noise_scale, then denoises it at `timestep`
+        while decoding. The mix is made on the normalized latent, as Lightricks'
+        pipeline and ComfyUI do; diffusers' LTXPipeline mixes after denormalizing
+        (`mix_noise_denormalized=True`). 0.9.0's decoder ignores both. All noise (the mix,
+        then the decoder's injected noise in block order) comes from `generator`."""
+        self._check_latent(latent)
+        _check_unit_range("decode timestep", timestep)
+        _check_unit_range("decode_noise_scale", decode_noise_scale)
+        generator = _fresh_generator(generator)
+        if self.cfg.timestep_conditioning:
+            noise = spatial_noise(latent.shape, generator, latent)
+            mix = (lambda z: z * (1 - decode_noise_scale) + noise * decode_noise_scale)
+            if mix_noise_denormalized:
+                z = mix(self.denormalize(latent))
+            else:
+                z = self.denormalize(mix(latent))
+            timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
+            timestep = timestep.expand(latent.shape[0]).to(latent.dtype)
+        else:
+            z, timestep = self.denormalize(latent), None
+        if self.cfg.use_quant_conv:
+            z = self.post_quant_conv(z)
+        return self.decoder(z, timestep, generator)
+
+    def _check_video(self, video: Tensor) -> None:
+        if video.ndim != 5:
+            raise SettingsError(f"video must be 5-D (B, C, F, H, W); got shape {tuple(video.shape)}")
+        _, channels, frames, height, width = video.shape
+        if channels != self.cfg.in_channels:
+            raise SettingsError(f"video has {channels} channels; the VAE takes "
+                                f"{self.cfg.in_channels} (RGB)")
+        t, s = self.temporal_compression, self.spatial_compression
+        if frames < 1 or (frames - 1) % t:
+            raise SettingsError(f"frame count {frames} is not {t}k+1; nearest valid: "
+                                f"{_nearest_valid(frames, t, 1)}")
+        for name, size in (("height", height), ("width", width)):
+            if size < 1 or size % s:
+                raise SettingsError(f"{name} {size} is not a multiple of {s}; nearest "
+                                    f"valid: {_nearest_valid(size, s, 0)}")
+
+    def _check_latent(self, latent: Tensor) -> None:
+        if latent.ndim != 5 or latent.shape[1] != self.latent_channels:
+            raise SettingsError(
+                f"latent of shape {tuple(latent.shape)} is not an LTX-Video latent; this "
+                f"VAE takes (B, {self.latent_channels}, frames, height, width)")
+
+
+def _check_unit_range(name: str, value: float | Tensor) -> None:
+    values = torch.as_tensor(value, dtype=torch.float64)
+    if not bool(((values >= 0) & (values <= 1)).all()):
+        raise SettingsError(f"{name} {value} is outside [0, 1]")
+
