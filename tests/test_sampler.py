@@ -1,0 +1,132 @@
+"""The Euler sampler on velocity: exactness on straight flows, per-token timesteps,
+guidance batching, callback and interrupt, conditioning-token re-noising."""
+
+import pytest
+import torch
+
+from ltx_core.sampler import guided_velocity, sample
+from ltx_core.scheduler import flow_sigmas
+
+B, T, C = 2, 6, 4
+
+
+@pytest.fixture
+def clean_and_noise():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(B, T, C, generator=g), torch.randn(B, T, C, generator=g)
+
+
+def straight_flow(clean, noise):
+    """The exact velocity of rectified flow between fixed endpoints: v = noise - clean."""
+    return lambda x, timesteps: noise - clean
+
+
+def test_euler_on_the_exact_velocity_lands_on_the_clean_latent(clean_and_noise):
+    """Rectified-flow paths are straight; any schedule must end on x0 from pure noise."""
+    clean, noise = clean_and_noise
+    out = sample(straight_flow(clean, noise), noise, flow_sigmas(7, T), torch.ones(B, T))
+    torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
+
+
+def test_tokens_with_mask_zero_leave_the_sampler_unchanged(clean_and_noise):
+    clean, noise = clean_and_noise
+    mask = torch.ones(B, T)
+    mask[:, :2] = 0
+    x_init = noise.clone()
+    x_init[:, :2] = clean[:, :2]
+    out = sample(lambda x, t: torch.randn_like(x), x_init, flow_sigmas(5, T), mask)
+    assert torch.equal(out[:, :2], clean[:, :2])
+    assert not torch.equal(out[:, 2:], x_init[:, 2:])
+
+
+def test_token_timesteps_are_sigma_times_mask(clean_and_noise):
+    clean, noise = clean_and_noise
+    mask = torch.tensor([[0.0, 0.25, 0.5, 1.0, 1.0, 1.0]]).repeat(B, 1)
+    sigmas = torch.tensor([1.0, 0.6, 0.2, 0.0])
+    seen = []
+    sample(lambda x, t: seen.append(t.clone()) or torch.zeros_like(x), noise, sigmas, mask)
+    assert len(seen) == 3
+    for sigma, timesteps in zip(sigmas[:-1], seen):
+        torch.testing.assert_close(timesteps, sigma * mask)
+
+
+def test_partially_conditioned_tokens_reach_clean_from_their_own_noise_level(clean_and_noise):
+    """A token at mask m starts at m * noise + (1 - m) * clean and follows sigma * m."""
+    clean, noise = clean_and_noise
+    mask = torch.full((B, T), 0.3)
+    x_init = 0.3 * noise + 0.7 * clean
+    out = sample(straight_flow(clean, noise), x_init, flow_sigmas(4, T), mask)
+    torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
+
+
+def test_callback_sees_every_step_with_the_denoised_estimate(clean_and_noise):
+    clean, noise = clean_and_noise
+    calls = []
+    sample(straight_flow(clean, noise), noise, flow_sigmas(3, T), torch.ones(B, T),
+           callback=lambda i, n, x, denoised: calls.append((i, n, denoised.clone())))
+    assert [(i, n) for i, n, _ in calls] == [(0, 3), (1, 3), (2, 3)]
+    for _, _, denoised in calls:
+        torch.testing.assert_close(denoised, clean, atol=1e-5, rtol=0)
+
+
+def test_an_exception_in_the_callback_stops_sampling_at_once(clean_and_noise):
+    """Interrupt (Ctrl-C, ComfyUI Cancel) is an exception raised in the callback."""
+    clean, noise = clean_and_noise
+    model_calls = []
+
+    def velocity(x, t):
+        model_calls.append(1)
+        return noise - clean
+
+    def interrupt(i, n, x, denoised):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sample(velocity, noise, flow_sigmas(10, T), torch.ones(B, T), callback=interrupt)
+    assert len(model_calls) == 2
+
+
+def test_guidance_runs_one_batched_forward_with_uncond_first():
+    calls = []
+
+    def model(x, t, text, mask):
+        calls.append((x.shape[0], text[:, 0, 0].tolist()))
+        return x * text[:, :1, :1]
+
+    text, negative = torch.full((1, 3, 1), 2.0), torch.full((1, 3, 1), 5.0)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    x = torch.randn(1, T, C)
+    v = guided_velocity(model, text, mask, negative, mask, 3.0)(x, torch.ones(1, T))
+    assert calls == [(2, [5.0, 2.0])]
+    torch.testing.assert_close(v, 5 * x + 3.0 * (2 * x - 5 * x))
+
+
+def test_guidance_scale_one_skips_the_unconditional_pass():
+    calls = []
+    model = lambda x, t, text, mask: calls.append(x.shape[0]) or x  # noqa: E731
+    text = torch.ones(1, 3, 1)
+    v = guided_velocity(model, text, torch.ones(1, 3), None, None, 1.0)(torch.ones(1, T, C), torch.ones(1, T))
+    assert calls == [1] and torch.equal(v, torch.ones(1, T, C))
+
+
+def test_guidance_without_negative_text_is_refused():
+    with pytest.raises(ValueError, match="guidance scale 3.0 needs negative text"):
+        guided_velocity(lambda *a: a[0], torch.ones(1, 3, 1), torch.ones(1, 3), None, None, 3.0)
+
+
+def test_conditioning_tokens_are_renoised_by_sigma_squared_from_the_generator(clean_and_noise):
+    """Lightricks' image_cond_noise_scale: clean + scale * noise * sigma^2 each step."""
+    clean, noise = clean_and_noise
+    mask = torch.ones(B, T)
+    mask[:, 0] = 0
+    sigmas = torch.tensor([1.0, 0.5, 0.0])
+    seen = []
+    velocity = lambda x, t: seen.append(x.clone()) or torch.zeros_like(x)  # noqa: E731
+    out = sample(velocity, noise, sigmas, mask, clean_latent=clean, cond_noise_scale=0.1,
+                 generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    first, second = torch.randn(B, T, C, generator=g), torch.randn(B, T, C, generator=g)
+    torch.testing.assert_close(seen[0][:, 0], clean[:, 0] + 0.1 * first[:, 0])
+    torch.testing.assert_close(out[:, 0], clean[:, 0] + 0.1 * second[:, 0] * 0.25)
+    torch.testing.assert_close(out[:, 1:], noise[:, 1:])
