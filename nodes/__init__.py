@@ -1,0 +1,41 @@
+"""The pack's one node registry: every node id and display name, in graph order.
+
+Node ids are stored in saved graphs and are forever; they carry the `LTXVCore` prefix
+so they never collide with ComfyUI's own LTXV nodes (`EmptyLTXVLatentVideo`, ...).
+"""
+
+from .decode import LTXVCoreDenoisingDecode
+from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
+from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
+from .registry import register_model_folders
+from .sampling import LTXVCoreSampler, LTXVCoreScheduler
+from .text import LTXVCoreT5Encode
+from .video import LTXVCoreSaveVideo
+
+register_model_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "LTXVCoreCheckpointLoader": LTXVCoreCheckpointLoader,
+    "LTXVCoreT5Loader": LTXVCoreT5Loader,
+    "LTXVCoreT5Encode": LTXVCoreT5Encode,
+    "LTXVCoreEmptyLatentVideo": LTXVCoreEmptyLatentVideo,
+    "LTXVCoreVAEEncodeFirstFrame": LTXVCoreVAEEncodeFirstFrame,
+    "LTXVCoreConditionFirstFrame": LTXVCoreConditionFirstFrame,
+    "LTXVCoreScheduler": LTXVCoreScheduler,
+    "LTXVCoreSampler": LTXVCoreSampler,
+    "LTXVCoreDenoisingDecode": LTXVCoreDenoisingDecode,
+    "LTXVCoreSaveVideo": LTXVCoreSaveVideo,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LTXVCoreCheckpointLoader": "LTX-Video Checkpoint Loader",
+    "LTXVCoreT5Loader": "LTX-Video T5 Loader",
+    "LTXVCoreT5Encode": "LTX-Video T5 Text Encode",
+    "LTXVCoreEmptyLatentVideo": "LTX-Video Empty Latent",
+    "LTXVCoreVAEEncodeFirstFrame": "LTX-Video VAE Encode First Frame",
+    "LTXVCoreConditionFirstFrame": "LTX-Video Condition On First Frame",
+    "LTXVCoreScheduler": "LTX-Video Flow Sigmas",
+    "LTXVCoreSampler": "LTX-Video Sampler",
+    "LTXVCoreDenoisingDecode": "LTX-Video Denoising VAE Decode",
+    "LTXVCoreSaveVideo": "LTX-Video Save MP4",
+}

@@ -1,0 +1,57 @@
+"""ComfyUI's types to the core's and back: layout only, no model or latent math.
+
+`CONDITIONING` is ComfyUI's list of [embeddings (B, L, D), {"attention_mask": (B, L)}];
+`LATENT` is {"samples": (B, 128, f, h, w), "noise_mask": (B, 1, f, h or 1, w or 1)}, the
+same layout and normalization as ComfyUI's own LTXV latents, with a token's timestep
+`sigma * noise_mask` (1 = generate, 1 - strength for a conditioning frame); `IMAGE` is
+(frames, H, W, 3) in [0, 1], which is the core's frame layout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..ltx_core import conditioning as core_conditioning
+from ..ltx_core import text_encoder as core_text_encoder
+
+SEED_MAX = 2**64 - 1  # ComfyUI's seed widgets go this far; torch seeds take 64 bits
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """Every random draw of a node comes from here, so the same graph gives the same frames."""
+    return torch.Generator(device="cpu").manual_seed(int(seed) & SEED_MAX)
+
+
+def embeddings_to_conditioning(embeddings) -> list:
+    return [[embeddings.embeds, {"attention_mask": embeddings.mask}]]
+
+
+def conditioning_to_embeddings(conditioning: list, name: str):
+    """The first entry of a `CONDITIONING` list as the core's `TextEmbeddings`."""
+    if not conditioning:
+        raise ValueError(f"{name} conditioning is empty; connect an LTX-Video T5 Text Encode node")
+    embeds, extras = conditioning[0][0], conditioning[0][1]
+    mask = extras.get("attention_mask")
+    if mask is None:  # a CONDITIONING of another encoder: every token counts
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    return core_text_encoder.TextEmbeddings(embeds=embeds, mask=mask)
+
+
+def latent_to_core(latent: dict, name: str = "latent"):
+    """A ComfyUI `LATENT` as the core's `ConditionedLatent` (checked by the core)."""
+    return core_conditioning.ConditionedLatent(samples=latent["samples"], noise_mask=latent.get("noise_mask"))
+
+
+def core_to_latent(conditioned) -> dict:
+    latent = {"samples": conditioned.samples}
+    if conditioned.noise_mask is not None:
+        latent["noise_mask"] = conditioned.noise_mask
+    return latent
+
+
+def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
+    """The core's frames, (F, H, W, 3) or (B, F, H, W, 3), as one ComfyUI `IMAGE` batch
+    (videos of a batch follow each other)."""
+    if frames.ndim == 5:
+        frames = frames.flatten(0, 1)
+    return frames.float().cpu().contiguous()

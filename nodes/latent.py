@@ -1,0 +1,114 @@
+"""Latent nodes: the empty video latent, the VAE encode of a first frame, and the
+per-token conditioning latent that joins them (paper 2.4).
+
+The `LATENT` they give has the layout and normalization of ComfyUI's own LTXV latents,
+(batch, 128, frames, height/32, width/32), so latents pass between this pack and
+ComfyUI's built-in LTXV nodes; a conditioning frame's timestep travels as `noise_mask`.
+"""
+
+from __future__ import annotations
+
+from ..ltx_core import conditioning as core_conditioning
+from ..ltx_core import pipeline as core_pipeline
+from ..ltx_core.configs import LTXV_VAE_0_9_5
+from ..ltx_core.errors import LTXVError
+from . import memory
+from .convert import core_to_latent, latent_to_core
+from .registry import CATEGORY, VAE_TYPE
+
+MAX_SIZE = 8192
+MAX_FRAMES = 1025
+# Every published LTX-Video VAE has this geometry (32 x 32 pixels, 8 frames, 128 channels
+# per latent cell): the empty latent needs no VAE wired in, as ComfyUI's own does not.
+LATENT_GEOMETRY = LTXV_VAE_0_9_5
+
+
+def size_widgets(default_width: int = 768, default_height: int = 512) -> dict:
+    # steps of 32 and 8: the VAE's spatial and temporal compression (paper 2.1)
+    return {
+        "width": ("INT", {"default": default_width, "min": 32, "max": MAX_SIZE, "step": 32, "tooltip": "Pixels; a multiple of 32."}),
+        "height": ("INT", {"default": default_height, "min": 32, "max": MAX_SIZE, "step": 32, "tooltip": "Pixels; a multiple of 32."}),
+    }  # fmt: skip
+
+
+def check_size(width: int, height: int, frames: int = 1) -> bool | str:
+    """`VALIDATE_INPUTS` answer: True, or the core's message naming the fix."""
+    try:
+        core_conditioning.check_multiple("width", width, LATENT_GEOMETRY.spatial_compression)
+        core_conditioning.check_multiple("height", height, LATENT_GEOMETRY.spatial_compression)
+        core_conditioning.check_num_frames(frames, LATENT_GEOMETRY.temporal_compression, name="frames")
+    except LTXVError as error:
+        return str(error)
+    return True
+
+
+class LTXVCoreEmptyLatentVideo:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "An empty (all-zero) LTX-Video latent for text-to-video, every token to be generated."
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("(batch, 128, (frames - 1) / 8 + 1, height / 32, width / 32)",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            **size_widgets(),
+            "frames": ("INT", {"default": 97, "min": 1, "max": MAX_FRAMES, "step": 8, "tooltip": "8k + 1 frames: 1, 9, 17, ..., 97, 105, ..."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+        }}  # fmt: skip
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, frames):
+        return check_size(width, height, frames)
+
+    def generate(self, width, height, frames, batch_size):
+        return (core_to_latent(core_conditioning.empty_latent(batch_size, frames, height, width, LATENT_GEOMETRY)),)
+
+
+class LTXVCoreVAEEncodeFirstFrame:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Encodes the first image of a batch as the first latent frame of a video. An image of "
+        "another size or aspect is center-cropped and resized to width x height."
+    )
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("One latent frame: (1, 128, 1, height / 32, width / 32).",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": (VAE_TYPE,), "image": ("IMAGE",), **size_widgets()}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height):
+        return check_size(width, height)
+
+    def encode(self, vae, image, width, height):
+        device = memory.load(vae)
+        latent = core_pipeline.encode_first_frame(vae.model, image, width, height, device=device)
+        return ({"samples": latent},)
+
+
+class LTXVCoreConditionFirstFrame:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Puts an encoded first frame into a video latent. Its tokens get the timestep "
+        "sigma * (1 - strength) while the rest are generated (per-token timesteps, paper 2.4)."
+    )
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The latent with the frame in place and its noise_mask.",)
+    FUNCTION = "condition"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "latent": ("LATENT", {"tooltip": "The video latent, e.g. from LTX-Video Empty Latent."}),
+            "first_frame": ("LATENT", {"tooltip": "From LTX-Video VAE Encode First Frame."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "1: the frame is kept as given (t_c = 0); 0: no conditioning."}),
+        }}  # fmt: skip
+
+    def condition(self, latent, first_frame, strength):
+        conditioned = core_conditioning.condition_first_frame(
+            latent_to_core(latent), first_frame["samples"], strength=strength
+        )
+        return (core_to_latent(conditioned),)

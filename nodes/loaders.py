@@ -1,0 +1,148 @@
+"""Loader nodes: the checkpoint (transformer + VAE) and the T5 text encoder.
+
+Files are listed from ComfyUI's model folders through `folder_paths`; the core loads
+them (safetensors only, config from the file's metadata) and the models are handed to
+ComfyUI's memory manager.
+"""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from ..ltx_core import checkpoint as core_checkpoint
+from ..ltx_core import text_encoder as core_text_encoder
+from . import memory
+from .registry import CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
+
+CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
+TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
+SAFETENSORS = ".safetensors"
+
+
+def _folders(names: tuple[str, ...]) -> list[str]:
+    paths = []
+    for name in names:
+        if name in folder_paths.folder_names_and_paths:
+            paths += [path for path in folder_paths.get_folder_paths(name) if path not in paths]
+    return paths
+
+
+def _subfolders_with(names: tuple[str, ...], marker) -> list[str]:
+    """Sub-folders (one level) of the model folders for which `marker(path)` holds:
+    diffusers and Hugging Face models are folders, which `folder_paths` does not list."""
+    found = []
+    for root in _folders(names):
+        if os.path.isdir(root):
+            found += [entry.name for entry in os.scandir(root) if entry.is_dir() and marker(entry.path)]
+    return found
+
+
+def _files(names: tuple[str, ...], inside_folder_models: list[str]) -> list[str]:
+    """`.safetensors` files of the model folders, leaving out those that belong to a
+    folder model (a diffusers or Hugging Face folder is chosen as a whole)."""
+    found = []
+    for name in names:
+        if name in folder_paths.folder_names_and_paths:
+            found += [f for f in folder_paths.get_filename_list(name) if f.lower().endswith(SAFETENSORS)]
+    inside = tuple(folder.rstrip("/\\") + sep for folder in inside_folder_models for sep in ("/", "\\"))
+    return [f for f in found if not f.startswith(inside)]
+
+
+def _is_diffusers_folder(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "transformer")) and os.path.isdir(os.path.join(path, "vae"))
+
+
+def _is_t5_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def checkpoint_names() -> list[str]:
+    folders = _subfolders_with(CHECKPOINT_FOLDERS, _is_diffusers_folder)
+    return sorted(set(folders + _files(CHECKPOINT_FOLDERS, folders)))
+
+
+def text_encoder_names() -> list[str]:
+    folders = _subfolders_with(TEXT_ENCODER_FOLDERS, _is_t5_folder)
+    return sorted(set(folders + _files(TEXT_ENCODER_FOLDERS, folders)))
+
+
+def _resolve(names: tuple[str, ...], name: str) -> str | None:
+    for root in _folders(names):
+        path = os.path.join(root, os.path.normpath(name))
+        if os.path.commonpath([root, os.path.abspath(path)]) == os.path.abspath(root) and os.path.exists(path):
+            return path
+    return None
+
+
+def _missing_message(what: str, name: str, names: tuple[str, ...], available: list[str]) -> str:
+    listed = ", ".join(available[:10]) if available else "none"
+    return (
+        f"{what} {name!r} is not in the model folders {names} ({', '.join(_folders(names))}); "
+        f"put the file there or choose one of: {listed}"
+    )
+
+
+class LTXVCoreCheckpointLoader:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads an LTX-Video checkpoint: the official single .safetensors file or a diffusers "
+        "folder. Gives the video transformer and the causal VAE."
+    )
+    RETURN_TYPES = (MODEL_TYPE, VAE_TYPE)
+    RETURN_NAMES = ("model", "vae")
+    OUTPUT_TOOLTIPS = ("The video transformer (DiT).", "The causal video VAE.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models."}),
+            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision; the VAE and RoPE keep float32 where the core needs it."}),
+            "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
+        }}  # fmt: skip
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, ckpt_name):
+        if _resolve(CHECKPOINT_FOLDERS, ckpt_name) is None:
+            return _missing_message("checkpoint", ckpt_name, CHECKPOINT_FOLDERS, checkpoint_names())
+        return True
+
+    def load(self, ckpt_name, dtype, device):
+        path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
+        transformer, vae, _info = core_checkpoint.load_checkpoint(path, dtype=memory.DTYPES[dtype], device="cpu")
+        return (memory.patcher(transformer, "diffusion", device), memory.patcher(vae, "vae", device))
+
+
+class LTXVCoreT5Loader:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads the T5 text encoder: a Hugging Face folder (config.json, weights and the "
+        "sentencepiece tokenizer) or a single .safetensors file with the tokenizer beside it."
+    )
+    RETURN_TYPES = (T5_TYPE,)
+    RETURN_NAMES = ("t5",)
+    OUTPUT_TOOLTIPS = ("The T5 encoder with its tokenizer.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder_name": (text_encoder_names(), {"tooltip": "A folder or file in models/text_encoders or models/clip."}),
+            "dtype": (list(memory.DTYPES), {"default": "bfloat16"}),
+            "device": (list(memory.DEVICES), {"default": "default"}),
+        }}  # fmt: skip
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, text_encoder_name):
+        if _resolve(TEXT_ENCODER_FOLDERS, text_encoder_name) is None:
+            return _missing_message("text encoder", text_encoder_name, TEXT_ENCODER_FOLDERS, text_encoder_names())
+        return True
+
+    def load(self, text_encoder_name, dtype, device):
+        path = _resolve(TEXT_ENCODER_FOLDERS, text_encoder_name)
+        # a single file takes the tokenizer (spiece.model) from its own folder
+        tokenizer = None if os.path.isdir(path) else os.path.dirname(path)
+        encoder = core_text_encoder.load_text_encoder(path, tokenizer, dtype=memory.DTYPES[dtype], device="cpu")
+        return (memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", device)),)

@@ -1,0 +1,66 @@
+"""The pack's models under ComfyUI's memory manager.
+
+Each model is wrapped in `comfy.model_patcher.ModelPatcher`, so ComfyUI's memory manager
+counts it, moves it with `load_models_gpu` and offloads it when another model needs the
+room, as it does for its own models. A node asks for its model right before it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import torch
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DEVICES = ("default", "cpu")  # "default": the device ComfyUI runs models on (--cpu makes it the CPU)
+
+
+@dataclass(frozen=True)
+class LoadedT5:
+    """What travels on an `LTXV_CORE_T5` wire: the core's encoder (tokenizer + model) and
+    the patcher through which ComfyUI moves its model."""
+
+    encoder: object
+    patcher: comfy.model_patcher.ModelPatcher
+
+
+def model_devices(kind: str, device: str) -> tuple[torch.device, torch.device]:
+    """(load device, offload device) for a `kind` of model ("diffusion", "vae",
+    "text_encoder"), following ComfyUI's own choices unless the user picked "cpu"."""
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is unknown; allowed: {', '.join(DEVICES)}")
+    if device == "cpu":
+        cpu = torch.device("cpu")
+        return cpu, cpu
+    if kind == "text_encoder":
+        return mm.text_encoder_device(), mm.text_encoder_offload_device()
+    if kind == "vae":
+        return mm.vae_device(), mm.vae_offload_device()
+    return mm.get_torch_device(), mm.unet_offload_device()
+
+
+def patcher(module: torch.nn.Module, kind: str, device: str) -> comfy.model_patcher.ModelPatcher:
+    """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager."""
+    load_device, offload_device = model_devices(kind, device)
+    module.to(offload_device)
+    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+
+
+def load(model: comfy.model_patcher.ModelPatcher) -> torch.device:
+    """Move the model to its load device through ComfyUI (which may offload others first)
+    and return that device."""
+    mm.load_models_gpu([model])
+    return model.load_device
+
+
+def offload(model: comfy.model_patcher.ModelPatcher) -> None:
+    """Give the model's device memory back now (T5-XXL is larger than the transformer
+    and is not needed again until the prompt changes)."""
+    if model.load_device == model.offload_device:
+        return
+    for index in range(len(mm.current_loaded_models) - 1, -1, -1):
+        if mm.current_loaded_models[index].model is model:
+            mm.current_loaded_models.pop(index).model_unload()
+    mm.soft_empty_cache()

@@ -1,0 +1,140 @@
+"""The DiT sampler with the rectified-flow scheduler, and a node giving its sigmas.
+
+Progress goes to ComfyUI's progress bar with a cheap latent-to-RGB preview; Cancel in
+ComfyUI raises its `InterruptProcessingException` from the step callback, so the run
+stops before the next step and nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import comfy.model_management
+import comfy.utils
+import torch
+from PIL import Image
+
+from ..ltx_core import pipeline as core_pipeline
+from ..ltx_core import scheduler as core_scheduler
+from ..ltx_core.configs import LTXV_SCHEDULER
+from . import memory
+from .convert import SEED_MAX, conditioning_to_embeddings, core_to_latent, latent_to_core, seeded_generator
+from .registry import CATEGORY, MODEL_TYPE
+
+PREVIEW_MAX_SIZE = 512  # ComfyUI's MAX_PREVIEW_RESOLUTION
+
+
+def shift_widgets() -> dict:
+    cfg = LTXV_SCHEDULER
+    return {
+        "dynamic_shift": ("BOOLEAN", {"default": cfg.use_dynamic_shifting, "tooltip": "Shift the schedule towards high noise by the latent's token count (paper 2.5.2)."}),
+        "base_shift": ("FLOAT", {"default": cfg.base_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Shift at {cfg.base_image_seq_len} tokens."}),
+        "max_shift": ("FLOAT", {"default": cfg.max_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Shift at {cfg.max_image_seq_len} tokens."}),
+        "terminal": ("FLOAT", {"default": cfg.shift_terminal or 0.0, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip": "Stretch the schedule so its last sigma before 0 is this (0: no stretch)."}),
+    }  # fmt: skip
+
+
+def scheduler_config(dynamic_shift: bool, base_shift: float, max_shift: float, terminal: float):
+    return replace(
+        LTXV_SCHEDULER,
+        use_dynamic_shifting=dynamic_shift,
+        base_shift=base_shift,
+        max_shift=max_shift,
+        shift_terminal=terminal or None,
+    )
+
+
+class LTXVCoreScheduler:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "The flow-matching sigmas LTX-Video's sampler uses for a latent, as a SIGMAS output to edit or reuse."
+    RETURN_TYPES = ("SIGMAS",)
+    FUNCTION = "sigmas"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "latent": ("LATENT", {"tooltip": "The latent to be sampled: its token count sets the shift."}),
+            "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+            **shift_widgets(),
+        }}  # fmt: skip
+
+    def sigmas(self, latent, steps, dynamic_shift, base_shift, max_shift, terminal):
+        cfg = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
+        tokens = core_pipeline.num_tokens(latent_to_core(latent))
+        return (core_scheduler.flow_sigmas(steps, tokens, cfg),)
+
+
+class LTXVCoreSampler:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Denoises a video latent with the LTX-Video transformer: Euler steps on the flow "
+        "velocity, per-token timesteps for conditioning frames, classifier-free guidance."
+    )
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised latent.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE,),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent": ("LATENT",),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the initial noise."}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale; 1 skips the negative pass."}),
+                "frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip": "Frames per second the video is meant for (RoPE time coordinates in seconds)."}),
+                **shift_widgets(),
+            },
+            "optional": {
+                "sigmas": ("SIGMAS", {"tooltip": "A schedule of your own; replaces steps and the shift options."}),
+            },
+        }  # fmt: skip
+
+    def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate,
+               dynamic_shift, base_shift, max_shift, terminal, sigmas=None):  # fmt: skip
+        conditioned = latent_to_core(latent)
+        if sigmas is None:
+            schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
+            sigmas = core_scheduler.flow_sigmas(steps, core_pipeline.num_tokens(conditioned), schedule)
+        device = memory.load(model)
+        result = core_pipeline.denoise(
+            model.model,
+            conditioned,
+            conditioning_to_embeddings(positive, "positive"),
+            conditioning_to_embeddings(negative, "negative"),
+            sigmas=sigmas,
+            guidance=cfg,
+            frame_rate=frame_rate,
+            generator=seeded_generator(seed),
+            callback=_progress_callback(len(sigmas) - 1),
+            device=device,
+        )
+        return (core_to_latent(result),)
+
+
+def _progress_callback(total_steps: int):
+    """The core sampler's `callback(step, total, x, denoised)`: checks ComfyUI's Cancel,
+    then moves the progress bar with a preview of the current estimate."""
+    progress = comfy.utils.ProgressBar(total_steps)
+    previews = _previews_enabled()
+
+    def on_step(step: int, total: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        preview = ("JPEG", _preview_image(denoised), PREVIEW_MAX_SIZE) if previews else None
+        progress.update_absolute(step + 1, total, preview)
+
+    return on_step
+
+
+def _previews_enabled() -> bool:
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def _preview_image(denoised: torch.Tensor) -> Image.Image:
+    rgb = core_pipeline.latent_preview(denoised)  # (h, w, 3) in [0, 1], first video, middle frame
+    return Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())

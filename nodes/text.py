@@ -1,0 +1,35 @@
+"""T5 text encode: a prompt to ComfyUI's `CONDITIONING` ([embeddings, {attention_mask}])."""
+
+from __future__ import annotations
+
+from ..ltx_core import text_encoder as core_text_encoder
+from . import memory
+from .convert import embeddings_to_conditioning
+from .registry import CATEGORY, T5_TYPE
+
+
+class LTXVCoreT5Encode:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Encodes a prompt with T5. Use a second node for the negative prompt. The encoder "
+        "leaves the GPU when it is done."
+    )
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("T5 embeddings (batch, tokens, width) with their attention mask.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "t5": (T5_TYPE,),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "The prompt (the negative prompt may be empty)."}),
+            "max_tokens": ("INT", {"default": 128, "min": 1, "max": 1024, "tooltip": "Longer prompts are cut with a warning; LTX-Video was trained with 128."}),
+        }}  # fmt: skip
+
+    def encode(self, t5, text, max_tokens):
+        memory.load(t5.patcher)
+        try:
+            embeddings = core_text_encoder.encode_prompt(t5.encoder, [text], max_tokens=max_tokens)
+        finally:
+            memory.offload(t5.patcher)
+        return (embeddings_to_conditioning(embeddings),)

