@@ -47,8 +47,6 @@ def transformer_from_diffusers(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 
 from collections.abc import Iterable  # noqa: E402
 
-import torch  # noqa: E402
-
 from .configs import VAEConfig  # noqa: E402
 from .errors import CheckpointError  # noqa: E402
 
@@ -106,7 +104,8 @@ _VAE_0_9_1_DECODER = {
     "decoder.up_blocks.5": "decoder.up_blocks.2.upsamplers.0",
     "decoder.up_blocks.6": "decoder.up_blocks.2",
 }
-# Outside the block lists; the last three statistics are not in diffusers' model.
+# Outside the block lists. diffusers has no `mean-of-stds`, `mean-of-stds_over_std-of-means`
+# or `channel` statistics; `CausalVideoVAE` loads without them.
 _VAE_COMMON = {
     "decoder.last_time_embedder": "decoder.time_embedder",
     "decoder.last_scale_shift_table": "decoder.scale_shift_table",
@@ -125,10 +124,6 @@ VAE_DIFFUSERS_TO_OFFICIAL_LEAVES = {
     ".conv_shortcut.conv.": ".conv_shortcut.",
     ".norm3.": ".norm3.norm.",
 }
-# Statistics the official file carries beyond the two the model uses; diffusers drops
-# them, so a converted state dict gets placeholders (NaN: not data, never read).
-VAE_UNUSED_STATISTICS = ("mean-of-stds", "mean-of-stds_over_std-of-means", "channel")
-
 # Keys (official names, `vae.` stripped) that tell the families apart:
 # - 0.9.0 has no timestep conditioning: no `decoder.last_scale_shift_table`;
 # - 0.9.5+ has space-to-depth downsamplers, whose conv is nested one deeper:
@@ -183,8 +178,4 @@ def vae_from_diffusers(state_dict: Mapping[str, Tensor], cfg: VAEConfig) -> dict
             f"does not have the layout of the LTX-Video {family} VAE "
             f"({expected['encoder']} / {expected['decoder']}); no diffusers key map for it")
     diffusers_to_official = {d: o for o, d in table.items()}
-    official = {_official_key(k, diffusers_to_official): v for k, v in state_dict.items()}
-    stats = official["per_channel_statistics.std-of-means"]
-    for name in VAE_UNUSED_STATISTICS:
-        official.setdefault(f"per_channel_statistics.{name}", torch.full_like(stats, float("nan")))
-    return official
+    return {_official_key(k, diffusers_to_official): v for k, v in state_dict.items()}

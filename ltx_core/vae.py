@@ -375,11 +375,10 @@ class Decoder(nn.Module):
 
 class PerChannelStatistics(nn.Module):
     """Dataset statistics of the latent means, under the official buffer names. Only
-    `mean-of-means` and `std-of-means` are used; the others are kept so the official
-    file loads strictly."""
+    `mean-of-means` and `std-of-means` are used; the official file also carries the
+    other three, which load when present (diffusers folders lack them)."""
 
-    NAMES = ("std-of-means", "mean-of-means", "mean-of-stds",
-             "mean-of-stds_over_std-of-means", "channel")
+    OPTIONAL = ("mean-of-stds", "mean-of-stds_over_std-of-means", "channel")
 
     def __init__(self, channels: int):
         super().__init__()
@@ -388,6 +387,12 @@ class PerChannelStatistics(nn.Module):
         self.register_buffer("mean-of-stds", torch.ones(channels))
         self.register_buffer("mean-of-stds_over_std-of-means", torch.ones(channels))
         self.register_buffer("channel", torch.arange(channels, dtype=torch.float32))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # an absent unused statistic keeps its value instead of failing a strict load
+        for name in self.OPTIONAL:
+            state_dict.setdefault(prefix + name, self.get_buffer(name))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _stat(self, name: str, like: Tensor) -> Tensor:
         return self.get_buffer(name).view(1, -1, 1, 1, 1).to(like)
