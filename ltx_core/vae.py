@@ -157,7 +157,8 @@ class ResnetBlock3D(nn.Module):
         h = self.norm1(x)
         if self.timestep_conditioning:
             # timestep_embed (B, 4C, 1, 1, 1) -> shift1, scale1, shift2, scale2 (B, C, 1, 1, 1)
-            ada = self.scale_shift_table[None, :, :, None, None, None] + timestep_embed.unflatten(1, (4, -1))
+            ada = (self.scale_shift_table[None, :, :, None, None, None]
+                   + timestep_embed.unflatten(1, (4, -1)))
             shift1, scale1, shift2, scale2 = ada.unbind(dim=1)
             h = h * (1 + scale1) + shift1
         h = self.conv1(F.silu(h), causal)
@@ -189,7 +190,7 @@ class UNetMidBlock3D(nn.Module):
 
     def forward(self, x: Tensor, causal: bool = True, timestep: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
-        embed = self.time_embedder(timestep, x.dtype) if self.time_embedder else None
+        embed = None if self.time_embedder is None else self.time_embedder(timestep, x.dtype)
         for block in self.res_blocks:
             x = block(x, causal, embed, generator)
         return x
@@ -254,23 +255,23 @@ def _encoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
                    ) -> tuple[nn.Module, int]:
     """One encoder entry of the block list -> (module, output channels)."""
     pad = cfg.spatial_padding_mode
+    stride = VAE_ENCODER_STRIDES[name]
     if name == "res_x":
         return UNetMidBlock3D(channels, params["num_layers"], cfg.norm_layer, pad), channels
-    out = channels * params.get("multiplier", 2)
+    if name in ("compress_time", "compress_space", "compress_all"):  # strided conv, same width
+        return CausalConv3d(channels, channels, stride=stride, padding_mode=pad), channels
+    out = channels * params.get("multiplier", 2)  # the rest widen
     if name == "res_x_y":
         return ResnetBlock3D(channels, out, cfg.norm_layer, pad), out
-    if name.endswith("_res"):
-        stride = VAE_ENCODER_STRIDES[name]
-        return SpaceToDepthDownsample(channels, out, stride, pad), out
-    out = out if name == "compress_all_x_y" else channels
-    return CausalConv3d(channels, out, stride=VAE_ENCODER_STRIDES[name], padding_mode=pad), out
+    if name == "compress_all_x_y":
+        return CausalConv3d(channels, out, stride=stride, padding_mode=pad), out
+    return SpaceToDepthDownsample(channels, out, stride, pad), out  # compress_*_res (0.9.5+)
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         self.patch_size = cfg.patch_size
-        self.latent_log_var = cfg.latent_log_var
         channels = cfg.encoder_base_channels
         self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size**2, channels,
                                     padding_mode=cfg.spatial_padding_mode)
@@ -491,24 +492,27 @@ class CausalVideoVAE(nn.Module):
         _check_unit_range("decode timestep", timestep)
         _check_unit_range("decode_noise_scale", decode_noise_scale)
         generator = _fresh_generator(generator)
-        if self.cfg.timestep_conditioning:
-            noise = spatial_noise(latent.shape, generator, latent)
-            mix = (lambda z: z * (1 - decode_noise_scale) + noise * decode_noise_scale)
-            if mix_noise_denormalized:
-                z = mix(self.denormalize(latent))
-            else:
-                z = self.denormalize(mix(latent))
-            timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
-            timestep = timestep.expand(latent.shape[0]).to(latent.dtype)
+        if not self.cfg.timestep_conditioning:
+            return self._decode_raw(self.denormalize(latent), None, generator)
+        noise = spatial_noise(latent.shape, generator, latent)
+        if mix_noise_denormalized:
+            z = _mix(self.denormalize(latent), noise, decode_noise_scale)
         else:
-            z, timestep = self.denormalize(latent), None
+            z = self.denormalize(_mix(latent, noise, decode_noise_scale))
+        # the timestep stays fp32, as in Lightricks' pipeline (diffusers casts it)
+        timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
+        return self._decode_raw(z, timestep.expand(latent.shape[0]), generator)
+
+    def _decode_raw(self, z: Tensor, timestep: Tensor | None,
+                    generator: torch.Generator) -> Tensor:
         if self.cfg.use_quant_conv:
             z = self.post_quant_conv(z)
         return self.decoder(z, timestep, generator)
 
     def _check_video(self, video: Tensor) -> None:
         if video.ndim != 5:
-            raise SettingsError(f"video must be 5-D (B, C, F, H, W); got shape {tuple(video.shape)}")
+            raise SettingsError(
+                f"video must be 5-D (B, C, F, H, W); got shape {tuple(video.shape)}")
         _, channels, frames, height, width = video.shape
         if channels != self.cfg.in_channels:
             raise SettingsError(f"video has {channels} channels; the VAE takes "
@@ -527,6 +531,10 @@ class CausalVideoVAE(nn.Module):
             raise SettingsError(
                 f"latent of shape {tuple(latent.shape)} is not an LTX-Video latent; this "
                 f"VAE takes (B, {self.latent_channels}, frames, height, width)")
+
+
+def _mix(z: Tensor, noise: Tensor, scale: float) -> Tensor:
+    return z * (1 - scale) + noise * scale
 
 
 def _check_unit_range(name: str, value: float | Tensor) -> None:
