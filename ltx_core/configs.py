@@ -283,6 +283,17 @@ class VAEConfig:
             values["latent_log_var"] = "per_channel" if metadata.get("double_z", True) else "none"
         return cls(**values)
 
+    def to_metadata(self) -> dict[str, Any]:
+        """The inverse of `from_metadata`: JSON-ready `config["vae"]` of a single file."""
+        metadata: dict[str, Any] = {"_class_name": "CausalVideoAutoencoder"}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("blocks"):
+                value = None if value is None else [[n, dict(p)] for n, p in value]
+            if value is not None:
+                metadata[f.name] = value
+        return metadata
+
     @property
     def encoder_block_list(self) -> tuple[VAEBlock, ...]:
         return self.encoder_blocks if self.encoder_blocks is not None else self.blocks

@@ -3,6 +3,8 @@ normalization, seeded decode noise, configs and key layout of the real releases,
 the messages for bad input. If these fail, latents no longer line up with frames (or
 with ComfyUI's LTXV latents), or a decode stops being reproducible from its seed."""
 
+import json
+
 import pytest
 import torch
 
@@ -260,3 +262,10 @@ def test_a_state_dict_without_the_unused_statistics_still_loads_strictly():
     vae = tiny_vae("0.9.5")
     state = {k: v for k, v in vae.state_dict().items() if "mean-of-stds" not in k}
     CausalVideoVAE(TINY_VAE_0_9_5).load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize("family", list(REAL))
+def test_a_config_survives_the_round_trip_through_json_metadata(family):
+    metadata = json.loads(json.dumps(REAL[family].to_metadata()))
+    assert metadata["_class_name"] == "CausalVideoAutoencoder"
+    assert VAEConfig.from_metadata(metadata) == REAL[family]
