@@ -1,0 +1,86 @@
+"""The shipped demo model: its configs, where its files live, and how they are written.
+
+Sizes are chosen for the CPU demo (256x256, 25 frames at 24 fps -> 4 x 8 x 8 = 256
+tokens, 20 steps with CFG well under 20 s on 2 cores) and for the package limits (the
+single file under 16 MiB in bf16): the 0.9.1 architecture (patch 4, 32x32x8, 128 latent
+channels, timestep-conditioned decoder with noise injection) with few, narrow layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..configs import LTXV_2B_0_9_0, LTXV_VAE_0_9_1, TransformerConfig, VAEConfig
+from ..scheduler import LTXV_SCHEDULER
+from .t5 import TINY_T5
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO_CHECKPOINT = ASSETS / "ltxv-tiny.safetensors"
+DEMO_TEXT_ENCODER = ASSETS / "t5-tiny"
+
+DEMO_SIZE = dict(height=256, width=256, num_frames=25, frame_rate=24.0)
+
+
+def _with_layers(blocks, layers: list[int]):
+    """The official block list with each `res_x`'s layer count replaced, in order."""
+    counts = iter(layers)
+    return tuple((name, {**dict(p), "num_layers": next(counts)}) if name == "res_x" else (name, dict(p))
+                 for name, p in blocks)
+
+
+# 0.9.1 layout; encoder res_x layers (full res .. latent res), decoder listed full res first.
+DEMO_VAE: VAEConfig = replace(
+    LTXV_VAE_0_9_1,
+    encoder_blocks=_with_layers(LTXV_VAE_0_9_1.encoder_blocks, [2, 2, 1, 1, 1]),
+    decoder_blocks=_with_layers(LTXV_VAE_0_9_1.decoder_blocks, [2, 2, 2, 1]),
+    encoder_base_channels=16, decoder_base_channels=12)
+
+# 0.9.1's transformer layout (no causal time fix), 5 blocks of 4 heads x 48.
+DEMO_TRANSFORMER: TransformerConfig = replace(
+    LTXV_2B_0_9_0, num_layers=5, num_attention_heads=4, attention_head_dim=48,
+    cross_attention_dim=192, caption_channels=TINY_T5["d_model"])
+
+
+def _vae_metadata(cfg: VAEConfig) -> dict:
+    meta = {k: v for k, v in asdict(cfg).items() if v is not None}
+    for name in ("blocks", "encoder_blocks", "decoder_blocks"):
+        if name in meta:
+            meta[name] = [[block, dict(params)] for block, params in getattr(cfg, name)]
+    return {"_class_name": "CausalVideoAutoencoder", **meta}
+
+
+def single_file_metadata(transformer: TransformerConfig, vae: VAEConfig) -> dict[str, str]:
+    """The official file's metadata: `config` = JSON with transformer, vae and scheduler."""
+    config = {
+        "transformer": {"_class_name": "Transformer3DModel", **asdict(transformer)},
+        "vae": _vae_metadata(vae),
+        "scheduler": {"_class_name": "RectifiedFlowScheduler", "sampler": "LinearQuadratic",
+                      **asdict(LTXV_SCHEDULER)},
+    }
+    return {"config": json.dumps(config), "format": "pt"}
+
+
+def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str,
+                         dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the official single-file layout (`model.diffusion_model.` + `vae.` prefixes,
+    metadata `config`), through `checkpoint.save_single_file` where it exists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from ..checkpoint import save_single_file
+    except ImportError:
+        save_single_file = None
+    if save_single_file is not None:
+        save_single_file(transformer, vae, path, dtype=dtype)
+        return path
+    tensors = {f"model.diffusion_model.{k}": v for k, v in transformer.state_dict().items()}
+    tensors.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
+               for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata=single_file_metadata(transformer.cfg, vae.cfg))
+    return path

@@ -1,0 +1,211 @@
+"""Train the shipped demo model end to end in one call: text encoder, VAE, DiT, export.
+
+    python -m ltx_core.training.run_tiny --out OUT --vae-seconds 240 --dit-seconds 240
+
+Writes OUT/ltxv-tiny.safetensors (official single-file layout, bf16), the fp32 weights
+to resume from (OUT/resume.N.safetensors: the VAE and the DiT's EMA) and
+OUT/train_log.txt. The text encoder is the shipped `assets/t5-tiny` (frozen, seeded).
+`--resume DIR` continues from a previous call's fp32 weights (fresh optimizer moments,
+short warm-up); `--skip-vae` keeps the resumed VAE as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..text_encoder import encode_prompt, load_text_encoder
+from ..transformer import LTXVTransformer
+from ..vae import CausalVideoVAE
+from . import data, train_dit, train_vae
+from .demo_model import DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from .t5 import write_text_encoder
+from .tokenizer import DEFAULT_NEGATIVE_PROMPT
+
+TEXT_MAX_TOKENS = 128  # the pipeline's prompt length: T5 runs unmasked, so padding matters
+TEXT_KEEP_TOKENS = 48  # captions are <= 31 tokens; the rest is masked padding
+
+
+class Log:
+    def __init__(self, path: Path):
+        self.path, self.start = path, time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        line = f"[{time.monotonic() - self.start:6.0f}s] {line}"
+        print(line, flush=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+
+SHARD_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
+
+
+def save_resume_state(modules: dict[str, torch.nn.Module], folder: Path) -> list[Path]:
+    """fp32 weights of every module, keys prefixed by its name, in shards under 15 MiB."""
+    tensors = {f"{name}.{k}": v.detach().float().contiguous().cpu()
+               for name, module in modules.items() for k, v in module.state_dict().items()}
+    shards, current, size = [], {}, 0
+    for key, value in tensors.items():
+        nbytes = value.numel() * 4
+        if current and size + nbytes > SHARD_BYTES:
+            shards.append(current)
+            current, size = {}, 0
+        current[key], size = value, size + nbytes
+    shards.append(current)
+    for old in folder.glob("resume.*.safetensors"):
+        old.unlink()
+    paths = [folder / f"resume.{i}.safetensors" for i in range(len(shards))]
+    for shard, path in zip(shards, paths):
+        save_file(shard, str(path))
+    return paths
+
+
+def load_resume_state(module: torch.nn.Module, name: str, folder: Path) -> bool:
+    """Load `name`'s weights from the resume shards in `folder`; False when there are none."""
+    state = {}
+    for path in sorted(folder.glob("resume.*.safetensors")):
+        state.update({k[len(name) + 1:]: v for k, v in load_file(str(path)).items()
+                      if k.startswith(name + ".")})
+    if not state:
+        return False
+    module.load_state_dict(state, strict=True)
+    return True
+
+
+@torch.no_grad()
+def vae_psnr(vae: CausalVideoVAE, videos: torch.Tensor, denoise: bool) -> float:
+    """Reconstruction PSNR (dB, [0, 1] units) through the decode the pipeline uses."""
+    gen = torch.Generator(videos.device).manual_seed(0)
+    latent = vae.encode(videos)
+    t, s = (0.05, 0.025) if denoise else (0.0, 0.0)
+    recon = vae.decode(latent, timestep=t, decode_noise_scale=s, generator=gen).float()
+    mse = (((recon.clamp(-1, 1) - videos) / 2) ** 2).mean()
+    return float(-10 * torch.log10(mse))
+
+
+@torch.no_grad()
+def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device,
+                  batch: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """Normalized posterior means of `count` training clips, and their captions."""
+    vae.eval()
+    latents, captions = [], []
+    for start in range(0, count, batch):
+        specs = data.training_specs(seed, start, min(batch, count - start))
+        video = data.render_batch(specs, size["num_frames"], size["height"], size["width"], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            latents.append(vae.encode(video).to(torch.bfloat16))
+        captions += [data.caption(s) for s in specs]
+    return torch.cat(latents), captions
+
+
+@torch.no_grad()
+def embed_captions(encoder, captions: list[str], batch: int = 256):
+    texts, masks = [], []
+    for start in range(0, len(captions), batch):
+        emb = encode_prompt(encoder, captions[start:start + batch], max_tokens=TEXT_MAX_TOKENS,
+                            allow_empty=True)
+        texts.append(emb.embeds[:, :TEXT_KEEP_TOKENS].to(torch.bfloat16))
+        masks.append(emb.mask[:, :TEXT_KEEP_TOKENS])
+    return torch.cat(texts), torch.cat(masks)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--resume", type=Path)
+    p.add_argument("--text-encoder", type=Path, default=DEMO_TEXT_ENCODER,
+                   help="the shipped tiny T5 folder, made here once and carried as it is")
+    p.add_argument("--skip-vae", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--vae-seconds", type=float, default=240)
+    p.add_argument("--vae-steps", type=int, default=6000)
+    p.add_argument("--vae-batch", type=int, default=8)
+    p.add_argument("--dit-seconds", type=float, default=240)
+    p.add_argument("--dit-steps", type=int, default=20000)
+    p.add_argument("--dit-batch", type=int, default=256)
+    p.add_argument("--dit-lr", type=float, default=5e-4)
+    p.add_argument("--clips", type=int, default=16384)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--frames", type=int, default=25)
+    return p.parse_args(argv)
+
+
+def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
+    device = torch.device(args.device)
+    settings = train_vae.VAETrainSettings(steps=args.vae_steps, batch_size=args.vae_batch,
+                                          num_frames=size["num_frames"], height=size["height"],
+                                          width=size["width"])
+    state = train_vae.new_state(vae, settings)
+    train_vae.train_vae(state, settings, args.vae_seconds, log=log, autocast=device.type == "cuda")
+    log(f"vae trained {state.step} steps of batch {settings.batch_size}")
+    vae.eval()
+    stats_videos = [train_vae.training_videos(100_000 + i, settings, device) for i in range(8)]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        train_vae.final_statistics(vae, stats_videos)
+
+
+def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
+    device = torch.device(args.device)
+    latents, captions = build_latents(vae, args.clips, seed=7, size=size, device=device)
+    texts, masks = embed_captions(encoder, captions)
+    null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
+    log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "
+        f"texts {tuple(texts.shape)}")
+    torch.manual_seed(0)
+    model = LTXVTransformer(DEMO_TRANSFORMER).to(device)
+    # the EMA weights are the only DiT weights kept: a resumed run starts from them
+    resumed = args.resume is not None and load_resume_state(model, "dit_ema", args.resume)
+    settings = train_dit.DiTTrainSettings(steps=args.dit_steps, batch_size=args.dit_batch,
+                                          learning_rate=args.dit_lr,
+                                          warmup_steps=100 if resumed else 300,
+                                          ema_start_step=0 if resumed else 300,
+                                          frame_rate=size["frame_rate"])
+    state = train_dit.new_state(model, settings)
+    train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
+                        args.dit_seconds, log=log, autocast=device.type == "cuda")
+    log(f"dit trained {state.step} steps of batch {settings.batch_size}")
+    return state
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = Log(args.out / "train_log.txt")
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    size = dict(num_frames=args.frames, height=args.height, width=args.width, frame_rate=24.0)
+    log(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''}")
+
+    if not (args.text_encoder / "model.safetensors").is_file():
+        write_text_encoder(args.text_encoder)  # seeded: the same files on every machine
+    encoder = load_text_encoder(args.text_encoder, device=device)
+
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(DEMO_VAE).to(device)
+    if args.resume is not None and load_resume_state(vae, "vae", args.resume):
+        log("vae resumed")
+    if not args.skip_vae:
+        run_vae(args, vae, size, log)
+    heldout = data.render_batch(data.heldout_specs(8), size["num_frames"], size["height"],
+                                size["width"], device)
+    for denoise in (False, True):
+        log(f"vae held-out psnr (denoising decode {denoise}): {vae_psnr(vae, heldout, denoise):.2f} dB")
+
+    state = run_dit(args, vae, encoder, size, log)
+    save_resume_state({"vae": vae, "dit_ema": state.ema}, args.out)
+    ema = copy.deepcopy(state.ema).cpu()
+    save_demo_checkpoint(ema, vae.cpu(), args.out / "ltxv-tiny.safetensors")
+    log("saved " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB"
+                             for p in sorted(args.out.glob("*.safetensors"))))
+
+
+if __name__ == "__main__":
+    main()

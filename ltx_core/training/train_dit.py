@@ -1,0 +1,211 @@
+"""Rectified-flow training of the video DiT on precomputed latents (paper 2.4, 2.5).
+
+Per step: clean tokens x0, noise e, a timestep t from the shifted logit-normal whose
+shift grows with the token count (pdf clamped at its 0.5 / 99.9 percentiles, 2.5.2),
+x_t = (1 - t) x0 + t e, and the model regresses the velocity e - x0. Some samples get
+first-frame conditioning (2.4): the first latent frame's tokens take a small random
+timestep t_c and the matching noise level, and are left out of the loss. Some captions
+are replaced by an empty or the default negative prompt, so that classifier-free guidance
+has an unconditional prediction to push away from.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..rope import fractional_coords, latent_coords, pixel_coords
+from ..scheduler import token_count_shift
+from ..transformer import LTXVTransformer
+
+
+@dataclass(frozen=True)
+class DiTTrainSettings:
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 3e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    ema_start_step: int = 200  # before it the EMA copies the model (a resumed run: 0)
+    caption_dropout: float = 0.1  # paper: caption dropout for CFG
+    first_frame_probability: float = 0.3  # paper 2.4: "occasionally"
+    max_first_frame_t: float = 0.1  # the conditioning tokens' small random timestep
+    frame_rate: float = 24.0
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- timesteps (2.5.2)
+
+
+def clamped_logit_normal_pdf(mu: float, grid: int = 4096, low: float = 0.005,
+                             high: float = 0.999) -> torch.Tensor:
+    """Probabilities of `grid` equal bins of t in (0, 1) for t = sigmoid(mu + N(0, 1)),
+    the pdf held at least at its value at the 0.5 and 99.9 percentiles beyond them, so
+    no timestep is starved (paper Fig. 10)."""
+    t = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    logit = torch.log(t / (1 - t))
+    pdf = torch.exp(-0.5 * (logit - mu) ** 2) / (t * (1 - t))
+    cdf = torch.cumsum(pdf, 0) / pdf.sum()
+    lo = int(torch.searchsorted(cdf, torch.tensor(low, dtype=torch.float64)))
+    hi = int(torch.searchsorted(cdf, torch.tensor(high, dtype=torch.float64)))
+    pdf[:lo] = pdf[:lo].clamp(min=float(pdf[lo]))
+    pdf[hi:] = pdf[hi:].clamp(min=float(pdf[hi]))
+    return pdf / pdf.sum()
+
+
+class TimestepSampler:
+    """Draws training timesteps for latents of `num_tokens` tokens."""
+
+    def __init__(self, num_tokens: int):
+        self.mu = token_count_shift(num_tokens)  # the same shift the inference schedule uses
+        self.probs = clamped_logit_normal_pdf(self.mu).float()
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) timesteps in (0, 1) on the generator's device."""
+        probs = self.probs.to(generator.device)
+        bins = torch.multinomial(probs, n, replacement=True, generator=generator)
+        jitter = torch.rand(n, generator=generator, device=generator.device)
+        return (bins + jitter) / len(probs)
+
+
+# ---------------------------------------------------------------- one step
+
+
+def token_coords(latent_shape: tuple[int, ...], causal_fix: bool, frame_rate: float,
+                 device: torch.device | str) -> torch.Tensor:
+    """RoPE coordinates of a (B, C, f, h, w) latent's tokens, as the pipeline builds them."""
+    batch, _, f, h, w = latent_shape
+    return fractional_coords(pixel_coords(latent_coords(f, h, w, batch, device),
+                                          causal_fix=causal_fix), frame_rate)
+
+
+def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSettings,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, per-token t, velocity target, loss weight) for normalized latents (B, C, f, h, w).
+
+    Random draws come from `generator`, which lives on the latent's device. Half of the
+    conditioned samples get t_c = 0 exactly: image-to-video at strength 1.
+    """
+    batch, _, f, h, w = latent.shape
+    device = latent.device
+
+    def uniform(n: int) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=device)
+
+    x0 = rearrange(latent, "b c f h w -> b (f h w) c").float()
+    noise = torch.randn(x0.shape, generator=generator, device=device)
+    per_token = t.view(batch, 1).expand(batch, f * h * w).to(device)
+    weight = torch.ones_like(per_token)
+    conditioned = uniform(batch) < settings.first_frame_probability
+    t_c = uniform(batch) * settings.max_first_frame_t
+    t_c = torch.where(uniform(batch) < 0.5, torch.zeros_like(t_c), t_c)
+    first = torch.arange(f * h * w, device=device) < h * w  # token order (f h w): frame 0 first
+    cond_tokens = conditioned[:, None] & first[None]
+    per_token = torch.where(cond_tokens, t_c[:, None].expand_as(per_token), per_token)
+    weight = weight.masked_fill(cond_tokens, 0.0)  # conditioning tokens are given, not learned
+    s = per_token[..., None]
+    return (1 - s) * x0 + s * noise, per_token, noise - x0, weight
+
+
+def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
+             text_mask: torch.Tensor, sampler: TimestepSampler, settings: DiTTrainSettings,
+             generator: torch.Generator) -> torch.Tensor:
+    """Velocity MSE over the generated (non-conditioning) tokens of one batch."""
+    t = sampler.sample(latent.shape[0], generator)
+    x_t, per_token, target, weight = noised_tokens(latent, t, settings, generator)
+    coords = token_coords(latent.shape, model.cfg.causal_temporal_positioning,
+                          settings.frame_rate, latent.device)
+    pred = model(x_t, per_token, text, text_mask, coords)
+    err = F.mse_loss(pred.float(), target, reduction="none").mean(-1)  # (B, T)
+    return (err * weight).sum() / weight.sum().clamp(min=1)
+
+
+def drop_captions(text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tensor,
+                  null_mask: torch.Tensor, p: float, generator: torch.Generator):
+    """Replace each caption by one of the `null` prompts (rows of null_text) with chance p."""
+    batch, device = text.shape[0], text.device
+    drop = torch.rand(batch, generator=generator, device=device) < p
+    choice = torch.randint(null_text.shape[0], (batch,), generator=generator, device=device)
+    text = torch.where(drop[:, None, None], null_text[choice].to(text.dtype), text)
+    mask = torch.where(drop[:, None], null_mask[choice], mask)
+    return text, mask
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+
+
+def learning_rate(step: int, settings: DiTTrainSettings) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@dataclass
+class DiTState:
+    model: LTXVTransformer
+    ema: LTXVTransformer
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step}
+
+
+def new_state(model: LTXVTransformer, settings: DiTTrainSettings) -> DiTState:
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  betas=(0.9, 0.99), weight_decay=settings.weight_decay)
+    return DiTState(model, ema, optimizer)
+
+
+def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks: torch.Tensor,
+              null_texts: torch.Tensor, null_masks: torch.Tensor, settings: DiTTrainSettings,
+              time_budget_s: float | None = None, log=print, autocast: bool = False) -> DiTState:
+    """Train from `state.step` to `settings.steps` (or until the time budget runs out).
+
+    latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L).
+    """
+    model, device = state.model.train(), latents.device
+    tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]
+    sampler = TimestepSampler(tokens)
+    generator = torch.Generator(device).manual_seed(settings.seed * 7919 + state.step)
+    start, losses = time.monotonic(), []
+    while state.step < settings.steps:
+        if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+            log(f"dit: time budget reached at step {state.step}")
+            break
+        idx = torch.randint(len(latents), (settings.batch_size,), generator=generator, device=device)
+        text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks,
+                                   settings.caption_dropout, generator)
+        for group in state.optimizer.param_groups:
+            group["lr"] = learning_rate(state.step, settings)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = dit_loss(model, latents[idx].float(), text, mask, sampler, settings, generator)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        state.optimizer.step()
+        update_ema(state.ema, model, settings.ema_decay if state.step >= settings.ema_start_step else 0.0)
+        state.step += 1
+        losses.append(loss.detach())
+        if state.step % 100 == 0 or state.step == settings.steps:
+            log(f"dit step {state.step} loss {torch.stack(losses).mean().item():.4f} "
+                f"lr {learning_rate(state.step, settings):.2e} {time.monotonic() - start:.0f}s")
+            losses = []
+    return state
