@@ -4,6 +4,7 @@ the messages for bad input. If these fail, latents no longer line up with frames
 with ComfyUI's LTXV latents), or a decode stops being reproducible from its seed."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -269,3 +270,19 @@ def test_a_config_survives_the_round_trip_through_json_metadata(family):
     metadata = json.loads(json.dumps(REAL[family].to_metadata()))
     assert metadata["_class_name"] == "CausalVideoAutoencoder"
     assert VAEConfig.from_metadata(metadata) == REAL[family]
+
+
+@pytest.mark.parametrize("changes", [
+    {"spatial_padding_mode": "reflect"},
+    {"norm_layer": "group_norm", "encoder_base_channels": 32, "decoder_base_channels": 32},
+    {"norm_layer": "layer_norm"},
+    {"latent_log_var": "per_channel", "use_quant_conv": True},
+])
+@torch.no_grad()
+def test_other_settings_lightricks_code_accepts_build_and_keep_the_shapes(changes):
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(replace(TINY_VAE_0_9_0, **changes)).eval()
+    # 64 x 64: reflect padding needs latents wider than one cell
+    latent = vae.encode(video(9, 64, 64), torch.Generator().manual_seed(0), sample=True)
+    assert latent.shape == (1, 128, 2, 2, 2)
+    assert vae.decode(latent).shape == (1, 3, 9, 64, 64)
