@@ -33,10 +33,11 @@ class ConditionedLatent:
 
     `samples` holds the clean conditioning values where the mask is below 1 (anything
     elsewhere: those tokens start from noise); a mask of any shape that broadcasts to
-    `(B, 1, f, h, w)`, as ComfyUI's `(B, 1, f, 1, 1)`, is expanded on construction."""
+    `(B, 1, f, h, w)`, as ComfyUI's `(B, 1, f, 1, 1)`, is expanded on construction, and
+    no mask (ComfyUI's empty latents have none) means every token is generated."""
 
     samples: Tensor
-    noise_mask: Tensor
+    noise_mask: Tensor | None = None
 
     def __post_init__(self):
         if self.samples.ndim != 5:
@@ -44,6 +45,8 @@ class ConditionedLatent:
                 f"latent has shape {tuple(self.samples.shape)}; LTX-Video latents are 5-D (B, C, f, h, w)"
             )
         batch, _, frames, height, width = self.samples.shape
+        if self.noise_mask is None:
+            object.__setattr__(self, "noise_mask", torch.ones_like(self.samples[:, :1]))
         try:
             mask = self.noise_mask.to(self.samples).expand(batch, 1, frames, height, width)
         except RuntimeError:

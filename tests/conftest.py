@@ -80,3 +80,25 @@ def tiny_t5_folder(tmp_path_factory, spiece_model) -> Path:
 def generator() -> torch.Generator:
     """A CPU generator at the shared seed; every random draw in the core takes one."""
     return torch.Generator().manual_seed(SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer():
+    """`LTXVTransformer(TINY_TRANSFORMER)` with seeded random weights (caption width 32,
+    as `tiny_t5_folder`'s encoder). Shared: do not modify."""
+    from ltx_core.configs import TINY_TRANSFORMER
+    from ltx_core.transformer import LTXVTransformer
+
+    torch.manual_seed(SEED)
+    return LTXVTransformer(TINY_TRANSFORMER).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    """`CausalVideoVAE(TINY_VAE)` (0.9.5 layout, timestep-conditioned decoder) with seeded
+    random weights. Shared: do not modify."""
+    from ltx_core.configs import TINY_VAE
+    from ltx_core.vae import CausalVideoVAE
+
+    torch.manual_seed(SEED)
+    return CausalVideoVAE(TINY_VAE).eval()
