@@ -1,0 +1,188 @@
+"""Request validation (every bad setting gets a message with what is allowed), the
+stages, and whole tiny runs: seeded, guided, conditioned, interruptible."""
+
+import math
+
+import pytest
+import torch
+
+from ltx_core.conditioning import ConditionedLatent
+from ltx_core.errors import SettingsError
+from ltx_core.pipeline import (
+    Models,
+    Request,
+    decode_frames,
+    denoise,
+    encode_text,
+    generate,
+    latent_preview,
+    prepare_latent,
+    token_coords,
+)
+from ltx_core.scheduler import flow_sigmas
+from ltx_core.text_encoder import TextEmbeddings, load_text_encoder
+
+SMALL = dict(prompt="a red fox jumps over the lazy dog", width=64, height=32, num_frames=9, steps=2)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_transformer, tiny_vae, tiny_t5_folder):
+    return Models(tiny_transformer, tiny_vae, load_text_encoder(tiny_t5_folder))
+
+
+@pytest.fixture
+def text(models):
+    return encode_text(models.text_encoder, SMALL["prompt"], "", max_tokens=32)
+
+
+def count_forwards(module):
+    """Batch size of every forward of `module`, and a handle to stop counting."""
+    batches = []
+    handle = module.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+    return batches, handle
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"width": 500}, "width 500 is not a positive multiple of 32; nearest valid: 480 or 512"),
+        ({"height": 100}, "height 100 is not a positive multiple of 32; nearest valid: 96 or 128"),
+        ({"height": 0}, "height 0 is not a positive multiple of 32; nearest valid: 32"),
+        ({"num_frames": 24}, r"num_frames 24 is not 8k \+ 1 .*nearest valid: 17 or 25"),
+        ({"num_frames": 100}, r"num_frames 100 is not 8k \+ 1 .*nearest valid: 97 or 105"),
+        ({"num_frames": 0}, r"num_frames 0 is not 8k \+ 1 .*nearest valid: 1"),
+        ({"num_frames": -9}, r"num_frames -9 is not 8k \+ 1"),
+        ({"steps": 0}, "steps 0 must be a whole number of at least 1"),
+        ({"steps": -4}, "steps -4 must be a whole number of at least 1"),
+        ({"guidance_scale": -1.0}, "guidance_scale -1.0 is not allowed; allowed: a finite number >= 0"),
+        ({"guidance_scale": math.nan}, "guidance_scale nan is not allowed"),
+        ({"guidance_scale": math.inf}, "guidance_scale inf is not allowed"),
+        ({"frame_rate": 0}, "frame_rate 0 is not allowed; allowed: frames per second above 0"),
+        ({"frame_rate": -24.0}, "frame_rate -24.0 is not allowed"),
+        ({"seed": -1}, r"seed -1 is outside the accepted range 0 to 18446744073709551615 \(2\*\*64 - 1\)"),
+        ({"seed": 2**64}, "seed 18446744073709551616 is outside the accepted range"),
+        ({"decode_timestep": 1.5}, r"decode_timestep 1.5 is outside \[0, 1\]"),
+        ({"decode_timestep": -0.1}, r"decode_timestep -0.1 is outside \[0, 1\]"),
+        ({"decode_noise_scale": -0.01}, r"decode_noise_scale -0.01 is outside \[0, 1\]"),
+        ({"conditioning_strength": 1.5}, r"strength 1.5 is outside \[0, 1\]"),
+        ({"conditioning_strength": -0.5}, r"strength -0.5 is outside \[0, 1\]"),
+        ({"image_cond_noise_scale": -1.0}, "image_cond_noise_scale -1.0 is not allowed"),
+        ({"prompt": ""}, "prompt is empty"),
+        ({"prompt": "  \n "}, "prompt is empty"),
+        ({"first_frame": torch.zeros(3, 32, 64)}, r"first_frame \(3, 32, 64\) is not an image"),
+        ({"sigmas": (0.5, 0.7)}, "strictly decreasing"),
+        ({"max_tokens": 0}, "max_tokens 0 must be a whole number of at least 1"),
+    ],
+)
+def test_bad_settings_are_refused_with_what_is_allowed(change, message):
+    with pytest.raises(SettingsError, match=message):
+        Request(**{**SMALL, **change})
+
+
+def test_good_settings_pass_and_the_negative_prompt_may_be_empty():
+    Request(**SMALL, negative_prompt="", seed=2**64 - 1, guidance_scale=0.0, first_frame=torch.rand(10, 20, 3))
+
+
+def test_a_prompt_over_the_token_limit_is_cut_with_a_warning_not_an_error(models):
+    with pytest.warns(UserWarning, match="tokens past the limit of 4 were cut"):
+        text, _ = encode_text(models.text_encoder, SMALL["prompt"], None, max_tokens=4)
+    assert text.embeds.shape[1] == 4
+
+
+def test_the_same_request_gives_the_same_frames_and_another_seed_others(models):
+    request = Request(**SMALL, seed=3)
+    frames = generate(models, request)
+    assert frames.shape == (9, 32, 64, 3) and frames.dtype == torch.float32
+    assert 0 <= frames.min() and frames.max() <= 1
+    assert torch.equal(frames, generate(models, request))
+    assert not torch.equal(frames, generate(models, Request(**SMALL, seed=4)))
+
+
+def test_explicit_sigmas_replace_steps(models):
+    batches, handle = count_forwards(models.transformer)
+    try:
+        generate(models, Request(**{**SMALL, "steps": 0}, sigmas=(1.0, 0.7, 0.3), guidance_scale=1.0))
+    finally:
+        handle.remove()
+    assert batches == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("guidance", "batch"), [(3.0, 2), (1.0, 1)])
+def test_guidance_batches_cond_and_uncond_and_scale_one_skips_the_negative(models, guidance, batch):
+    batches, handle = count_forwards(models.transformer)
+    try:
+        generate(models, Request(**SMALL, guidance_scale=guidance))
+    finally:
+        handle.remove()
+    assert batches == [batch] * SMALL["steps"]
+
+
+def test_a_first_frame_at_strength_one_comes_out_of_denoising_unchanged(models, text):
+    """Image-to-video: the first latent frame has t_c = 0 and is never stepped."""
+    image = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2))
+    latent = prepare_latent(models.vae, 17, 32, 64, first_frame=image)
+    assert (latent.noise_mask[:, :, 0] == 0).all() and (latent.noise_mask[:, :, 1:] == 1).all()
+    out = denoise(models.transformer, latent, *text, flow_sigmas(3, latent.num_tokens), 3.0, 25.0,
+                  torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(out.samples[:, :, 0], latent.samples[:, :, 0])
+    assert not torch.equal(out.samples[:, :, 1:], latent.samples[:, :, 1:])
+
+
+def test_the_callback_sees_latents_and_an_exception_in_it_stops_within_one_step(models):
+    seen = []
+
+    def interrupt(step, total, x, denoised):
+        seen.append((step, total, tuple(x.shape), tuple(denoised.shape)))
+        raise KeyboardInterrupt
+
+    batches, handle = count_forwards(models.transformer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate(models, Request(**{**SMALL, "steps": 5}), callback=interrupt)
+    finally:
+        handle.remove()
+    assert seen == [(0, 5, (1, 128, 2, 1, 2), (1, 128, 2, 1, 2))]
+    assert len(batches) == 1
+
+
+def test_a_latent_of_another_model_is_refused_by_denoise(models, text):
+    latent = ConditionedLatent(torch.zeros(1, 4, 2, 1, 2))
+    with pytest.raises(SettingsError, match="latent has 4 channels; this LTX-Video transformer takes 128"):
+        denoise(models.transformer, latent, *text, flow_sigmas(2, 4), 3.0, 25.0, torch.Generator())
+
+
+def test_text_of_another_encoders_width_is_refused_by_denoise(models):
+    latent = ConditionedLatent(torch.zeros(1, 128, 2, 1, 2))
+    wide = TextEmbeddings(torch.zeros(1, 4, 768), torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(SettingsError, match="text embeddings are 768 wide .* takes 32"):
+        denoise(models.transformer, latent, wide, None, flow_sigmas(2, 4), 1.0, 25.0, torch.Generator())
+
+
+def test_causal_fix_moves_only_the_time_of_later_latent_frames():
+    latent = ConditionedLatent(torch.zeros(1, 128, 3, 1, 2))
+    plain, causal = token_coords(latent, 25.0, False), token_coords(latent, 25.0, True)
+    assert torch.equal(plain[:, 1:], causal[:, 1:])
+    torch.testing.assert_close(plain[0, 0, ::2], torch.tensor([0.0, 8 / 25, 16 / 25]))
+    torch.testing.assert_close(causal[0, 0, ::2], torch.tensor([0.0, 1 / 25, 9 / 25]))  # max(8k - 7, 0)
+
+
+def test_denoise_takes_the_causal_fix_from_the_transformer_config_unless_told(models, text):
+    """The tiny transformer is 0.9.5-like (causal_temporal_positioning=True)."""
+    assert models.transformer.cfg.causal_temporal_positioning
+    latent = ConditionedLatent(torch.zeros(1, 128, 2, 1, 2))
+    run = lambda fix: denoise(models.transformer, latent, *text, flow_sigmas(2, 4), 3.0, 25.0,  # noqa: E731
+                              torch.Generator().manual_seed(0), causal_fix=fix).samples  # fmt: skip
+    assert torch.equal(run(None), run(True)) and not torch.equal(run(None), run(False))
+
+
+def test_decode_frames_is_seeded_and_in_the_users_layout(models):
+    latent = torch.randn(1, 128, 2, 1, 2, generator=torch.Generator().manual_seed(1))
+    frames = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5))
+    assert frames.shape == (1, 9, 32, 64, 3) and 0 <= frames.min() and frames.max() <= 1
+    assert torch.equal(frames, decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5)))
+
+
+def test_latent_preview_is_a_small_rgb_image_in_0_1():
+    preview = latent_preview(torch.randn(2, 128, 3, 4, 6))
+    assert preview.shape == (4, 6, 3) and preview.min() >= 0 and preview.max() <= 1
+    assert preview.std() > 0
