@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .errors import SettingsError
+
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 # callback(step_index, total_steps, x, denoised); raising in it stops sampling
 Callback = Callable[[int, int, Tensor, Tensor], None]
@@ -36,7 +38,7 @@ def guided_velocity(
     if guidance_scale == 1.0:
         return lambda x, timesteps: model_fn(x, timesteps, text, text_mask)
     if negative_text is None or negative_mask is None:
-        raise ValueError(f"guidance scale {guidance_scale} needs negative text embeddings and mask")
+        raise SettingsError(f"guidance scale {guidance_scale} needs negative text embeddings and mask")
     both_text = torch.cat([negative_text, text])
     both_mask = torch.cat([negative_mask, text_mask])
 

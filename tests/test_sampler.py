@@ -4,6 +4,7 @@ guidance batching, callback and interrupt, conditioning-token re-noising."""
 import pytest
 import torch
 
+from ltx_core.errors import SettingsError
 from ltx_core.sampler import guided_velocity, sample
 from ltx_core.scheduler import flow_sigmas
 
@@ -111,7 +112,7 @@ def test_guidance_scale_one_skips_the_unconditional_pass():
 
 
 def test_guidance_without_negative_text_is_refused():
-    with pytest.raises(ValueError, match="guidance scale 3.0 needs negative text"):
+    with pytest.raises(SettingsError, match="guidance scale 3.0 needs negative text"):
         guided_velocity(lambda *a: a[0], torch.ones(1, 3, 1), torch.ones(1, 3), None, None, 3.0)
 
 
