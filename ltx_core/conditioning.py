@@ -148,13 +148,13 @@ def condition_frames(
     `latent_frame_index` on, with noise mask `1 - strength` there (paper 2.4)."""
     check_strength(strength)
     samples = latent.samples
-    total = samples.shape[2]
-    count = frames_latent.shape[2]
-    if frames_latent.ndim != 5 or frames_latent.shape[1] != samples.shape[1] or frames_latent.shape[3:] != samples.shape[3:]:
+    fits = frames_latent.ndim == 5 and frames_latent.shape[1] == samples.shape[1]
+    if not fits or frames_latent.shape[3:] != samples.shape[3:]:
         raise SettingsError(
             f"conditioning latent of shape {tuple(frames_latent.shape)} does not fit the latent "
             f"{tuple(samples.shape)}: channels, height and width must agree"
         )
+    total, count = samples.shape[2], frames_latent.shape[2]
     if not 0 <= latent_frame_index or latent_frame_index + count > total:
         raise SettingsError(
             f"conditioning latent frames {latent_frame_index}..{latent_frame_index + count - 1} fall "

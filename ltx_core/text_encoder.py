@@ -155,6 +155,13 @@ def t5_config_from_shapes(state: dict[str, torch.Tensor]) -> T5Config:
     )
 
 
+def _load_dtype(model: T5EncoderModel, key: str, dtype: torch.dtype) -> torch.dtype:
+    """T5's feed-forward output projections overflow in fp16; transformers keeps them
+    in fp32 (`_keep_in_fp32_modules`) when loading a folder, and so do we."""
+    keep = dtype == torch.float16 and any(f".{name}." in key for name in model._keep_in_fp32_modules or ())
+    return torch.float32 if keep else dtype
+
+
 def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
     state = _encoder_state(path)
     config = t5_config_from_shapes(state)
@@ -173,7 +180,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"text encoder {path} has {len(unexpected)} unknown tensors, e.g. {unexpected[:3]}")
-    state = {key: value.to(device=device, dtype=dtype) for key, value in state.items()}
+    state = {key: value.to(device=device, dtype=_load_dtype(model, key, dtype)) for key, value in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.eval()

@@ -169,3 +169,14 @@ def test_text_width_must_match_the_caption_projection():
     check_text_width(4096, 4096)
     with pytest.raises(SettingsError, match="text embeddings are 768 wide .* takes 4096"):
         check_text_width(768, 4096)
+
+
+@pytest.mark.parametrize("source", ["folder", "single file"])
+def test_fp16_keeps_the_feed_forward_output_in_fp32_as_transformers_does(tiny_t5_folder, source):
+    """T5's `wo` overflows in fp16; both loading paths must keep it in fp32."""
+    path = tiny_t5_folder if source == "folder" else tiny_t5_folder / "model.safetensors"
+    encoder = load_text_encoder(path, tiny_t5_folder, dtype=torch.float16)
+    dtypes = {name: p.dtype for name, p in encoder.model.named_parameters()}
+    assert dtypes["encoder.block.0.layer.1.DenseReluDense.wo.weight"] == torch.float32
+    assert dtypes["encoder.block.0.layer.0.SelfAttention.q.weight"] == torch.float16
+    assert torch.isfinite(encode_prompt(encoder, [PROMPT], max_tokens=32).embeds).all()
