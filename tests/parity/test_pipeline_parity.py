@@ -11,19 +11,24 @@ latent; our stages take both as parameters (`causal_fix`, `mix_noise_denormalize
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline, LTXPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline, LTXImageToVideoPipeline, LTXPipeline
+from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from einops import rearrange
 from transformers import T5EncoderModel, T5Tokenizer
 
 from ltx_core.pipeline import Models, Request, decode_frames, denoise, generate, prepare_latent
-from ltx_core.scheduler import flow_sigmas
+from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.scheduler import explicit_sigmas, flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings, load_text_encoder
+
+from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 
 pytestmark = pytest.mark.parity
 
 ATOL = 1e-4
 WIDTH, HEIGHT, FRAMES, FRAME_RATE, STEPS, SEED = 64, 96, 17, 25, 3, 7
 DECODE_TIMESTEP, DECODE_NOISE_SCALE = 0.05, 0.025
+SLOW_FRAME_RATE = 2
 
 # Lightricks/LTX-Video scheduler/scheduler_config.json
 PUBLISHED_SCHEDULER = dict(
@@ -58,12 +63,12 @@ def image():
     return torch.rand(1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(5))
 
 
-def reference_call(pipe, texts, guidance, output_type, **kwargs):
+def reference_call(pipe, texts, guidance, output_type, frame_rate=FRAME_RATE, **kwargs):
     prompt, negative = texts
     return pipe(
         prompt_embeds=prompt.embeds, prompt_attention_mask=prompt.mask,
         negative_prompt_embeds=negative.embeds, negative_prompt_attention_mask=negative.mask,
-        width=WIDTH, height=HEIGHT, num_frames=FRAMES, frame_rate=FRAME_RATE,
+        width=WIDTH, height=HEIGHT, num_frames=FRAMES, frame_rate=frame_rate,
         num_inference_steps=STEPS, guidance_scale=guidance,
         generator=torch.Generator().manual_seed(SEED),
         decode_timestep=DECODE_TIMESTEP, decode_noise_scale=DECODE_NOISE_SCALE,
@@ -140,3 +145,36 @@ def test_generate_from_prompts_matches_the_diffusers_pipelines(transformer_pair,
     request = Request(**settings, steps=STEPS, seed=SEED, first_frame=first_frame)
     ours = generate(Models(transformer_pair[1], vae_pair[1], encoder), request)
     assert_frames_match(ours[None], theirs)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 copy= inside diffusers' scheduler
+@torch.no_grad()
+def test_causal_time_and_hard_first_frame_match_ltx_condition_pipeline(vae_pair, texts, image):
+    """diffusers' LTXConditionPipeline follows Lightricks' pipeline: causal time
+    coordinates (`causal_fix=True`), conditioning tokens at min(t, 1 - strength), the
+    per-token scheduler step. At strength 1 that is our `sigma * noise_mask` rule.
+    It draws the initial noise before encoding the image, so our two stages get
+    generators at those two positions; no re-noising, latents only (no decode draws).
+    At 2 frames per second the causal shift (7 frames) moves RoPE time enough that
+    `causal_fix=False` would miss ATOL by far."""
+    cfg = TINY_TRANSFORMER  # causal_temporal_positioning=True, the 0.9.5+ setting
+    transformer = diffusers_transformer(cfg)
+    pipe = LTXConditionPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
+        vae=vae_pair[0], text_encoder=None, tokenizer=None, transformer=transformer,
+    )  # fmt: skip
+    condition = LTXVideoCondition(image=image, frame_index=0, strength=1.0)
+    theirs = reference_call(pipe, texts, 3.0, "latent", frame_rate=SLOW_FRAME_RATE, conditions=[condition],
+                            image_cond_noise_scale=0.0)  # fmt: skip
+    assert theirs.shape == (1, 128, (FRAMES - 1) // 8 + 1, HEIGHT // 32, WIDTH // 32)
+    sigmas = explicit_sigmas(pipe.scheduler.sigmas.tolist())  # Lightricks' linear-quadratic schedule
+
+    latent_shape = (1, 128, (FRAMES - 1) // 8 + 1, HEIGHT // 32, WIDTH // 32)
+    after_noise = torch.Generator().manual_seed(SEED)
+    torch.randn(latent_shape, generator=after_noise)  # where diffusers encodes the image
+    latent = prepare_latent(vae_pair[1], FRAMES, HEIGHT, WIDTH, image[0].permute(1, 2, 0), 1.0, after_noise)
+    prompt, negative = texts
+    ours = denoise(ours_from_diffusers_transformer(transformer, cfg), latent, prompt, negative, sigmas, 3.0,
+                   SLOW_FRAME_RATE, torch.Generator().manual_seed(SEED))  # fmt: skip
+    assert theirs.abs().max() > 0.1
+    assert (ours.samples - theirs).abs().max() <= ATOL  # this pipeline returns (B, C, f, h, w)
