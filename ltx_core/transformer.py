@@ -116,6 +116,33 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(dim, eps=QK_NORM_EPS)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # `to_out.0`, as in the checkpoint
 
+    def fuse_projections(self, self_attention: bool) -> None:
+        """Inference only: one GEMM for q, k, v (self-attention, `to_qkv`) or for k, v
+        (cross-attention, `to_kv`) instead of three or two; the separate layers are removed,
+        so the state dict changes: load weights before fusing, never save after."""
+        names = ("to_q", "to_k", "to_v") if self_attention else ("to_k", "to_v")
+        if any(not isinstance(getattr(self, n, None), nn.Linear) for n in names):
+            return  # already fused
+        layers = [getattr(self, n) for n in names]
+        first = layers[0]
+        fused = nn.Linear(first.in_features, sum(l.out_features for l in layers), bias=first.bias is not None,
+                          device=first.weight.device, dtype=first.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([l.weight for l in layers]))
+            if first.bias is not None:
+                fused.bias.copy_(torch.cat([l.bias for l in layers]))
+        for n in names:
+            delattr(self, n)
+        setattr(self, "to_qkv" if self_attention else "to_kv", fused)
+
+    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if hasattr(self, "to_qkv"):
+            return self.to_qkv(x).chunk(3, dim=-1)
+        context = x if context is None else context
+        if hasattr(self, "to_kv"):
+            return (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
+        return self.to_q(x), self.to_k(context), self.to_v(context)
+
     def forward(
         self,
         x: Tensor,
@@ -123,10 +150,8 @@ class Attention(nn.Module):
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
     ) -> Tensor:
-        context = x if context is None else context
-        q = self.q_norm(self.to_q(x))  # (B, T, D)
-        k = self.k_norm(self.to_k(context))  # (B, S, D)
-        v = self.to_v(context)
+        q, k, v = self._project(x, context)  # (B, T, D), (B, S, D), (B, S, D)
+        q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # RoPE rotates the full width, before the split into heads
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
@@ -147,6 +172,11 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
         self.ff = FeedForward(dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def fuse_projections(self) -> None:
+        """See `Attention.fuse_projections` (inference only)."""
+        self.attn1.fuse_projections(self_attention=True)
+        self.attn2.fuse_projections(self_attention=False)
 
     def forward(
         self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None
@@ -182,6 +212,16 @@ class LTXVTransformer(nn.Module):
         text (B, L, caption_channels); text_mask (B, L), 1 = keep, or None; coords (B, 3, T)
         from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels)."""
         self._check_inputs(latent, timestep, text, text_mask, coords)
+        x, modulation, embedded_t, context, text_bias, rope = self.prepare(latent, timestep, text, text_mask, coords)
+        for block in self.transformer_blocks:
+            x = block(x, modulation, rope, context, text_bias)
+        return self.finish(x, embedded_t)
+
+    # `prepare`, each block and `finish` are the regions `acceleration.optimize_transformer`
+    # compiles: the 28 blocks share one compiled graph.
+
+    def prepare(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor):
+        """Inputs -> (tokens, modulation, timestep embedding, projected text, text bias, RoPE)."""
         batch = latent.shape[0]
         x = self.patchify_proj(latent)  # (B, T, D)
 
@@ -198,13 +238,13 @@ class LTXVTransformer(nn.Module):
         cos, sin = rope_cos_sin(coords, x.shape[-1], self.cfg.positional_embedding_theta,
                                 self.cfg.positional_embedding_max_pos)
         rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D)
+        return x, modulation, embedded_t, context, text_bias, rope
 
-        for block in self.transformer_blocks:
-            x = block(x, modulation, rope, context, text_bias)
-
+    def finish(self, x: Tensor, embedded_t: Tensor) -> Tensor:
+        """Final modulated LayerNorm and projection to the velocity (B, T, out_channels)."""
         shift, scale = (self.scale_shift_table + embedded_t[:, :, None]).unbind(dim=2)
         x = self.norm_out(x) * (1 + scale) + shift
-        return self.proj_out(x)  # (B, T, out_channels)
+        return self.proj_out(x)
 
     def _check_inputs(self, latent, timestep, text, text_mask, coords) -> None:
         cfg = self.cfg

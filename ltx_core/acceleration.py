@@ -1,0 +1,259 @@
+"""Speed levers for the DiT on a GPU (issue 6), each optional and measured by
+`benchmarks/bench_gpu_speed.py`:
+
+- regional `torch.compile`: `prepare`, each transformer block and `finish` are compiled
+  separately; the 28 blocks share one graph, so compiling costs one block, not 28, and
+  the norms, RoPE, modulation, gates and casts become a few fused kernels;
+- fused projections: one GEMM for q/k/v (self-attention) and one for k/v (cross);
+- FP8 linear layers (`ltx_core.fp8`);
+- the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
+  the real shape;
+- CUDA graphs: the whole forward captured once per input shape and replayed, so no
+  Python or launch gaps remain between kernels.
+
+    fast = optimize_transformer(transformer, compile=True, fp8=False, cuda_graphs=True,
+                                attention="auto")
+    velocity = fast(latent, timestep, text, text_mask, coords)   # as the transformer
+
+Call it after the weights are loaded and the model sits on its device; it changes the
+model in place (fusion and FP8 replace layers), so keep an unmodified copy for saving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .errors import SettingsError
+from .fp8 import convert_to_fp8, fp8_supported
+
+ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
+# Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs
+# would pass the default limit of 8 once several models live in one process.
+RECOMPILE_LIMIT = 64
+
+
+def _sdpa_backends() -> dict[str, object]:
+    from torch.nn.attention import SDPBackend
+
+    return {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
+
+
+def attention_context(name: str) -> contextlib.AbstractContextManager:
+    """SDPA with backend `name` tried first; the others stay allowed as fallbacks (the
+    cross-attention's text mask rules FlashAttention out, for instance)."""
+    if name not in ATTENTION_CHOICES or name == "auto":
+        raise SettingsError(f"attention backend {name!r}; allowed: {', '.join(ATTENTION_CHOICES[1:])}")
+    if name == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import sdpa_kernel
+
+    backends = _sdpa_backends()
+    order = [backends[name]] + [b for key, b in backends.items() if key != name]
+    try:
+        return sdpa_kernel(order, set_priority=True)
+    except TypeError:  # torch without set_priority: only the chosen backend and math
+        return sdpa_kernel([backends[name], backends["math"]])
+
+
+def time_cuda(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
+    """Median seconds of `fn()` on the current CUDA stream, timed with events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return sorted(times)[len(times) // 2]
+
+
+def time_attention_backends(batch: int, heads: int, tokens: int, head_dim: int,
+                            device: torch.device | str = "cuda",
+                            dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+    """Median seconds of one self-attention of this shape per SDPA backend; a backend that
+    cannot run it is left out. q, k, v are strided views of (B, T, H*D), as the model makes."""
+    from torch.nn.attention import sdpa_kernel
+
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(batch, tokens, heads * head_dim, generator=g, device=device, dtype=dtype)
+               .unflatten(-1, (heads, head_dim)).transpose(1, 2) for _ in range(3))
+    results = {}
+    for name, backend in _sdpa_backends().items():
+        if name == "math":
+            continue  # never competitive, and its memory grows with tokens squared
+        try:
+            with sdpa_kernel([backend]):
+                results[name] = time_cuda(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        except RuntimeError:
+            continue
+    return results
+
+
+def pick_attention_backend(batch: int, heads: int, tokens: int, head_dim: int,
+                           device: torch.device | str = "cuda") -> str:
+    """The fastest SDPA backend for this self-attention shape ('default' off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return "default"
+    timings = time_attention_backends(batch, heads, tokens, head_dim, device)
+    return min(timings, key=timings.get) if timings else "default"
+
+
+def raise_recompile_limit(limit: int = RECOMPILE_LIMIT) -> None:
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed in torch 2.6
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), limit))
+
+
+def compile_regions(model: nn.Module, mode: str | None = None, backend: str = "inductor") -> None:
+    """Regional compilation (PyTorch's recipe for repeated blocks): one graph for
+    `prepare`, one shared by every block, one for `finish`; static shapes, no graph breaks
+    (`fullgraph`). backend 'eager' traces without generating code (the CPU tests)."""
+    raise_recompile_limit()
+    options = dict(fullgraph=True, dynamic=False, backend=backend)
+    if mode is not None:
+        options["mode"] = mode
+    for block in model.transformer_blocks:
+        block.compile(**options)
+    model.prepare = torch.compile(model.prepare, **options)
+    model.finish = torch.compile(model.finish, **options)
+
+
+class CUDAGraphForward:
+    """Capture `fn(*args)` once per input signature (shapes, dtypes, devices, None slots),
+    then replay it: inputs are copied into the captured buffers, the output is cloned.
+
+    `fn` must not synchronize with the host (no `.item()`, no data-dependent shapes);
+    warm-up runs on a side stream first, which also triggers any compilation."""
+
+    def __init__(self, fn: Callable[..., Tensor], warmup: int = 2):
+        self.fn = fn
+        self.warmup = warmup
+        self.graphs: dict[tuple, tuple[list, Tensor, torch.cuda.CUDAGraph]] = {}
+
+    @staticmethod
+    def _signature(args: Sequence) -> tuple:
+        return tuple((tuple(a.shape), a.dtype, a.device) if isinstance(a, Tensor) else a for a in args)
+
+    def _capture(self, args: Sequence) -> tuple[list, Tensor, torch.cuda.CUDAGraph]:
+        static = [a.clone() if isinstance(a, Tensor) else a for a in args]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(self.warmup):
+                self.fn(*static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.fn(*static)
+        return static, out, graph
+
+    def __call__(self, *args) -> Tensor:
+        key = self._signature(args)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(args)
+        static, out, graph = self.graphs[key]
+        for buffer, value in zip(static, args):
+            if isinstance(buffer, Tensor) and buffer.data_ptr() != value.data_ptr():
+                buffer.copy_(value)
+        graph.replay()
+        return out.clone()
+
+
+@dataclass
+class OptimizedTransformer:
+    """The transformer behind the chosen levers; call it like the transformer."""
+
+    model: nn.Module
+    attention: str = "default"
+    cuda_graphs: bool = False
+    levers: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._graphed = CUDAGraphForward(self._forward) if self.cuda_graphs else None
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    def parameters(self):  # the pipeline reads device and dtype from here
+        return self.model.parameters()
+
+    def _forward(self, *args) -> Tensor:
+        with attention_context(self.attention), torch.no_grad():
+            return self.model(*args)
+
+    def __call__(self, latent, timestep, text, text_mask, coords) -> Tensor:
+        args = (latent, timestep, text, text_mask, coords)
+        return self._graphed(*args) if self._graphed is not None else self._forward(*args)
+
+
+def optimize_transformer(
+    model: nn.Module,
+    *,
+    compile: bool = True,
+    fp8: bool = False,
+    fuse_projections: bool = False,
+    cuda_graphs: bool = False,
+    attention: str = "default",
+    compile_mode: str | None = None,
+    attention_shape: tuple[int, int, int, int] | None = None,
+) -> OptimizedTransformer:
+    """Apply the levers to `model` (in place) and return a callable with its signature.
+
+    attention: an SDPA backend name, 'default' (PyTorch's own order) or 'auto' (time the
+    backends on `attention_shape` = (batch, heads, tokens, head_dim) and take the fastest).
+    cuda_graphs: capture the forward per input shape (CUDA only; inputs of a new shape
+    capture again). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    if attention not in ATTENTION_CHOICES:
+        raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
+    device = next(model.parameters()).device
+    if cuda_graphs and device.type != "cuda":
+        raise SettingsError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
+    if fp8 and not fp8_supported(device):
+        raise SettingsError(f"fp8 needs FP8 tensor cores (compute capability 8.9+); {device} has none")
+    model.eval().requires_grad_(False)
+    levers = dict(compile=compile, fp8=fp8, fuse_projections=fuse_projections, cuda_graphs=cuda_graphs)
+    if fuse_projections:
+        for block in model.transformer_blocks:
+            block.fuse_projections()
+    if fp8:
+        levers["fp8_layers"] = len(convert_to_fp8(model))
+    if attention == "auto":
+        cfg = model.cfg
+        shape = attention_shape or (1, cfg.num_attention_heads, 6144, cfg.attention_head_dim)
+        attention = pick_attention_backend(*shape, device=device)
+    levers["attention"] = attention
+    if compile:
+        compile_regions(model, compile_mode)
+    return OptimizedTransformer(model, attention, cuda_graphs, levers)
+
+
+def channels_last_vae(vae: nn.Module) -> nn.Module:
+    """3-D convolutions in channels-last layout (cuDNN's fastest on Hopper): the weights
+    are converted in place; activations follow the weights' layout."""
+    return vae.to(memory_format=torch.channels_last_3d)
+
+
+@contextlib.contextmanager
+def cuda_timer(results: dict, key: str):
+    """Wall seconds of the block, synchronized with the GPU on both ends, into results[key]."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    yield
+    torch.cuda.synchronize()
+    results[key] = time.perf_counter() - start

@@ -1,0 +1,86 @@
+"""Speed levers keep the transformer's outputs (CPU parts; CUDA graphs and the SDPA
+backend choice need a GPU and are exercised by benchmarks/bench_gpu_speed.py)."""
+
+import pytest
+import torch
+
+from ltx_core.acceleration import (
+    CUDAGraphForward,
+    attention_context,
+    compile_regions,
+    optimize_transformer,
+    pick_attention_backend,
+)
+from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.errors import SettingsError
+from ltx_core.transformer import LTXVTransformer
+from tests.test_fp8 import MODEL_RTOL, relative_error, tiny_inputs
+
+# Fusing projections concatenates the same weights: only the GEMM's summation order may move.
+FUSED_ATOL = 1e-5
+
+
+def twin_models():
+    torch.manual_seed(0)
+    reference = LTXVTransformer(TINY_TRANSFORMER).eval()
+    other = LTXVTransformer(TINY_TRANSFORMER).eval()
+    other.load_state_dict(reference.state_dict())
+    return reference, other
+
+
+@torch.no_grad()
+def test_fused_projections_give_the_same_velocity_and_replace_the_separate_layers():
+    reference, fused = twin_models()
+    for block in fused.transformer_blocks:
+        block.fuse_projections()
+        block.fuse_projections()  # a second call changes nothing
+    attn1, attn2 = fused.transformer_blocks[0].attn1, fused.transformer_blocks[0].attn2
+    assert hasattr(attn1, "to_qkv") and not hasattr(attn1, "to_q")
+    assert hasattr(attn2, "to_kv") and hasattr(attn2, "to_q") and not hasattr(attn2, "to_k")
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    assert (fused(*inputs) - reference(*inputs)).abs().max() <= FUSED_ATOL
+
+
+@torch.no_grad()
+def test_regional_compile_traces_each_region_as_one_graph_with_the_same_output():
+    torch._dynamo.reset()
+    reference, compiled = twin_models()
+    compile_regions(compiled, backend="eager")  # fullgraph=True: a graph break raises
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    assert torch.equal(compiled(*inputs), reference(*inputs))
+
+
+@torch.no_grad()
+def test_optimize_transformer_with_fp8_and_fusion_runs_on_cpu_close_to_the_original():
+    reference, other = twin_models()
+    fast = optimize_transformer(other, compile=False, fp8=True, fuse_projections=True)
+    assert fast.levers["fp8_layers"] > 0 and fast.levers["attention"] == "default"
+    assert fast.cfg is other.cfg and next(fast.parameters()).device.type == "cpu"
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    assert relative_error(fast(*inputs), reference(*inputs)) < MODEL_RTOL
+
+
+def test_attention_backend_names_are_checked():
+    with pytest.raises(SettingsError, match="attention backend 'fa9'; allowed"):
+        attention_context("fa9")
+    with pytest.raises(SettingsError, match="attention backend 'fa9'; allowed"):
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), compile=False, attention="fa9")
+
+
+def test_auto_attention_falls_back_to_the_default_order_off_cuda():
+    assert pick_attention_backend(1, 2, 16, 8, device="cpu") == "default"
+
+
+def test_cuda_graphs_refuse_a_model_on_the_cpu():
+    with pytest.raises(SettingsError, match="cuda_graphs needs the model on a CUDA device"):
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), compile=False, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_a_captured_forward_replays_with_new_inputs():
+    weight = torch.randn(8, 8, device="cuda")
+    graphed = CUDAGraphForward(lambda x: (x @ weight).relu())
+    for seed in range(3):
+        x = torch.randn(4, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+        assert torch.allclose(graphed(x), (x @ weight).relu())
+    assert len(graphed.graphs) == 1

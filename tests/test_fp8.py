@@ -1,0 +1,85 @@
+"""FP8 linear layers (row-wise float8_e4m3fn weights and activations, `torch._scaled_mm`)
+on the CPU, where recent torch runs `_scaled_mm` too; GPU speed is the benchmark's job."""
+
+import pytest
+import torch
+from torch import nn
+
+from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.fp8 import FP8_DTYPE, FP8_MAX, KEEP_PRECISE, FP8Linear, convert_to_fp8, quantize_rows
+from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.transformer import LTXVTransformer
+
+# e4m3 keeps 3 mantissa bits: a value rounds by at most 2**-4 of itself (half an ulp).
+E4M3_RELATIVE_STEP = 2.0**-4
+# Relative error of a whole FP8 layer / model output against fp32 (measured ~0.03 / ~0.05).
+LAYER_RTOL = 0.06
+MODEL_RTOL = 0.12
+
+pytestmark = pytest.mark.skipif(not hasattr(torch, "_scaled_mm"), reason="torch without _scaled_mm")
+
+
+def relative_error(ours, reference):
+    return ((ours.float() - reference.float()).norm() / reference.float().norm()).item()
+
+
+def test_quantize_rows_scales_each_row_to_the_fp8_range_and_reconstructs_within_one_rounding_step():
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * torch.tensor([[1e-3], [1.0], [30.0], [1e3], [0.5]])
+    values, scale = quantize_rows(x)
+    assert values.dtype == FP8_DTYPE and scale.shape == (5, 1)
+    assert torch.allclose(values.float().abs().amax(dim=1), torch.full((5,), FP8_MAX))
+    error = (values.float() * scale - x).abs()
+    assert (error <= E4M3_RELATIVE_STEP * x.abs() + 1e-9 * scale).all()
+
+
+def test_an_all_zero_row_quantizes_to_zeros_without_nan():
+    values, scale = quantize_rows(torch.zeros(2, 32))
+    assert torch.isfinite(scale).all() and (values.float() == 0).all()
+
+
+@pytest.mark.parametrize("rows", [32, 7], ids=["aligned rows", "rows padded to 16"])
+def test_fp8_linear_matches_the_fp32_linear_within_fp8_rounding(rows):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    x = torch.randn(2, rows, 64)
+    layer = FP8Linear(linear, out_dtype=torch.float32)
+    out = layer(x)
+    assert out.shape == (2, rows, 48)
+    assert relative_error(out, linear(x)) < LAYER_RTOL
+    assert relative_error(layer.dequantized_weight(), linear.weight) < E4M3_RELATIVE_STEP
+
+
+def test_convert_to_fp8_swaps_block_linears_and_keeps_the_precise_ones():
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    swapped = convert_to_fp8(model)
+    assert swapped and all(name.startswith("transformer_blocks.") for name in swapped)
+    for name, module in model.named_modules():
+        if name.split(".")[0] in KEEP_PRECISE and name:
+            assert not isinstance(module, FP8Linear), name
+    assert isinstance(model.transformer_blocks[0].ff.net[2], FP8Linear)
+    assert isinstance(model.proj_out, nn.Linear) and isinstance(model.adaln_single.linear, nn.Linear)
+
+
+def tiny_inputs(cfg, batch=2, frames=2, height=2, width=2):
+    g = torch.Generator().manual_seed(3)
+    tokens = frames * height * width
+    latent = torch.randn(batch, tokens, cfg.in_channels, generator=g)
+    sigma = torch.rand(batch, generator=g)
+    text = torch.randn(batch, 5, cfg.caption_channels, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    coords = fractional_coords(pixel_coords(latent_coords(frames, height, width, batch)), 25.0)
+    return latent, sigma, text, mask, coords
+
+
+@torch.no_grad()
+def test_an_fp8_transformer_stays_close_to_the_fp32_one():
+    torch.manual_seed(0)
+    reference = LTXVTransformer(TINY_TRANSFORMER).eval()
+    fp8_model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    fp8_model.load_state_dict(reference.state_dict())
+    convert_to_fp8(fp8_model, out_dtype=torch.float32)
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    expected = reference(*inputs)
+    got = fp8_model(*inputs)
+    assert torch.isfinite(got).all()
+    assert 0 < relative_error(got, expected) < MODEL_RTOL
