@@ -13,6 +13,7 @@ from ltx_core.pipeline import (
     Request,
     decode_frames,
     denoise,
+    encode_first_frame,
     encode_text,
     generate,
     latent_preview,
@@ -186,3 +187,14 @@ def test_latent_preview_is_a_small_rgb_image_in_0_1():
     preview = latent_preview(torch.randn(2, 128, 3, 4, 6))
     assert preview.shape == (4, 6, 3) and preview.min() >= 0 and preview.max() <= 1
     assert preview.std() > 0
+
+
+def test_an_image_batch_without_frames_is_refused_by_the_first_frame_encode(models):
+    with pytest.raises(SettingsError, match=r"first_frame \(0, 32, 64, 3\) is not an image"):
+        encode_first_frame(models.vae, torch.zeros(0, 32, 64, 3), 64, 32)
+
+
+def test_a_first_frame_of_another_size_is_fitted_with_a_warning(models):
+    with pytest.warns(UserWarning, match="image of 50x40 was center-cropped to the aspect of 64x32 and resized"):
+        latent = encode_first_frame(models.vae, torch.rand(2, 40, 50, 3), 64, 32)
+    assert latent.shape == (1, 128, 1, 1, 2)
