@@ -58,6 +58,17 @@ def _renoise_clean_tokens(
     return torch.where(keep, clean + scale * noise.to(x.device) * sigma**2, x)
 
 
+def _check_sigmas(sigmas: Tensor) -> None:
+    """Flow sigmas run down within [0, 1]; a schedule may stop above 0 (partial sampling)."""
+    values = torch.as_tensor(sigmas, dtype=torch.float64)
+    if values.ndim != 1 or values.numel() < 2:
+        raise SettingsError(f"sigmas of shape {tuple(values.shape)}: give at least two, one per step boundary")
+    if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise SettingsError(f"sigmas {values.tolist()} must be finite and in [0, 1] (rectified flow)")
+    if (values[1:] > values[:-1]).any():
+        raise SettingsError(f"sigmas {values.tolist()} must not increase")
+
+
 @torch.no_grad()
 def sample(
     velocity_fn: VelocityFn,
@@ -76,6 +87,7 @@ def sample(
     (a clean conditioning token) is never changed, exactly as diffusers'
     LTXImageToVideoPipeline steps only the unconditioned frames. With
     `cond_noise_scale` > 0, mask-0 tokens are re-noised from `clean_latent` first."""
+    _check_sigmas(sigmas)
     sigmas = sigmas.to(device=x_init.device, dtype=torch.float32)
     mask = noise_mask.to(device=x_init.device, dtype=torch.float32)  # (B, T)
     keep = (mask == 0)[..., None]

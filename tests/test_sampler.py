@@ -131,3 +131,23 @@ def test_conditioning_tokens_are_renoised_by_sigma_squared_from_the_generator(cl
     torch.testing.assert_close(seen[0][:, 0], clean[:, 0] + 0.1 * first[:, 0])
     torch.testing.assert_close(out[:, 0], clean[:, 0] + 0.1 * second[:, 0] * 0.25)
     torch.testing.assert_close(out[:, 1:], noise[:, 1:])
+
+
+@pytest.mark.parametrize(
+    ("sigmas", "message"),
+    [
+        ([1.0], "at least two"),
+        ([14.6, 7.0, 0.0], r"in \[0, 1\]"),
+        ([0.5, 0.8, 0.0], "must not increase"),
+    ],
+)
+def test_schedules_that_are_not_flow_sigmas_are_refused(sigmas, message):
+    """A SIGMAS input from another model's scheduler (e.g. Karras, sigma_max 14.6)."""
+    with pytest.raises(SettingsError, match=message):
+        sample(lambda x, t: x, torch.zeros(1, T, C), torch.tensor(sigmas), torch.ones(1, T))
+
+
+def test_a_schedule_may_stop_above_zero_for_partial_sampling(clean_and_noise):
+    clean, noise = clean_and_noise
+    out = sample(straight_flow(clean, noise), noise, torch.tensor([1.0, 0.5]), torch.ones(B, T))
+    torch.testing.assert_close(out, 0.5 * noise + 0.5 * clean)
