@@ -1,0 +1,372 @@
+"""Checkpoint loading: both layouts, version detection, strictness, and every bad model file
+(BAD_INPUTS 9-14, 17) with its message."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ltx_core import checkpoint as ck
+from ltx_core.errors import CheckpointError, SettingsError
+from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
+from .fixtures_checkpoints import (
+    RELEASES,
+    random_models,
+    release_configs,
+    write_diffusers_folder,
+    write_official_single_file,
+)
+
+FAMILIES = ("0.9.0", "0.9.1", "0.9.5")  # the three VAE layouts; 0.9.7 adds only depth
+# Two instances of one model with equal weights differ by ~1e-6 on CPU (oneDNN picks
+# kernels by memory alignment), so "identical outputs" means equal within this.
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def official_file(tmp_path_factory) -> Path:
+    """A valid tiny 0.9.5 single file; tests copy it before changing anything."""
+    return write_official_single_file(tmp_path_factory.mktemp("official") / "ltxv.safetensors", "0.9.5")
+
+
+def header_of(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as file:
+        return {k: file.get_tensor(k) for k in file.keys()}, file.metadata() or {}
+
+
+def rewritten(source: Path, target: Path, change=None, metadata=None) -> Path:
+    """`source` with its tensors passed through `change` and its metadata replaced."""
+    tensors, old_metadata = header_of(source)
+    save_file(change(tensors) if change else tensors, str(target),
+              metadata=old_metadata if metadata is None else metadata)
+    return target
+
+
+# ---------------------------------------------------------------- versions
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_each_release_loads_from_the_official_file_with_its_architecture_version(tmp_path, release):
+    """The version comes from tensors and metadata (the file name says nothing here)."""
+    path = write_official_single_file(tmp_path / "model.safetensors", release)
+    loaded = ck.load_checkpoint(path)
+    assert loaded.version == ck.ARCHITECTURE_OF_RELEASE[release]
+    assert loaded.info.config_source == "metadata"
+    assert loaded.configs.transformer == release_configs(release).transformer
+    assert loaded.configs.vae == release_configs(release).vae
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_detect_version_needs_only_the_tensor_names(tmp_path, release):
+    path = write_official_single_file(tmp_path / "model.safetensors", release, metadata="missing")
+    header = ck.SafetensorsHeader(path)
+    assert header.metadata == {}
+    assert ck.detect_version(header.shapes) == ck.ARCHITECTURE_OF_RELEASE[release]
+
+
+def test_detect_version_refuses_metadata_that_contradicts_the_tensors(tmp_path):
+    tensors = write_official_single_file(tmp_path / "a.safetensors", "0.9.5")
+    metadata_of_0_9_0 = header_of(write_official_single_file(tmp_path / "b.safetensors", "0.9.0"))[1]
+    with pytest.raises(CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"):
+        ck.detect_version(ck.SafetensorsHeader(tensors).shapes, metadata_of_0_9_0)
+
+
+def test_the_version_rules_look_at_the_vae_layout_and_the_transformer_depth():
+    """The documented rules on bare key sets: what each marker key decides."""
+    base = {"model.diffusion_model.patchify_proj.weight", "vae.decoder.conv_in.conv.weight"}
+    timestep = {"vae.decoder.last_scale_shift_table"}
+    space_to_depth = {"vae.encoder.down_blocks.1.conv.conv.weight"}
+    block_47 = {"model.diffusion_model.transformer_blocks.47.scale_shift_table"}
+    assert ck.detect_version(base) == "0.9.0"
+    assert ck.detect_version(base | timestep) == "0.9.1"
+    assert ck.detect_version(base | timestep | space_to_depth) == "0.9.5"
+    assert ck.detect_version(base | timestep | space_to_depth | block_47) == "0.9.7"
+    assert ck.detect_version(base | timestep | block_47) == "0.9.1"  # depth alone: not 13B's VAE
+
+
+# ---------------------------------------------------------------- both layouts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_single_file_and_diffusers_folder_of_the_same_weights_give_identical_outputs(tmp_path, family):
+    """If a key map or a config translation were wrong, the two loads would differ."""
+    single = ck.load_checkpoint(write_official_single_file(tmp_path / "m.safetensors", family, seed=3))
+    folder = ck.load_checkpoint(write_diffusers_folder(tmp_path / "diffusers", family, seed=3))
+    assert folder.info.layout == "diffusers" and folder.version == single.version == family
+    assert folder.configs.transformer == single.configs.transformer
+    assert folder.configs.vae == single.configs.vae
+
+    gen = torch.Generator().manual_seed(0)
+    latent = torch.randn(1, 128, 2, 1, 2, generator=gen)
+    tokens = latent.flatten(2).transpose(1, 2)
+    text = torch.randn(1, 4, single.configs.transformer.caption_channels, generator=gen)
+    coords = fractional_coords(pixel_coords(latent_coords(2, 1, 2, 1), causal_fix=False), 24.0)
+    sigma = torch.full((1, tokens.shape[1]), 0.7)
+    with torch.no_grad():
+        for model in ("transformer", "vae"):
+            a, b = getattr(single, model), getattr(folder, model)
+            if model == "transformer":
+                out_a, out_b = a(tokens, sigma, text, None, coords), b(tokens, sigma, text, None, coords)
+            else:
+                out_a = a.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(1))
+                out_b = b.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(1))
+            torch.testing.assert_close(out_a, out_b, atol=ATOL, rtol=0, msg=model)
+
+
+def test_sharded_diffusers_transformer_loads_through_its_index(tmp_path):
+    folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.5", seed=2, max_shard_size="20KB")
+    assert len(list((folder / "transformer").glob("*.safetensors"))) > 1
+    loaded = ck.load_checkpoint(folder)
+    expected, _ = random_models(release_configs("0.9.5"), seed=2)
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.transformer.state_dict()[name], tensor), name
+
+
+def test_diffusers_folder_reports_its_text_encoder_and_tokenizer(tmp_path, tiny_t5_folder):
+    folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.1", text_encoder=tiny_t5_folder)
+    info = ck.load_checkpoint(folder).info
+    assert info.text_encoder == folder / "text_encoder" and info.tokenizer == folder / "tokenizer"
+
+
+def test_dtype_and_device_are_applied(official_file):
+    loaded = ck.load_checkpoint(official_file, dtype="bf16", device="cpu")
+    tensors = [*loaded.transformer.parameters(), *loaded.vae.parameters()]
+    assert {t.dtype for t in tensors} == {torch.bfloat16}
+    assert {t.device.type for t in tensors} == {"cpu"}
+    assert not loaded.transformer.training and not loaded.vae.training
+
+
+def test_load_transformer_and_load_vae_read_one_model_each(official_file):
+    transformer, info = ck.load_transformer(official_file)
+    vae, _ = ck.load_vae(official_file)
+    full = ck.load_checkpoint(official_file)
+    assert info.version == "0.9.5"
+    for name, tensor in full.vae.state_dict().items():
+        assert torch.equal(vae.state_dict()[name], tensor)
+    for name, tensor in full.transformer.state_dict().items():
+        assert torch.equal(transformer.state_dict()[name], tensor)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def test_save_single_file_round_trips_weights_configs_and_version(tmp_path):
+    transformer, vae = random_models(release_configs("0.9.1"), seed=5)
+    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.1")
+    loaded = ck.load_checkpoint(path)
+    assert loaded.version == "0.9.1" and loaded.configs.vae == vae.cfg and loaded.configs.transformer == transformer.cfg
+    for name, tensor in vae.state_dict().items():
+        assert torch.equal(loaded.vae.state_dict()[name], tensor), name
+    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
+
+
+def test_saved_metadata_has_the_published_shape(tmp_path):
+    transformer, vae = random_models(release_configs("0.9.5"))
+    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae)
+    config = json.loads(header_of(path)[1]["config"])
+    assert config["transformer"]["_class_name"] == "Transformer3DModel"
+    assert config["vae"]["_class_name"] == "CausalVideoAutoencoder"
+    assert config["vae"]["encoder_blocks"][1] == ["compress_space_res", {"multiplier": 2}]
+    assert config["scheduler"]["_class_name"] == "RectifiedFlowScheduler"
+
+
+def test_save_single_file_refuses_a_wrong_version_label_and_writes_nothing(tmp_path):
+    transformer, vae = random_models(release_configs("0.9.0"))
+    with pytest.raises(CheckpointError, match="as LTX-Video 0.9.5: its tensors are 0.9.0"):
+        ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_single_file_casts_to_the_asked_dtype(tmp_path):
+    transformer, vae = random_models(release_configs("0.9.5"))
+    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, dtype=torch.bfloat16)
+    tensors, _ = header_of(path)
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
+
+
+# ---------------------------------------------------------------- bad model files
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*nothing\.safetensors' does not exist"):
+        ck.load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_folder_without_the_diffusers_sub_folders_names_the_missing_ones(tmp_path):
+    (tmp_path / "model" / "vae").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"):
+        ck.load_checkpoint(tmp_path / "model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="it lacks transformer/, vae/"):
+        ck.load_checkpoint(tmp_path / "empty")
+
+
+class WritesAMarker:
+    """Unpickling this creates a file: proof of whether anything was unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["model.ckpt", "model.pt", "model.bin", "model.pth", "model.safetensors"])
+def test_pickles_are_refused_without_being_unpickled(tmp_path, name):
+    marker = tmp_path / "unpickled"
+    (tmp_path / name).write_bytes(pickle.dumps(WritesAMarker(marker), protocol=4))
+    with pytest.raises(CheckpointError, match="pickle.*refused.*only .safetensors files are loaded"):
+        ck.load_checkpoint(tmp_path / name)
+    assert not marker.exists()
+
+
+def test_torch_zip_pickle_named_safetensors_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="is a PyTorch pickle despite its name"):
+        ck.load_checkpoint(path)
+
+
+def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
+    for part in ("transformer", "vae"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "config.json").write_text("{}")
+        (tmp_path / part / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    with pytest.raises(CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"):
+        ck.load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 40, 3])
+def test_truncated_safetensors_file_is_named_truncated_or_corrupt(tmp_path, official_file, keep):
+    data = official_file.read_bytes()
+    cut = int(len(data) * keep) if isinstance(keep, float) else keep
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[:cut])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors' is truncated or corrupt"):
+        ck.load_checkpoint(path)
+
+
+def test_an_image_model_is_not_an_ltx_video_checkpoint(tmp_path):
+    path = tmp_path / "sd15.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2),
+               "model.diffusion_model.output_blocks.0.0.weight": torch.zeros(2),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match=r"not an LTX-Video checkpoint: it looks like a Stable Diffusion UNet; "
+                       r"found 3 tensors under .*model\.diffusion_model\.input_blocks\.\*"):
+        ck.load_checkpoint(path)
+
+
+def test_a_t5_encoder_in_the_checkpoint_slot_is_named(tiny_t5_folder):
+    with pytest.raises(CheckpointError, match="not an LTX-Video checkpoint: it looks like a T5 text encoder"):
+        ck.load_checkpoint(tiny_t5_folder / "model.safetensors")
+
+
+def test_a_file_with_only_the_vae_says_the_transformer_is_missing(tmp_path, official_file):
+    path = rewritten(official_file, tmp_path / "vae.safetensors",
+                     lambda t: {k: v for k, v in t.items() if k.startswith("vae.")})
+    with pytest.raises(CheckpointError, match=r"holds no LTX-Video transformer \(no model\.diffusion_model\.\* tensors\)"):
+        ck.load_checkpoint(path)
+
+
+def test_missing_tensors_are_counted_and_named(tmp_path):
+    drop = ("model.diffusion_model.transformer_blocks.1.attn1.to_q.weight",
+            "model.diffusion_model.transformer_blocks.1.attn1.to_k.weight")
+    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.5", drop=drop)
+    with pytest.raises(CheckpointError, match=r"lacks 2 of the \d+ transformer tensors its config needs, "
+                       r"e.g. transformer_blocks.1.attn1.to_k.weight, transformer_blocks.1.attn1.to_q.weight"):
+        ck.load_checkpoint(path)
+
+
+def test_a_missing_unused_vae_statistic_is_allowed(tmp_path):
+    """diffusers folders and some exports lack these; nothing computes with them."""
+    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.5",
+                                      drop=("vae.per_channel_statistics.channel",))
+    assert ck.load_checkpoint(path).version == "0.9.5"
+
+
+def test_unexpected_tensors_are_named(tmp_path, official_file):
+    def add(tensors):
+        return {**tensors, "vae.decoder.extra.weight": torch.zeros(3)}
+
+    with pytest.raises(CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"):
+        ck.load_checkpoint(rewritten(official_file, tmp_path / "m.safetensors", add))
+
+
+def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, official_file):
+    key = "model.diffusion_model.proj_out.weight"
+
+    def reshape(tensors):
+        return {**tensors, key: torch.zeros(128, 8)}
+
+    path = rewritten(official_file, tmp_path / "m.safetensors", reshape)
+    with pytest.raises(CheckpointError, match=r"transformer tensor 'model\.diffusion_model\.proj_out\.weight' in "
+                       r"'.*m\.safetensors' has shape \[128, 8\], but the config asks for \[128, 16\]"):
+        ck.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("metadata", "problem"), [("missing", "has no `config` metadata entry"),
+                                                   ("not-json", "has a `config` metadata entry that is not JSON")])
+def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_version(tmp_path, metadata, problem):
+    """The tiny file then fails the strict check against the stock 2B config (28 blocks):
+    the warning and the error both say what happened."""
+    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.1", metadata=metadata)
+    with pytest.warns(UserWarning, match=f"{problem}; its tensors are LTX-Video 0.9.1: using that version's stock"):
+        with pytest.raises(CheckpointError, match=r"lacks \d+ of the \d+ transformer tensors .*the config is the "
+                           "stock 0.9.1 one, as the file's metadata is unreadable"):
+            ck.load_checkpoint(path)
+
+
+def test_stock_config_fallback_is_the_published_one_for_each_version(tmp_path):
+    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.7", metadata="missing")
+    with pytest.warns(UserWarning, match="LTX-Video 0.9.7"):
+        info, *_ = ck.inspect_checkpoint(path)
+    assert info.config_source == "stock"
+    assert info.configs == ck.STOCK_CONFIGS["0.9.7"]
+    assert info.configs.transformer.num_layers == 48 and info.configs.transformer.attention_head_dim == 128
+
+
+def test_metadata_with_unsupported_settings_is_refused_naming_the_file(tmp_path, official_file):
+    _, metadata = header_of(official_file)
+    config = json.loads(metadata["config"])
+    config["transformer"]["activation_fn"] = "geglu"
+    path = rewritten(official_file, tmp_path / "m.safetensors", metadata={"config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"):
+        ck.load_checkpoint(path)
+
+
+def test_non_safetensors_file_suffix_is_refused(tmp_path, official_file):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(official_file.read_bytes())
+    with pytest.raises(CheckpointError, match=r"is not a \.safetensors file"):
+        ck.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp64", "float8", torch.int32])
+def test_unknown_dtype_lists_the_allowed_names(official_file, dtype):
+    with pytest.raises(SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"):
+        ck.load_checkpoint(official_file, dtype=dtype)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_where_absent_is_refused_before_reading(official_file):
+    with pytest.raises(SettingsError, match="device 'cuda' asked for, but no CUDA GPU is available"):
+        ck.load_checkpoint(official_file, device="cuda")
+
+
+@pytest.mark.parametrize(("device", "message"), [("mps", "is not supported"), ("tpu", "is not a device name")])
+def test_unknown_device_is_refused(official_file, device, message):
+    with pytest.raises(SettingsError, match=message):
+        ck.load_checkpoint(official_file, device=device)
+
+
+def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(ck, "__file__", str(tmp_path / "checkpoint.py"))
+    with pytest.raises(CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"):
+        ck.default_model_paths()
+
