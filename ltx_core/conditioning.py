@@ -191,9 +191,10 @@ def pixel_to_latent_frame(frame_index: int, num_frames: int, temporal_compressio
         )
     if frame_index % temporal_compression:
         below = frame_index // temporal_compression * temporal_compression
+        above = below + temporal_compression
+        nearest = _nearest([below, above] if above < num_frames else [below])
         raise SettingsError(
-            f"conditioning frame index {frame_index} does not start a latent frame; "
-            f"nearest valid: {_nearest([below, below + temporal_compression] if below + temporal_compression < num_frames else [below])}"
+            f"conditioning frame index {frame_index} does not start a latent frame; nearest valid: {nearest}"
         )
     return frame_index // temporal_compression
 

@@ -71,16 +71,16 @@ class Request:
         check_multiple("width", self.width, PIXELS_PER_LATENT)
         check_multiple("height", self.height, PIXELS_PER_LATENT)
         check_num_frames(self.num_frames, FRAMES_PER_LATENT)
-        _check_number("frame_rate", self.frame_rate, minimum=0.0, inclusive=False, allowed="frames per second above 0")
+        _check_number("frame_rate", self.frame_rate, 0.0, "frames per second above 0", inclusive=False)
         if self.sigmas is None and (not _is_int(self.steps) or self.steps < 1):
             raise SettingsError(f"steps {self.steps!r} must be a whole number of at least 1")
-        _check_number("guidance_scale", self.guidance_scale, minimum=0.0, allowed="a finite number >= 0 (1: no guidance)")
+        _check_number("guidance_scale", self.guidance_scale, 0.0, "a finite number >= 0 (1: no guidance)")
         if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
             raise SettingsError(f"seed {self.seed!r} is outside the accepted range 0 to {SEED_MAX} (2**64 - 1)")
         _check_unit("decode_timestep", self.decode_timestep)
         _check_unit("decode_noise_scale", self.decode_noise_scale)
         check_strength(self.conditioning_strength)
-        _check_number("image_cond_noise_scale", self.image_cond_noise_scale, minimum=0.0, allowed="a finite number >= 0")
+        _check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
         if self.first_frame is not None:
             _check_image(self.first_frame)
         if self.sigmas is not None:
@@ -244,7 +244,7 @@ def denoise(
     (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
     an exception raised in it stops sampling."""
     _check_fits_transformer(transformer, latent, text)
-    _check_number("guidance", guidance, minimum=0.0, allowed="a finite number >= 0 (1: no guidance)")
+    _check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
     device = torch.device(device) if device is not None else _device_of(transformer)
     dtype = _dtype_of(transformer)
     latent = ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device))

@@ -43,7 +43,8 @@ def guided_velocity(
     both_mask = torch.cat([negative_mask, text_mask])
 
     def velocity(x: Tensor, timesteps: Tensor) -> Tensor:
-        v_uncond, v_cond = model_fn(torch.cat([x, x]), torch.cat([timesteps, timesteps]), both_text, both_mask).chunk(2)
+        both_x, both_timesteps = torch.cat([x, x]), torch.cat([timesteps, timesteps])
+        v_uncond, v_cond = model_fn(both_x, both_timesteps, both_text, both_mask).chunk(2)
         return v_uncond + guidance_scale * (v_cond - v_uncond)
 
     return velocity
@@ -54,8 +55,9 @@ def _renoise_clean_tokens(
 ) -> Tensor:
     """Lightricks' `image_cond_noise_scale`: hard-conditioning tokens get fresh noise of
     scale * sigma^2 each step, which helps motion continuity from a single frame."""
-    noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else x.device, dtype=x.dtype)
-    return torch.where(keep, clean + scale * noise.to(x.device) * sigma**2, x)
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return torch.where(keep, clean + scale * noise * sigma**2, x)
 
 
 def _check_sigmas(sigmas: Tensor) -> None:
