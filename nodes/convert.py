@@ -13,18 +13,25 @@ import torch
 
 from ..ltx_core import conditioning as core_conditioning
 from ..ltx_core import text_encoder as core_text_encoder
+from ..ltx_core.errors import SettingsError
 from ..ltx_core.pipeline import SEED_MAX, seeded_generator  # noqa: F401 (the nodes' seeds are the core's)
 
 
-def embeddings_to_conditioning(embeddings) -> list:
-    return [[embeddings.embeds, {"attention_mask": embeddings.mask}]]
+PROMPT_IS_EMPTY = "ltxv_core_prompt_is_empty"  # our key in the conditioning's dict
 
 
-def conditioning_to_embeddings(conditioning: list, name: str):
-    """The first entry of a `CONDITIONING` list as the core's `TextEmbeddings`."""
+def embeddings_to_conditioning(embeddings, prompt_is_empty: bool = False) -> list:
+    return [[embeddings.embeds, {"attention_mask": embeddings.mask, PROMPT_IS_EMPTY: prompt_is_empty}]]
+
+
+def conditioning_to_embeddings(conditioning: list, name: str, required: bool = False):
+    """The first entry of a `CONDITIONING` list as the core's `TextEmbeddings`; a
+    `required` one (the positive prompt) must come from a non-empty prompt."""
     if not conditioning:
-        raise ValueError(f"{name} conditioning is empty; connect an LTX-Video T5 Text Encode node")
+        raise SettingsError(f"{name} conditioning is empty; connect an LTX-Video T5 Text Encode node")
     embeds, extras = conditioning[0][0], conditioning[0][1]
+    if required and extras.get(PROMPT_IS_EMPTY):
+        raise SettingsError(f"{name} prompt is empty; describe the video to generate (only the negative prompt may be empty)")
     mask = extras.get("attention_mask")
     if mask is None:  # a CONDITIONING of another encoder: every token counts
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)

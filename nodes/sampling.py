@@ -103,7 +103,7 @@ class LTXVCoreSampler:
         result = core_pipeline.denoise(
             model.model,
             conditioned,
-            conditioning_to_embeddings(positive, "positive"),
+            conditioning_to_embeddings(positive, "positive", required=True),
             conditioning_to_embeddings(negative, "negative"),
             sigmas=sigmas,
             guidance=cfg,

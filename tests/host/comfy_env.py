@@ -296,3 +296,11 @@ def _prompt_finished(kind: str, data: dict, prompt_id: str) -> bool:
 def status_messages(entry: dict) -> dict[str, dict]:
     """A `/history` entry's status messages by event name (`execution_error`, ...)."""
     return {event: data for event, data in entry.get("status", {}).get("messages", [])}
+
+
+def assert_succeeded(entry: dict) -> None:
+    """Fail with the node's exception and traceback when a prompt did not succeed."""
+    error = status_messages(entry).get("execution_error", {})
+    assert entry["status"]["status_str"] == "success", (
+        f"{error.get('node_type')}: {error.get('exception_message')}\n{''.join(error.get('traceback', []))}"
+    )
