@@ -332,6 +332,8 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 def generate(models: Models, req: Request, callback: Callback | None = None) -> Tensor:
     """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames."""
+    # a T5 of the wrong width fails here, before any model runs
+    check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
     generator = seeded_generator(req.seed)
     negative = req.negative_prompt if req.guidance_scale != 1.0 else None
     text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from transformers import T5Config, T5EncoderModel
 
 from ltx_core.conditioning import ConditionedLatent
 from ltx_core.errors import SettingsError
@@ -21,7 +22,8 @@ from ltx_core.pipeline import (
     token_coords,
 )
 from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings, load_text_encoder
+from ltx_core.text_encoder import TextEmbeddings, TextEncoder, load_text_encoder
+from tests.conftest import TINY_T5
 
 SMALL = dict(prompt="a red fox jumps over the lazy dog", width=64, height=32, num_frames=9, steps=2)
 
@@ -198,3 +200,17 @@ def test_a_first_frame_of_another_size_is_fitted_with_a_warning(models):
     with pytest.warns(UserWarning, match="image of 50x40 was center-cropped to the aspect of 64x32 and resized"):
         latent = encode_first_frame(models.vae, torch.rand(2, 40, 50, 3), 64, 32)
     assert latent.shape == (1, 128, 1, 1, 2)
+
+
+
+def test_a_text_encoder_of_the_wrong_width_is_refused_before_anything_runs(models):
+    """BAD_INPUTS 15: a T5 whose width the transformer's caption projection does not take."""
+    narrow = T5EncoderModel(T5Config(vocab_size=160, **{**TINY_T5, "d_model": 24})).eval()
+    wrong = Models(models.transformer, models.vae, TextEncoder(models.text_encoder.tokenizer, narrow))
+    batches, handle = count_forwards(models.transformer)
+    try:
+        with pytest.raises(SettingsError, match="text embeddings are 24 wide .* takes 32"):
+            generate(wrong, Request(**SMALL))
+    finally:
+        handle.remove()
+    assert batches == []
