@@ -1,0 +1,236 @@
+"""The node pack inside a real ComfyUI server, driven through its HTTP API and websocket.
+
+If these fail, users of ComfyUI see it: nodes missing from the menu, shipped workflows
+that do not run, errors that do not say what to fix, a server stuck after a bad prompt,
+or Cancel that does not cancel.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+import torch
+
+from ltx_core import video as core_video
+from .comfy_env import PromptRejected, assert_succeeded, status_messages
+from .conftest import (
+    TEST_FRAMES,
+    TEST_HEIGHT,
+    TEST_WIDTH,
+    WORKFLOW_NAMES,
+    api_workflow,
+    nodes_of,
+    small,
+)
+
+pytestmark = pytest.mark.comfy_server
+
+COMBO = "COMBO"
+MAX_RERUN_DIFFERENCE = 1  # of 255: see test_the_same_graph_gives_the_same_frames  # a list of choices in /object_info
+
+# node id -> (required inputs with their types, optional inputs, output types)
+EXPECTED_NODES = {
+    "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
+    "LTXVCoreT5Loader": ({"text_encoder_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_T5"]),
+    "LTXVCoreT5Encode": ({"t5": "LTXV_CORE_T5", "text": "STRING", "max_tokens": "INT"}, {}, ["CONDITIONING"]),
+    "LTXVCoreEmptyLatentVideo": ({"width": "INT", "height": "INT", "frames": "INT", "batch_size": "INT"}, {}, ["LATENT"]),
+    "LTXVCoreVAEEncodeFirstFrame": ({"vae": "LTXV_CORE_VAE", "image": "IMAGE", "width": "INT", "height": "INT"}, {}, ["LATENT"]),
+    "LTXVCoreConditionFirstFrame": ({"latent": "LATENT", "first_frame": "LATENT", "strength": "FLOAT"}, {}, ["LATENT"]),
+    "LTXVCoreScheduler": ({"latent": "LATENT", "steps": "INT", "dynamic_shift": "BOOLEAN", "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT"}, {}, ["SIGMAS"]),
+    "LTXVCoreSampler": (
+        {"model": "LTXV_CORE_MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT",
+         "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
+         "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT"},
+        {"sigmas": "SIGMAS"},
+        ["LATENT"],
+    ),
+    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {}, ["IMAGE"]),
+    "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
+}  # fmt: skip
+
+
+def _input_types(section: dict) -> dict:
+    return {name: COMBO if isinstance(spec[0], list) else spec[0] for name, spec in section.items()}
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
+
+
+# ---------------------------------------------------------------- the node menu
+
+
+def test_object_info_lists_every_node_of_the_pack_with_its_inputs_and_outputs(object_info):
+    pack_nodes = {name for name in object_info if name.startswith("LTXVCore")}
+    assert pack_nodes == set(EXPECTED_NODES)
+    for name, (required, optional, outputs) in EXPECTED_NODES.items():
+        info = object_info[name]
+        assert _input_types(info["input"]["required"]) == required, name
+        assert _input_types(info["input"].get("optional", {})) == optional, name
+        assert info["output"] == outputs, name
+        assert info["category"] == "LTX-Video"
+        assert info["display_name"].startswith("LTX-Video ")
+        assert info["description"]
+
+
+def test_size_widgets_step_by_the_vae_compression(object_info):
+    empty = object_info["LTXVCoreEmptyLatentVideo"]["input"]["required"]
+    assert empty["width"][1]["step"] == 32 and empty["height"][1]["step"] == 32
+    assert empty["frames"][1]["step"] == 8 and empty["frames"][1]["min"] == 1
+
+
+def test_loaders_list_the_files_placed_in_the_model_folders(object_info):
+    checkpoints = object_info["LTXVCoreCheckpointLoader"]["input"]["required"]["ckpt_name"][0]
+    encoders = object_info["LTXVCoreT5Loader"]["input"]["required"]["text_encoder_name"][0]
+    assert "ltxv-tiny.safetensors" in checkpoints
+    assert "t5-tiny" in encoders
+    assert not [name for name in encoders if name.startswith("t5-tiny/")], "files inside a T5 folder are not choices"
+
+
+# ---------------------------------------------------------------- shipped workflows
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_shipped_api_workflow_runs_and_leaves_an_mp4_of_the_asked_size(comfy_server, name):
+    prompt = small(api_workflow(name))
+    prompt_id = comfy_server.queue_prompt(prompt, workflow={"name": name})
+    entry = comfy_server.wait_for_history(prompt_id)
+    assert_succeeded(entry)
+    [video] = comfy_server.output_files(entry)
+    assert video.suffix == ".mp4" and video.is_file()
+    frames = core_video.read_video_frames(video)
+    assert tuple(frames.shape) == (TEST_FRAMES, TEST_HEIGHT, TEST_WIDTH, 3)
+    metadata = core_video.read_video_metadata(video)
+    assert '"LTXVCoreSampler"' in metadata["prompt"] and metadata["workflow"] == f'{{"name": "{name}"}}'
+    assert not list(video.parent.glob(".*.part")), "no temporary file is left beside the video"
+
+
+def _decoded_frames_as_png(prompt: dict, prefix: str) -> dict:
+    """The prompt with ComfyUI's own SaveImage on the decoder's output: lossless frames."""
+    [decode_id] = [node_id for node_id, node in prompt.items() if node["class_type"] == "LTXVCoreDenoisingDecode"]
+    prompt["png"] = {"class_type": "SaveImage", "inputs": {"images": [decode_id, 0], "filename_prefix": prefix}}
+    return prompt
+
+
+def test_the_same_graph_gives_the_same_frames(comfy_server):
+    """Seeds drive every random draw (initial noise, decode noise): seed 7, then 8 (so
+    ComfyUI's cache of the seed-7 outputs is gone), then 7 again gives the first frames
+    (to the last bit of 8-bit colour: CPU kernels may round differently between runs of a
+    long-lived process, which can flip a value across a rounding boundary)."""
+    runs = []
+    for seed in (7, 8, 7):
+        prompt = _decoded_frames_as_png(small(api_workflow("t2v"), seed=seed), f"LTXV/png_{seed}")
+        entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+        assert_succeeded(entry)
+        pngs = sorted(path for path in comfy_server.output_files(entry) if path.suffix == ".png")
+        assert len(pngs) == TEST_FRAMES
+        runs.append(np.stack([np.asarray(Image.open(path), dtype=np.int16) for path in pngs]))
+    first, other, again = runs
+    assert np.abs(first - again).max() <= MAX_RERUN_DIFFERENCE
+    assert np.abs(first - other).mean() > 10 * MAX_RERUN_DIFFERENCE, "another seed gives another video"
+
+
+# ---------------------------------------------------------------- bad prompts
+
+
+def _with_input(prompt: dict, class_type: str, **inputs) -> dict:
+    for node in nodes_of(prompt, class_type):
+        node["inputs"].update(inputs)
+    return prompt
+
+
+@pytest.mark.parametrize(
+    "class_type, inputs, message",
+    [
+        ("LTXVCoreEmptyLatentVideo", {"width": 100}, r"width 100 .*multiple of 32.*96 or 128"),
+        ("LTXVCoreEmptyLatentVideo", {"frames": 100}, r"97 or 105"),
+        ("LTXVCoreCheckpointLoader", {"ckpt_name": "no-such-model.safetensors"}, r"no-such-model\.safetensors.*not in the model folders"),
+        ("LTXVCoreT5Loader", {"text_encoder_name": "no-such-t5"}, r"no-such-t5.*not in the model folders"),
+    ],
+    ids=["width-not-multiple-of-32", "frames-not-8k+1", "missing-checkpoint", "missing-text-encoder"],
+)
+def test_a_bad_setting_is_refused_at_queue_time_with_a_message_naming_the_fix(comfy_server, class_type, inputs, message):
+    prompt = _with_input(small(api_workflow("t2v")), class_type, **inputs)
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.queue_prompt(prompt)
+    details = " ".join(
+        error["details"] for node in rejected.value.body["node_errors"].values() for error in node["errors"]
+    )
+    assert re.search(message, details), details
+
+
+def test_a_checkpoint_of_another_model_fails_with_the_core_message_and_the_server_serves_on(comfy_server):
+    image_model = comfy_server.checkpoints_dir / "image-model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4)}, str(image_model))
+    prompt = _with_input(small(api_workflow("t2v")), "LTXVCoreCheckpointLoader", ckpt_name=image_model.name)
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    error = status_messages(entry)["execution_error"]
+    assert error["node_type"] == "LTXVCoreCheckpointLoader"
+    assert "not an LTX-Video checkpoint" in error["exception_message"]
+
+    next_prompt = small(api_workflow("t2v"), seed=11, filename_prefix="LTXV/after_error")
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(next_prompt))
+    assert_succeeded(entry)
+    assert comfy_server.output_files(entry)[0].is_file()
+
+
+def _prompt_texts(prompt: dict, positive: str, negative: str) -> dict:
+    sampler = nodes_of(prompt, "LTXVCoreSampler")[0]["inputs"]
+    prompt[sampler["positive"][0]]["inputs"]["text"] = positive
+    prompt[sampler["negative"][0]]["inputs"]["text"] = negative
+    return prompt
+
+
+def test_an_empty_positive_prompt_is_refused_and_an_empty_negative_one_is_fine(comfy_server):
+    refused = _prompt_texts(small(api_workflow("t2v")), positive="  ", negative="blurry")
+    error = status_messages(comfy_server.wait_for_history(comfy_server.queue_prompt(refused)))["execution_error"]
+    assert error["node_type"] == "LTXVCoreSampler"
+    assert "positive prompt is empty" in error["exception_message"]
+    fine = _prompt_texts(small(api_workflow("t2v"), filename_prefix="LTXV/no_negative"), positive="a fox", negative="")
+    assert_succeeded(comfy_server.wait_for_history(comfy_server.queue_prompt(fine)))
+
+
+def test_an_image_models_latent_in_the_sampler_fails_with_the_core_message(comfy_server):
+    prompt = small(api_workflow("t2v"))
+    prompt["image_latent"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    nodes_of(prompt, "LTXVCoreSampler")[0]["inputs"]["latent"] = ["image_latent", 0]
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    error = status_messages(entry)["execution_error"]
+    assert error["node_type"] == "LTXVCoreSampler"
+    assert "LTX-Video latents are 5-D" in error["exception_message"]
+
+
+# ---------------------------------------------------------------- progress, Cancel, queue
+
+
+def test_sampling_reports_progress_with_previews_and_cancel_stops_it_before_the_last_step(comfy_server):
+    steps = 300  # many short steps: the run is still going when Cancel arrives
+    prompt = small(api_workflow("t2v"), steps=steps, seed=5, filename_prefix="LTXV/interrupted")
+    prompt_id, events = comfy_server.run_watching(prompt, interrupt_at_step=2)
+    progress = [data["value"] for kind, data in events if kind == "progress"]
+    assert progress[:2] == [1, 2] and all(data["max"] == steps for kind, data in events if kind == "progress")
+    assert any(kind == "preview" for kind, _ in events), "a latent preview comes with the progress"
+    assert max(progress) < steps
+    entry = comfy_server.wait_for_history(prompt_id)
+    interrupted = status_messages(entry)["execution_interrupted"]
+    assert interrupted["node_type"] == "LTXVCoreSampler"
+    assert not list(comfy_server.output_dir.glob("LTXV/interrupted*")), "no video of a cancelled run"
+
+
+def test_two_queued_prompts_both_complete_in_order_with_their_own_outputs(comfy_server):
+    ids = [
+        comfy_server.queue_prompt(small(api_workflow("t2v"), seed=seed, filename_prefix=f"LTXV/queued_{seed}"))
+        for seed in (21, 22)
+    ]
+    entries = [comfy_server.wait_for_history(prompt_id) for prompt_id in ids]
+    videos = [comfy_server.output_files(entry)[0] for entry in entries]
+    assert [video.name for video in videos] == ["queued_21_00001_.mp4", "queued_22_00001_.mp4"]
+    finished_order = [prompt_id for prompt_id in comfy_server.get("/history") if prompt_id in ids]
+    assert finished_order == ids, "history lists prompts in the order they finished"
+    first, second = (core_video.read_video_frames(video) for video in videos)
+    assert not torch.equal(first, second), "each prompt used its own seed"

@@ -1,0 +1,228 @@
+"""The nodes in-process, with the real ComfyUI modules (`comfy`, `folder_paths`) of the copy
+that tests/host sets up under `.comfy/`, no server and no fakes.
+
+These pin what the server tests cannot reach directly: the pack imports without ComfyUI,
+a foreign `ltx_core` never shadows its core, node ids keep their prefix, Cancel raises
+from the step callback, the T5 leaves its device, and the saver never leaves a partial
+file. If they fail, saved graphs, headless use or ComfyUI's memory manager break.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltx_core import video as core_video
+
+from .host.comfy_env import COMFY_ROOT, REPO_ROOT, ensure_comfyui
+
+PACK_NAME = "ltxv_core_pack_under_test"
+NODE_IDS = (
+    "LTXVCoreCheckpointLoader", "LTXVCoreT5Loader", "LTXVCoreT5Encode", "LTXVCoreEmptyLatentVideo",
+    "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreScheduler", "LTXVCoreSampler",
+    "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
+)  # fmt: skip
+# ComfyUI's own LTX-Video node ids (comfy_extras/nodes_lt.py and friends): never ours.
+COMFY_LTXV_IDS = {
+    "EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVImgToVideoInplace", "LTXVScheduler", "LTXVConditioning",
+    "ModelSamplingLTXV", "LTXVAddGuide", "LTXVCropGuides", "LTXVPreprocess", "LTXVApplySTG", "LTXVLoader",
+}  # fmt: skip
+
+_IMPORT_PACK = textwrap.dedent(f"""
+    import importlib.util, json, sys
+    try:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True  # as `main.py --cpu`
+    except ImportError:
+        pass
+    spec = importlib.util.spec_from_file_location(
+        "pack", {str(REPO_ROOT / "__init__.py")!r}, submodule_search_locations=[{str(REPO_ROOT)!r}])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["pack"] = pack
+    spec.loader.exec_module(pack)
+    core = sys.modules.get("pack.ltx_core")
+    print(json.dumps({{"nodes": sorted(pack.NODE_CLASS_MAPPINGS), "core": core and core.__file__}}))
+""")
+
+
+def _import_pack_in_subprocess(python_path: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    command = [sys.executable, "-c", _IMPORT_PACK]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The pack imported as ComfyUI imports it, with ComfyUI's modules on the path (CPU)."""
+    ensure_comfyui()
+    sys.path.insert(0, str(COMFY_ROOT))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before comfy.model_management picks a device
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(COMFY_ROOT))
+
+
+def _node(pack, node_id: str):
+    return pack.NODE_CLASS_MAPPINGS[node_id]()
+
+
+# ---------------------------------------------------------------- importing
+
+
+def test_the_pack_imports_without_comfyui_and_registers_nothing():
+    assert _import_pack_in_subprocess([]) == {"nodes": [], "core": None}
+
+
+def test_a_foreign_ltx_core_on_the_path_never_shadows_the_packs_own_core(tmp_path):
+    """Lightricks' LTX-2 core on the package index is also named `ltx_core`."""
+    foreign = tmp_path / "ltx_core"
+    foreign.mkdir()
+    (foreign / "__init__.py").write_text("raise ImportError('the foreign ltx_core was imported')\n")
+    ensure_comfyui()
+    found = _import_pack_in_subprocess([str(tmp_path), str(COMFY_ROOT)])
+    assert found["nodes"] == sorted(NODE_IDS)
+    assert Path(found["core"]).resolve() == (REPO_ROOT / "ltx_core" / "__init__.py").resolve()
+
+
+def test_node_ids_carry_the_pack_prefix_and_never_reuse_comfyuis_ltxv_ids(pack):
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(NODE_IDS)
+    assert not set(NODE_IDS) & COMFY_LTXV_IDS
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_IDS)
+    for node_id, node_class in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_class.CATEGORY == "LTX-Video", node_id
+        assert node_class.DESCRIPTION and callable(getattr(node_class, node_class.FUNCTION)), node_id
+        inputs = node_class.INPUT_TYPES()
+        own_types = [spec[0] for section in inputs.values() for spec in section.values() if isinstance(spec[0], str)]
+        own_types += list(node_class.RETURN_TYPES)
+        assert all(t.startswith("LTXV_CORE_") or t.isupper() for t in own_types), node_id
+
+
+# ---------------------------------------------------------------- widgets and checks
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"width": 100, "height": 64, "frames": 9}, "width 100 is not a positive multiple of 32; nearest valid: 96 or 128"),
+        ({"width": 64, "height": 500, "frames": 9}, "nearest valid: 480 or 512"),
+        ({"width": 64, "height": 64, "frames": 100}, r"frames 100 is not 8k \+ 1 .*nearest valid: 97 or 105"),
+        ({"width": 64, "height": 64, "frames": 24}, "nearest valid: 17 or 25"),
+    ],
+)
+def test_empty_latent_validation_names_the_nearest_valid_values(pack, settings, message):
+    answer = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"].VALIDATE_INPUTS(**settings)
+    assert isinstance(answer, str)
+    assert __import__("re").search(message, answer), answer
+
+
+def test_valid_sizes_pass_validation(pack):
+    assert pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"].VALIDATE_INPUTS(768, 512, 97) is True
+    assert pack.NODE_CLASS_MAPPINGS["LTXVCoreVAEEncodeFirstFrame"].VALIDATE_INPUTS(64, 32) is True
+
+
+def test_the_conditioned_latent_carries_the_first_frame_timestep_as_comfyuis_noise_mask(pack):
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=96, frames=17, batch_size=2)
+    assert latent["samples"].shape == (2, 128, 3, 3, 2)
+    frame = torch.randn(1, 128, 1, 3, 2, generator=torch.Generator().manual_seed(0))
+    (conditioned,) = _node(pack, "LTXVCoreConditionFirstFrame").condition(latent, {"samples": frame}, strength=0.75)
+    mask = conditioned["noise_mask"]
+    assert torch.allclose(mask[:, :, 0], torch.full_like(mask[:, :, 0], 0.25))
+    assert torch.equal(mask[:, :, 1:], torch.ones_like(mask[:, :, 1:]))
+    assert torch.equal(conditioned["samples"][:, :, :1], frame.expand(2, -1, -1, -1, -1))
+    assert not latent["samples"].any(), "the input latent is left as it was"
+
+
+# ---------------------------------------------------------------- progress, Cancel, memory
+
+
+def test_each_step_moves_comfyuis_progress_bar_with_a_preview(pack, monkeypatch):
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    sampling = sys.modules[f"{PACK_NAME}.nodes.sampling"]
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Auto)
+    updates = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview: updates.append((value, total, preview)))
+    on_step = sampling._progress_callback(3)
+    latent = torch.randn(1, 128, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    on_step(0, 3, latent, latent)
+    [(value, total, (kind, image, _))] = updates
+    assert (value, total, kind) == (1, 3, "JPEG")
+    assert image.size == (4, 3) and image.mode == "RGB"
+
+
+def test_cancel_in_comfyui_raises_from_the_step_callback(pack):
+    import comfy.model_management as mm
+
+    sampling = sys.modules[f"{PACK_NAME}.nodes.sampling"]
+    on_step = sampling._progress_callback(2)
+    latent = torch.zeros(1, 128, 1, 1, 1)
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            on_step(0, 2, latent, latent)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_a_model_leaves_its_device_when_offloaded(pack):
+    """On a GPU the T5 goes back to the offload device right after encoding; the same path
+    is taken here with `meta` standing in for the offload device."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    module = torch.nn.Linear(4, 4)
+    patcher = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cpu"), offload_device=torch.device("meta"))
+    assert memory.load(patcher) == torch.device("cpu")
+    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    memory.offload(patcher)
+    assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    assert module.weight.device.type == "meta"
+
+
+# ---------------------------------------------------------------- saving
+
+
+def test_save_video_writes_numbered_mp4s_listed_like_comfyuis_outputs(pack, tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path))
+    frames = torch.rand(9, 64, 96, 3, generator=torch.Generator().manual_seed(0))
+    saver = _node(pack, "LTXVCoreSaveVideo")
+    prompt, workflow = {"1": {"class_type": "LTXVCoreSaveVideo"}}, {"nodes": []}
+    results = [saver.save(frames, 24.0, "LTXV/clip", prompt=prompt, extra_pnginfo={"workflow": workflow}) for _ in range(2)]
+    listed = [result["ui"]["images"][0] for result in results]
+    assert [item["filename"] for item in listed] == ["clip_00001_.mp4", "clip_00002_.mp4"]
+    assert all(item["subfolder"] == "LTXV" and item["type"] == "output" for item in listed)
+    path = tmp_path / "LTXV" / "clip_00001_.mp4"
+    assert core_video.read_video_frames(path).shape == (9, 64, 96, 3)
+    metadata = core_video.read_video_metadata(path)
+    assert json.loads(metadata["prompt"]) == prompt and json.loads(metadata["workflow"]) == workflow
+
+
+def test_a_failed_save_leaves_no_file_behind(pack, tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path))
+    odd_width = torch.rand(9, 64, 65, 3)
+    with pytest.raises(ValueError, match="odd side"):  # the pack's own copy of SettingsError
+        _node(pack, "LTXVCoreSaveVideo").save(odd_width, 24.0, "LTXV/odd")
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
