@@ -149,6 +149,34 @@ def test_the_conditioned_latent_carries_the_first_frame_timestep_as_comfyuis_noi
     assert not latent["samples"].any(), "the input latent is left as it was"
 
 
+@pytest.fixture(scope="module")
+def tiny_models(pack):
+    """Seeded tiny transformer and VAE of the pack's own core, wrapped as the loader does."""
+    core = sys.modules[f"{PACK_NAME}.ltx_core"]
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    configs = importlib.import_module(f"{core.__name__}.configs")
+    torch.manual_seed(0)
+    transformer = importlib.import_module(f"{core.__name__}.transformer").LTXVTransformer(configs.TINY_TRANSFORMER)
+    vae = importlib.import_module(f"{core.__name__}.vae").CausalVideoVAE(configs.TINY_VAE)
+    return memory.patcher(transformer.eval(), "diffusion", "cpu"), memory.patcher(vae.eval(), "vae", "cpu")
+
+
+def test_an_image_batch_without_frames_into_the_vae_encode_names_the_problem(pack, tiny_models):
+    _, vae = tiny_models
+    with pytest.raises(ValueError, match=r"first_frame \(0, 64, 64, 3\) is not an image"):
+        _node(pack, "LTXVCoreVAEEncodeFirstFrame").encode(vae, torch.zeros(0, 64, 64, 3), 64, 64)
+
+
+def test_conditioning_of_another_width_into_the_sampler_names_both_widths(pack, tiny_models):
+    transformer, _ = tiny_models
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=32, height=32, frames=1, batch_size=1)
+    clip_like = [[torch.zeros(1, 77, 768), {}]]  # e.g. a CLIP text encoder's output
+    with pytest.raises(ValueError, match="text embeddings are 768 wide but the transformer's caption projection takes 32"):
+        _node(pack, "LTXVCoreSampler").sample(transformer, clip_like, clip_like, latent, seed=0, steps=1, cfg=1.0,
+                                              frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05,
+                                              terminal=0.1)  # fmt: skip
+
+
 # ---------------------------------------------------------------- progress, Cancel, memory
 
 

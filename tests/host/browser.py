@@ -75,7 +75,7 @@ function fitGraphIntoView() {  // the whole graph left of the page's menu, for t
     const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
     const {width, height} = app.canvas.canvas;
     const scale = Math.min((width - menuWidth - 2 * margin) / (right - left), (height - 2 * margin - 40) / (bottom - top), 1);
-    app.canvas.render_info = false;  // litegraph's FPS corner: noise in a screenshot
+    app.canvas.renderInfo = () => {};  // litegraph's FPS corner: noise in a screenshot
     app.canvas.ds.scale = scale;
     app.canvas.ds.offset = [margin / scale - left, (margin + 40) / scale - top];
     app.canvas.setDirty(true, true);
