@@ -211,6 +211,7 @@ def optimize_transformer(
     cuda_graphs: bool = False,
     attention: str = "default",
     compile_mode: str | None = None,
+    compile_backend: str = "inductor",
     attention_shape: tuple[int, int, int, int] | None = None,
 ) -> OptimizedTransformer:
     """Apply the levers to `model` (in place) and return a callable with its signature.
@@ -218,7 +219,7 @@ def optimize_transformer(
     attention: an SDPA backend name, 'default' (PyTorch's own order) or 'auto' (time the
     backends on `attention_shape` = (batch, heads, tokens, head_dim) and take the fastest).
     cuda_graphs: capture the forward per input shape (CUDA only; inputs of a new shape
-    capture again). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    capture again). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
     if attention not in ATTENTION_CHOICES:
         raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
     device = next(model.parameters()).device
@@ -239,7 +240,7 @@ def optimize_transformer(
         attention = pick_attention_backend(*shape, device=device)
     levers["attention"] = attention
     if compile:
-        compile_regions(model, compile_mode)
+        compile_regions(model, compile_mode, compile_backend)
     return OptimizedTransformer(model, attention, cuda_graphs, levers)
 
 
