@@ -1,0 +1,166 @@
+"""`python -m ltx_core generate ...`: a prompt (and optionally a first frame) to an mp4.
+
+A thin adapter over `pipeline.generate`: it parses flags, checks everything it can before
+loading a model (output path, image, settings), shows a progress bar through the
+pipeline's callback and writes the video atomically. Exit codes: 0 done, 2 a bad setting
+or model file (one line, no traceback), 130 interrupted (no file written), 1 out of memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import CheckpointInfo, default_model_paths, load_checkpoint, resolve_device, resolve_dtype
+from .errors import LTXVError, SettingsError
+from .pipeline import Models, Request, generate
+from .text_encoder import check_text_width, load_text_encoder
+from .video import check_output_path, load_image, write_mp4
+
+EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Sizes for a named checkpoint: the published models' default (Lightricks' README).
+FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
+# Sizes for the shipped tiny model, which was trained on 25-frame 256x256 clips.
+SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), not the usage text."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m ltx_core", description="LTX-Video inference without ComfyUI.")
+    parser.add_argument("--version", action="version", version=f"ltx_core {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    generate = commands.add_parser(
+        "generate",
+        help="text (or text + first frame) to video",
+        description="Generate a video. Without --checkpoint, the shipped tiny demo model is used, and "
+        "width/height/frames default to {width}x{height}, {frames} frames (what it was trained on); "
+        "with --checkpoint they default to {fw}x{fh}, {ff} frames.".format(
+            **SHIPPED_SIZE, fw=FULL_SIZE["width"], fh=FULL_SIZE["height"], ff=FULL_SIZE["frames"]
+        ),
+    )
+    models = generate.add_argument_group("models")
+    models.add_argument("--checkpoint", type=Path, help="official single .safetensors file, or a diffusers folder "
+                        "(default: the shipped tiny model)")
+    models.add_argument("--text-encoder", type=Path, help="T5 encoder folder or .safetensors file (default: the "
+                        "shipped one, or the diffusers folder's text_encoder/)")
+    models.add_argument("--tokenizer", type=Path, help="T5 tokenizer (spiece.model or its folder), where the text "
+                        "encoder does not hold one")
+    models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
+    models.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+
+    video = generate.add_argument_group("video")
+    video.add_argument("--prompt", required=True, help="what the video shows")
+    video.add_argument("--negative-prompt", default="", help="what to steer away from (CFG)")
+    video.add_argument("--image", type=Path, help="first frame; resized and center-cropped to width x height")
+    video.add_argument("--width", type=int, help=f"multiple of 32 (default {FULL_SIZE['width']}, "
+                       f"shipped model {SHIPPED_SIZE['width']})")
+    video.add_argument("--height", type=int, help=f"multiple of 32 (default {FULL_SIZE['height']}, "
+                       f"shipped model {SHIPPED_SIZE['height']})")
+    video.add_argument("--frames", type=int, help=f"8k + 1 (default {FULL_SIZE['frames']}, "
+                       f"shipped model {SHIPPED_SIZE['frames']})")
+    video.add_argument("--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)")
+    video.add_argument("--steps", type=int, default=20, help="sampling steps (default: %(default)s)")
+    video.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale, 1 = off (default: %(default)s)")
+    video.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    video.add_argument("--decode-timestep", type=float, default=0.05, help="noise level the VAE decoder removes (default: %(default)s)")
+    video.add_argument("--decode-noise-scale", type=float, default=0.025, help="noise mixed in before decoding (default: %(default)s)")
+
+    output = generate.add_argument_group("output")
+    output.add_argument("--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)")
+    output.add_argument("--overwrite", action="store_true", help="replace an existing output file "
+                        "(otherwise it is refused)")
+    generate.set_defaults(run=run_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LTXVError as error:  # SettingsError, CheckpointError: the message says it all
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: no video written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except torch.OutOfMemoryError:
+        print(f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames on {args.device}; "
+              "lower --width/--height/--frames, or use --dtype bf16. No video written.", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Check every setting, load the models, generate, write the mp4 atomically."""
+    _apply_size_defaults(args)
+    output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
+    dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
+    request = Request(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
+        num_frames=args.frames, frame_rate=args.fps, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
+        decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale,
+        first_frame=load_image(args.image) if args.image is not None else None,
+    )
+    checkpoint, text_encoder, tokenizer = model_paths(args)
+    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
+    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
+        def progress(step: int, total: int, x, denoised) -> None:
+            bar.total = total
+            bar.update(step + 1 - bar.n)
+
+        frames = generate(models, request, callback=progress)
+    write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
+    print(output)
+    return EXIT_OK
+
+
+def _apply_size_defaults(args: argparse.Namespace) -> None:
+    """Unset sizes: the shipped model's without --checkpoint, the published models' with it."""
+    defaults = SHIPPED_SIZE if args.checkpoint is None else FULL_SIZE
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    """(checkpoint, text encoder, tokenizer or None) from the flags; the shipped model's
+    where no checkpoint is named, a diffusers folder's own text_encoder/ where it has one."""
+    if args.checkpoint is None:
+        checkpoint, shipped_text_encoder = default_model_paths()
+        return checkpoint, args.text_encoder or shipped_text_encoder, args.tokenizer
+    if args.text_encoder is not None:
+        return args.checkpoint, args.text_encoder, args.tokenizer
+    if (args.checkpoint / "text_encoder").is_dir():
+        return args.checkpoint, args.checkpoint, args.tokenizer  # load_text_encoder reads a diffusers root
+    raise SettingsError(f"--checkpoint {args.checkpoint} holds no text encoder; pass --text-encoder "
+                        "(the T5 v1.1 XXL encoder folder or .safetensors file)")
+
+
+def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype: torch.dtype,
+                device: torch.device) -> tuple[Models, CheckpointInfo]:
+    transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
+    encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
+    check_text_width(encoder.width, transformer.cfg.caption_channels)
+    return Models(transformer=transformer, vae=vae, text_encoder=encoder), info
+
+
+def _video_metadata(args: argparse.Namespace, info: CheckpointInfo) -> dict:
+    """A readable comment and the settings that reproduce the video, as container tags."""
+    settings = {name: getattr(args, name) for name in (
+        "prompt", "negative_prompt", "width", "height", "frames", "fps", "steps", "cfg", "seed",
+        "decode_timestep", "decode_noise_scale", "dtype")}
+    settings.update(checkpoint=info.path.name, version=info.version,
+                    image=args.image.name if args.image is not None else None)
+    return {"comment": args.prompt, "ltx_core": settings}

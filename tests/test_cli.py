@@ -1,0 +1,220 @@
+"""`python -m ltx_core generate`: one-line errors with exit code 2, Ctrl-C -> 130 and no
+file, and a real run on a tiny random checkpoint that PyAV decodes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+from ltx_core import checkpoint as ck
+from ltx_core import cli
+from ltx_core.video import read_video_metadata
+
+from .fixtures_checkpoints import write_diffusers_folder, write_official_single_file
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["--width", "32", "--height", "32", "--frames", "9", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random 0.9.1-layout file whose caption width (32) matches the tiny T5."""
+    return write_official_single_file(tmp_path_factory.mktemp("cli") / "tiny.safetensors", "0.9.1")
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "ltx_core", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "the following arguments are required: --prompt"),
+    (("--prompt", "a fox", "--width", "abc"), "argument --width: invalid int value: 'abc'"),
+    (("--prompt", "a fox", "--width", "500"), "width 500 is not a positive multiple of 32; nearest valid: 480 or 512"),
+])
+def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path, args, message):
+    done = run_module("generate", *args, "--output", str(tmp_path / "out.mp4"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert_one_line(done.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--frames", "24"), "num_frames 24 is not 8k + 1"),
+    (("--frames", "0"), "num_frames 0"),
+    (("--steps", "0"), "steps 0 must be a whole number of at least 1"),
+    (("--cfg", "-1"), "guidance_scale -1.0 is not allowed"),
+    (("--cfg", "nan"), "guidance_scale nan is not allowed"),
+    (("--fps", "0"), "frame_rate 0.0 is not allowed"),
+    (("--seed", "-1"), "seed -1 is outside the accepted range"),
+    (("--decode-timestep", "2"), r"decode_timestep 2.0 is outside [0, 1]"),
+    (("--decode-noise-scale", "-0.5"), "decode_noise_scale -0.5 is outside [0, 1]"),
+    (("--dtype", "int8"), "dtype 'int8' is not supported; allowed: fp32"),
+    (("--device", "mps"), "device 'mps' is not supported"),
+    (("--image", "missing.png"), "image 'missing.png' does not exist"),
+])
+def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", "out.mp4", *args)
+    assert code == 2
+    assert message in err
+    assert_one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whitespace_prompt_is_refused(capsys, tmp_path):
+    code, err = run_main(capsys, "generate", "--prompt", "  ", "--output", str(tmp_path / "o.mp4"))
+    assert code == 2 and "prompt is empty" in err
+
+
+def test_missing_output_folder_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", str(tmp_path / "no" / "o.mp4"))
+    assert code == 2 and "output folder" in err and "does not exist" in err
+    assert_one_line(err)
+
+
+def test_existing_output_is_refused_without_overwrite_and_kept(capsys, tmp_path):
+    target = tmp_path / "o.mp4"
+    target.write_bytes(b"old video")
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", str(target))
+    assert code == 2 and "already exists; pass overwrite=True (CLI: --overwrite)" in err
+    assert target.read_bytes() == b"old video"
+
+
+def test_not_an_image_is_refused(capsys, tmp_path):
+    (tmp_path / "notes.png").write_text("hello")
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--image", str(tmp_path / "notes.png"),
+                         "--output", str(tmp_path / "o.mp4"))
+    assert code == 2 and "is not an image" in err
+
+
+def test_bad_checkpoint_is_one_line_naming_the_file(capsys, tmp_path):
+    (tmp_path / "model.ckpt").write_bytes(b"\x80\x04N.")
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tmp_path / "model.ckpt"),
+                         "--text-encoder", str(tmp_path), "--output", str(tmp_path / "o.mp4"), *SMALL)
+    assert code == 2 and "model.ckpt' is a pickle file" in err
+    assert_one_line(err)
+
+
+def test_a_checkpoint_without_text_encoder_asks_for_one(capsys, tmp_path, tiny_checkpoint):
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
+                         "--output", str(tmp_path / "o.mp4"), *SMALL)
+    assert code == 2 and "holds no text encoder; pass --text-encoder" in err
+
+
+def test_without_a_shipped_model_the_error_says_what_to_pass(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(ck, "__file__", str(tmp_path / "checkpoint.py"))
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", str(tmp_path / "o.mp4"), *SMALL)
+    assert code == 2 and "no shipped model found" in err and "pass --checkpoint and --text-encoder" in err
+
+
+def test_size_defaults_depend_on_whether_a_checkpoint_is_named():
+    parser = cli.build_parser()
+    shipped = parser.parse_args(["generate", "--prompt", "x"])
+    named = parser.parse_args(["generate", "--prompt", "x", "--checkpoint", "m.safetensors", "--width", "64"])
+    cli._apply_size_defaults(shipped)
+    cli._apply_size_defaults(named)
+    assert (shipped.width, shipped.height, shipped.frames) == (256, 256, 25)
+    assert (named.width, named.height, named.frames) == (64, 512, 121)
+
+
+def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monkeypatch, tiny_checkpoint):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(cli, "load_models", lambda *a: (None, None))
+    monkeypatch.setattr(cli, "generate", out_of_memory)
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
+                         "--text-encoder", str(tmp_path), "--output", str(tmp_path / "o.mp4"), *SMALL)
+    assert code == 1
+    assert "out of memory generating 32x32, 9 frames" in err and "lower --width/--height/--frames" in err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_interrupt_during_sampling_exits_130_and_leaves_no_file(capsys, tmp_path, monkeypatch, tiny_checkpoint,
+                                                                tiny_t5_folder):
+    """A KeyboardInterrupt from the progress callback (what Ctrl-C raises mid-step)."""
+    real_generate = cli.generate
+    steps_seen = []
+
+    def interrupted_generate(models, request, callback=None):
+        def interrupting(step, total, x, denoised):
+            callback(step, total, x, denoised)
+            steps_seen.append(step)
+            raise KeyboardInterrupt
+
+        return real_generate(models, request, callback=interrupting)
+
+    monkeypatch.setattr(cli, "generate", interrupted_generate)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
+                         "--text-encoder", str(tiny_t5_folder), "--output", str(out / "o.mp4"), *SMALL)
+    assert code == 130 and "interrupted: no video written" in err
+    assert steps_seen == [0]
+    assert list(out.iterdir()) == []
+
+
+def test_overwrite_replaces_an_existing_video(capsys, tmp_path, tiny_checkpoint, tiny_t5_folder):
+    target = tmp_path / "o.mp4"
+    target.write_bytes(b"old video")
+    code, _ = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
+                       "--text-encoder", str(tiny_t5_folder), "--output", str(target), "--overwrite", *SMALL)
+    assert code == 0
+    with av.open(str(target)) as container:
+        assert container.streams.video[0].frames == 9
+
+
+def test_a_diffusers_folder_brings_its_own_text_encoder(capsys, tmp_path, tiny_t5_folder):
+    folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.5", text_encoder=tiny_t5_folder)
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(folder),
+                         "--output", str(tmp_path / "o.mp4"), "--cfg", "1", *SMALL)
+    assert code == 0, err
+    assert read_video_metadata(tmp_path / "o.mp4")["comment"] == "a fox"
+
+
+def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_size(tmp_path, tiny_checkpoint,
+                                                                                   tiny_t5_folder):
+    """The real command line, with a first frame of another size (fitted, with a warning)."""
+    Image.new("RGB", (80, 40), (200, 30, 30)).save(tmp_path / "first.png")
+    done = run_module(
+        "generate", "--prompt", "a red fox runs", "--checkpoint", str(tiny_checkpoint),
+        "--text-encoder", str(tiny_t5_folder), "--image", "first.png", "--width", "64", "--height", "32",
+        "--frames", "17", "--steps", "2", "--fps", "12", "--seed", "3", "--output", "clip.mp4", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "center-cropped" in done.stderr and "sampling" in done.stderr
+    assert done.stdout.strip() == "clip.mp4"
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(video=0))
+        assert (stream.width, stream.height, stream.average_rate) == (64, 32, 12)
+    assert len(frames) == 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "first.png"]
