@@ -38,9 +38,15 @@ def conditioning_to_embeddings(conditioning: list, name: str, required: bool = F
     return core_text_encoder.TextEmbeddings(embeds=embeds, mask=mask)
 
 
-def latent_to_core(latent: dict, name: str = "latent"):
-    """A ComfyUI `LATENT` as the core's `ConditionedLatent` (checked by the core)."""
-    return core_conditioning.ConditionedLatent(samples=latent["samples"], noise_mask=latent.get("noise_mask"))
+def latent_to_core(latent: dict):
+    """A ComfyUI `LATENT` as the core's `ConditionedLatent` (checked by the core). Without
+    a `noise_mask` (ComfyUI's own EmptyLTXVLatentVideo gives none) every token is
+    generated: ComfyUI's default mask of ones, (B, 1, f, 1, 1)."""
+    samples = latent["samples"]
+    noise_mask = latent.get("noise_mask")
+    if noise_mask is None and samples.ndim == 5:
+        noise_mask = torch.ones(samples.shape[0], 1, samples.shape[2], 1, 1, device=samples.device)
+    return core_conditioning.ConditionedLatent(samples=samples, noise_mask=noise_mask)
 
 
 def core_to_latent(conditioned) -> dict:

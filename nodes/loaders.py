@@ -69,9 +69,10 @@ def text_encoder_names() -> list[str]:
 
 
 def _resolve(names: tuple[str, ...], name: str) -> str | None:
-    for root in _folders(names):
-        path = os.path.join(root, os.path.normpath(name))
-        if os.path.commonpath([root, os.path.abspath(path)]) == os.path.abspath(root) and os.path.exists(path):
+    """The first model folder's file or folder of that name; never a path outside them."""
+    for root in map(os.path.abspath, _folders(names)):
+        path = os.path.abspath(os.path.join(root, name))
+        if os.path.commonpath([root, path]) == root and path != root and os.path.exists(path):
             return path
     return None
 
@@ -99,7 +100,7 @@ class LTXVCoreCheckpointLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models."}),
-            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision; the VAE and RoPE keep float32 where the core needs it."}),
+            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the transformer and the VAE (bfloat16 as published; float32 for exact CPU runs)."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }}  # fmt: skip
 
@@ -130,8 +131,8 @@ class LTXVCoreT5Loader:
     def INPUT_TYPES(cls):
         return {"required": {
             "text_encoder_name": (text_encoder_names(), {"tooltip": "A folder or file in models/text_encoders or models/clip."}),
-            "dtype": (list(memory.DTYPES), {"default": "bfloat16"}),
-            "device": (list(memory.DEVICES), {"default": "default"}),
+            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the encoder."}),
+            "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where it encodes; it leaves that device right after."}),
         }}  # fmt: skip
 
     @classmethod

@@ -177,6 +177,18 @@ def test_conditioning_of_another_width_into_the_sampler_names_both_widths(pack, 
                                               terminal=0.1)  # fmt: skip
 
 
+def test_a_latent_of_comfyuis_own_ltxv_nodes_without_noise_mask_is_sampled_whole(pack, tiny_models):
+    """ComfyUI's EmptyLTXVLatentVideo gives {"samples": zeros (B, 128, f, h/32, w/32)} only."""
+    transformer, _ = tiny_models
+    comfy_latent = {"samples": torch.zeros(1, 128, 2, 1, 2)}
+    text = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
+    (result,) = _node(pack, "LTXVCoreSampler").sample(transformer, text, text, comfy_latent, seed=3, steps=2, cfg=1.0,
+                                                      frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
+                                                      max_shift=2.05, terminal=0.1)  # fmt: skip
+    assert result["samples"].shape == (1, 128, 2, 1, 2)
+    assert result["samples"].abs().sum() > 0, "every token was generated from noise"
+
+
 # ---------------------------------------------------------------- progress, Cancel, memory
 
 
