@@ -43,7 +43,14 @@ from .configs import (
     VAEConfig,
 )
 from .errors import CheckpointError, LTXVError, SettingsError
-from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX, transformer_from_diffusers, vae_family, vae_family_from_keys, vae_from_diffusers
+from .keymaps import (
+    TRANSFORMER_PREFIX,
+    VAE_PREFIX,
+    transformer_from_diffusers,
+    vae_family,
+    vae_family_from_keys,
+    vae_from_diffusers,
+)
 from .scheduler import LTXV_SCHEDULER
 from .transformer import LTXVTransformer
 from .vae import CausalVideoVAE, PerChannelStatistics
@@ -57,9 +64,12 @@ DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
 }
 
 # ---------------------------------------------------------------- versions
@@ -68,12 +78,12 @@ DTYPES = {
 # releases that kept an architecture have the same tensor names and metadata fields
 # (Lightricks' files carry no release number), so they report that first release:
 ARCHITECTURE_OF_RELEASE = {
-    "0.9.0": "0.9.0",     # 2B; VAE decoder without timestep conditioning
-    "0.9.1": "0.9.1",     # 2B; timestep-conditioned (denoising) VAE decoder, noise injection
-    "0.9.5": "0.9.5",     # 2B; VAE encoder of residual space-to-depth downsamplers
-    "0.9.6": "0.9.5",     # 2B, the 0.9.5 tensors
-    "0.9.7": "0.9.7",     # 13B transformer (48 blocks) with the 0.9.5 VAE
-    "0.9.8": "0.9.7",     # 13B, the 0.9.7 tensors
+    "0.9.0": "0.9.0",  # 2B; VAE decoder without timestep conditioning
+    "0.9.1": "0.9.1",  # 2B; timestep-conditioned (denoising) VAE decoder, noise injection
+    "0.9.5": "0.9.5",  # 2B; VAE encoder of residual space-to-depth downsamplers
+    "0.9.6": "0.9.5",  # 2B, the 0.9.5 tensors
+    "0.9.7": "0.9.7",  # 13B transformer (48 blocks) with the 0.9.5 VAE
+    "0.9.8": "0.9.7",  # 13B, the 0.9.7 tensors
     "0.9.8-2b": "0.9.5",  # the 2B distilled model of 0.9.8
 }
 VERSIONS = ("0.9.0", "0.9.1", "0.9.5", "0.9.7")
@@ -105,19 +115,32 @@ VAE_MARKER = "decoder.conv_in.conv.weight"
 
 # Other models users put in the checkpoint slot, named so the error can say what it is.
 KNOWN_OTHER_MODELS = (
-    (re.compile(r"^(encoder\.block\.\d+\.layer|shared\.weight)"), "a T5 text encoder (it belongs in the text-encoder slot)"),
+    (
+        re.compile(r"^(encoder\.block\.\d+\.layer|shared\.weight)"),
+        "a T5 text encoder (it belongs in the text-encoder slot)",
+    ),
     (re.compile(r"^(text_encoders|cond_stage_model|conditioner)\."), "a text-encoder bundle"),
-    (re.compile(r"^model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\."), "a Stable Diffusion UNet"),
+    (
+        re.compile(r"^model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\."),
+        "a Stable Diffusion UNet",
+    ),
     (re.compile(r"^(model\.diffusion_model\.)?(double_blocks|single_blocks)\."), "a Flux transformer"),
     (re.compile(r"^(model\.diffusion_model\.)?joint_blocks\."), "a Stable Diffusion 3 transformer"),
-    (re.compile(r"^time_embed\.emb\.timestep_embedder\."),
-     "one file of a diffusers LTX-Video transformer (pass the diffusers folder holding transformer/ and vae/)"),
-    (re.compile(r"^(decoder\.conv_in\.conv\.|latents_mean$)"),
-     "an LTX-Video VAE alone (a full checkpoint holds the transformer too)"),
+    (
+        re.compile(r"^time_embed\.emb\.timestep_embedder\."),
+        "one file of a diffusers LTX-Video transformer "
+        "(pass the diffusers folder holding transformer/ and vae/)",
+    ),
+    (
+        re.compile(r"^(decoder\.conv_in\.conv\.|latents_mean$)"),
+        "an LTX-Video VAE alone (a full checkpoint holds the transformer too)",
+    ),
 )
 
 
-def detect_version(keys: Iterable[str], metadata: Mapping[str, str] | None = None, source: str = "checkpoint") -> str:
+def detect_version(
+    keys: Iterable[str], metadata: Mapping[str, str] | None = None, source: str = "checkpoint"
+) -> str:
     """The architecture version ("0.9.0", "0.9.1", "0.9.5" or "0.9.7") of an official
     single-file checkpoint, from its tensor names and, where readable, its metadata.
 
@@ -184,7 +207,9 @@ def config_metadata_problem(metadata: Mapping[str, str] | None) -> str | None:
         config = json.loads(text)
     except (TypeError, ValueError):
         return "has a `config` metadata entry that is not JSON"
-    if not isinstance(config, dict) or not all(isinstance(config.get(part), dict) for part in ("transformer", "vae")):
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(part), dict) for part in ("transformer", "vae")
+    ):
         return "has a `config` metadata entry without `transformer` and `vae` sections"
     return None
 
@@ -248,7 +273,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise SettingsError(f"device {str(device)!r} is not a device name; allowed: cpu, cuda, cuda:N") from error
+        raise SettingsError(
+            f"device {str(device)!r} is not a device name; allowed: cpu, cuda, cuda:N"
+        ) from error
     if resolved.type == "cpu":
         return resolved
     if resolved.type != "cuda":
@@ -257,7 +284,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise SettingsError(f"device {str(device)!r} asked for, but no CUDA GPU is available here; use cpu")
     count = torch.cuda.device_count()
     if resolved.index is not None and resolved.index >= count:
-        raise SettingsError(f"device {str(device)!r} does not exist; this machine has cuda:0 to cuda:{count - 1}")
+        raise SettingsError(
+            f"device {str(device)!r} does not exist; this machine has cuda:0 to cuda:{count - 1}"
+        )
     return resolved
 
 
@@ -299,10 +328,13 @@ class SafetensorsHeader:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as file:
                 self.metadata: dict[str, str] = file.metadata() or {}
-                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}
+                self.shapes: dict[str, tuple[int, ...]] = {
+                    k: tuple(file.get_slice(k).get_shape()) for k in file.keys()
+                }
         except SafetensorError as error:
             raise CheckpointError(
-                f"{str(path)!r} is truncated or corrupt: safetensors cannot read it ({error}); download it again"
+                f"{str(path)!r} is truncated or corrupt: safetensors cannot read it ({error}); "
+                "download it again"
             ) from error
 
     def read(self, keys: Iterable[str], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
@@ -371,8 +403,9 @@ class LoadedCheckpoint(NamedTuple):
         return self.info.configs
 
 
-def load_checkpoint(path: str | Path, dtype: str | torch.dtype = torch.float32,
-                    device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(
+    path: str | Path, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
     """Transformer and VAE from an official single `.safetensors` file or a diffusers folder,
     in `dtype` ("fp32", "bf16", "fp16") on `device`, in eval mode."""
     info, sources, dtype, device = inspect_checkpoint(path, dtype, device)
@@ -380,22 +413,25 @@ def load_checkpoint(path: str | Path, dtype: str | torch.dtype = torch.float32,
     return LoadedCheckpoint(transformer, _build_part("vae", info, sources, dtype, device), info)
 
 
-def load_transformer(path: str | Path, dtype: str | torch.dtype = torch.float32,
-                     device: str | torch.device = "cpu") -> tuple[LTXVTransformer, CheckpointInfo]:
+def load_transformer(
+    path: str | Path, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[LTXVTransformer, CheckpointInfo]:
     """The transformer alone, from the same files as `load_checkpoint` (the VAE is not read)."""
     info, sources, dtype, device = inspect_checkpoint(path, dtype, device)
     return _build_part("transformer", info, sources, dtype, device), info
 
 
-def load_vae(path: str | Path, dtype: str | torch.dtype = torch.float32,
-             device: str | torch.device = "cpu") -> tuple[CausalVideoVAE, CheckpointInfo]:
+def load_vae(
+    path: str | Path, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[CausalVideoVAE, CheckpointInfo]:
     """The VAE alone, from the same files as `load_checkpoint` (the transformer is not read)."""
     info, sources, dtype, device = inspect_checkpoint(path, dtype, device)
     return _build_part("vae", info, sources, dtype, device), info
 
 
-def inspect_checkpoint(path: str | Path, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
-                       ) -> tuple[CheckpointInfo, dict[str, TensorSource], torch.dtype, torch.device]:
+def inspect_checkpoint(
+    path: str | Path, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[CheckpointInfo, dict[str, TensorSource], torch.dtype, torch.device]:
     """Every check that needs no tensor data: path, format, version, configs, settings."""
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     path = check_model_path(path)
@@ -406,21 +442,31 @@ def inspect_checkpoint(path: str | Path, dtype: str | torch.dtype = torch.float3
     return info, sources, dtype, device
 
 
-def _build_part(part: str, info: CheckpointInfo, sources: dict[str, TensorSource], dtype: torch.dtype,
-                device: torch.device) -> nn.Module:
-    model_class, cfg = {"transformer": (LTXVTransformer, info.configs.transformer),
-                        "vae": (CausalVideoVAE, info.configs.vae)}[part]
+def _build_part(
+    part: str,
+    info: CheckpointInfo,
+    sources: dict[str, TensorSource],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> nn.Module:
+    model_class, cfg = {
+        "transformer": (LTXVTransformer, info.configs.transformer),
+        "vae": (CausalVideoVAE, info.configs.vae),
+    }[part]
     try:
         return _build(model_class, cfg, sources[part], dtype, device)
     except CheckpointError as error:
         if info.config_source != "stock":
             raise
-        raise CheckpointError(f"{error} (the config is the stock {info.version} one, as the file's metadata "
-                              "is unreadable; a file of other sizes needs its metadata)") from error
+        raise CheckpointError(
+            f"{error} (the config is the stock {info.version} one, as the file's metadata "
+            "is unreadable; a file of other sizes needs its metadata)"
+        ) from error
 
 
-def _build(model_class: Callable[..., nn.Module], cfg, source: TensorSource, dtype: torch.dtype,
-           device: torch.device) -> nn.Module:
+def _build(
+    model_class: Callable[..., nn.Module], cfg, source: TensorSource, dtype: torch.dtype, device: torch.device
+) -> nn.Module:
     """Build on the meta device (no memory, no random init), check the file's tensors
     against the model's, then assign the file's tensors: strict."""
     with torch.device("meta"):
@@ -438,8 +484,12 @@ def _build(model_class: Callable[..., nn.Module], cfg, source: TensorSource, dty
 
 def _optional_names(model: nn.Module) -> set[str]:
     """State-dict names a file may lack: the VAE statistics nothing computes with."""
-    return {f"{name}.{stat}".lstrip(".") for name, module in model.named_modules()
-            if isinstance(module, PerChannelStatistics) for stat in module.OPTIONAL}
+    return {
+        f"{name}.{stat}".lstrip(".")
+        for name, module in model.named_modules()
+        if isinstance(module, PerChannelStatistics)
+        for stat in module.OPTIONAL
+    }
 
 
 def _check_tensors(model: nn.Module, source: TensorSource) -> None:
@@ -476,23 +526,33 @@ def _source_label(source: TensorSource) -> str:
 
 def _inspect_single_file(path: Path) -> tuple[CheckpointInfo, dict[str, TensorSource]]:
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a .safetensors file; only .safetensors are loaded")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a .safetensors file; only .safetensors are loaded"
+        )
     header = SafetensorsHeader(path)
     version = detect_version(header.shapes, header.metadata, source=repr(str(path)))
     problem = config_metadata_problem(header.metadata)
     if problem is None:
-        configs, config_source = _configs_from_metadata(json.loads(header.metadata["config"]), path), "metadata"
+        configs = _configs_from_metadata(json.loads(header.metadata["config"]), path)
     else:
         warnings.warn(
             f"{str(path)!r} {problem}; its tensors are LTX-Video {version}: using that version's stock "
-            "configuration", stacklevel=3,
+            "configuration",
+            stacklevel=3,
         )
-        configs, config_source = STOCK_CONFIGS[version], "stock"
+        configs = STOCK_CONFIGS[version]
+    other = sorted(k for k in header.shapes if not k.startswith((TRANSFORMER_PREFIX, VAE_PREFIX)))
+    if other:  # e.g. a bundled text encoder: not ours to load, but say so
+        warnings.warn(
+            f"{str(path)!r}: {len(other)} tensors outside {TRANSFORMER_PREFIX} and {VAE_PREFIX} are "
+            f"ignored ({describe_keys(other)})",
+            stacklevel=3,
+        )
     sources = {}
     for part, prefix in (("transformer", TRANSFORMER_PREFIX), ("vae", VAE_PREFIX)):
-        locations = {k[len(prefix):]: (header, k) for k in header.shapes if k.startswith(prefix)}
+        locations = {k[len(prefix) :]: (header, k) for k in header.shapes if k.startswith(prefix)}
         sources[part] = TensorSource(part, locations)
-    info = CheckpointInfo(path, "single_file", version, configs, config_source)
+    info = CheckpointInfo(path, "single_file", version, configs, "stock" if problem else "metadata")
     return info, sources
 
 
@@ -543,16 +603,29 @@ def _inspect_diffusers_folder(folder: Path) -> tuple[CheckpointInfo, dict[str, T
         _scheduler_config_from_folder(folder / "scheduler"),
     )
     sources = {
-        "transformer": _diffusers_source("transformer", transformer_headers, transformer_from_diffusers(transformer_keys)),
+        "transformer": _diffusers_source(
+            "transformer", transformer_headers, transformer_from_diffusers(transformer_keys)
+        ),
         "vae": _diffusers_source("vae", vae_headers, vae_from_diffusers(vae_keys, configs.vae)),
     }
-    present = {name: folder / name if (folder / name).is_dir() else None for name in ("text_encoder", "tokenizer")}
-    info = CheckpointInfo(folder, "diffusers", version, configs, "diffusers config.json",
-                          present["text_encoder"], present["tokenizer"])
+    present = {
+        name: folder / name if (folder / name).is_dir() else None for name in ("text_encoder", "tokenizer")
+    }
+    info = CheckpointInfo(
+        folder,
+        "diffusers",
+        version,
+        configs,
+        "diffusers config.json",
+        present["text_encoder"],
+        present["tokenizer"],
+    )
     return info, sources
 
 
-def _diffusers_source(part: str, headers: list[SafetensorsHeader], official_to_key: Mapping[str, str]) -> TensorSource:
+def _diffusers_source(
+    part: str, headers: list[SafetensorsHeader], official_to_key: Mapping[str, str]
+) -> TensorSource:
     # keymaps rename keys only; mapping each key to itself gives official name -> file key
     header_of = {key: header for header in headers for key in header.shapes}
     return TensorSource(part, {name: (header_of[key], key) for name, key in official_to_key.items()})
@@ -572,7 +645,9 @@ def _diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (ValueError, KeyError, AttributeError) as error:
-            raise CheckpointError(f"{str(index)!r} is not a safetensors index (no weight_map): {error}") from error
+            raise CheckpointError(
+                f"{str(index)!r} is not a safetensors index (no weight_map): {error}"
+            ) from error
         files = [folder / shard for shard in shards]
         absent = [str(file) for file in files if not file.is_file()]
         if absent:
@@ -582,21 +657,37 @@ def _diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
     else:
         pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
         found = f"; it holds only pickles ({', '.join(pickles)}), which are refused" if pickles else ""
-        raise CheckpointError(f"diffusers folder {str(folder)!r} has no {DIFFUSERS_WEIGHTS} or {DIFFUSERS_INDEX}{found}")
+        raise CheckpointError(
+            f"diffusers folder {str(folder)!r} has no {DIFFUSERS_WEIGHTS} or {DIFFUSERS_INDEX}{found}"
+        )
     return config, [SafetensorsHeader(file) for file in files]
 
 
-def transformer_config_from_diffusers(config: Mapping, stock: TransformerConfig, folder: Path) -> TransformerConfig:
+def transformer_config_from_diffusers(
+    config: Mapping, stock: TransformerConfig, folder: Path
+) -> TransformerConfig:
     """diffusers' LTXVideoTransformer3DModel config.json -> TransformerConfig, on the
     detected version's stock config (diffusers keeps RoPE settings and the causal time
     fix in the pipeline, not the config)."""
     unsupported = {"activation_fn": "gelu-approximate", "qk_norm": "rms_norm_across_heads"}
     for name, allowed in unsupported.items():
         if config.get(name, allowed) != allowed:
-            raise CheckpointError(f"{str(folder / 'transformer')!r}: {name} {config[name]!r} is not supported; "
-                                  f"allowed: {allowed!r}")
-    copied = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
-              "caption_channels", "cross_attention_dim", "attention_bias", "norm_elementwise_affine", "norm_eps")
+            raise CheckpointError(
+                f"{str(folder / 'transformer')!r}: {name} {config[name]!r} is not supported; "
+                f"allowed: {allowed!r}"
+            )
+    copied = (
+        "num_layers",
+        "num_attention_heads",
+        "attention_head_dim",
+        "in_channels",
+        "out_channels",
+        "caption_channels",
+        "cross_attention_dim",
+        "attention_bias",
+        "norm_elementwise_affine",
+        "norm_eps",
+    )
     try:
         return replace(stock, **{name: config[name] for name in copied if name in config})
     except LTXVError as error:
@@ -610,8 +701,9 @@ def vae_config_from_diffusers(config: Mapping, family: str, folder: Path) -> VAE
     stock = STOCK_CONFIGS[family].vae  # the VAE families are named as the versions
     try:
         encoder = _with_res_x(stock.encoder_block_list, config["layers_per_block"], None)
-        decoder = _with_res_x(stock.decoder_block_list, config["decoder_layers_per_block"],
-                              config.get("decoder_inject_noise"))
+        decoder = _with_res_x(
+            stock.decoder_block_list, config["decoder_layers_per_block"], config.get("decoder_inject_noise")
+        )
         # widths: the first encoder block's, and the decoder's at full resolution; 0.9.1+
         # decoders widen by `upsample_factor` on the way down to the latent
         decoder_width = config["decoder_block_out_channels"][0]
@@ -620,9 +712,12 @@ def vae_config_from_diffusers(config: Mapping, family: str, folder: Path) -> VAE
         # 0.9.0 lists its blocks once for both halves; keep that form where they agree
         shared = encoder if stock.blocks is not None and encoder == decoder else None
         return replace(
-            stock, blocks=shared, encoder_blocks=None if shared else encoder,
+            stock,
+            blocks=shared,
+            encoder_blocks=None if shared else encoder,
             decoder_blocks=None if shared else decoder,
-            encoder_base_channels=config["block_out_channels"][0], decoder_base_channels=decoder_width,
+            encoder_base_channels=config["block_out_channels"][0],
+            decoder_base_channels=decoder_width,
             latent_channels=config.get("latent_channels", stock.latent_channels),
             in_channels=config.get("in_channels", stock.in_channels),
             out_channels=config.get("out_channels", stock.out_channels),
@@ -662,11 +757,16 @@ def _scheduler_config_from_folder(folder: Path) -> SchedulerConfig:
 # ---------------------------------------------------------------- writing
 
 
-def official_tensors(transformer: nn.Module, vae: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def official_tensors(
+    transformer: nn.Module, vae: nn.Module, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Both models' tensors under the official single-file names, contiguous, on the CPU."""
     tensors = {f"{TRANSFORMER_PREFIX}{k}": v for k, v in transformer.state_dict().items()}
     tensors.update({f"{VAE_PREFIX}{k}": v for k, v in vae.state_dict().items()})
-    cast = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
     return {k: cast(v.detach()).cpu().contiguous() for k, v in tensors.items()}
 
 
@@ -677,9 +777,14 @@ def config_metadata(configs: ModelConfigs) -> dict:
     for name in ("blocks", "encoder_blocks", "decoder_blocks"):
         if name in vae:
             vae[name] = [[block, dict(params)] for block, params in getattr(configs.vae, name)]
-    scheduler = {"_class_name": "RectifiedFlowScheduler", "num_train_timesteps": 1000, "shifting": "SD3",
-                 "base_resolution": None, "target_shift_terminal": configs.scheduler.shift_terminal,
-                 **asdict(configs.scheduler)}
+    scheduler = {
+        "_class_name": "RectifiedFlowScheduler",
+        "num_train_timesteps": 1000,
+        "shifting": "SD3",
+        "base_resolution": None,
+        "target_shift_terminal": configs.scheduler.shift_terminal,
+        **asdict(configs.scheduler),
+    }
     return {
         "transformer": {"_class_name": "Transformer3DModel", **asdict(configs.transformer)},
         "vae": {"_class_name": "CausalVideoAutoencoder", **vae},
@@ -687,8 +792,14 @@ def config_metadata(configs: ModelConfigs) -> dict:
     }
 
 
-def save_single_file(path: str | Path, transformer: nn.Module, vae: nn.Module, configs: ModelConfigs | None = None,
-                     version: str | None = None, dtype: torch.dtype | None = None) -> Path:
+def save_single_file(
+    path: str | Path,
+    transformer: nn.Module,
+    vae: nn.Module,
+    configs: ModelConfigs | None = None,
+    version: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write both models in the official single-file layout, metadata included.
 
     `configs` defaults to the models' own (`.cfg`) with the stock scheduler; `version`,
@@ -702,7 +813,9 @@ def save_single_file(path: str | Path, transformer: nn.Module, vae: nn.Module, c
     metadata = {"config": json.dumps(config_metadata(configs)), "format": "pt"}
     detected = detect_version(tensors, metadata, source=repr(str(path)))
     if version is not None and ARCHITECTURE_OF_RELEASE.get(version, version) != detected:
-        raise CheckpointError(f"refusing to write {str(path)!r} as LTX-Video {version}: its tensors are {detected}")
+        raise CheckpointError(
+            f"refusing to write {str(path)!r} as LTX-Video {version}: its tensors are {detected}"
+        )
     temporary = path.with_name(f".{path.name}.part")
     try:
         save_file(tensors, str(temporary), metadata=metadata)

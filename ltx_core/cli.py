@@ -51,36 +51,79 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     models = generate.add_argument_group("models")
-    models.add_argument("--checkpoint", type=Path, help="official single .safetensors file, or a diffusers folder "
-                        "(default: the shipped tiny model)")
-    models.add_argument("--text-encoder", type=Path, help="T5 encoder folder or .safetensors file (default: the "
-                        "shipped one, or the diffusers folder's text_encoder/)")
-    models.add_argument("--tokenizer", type=Path, help="T5 tokenizer (spiece.model or its folder), where the text "
-                        "encoder does not hold one")
+    models.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="official single .safetensors file, or a diffusers folder (default: the shipped tiny model)",
+    )
+    models.add_argument(
+        "--text-encoder",
+        type=Path,
+        help="T5 encoder folder or .safetensors file (default: the "
+        "shipped one, or the diffusers folder's text_encoder/)",
+    )
+    models.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
+    )
     models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
-    models.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    models.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu, cuda or cuda:N (default: %(default)s)",
+    )
 
     video = generate.add_argument_group("video")
     video.add_argument("--prompt", required=True, help="what the video shows")
     video.add_argument("--negative-prompt", default="", help="what to steer away from (CFG)")
     video.add_argument("--image", type=Path, help="first frame; resized and center-cropped to width x height")
-    video.add_argument("--width", type=int, help=f"multiple of 32 (default {FULL_SIZE['width']}, "
-                       f"shipped model {SHIPPED_SIZE['width']})")
-    video.add_argument("--height", type=int, help=f"multiple of 32 (default {FULL_SIZE['height']}, "
-                       f"shipped model {SHIPPED_SIZE['height']})")
-    video.add_argument("--frames", type=int, help=f"8k + 1 (default {FULL_SIZE['frames']}, "
-                       f"shipped model {SHIPPED_SIZE['frames']})")
-    video.add_argument("--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)")
+    video.add_argument(
+        "--width",
+        type=int,
+        help=f"multiple of 32 (default {FULL_SIZE['width']}, shipped model {SHIPPED_SIZE['width']})",
+    )
+    video.add_argument(
+        "--height",
+        type=int,
+        help=f"multiple of 32 (default {FULL_SIZE['height']}, shipped model {SHIPPED_SIZE['height']})",
+    )
+    video.add_argument(
+        "--frames",
+        type=int,
+        help=f"8k + 1 (default {FULL_SIZE['frames']}, shipped model {SHIPPED_SIZE['frames']})",
+    )
+    video.add_argument(
+        "--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)"
+    )
     video.add_argument("--steps", type=int, default=20, help="sampling steps (default: %(default)s)")
-    video.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale, 1 = off (default: %(default)s)")
+    video.add_argument(
+        "--cfg",
+        type=float,
+        default=3.0,
+        help="classifier-free guidance scale, 1 = off (default: %(default)s)",
+    )
     video.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    video.add_argument("--decode-timestep", type=float, default=0.05, help="noise level the VAE decoder removes (default: %(default)s)")
-    video.add_argument("--decode-noise-scale", type=float, default=0.025, help="noise mixed in before decoding (default: %(default)s)")
+    video.add_argument(
+        "--decode-timestep",
+        type=float,
+        default=0.05,
+        help="noise level the VAE decoder removes (default: %(default)s)",
+    )
+    video.add_argument(
+        "--decode-noise-scale",
+        type=float,
+        default=0.025,
+        help="noise mixed in before decoding (default: %(default)s)",
+    )
 
     output = generate.add_argument_group("output")
-    output.add_argument("--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)")
-    output.add_argument("--overwrite", action="store_true", help="replace an existing output file "
-                        "(otherwise it is refused)")
+    output.add_argument(
+        "--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)"
+    )
+    output.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output file (otherwise it is refused)"
+    )
     generate.set_defaults(run=run_generate)
     return parser
 
@@ -97,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: no video written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except torch.OutOfMemoryError:
-        print(f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames on {args.device}; "
-              "lower --width/--height/--frames, or use --dtype bf16. No video written.", file=sys.stderr)
+        print(
+            f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
+            f"on {args.device}; lower --width/--height/--frames, or use --dtype bf16. No video written.",
+            file=sys.stderr,
+        )
         return EXIT_OUT_OF_MEMORY
 
 
@@ -108,14 +154,23 @@ def run_generate(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
     request = Request(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height,
-        num_frames=args.frames, frame_rate=args.fps, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-        decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        frame_rate=args.fps,
+        steps=args.steps,
+        guidance_scale=args.cfg,
+        seed=args.seed,
+        decode_timestep=args.decode_timestep,
+        decode_noise_scale=args.decode_noise_scale,
         first_frame=load_image(args.image) if args.image is not None else None,
     )
     checkpoint, text_encoder, tokenizer = model_paths(args)
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
+
         def progress(step: int, total: int, x, denoised) -> None:
             bar.total = total
             bar.update(step + 1 - bar.n)
@@ -144,12 +199,15 @@ def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
         return args.checkpoint, args.text_encoder, args.tokenizer
     if (args.checkpoint / "text_encoder").is_dir():
         return args.checkpoint, args.checkpoint, args.tokenizer  # load_text_encoder reads a diffusers root
-    raise SettingsError(f"--checkpoint {args.checkpoint} holds no text encoder; pass --text-encoder "
-                        "(the T5 v1.1 XXL encoder folder or .safetensors file)")
+    raise SettingsError(
+        f"--checkpoint {args.checkpoint} holds no text encoder; pass --text-encoder "
+        "(the T5 v1.1 XXL encoder folder or .safetensors file)"
+    )
 
 
-def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype: torch.dtype,
-                device: torch.device) -> tuple[Models, CheckpointInfo]:
+def load_models(
+    checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype: torch.dtype, device: torch.device
+) -> tuple[Models, CheckpointInfo]:
     transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
     encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
     check_text_width(encoder.width, transformer.cfg.caption_channels)
@@ -158,9 +216,26 @@ def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dt
 
 def _video_metadata(args: argparse.Namespace, info: CheckpointInfo) -> dict:
     """A readable comment and the settings that reproduce the video, as container tags."""
-    settings = {name: getattr(args, name) for name in (
-        "prompt", "negative_prompt", "width", "height", "frames", "fps", "steps", "cfg", "seed",
-        "decode_timestep", "decode_noise_scale", "dtype")}
-    settings.update(checkpoint=info.path.name, version=info.version,
-                    image=args.image.name if args.image is not None else None)
+    settings = {
+        name: getattr(args, name)
+        for name in (
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "frames",
+            "fps",
+            "steps",
+            "cfg",
+            "seed",
+            "decode_timestep",
+            "decode_noise_scale",
+            "dtype",
+        )
+    }
+    settings.update(
+        checkpoint=info.path.name,
+        version=info.version,
+        image=args.image.name if args.image is not None else None,
+    )
     return {"comment": args.prompt, "ltx_core": settings}

@@ -40,16 +40,22 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != MP4_SUFFIX:
-        raise SettingsError(f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written")
+        raise SettingsError(
+            f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written"
+        )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise SettingsError(f"output folder {str(folder)!r} does not exist; create it first or choose another output path")
+        raise SettingsError(
+            f"output folder {str(folder)!r} does not exist; create it first or choose another output path"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SettingsError(f"output folder {str(folder)!r} is not writable; choose another output path")
     if path.is_dir():
         raise SettingsError(f"output {str(path)!r} is a folder; give a file name ending in {MP4_SUFFIX}")
     if path.exists() and not overwrite:
-        raise SettingsError(f"output {str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        raise SettingsError(
+            f"output {str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
     return path
 
 
@@ -86,11 +92,15 @@ def write_mp4(
 def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] < 1:
-        raise SettingsError(f"frames have shape {tuple(array.shape)}; expected (frames >= 1, height, width, 3)")
+        raise SettingsError(
+            f"frames have shape {tuple(array.shape)}; expected (frames >= 1, height, width, 3)"
+        )
     height, width = array.shape[1:3]
     if height % 2 or width % 2:
         # yuv420p stores colour at half resolution, so both sides must be even
-        raise SettingsError(f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height")
+        raise SettingsError(
+            f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height"
+        )
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
     if not np.issubdtype(array.dtype, np.floating):
@@ -154,7 +164,9 @@ def _open_video(path: str | os.PathLike):
     try:
         return av.open(str(path))
     except av.error.FFmpegError as error:
-        raise SettingsError(f"video {str(path)!r} could not be opened (not a video, or corrupt): {error}") from error
+        raise SettingsError(
+            f"video {str(path)!r} could not be opened (not a video, or corrupt): {error}"
+        ) from error
 
 
 def _decoded_frames(path: str | os.PathLike):

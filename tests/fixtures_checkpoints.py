@@ -98,13 +98,21 @@ def published_metadata(configs: ModelConfigs, version: str) -> dict:
     config = config_metadata(configs)
     config["transformer"] = {**LIGHTRICKS_TRANSFORMER_EXTRAS, **config["transformer"]}
     if version == "0.9.0" and "blocks" in config["vae"]:
-        config["vae"]["blocks"] = [[name, params["num_layers"]] if set(params) == {"num_layers"} else [name, params]
-                                   for name, params in config["vae"]["blocks"]]
+        config["vae"]["blocks"] = [
+            [name, params["num_layers"]] if set(params) == {"num_layers"} else [name, params]
+            for name, params in config["vae"]["blocks"]
+        ]
     return config
 
 
-def write_official_single_file(path: str | Path, version: str, tiny: bool = True, seed: int = 0,
-                               metadata: str = "published", drop: tuple[str, ...] = ()) -> Path:
+def write_official_single_file(
+    path: str | Path,
+    version: str,
+    tiny: bool = True,
+    seed: int = 0,
+    metadata: str = "published",
+    drop: tuple[str, ...] = (),
+) -> Path:
     """One official-layout `.safetensors` file of `version` (a release name).
 
     metadata: "published" (the real files' shape), "missing" (no `config` entry) or
@@ -131,11 +139,16 @@ def write_official_single_file(path: str | Path, version: str, tiny: bool = True
 def diffusers_transformer_kwargs(cfg: C.TransformerConfig) -> dict:
     """LTXVideoTransformer3DModel arguments for a TransformerConfig."""
     return dict(
-        in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim, num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels, norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine, attention_bias=cfg.attention_bias,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers,
+        caption_channels=cfg.caption_channels,
+        norm_eps=cfg.norm_eps,
+        norm_elementwise_affine=cfg.norm_elementwise_affine,
+        attention_bias=cfg.attention_bias,
     )
 
 
@@ -147,33 +160,58 @@ def diffusers_vae_kwargs(cfg: C.VAEConfig) -> dict:
     e, d = cfg.encoder_base_channels, cfg.decoder_base_channels
     decoder_res = [dict(p) for name, p in cfg.decoder_block_list if name == "res_x"]
     kwargs = dict(
-        in_channels=cfg.in_channels, out_channels=cfg.out_channels, latent_channels=cfg.latent_channels,
-        patch_size=cfg.patch_size, timestep_conditioning=cfg.timestep_conditioning,
-        layers_per_block=tuple(dict(p)["num_layers"] for name, p in cfg.encoder_block_list if name == "res_x"),
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        latent_channels=cfg.latent_channels,
+        patch_size=cfg.patch_size,
+        timestep_conditioning=cfg.timestep_conditioning,
+        layers_per_block=tuple(
+            dict(p)["num_layers"] for name, p in cfg.encoder_block_list if name == "res_x"
+        ),
         decoder_layers_per_block=tuple(p["num_layers"] for p in decoder_res),
         decoder_inject_noise=tuple(bool(p.get("inject_noise", False)) for p in decoder_res),
     )
     if family == "0.9.0":
-        return {**kwargs, "block_out_channels": (e, 2 * e, 4 * e, 4 * e),
-                "decoder_block_out_channels": (d, 2 * d, 4 * d, 4 * d)}
-    decoder = dict(decoder_block_out_channels=(2 * d, 4 * d, 8 * d), decoder_spatio_temporal_scaling=(True,) * 3,
-                   upsample_residual=(True,) * 3, upsample_factor=(2,) * 3)
+        return {
+            **kwargs,
+            "block_out_channels": (e, 2 * e, 4 * e, 4 * e),
+            "decoder_block_out_channels": (d, 2 * d, 4 * d, 4 * d),
+        }
+    decoder = dict(
+        decoder_block_out_channels=(2 * d, 4 * d, 8 * d),
+        decoder_spatio_temporal_scaling=(True,) * 3,
+        upsample_residual=(True,) * 3,
+        upsample_factor=(2,) * 3,
+    )
     if family == "0.9.1":
         return {**kwargs, **decoder, "block_out_channels": (e, 2 * e, 4 * e, 4 * e)}
-    return {**kwargs, **decoder, "block_out_channels": (e, 2 * e, 4 * e, 8 * e, 16 * e),
-            "down_block_types": ("LTXVideo095DownBlock3D",) * 4, "spatio_temporal_scaling": (True,) * 4,
-            "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal")}
+    return {
+        **kwargs,
+        **decoder,
+        "block_out_channels": (e, 2 * e, 4 * e, 8 * e, 16 * e),
+        "down_block_types": ("LTXVideo095DownBlock3D",) * 4,
+        "spatio_temporal_scaling": (True,) * 4,
+        "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    }
 
 
-def _into_diffusers(reference: torch.nn.Module, ours: torch.nn.Module, official_names: dict[str, str]) -> None:
+def _into_diffusers(
+    reference: torch.nn.Module, ours: torch.nn.Module, official_names: dict[str, str]
+) -> None:
     """Load our tensors into the diffusers model, strictly: official_names maps
     official name -> diffusers name (what keymaps gives for each diffusers key)."""
     ours_state = ours.state_dict()
     reference.load_state_dict({key: ours_state[name] for name, key in official_names.items()}, strict=True)
 
 
-def write_diffusers_folder(path: str | Path, version: str, tiny: bool = True, seed: int = 0,
-                           text_encoder: Path | None = None, max_shard_size: str | None = None) -> Path:
+def write_diffusers_folder(
+    path: str | Path,
+    version: str,
+    tiny: bool = True,
+    seed: int = 0,
+    text_encoder: Path | None = None,
+    max_shard_size: str | None = None,
+) -> Path:
     """A diffusers LTX-Video folder of `version` with the weights `write_official_single_file`
     writes for the same seed. `text_encoder`: a Hugging Face T5 folder (with spiece.model)
     copied into text_encoder/ and tokenizer/. `max_shard_size` (e.g. "20KB") shards the
@@ -186,12 +224,19 @@ def write_diffusers_folder(path: str | Path, version: str, tiny: bool = True, se
     path.mkdir(parents=True, exist_ok=True)
 
     reference = LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(configs.transformer)).eval()
-    _into_diffusers(reference, transformer, transformer_from_diffusers({k: k for k in reference.state_dict()}))
-    reference.save_pretrained(path / "transformer", safe_serialization=True,
-                              **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    _into_diffusers(
+        reference, transformer, transformer_from_diffusers({k: k for k in reference.state_dict()})
+    )
+    reference.save_pretrained(
+        path / "transformer",
+        safe_serialization=True,
+        **({"max_shard_size": max_shard_size} if max_shard_size else {}),
+    )
 
     reference_vae = AutoencoderKLLTXVideo(**diffusers_vae_kwargs(configs.vae)).eval()
-    _into_diffusers(reference_vae, vae, vae_from_diffusers({k: k for k in reference_vae.state_dict()}, configs.vae))
+    _into_diffusers(
+        reference_vae, vae, vae_from_diffusers({k: k for k in reference_vae.state_dict()}, configs.vae)
+    )
     reference_vae.save_pretrained(path / "vae", safe_serialization=True)
 
     (path / "scheduler").mkdir(exist_ok=True)
@@ -201,5 +246,7 @@ def write_diffusers_folder(path: str | Path, version: str, tiny: bool = True, se
         shutil.copytree(text_encoder, path / "text_encoder", dirs_exist_ok=True)
         (path / "tokenizer").mkdir(exist_ok=True)
         shutil.copy(Path(text_encoder) / "spiece.model", path / "tokenizer" / "spiece.model")
-    (path / "model_index.json").write_text(json.dumps({"_class_name": "LTXPipeline", "_diffusers_version": "0.42.1"}))
+    (path / "model_index.json").write_text(
+        json.dumps({"_class_name": "LTXPipeline", "_diffusers_version": "0.42.1"})
+    )
     return path

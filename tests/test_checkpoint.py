@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from ltx_core import checkpoint as ck
 from ltx_core.errors import CheckpointError, SettingsError
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
+
 from .fixtures_checkpoints import (
     RELEASES,
     random_models,
@@ -43,8 +44,11 @@ def header_of(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 def rewritten(source: Path, target: Path, change=None, metadata=None) -> Path:
     """`source` with its tensors passed through `change` and its metadata replaced."""
     tensors, old_metadata = header_of(source)
-    save_file(change(tensors) if change else tensors, str(target),
-              metadata=old_metadata if metadata is None else metadata)
+    save_file(
+        change(tensors) if change else tensors,
+        str(target),
+        metadata=old_metadata if metadata is None else metadata,
+    )
     return target
 
 
@@ -73,7 +77,9 @@ def test_detect_version_needs_only_the_tensor_names(tmp_path, release):
 def test_detect_version_refuses_metadata_that_contradicts_the_tensors(tmp_path):
     tensors = write_official_single_file(tmp_path / "a.safetensors", "0.9.5")
     metadata_of_0_9_0 = header_of(write_official_single_file(tmp_path / "b.safetensors", "0.9.0"))[1]
-    with pytest.raises(CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"):
+    with pytest.raises(
+        CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"
+    ):
         ck.detect_version(ck.SafetensorsHeader(tensors).shapes, metadata_of_0_9_0)
 
 
@@ -160,7 +166,11 @@ def test_save_single_file_round_trips_weights_configs_and_version(tmp_path):
     transformer, vae = random_models(release_configs("0.9.1"), seed=5)
     path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.1")
     loaded = ck.load_checkpoint(path)
-    assert loaded.version == "0.9.1" and loaded.configs.vae == vae.cfg and loaded.configs.transformer == transformer.cfg
+    assert (
+        loaded.version == "0.9.1"
+        and loaded.configs.vae == vae.cfg
+        and loaded.configs.transformer == transformer.cfg
+    )
     for name, tensor in vae.state_dict().items():
         assert torch.equal(loaded.vae.state_dict()[name], tensor), name
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
@@ -200,7 +210,9 @@ def test_missing_path_is_named(tmp_path):
 
 def test_folder_without_the_diffusers_sub_folders_names_the_missing_ones(tmp_path):
     (tmp_path / "model" / "vae").mkdir(parents=True)
-    with pytest.raises(CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"):
+    with pytest.raises(
+        CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"
+    ):
         ck.load_checkpoint(tmp_path / "model")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="it lacks transformer/, vae/"):
@@ -238,7 +250,9 @@ def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
         (tmp_path / part).mkdir()
         (tmp_path / part / "config.json").write_text("{}")
         (tmp_path / part / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04N.")
-    with pytest.raises(CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"):
+    with pytest.raises(
+        CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"
+    ):
         ck.load_checkpoint(tmp_path)
 
 
@@ -254,11 +268,19 @@ def test_truncated_safetensors_file_is_named_truncated_or_corrupt(tmp_path, offi
 
 def test_an_image_model_is_not_an_ltx_video_checkpoint(tmp_path):
     path = tmp_path / "sd15.safetensors"
-    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2),
-               "model.diffusion_model.output_blocks.0.0.weight": torch.zeros(2),
-               "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(path))
-    with pytest.raises(CheckpointError, match=r"not an LTX-Video checkpoint: it looks like a Stable Diffusion UNet; "
-                       r"found 3 tensors under .*model\.diffusion_model\.input_blocks\.\*"):
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2),
+            "model.diffusion_model.output_blocks.0.0.weight": torch.zeros(2),
+            "first_stage_model.decoder.conv_in.weight": torch.zeros(2),
+        },
+        str(path),
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"not an LTX-Video checkpoint: it looks like a Stable Diffusion UNet; "
+        r"found 3 tensors under .*model\.diffusion_model\.input_blocks\.\*",
+    ):
         ck.load_checkpoint(path)
 
 
@@ -268,25 +290,36 @@ def test_a_t5_encoder_in_the_checkpoint_slot_is_named(tiny_t5_folder):
 
 
 def test_a_file_with_only_the_vae_says_the_transformer_is_missing(tmp_path, official_file):
-    path = rewritten(official_file, tmp_path / "vae.safetensors",
-                     lambda t: {k: v for k, v in t.items() if k.startswith("vae.")})
-    with pytest.raises(CheckpointError, match=r"holds no LTX-Video transformer \(no model\.diffusion_model\.\* tensors\)"):
+    path = rewritten(
+        official_file,
+        tmp_path / "vae.safetensors",
+        lambda t: {k: v for k, v in t.items() if k.startswith("vae.")},
+    )
+    with pytest.raises(
+        CheckpointError, match=r"holds no LTX-Video transformer \(no model\.diffusion_model\.\* tensors\)"
+    ):
         ck.load_checkpoint(path)
 
 
 def test_missing_tensors_are_counted_and_named(tmp_path):
-    drop = ("model.diffusion_model.transformer_blocks.1.attn1.to_q.weight",
-            "model.diffusion_model.transformer_blocks.1.attn1.to_k.weight")
+    drop = (
+        "model.diffusion_model.transformer_blocks.1.attn1.to_q.weight",
+        "model.diffusion_model.transformer_blocks.1.attn1.to_k.weight",
+    )
     path = write_official_single_file(tmp_path / "m.safetensors", "0.9.5", drop=drop)
-    with pytest.raises(CheckpointError, match=r"lacks 2 of the \d+ transformer tensors its config needs, "
-                       r"e.g. transformer_blocks.1.attn1.to_k.weight, transformer_blocks.1.attn1.to_q.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"lacks 2 of the \d+ transformer tensors its config needs, "
+        r"e.g. transformer_blocks.1.attn1.to_k.weight, transformer_blocks.1.attn1.to_q.weight",
+    ):
         ck.load_checkpoint(path)
 
 
 def test_a_missing_unused_vae_statistic_is_allowed(tmp_path):
     """diffusers folders and some exports lack these; nothing computes with them."""
-    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.5",
-                                      drop=("vae.per_channel_statistics.channel",))
+    path = write_official_single_file(
+        tmp_path / "m.safetensors", "0.9.5", drop=("vae.per_channel_statistics.channel",)
+    )
     assert ck.load_checkpoint(path).version == "0.9.5"
 
 
@@ -294,8 +327,19 @@ def test_unexpected_tensors_are_named(tmp_path, official_file):
     def add(tensors):
         return {**tensors, "vae.decoder.extra.weight": torch.zeros(3)}
 
-    with pytest.raises(CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"):
+    with pytest.raises(
+        CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"
+    ):
         ck.load_checkpoint(rewritten(official_file, tmp_path / "m.safetensors", add))
+
+
+def test_tensors_of_other_models_bundled_in_the_file_are_ignored_with_a_warning(tmp_path, official_file):
+    def bundle(tensors):
+        return {**tensors, "text_encoders.t5xxl.shared.weight": torch.zeros(4, 2)}
+
+    path = rewritten(official_file, tmp_path / "m.safetensors", bundle)
+    with pytest.warns(UserWarning, match=r"1 tensors outside model\.diffusion_model\. and vae\. are ignored"):
+        assert ck.load_checkpoint(path).version == "0.9.5"
 
 
 def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, official_file):
@@ -305,20 +349,35 @@ def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, officia
         return {**tensors, key: torch.zeros(128, 8)}
 
     path = rewritten(official_file, tmp_path / "m.safetensors", reshape)
-    with pytest.raises(CheckpointError, match=r"transformer tensor 'model\.diffusion_model\.proj_out\.weight' in "
-                       r"'.*m\.safetensors' has shape \[128, 8\], but the config asks for \[128, 16\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"transformer tensor 'model\.diffusion_model\.proj_out\.weight' in "
+        r"'.*m\.safetensors' has shape \[128, 8\], but the config asks for \[128, 16\]",
+    ):
         ck.load_checkpoint(path)
 
 
-@pytest.mark.parametrize(("metadata", "problem"), [("missing", "has no `config` metadata entry"),
-                                                   ("not-json", "has a `config` metadata entry that is not JSON")])
-def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_version(tmp_path, metadata, problem):
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ("missing", "has no `config` metadata entry"),
+        ("not-json", "has a `config` metadata entry that is not JSON"),
+    ],
+)
+def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_version(
+    tmp_path, metadata, problem
+):
     """The tiny file then fails the strict check against the stock 2B config (28 blocks):
     the warning and the error both say what happened."""
     path = write_official_single_file(tmp_path / "m.safetensors", "0.9.1", metadata=metadata)
-    with pytest.warns(UserWarning, match=f"{problem}; its tensors are LTX-Video 0.9.1: using that version's stock"):
-        with pytest.raises(CheckpointError, match=r"lacks \d+ of the \d+ transformer tensors .*the config is the "
-                           "stock 0.9.1 one, as the file's metadata is unreadable"):
+    with pytest.warns(
+        UserWarning, match=f"{problem}; its tensors are LTX-Video 0.9.1: using that version's stock"
+    ):
+        with pytest.raises(
+            CheckpointError,
+            match=r"lacks \d+ of the \d+ transformer tensors .*the config is the "
+            "stock 0.9.1 one, as the file's metadata is unreadable",
+        ):
             ck.load_checkpoint(path)
 
 
@@ -336,7 +395,9 @@ def test_metadata_with_unsupported_settings_is_refused_naming_the_file(tmp_path,
     config = json.loads(metadata["config"])
     config["transformer"]["activation_fn"] = "geglu"
     path = rewritten(official_file, tmp_path / "m.safetensors", metadata={"config": json.dumps(config)})
-    with pytest.raises(CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"):
+    with pytest.raises(
+        CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"
+    ):
         ck.load_checkpoint(path)
 
 
@@ -349,7 +410,9 @@ def test_non_safetensors_file_suffix_is_refused(tmp_path, official_file):
 
 @pytest.mark.parametrize("dtype", ["int8", "fp64", "float8", torch.int32])
 def test_unknown_dtype_lists_the_allowed_names(official_file, dtype):
-    with pytest.raises(SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"):
+    with pytest.raises(
+        SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"
+    ):
         ck.load_checkpoint(official_file, dtype=dtype)
 
 
@@ -359,7 +422,9 @@ def test_cuda_asked_where_absent_is_refused_before_reading(official_file):
         ck.load_checkpoint(official_file, device="cuda")
 
 
-@pytest.mark.parametrize(("device", "message"), [("mps", "is not supported"), ("tpu", "is not a device name")])
+@pytest.mark.parametrize(
+    ("device", "message"), [("mps", "is not supported"), ("tpu", "is not a device name")]
+)
 def test_unknown_device_is_refused(official_file, device, message):
     with pytest.raises(SettingsError, match=message):
         ck.load_checkpoint(official_file, device=device)
@@ -367,6 +432,7 @@ def test_unknown_device_is_refused(official_file, device, message):
 
 def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(tmp_path, monkeypatch):
     monkeypatch.setattr(ck, "__file__", str(tmp_path / "checkpoint.py"))
-    with pytest.raises(CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"):
+    with pytest.raises(
+        CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
+    ):
         ck.default_model_paths()
-

@@ -31,8 +31,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "ltx_core", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ltx_core", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def run_main(capsys, *args: str) -> tuple[int, str]:
@@ -48,11 +54,17 @@ def assert_one_line(stderr: str) -> None:
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((), "the following arguments are required: --prompt"),
-    (("--prompt", "a fox", "--width", "abc"), "argument --width: invalid int value: 'abc'"),
-    (("--prompt", "a fox", "--width", "500"), "width 500 is not a positive multiple of 32; nearest valid: 480 or 512"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the following arguments are required: --prompt"),
+        (("--prompt", "a fox", "--width", "abc"), "argument --width: invalid int value: 'abc'"),
+        (
+            ("--prompt", "a fox", "--width", "500"),
+            "width 500 is not a positive multiple of 32; nearest valid: 480 or 512",
+        ),
+    ],
+)
 def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path, args, message):
     done = run_module("generate", *args, "--output", str(tmp_path / "out.mp4"), cwd=tmp_path)
     assert done.returncode == 2
@@ -61,21 +73,26 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--frames", "24"), "num_frames 24 is not 8k + 1"),
-    (("--frames", "0"), "num_frames 0"),
-    (("--steps", "0"), "steps 0 must be a whole number of at least 1"),
-    (("--cfg", "-1"), "guidance_scale -1.0 is not allowed"),
-    (("--cfg", "nan"), "guidance_scale nan is not allowed"),
-    (("--fps", "0"), "frame_rate 0.0 is not allowed"),
-    (("--seed", "-1"), "seed -1 is outside the accepted range"),
-    (("--decode-timestep", "2"), r"decode_timestep 2.0 is outside [0, 1]"),
-    (("--decode-noise-scale", "-0.5"), "decode_noise_scale -0.5 is outside [0, 1]"),
-    (("--dtype", "int8"), "dtype 'int8' is not supported; allowed: fp32"),
-    (("--device", "mps"), "device 'mps' is not supported"),
-    (("--image", "missing.png"), "image 'missing.png' does not exist"),
-])
-def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(capsys, tmp_path, monkeypatch, args, message):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--frames", "24"), "num_frames 24 is not 8k + 1"),
+        (("--frames", "0"), "num_frames 0"),
+        (("--steps", "0"), "steps 0 must be a whole number of at least 1"),
+        (("--cfg", "-1"), "guidance_scale -1.0 is not allowed"),
+        (("--cfg", "nan"), "guidance_scale nan is not allowed"),
+        (("--fps", "0"), "frame_rate 0.0 is not allowed"),
+        (("--seed", "-1"), "seed -1 is outside the accepted range"),
+        (("--decode-timestep", "2"), r"decode_timestep 2.0 is outside [0, 1]"),
+        (("--decode-noise-scale", "-0.5"), "decode_noise_scale -0.5 is outside [0, 1]"),
+        (("--dtype", "int8"), "dtype 'int8' is not supported; allowed: fp32"),
+        (("--device", "mps"), "device 'mps' is not supported"),
+        (("--image", "missing.png"), "image 'missing.png' does not exist"),
+    ],
+)
+def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(
+    capsys, tmp_path, monkeypatch, args, message
+):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
     code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", "out.mp4", *args)
@@ -107,22 +124,50 @@ def test_existing_output_is_refused_without_overwrite_and_kept(capsys, tmp_path)
 
 def test_not_an_image_is_refused(capsys, tmp_path):
     (tmp_path / "notes.png").write_text("hello")
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--image", str(tmp_path / "notes.png"),
-                         "--output", str(tmp_path / "o.mp4"))
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--image",
+        str(tmp_path / "notes.png"),
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 2 and "is not an image" in err
 
 
 def test_bad_checkpoint_is_one_line_naming_the_file(capsys, tmp_path):
     (tmp_path / "model.ckpt").write_bytes(b"\x80\x04N.")
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tmp_path / "model.ckpt"),
-                         "--text-encoder", str(tmp_path), "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tmp_path / "model.ckpt"),
+        "--text-encoder",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 2 and "model.ckpt' is a pickle file" in err
     assert_one_line(err)
 
 
 def test_a_checkpoint_without_text_encoder_asks_for_one(capsys, tmp_path, tiny_checkpoint):
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
-                         "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 2 and "holds no text encoder; pass --text-encoder" in err
 
 
@@ -148,8 +193,19 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
 
     monkeypatch.setattr(cli, "load_models", lambda *a: (None, None))
     monkeypatch.setattr(cli, "generate", out_of_memory)
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
-                         "--text-encoder", str(tmp_path), "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tmp_path),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 1
     assert "out of memory generating 32x32, 9 frames" in err and "lower --width/--height/--frames" in err
     assert not (tmp_path / "o.mp4").exists()
@@ -158,8 +214,9 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
 # ---------------------------------------------------------------- runs
 
 
-def test_interrupt_during_sampling_exits_130_and_leaves_no_file(capsys, tmp_path, monkeypatch, tiny_checkpoint,
-                                                                tiny_t5_folder):
+def test_interrupt_during_sampling_exits_130_and_leaves_no_file(
+    capsys, tmp_path, monkeypatch, tiny_checkpoint, tiny_t5_folder
+):
     """A KeyboardInterrupt from the progress callback (what Ctrl-C raises mid-step)."""
     real_generate = cli.generate
     steps_seen = []
@@ -175,8 +232,19 @@ def test_interrupt_during_sampling_exits_130_and_leaves_no_file(capsys, tmp_path
     monkeypatch.setattr(cli, "generate", interrupted_generate)
     out = tmp_path / "out"
     out.mkdir()
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
-                         "--text-encoder", str(tiny_t5_folder), "--output", str(out / "o.mp4"), *SMALL)
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(out / "o.mp4"),
+        *SMALL,
+    )
     assert code == 130 and "interrupted: no video written" in err
     assert steps_seen == [0]
     assert list(out.iterdir()) == []
@@ -185,8 +253,20 @@ def test_interrupt_during_sampling_exits_130_and_leaves_no_file(capsys, tmp_path
 def test_overwrite_replaces_an_existing_video(capsys, tmp_path, tiny_checkpoint, tiny_t5_folder):
     target = tmp_path / "o.mp4"
     target.write_bytes(b"old video")
-    code, _ = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint),
-                       "--text-encoder", str(tiny_t5_folder), "--output", str(target), "--overwrite", *SMALL)
+    code, _ = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(target),
+        "--overwrite",
+        *SMALL,
+    )
     assert code == 0
     with av.open(str(target)) as container:
         assert container.streams.video[0].frames == 9
@@ -194,20 +274,53 @@ def test_overwrite_replaces_an_existing_video(capsys, tmp_path, tiny_checkpoint,
 
 def test_a_diffusers_folder_brings_its_own_text_encoder(capsys, tmp_path, tiny_t5_folder):
     folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.5", text_encoder=tiny_t5_folder)
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(folder),
-                         "--output", str(tmp_path / "o.mp4"), "--cfg", "1", *SMALL)
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(folder),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "--cfg",
+        "1",
+        *SMALL,
+    )
     assert code == 0, err
     assert read_video_metadata(tmp_path / "o.mp4")["comment"] == "a fox"
 
 
-def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_size(tmp_path, tiny_checkpoint,
-                                                                                   tiny_t5_folder):
+def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_size(
+    tmp_path, tiny_checkpoint, tiny_t5_folder
+):
     """The real command line, with a first frame of another size (fitted, with a warning)."""
     Image.new("RGB", (80, 40), (200, 30, 30)).save(tmp_path / "first.png")
     done = run_module(
-        "generate", "--prompt", "a red fox runs", "--checkpoint", str(tiny_checkpoint),
-        "--text-encoder", str(tiny_t5_folder), "--image", "first.png", "--width", "64", "--height", "32",
-        "--frames", "17", "--steps", "2", "--fps", "12", "--seed", "3", "--output", "clip.mp4", cwd=tmp_path,
+        "generate",
+        "--prompt",
+        "a red fox runs",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--image",
+        "first.png",
+        "--width",
+        "64",
+        "--height",
+        "32",
+        "--frames",
+        "17",
+        "--steps",
+        "2",
+        "--fps",
+        "12",
+        "--seed",
+        "3",
+        "--output",
+        "clip.mp4",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "center-cropped" in done.stderr and "sampling" in done.stderr

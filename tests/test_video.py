@@ -22,8 +22,12 @@ def smooth_frames(count: int = 9, height: int = 32, width: int = 64) -> torch.Te
     """A moving colour gradient: smooth enough for H.264 to keep it nearly exact."""
     y = torch.linspace(0, 1, height)[:, None]
     x = torch.linspace(0, 1, width)[None, :]
-    frames = [torch.stack([x.expand(height, width), y.expand(height, width), torch.full((height, width), t / count)], -1)
-              for t in range(count)]
+    frames = [
+        torch.stack(
+            [x.expand(height, width), y.expand(height, width), torch.full((height, width), t / count)], -1
+        )
+        for t in range(count)
+    ]
     return torch.stack(frames)
 
 
@@ -54,8 +58,12 @@ def test_metadata_is_stored_as_container_tags_the_way_comfyui_reads_them(tmp_pat
     """ComfyUI reopens a workflow from the `prompt`/`workflow` tags: they must be JSON text."""
     workflow = {"nodes": [{"id": 1, "type": "LTXVSampler"}], "links": []}
     prompt = {"1": {"class_type": "LTXVSampler", "inputs": {"seed": 0}}}
-    out = video.write_mp4(smooth_frames(count=2), tmp_path / "clip.mp4", fps=24,
-                          metadata={"prompt": prompt, "workflow": workflow, "comment": "made by ltx_core"})
+    out = video.write_mp4(
+        smooth_frames(count=2),
+        tmp_path / "clip.mp4",
+        fps=24,
+        metadata={"prompt": prompt, "workflow": workflow, "comment": "made by ltx_core"},
+    )
     tags = video.read_video_metadata(out)
     assert json.loads(tags["prompt"]) == prompt
     assert json.loads(tags["workflow"]) == workflow
