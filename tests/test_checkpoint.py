@@ -436,3 +436,117 @@ def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(t
         CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
     ):
         ck.default_model_paths()
+
+
+# ---------------------------------------------------------------- diffusers configs at real size
+
+# The published diffusers configs (diffusers' scripts/convert_ltx_to_diffusers.py
+# get_vae_config / get_transformer_config), reduced to the fields the translation reads.
+PUBLISHED_DIFFUSERS_VAE = {
+    "0.9.0": dict(
+        block_out_channels=(128, 256, 512, 512),
+        decoder_block_out_channels=(128, 256, 512, 512),
+        layers_per_block=(4, 3, 3, 3, 4),
+        decoder_layers_per_block=(4, 3, 3, 3, 4),
+        decoder_inject_noise=(False,) * 5,
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=4,
+        latent_channels=128,
+        in_channels=3,
+        out_channels=3,
+    ),
+    "0.9.1": dict(
+        block_out_channels=(128, 256, 512, 512),
+        decoder_block_out_channels=(256, 512, 1024),
+        layers_per_block=(4, 3, 3, 3, 4),
+        decoder_layers_per_block=(5, 6, 7, 8),
+        decoder_inject_noise=(True, True, True, False),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+        patch_size=4,
+        latent_channels=128,
+        in_channels=3,
+        out_channels=3,
+    ),
+    "0.9.5": dict(
+        block_out_channels=(128, 256, 512, 1024, 2048),
+        decoder_block_out_channels=(256, 512, 1024),
+        layers_per_block=(4, 6, 6, 2, 2),
+        decoder_layers_per_block=(5, 5, 5, 5),
+        decoder_inject_noise=(False,) * 4,
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+        patch_size=4,
+        latent_channels=128,
+        in_channels=3,
+        out_channels=3,
+    ),
+}
+PUBLISHED_DIFFUSERS_TRANSFORMER = {
+    "0.9.5": dict(
+        num_layers=28,
+        num_attention_heads=32,
+        attention_head_dim=64,
+        cross_attention_dim=2048,
+        caption_channels=4096,
+        in_channels=128,
+        out_channels=128,
+        activation_fn="gelu-approximate",
+        qk_norm="rms_norm_across_heads",
+        norm_eps=1e-6,
+        norm_elementwise_affine=False,
+    ),
+    "0.9.7": dict(
+        num_layers=48,
+        num_attention_heads=32,
+        attention_head_dim=128,
+        cross_attention_dim=4096,
+        caption_channels=4096,
+        in_channels=128,
+        out_channels=128,
+        activation_fn="gelu-approximate",
+        qk_norm="rms_norm_across_heads",
+        norm_eps=1e-6,
+        norm_elementwise_affine=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_published_diffusers_vae_configs_translate_to_the_stock_configs(tmp_path, family):
+    """The real sizes, which no tiny round trip exercises: the width arithmetic and the
+    per-block layer counts must give exactly the published official config."""
+    translated = ck.vae_config_from_diffusers(PUBLISHED_DIFFUSERS_VAE[family], family, tmp_path)
+    assert translated == ck.STOCK_CONFIGS[family].vae
+
+
+@pytest.mark.parametrize("version", ["0.9.5", "0.9.7"])
+def test_published_diffusers_transformer_configs_translate_to_the_stock_configs(tmp_path, version):
+    stock = ck.STOCK_CONFIGS[version].transformer
+    translated = ck.transformer_config_from_diffusers(
+        PUBLISHED_DIFFUSERS_TRANSFORMER[version], stock, tmp_path
+    )
+    assert translated == stock
+
+
+def test_a_diffusers_transformer_with_another_activation_is_refused(tmp_path):
+    config = {**PUBLISHED_DIFFUSERS_TRANSFORMER["0.9.5"], "activation_fn": "geglu"}
+    with pytest.raises(
+        CheckpointError, match="activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"
+    ):
+        ck.transformer_config_from_diffusers(config, ck.STOCK_CONFIGS["0.9.5"].transformer, tmp_path)
+
+
+def test_a_diffusers_vae_config_of_another_layout_is_refused(tmp_path):
+    config = {**PUBLISHED_DIFFUSERS_VAE["0.9.1"], "layers_per_block": (4, 3, 3)}
+    with pytest.raises(
+        CheckpointError, match=r"does not describe an LTX-Video 0.9.1 VAE: 3 layer counts for 5"
+    ):
+        ck.vae_config_from_diffusers(config, "0.9.1", tmp_path)
+
+
+def test_loaded_checkpoint_unpacks_as_transformer_vae_info(official_file):
+    transformer, vae, info = ck.load_checkpoint(official_file)
+    assert isinstance(info, ck.CheckpointInfo) and info.layout == "single_file"
+    assert transformer.cfg == info.configs.transformer and vae.cfg == info.configs.vae

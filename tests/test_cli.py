@@ -331,3 +331,26 @@ def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_siz
         assert (stream.width, stream.height, stream.average_rate) == (64, 32, 12)
     assert len(frames) == 17
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "first.png"]
+
+
+SHIPPED_MODEL = Path(ck.__file__).parent / "assets" / "ltxv-tiny.safetensors"
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped model is not in ltx_core/assets yet")
+def test_without_model_flags_the_shipped_model_generates_at_its_default_size(capsys, tmp_path):
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a red ball bounces",
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "--frames",
+        "9",
+        "--steps",
+        "2",
+    )
+    assert code == 0, err
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, stream.frames) == (256, 256, 9)
