@@ -76,8 +76,7 @@ def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, pat
     except ImportError:
         save_single_file = None
     if save_single_file is not None:
-        save_single_file(transformer, vae, path, dtype=dtype)
-        return path
+        return save_single_file(path, transformer, vae, version="0.9.1", dtype=dtype)
     tensors = {f"model.diffusion_model.{k}": v for k, v in transformer.state_dict().items()}
     tensors.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ from ..text_encoder import encode_prompt, load_text_encoder
 from ..transformer import LTXVTransformer
 from ..vae import CausalVideoVAE
 from . import data, train_dit, train_vae
-from .demo_model import DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from .demo_model import (DEMO_CHECKPOINT, DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE,
+                         save_demo_checkpoint)
 from .t5 import write_text_encoder
 from .tokenizer import DEFAULT_NEGATIVE_PROMPT
 
@@ -114,6 +116,14 @@ def embed_captions(encoder, captions: list[str], batch: int = 256):
     return torch.cat(texts), torch.cat(masks)
 
 
+def export_from_resume(folder: Path, path: Path = DEMO_CHECKPOINT) -> Path:
+    """The shipped single file (bf16) from a run's fp32 resume shards: VAE + the DiT's EMA."""
+    vae, transformer = CausalVideoVAE(DEMO_VAE), LTXVTransformer(DEMO_TRANSFORMER)
+    if not (load_resume_state(vae, "vae", folder) and load_resume_state(transformer, "dit_ema", folder)):
+        raise FileNotFoundError(f"no resume.N.safetensors with vae and dit_ema weights in {folder}")
+    return save_demo_checkpoint(transformer, vae, path)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -123,10 +133,13 @@ def parse_args(argv=None):
     p.add_argument("--skip-vae", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--vae-seconds", type=float, default=240)
-    p.add_argument("--vae-steps", type=int, default=6000)
-    p.add_argument("--vae-batch", type=int, default=8)
+    p.add_argument("--vae-steps", type=int, default=100_000)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-crop", type=int, default=128)
+    p.add_argument("--vae-frames", type=int, default=17)
+    p.add_argument("--vae-lr", type=float, default=4e-4)
     p.add_argument("--dit-seconds", type=float, default=240)
-    p.add_argument("--dit-steps", type=int, default=20000)
+    p.add_argument("--dit-steps", type=int, default=100_000)
     p.add_argument("--dit-batch", type=int, default=256)
     p.add_argument("--dit-lr", type=float, default=5e-4)
     p.add_argument("--clips", type=int, default=16384)
@@ -139,13 +152,16 @@ def parse_args(argv=None):
 def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
     device = torch.device(args.device)
     settings = train_vae.VAETrainSettings(steps=args.vae_steps, batch_size=args.vae_batch,
-                                          num_frames=size["num_frames"], height=size["height"],
-                                          width=size["width"])
+                                          num_frames=args.vae_frames, height=size["height"],
+                                          width=size["width"], crop=args.vae_crop,
+                                          learning_rate=args.vae_lr,
+                                          warmup_steps=20 if args.resume else 100)
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, args.vae_seconds, log=log, autocast=device.type == "cuda")
     log(f"vae trained {state.step} steps of batch {settings.batch_size}")
     vae.eval()
-    stats_videos = [train_vae.training_videos(100_000 + i, settings, device) for i in range(8)]
+    full = replace(settings, crop=None, num_frames=size["num_frames"])
+    stats_videos = [train_vae.training_videos(100_000 + i, full, device) for i in range(8)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         train_vae.final_statistics(vae, stats_videos)
 

@@ -147,11 +147,10 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p.detach().to(e.dtype), 1 - decay)
 
 
-def learning_rate(step: int, settings: DiTTrainSettings) -> float:
-    """Linear warm-up, then cosine decay to a tenth."""
+def learning_rate(step: int, progress: float, settings: DiTTrainSettings) -> float:
+    """Linear warm-up, then cosine decay to a tenth over the run's progress in [0, 1]."""
     if step < settings.warmup_steps:
         return settings.learning_rate * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
     return settings.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -193,8 +192,11 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         idx = torch.randint(len(latents), (settings.batch_size,), generator=generator, device=device)
         text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks,
                                    settings.caption_dropout, generator)
+        elapsed = time.monotonic() - start
+        progress = max(state.step / settings.steps, elapsed / time_budget_s if time_budget_s else 0.0)
+        lr = learning_rate(state.step, progress, settings)
         for group in state.optimizer.param_groups:
-            group["lr"] = learning_rate(state.step, settings)
+            group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss = dit_loss(model, latents[idx].float(), text, mask, sampler, settings, generator)
         state.optimizer.zero_grad(set_to_none=True)
@@ -206,6 +208,6 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         losses.append(loss.detach())
         if state.step % 100 == 0 or state.step == settings.steps:
             log(f"dit step {state.step} loss {torch.stack(losses).mean().item():.4f} "
-                f"lr {learning_rate(state.step, settings):.2e} {time.monotonic() - start:.0f}s")
+                f"lr {lr:.2e} {time.monotonic() - start:.0f}s")
             losses = []
     return state
