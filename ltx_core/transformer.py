@@ -25,6 +25,9 @@ TIMESTEP_FEATURES = 256
 MASKED_TEXT_BIAS = -10000.0
 # QK-norm epsilon, fixed in the reference's Attention whatever the config's norm_eps.
 QK_NORM_EPS = 1e-5
+# Spatiotemporal skip guidance (STG): how a perturbed block's self-attention is replaced,
+# Lightricks' `SkipLayerStrategy.AttentionValues` / `AttentionSkip` (see `Attention.forward`).
+STG_MODES = ("attention_values", "attention_skip")
 
 
 def timestep_sinusoids(timesteps: Tensor, width: int = TIMESTEP_FEATURES, max_period: float = 10000.0) -> Tensor:
@@ -106,6 +109,10 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention with RMS QK-norm across all heads (2.2.2) and optional RoPE."""
 
+    # (q, k, v, attn_mask) -> output, all heads-first (B, H, T, D/H): replaceable per module
+    # (`ltx_core.distributed` swaps the self-attention's for sequence-parallel attention).
+    attention_fn = staticmethod(F.scaled_dot_product_attention)
+
     def __init__(self, dim: int, context_dim: int, heads: int, bias: bool):
         super().__init__()
         self.heads = heads
@@ -149,14 +156,24 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
+        skip: Tensor | None = None,
+        skip_mode: str = "attention_values",
     ) -> Tensor:
+        """`skip` (B, 1, 1), 1 = attend, 0 = perturbed (STG), mixes in before `to_out` either
+        the values (an identity attention map) or the attention's own input (attention
+        bypassed), as Lightricks' AttnProcessor2_0 does for its two strategies."""
         q, k, v = self._project(x, context)  # (B, T, D), (B, S, D), (B, S, D)
+        values = v
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:  # RoPE rotates the full width, before the split into heads
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
-        return self.to_out[0](rearrange(out, "b h n d -> b n (h d)"))
+        out = self.attention_fn(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
+        out = rearrange(out, "b h n d -> b n (h d)")
+        if skip is not None:
+            kept = values if skip_mode == "attention_values" else x
+            out = out * skip + kept * (1.0 - skip)
+        return self.to_out[0](out)
 
 
 class TransformerBlock(nn.Module):
@@ -179,12 +196,14 @@ class TransformerBlock(nn.Module):
         self.attn2.fuse_projections(self_attention=False)
 
     def forward(
-        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None
-    ) -> Tensor:
+        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None,
+        skip: Tensor | None = None, skip_mode: str = "attention_values",
+    ) -> Tensor:  # fmt: skip
         # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
         ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
-        x = x + gate_msa * self.attn1(self.norm1(x) * (1 + scale_msa) + shift_msa, rope=rope)
+        attn_input = self.norm1(x) * (1 + scale_msa) + shift_msa
+        x = x + gate_msa * self.attn1(attn_input, rope=rope, skip=skip, skip_mode=skip_mode)
         x = x + self.attn2(x, context=text, bias=text_bias)  # no norm, no modulation: the reference's
         x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return x
@@ -206,16 +225,37 @@ class LTXVTransformer(nn.Module):
         self.proj_out = nn.Linear(dim, cfg.out_channels)
 
     def forward(
-        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor
-    ) -> Tensor:
+        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
+        perturbed: Tensor | None = None, stg_blocks: tuple[int, ...] = (), stg_mode: str = "attention_values",
+    ) -> Tensor:  # fmt: skip
         """latent (B, T, in_channels); timestep sigmas in [0, 1], (B, T) per token or (B,);
         text (B, L, caption_channels); text_mask (B, L), 1 = keep, or None; coords (B, 3, T)
-        from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels)."""
+        from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels).
+
+        STG: the batch items where `perturbed` (B,) is true get the self-attention of the
+        blocks `stg_blocks` replaced as `stg_mode` says (see `Attention.forward`)."""
         self._check_inputs(latent, timestep, text, text_mask, coords)
+        skip = self._skip_mask(perturbed, stg_blocks, stg_mode, latent.shape[0])
         x, modulation, embedded_t, context, text_bias, rope = self.prepare(latent, timestep, text, text_mask, coords)
-        for block in self.transformer_blocks:
-            x = block(x, modulation, rope, context, text_bias)
+        for index, block in enumerate(self.transformer_blocks):
+            if skip is not None and index in stg_blocks:
+                x = block(x, modulation, rope, context, text_bias, skip.to(x.dtype), stg_mode)
+            else:
+                x = block(x, modulation, rope, context, text_bias)
         return self.finish(x, embedded_t)
+
+    def _skip_mask(self, perturbed: Tensor | None, blocks: tuple[int, ...], mode: str, batch: int) -> Tensor | None:
+        """(B,) perturbed flags -> Lightricks' per-item skip mask (B, 1, 1), 0 = perturbed."""
+        if perturbed is None or not blocks:
+            return None
+        if mode not in STG_MODES:
+            raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
+        layers = len(self.transformer_blocks)
+        if any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < layers for b in blocks):
+            raise SettingsError(f"stg_blocks {tuple(blocks)} name blocks this model lacks; allowed: 0 to {layers - 1}")
+        if tuple(perturbed.shape) != (batch,):
+            raise SettingsError(f"perturbed has shape {tuple(perturbed.shape)}; allowed: ({batch},), one per item")
+        return (~perturbed.bool()).float().view(batch, 1, 1)
 
     # `prepare`, each block and `finish` are the regions `acceleration.optimize_transformer`
     # compiles: the 28 blocks share one compiled graph.
