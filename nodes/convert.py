@@ -9,6 +9,7 @@ same layout and normalization as ComfyUI's own LTXV latents, with a token's time
 
 from __future__ import annotations
 
+import comfy.model_management
 import torch
 
 from ..ltx_core import conditioning as core_conditioning
@@ -21,7 +22,9 @@ PROMPT_IS_EMPTY = "ltxv_core_prompt_is_empty"  # our key in the conditioning's d
 
 
 def embeddings_to_conditioning(embeddings, prompt_is_empty: bool = False) -> list:
-    return [[embeddings.embeds, {"attention_mask": embeddings.mask, PROMPT_IS_EMPTY: prompt_is_empty}]]
+    device = comfy.model_management.intermediate_device()
+    extras = {"attention_mask": embeddings.mask.to(device), PROMPT_IS_EMPTY: prompt_is_empty}
+    return [[embeddings.embeds.to(device), extras]]
 
 
 def conditioning_to_embeddings(conditioning: list, name: str, required: bool = False):
@@ -50,10 +53,10 @@ def latent_to_core(latent: dict):
 
 
 def core_to_latent(conditioned) -> dict:
-    latent = {"samples": conditioned.samples}
-    if conditioned.noise_mask is not None:
-        latent["noise_mask"] = conditioned.noise_mask
-    return latent
+    """The core's `ConditionedLatent` as a `LATENT` on ComfyUI's intermediate device
+    (where ComfyUI keeps tensors between nodes)."""
+    device = comfy.model_management.intermediate_device()
+    return {"samples": conditioned.samples.to(device), "noise_mask": conditioned.noise_mask.to(device)}
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:

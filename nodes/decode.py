@@ -27,9 +27,9 @@ class LTXVCoreDenoisingDecode:
         }}  # fmt: skip
 
     def decode(self, vae, latent, timestep, decode_noise_scale, seed):
-        device = memory.load(vae)
-        frames = core_pipeline.decode_frames(
-            vae.model, latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
-            generator=seeded_generator(seed), device=device,
-        )  # fmt: skip
+        with memory.on_device(vae) as device:
+            frames = core_pipeline.decode_frames(
+                vae.model, latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
+                generator=seeded_generator(seed), device=device,
+            )  # fmt: skip
         return (frames_to_image(frames),)

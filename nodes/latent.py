@@ -8,6 +8,8 @@ ComfyUI's built-in LTXV nodes; a conditioning frame's timestep travels as `noise
 
 from __future__ import annotations
 
+import comfy.model_management
+
 from ..ltx_core import conditioning as core_conditioning
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.configs import LTXV_VAE_0_9_5
@@ -84,9 +86,9 @@ class LTXVCoreVAEEncodeFirstFrame:
         return check_size(width, height)
 
     def encode(self, vae, image, width, height):
-        device = memory.load(vae)
-        latent = core_pipeline.encode_first_frame(vae.model, image, width, height, device=device)
-        return ({"samples": latent},)
+        with memory.on_device(vae) as device:
+            latent = core_pipeline.encode_first_frame(vae.model, image, width, height, device=device)
+        return ({"samples": latent.to(comfy.model_management.intermediate_device())},)
 
 
 class LTXVCoreConditionFirstFrame:

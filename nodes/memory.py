@@ -2,11 +2,15 @@
 
 Each model is wrapped in `comfy.model_patcher.ModelPatcher`, so ComfyUI's memory manager
 counts it, moves it with `load_models_gpu` and offloads it when another model needs the
-room, as it does for its own models. A node asks for its model right before it runs.
+room, as it does for its own models. A model sits on its device only while its node
+runs (`on_device`): LTX-Video's models are large next to the activations of a long video,
+and T5-XXL is not needed again until the prompt changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import comfy.model_management as mm
@@ -48,16 +52,19 @@ def patcher(module: torch.nn.Module, kind: str, device: str) -> comfy.model_patc
     return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
 
 
-def load(model: comfy.model_patcher.ModelPatcher) -> torch.device:
-    """Move the model to its load device through ComfyUI (which may offload others first)
-    and return that device."""
+@contextmanager
+def on_device(model: comfy.model_patcher.ModelPatcher) -> Iterator[torch.device]:
+    """The model on its load device, moved there by ComfyUI (which offloads others first
+    when it needs the room), for the duration of a node; then back to its offload device."""
     mm.load_models_gpu([model])
-    return model.load_device
+    try:
+        yield model.load_device
+    finally:
+        offload(model)
 
 
 def offload(model: comfy.model_patcher.ModelPatcher) -> None:
-    """Give the model's device memory back now (T5-XXL is larger than the transformer
-    and is not needed again until the prompt changes)."""
+    """Give the model's device memory back now and take it off ComfyUI's loaded list."""
     if model.load_device == model.offload_device:
         return
     for index in range(len(mm.current_loaded_models) - 1, -1, -1):

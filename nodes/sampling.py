@@ -99,19 +99,14 @@ class LTXVCoreSampler:
         if sigmas is None:
             schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
             sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
-        device = memory.load(model)
-        result = core_pipeline.denoise(
-            model.model,
-            conditioned,
-            conditioning_to_embeddings(positive, "positive", required=True),
-            conditioning_to_embeddings(negative, "negative"),
-            sigmas=sigmas,
-            guidance=cfg,
-            frame_rate=frame_rate,
-            generator=seeded_generator(seed),
-            callback=_progress_callback(len(sigmas) - 1),
-            device=device,
-        )
+        positive = conditioning_to_embeddings(positive, "positive", required=True)
+        negative = conditioning_to_embeddings(negative, "negative")
+        with memory.on_device(model) as device:
+            result = core_pipeline.denoise(
+                model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
+                frame_rate=frame_rate, generator=seeded_generator(seed),
+                callback=_progress_callback(len(sigmas) - 1), device=device,
+            )  # fmt: skip
         return (core_to_latent(result),)
 
 

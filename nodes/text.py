@@ -27,10 +27,7 @@ class LTXVCoreT5Encode:
         }}  # fmt: skip
 
     def encode(self, t5, text, max_tokens):
-        memory.load(t5.patcher)
-        try:
+        with memory.on_device(t5.patcher):
             # the negative prompt may be empty; the sampler refuses an empty positive one
             embeddings = core_text_encoder.encode_prompt(t5.encoder, [text], max_tokens=max_tokens, allow_empty=True)
-        finally:
-            memory.offload(t5.patcher)
         return (embeddings_to_conditioning(embeddings, prompt_is_empty=not text.strip()),)

@@ -222,18 +222,18 @@ def test_cancel_in_comfyui_raises_from_the_step_callback(pack):
         mm.interrupt_current_processing(False)
 
 
-def test_a_model_leaves_its_device_when_offloaded(pack):
-    """On a GPU the T5 goes back to the offload device right after encoding; the same path
-    is taken here with `meta` standing in for the offload device."""
+def test_a_model_sits_on_its_device_only_while_its_node_runs(pack):
+    """On a GPU each model goes back to its offload device when its node is done (T5-XXL
+    right after encoding); the same path is taken here with `meta` as the offload device."""
     import comfy.model_management as mm
     import comfy.model_patcher
 
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     module = torch.nn.Linear(4, 4)
     patcher = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cpu"), offload_device=torch.device("meta"))
-    assert memory.load(patcher) == torch.device("cpu")
-    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
-    memory.offload(patcher)
+    with memory.on_device(patcher) as device:
+        assert device == torch.device("cpu") and module.weight.device.type == "cpu"
+        assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
     assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
     assert module.weight.device.type == "meta"
 
