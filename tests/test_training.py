@@ -1,0 +1,210 @@
+"""The training code of the shipped demo model (issue 5), on CPU at toy sizes: data is a
+pure function of its seed, the held-out split never reaches training, the tokenizer and
+the analysis read what the data says, and each loop runs and lowers its loss."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import sentencepiece
+import torch
+from safetensors import safe_open
+
+from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
+from ltx_core.transformer import LTXVTransformer
+from ltx_core.vae import CausalVideoVAE
+from ltx_core.training import analysis, data, losses, train_dit, train_vae
+from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from ltx_core.training.tokenizer import train_tokenizer
+
+ATOL = 1e-6
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_the_same_seed_and_index_give_the_same_clip_and_caption():
+    """Training data and the evaluation set must be reproducible on any machine."""
+    a, b = data.sample_clip_spec(3, 17), data.sample_clip_spec(3, 17)
+    assert a == b and data.caption(a) == data.caption(b)
+    assert torch.equal(data.render_clip(a, 9, 64, 64), data.render_clip(b, 9, 64, 64))
+    assert data.sample_clip_spec(3, 18) != a
+
+
+def test_held_out_combinations_never_appear_in_training_but_every_word_does():
+    """A leak would make the held-out evaluation measure memory, not composition."""
+    train = data.training_specs(0, 0, 2000)
+    heldout = data.heldout_specs(200)
+    assert not any(data.is_heldout(s.main.color, s.main.shape, s.main.motion) for s in train)
+    assert not any(s.second and data.is_heldout(s.second.color, s.second.shape, s.second.motion)
+                   for s in train)
+    assert all(data.is_heldout(s.main.color, s.main.shape, s.main.motion) for s in heldout)
+    seen = {(s.main.color, s.main.shape, s.main.motion) for s in train}
+    for color in data.SHAPE_COLORS:
+        assert any(c == color for c, _, _ in seen)
+    for motion in data.MOTIONS:
+        assert any(m == motion for _, _, m in seen)
+    assert len({(s.main.color, s.main.shape, s.main.motion) for s in heldout}) == 24
+
+
+def test_rendered_clips_are_in_range_and_keep_backgrounds_darker_than_shapes():
+    spec = data.sample_clip_spec(0, 5)
+    video = data.render_clip(spec, 9, 64, 64)
+    assert video.shape == (3, 9, 64, 64)
+    assert video.min() >= -1 and video.max() <= 1
+    assert (video + 1).div(2).amax(0).max() > analysis.BRIGHTNESS_THRESHOLD
+
+
+def test_the_analysis_reads_the_ground_truth_of_held_out_clips():
+    """The evaluation's reader must be right on real clips before it judges generated ones."""
+    for spec in data.heldout_specs(12):
+        frames = ((data.render_clip(spec, 25, 96, 96) + 1) / 2).permute(1, 2, 3, 0)
+        reading = analysis.read_clip(frames)
+        assert (reading.color, reading.shape, reading.motion) == (
+            spec.main.color, spec.main.shape, spec.main.motion), data.caption(spec)
+
+
+def test_an_empty_clip_reads_as_nothing():
+    reading = analysis.read_clip(torch.zeros(9, 32, 32, 3))
+    assert reading.color is None and reading.motion is None
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_the_tokenizer_keeps_caption_words_whole_and_has_t5_special_ids(tmp_path):
+    """T5's loader expects pad 0, eos 1, unk 2; whole words make the text encoder's job easy."""
+    path = train_tokenizer(tmp_path / "spiece.model")
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    assert (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) == (0, 1, 2, -1)
+    assert sp.encode("A red circle slides to the left", out_type=str) == [
+        "▁A", "▁red", "▁circle", "▁slides", "▁to", "▁the", "▁left"]
+    assert path.read_bytes() == train_tokenizer(tmp_path / "again.model").read_bytes()
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_the_3d_haar_transform_keeps_energy_and_splits_into_eight_bands():
+    video = torch.randn(2, 3, 8, 16, 16)
+    bands = losses.haar_dwt_3d(video)
+    assert bands.shape == (2, 8, 3, 4, 8, 8)
+    assert math.isclose(float((bands ** 2).sum()), float((video ** 2).sum()), rel_tol=1e-5)
+    assert float(losses.dwt_l1_loss(video, video)) < ATOL
+
+
+def test_the_discriminator_sees_both_videos_and_its_order_matters():
+    """Reconstruction GAN (2.1.2): swapping original and reconstruction changes the verdict."""
+    torch.manual_seed(0)
+    disc = losses.PairDiscriminator(width=8)
+    a, b = torch.randn(1, 3, 5, 16, 16), torch.randn(1, 3, 5, 16, 16)
+    assert not torch.allclose(disc(a, b), disc(b, a))
+    assert disc(a, b).shape[:2] == (1, 1)
+
+
+def test_uniform_kl_is_zero_for_the_standard_normal():
+    assert float(losses.uniform_kl(torch.zeros(4), torch.zeros(4))) < ATOL
+
+
+# ---------------------------------------------------------------- DiT timesteps and noising
+
+
+def test_timesteps_follow_the_token_count_shift_and_keep_both_tails():
+    """Paper 2.5.2: more tokens push t towards noise; the clamped pdf starves no tail."""
+    gen = torch.Generator().manual_seed(0)
+    few = train_dit.TimestepSampler(256).sample(20000, gen)
+    many = train_dit.TimestepSampler(4096).sample(20000, gen)
+    assert many.mean() > few.mean()
+    assert 0 < few.min() and few.max() < 1
+    probs = train_dit.clamped_logit_normal_pdf(0.0)
+    assert probs[0] > 0 and probs[-1] > 0
+    assert math.isclose(float(probs.sum()), 1.0, rel_tol=1e-9)
+
+
+def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_from_the_loss():
+    """Paper 2.4: conditioning tokens carry t_c <= max_first_frame_t and are not learned."""
+    settings = train_dit.DiTTrainSettings(first_frame_probability=1.0, max_first_frame_t=0.1)
+    latent = torch.randn(4, 128, 3, 2, 2)
+    t = torch.full((4,), 0.9)
+    x_t, per_token, target, weight = train_dit.noised_tokens(latent, t, settings, torch.Generator().manual_seed(0))
+    first = slice(0, 4)  # 2 x 2 tokens of latent frame 0
+    assert (per_token[:, first] <= 0.1).all() and (per_token[:, 4:] == 0.9).all()
+    assert (weight[:, first] == 0).all() and (weight[:, 4:] == 1).all()
+    # tokens at t = 0 are the clean latent itself
+    clean = per_token[:, 0] == 0
+    tokens = latent.flatten(2).transpose(1, 2)
+    assert torch.allclose(x_t[clean][:, :4], tokens[clean][:, :4], atol=ATOL)
+    assert target.shape == x_t.shape
+
+
+def test_caption_dropout_replaces_captions_by_a_null_prompt():
+    text, mask = torch.ones(64, 3, 2), torch.ones(64, 3, dtype=torch.bool)
+    null, null_mask = torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.bool)
+    out, out_mask = train_dit.drop_captions(text, mask, null, null_mask, 0.5, torch.Generator().manual_seed(0))
+    dropped = (out == 0).all(-1).all(-1)
+    assert 10 < int(dropped.sum()) < 54
+    assert not out_mask[dropped].any()
+
+
+# ---------------------------------------------------------------- loops
+
+
+def test_the_dit_loop_lowers_its_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    settings = train_dit.DiTTrainSettings(steps=60, batch_size=4, warmup_steps=5, learning_rate=3e-3,
+                                          caption_dropout=0.0)
+    latents = torch.randn(4, 128, 2, 2, 2)
+    texts, masks = torch.randn(4, 5, 32), torch.ones(4, 5, dtype=torch.bool)
+    sampler = train_dit.TimestepSampler(8)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(train_dit.dit_loss(model, latents, texts, masks, sampler, settings,
+                                            torch.Generator().manual_seed(1)))
+    before = loss()
+    state = train_dit.new_state(model, settings)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None)
+    assert state.step == 60
+    assert loss() < 0.8 * before
+
+
+def test_the_vae_loop_runs_with_every_loss_and_tracks_latent_statistics():
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    settings = train_vae.VAETrainSettings(steps=4, batch_size=1, num_frames=9, height=64, width=64,
+                                          crop=32, warmup_steps=1, gan_start_fraction=0.5)
+    state = train_vae.new_state(vae, settings)
+    train_vae.train_vae(state, settings, log=lambda _: None)
+    assert state.step == 4
+    assert "gan" in state.log[-1] and "dwt" in state.log[-1]
+    std = vae.per_channel_statistics.get_buffer("std-of-means")
+    assert not torch.allclose(std, torch.ones_like(std))
+
+
+def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
+    """Every loader reads the shipped file like the real thing: prefixes and `config` JSON."""
+    torch.manual_seed(0)
+    path = save_demo_checkpoint(LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE),
+                                tmp_path / "tiny.safetensors")
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+        config = json.loads(f.metadata()["config"])
+        assert f.get_tensor("model.diffusion_model.patchify_proj.weight").dtype == torch.bfloat16
+    assert "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight" in keys
+    assert config["transformer"]["num_layers"] == DEMO_TRANSFORMER.num_layers
+    assert config["vae"]["timestep_conditioning"] is True
+    assert path.stat().st_size < 16 * 2**20
+
+
+@pytest.mark.parametrize("name", ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece.model"])
+def test_shipped_assets_stay_under_the_package_limits(name):
+    from ltx_core.training.demo_model import ASSETS
+    path = ASSETS / name
+    if not path.exists():
+        pytest.skip(f"{name} not shipped in this checkout")
+    assert path.stat().st_size < 16 * 2**20
+    total = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
+    assert total < 30_000_000
