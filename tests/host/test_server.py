@@ -16,8 +16,10 @@ from safetensors.torch import save_file
 import torch
 
 from ltx_core import video as core_video
+from ..fixtures_checkpoints import write_diffusers_folder
 from .comfy_env import PromptRejected, assert_succeeded, status_messages
 from .conftest import (
+    RELEASE,
     TEST_FRAMES,
     TEST_HEIGHT,
     TEST_WIDTH,
@@ -115,6 +117,19 @@ def _decoded_frames_as_png(prompt: dict, prefix: str) -> dict:
     [decode_id] = [node_id for node_id, node in prompt.items() if node["class_type"] == "LTXVCoreDenoisingDecode"]
     prompt["png"] = {"class_type": "SaveImage", "inputs": {"images": [decode_id, 0], "filename_prefix": prefix}}
     return prompt
+
+
+def test_a_diffusers_folder_is_listed_as_one_checkpoint_and_runs(comfy_server):
+    write_diffusers_folder(comfy_server.checkpoints_dir / "ltxv-tiny-diffusers", RELEASE)
+    choices = comfy_server.get("/object_info/LTXVCoreCheckpointLoader")["LTXVCoreCheckpointLoader"]
+    names = choices["input"]["required"]["ckpt_name"][0]
+    assert "ltxv-tiny-diffusers" in names
+    assert not [name for name in names if name.startswith("ltxv-tiny-diffusers/")], "its files are not choices"
+    prompt = _with_input(small(api_workflow("t2v"), filename_prefix="LTXV/diffusers"), "LTXVCoreCheckpointLoader",
+                         ckpt_name="ltxv-tiny-diffusers")  # fmt: skip
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    assert_succeeded(entry)
+    assert core_video.read_video_frames(comfy_server.output_files(entry)[0]).shape[0] == TEST_FRAMES
 
 
 def test_the_same_graph_gives_the_same_frames(comfy_server):
