@@ -1,0 +1,178 @@
+"""Held-out evaluation of the shipped tiny model (issue 5), by simple image analysis.
+
+Renders prompts whose (color, shape, motion) combination was never trained on
+(`ltx_core.training.data.heldout_specs`), generates each with the shipped model through
+`ltx_core.pipeline.generate`, and reads the frames with `ltx_core.training.analysis`
+(brightness segmentation, centroid track, area): is the shape of the asked color, shape
+and motion? Image-to-video: the held-out clip's own first frame is given; its PSNR in the
+output and the motion after it are measured. VAE: reconstruction PSNR of held-out clips
+with and without the denoising decode. Writes benchmarks/results/demo_eval.json.
+
+    python benchmarks/eval_demo.py [--count 48] [--i2v-count 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ltx_core.checkpoint import load_checkpoint
+from ltx_core.pipeline import Models, Request, generate
+from ltx_core.text_encoder import load_text_encoder
+from ltx_core.training import analysis, data
+from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
+
+RESULTS = Path(__file__).parent / "results" / "demo_eval.json"
+STRIP = Path(__file__).parent.parent / "docs" / "demo_strip.png"
+TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0}
+STEPS, GUIDANCE = 20, 3.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1]."""
+    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
+    return float(-10 * torch.log10(mse))
+
+
+def ground_truth_frames(spec: data.ClipSpec) -> torch.Tensor:
+    """(F, H, W, 3) in [0, 1], as the pipeline returns frames."""
+    video = data.render_clip(spec, DEMO_SIZE["num_frames"], DEMO_SIZE["height"], DEMO_SIZE["width"])
+    return ((video + 1) / 2).permute(1, 2, 3, 0)
+
+
+def request(spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = None) -> Request:
+    return Request(prompt=data.caption(spec), width=DEMO_SIZE["width"], height=DEMO_SIZE["height"],
+                   num_frames=DEMO_SIZE["num_frames"], frame_rate=DEMO_SIZE["frame_rate"],
+                   steps=STEPS, guidance_scale=GUIDANCE, seed=seed, first_frame=first_frame)
+
+
+def score(spec: data.ClipSpec, reading: analysis.ClipReading) -> dict[str, bool]:
+    want = spec.main
+    return {"color": reading.color == want.color, "shape": reading.shape == want.shape,
+            "motion": reading.motion == want.motion,
+            "speed": want.motion == "still" or reading.speed == want.speed}
+
+
+def accuracy(rows: list[dict], key: str) -> float:
+    return sum(r["correct"][key] for r in rows) / max(1, len(rows))
+
+
+def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
+                       ) -> tuple[list[dict], list[torch.Tensor]]:
+    """Rows of readings, and the frames of the first `keep` clips (for the demo strip)."""
+    rows, kept = [], []
+    for i, spec in enumerate(specs):
+        frames = generate(models, request(spec, seed=i))
+        if i < keep:
+            kept.append(frames)
+        reading = analysis.read_clip(frames)
+        rows.append({"prompt": data.caption(spec), "read": reading.__dict__,
+                     "correct": score(spec, reading)})
+        print(f"t2v {i:3d} {'ok ' if all(rows[-1]['correct'].values()) else 'BAD'} "
+              f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} {reading.speed}")
+    return rows, kept
+
+
+def save_strip(clips: list[torch.Tensor], captions: list[str], path: Path,
+               frame_indices=(0, 8, 16, 24)) -> None:
+    """One row per clip: its caption above frames `frame_indices` side by side."""
+    from PIL import Image, ImageDraw
+
+    size, text_height = clips[0].shape[1], 18
+    strip = Image.new("RGB", (size * len(frame_indices), (size + text_height) * len(clips)), "white")
+    draw = ImageDraw.Draw(strip)
+    for row, (frames, text) in enumerate(zip(clips, captions)):
+        top = row * (size + text_height)
+        draw.text((4, top + 3), text, fill="black")
+        for col, index in enumerate(frame_indices):
+            image = (frames[index].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            strip.paste(Image.fromarray(image), (col * size, top + text_height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+
+
+def eval_image_to_video(models: Models, specs: list[data.ClipSpec]) -> list[dict]:
+    rows = []
+    for i, spec in enumerate(specs):
+        truth = ground_truth_frames(spec)
+        frames = generate(models, request(spec, seed=1000 + i, first_frame=truth[0]))
+        reading = analysis.read_clip(frames)
+        rows.append({"prompt": data.caption(spec), "first_frame_psnr_db": psnr(frames[0], truth[0]),
+                     "read": reading.__dict__, "correct": score(spec, reading)})
+        print(f"i2v {i:3d} psnr {rows[-1]['first_frame_psnr_db']:.1f} {rows[-1]['prompt']} -> "
+              f"{reading.motion}")
+    return rows
+
+
+@torch.no_grad()
+def eval_vae(vae, specs: list[data.ClipSpec]) -> dict[str, float]:
+    """Mean reconstruction PSNR over held-out clips, plain decode and denoising decode."""
+    results = {}
+    for name, (t, s) in {"plain_decode": (0.0, 0.0), "denoising_decode": (0.05, 0.025)}.items():
+        values = []
+        for i, spec in enumerate(specs):
+            truth = ground_truth_frames(spec)
+            video = truth.permute(3, 0, 1, 2)[None] * 2 - 1
+            recon = vae.decode(vae.encode(video), timestep=t, decode_noise_scale=s,
+                               generator=torch.Generator().manual_seed(i))
+            values.append(psnr(((recon[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0), truth))
+        results[name] = sum(values) / len(values)
+    return results
+
+
+def load_models() -> Models:
+    transformer, vae, _ = load_checkpoint(DEMO_CHECKPOINT, dtype=torch.float32, device="cpu")
+    encoder = load_text_encoder(DEMO_TEXT_ENCODER, dtype=torch.float32, device="cpu")
+    return Models(transformer=transformer, vae=vae, text_encoder=encoder)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=48, help="held-out text-to-video prompts")
+    parser.add_argument("--i2v-count", type=int, default=16)
+    parser.add_argument("--vae-count", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--strip", type=Path, default=STRIP, help="PNG of the first clips' frames")
+    parser.add_argument("--strip-count", type=int, default=4)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    start = time.monotonic()
+    models = load_models()
+    specs = data.heldout_specs(max(args.count, args.i2v_count, args.vae_count))
+    t2v, kept = eval_text_to_video(models, specs[: args.count], keep=args.strip_count)
+    if kept:
+        save_strip(kept, [r["prompt"] for r in t2v], args.strip)
+    i2v = eval_image_to_video(models, specs[: args.i2v_count])
+    vae = eval_vae(models.vae, specs[: args.vae_count])
+    i2v_psnr = sum(r["first_frame_psnr_db"] for r in i2v) / max(1, len(i2v))
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "checkpoint": DEMO_CHECKPOINT.name,
+        "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE},
+        "counts": {"text_to_video": len(t2v), "image_to_video": len(i2v), "vae": args.vae_count},
+        "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ("color", "shape", "motion", "speed")},
+        "image_to_video": {"first_frame_psnr_db": i2v_psnr,
+                           "motion_accuracy": accuracy(i2v, "motion"),
+                           "color_accuracy": accuracy(i2v, "color")},
+        "vae_reconstruction_psnr_db": vae,
+        "targets": TARGETS,
+        "seconds": round(time.monotonic() - start, 1),
+        "text_to_video": t2v,
+        "image_to_video_rows": i2v,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("counts", "text_to_video_accuracy", "image_to_video",
+                                            "vae_reconstruction_psnr_db")}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
