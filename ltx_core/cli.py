@@ -168,6 +168,13 @@ def run_generate(args: argparse.Namespace) -> int:
         first_frame=load_image(args.image) if args.image is not None else None,
     )
     checkpoint, text_encoder, tokenizer = model_paths(args)
+    for flag, path in (
+        ("--checkpoint", checkpoint),
+        ("--text-encoder", text_encoder),
+        ("--tokenizer", tokenizer),
+    ):
+        if path is not None and not path.exists():  # say so before loading anything large
+            raise SettingsError(f"{flag} {str(path)!r} does not exist")
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
 

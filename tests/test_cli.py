@@ -156,6 +156,26 @@ def test_bad_checkpoint_is_one_line_naming_the_file(capsys, tmp_path):
     assert_one_line(err)
 
 
+def test_a_missing_text_encoder_is_named_before_the_checkpoint_is_loaded(
+    capsys, tmp_path, tiny_checkpoint, monkeypatch
+):
+    monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tmp_path / "t5"),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
+    assert code == 2 and "--text-encoder" in err and "t5' does not exist" in err
+
+
 def test_a_checkpoint_without_text_encoder_asks_for_one(capsys, tmp_path, tiny_checkpoint):
     code, err = run_main(
         capsys,
