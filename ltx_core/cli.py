@@ -153,7 +153,27 @@ def run_generate(args: argparse.Namespace) -> int:
     _apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
-    request = Request(
+    request = build_request(args)
+    checkpoint, text_encoder, tokenizer = model_paths(args)
+    _require_existing(
+        ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer)
+    )
+    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
+    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
+
+        def progress(step: int, total: int, x, denoised) -> None:
+            bar.total = total
+            bar.update(step + 1 - bar.n)
+
+        frames = generate(models, request, callback=progress)
+    write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
+    print(output)
+    return EXIT_OK
+
+
+def build_request(args: argparse.Namespace) -> Request:
+    """The flags as a pipeline Request, which checks every setting (and the image)."""
+    return Request(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         width=args.width,
@@ -167,25 +187,13 @@ def run_generate(args: argparse.Namespace) -> int:
         decode_noise_scale=args.decode_noise_scale,
         first_frame=load_image(args.image) if args.image is not None else None,
     )
-    checkpoint, text_encoder, tokenizer = model_paths(args)
-    for flag, path in (
-        ("--checkpoint", checkpoint),
-        ("--text-encoder", text_encoder),
-        ("--tokenizer", tokenizer),
-    ):
-        if path is not None and not path.exists():  # say so before loading anything large
+
+
+def _require_existing(*flags: tuple[str, Path | None]) -> None:
+    """Name a missing model path before anything large is loaded."""
+    for flag, path in flags:
+        if path is not None and not path.exists():
             raise SettingsError(f"{flag} {str(path)!r} does not exist")
-    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
-    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
-
-        def progress(step: int, total: int, x, denoised) -> None:
-            bar.total = total
-            bar.update(step + 1 - bar.n)
-
-        frames = generate(models, request, callback=progress)
-    write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
-    print(output)
-    return EXIT_OK
 
 
 def _apply_size_defaults(args: argparse.Namespace) -> None:
