@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SettingsError
-from .fp8 import convert_to_fp8, fp8_supported
+from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
 # Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs
@@ -212,6 +212,7 @@ def optimize_transformer(
     attention: str = "default",
     compile_mode: str | None = None,
     compile_backend: str = "inductor",
+    fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE,
     attention_shape: tuple[int, int, int, int] | None = None,
 ) -> OptimizedTransformer:
     """Apply the levers to `model` (in place) and return a callable with its signature.
@@ -233,7 +234,7 @@ def optimize_transformer(
         for block in model.transformer_blocks:
             block.fuse_projections()
     if fp8:
-        levers["fp8_layers"] = len(convert_to_fp8(model))
+        levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
     if attention == "auto":
         cfg = model.cfg
         shape = attention_shape or (1, cfg.num_attention_heads, 6144, cfg.attention_head_dim)
@@ -242,6 +243,19 @@ def optimize_transformer(
     if compile:
         compile_regions(model, compile_mode, compile_backend)
     return OptimizedTransformer(model, attention, cuda_graphs, levers)
+
+
+def compile_vae_decoder(vae: nn.Module, backend: str = "inductor") -> None:
+    """Compile the decoder's resnet blocks and upsamplers one by one (static shapes), so
+    each norm -> modulation -> SiLU -> padding chain is one kernel instead of five passes
+    over the largest tensors of the whole run. The injected noise comes from a CPU
+    generator, which Dynamo leaves to eager code (a graph break, not an error)."""
+    from .vae import DepthToSpaceUpsample, ResnetBlock3D
+
+    raise_recompile_limit()
+    for module in vae.decoder.modules():
+        if isinstance(module, (ResnetBlock3D, DepthToSpaceUpsample)):
+            module.compile(dynamic=False, backend=backend)
 
 
 def channels_last_vae(vae: nn.Module) -> nn.Module:

@@ -15,6 +15,8 @@ projection (runs once per step on 128 tokens), and `proj_out` (the velocity itse
 
 from __future__ import annotations
 
+import fnmatch
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,8 +27,8 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
 # Smallest amax a row may have, so an all-zero row gets a finite scale instead of 0 / 0.
 MIN_AMAX = 1e-12
-# Module-name prefixes whose Linear layers keep their original precision (see module doc).
-KEEP_PRECISE = ("patchify_proj", "adaln_single", "caption_projection", "proj_out")
+# fnmatch patterns of module names whose Linear layers keep their precision (module doc).
+KEEP_PRECISE = ("patchify_proj", "adaln_single.*", "caption_projection.*", "proj_out")
 # cuBLAS' FP8 kernels need both matrix sides in multiples of 16 elements.
 FP8_ALIGNMENT = 16
 
@@ -79,17 +81,19 @@ class FP8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3fn row-wise"
 
 
-def _keeps_precision(name: str) -> bool:
-    return name.split(".")[0] in KEEP_PRECISE
+def _keeps_precision(name: str, keep: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in keep)
 
 
 def _fp8_ready(linear: nn.Linear) -> bool:
     return linear.in_features % FP8_ALIGNMENT == 0 and linear.out_features % FP8_ALIGNMENT == 0
 
 
-def convert_to_fp8(model: nn.Module, out_dtype: torch.dtype | None = None) -> list[str]:
-    """Replace, in place, every `nn.Linear` of `model` outside `KEEP_PRECISE` whose sizes
-    FP8 kernels take (multiples of 16) by an `FP8Linear`; returns the replaced names.
+def convert_to_fp8(model: nn.Module, out_dtype: torch.dtype | None = None,
+                   keep_precise: tuple[str, ...] = KEEP_PRECISE) -> list[str]:
+    """Replace, in place, every `nn.Linear` of `model` whose name matches none of the
+    `keep_precise` fnmatch patterns and whose sizes FP8 kernels take (multiples of 16) by
+    an `FP8Linear`; returns the replaced names.
 
     Call it after the weights are loaded and the model is on its device: the weights are
     quantized from whatever the layer holds then. The model's `state_dict` changes (FP8
@@ -98,7 +102,8 @@ def convert_to_fp8(model: nn.Module, out_dtype: torch.dtype | None = None) -> li
         raise SettingsError(f"fp8 needs torch.float8_e4m3fn and torch._scaled_mm; torch {torch.__version__} "
                             "lacks them (allowed: torch 2.4 or later)")
     targets = [(name, module) for name, module in model.named_modules()
-               if isinstance(module, nn.Linear) and not _keeps_precision(name) and _fp8_ready(module)]
+               if isinstance(module, nn.Linear) and not _keeps_precision(name, keep_precise)
+               and _fp8_ready(module)]
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
