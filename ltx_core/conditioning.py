@@ -13,18 +13,71 @@ Lightricks' pipeline (strength 1 tokens are never denoised). For a fractional st
 Lightricks instead holds the token at 1 - strength until the schedule passes it; that
 would break the `sigma * noise_mask` timestep ComfyUI's LATENT carries, so we do not.
 
+Conditioning on other frames than the first (keyframes, the last frame, a clip's
+continuation), as Lightricks' `prepare_conditioning` and diffusers' `LTXConditionPipeline`
+do from 0.9.5 on: an item at frame 0 replaces the first latent frames' tokens; an item
+elsewhere becomes extra tokens (`Keyframe`) with their own RoPE coordinates and noise
+mask, placed before the video's tokens and dropped before decoding. A multi-frame item
+elsewhere keeps its first two latent frames as extra tokens (the causal VAE encodes its
+first frame alone, so they are not the video's latent frames there) and replaces the
+video's latent frames from frame_index / 8 + 2 on with the rest.
+
 Sizes are checked here, where pixels meet the latent grid, with the nearest valid values.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from .errors import SettingsError
+
+
+# Latent frames of a multi-frame item away from frame 0 that become extra tokens
+# (Lightricks' and diffusers' `num_prefix_latent_frames`).
+PREFIX_LATENT_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """Encoded conditioning frames `(B or 1, C, n, h, w)` given to the transformer as extra
+    tokens whose time coordinates start at pixel frame `frame_index`, at noise mask
+    1 - strength (their timestep `sigma * (1 - strength)`, as the video's tokens)."""
+
+    samples: Tensor
+    frame_index: int
+    strength: float = 1.0
+
+    @property
+    def num_tokens(self) -> int:
+        return math.prod(self.samples.shape[2:])
+
+
+@dataclass(frozen=True)
+class ConditioningItem:
+    """An image `(H, W, 3)` or a clip `(F, H, W, 3)` in [0, 1], F = 8k + 1, to hold the
+    video to from pixel frame `frame_index` on with `strength` (1: kept as given)."""
+
+    frames: Tensor
+    frame_index: int = 0
+    strength: float = 1.0
+
+    def __post_init__(self):
+        frames = self.frames
+        if not isinstance(frames, Tensor) or frames.ndim not in (3, 4) or frames.shape[-1] != 3 or not frames.numel():
+            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+            raise SettingsError(
+                f"conditioning item {shape} is not an image or a clip; allowed: (H, W, 3) or (F, H, W, 3) in [0, 1]"
+            )
+        if frames.ndim == 3:
+            object.__setattr__(self, "frames", frames[None])
+        check_num_frames(self.frames.shape[0], name="conditioning clip frame count")
+        check_strength(self.strength)
+        if isinstance(self.frame_index, bool) or not isinstance(self.frame_index, int) or self.frame_index < 0:
+            raise SettingsError(f"conditioning frame index {self.frame_index!r} must be a whole number >= 0")
 
 
 @dataclass(frozen=True)
@@ -34,10 +87,12 @@ class ConditionedLatent:
     `samples` holds the clean conditioning values where the mask is below 1 (anything
     elsewhere: those tokens start from noise); a mask of any shape that broadcasts to
     `(B, 1, f, h, w)`, as ComfyUI's `(B, 1, f, 1, 1)`, is expanded on construction, and
-    no mask (ComfyUI's empty latents have none) means every token is generated."""
+    no mask (ComfyUI's empty latents have none) means every token is generated.
+    `keyframes` are conditioning frames placed elsewhere than on the latent grid."""
 
     samples: Tensor
     noise_mask: Tensor | None = None
+    keyframes: tuple[Keyframe, ...] = ()
 
     def __post_init__(self):
         if self.samples.ndim != 5:
@@ -60,7 +115,12 @@ class ConditionedLatent:
 
     @property
     def num_tokens(self) -> int:
+        """The video's tokens (the schedule's shift counts these, not the keyframes')."""
         return math.prod(self.samples.shape[2:])
+
+    @property
+    def num_keyframe_tokens(self) -> int:
+        return sum(keyframe.num_tokens for keyframe in self.keyframes)
 
 
 # ---------------------------------------------------------------- size checks
@@ -138,6 +198,15 @@ def empty_latent(
     return ConditionedLatent(samples, torch.ones(batch, 1, *size, dtype=dtype, device=device))
 
 
+def _check_fits(frames_latent: Tensor, samples: Tensor) -> None:
+    fits = frames_latent.ndim == 5 and frames_latent.shape[1] == samples.shape[1]
+    if not fits or frames_latent.shape[3:] != samples.shape[3:] or frames_latent.shape[0] not in (1, samples.shape[0]):
+        raise SettingsError(
+            f"conditioning latent of shape {tuple(frames_latent.shape)} does not fit the latent "
+            f"{tuple(samples.shape)}: channels, height and width must agree (batch 1 or the same)"
+        )
+
+
 def condition_frames(
     latent: ConditionedLatent,
     frames_latent: Tensor,
@@ -148,12 +217,7 @@ def condition_frames(
     `latent_frame_index` on, with noise mask `1 - strength` there (paper 2.4)."""
     check_strength(strength)
     samples = latent.samples
-    fits = frames_latent.ndim == 5 and frames_latent.shape[1] == samples.shape[1]
-    if not fits or frames_latent.shape[3:] != samples.shape[3:]:
-        raise SettingsError(
-            f"conditioning latent of shape {tuple(frames_latent.shape)} does not fit the latent "
-            f"{tuple(samples.shape)}: channels, height and width must agree"
-        )
+    _check_fits(frames_latent, samples)
     total, count = samples.shape[2], frames_latent.shape[2]
     if not 0 <= latent_frame_index or latent_frame_index + count > total:
         raise SettingsError(
@@ -165,7 +229,7 @@ def condition_frames(
     samples[:, :, where] = frames_latent.to(samples)
     mask = latent.noise_mask.clone()
     mask[:, :, where] = 1.0 - strength
-    return ConditionedLatent(samples, mask)
+    return ConditionedLatent(samples, mask, latent.keyframes)
 
 
 def condition_first_frame(
@@ -199,12 +263,88 @@ def pixel_to_latent_frame(frame_index: int, num_frames: int, temporal_compressio
     return frame_index // temporal_compression
 
 
-def initial_latent(latent: ConditionedLatent, generator: torch.Generator) -> Tensor:
-    """The sampler's starting point: each token at its own noise level `noise_mask`
-    (sigma 1 times the mask), `mask * noise + (1 - mask) * clean`. Noise is drawn in
-    the latent's (B, C, f, h, w) layout on the generator's device, as diffusers does."""
-    noise = torch.randn(
-        latent.samples.shape, generator=generator, device=generator.device, dtype=latent.samples.dtype
-    ).to(latent.samples.device)
+def add_keyframe(
+    latent: ConditionedLatent,
+    frames_latent: Tensor,
+    frame_index: int,
+    strength: float = 1.0,
+    temporal_compression: int = 8,
+) -> ConditionedLatent:
+    """Condition the video on encoded frames `(B or 1, C, n, h, w)` (an image: n = 1; a
+    clip of 8(n - 1) + 1 frames) starting at pixel frame `frame_index`, as Lightricks'
+    `prepare_conditioning`: at frame 0 they replace the first latent frames; elsewhere an
+    image is extra tokens at that frame, and a clip (which must start a latent frame)
+    gives its first two latent frames as extra tokens and the rest to the video's grid."""
+    check_strength(strength)
+    _check_fits(frames_latent, latent.samples)
+    step = temporal_compression
+    num_frames = (latent.samples.shape[2] - 1) * step + 1
+    count = frames_latent.shape[2]
+    item_frames = (count - 1) * step + 1
+    if isinstance(frame_index, bool) or not isinstance(frame_index, int) or not 0 <= frame_index <= num_frames - item_frames:
+        raise SettingsError(
+            f"conditioning frame index {frame_index!r} with {item_frames} frame(s) reaches past the clip of "
+            f"{num_frames} frames; allowed: 0 to {num_frames - item_frames}"
+        )
+    if frame_index == 0:
+        return condition_frames(latent, frames_latent, 0, strength)
+    if count > 1 and frame_index % step:
+        below = frame_index // step * step
+        nearest = [c for c in (below, below + step) if 0 < c <= num_frames - item_frames] or [0]
+        raise SettingsError(
+            f"conditioning clip at frame {frame_index} does not start a latent frame; a clip of "
+            f"{item_frames} frames may start at a multiple of {step}; nearest valid: {_nearest(nearest) or 0}"
+        )
+    if count > PREFIX_LATENT_FRAMES:
+        start = frame_index // step + PREFIX_LATENT_FRAMES
+        latent = condition_frames(latent, frames_latent[:, :, PREFIX_LATENT_FRAMES:], start, strength)
+        frames_latent = frames_latent[:, :, :PREFIX_LATENT_FRAMES]
+    keyframe = Keyframe(frames_latent.to(latent.samples), frame_index, strength)
+    return replace(latent, keyframes=latent.keyframes + (keyframe,))
+
+
+def check_item_fits(item: ConditioningItem, num_frames: int, height: int, width: int, step: int = 8) -> None:
+    """A conditioning item must have the video's size and lie inside its frames (the
+    pixel-side twin of `add_keyframe`'s checks, for `Request` to fail before any model)."""
+    count, item_height, item_width = item.frames.shape[:3]
+    if (item_height, item_width) != (height, width):
+        raise SettingsError(
+            f"conditioning item of {item_width}x{item_height} pixels is not the video's {width}x{height}; "
+            "resize it first (e.g. ltx_core.video.resize_center_crop)"
+        )
+    if item.frame_index > num_frames - count:
+        raise SettingsError(
+            f"conditioning frame index {item.frame_index} with {count} frame(s) reaches past the clip of "
+            f"{num_frames} frames; allowed: 0 to {num_frames - count}"
+        )
+    if count > 1 and item.frame_index % step:
+        raise SettingsError(
+            f"conditioning clip at frame {item.frame_index} does not start a latent frame; "
+            f"a clip may start at a multiple of {step}"
+        )
+
+
+def _noised(samples: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
+    """`level * noise + (1 - level) * samples`, noise drawn in the samples' layout on the
+    generator's device, as diffusers does."""
+    noise = torch.randn(samples.shape, generator=generator, device=generator.device, dtype=samples.dtype)
+    return level * noise.to(samples.device) + (1 - level) * samples
+
+
+def initial_latent(latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0) -> Tensor:
+    """The sampler's starting point: each token at its own noise level, the schedule's
+    first sigma times its mask, `level * noise + (1 - level) * samples` (for sigma 1:
+    `mask * noise + (1 - mask) * clean`). A first sigma below 1 with the source clip in
+    `samples` is video-to-video (diffusers' `latents` with `denoise_strength`)."""
     mask = latent.noise_mask
-    return mask * noise + (1 - mask) * latent.samples
+    return _noised(latent.samples, mask if start_sigma == 1.0 else start_sigma * mask, generator)
+
+
+def initial_keyframes(latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0) -> list[Tensor]:
+    """Each keyframe's starting point, drawn after the video's noise, in the keyframes'
+    order: noise level `start_sigma * (1 - strength)` (1 - strength at sigma 1)."""
+    batch = latent.samples.shape[0]
+    return [
+        _noised(k.samples.expand(batch, -1, -1, -1, -1), torch.tensor(start_sigma * (1.0 - k.strength)), generator)
+        for k in latent.keyframes
+    ]

@@ -1,9 +1,10 @@
 """The one-way flow of a generation, and the stages ComfyUI's nodes and the CLI call:
 
     prompt -> T5 embeddings                          encode_text
-    size (+ first frame) -> latent with noise mask   prepare_latent / encode_first_frame
-    token count -> sigmas                            scheduler.flow_sigmas
-    noise -> Euler steps of the DiT with CFG         denoise
+    size (+ first frame, keyframes, source clip)
+        -> latent with noise mask and keyframes      prepare_latent / encode_first_frame
+    token count -> sigmas (cut for video-to-video)   scheduler.flow_sigmas / denoise_sigmas
+    noise -> Euler steps of the DiT with CFG, STG    denoise
     latent -> frames, last noise removed             decode_frames
 
 `generate(models, request)` composes them; each stage takes tensors and small
@@ -15,7 +16,7 @@ noise, decode noise), so the same request gives the same frames on any device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from einops import rearrange
@@ -23,18 +24,24 @@ from torch import Tensor
 
 from .conditioning import (
     ConditionedLatent,
+    ConditioningItem,
+    Keyframe,
+    add_keyframe,
+    check_item_fits,
     check_multiple,
     check_num_frames,
     check_strength,
     condition_first_frame,
     empty_latent,
+    initial_keyframes,
     initial_latent,
 )
 from .errors import SettingsError
 from .rope import VAE_SCALE, fractional_coords, latent_coords, pixel_coords
-from .sampler import Callback, guided_velocity, sample
-from .scheduler import explicit_sigmas, flow_sigmas
+from .sampler import STRENGTH_RULES, Callback, guided_velocity, sample
+from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
 from .text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
+from .transformer import STG_MODES
 from .video import resize_center_crop
 
 SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds, as ComfyUI's seed widgets
@@ -62,6 +69,14 @@ class Request:
     image_cond_noise_scale: float = 0.0  # Lightricks' re-noising of the first frame
     sigmas: tuple[float, ...] | None = None  # a schedule of one's own; replaces steps
     max_tokens: int = 128
+    conditions: tuple[ConditioningItem, ...] = ()  # keyframes, last frame, clips (any frame)
+    source_video: Tensor | None = None  # (num_frames, H, W, 3) in [0, 1]: video-to-video
+    denoise_strength: float = 1.0  # video-to-video: share of the schedule run (1: all)
+    stg_scale: float = 0.0  # spatiotemporal skip guidance (0: off); Lightricks' default 1
+    stg_blocks: tuple[int, ...] = ()  # blocks perturbed by STG (Lightricks' 2B: (19,))
+    stg_mode: str = "attention_values"  # or "attention_skip"
+    stg_rescale: float = 0.7  # Lightricks' rescaling_scale (0 or 1: no rescale)
+    strength_rule: str = "scaled"  # fractional strengths: "scaled" (ComfyUI) or "held" (Lightricks)
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -87,6 +102,38 @@ class Request:
             explicit_sigmas(self.sigmas)
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise SettingsError(f"max_tokens {self.max_tokens!r} must be a whole number of at least 1")
+        self._check_conditioning()
+        if self.strength_rule not in STRENGTH_RULES:
+            raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {', '.join(STRENGTH_RULES)}")
+        check_stg(self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale)
+
+    def _check_conditioning(self) -> None:
+        for item in self.conditions:
+            if not isinstance(item, ConditioningItem):
+                raise SettingsError(f"conditions holds a {type(item).__name__}; allowed: ConditioningItem")
+            check_item_fits(item, self.num_frames, self.height, self.width, FRAMES_PER_LATENT)
+        if self.source_video is not None:
+            source = ConditioningItem(self.source_video)  # the same shape and frame count checks
+            if tuple(source.frames.shape[:3]) != (self.num_frames, self.height, self.width):
+                raise SettingsError(
+                    f"source_video of shape {tuple(source.frames.shape)} is not the video's "
+                    f"({self.num_frames}, {self.height}, {self.width}, 3)"
+                )
+        denoise_sigmas(torch.linspace(1, 0, 2), self.denoise_strength)  # range check only
+        if self.denoise_strength != 1.0 and self.source_video is None:
+            raise SettingsError(f"denoise_strength {self.denoise_strength} needs a source_video to start from")
+
+
+def check_stg(scale, blocks, mode: str, rescale) -> None:
+    """STG settings: a scale >= 0, block indices (range checked by the transformer), a mode."""
+    _check_number("stg_scale", scale, 0.0, "a finite number >= 0 (0: no STG)")
+    _check_number("stg_rescale", rescale, 0.0, "a finite number >= 0 (0 or 1: no rescale)")
+    if not isinstance(blocks, (tuple, list)) or not all(_is_int(b) and b >= 0 for b in blocks):
+        raise SettingsError(f"stg_blocks {blocks!r} must be block indices, whole numbers >= 0")
+    if scale > 0 and not blocks:
+        raise SettingsError(f"stg_scale {scale} needs stg_blocks, the blocks to perturb (e.g. (19,) for the 2B model)")
+    if mode not in STG_MODES:
+        raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
 
 
 def _is_int(value) -> bool:
@@ -162,6 +209,33 @@ def encode_first_frame(
         return vae.encode(video, generator=generator, sample=generator is not None).float()
 
 
+def encode_frames(
+    vae, frames: Tensor, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Frames `(F, H, W, 3)` in [0, 1], F = 8k + 1 -> normalized latent `(1, 128, k + 1,
+    H/32, W/32)`; the posterior is sampled with a generator, its mean without one."""
+    item = ConditioningItem(frames)  # checks the layout and the frame count
+    device = device or _device_of(vae)
+    video = rearrange(item.frames.float() * 2 - 1, "f h w c -> 1 c f h w").to(device=device, dtype=_dtype_of(vae))
+    with torch.no_grad():
+        return vae.encode(video, generator=generator, sample=generator is not None).float()
+
+
+def condition_on_items(
+    vae, latent: ConditionedLatent, items, generator: torch.Generator | None = None
+) -> ConditionedLatent:
+    """Encode each conditioning item (in order, each posterior drawn from `generator`) and
+    put it at its frame: frame 0 on the latent grid, elsewhere as keyframe tokens."""
+    _, _, frames, height, width = latent.samples.shape
+    pixels = ((frames - 1) * vae.temporal_compression + 1, height * vae.spatial_compression,
+              width * vae.spatial_compression)  # fmt: skip
+    for item in items:
+        check_item_fits(item, *pixels, vae.temporal_compression)
+        encoded = encode_frames(vae, item.frames, generator, latent.samples.device)
+        latent = add_keyframe(latent, encoded, item.frame_index, item.strength, vae.temporal_compression)
+    return latent
+
+
 def prepare_latent(
     vae,
     num_frames: int,
@@ -171,15 +245,25 @@ def prepare_latent(
     strength: float = 1.0,
     generator: torch.Generator | None = None,
     batch: int = 1,
+    conditions=(),
+    source_video: Tensor | None = None,
 ) -> ConditionedLatent:
-    """The latent to denoise: empty (all tokens from noise) or with an encoded first frame
-    whose tokens carry noise mask 1 - strength (paper 2.4)."""
+    """The latent to denoise: empty (all tokens from noise), or the encoded `source_video`
+    (video-to-video: noised to the first sigma by `denoise`), then an encoded first frame
+    whose tokens carry noise mask 1 - strength (paper 2.4), then the `conditions`
+    (`ConditioningItem`s at any frame). Posteriors are drawn in that order."""
     device = _device_of(vae)
     latent = empty_latent(batch, num_frames, height, width, vae, device=device)
-    if first_frame is None:
-        return latent
-    frame = encode_first_frame(vae, first_frame, width, height, generator, device)
-    return condition_first_frame(latent, frame, strength)
+    if source_video is not None:
+        source = encode_frames(vae, source_video, generator, device)
+        if source.shape[2:] != latent.samples.shape[2:]:
+            raise SettingsError(f"source_video of shape {tuple(source_video.shape)} is not the video's "
+                                f"({num_frames}, {height}, {width}, 3)")  # fmt: skip
+        latent = ConditionedLatent(source.expand_as(latent.samples).clone(), latent.noise_mask)
+    if first_frame is not None:
+        frame = encode_first_frame(vae, first_frame, width, height, generator, device)
+        latent = condition_first_frame(latent, frame, strength)
+    return condition_on_items(vae, latent, conditions, generator)
 
 
 def num_tokens(latent: ConditionedLatent) -> int:
@@ -199,6 +283,16 @@ def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool)
     batch, _, frames, height, width = latent.samples.shape
     grid = latent_coords(frames, height, width, batch, device=latent.samples.device)
     return fractional_coords(pixel_coords(grid, causal_fix=causal_fix), frame_rate)
+
+
+def keyframe_coords(keyframe: Keyframe, batch: int, frame_rate: float, causal_fix: bool) -> Tensor:
+    """RoPE coordinates (B, 3, n) of a keyframe's tokens: its own latent grid, moved in
+    time to start at its pixel frame (Lightricks: `pixel_coords[:, 0] += media_frame_number`)."""
+    _, _, frames, height, width = keyframe.samples.shape
+    grid = latent_coords(frames, height, width, batch, device=keyframe.samples.device)
+    pixels = pixel_coords(grid, causal_fix=causal_fix)
+    pixels[:, 0] += keyframe.frame_index
+    return fractional_coords(pixels, frame_rate)
 
 
 def _check_fits_transformer(transformer, latent: ConditionedLatent, text: TextEmbeddings) -> None:
@@ -235,50 +329,79 @@ def denoise(
     causal_fix: bool | None = None,
     image_cond_noise_scale: float = 0.0,
     device: torch.device | str | None = None,
+    start_sigma: float = 1.0,
+    stg_scale: float = 0.0,
+    stg_blocks: tuple[int, ...] = (),
+    stg_mode: str = "attention_values",
+    stg_rescale: float = 0.7,
+    strength_rule: str = "scaled",
 ) -> ConditionedLatent:
     """Noise -> clean latent with the DiT (paper 2.4, 2.5): initial noise from `generator`
     at each token's level, Euler steps with per-token timesteps `sigma * noise_mask`,
     classifier-free guidance `guidance` in one batched forward (1: no negative pass).
+
+    Keyframe tokens go before the video's (as in both references), with their own
+    coordinates and mask, and are dropped from the result. `start_sigma` < 1 starts from
+    `samples` noised to that level (video-to-video, with `denoise_sigmas`). STG
+    (`stg_scale` > 0) is a third item in the same batch, see `sampler.guided_velocity`.
+    `strength_rule` says how tokens of fractional strength move (`sampler.STRENGTH_RULES`).
 
     `causal_fix` None takes the transformer config's `causal_temporal_positioning`
     (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
     an exception raised in it stops sampling."""
     _check_fits_transformer(transformer, latent, text)
     _check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
+    check_stg(stg_scale, stg_blocks, stg_mode, stg_rescale)
     device = torch.device(device) if device is not None else _device_of(transformer)
     dtype = _dtype_of(transformer)
-    latent = ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device))
+    latent = _on_device(latent, device)
     batch, _, frames, height, width = latent.samples.shape
     if causal_fix is None:
         causal_fix = transformer.cfg.causal_temporal_positioning
-    coords = token_coords(latent, frame_rate, causal_fix)
+    coords = torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
+                        token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
+    extra = latent.num_keyframe_tokens
     to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")  # noqa: E731
-    to_latent = lambda z: rearrange(z, "b (f h w) c -> b c f h w", f=frames, h=height, w=width)  # noqa: E731
+    to_latent = lambda z: rearrange(z[:, extra:], "b (f h w) c -> b c f h w", f=frames, h=height, w=width)  # noqa: E731
 
-    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor) -> Tensor:
-        repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond)
-        return transformer(x.to(dtype), timesteps, embeds, mask, coords.repeat(repeat, 1, 1)).float()
+    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None):
+        repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond); 3 with STG
+        stg = {} if perturbed is None else dict(perturbed=perturbed, stg_blocks=tuple(stg_blocks), stg_mode=stg_mode)
+        return transformer(x.to(dtype), timesteps, embeds, mask, coords.repeat(repeat, 1, 1), **stg).float()
 
     embeds, mask = _batched(text, batch, device, dtype)
     negative_embeds, negative_mask = (
         _batched(negative_text, batch, device, dtype) if negative_text is not None else (None, None)
     )
-    velocity_fn = guided_velocity(model_fn, embeds, mask, negative_embeds, negative_mask, guidance)
+    velocity_fn = guided_velocity(model_fn, embeds, mask, negative_embeds, negative_mask, guidance,
+                                  stg_scale, stg_rescale)  # fmt: skip
     step_callback = None
     if callback is not None:
         step_callback = lambda i, n, x, denoised: callback(i, n, to_latent(x), to_latent(denoised))  # noqa: E731
+    x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
+    keyframes_init = initial_keyframes(latent, generator, start_sigma)
+    tokens = lambda video, keyframes: torch.cat([*map(to_tokens, keyframes), to_tokens(video)], dim=1)  # noqa: E731
+    clean = [k.samples.expand(batch, -1, -1, -1, -1) for k in latent.keyframes]
+    keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
     with torch.no_grad():
         x = sample(
             velocity_fn,
-            to_tokens(initial_latent(latent, generator)),
+            tokens(x_init, keyframes_init),
             sigmas,
-            to_tokens(latent.noise_mask)[..., 0],
-            clean_latent=to_tokens(latent.samples),
+            tokens(latent.noise_mask, keyframe_masks)[..., 0],
+            clean_latent=tokens(latent.samples, clean),
             callback=step_callback,
             cond_noise_scale=image_cond_noise_scale,
             generator=generator,
+            strength_rule=strength_rule,
         )
     return ConditionedLatent(to_latent(x), latent.noise_mask)
+
+
+def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
+    keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
+    return ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device),
+                             keyframes)  # fmt: skip
 
 
 def decode_frames(
@@ -338,10 +461,14 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     negative = req.negative_prompt if req.guidance_scale != 1.0 else None
     text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
     latent = prepare_latent(models.vae, req.num_frames, req.height, req.width,
-                            req.first_frame, req.conditioning_strength, generator)  # fmt: skip
+                            req.first_frame, req.conditioning_strength, generator,
+                            conditions=req.conditions, source_video=req.source_video)  # fmt: skip
     # paper 2.5.2: the schedule's shift grows with the token count
     sigmas = explicit_sigmas(req.sigmas) if req.sigmas is not None else flow_sigmas(req.steps, latent.num_tokens)
+    sigmas = denoise_sigmas(sigmas, req.denoise_strength)
     latent = denoise(models.transformer, latent, text, negative_text, sigmas, req.guidance_scale,
                      req.frame_rate, generator, callback,
-                     image_cond_noise_scale=req.image_cond_noise_scale)  # fmt: skip
+                     image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=float(sigmas[0]),
+                     stg_scale=req.stg_scale, stg_blocks=req.stg_blocks, stg_mode=req.stg_mode,
+                     stg_rescale=req.stg_rescale, strength_rule=req.strength_rule)  # fmt: skip
     return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator)[0]

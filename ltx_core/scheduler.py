@@ -77,3 +77,19 @@ def explicit_sigmas(values: Sequence[float]) -> torch.Tensor:
     if sigmas.numel() < 2:
         raise SettingsError("sigmas [0] has no step to take; give at least one sigma above 0")
     return sigmas.to(torch.float32)
+
+
+def denoise_sigmas(sigmas: torch.Tensor, denoise_strength: float) -> torch.Tensor:
+    """Video-to-video: keep the last `int(steps * denoise_strength)` steps of a schedule,
+    as diffusers' `LTXConditionPipeline.get_timesteps` does; the sampler starts from the
+    source clip noised to the first kept sigma. Strength 1 keeps the whole schedule."""
+    ok = isinstance(denoise_strength, (int, float)) and not isinstance(denoise_strength, bool)
+    if not ok or not 0.0 < denoise_strength <= 1.0:
+        raise SettingsError(f"denoise_strength {denoise_strength!r} is outside (0, 1] (1: generate from pure noise)")
+    steps = len(sigmas) - 1
+    kept = min(int(steps * denoise_strength), steps)
+    if kept < 1:
+        raise SettingsError(
+            f"denoise_strength {denoise_strength} keeps no step of {steps}; allowed: at least {1 / steps:.3g}"
+        )
+    return sigmas[steps - kept :]
