@@ -1,0 +1,350 @@
+"""Several GPUs for one video, on PyTorch's own `torch.distributed` (NCCL on GPUs, gloo on
+CPUs): three ways of splitting the work, combinable, with the same result as one process
+up to the order of floating-point sums.
+
+- Sequence parallel (DeepSpeed-Ulysses): the video tokens, their timesteps and RoPE
+  coordinates are split across the `sequence` ranks. Everything in the DiT is per token
+  except self-attention, so only there do the ranks talk: an all-to-all turns "my tokens,
+  all heads" into "all tokens, my heads" for q, k and v, attention runs on whole
+  sequences, and a second all-to-all turns the output back (the hook is
+  `transformer.Attention.attention_fn`). Cross-attention to the text, the feed-forward and
+  the modulation stay local; the velocity is all-gathered at the end.
+- CFG parallel: the guidance forward's batch (uncond, cond) is split across the `cfg`
+  ranks and all-gathered afterwards (`sampler.guided_velocity` batches both halves).
+- Decode split in time: `distributed_vae.TimeSplitVAE` gives each rank a run of latent
+  frames and exchanges the frames each convolution needs at the borders.
+
+Ranks are laid out as `rank = cfg_index * sequence + sequence_index`, so 4 GPUs as 2-way
+CFG x 2-way sequence pair GPUs 0-1 and 2-3 for the all-to-alls. Every rank runs the same
+pipeline with the same seed (text encoding, noise and sampler are replicated), so every
+rank holds the same latent and the same frames; rank 0 writes the file.
+
+    run = init_parallel(ParallelLayout(sequence=2, cfg=2))     # under torchrun
+    models = parallelize(models, run)                          # same Models interface
+    frames = pipeline.generate(models, request)
+    all_ranks_succeeded(run)                                   # then rank 0 writes
+
+A collective that fails (a rank crashed or was killed, or did not arrive within the
+timeout) raises `RankFailure` on the ranks still alive, so the run ends with a clear
+message and without a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import SettingsError
+
+# How long a rank waits in a collective for the others (model loading happens before the
+# first one, so this also bounds how unevenly ranks may load): NCCL's own default.
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class RankFailure(RuntimeError):
+    """Another rank of the run crashed, was killed or stopped answering."""
+
+
+# ---------------------------------------------------------------- layout and groups
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """How many ranks split the tokens (`sequence`) and the guidance batch (`cfg`)."""
+
+    sequence: int = 1
+    cfg: int = 1
+
+    def __post_init__(self):
+        for name in ("sequence", "cfg"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(f"{name}-parallel size {value!r} must be a whole number of at least 1")
+
+    @property
+    def world_size(self) -> int:
+        return self.sequence * self.cfg
+
+
+@dataclass(frozen=True)
+class ParallelRun:
+    """One rank's view of the run: its place in the layout and its process groups."""
+
+    layout: ParallelLayout
+    rank: int
+    device: torch.device
+    sequence_group: dist.ProcessGroup | None  # None: this layout does not split tokens
+    cfg_group: dist.ProcessGroup | None
+
+    @property
+    def world_size(self) -> int:
+        return self.layout.world_size
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 writes the output; the others hold the same frames."""
+        return self.rank == 0
+
+
+def layout_ranks(layout: ParallelLayout) -> tuple[list[list[int]], list[list[int]]]:
+    """(sequence groups, cfg groups) as rank lists, for `rank = c * sequence + s`."""
+    s, c = layout.sequence, layout.cfg
+    sequence_groups = [[ci * s + si for si in range(s)] for ci in range(c)]
+    cfg_groups = [[ci * s + si for ci in range(c)] for si in range(s)]
+    return sequence_groups, cfg_groups
+
+
+def make_groups(layout: ParallelLayout, timeout_s: float = DEFAULT_TIMEOUT_S
+                ) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
+    """This rank's (sequence group, cfg group) on the initialized default group; every
+    rank must call it (group creation is collective). A size-1 split gets None."""
+    if dist.get_world_size() != layout.world_size:
+        raise SettingsError(
+            f"sequence-parallel {layout.sequence} x cfg-parallel {layout.cfg} = {layout.world_size} ranks, "
+            f"but the run has {dist.get_world_size()}; launch with --nproc-per-node {layout.world_size} "
+            f"or choose sizes whose product is {dist.get_world_size()}")
+    timeout = datetime.timedelta(seconds=timeout_s)
+    sequence_lists, cfg_lists = layout_ranks(layout)
+    sequence_group, _ = dist.new_subgroups_by_enumeration(sequence_lists, timeout=timeout)
+    cfg_group, _ = dist.new_subgroups_by_enumeration(cfg_lists, timeout=timeout)
+    return (sequence_group if layout.sequence > 1 else None, cfg_group if layout.cfg > 1 else None)
+
+
+def init_parallel(layout: ParallelLayout, device: str | torch.device | None = None,
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> ParallelRun:
+    """Join the run torchrun started (RANK, WORLD_SIZE, MASTER_ADDR, LOCAL_RANK in the
+    environment; or a default group already initialized) and build the groups.
+
+    device: 'cuda' (each rank takes cuda:LOCAL_RANK, NCCL) or 'cpu' (gloo); None: CUDA
+    when present."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        if "WORLD_SIZE" not in os.environ:
+            raise SettingsError(
+                f"sequence-parallel {layout.sequence} x cfg-parallel {layout.cfg} needs {layout.world_size} "
+                f"processes; launch with torchrun --nproc-per-node {layout.world_size} -m ltx_core generate ...")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    sequence_group, cfg_group = make_groups(layout, timeout_s)
+    return ParallelRun(layout, dist.get_rank(), device, sequence_group, cfg_group)
+
+
+def all_ranks_succeeded(run: ParallelRun) -> None:
+    """Return once every rank got here; raise RankFailure if one never does. Call after
+    generation and before writing, so no rank writes a video another rank failed on."""
+    done = torch.ones(1, device=run.device)
+    communicate(dist.all_reduce, done)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- collectives
+
+
+def communicate(op: Callable, *args, **kwargs):
+    """Run a collective; its failure means another rank is gone: say so plainly."""
+    try:
+        return op(*args, **kwargs)
+    except (RuntimeError, dist.DistError) as error:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RankFailure(
+            f"rank {rank} of {world}: {op.__name__} failed, so another rank crashed, was killed or did not "
+            f"answer within the timeout; the run is stopped and no video is written ({reason})") from error
+
+
+def gather_along(tensor: Tensor, dim: int, group: dist.ProcessGroup | None) -> Tensor:
+    """All-gather equal-shaped pieces of the group's ranks and concatenate them in rank order."""
+    tensor = tensor.contiguous()
+    pieces = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    communicate(dist.all_gather, pieces, tensor, group=group)
+    return torch.cat(pieces, dim=dim)
+
+
+def _all_to_all(tensor: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """Slice i of dim 0 goes to rank i; slice i of the result came from rank i."""
+    tensor = tensor.contiguous()
+    out = torch.empty_like(tensor)  # like a contiguous tensor: the collectives write densely
+    communicate(dist.all_to_all_single, out, tensor, group=group)
+    return out
+
+
+# ---------------------------------------------------------------- sequence parallel attention
+
+
+def heads_to_tokens(qkv: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """(3, B, H, t, d): my t tokens, all heads -> (3, B, H/S, S*t, d): all tokens, my heads."""
+    size = dist.get_world_size(group)
+    send = qkv.unflatten(2, (size, -1)).movedim(2, 0)  # (S, 3, B, H/S, t, d): slice j for rank j
+    received = _all_to_all(send, group)  # slice j: rank j's tokens of my heads
+    return received.movedim(0, 3).flatten(3, 4)
+
+
+def tokens_to_heads(out: Tensor, group: dist.ProcessGroup) -> Tensor:
+    """(B, H/S, S*t, d): all tokens, my heads -> (B, H, t, d): my tokens, all heads."""
+    size = dist.get_world_size(group)
+    send = out.unflatten(2, (size, -1)).movedim(2, 0)  # (S, B, H/S, t, d): rank j's tokens
+    received = _all_to_all(send, group)  # slice j: heads of group j for my tokens
+    return received.movedim(0, 1).flatten(1, 2)
+
+
+class UlyssesAttention:
+    """Self-attention on a token shard: installed as `attn1.attention_fn` of every block.
+
+    `tokens` is the real sequence length of the current call; the padding that makes it
+    divisible by the group size sits at the end, so it is cut off before attention (no
+    mask needed, any SDPA backend applies) and zero-filled after."""
+
+    def __init__(self, group: dist.ProcessGroup, inner: Callable = F.scaled_dot_product_attention):
+        self.group = group
+        self.inner = inner
+        self.tokens: int | None = None
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        if attn_mask is not None:
+            raise NotImplementedError("sequence-parallel self-attention takes no mask")
+        q, k, v = heads_to_tokens(torch.stack([q, k, v]), self.group).unbind(0)  # (B, H/S, T', d)
+        padded = q.shape[2]
+        real = padded if self.tokens is None else self.tokens
+        out = self.inner(q[:, :, :real], k[:, :, :real], v[:, :, :real])
+        out = F.pad(out, (0, 0, 0, padded - real))
+        return tokens_to_heads(out, self.group)
+
+
+# ---------------------------------------------------------------- the parallel transformer
+
+
+def _padded(length: int, parts: int) -> int:
+    return math.ceil(length / parts) * parts
+
+
+def _shard(tensor: Tensor, dim: int, parts: int, index: int, pad_value: str = "zeros") -> Tensor:
+    """Piece `index` of `parts` equal pieces along `dim`, after padding to a multiple of
+    `parts` (zeros, or repeats of the last entry: the batch, where zeros would be a
+    fully masked text)."""
+    length = tensor.shape[dim]
+    extra = _padded(length, parts) - length
+    if extra:
+        if pad_value == "zeros":
+            filler = tensor.new_zeros(*tensor.shape[:dim], extra, *tensor.shape[dim + 1:])
+        else:
+            filler = tensor.narrow(dim, length - 1, 1).expand(*tensor.shape[:dim], extra, *tensor.shape[dim + 1:])
+        tensor = torch.cat([tensor, filler], dim=dim)
+    return tensor.chunk(parts, dim=dim)[index]
+
+
+class ParallelTransformer:
+    """The transformer's call signature, run sequence- and/or CFG-parallel over `run`'s
+    groups; every rank gets the whole velocity. `model` is an `LTXVTransformer` or an
+    `acceleration.OptimizedTransformer` (its `.model` gets the attention hook).
+
+    Installing the hook changes the model's self-attention modules; `close()` restores
+    them, after which the model runs single-process again."""
+
+    def __init__(self, model, run: ParallelRun):
+        self.model = model
+        self.run = run
+        self.module = getattr(model, "model", model)  # the nn.Module under an OptimizedTransformer
+        self.attention = None
+        # rank = c * sequence + s (`layout_ranks`)
+        self._cfg_rank, self._sequence_rank = divmod(run.rank, run.layout.sequence)
+        if run.sequence_group is not None:
+            self._install_attention(run.sequence_group)
+
+    @property
+    def cfg(self):
+        return self.module.cfg
+
+    def parameters(self):  # the pipeline reads device and dtype from here
+        return self.module.parameters()
+
+    def __getattr__(self, name):  # anything else the wrapped model offers
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def _install_attention(self, group: dist.ProcessGroup) -> None:
+        heads, size = self.module.cfg.num_attention_heads, self.run.layout.sequence
+        if heads % size:
+            allowed = [n for n in range(1, heads + 1) if heads % n == 0]
+            raise SettingsError(f"sequence-parallel {size} does not divide the model's {heads} attention heads; "
+                                f"allowed sizes: {', '.join(map(str, allowed))}")
+        attentions = [block.attn1 for block in self.module.transformer_blocks]
+        if not all(hasattr(type(a), "attention_fn") for a in attentions):
+            raise RuntimeError("this transformer's Attention has no `attention_fn` hook; sequence parallelism needs it")
+        self.attention = UlyssesAttention(group, inner=attentions[0].attention_fn)
+        for attention in attentions:
+            attention.attention_fn = self.attention
+
+    def close(self) -> None:
+        """Give the model its own self-attention back."""
+        if self.attention is None:
+            return
+        for block in self.module.transformer_blocks:
+            del block.attn1.attention_fn  # the class's SDPA shows through again
+        self.attention = None
+
+    def __call__(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
+                 coords: Tensor, **kwargs) -> Tensor:
+        check = getattr(self.module, "_check_inputs", None)
+        if check is not None:  # the single-process messages, on the whole input
+            check(latent, timestep, text, text_mask, coords)
+        batch = latent.shape[0]
+        args = dict(latent=latent, timestep=timestep, text=text, text_mask=text_mask, coords=coords, **kwargs)
+        if self.run.cfg_group is not None:
+            args = self._batch_shard(args, batch)
+        out = self._sequence_forward(**args)
+        if self.run.cfg_group is not None:
+            out = gather_along(out, 0, self.run.cfg_group)[:batch]
+        return out
+
+    def _batch_shard(self, args: dict, batch: int) -> dict:
+        """This CFG rank's share of every per-item input (the batch padded with repeats)."""
+        parts = self.run.layout.cfg
+        if batch < parts:
+            import warnings
+
+            warnings.warn(f"cfg-parallel {parts} with a batch of {batch} (guidance off?): ranks repeat work; "
+                          "sequence parallelism would use them better", stacklevel=3)
+        return {name: _shard(value, 0, parts, self._cfg_rank, "repeat")
+                if isinstance(value, Tensor) and value.ndim and value.shape[0] == batch else value
+                for name, value in args.items()}
+
+    def _sequence_forward(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
+                          coords: Tensor, **kwargs) -> Tensor:
+        if self.run.sequence_group is None:
+            return self.model(latent, timestep, text, text_mask, coords, **kwargs)
+        parts, index = self.run.layout.sequence, self._sequence_rank
+        tokens = latent.shape[1]
+        if timestep.ndim == 2 and timestep.shape[1] == tokens:  # per-token sigmas follow their tokens
+            timestep = _shard(timestep, 1, parts, index)
+        self.attention.tokens = tokens
+        out = self.model(_shard(latent, 1, parts, index), timestep, text, text_mask,
+                         _shard(coords, 2, parts, index), **kwargs)  # (B, T'/S, C)
+        return gather_along(out, 1, self.run.sequence_group)[:, :tokens]
+
+
+def parallelize(models, run: ParallelRun):
+    """`pipeline.Models` whose transformer and VAE decode run over `run`'s ranks; the text
+    encoder stays replicated (one prompt costs little next to the DiT)."""
+    from .distributed_vae import TimeSplitVAE
+
+    transformer = models.transformer
+    if run.sequence_group is not None or run.cfg_group is not None:
+        transformer = ParallelTransformer(transformer, run)
+    vae = TimeSplitVAE(models.vae) if run.world_size > 1 else models.vae
+    return replace(models, transformer=transformer, vae=vae)
