@@ -148,13 +148,13 @@ def sample(
             x = _renoise_clean_tokens(x, clean_latent.to(x), keep, sigma, cond_noise_scale, generator)
         if strength_rule == "held":
             timesteps = torch.minimum(sigma, mask)  # (B, T)
-            step = (sigma_next - timesteps) * (sigma - HELD_EPS < mask)
+            move = (sigma_next - timesteps) * (sigma - HELD_EPS < mask)
         else:
             timesteps = sigma * mask  # (B, T)
-            step = (sigma_next - sigma) * mask
+            move = (sigma_next - sigma) * mask
         velocity = velocity_fn(x, timesteps).float()
         denoised = x - timesteps[..., None] * velocity
-        x = x + step[..., None] * velocity
+        x = x + move[..., None] * velocity
         if callback is not None:
             callback(step, total, x, denoised)
     return x
