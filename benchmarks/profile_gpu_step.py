@@ -31,6 +31,7 @@ GIB = 2**30
 F, H, W = 16, 16, 24  # 768x512x121 in latent tokens
 TOKENS = F * H * W
 RESULTS: dict = {"errors": {}}
+REFERENCE: dict = {}  # variant -> one batch-1 forward output
 
 
 def stage(name):
@@ -110,7 +111,11 @@ def variant(name, state, batches=(1, 2), inductor=None, **levers):
         try:
             model = fresh_model(state)
             fast = acceleration.optimize_transformer(model, attention="cudnn", cuda_graphs=True, **levers)
-            row = RESULTS.setdefault("forward", {})[name] = {}
+            row = RESULTS.setdefault("forward", {})[name] = {"levers": fast.levers}
+            out = fast(*inputs(1)).float()
+            if "bf16 compile" in REFERENCE:
+                row["max_abs_vs_bf16_compile"] = (out - REFERENCE["bf16 compile"]).abs().max().item()
+            REFERENCE.setdefault(name, out)
             for b in batches:
                 t, first = forward_time(fast, b)
                 row[f"b{b}_ms"], row[f"b{b}_first_s"] = t * 1e3, first
@@ -229,6 +234,7 @@ def main():
         del result
     variant("fp8 feed-forward only", state, batches=(1,), fp8=True,
             fp8_keep_precise=KEEP_PRECISE + ("*.attn1.*", "*.attn2.*"))
+    variant("bf16 compile + GELU epilogue", state, fused_gelu=True)
     variant("bf16 compile + coordinate descent", state, batches=(1,),
             inductor={"coordinate_descent_tuning": True})
     print(json.dumps({k: RESULTS.get(k) for k in ("forward", "kernel_ms_by_kind", "dit_memory", "decode",

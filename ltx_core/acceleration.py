@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .errors import SettingsError
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported
+from .transformer import GELUProjection
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
 # Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs
@@ -133,6 +134,50 @@ def compile_regions(model: nn.Module, mode: str | None = None, backend: str = "i
     model.finish = torch.compile(model.finish, **options)
 
 
+@torch.library.custom_op("ltx_core::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """gelu_tanh(x @ weight.T + bias) in one cuBLASLt GEMM with a bias+GELU epilogue, saving
+    the pass over the 4x-wide feed-forward activation. Opaque to Inductor (a custom op), which
+    would otherwise split it back into a GEMM and a pointwise kernel."""
+    rows = x.reshape(-1, x.shape[-1])
+    return torch._addmm_activation(bias, rows, weight.t(), use_gelu=True).reshape(*x.shape[:-1], weight.shape[0])
+
+
+@linear_gelu_tanh.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def gelu_epilogue_is_tanh(device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether `_addmm_activation`'s GELU is the tanh approximation the model uses on this
+    device (cuBLASLt's epilogue is; the CPU kernel computes the exact erf form)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x, w, b = (torch.randn(*shape, generator=g, device=device, dtype=dtype) for shape in ((64, 64), (64, 64), (64,)))
+    fused = linear_gelu_tanh(x, w, b).float()
+    plain = torch.nn.functional.linear(x, w, b).float()
+    tanh = torch.nn.functional.gelu(plain, approximate="tanh")
+    exact = torch.nn.functional.gelu(plain)
+    return bool((fused - tanh).abs().max() < (fused - exact).abs().max())
+
+
+class EpilogueGELUProjection(GELUProjection):
+    """`GELUProjection` whose bias and GELU run in the GEMM's epilogue (same parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear_gelu_tanh(x, self.proj.weight, self.proj.bias)
+
+
+def fuse_gelu_epilogues(model: nn.Module) -> int:
+    """Feed-forward input layers -> `EpilogueGELUProjection` (a class swap: names and
+    weights stay). Returns how many; 0 where the device's epilogue is not the tanh GELU."""
+    layers = [m for m in model.modules() if type(m) is GELUProjection and type(m.proj) is nn.Linear]
+    if not layers or not gelu_epilogue_is_tanh(layers[0].proj.weight.device, layers[0].proj.weight.dtype):
+        return 0
+    for module in layers:
+        module.__class__ = EpilogueGELUProjection
+    return len(layers)
+
+
 class CUDAGraphForward:
     """Capture `fn(*args)` once per input signature (shapes, dtypes, devices, None slots),
     then replay it: inputs are copied into the captured buffers, the output is cloned.
@@ -208,6 +253,7 @@ def optimize_transformer(
     compile: bool = True,
     fp8: bool = False,
     fuse_projections: bool = False,
+    fused_gelu: bool = False,
     cuda_graphs: bool = False,
     attention: str = "default",
     compile_mode: str | None = None,
@@ -220,7 +266,8 @@ def optimize_transformer(
     attention: an SDPA backend name, 'default' (PyTorch's own order) or 'auto' (time the
     backends on `attention_shape` = (batch, heads, tokens, head_dim) and take the fastest).
     cuda_graphs: capture the forward per input shape (CUDA only; inputs of a new shape
-    capture again). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    capture again). fused_gelu: the feed-forward's bias + GELU in the GEMM's epilogue
+    (bf16 only; skipped where the epilogue is not the tanh GELU). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
     if attention not in ATTENTION_CHOICES:
         raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
     device = next(model.parameters()).device
@@ -233,6 +280,8 @@ def optimize_transformer(
     if fuse_projections:
         for block in model.transformer_blocks:
             block.fuse_projections()
+    if fused_gelu and not fp8:  # FP8 layers fuse the GELU into their input quantization instead
+        levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
     if fp8:
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
     if attention == "auto":
