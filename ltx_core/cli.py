@@ -3,7 +3,8 @@
 A thin adapter over `pipeline.generate`: it parses flags, checks everything it can before
 loading a model (output path, image, settings), shows a progress bar through the
 pipeline's callback and writes the video atomically. Exit codes: 0 done, 2 a bad setting
-or model file (one line, no traceback), 130 interrupted (no file written), 1 out of memory.
+or model file (one line, no traceback), 130 interrupted (no file written), 1 out of memory,
+3 another rank of a torchrun run failed (no file written).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import CheckpointInfo, default_model_paths, load_checkpoint, resolve_device, resolve_dtype
+from .distributed import ParallelLayout, RankFailure, all_ranks_succeeded, init_parallel, parallelize
 from .errors import LTXVError, SettingsError
 from .pipeline import Models, Request, generate
 from .text_encoder import check_text_width, load_text_encoder
 from .video import check_output_path, load_image, write_mp4
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
 
 # Sizes for a named checkpoint: the published models' default (Lightricks' README).
 FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
@@ -124,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--overwrite", action="store_true", help="replace an existing output file (otherwise it is refused)"
     )
+    parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
+    parallel.add_argument("--sequence-parallel", type=int, default=1, help="ranks that split the video tokens "
+                          "(a divisor of the attention heads; default: %(default)s)")
+    parallel.add_argument("--cfg-parallel", type=int, default=1, help="ranks that split the guidance batch, "
+                          "2 = cond and uncond apart; N = sequence x cfg (default: %(default)s)")
     generate.set_defaults(run=run_generate)
     return parser
 
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except LTXVError as error:  # SettingsError, CheckpointError: the message says it all
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RankFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RANK_FAILED
     except KeyboardInterrupt:
         print("interrupted: no video written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -158,16 +169,20 @@ def run_generate(args: argparse.Namespace) -> int:
     _require_existing(
         ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer)
     )
-    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, device)
-    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr) as bar:
+    run = init_parallel(ParallelLayout(args.sequence_parallel, args.cfg_parallel), device)  # 1 x 1: one process
+    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
+    models = parallelize(models, run)
+    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not run.is_writer) as bar:
 
         def progress(step: int, total: int, x, denoised) -> None:
             bar.total = total
             bar.update(step + 1 - bar.n)
 
         frames = generate(models, request, callback=progress)
-    write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
-    print(output)
+    all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
+    if run.is_writer:
+        write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
+        print(output)
     return EXIT_OK
 
 

@@ -121,11 +121,14 @@ def make_groups(layout: ParallelLayout, timeout_s: float = DEFAULT_TIMEOUT_S
 def init_parallel(layout: ParallelLayout, device: str | torch.device | None = None,
                   timeout_s: float = DEFAULT_TIMEOUT_S) -> ParallelRun:
     """Join the run torchrun started (RANK, WORLD_SIZE, MASTER_ADDR, LOCAL_RANK in the
-    environment; or a default group already initialized) and build the groups.
+    environment; or a default group already initialized) and build the groups. A 1 x 1
+    layout outside torchrun is a plain single-process run (nothing is initialized).
 
     device: 'cuda' (each rank takes cuda:LOCAL_RANK, NCCL) or 'cpu' (gloo); None: CUDA
     when present."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if layout.world_size == 1 and int(os.environ.get("WORLD_SIZE", 1)) == 1 and not dist.is_initialized():
+        return ParallelRun(layout, 0, device, None, None)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -143,6 +146,8 @@ def init_parallel(layout: ParallelLayout, device: str | torch.device | None = No
 def all_ranks_succeeded(run: ParallelRun) -> None:
     """Return once every rank got here; raise RankFailure if one never does. Call after
     generation and before writing, so no rank writes a video another rank failed on."""
+    if run.world_size == 1:
+        return
     done = torch.ones(1, device=run.device)
     communicate(dist.all_reduce, done)
 
@@ -343,6 +348,8 @@ def parallelize(models, run: ParallelRun):
     encoder stays replicated (one prompt costs little next to the DiT)."""
     from .distributed_vae import TimeSplitVAE
 
+    if run.world_size == 1:
+        return models
     transformer = models.transformer
     if run.sequence_group is not None or run.cfg_group is not None:
         transformer = ParallelTransformer(transformer, run)
