@@ -284,7 +284,7 @@ def add_keyframe(
     if isinstance(frame_index, bool) or not isinstance(frame_index, int) or not 0 <= frame_index <= num_frames - item_frames:
         raise SettingsError(
             f"conditioning frame index {frame_index!r} with {item_frames} frame(s) reaches past the clip of "
-            f"{num_frames} frames; allowed: 0 to {num_frames - item_frames}"
+            f"{num_frames} frames; allowed: {_allowed_starts(num_frames, item_frames)}"
         )
     if frame_index == 0:
         return condition_frames(latent, frames_latent, 0, strength)
@@ -303,6 +303,12 @@ def add_keyframe(
     return replace(latent, keyframes=latent.keyframes + (keyframe,))
 
 
+def _allowed_starts(num_frames: int, count: int) -> str:
+    if count > num_frames:
+        return f"none, the item has more frames ({count}) than the video; trim it to at most {num_frames}"
+    return f"0 to {num_frames - count}"
+
+
 def check_item_fits(item: ConditioningItem, num_frames: int, height: int, width: int, step: int = 8) -> None:
     """A conditioning item must have the video's size and lie inside its frames (the
     pixel-side twin of `add_keyframe`'s checks, for `Request` to fail before any model)."""
@@ -315,7 +321,7 @@ def check_item_fits(item: ConditioningItem, num_frames: int, height: int, width:
     if item.frame_index > num_frames - count:
         raise SettingsError(
             f"conditioning frame index {item.frame_index} with {count} frame(s) reaches past the clip of "
-            f"{num_frames} frames; allowed: 0 to {num_frames - count}"
+            f"{num_frames} frames; allowed: {_allowed_starts(num_frames, count)}"
         )
     if count > 1 and item.frame_index % step:
         raise SettingsError(

@@ -119,7 +119,8 @@ class Request:
                     f"source_video of shape {tuple(source.frames.shape)} is not the video's "
                     f"({self.num_frames}, {self.height}, {self.width}, 3)"
                 )
-        denoise_sigmas(torch.linspace(1, 0, 2), self.denoise_strength)  # range check only
+        steps = self.steps if self.sigmas is None else len(explicit_sigmas(self.sigmas)) - 1
+        denoise_sigmas(torch.linspace(1, 0, steps + 1), self.denoise_strength)  # keeps a step or says so
         if self.denoise_strength != 1.0 and self.source_video is None:
             raise SettingsError(f"denoise_strength {self.denoise_strength} needs a source_video to start from")
 
@@ -251,11 +252,12 @@ def prepare_latent(
     """The latent to denoise: empty (all tokens from noise), or the encoded `source_video`
     (video-to-video: noised to the first sigma by `denoise`), then an encoded first frame
     whose tokens carry noise mask 1 - strength (paper 2.4), then the `conditions`
-    (`ConditioningItem`s at any frame). Posteriors are drawn in that order."""
+    (`ConditioningItem`s at any frame). Posteriors are drawn in that order, but the source's
+    mean is taken (it is noised anyway), so denoise strength 1 is text-to-video exactly."""
     device = _device_of(vae)
     latent = empty_latent(batch, num_frames, height, width, vae, device=device)
     if source_video is not None:
-        source = encode_frames(vae, source_video, generator, device)
+        source = encode_frames(vae, source_video, None, device)  # the posterior mean: no draw
         if source.shape[2:] != latent.samples.shape[2:]:
             raise SettingsError(f"source_video of shape {tuple(source_video.shape)} is not the video's "
                                 f"({num_frames}, {height}, {width}, 3)")  # fmt: skip

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from ltx_core.conditioning import (
+    PREFIX_LATENT_FRAMES,
     ConditionedLatent,
+    ConditioningItem,
+    add_keyframe,
+    initial_keyframes,
     check_multiple,
     check_num_frames,
     condition_first_frame,
@@ -132,3 +136,113 @@ def test_initial_latent_puts_each_token_at_its_own_noise_level(generator):
     torch.testing.assert_close(x[:, :, :1], 0.4 * noise[:, :, :1] + 0.6 * clean)
     hard = condition_first_frame(empty_latent(1, 9, 32, 64, GEOMETRY), clean)
     torch.testing.assert_close(initial_latent(hard, torch.Generator().manual_seed(1))[:, :, :1], clean, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------- conditioning on any frame
+
+
+def frames_latent(count: int, seed: int = 1, height: int = 2, width: int = 3) -> torch.Tensor:
+    return torch.randn(1, 128, count, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def test_an_image_at_frame_0_replaces_the_first_latent_frame_and_adds_no_tokens():
+    latent = add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1), 0, strength=0.8)
+    assert latent.keyframes == () and latent.num_keyframe_tokens == 0
+    assert torch.equal(latent.samples[:, :, :1], frames_latent(1))
+    torch.testing.assert_close(latent.noise_mask[:, :, 0], torch.full((1, 1, 2, 3), 0.2))
+    assert (latent.noise_mask[:, :, 1:] == 1).all()
+
+
+def test_an_image_elsewhere_becomes_keyframe_tokens_at_its_pixel_frame():
+    """Any frame, not only a latent frame's start: the tokens carry the exact frame."""
+    empty = empty_latent(1, 25, 64, 96, GEOMETRY)
+    latent = add_keyframe(add_keyframe(empty, frames_latent(1), 13, 0.6), frames_latent(1, 2), 24)
+    assert [(k.frame_index, k.strength, k.num_tokens) for k in latent.keyframes] == [(13, 0.6, 6), (24, 1.0, 6)]
+    assert torch.equal(latent.samples, empty.samples) and torch.equal(latent.noise_mask, empty.noise_mask)
+    assert latent.num_tokens == 24 and latent.num_keyframe_tokens == 12
+
+
+def test_a_clip_elsewhere_gives_two_prefix_latent_frames_as_tokens_and_the_rest_to_the_grid():
+    """Lightricks' `_handle_non_first_conditioning_sequence`: a 25-frame clip (4 latent
+    frames) at pixel frame 8 -> latent frames 0-1 as tokens, 2-3 onto grid frames 3-4."""
+    clip = frames_latent(4)
+    latent = add_keyframe(empty_latent(1, 41, 64, 96, GEOMETRY), clip, 8, strength=1.0)
+    [keyframe] = latent.keyframes
+    assert PREFIX_LATENT_FRAMES == 2 and keyframe.frame_index == 8
+    assert torch.equal(keyframe.samples, clip[:, :, :2])
+    assert torch.equal(latent.samples[:, :, 3:5], clip[:, :, 2:])
+    assert (latent.noise_mask[:, :, 3:5] == 0).all() and (latent.noise_mask[:, :, :3] == 1).all()
+
+
+def test_a_clip_at_frame_0_is_video_extension_on_the_grid():
+    clip = frames_latent(2)
+    latent = add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), clip, 0)
+    assert latent.keyframes == () and torch.equal(latent.samples[:, :, :2], clip)
+    assert (latent.noise_mask[:, :, :2] == 0).all() and (latent.noise_mask[:, :, 2:] == 1).all()
+
+
+def test_keyframes_follow_the_latent_through_later_first_frame_conditioning():
+    latent = add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1), 24)
+    assert len(condition_first_frame(latent, frames_latent(1, 3)).keyframes) == 1
+
+
+@pytest.mark.parametrize(
+    ("count", "frame_index", "message"),
+    [
+        (1, 25, r"conditioning frame index 25 with 1 frame\(s\) reaches past the clip of 25 frames; allowed: 0 to 24"),
+        (2, 24, r"frame index 24 with 9 frame\(s\) reaches past the clip of 25 frames; allowed: 0 to 16"),
+        (1, -1, r"conditioning frame index -1 .*allowed: 0 to 24"),
+        (2, 12, r"conditioning clip at frame 12 does not start a latent frame; .*nearest valid: 8 or 16"),
+    ],
+)
+def test_a_keyframe_outside_the_clip_or_off_the_latent_grid_is_refused(count, frame_index, message):
+    with pytest.raises(SettingsError, match=message):
+        add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(count), frame_index)
+
+
+def test_a_keyframe_of_another_size_is_refused():
+    with pytest.raises(SettingsError, match=r"conditioning latent of shape \(1, 128, 1, 3, 3\) does not fit"):
+        add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1, width=3, height=3), 8)
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5, float("nan")])
+def test_a_keyframe_strength_outside_0_1_is_refused(strength):
+    with pytest.raises(SettingsError, match=r"conditioning strength .* is outside \[0, 1\]"):
+        add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1), 8, strength)
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (torch.rand(4, 32, 32, 3), "conditioning clip frame count 4 is not 8k \\+ 1 .*nearest valid: 1 or 9"),
+        (torch.rand(32, 32), r"conditioning item \(32, 32\) is not an image or a clip"),
+        (torch.rand(0, 32, 32, 3), r"conditioning item \(0, 32, 32, 3\) is not an image or a clip"),
+    ],
+)
+def test_a_conditioning_item_that_is_not_an_image_or_an_8k_plus_1_clip_is_refused(frames, message):
+    with pytest.raises(SettingsError, match=message):
+        ConditioningItem(frames)
+
+
+def test_an_image_item_becomes_a_one_frame_clip():
+    assert ConditioningItem(torch.rand(32, 64, 3), 8, 0.5).frames.shape == (1, 32, 64, 3)
+
+
+def test_keyframes_start_at_their_own_noise_level(generator):
+    """Strength 1: exactly the clean frames; strength 0.25 at sigma 1: level 0.75."""
+    latent = add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1), 8)
+    latent = add_keyframe(latent, frames_latent(1, 2), 16, strength=0.25)
+    hard, soft = initial_keyframes(latent, generator)
+    assert torch.equal(hard, frames_latent(1))
+    same = torch.Generator().manual_seed(0)  # the fixture's seed: one draw per keyframe, in order
+    _, noise = (torch.randn(1, 128, 1, 2, 3, generator=same) for _ in range(2))
+    torch.testing.assert_close(soft, 0.75 * noise + 0.25 * frames_latent(1, 2))
+
+
+def test_the_initial_latent_at_a_first_sigma_below_1_is_the_source_noised_to_it():
+    """Video-to-video: x = sigma * noise + (1 - sigma) * source where the mask is 1."""
+    source = frames_latent(3)
+    latent = ConditionedLatent(source)
+    x = initial_latent(latent, torch.Generator().manual_seed(0), start_sigma=0.25)
+    noise = torch.randn(source.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, 0.25 * noise + 0.75 * source)

@@ -7,21 +7,23 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.conditioning import ConditionedLatent
+from ltx_core.conditioning import ConditionedLatent, ConditioningItem, Keyframe
 from ltx_core.errors import SettingsError
 from ltx_core.pipeline import (
     Models,
     Request,
+    condition_on_items,
     decode_frames,
     denoise,
     encode_first_frame,
     encode_text,
     generate,
+    keyframe_coords,
     latent_preview,
     prepare_latent,
     token_coords,
 )
-from ltx_core.scheduler import flow_sigmas
+from ltx_core.scheduler import denoise_sigmas, flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings, TextEncoder, load_text_encoder
 from tests.conftest import TINY_T5
 
@@ -214,3 +216,108 @@ def test_a_text_encoder_of_the_wrong_width_is_refused_before_anything_runs(model
     finally:
         handle.remove()
     assert batches == []
+
+
+# ---------------------------------------------------------------- any-frame conditioning, video-to-video
+
+
+def clip(count: int, seed: int = 3, height: int = 32, width: int = 64) -> torch.Tensor:
+    return torch.rand(count, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"conditions": (ConditioningItem(clip(1), 9),)},
+         r"conditioning frame index 9 with 1 frame\(s\) reaches past the clip of 9 frames; allowed: 0 to 8"),
+        ({"conditions": (ConditioningItem(clip(1, height=64), 8),)},
+         r"conditioning item of 64x64 pixels is not the video's 64x32; resize it first"),
+        ({"num_frames": 17, "conditions": (ConditioningItem(clip(9), 4),)},
+         r"conditioning clip at frame 4 does not start a latent frame"),
+        ({"conditions": (clip(1),)}, r"conditions holds a Tensor; allowed: ConditioningItem"),
+        ({"source_video": clip(1)}, r"source_video of shape \(1, 32, 64, 3\) is not the video's \(9, 32, 64, 3\)"),
+        ({"source_video": clip(9), "denoise_strength": 0.0}, r"denoise_strength 0.0 is outside \(0, 1\]"),
+        ({"denoise_strength": 0.5}, r"denoise_strength 0.5 needs a source_video"),
+        ({"strength_rule": "comfy"}, r"strength_rule 'comfy' is not known; allowed: scaled, held"),
+    ],
+)
+def test_bad_conditioning_settings_are_refused_with_what_is_allowed(change, message):
+    with pytest.raises(SettingsError, match=message):
+        Request(**{**SMALL, **change})
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (lambda: clip(4), r"conditioning clip frame count 4 is not 8k \+ 1"),
+        (lambda: torch.rand(32, 64), r"conditioning item \(32, 64\) is not an image or a clip"),
+    ],
+)
+def test_a_conditioning_clip_that_is_not_8k_plus_1_frames_is_refused(frames, message):
+    with pytest.raises(SettingsError, match=message):
+        ConditioningItem(frames(), 0)
+
+
+def test_a_denoise_strength_keeping_no_step_is_refused():
+    with pytest.raises(SettingsError, match=r"denoise_strength 0.1 keeps no step of 2; allowed: at least 0.5"):
+        denoise_sigmas(flow_sigmas(2, 4), 0.1)
+
+
+def test_first_and_last_frame_conditioning_runs_and_changes_the_video(models):
+    """The last frame is keyframe tokens (9 pixel frames: latent frame 1 starts at 1, not
+    8); its tokens are dropped before decoding, so the frames have the asked size."""
+    plain = generate(models, Request(**SMALL))
+    items = (ConditioningItem(clip(1, 1), 0), ConditioningItem(clip(1, 2), 8))
+    batches, handle = count_forwards(models.transformer)
+    try:
+        conditioned = generate(models, Request(**SMALL, conditions=items))
+    finally:
+        handle.remove()
+    assert conditioned.shape == plain.shape == (9, 32, 64, 3)
+    assert (conditioned - plain).abs().max() > 1e-3
+    assert batches == [2, 2]
+
+
+def test_denoise_gives_keyframe_tokens_to_the_transformer_and_drops_them_after(models, text):
+    latent = condition_on_items(models.vae, prepare_latent(models.vae, 9, 32, 64), [ConditioningItem(clip(1), 5)])
+    tokens = []
+    handle = models.transformer.register_forward_pre_hook(lambda mod, args: tokens.append(tuple(args[4].shape)))
+    seen = []
+    try:
+        out = denoise(models.transformer, latent, *text, flow_sigmas(2, latent.num_tokens), 3.0, 25.0,
+                      torch.Generator().manual_seed(0), callback=lambda i, n, x, d: seen.append(tuple(x.shape)))  # fmt: skip
+    finally:
+        handle.remove()
+    assert tokens == [(2, 3, 2 + 4)] * 2, "coords of 2 keyframe tokens before the video's 4, for (uncond, cond)"
+    assert out.samples.shape == latent.samples.shape == (1, 128, 2, 1, 2) and out.keyframes == ()
+    assert seen == [(1, 128, 2, 1, 2)] * 2
+
+
+def test_keyframe_coordinates_start_at_the_keyframes_pixel_frame():
+    keyframe = Keyframe(torch.zeros(1, 128, 2, 1, 2), frame_index=8)
+    coords = keyframe_coords(keyframe, 1, frame_rate=2.0, causal_fix=True)
+    # latent frames 0, 1 of the clip start at its pixel frames 0 and 1 (causal fix): 8 and 9
+    assert coords[0, 0].tolist() == [4.0, 4.0, 4.5, 4.5]
+
+
+def test_video_to_video_runs_the_kept_steps_from_the_noised_source(models):
+    """Denoise strength 0.5 of 2 steps: one forward (a CFG pair); strength 1 ignores the
+    source (pure noise), as diffusers' LTXConditionPipeline does; the source's posterior
+    mean is used, so nothing else changes."""
+    source = clip(9, 7)
+    batches, handle = count_forwards(models.transformer)
+    try:
+        half = generate(models, Request(**SMALL, source_video=source, denoise_strength=0.5))
+    finally:
+        handle.remove()
+    assert batches == [2]
+    full = generate(models, Request(**SMALL, source_video=source))
+    plain = generate(models, Request(**SMALL))
+    assert (half - full).abs().max() > 1e-3
+    assert half.shape == (9, 32, 64, 3)
+    assert torch.equal(full, plain), "at strength 1 the source is pure noise: text-to-video"
+
+
+def test_a_conditioning_clip_longer_than_the_video_is_refused():
+    with pytest.raises(SettingsError, match=r"allowed: none, the item has more frames \(17\) than the video"):
+        Request(**{**SMALL, "conditions": (ConditioningItem(clip(17), 0),)})

@@ -151,3 +151,25 @@ def test_a_schedule_may_stop_above_zero_for_partial_sampling(clean_and_noise):
     clean, noise = clean_and_noise
     out = sample(straight_flow(clean, noise), noise, torch.tensor([1.0, 0.5]), torch.ones(B, T))
     torch.testing.assert_close(out, 0.5 * noise + 0.5 * clean)
+
+
+def test_the_held_rule_freezes_a_partial_token_until_the_schedule_passes_its_level(clean_and_noise):
+    """Lightricks' and diffusers' rule: a token of mask 0.5 (strength 0.5) sees timestep
+    min(sigma, 0.5) and moves only once sigma < 0.5; mask 1 and 0 tokens as ever."""
+    clean, noise = clean_and_noise
+    mask = torch.tensor([[1.0, 0.5, 0.0, 1.0, 1.0, 1.0]]).expand(B, T)
+    sigmas = torch.tensor([1.0, 0.75, 0.25, 0.0])
+    seen, after = [], []
+    velocity = lambda x, timesteps: (seen.append(timesteps[0].tolist()), torch.ones_like(x))[1]  # noqa: E731
+    sample(velocity, noise, sigmas, mask, callback=lambda i, n, x, d: after.append(x.clone()), strength_rule="held")
+    assert seen == [[1.0, 0.5, 0.0, 1.0, 1.0, 1.0], [0.75, 0.5, 0.0, 0.75, 0.75, 0.75], [0.25, 0.25, 0.0, 0.25, 0.25, 0.25]]
+    held = [x[:, 1] for x in after]
+    assert torch.equal(held[0], noise[:, 1]) and torch.equal(held[1], noise[:, 1])  # frozen while sigma >= 0.5
+    torch.testing.assert_close(held[2], noise[:, 1] - 0.25)  # then one step from 0.25 to 0
+    torch.testing.assert_close(after[-1][:, 0], noise[:, 0] - 1.0)
+    assert torch.equal(after[-1][:, 2], noise[:, 2])
+
+
+def test_an_unknown_strength_rule_is_refused(clean_and_noise):
+    with pytest.raises(SettingsError, match="strength_rule 'lightricks' is not known; allowed: scaled, held"):
+        sample(lambda x, t: x, clean_and_noise[1], flow_sigmas(2, T), torch.ones(B, T), strength_rule="lightricks")
