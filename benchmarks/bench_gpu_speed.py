@@ -8,8 +8,10 @@ peak GPU memory, our cold start (load from safetensors + compile + graph capture
 errors: ours bf16 vs ours fp32, ours FP8 vs ours bf16, ours vs diffusers.
 
 Levers are measured one by one (eager vs regional compile, CUDA graphs, SDPA backend,
-fused projections, channels-last VAE, batched vs sequential CFG) and the best measured
-configuration is the one reported. Every stage writes the JSON again, so a failure keeps
+bias+GELU GEMM epilogue, fused projections, compiled VAE decoder blocks, batched vs
+sequential CFG) and the best measured configuration is the one reported. (Channels-last
+3-D convolutions in the VAE were measured in the first run and dropped: decode 0.459 s
+against 0.284 s.) Every stage writes the JSON again, so a failure keeps
 what came before; stages past `--budget-s` are skipped and listed.
 
     PYTHONUNBUFFERED=1 python benchmarks/bench_gpu_speed.py --out $OUT/gpu_speed.json
@@ -272,18 +274,16 @@ def our_denoise(model, inputs: Inputs, guidance: float, dtype: torch.dtype, sequ
         return sample(velocity, inputs.noise, sigmas, mask)
 
 
-def our_decode(vae, tokens: torch.Tensor, setup: Setup, channels_last: bool = False) -> torch.Tensor:
+def our_decode(vae, tokens: torch.Tensor, setup: Setup) -> torch.Tensor:
     f, h, w = setup.latent_shape
     latent = rearrange(tokens, "b (f h w) c -> b c f h w", f=f, h=h, w=w).to(torch.bfloat16)
-    if channels_last:
-        latent = latent.contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():
         video = vae.decode(latent, DECODE_T, DECODE_NOISE, torch.Generator().manual_seed(SEED),
                            mix_noise_denormalized=True)
     return rearrange((video.float() / 2 + 0.5).clamp(0, 1), "b c f h w -> b f h w c")
 
 
-def our_generate(model, vae, inputs, setup, guidance, dtype, channels_last=False, sequential_cfg=False):
+def our_generate(model, vae, inputs, setup, guidance, dtype, sequential_cfg=False):
     """Returns (frames, tokens, {dit_s, decode_s, whole_s})."""
     dev = setup.device
     sync(dev)
@@ -291,7 +291,7 @@ def our_generate(model, vae, inputs, setup, guidance, dtype, channels_last=False
     tokens = our_denoise(model, inputs, guidance, dtype, sequential_cfg)
     sync(dev)
     t1 = time.perf_counter()
-    frames = our_decode(vae, tokens, setup, channels_last)
+    frames = our_decode(vae, tokens, setup)
     sync(dev)
     t2 = time.perf_counter()
     return frames, tokens, dict(dit_s=t1 - t0, decode_s=t2 - t1, whole_s=t2 - t0)
@@ -417,25 +417,28 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
 
         return ours_transformer(load_file(str(weights_file), device=str(dev)), setup, torch.bfloat16)
 
-    def ours_variant(tag: str, fp8: bool, fuse: bool = False):
+    def optimized(model, fp8=False, fuse=False, gelu=True, compile=True, graphs=None):
+        return acceleration.optimize_transformer(
+            model, compile=compile and setup.compile_backend != "none", compile_backend=setup.compile_backend,
+            fp8=fp8, fuse_projections=fuse, fused_gelu=gelu,
+            cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
+            attention=R["levers"].get("attention_choice", "default"))
+
+    def ours_variant(tag: str, fp8: bool, fuse: bool = False, gelu: bool = True):
         """Load, optimize, first clip (cold), then warm clips nocfg and cfg; returns the model."""
         fresh_peak(dev)
-        v = R["stages"][tag] = {}
+        v = R["stages"][tag] = {"baseline_allocated_gib": round(torch.cuda.memory_allocated(dev) / GIB, 3)
+                                if dev.type == "cuda" else None}
         t0 = time.perf_counter()
         model = load_from_file()
         sync(dev)
         v["load_s"] = time.perf_counter() - t0
         v["load_note"] = "safetensors file written moments before: read from the page cache"
-        ours_vae_model.to(dev)
         t1 = time.perf_counter()
-        fast = acceleration.optimize_transformer(
-            model, compile=setup.compile_backend != "none", compile_backend=setup.compile_backend,
-            fp8=fp8, fuse_projections=fuse, cuda_graphs=setup.cuda_graphs,
-            attention=R["levers"].get("attention_choice", "default"))
+        fast = optimized(model, fp8=fp8, fuse=fuse, gelu=gelu)
         v["optimize_s"] = time.perf_counter() - t1
-        v["levers"] = fast.levers
-        cl = R["levers"].get("vae_channels_last", False)
-        clip = lambda guidance: our_generate(fast, ours_vae_model, inputs, setup, guidance, torch.bfloat16, cl)  # noqa: E731
+        v["levers"] = {**fast.levers, "vae_compiled": R["levers"].get("vae_compiled", False)}
+        clip = lambda guidance: our_generate(fast, ours_vae_model, inputs, setup, guidance, torch.bfloat16)  # noqa: E731
         for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
             try:
                 v[f"first_clip_{name}"] = clip(guidance)[2]  # compiles and captures for this batch size
@@ -446,11 +449,13 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
                     fast = acceleration.OptimizedTransformer(model, fast.attention, cuda_graphs=False)
                 else:
                     model = load_from_file()
-                    fast = acceleration.optimize_transformer(model, compile=False, fp8=fp8, fuse_projections=fuse)
+                    fast = optimized(model, fp8=fp8, fuse=fuse, gelu=False, compile=False, graphs=False)
                 v["levers"] = {**fast.levers, "cuda_graphs": fast.cuda_graphs, "fallback": True}
                 v[f"first_clip_{name}"] = clip(guidance)[2]
             if name == "nocfg":
-                v["cold_start_s"] = v["load_s"] + v["optimize_s"] + v["first_clip_nocfg"]["whole_s"]
+                # a user's first clip also pays the VAE's compilation, done in its own stage here
+                v["cold_start_s"] = (v["load_s"] + v["optimize_s"] + v["first_clip_nocfg"]["whole_s"]
+                                     + R["levers"].get("vae_compile_extra_s", 0.0))
                 print(f"  {tag} cold start {v['cold_start_s']:.1f}s", flush=True)
             runs = [clip(guidance) for _ in range(repeats)]
             v[name] = {k: min(r[2][k] for r in runs) for k in ("dit_s", "decode_s", "whole_s")}
@@ -461,7 +466,17 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
         v["peak"] = peak_gib(dev)
         v["weights_gib"] = round(module_gib(model, ours_vae_model), 3)
         keep[f"{tag}_probe"] = our_probe(fast, inputs, torch.bfloat16).cpu()
+        print(f"  {tag} memory: {v['peak']}, weights {v['weights_gib']} GiB, "
+              f"baseline {v['baseline_allocated_gib']} GiB", flush=True)
         return fast, model
+
+    def dit_lever(name: str, fast) -> None:
+        """DiT steps only (20 steps, nocfg and cfg) of a variant, after a 2-step warm-up."""
+        lever = R["levers"][name] = {}
+        for cfg_name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
+            our_denoise(fast, inputs, guidance, torch.bfloat16, steps=2)
+            lever[f"dit_{cfg_name}_s"] = timed(lambda: our_denoise(fast, inputs, guidance, torch.bfloat16), dev)[1]
+        print(f"  {name}: {lever}", flush=True)
 
     with report.stage("SDPA backends at the real shapes (one self-attention)") as ok:
         if ok and dev.type == "cuda":
@@ -473,41 +488,57 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
             R["levers"]["attention_choice"] = best
             print(f"  attention: {timings} -> {best}", flush=True)
 
-    with report.stage("VAE decode: default vs channels-last 3-D layout") as ok:
+    with report.stage("VAE decode: eager vs regionally compiled decoder blocks") as ok:
         if ok:
             ours_vae_model.to(dev)
             tokens = inputs.noise
-            our_decode(ours_vae_model, tokens, setup)  # warm-up
-            plain = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1] for _ in range(2))
-            acceleration.channels_last_vae(ours_vae_model)
-            our_decode(ours_vae_model, tokens, setup, channels_last=True)
-            last = min(timed(lambda: our_decode(ours_vae_model, tokens, setup, True), dev)[1] for _ in range(2))
-            R["levers"]["vae_decode_s"] = dict(default=plain, channels_last=last)
-            R["levers"]["vae_channels_last"] = last < plain
-            if last >= plain:
-                ours_vae_model.to(memory_format=torch.contiguous_format)
-            print(f"  decode default {plain:.3f}s, channels-last {last:.3f}s", flush=True)
+            lever = R["levers"]["vae_decode"] = {}
+            reference = our_decode(ours_vae_model, tokens, setup)  # warm-up
+            fresh_peak(dev)
+            base = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+            lever["eager_s"] = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1] for _ in range(2))
+            if dev.type == "cuda":
+                lever["eager_peak_above_weights_gib"] = (torch.cuda.max_memory_allocated(dev) - base) / GIB
+            acceleration.compile_vae_decoder(ours_vae_model, backend=setup.compile_backend)
+            compiled, first = timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)
+            lever["compiled_first_s"] = first
+            lever["compiled_vs_eager_frames"] = error_stats(compiled, reference)
+            fresh_peak(dev)
+            lever["compiled_s"] = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1]
+                                      for _ in range(2))
+            if dev.type == "cuda":
+                lever["compiled_peak_above_weights_gib"] = (torch.cuda.max_memory_allocated(dev) - base) / GIB
+            R["levers"]["vae_compiled"] = lever["compiled_s"] < lever["eager_s"]
+            if R["levers"]["vae_compiled"]:
+                R["levers"]["vae_compile_extra_s"] = first - lever["compiled_s"]
+            else:
+                for module in ours_vae_model.modules():
+                    module._compiled_call_impl = None  # back to eager
+            print(f"  decode: {lever}", flush=True)
+            del compiled, reference
 
-    with report.stage("ours bf16: compile + CUDA graphs + chosen attention") as ok:
+    with report.stage("ours bf16: compile + CUDA graphs + chosen attention + GELU epilogue") as ok:
         if ok:
             bf16_fast, bf16_model = ours_variant("ours_bf16", fp8=False)
             s = R["stages"]["ours_bf16"]
             R["ours_bf16_nocfg_s"], R["ours_bf16_cfg_s"] = s["nocfg"]["whole_s"], s["cfg"]["whole_s"]
             R["cold_start_s"] = s["cold_start_s"]
-            R["ours_peak_gib"] = s["peak"].get("peak_reserved_gib")
+            R["ours_peak_gib"] = s["peak"].get("peak_allocated_gib")
+            R["ours_peak_reserved_gib"] = s["peak"].get("peak_reserved_gib")
 
-    with report.stage("lever: CUDA graphs off (same compiled model), nocfg + cfg DiT", needs_s=30) as ok:
+    with report.stage("kernel profile: one bf16 forward (compiled, no graphs)", needs_s=20) as ok:
+        if ok and dev.type == "cuda":
+            kernel_profile("bf16", bf16_model, bf16_fast.attention, inputs, R, report.path.parent)
+
+    with report.stage("lever: CUDA graphs off (same compiled model)", needs_s=30) as ok:
         if ok and setup.cuda_graphs:
-            no_graphs = acceleration.OptimizedTransformer(bf16_model, bf16_fast.attention, cuda_graphs=False)
-            lever = R["levers"]["no_cuda_graphs"] = {}
-            for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
-                our_denoise(no_graphs, inputs, guidance, torch.bfloat16, steps=2)
-                lever[f"dit_{name}_s"] = timed(lambda: our_denoise(no_graphs, inputs, guidance, torch.bfloat16), dev)[1]
+            dit_lever("no_cuda_graphs", acceleration.OptimizedTransformer(bf16_model, bf16_fast.attention))
 
     with report.stage("lever: CFG as two sequential batch-1 passes", needs_s=30) as ok:
         if ok:
             seq = timed(lambda: our_denoise(bf16_fast, inputs, GUIDANCE, torch.bfloat16, sequential_cfg=True), dev)[1]
             R["levers"]["cfg_sequential_dit_s"] = seq
+            R["levers"]["cfg_batched_dit_s"] = R["stages"]["ours_bf16"]["cfg"]["dit_s"]
 
     with report.stage("errors: ours bf16 vs ours fp32 and vs diffusers") as ok:
         if ok:
@@ -522,18 +553,21 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
                 "diffusers_probe_vs_fp32": error_stats(keep["diffusers_probe"], keep["fp32_probe"]),
             }
 
-    with report.stage("lever: eager (no compile, no graphs), nocfg + cfg DiT", needs_s=40) as ok:
-        if ok:
-            eager = load_from_file()
-            lever = R["levers"]["eager"] = {}
-            for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
-                our_denoise(eager, inputs, guidance, torch.bfloat16, steps=1)
-                lever[f"dit_{name}_s"] = timed(lambda: our_denoise(eager, inputs, guidance, torch.bfloat16), dev)[1]
-            del eager
-
     with report.stage("free the bf16 model") as ok:
         if ok:
             del bf16_fast, bf16_model
+            fresh_peak(dev)
+
+    with report.stage("lever: no GELU epilogue (a fresh compiled model)", needs_s=60) as ok:
+        if ok:
+            dit_lever("no_gelu_epilogue", optimized(load_from_file(), gelu=False))
+            R["levers"]["no_gelu_epilogue"]["with_epilogue_dit_nocfg_s"] = R["stages"]["ours_bf16"]["nocfg"]["dit_s"]
+            R["levers"]["no_gelu_epilogue"]["with_epilogue_dit_cfg_s"] = R["stages"]["ours_bf16"]["cfg"]["dit_s"]
+            fresh_peak(dev)
+
+    with report.stage("lever: eager (no compile, no graphs)", needs_s=40) as ok:
+        if ok:
+            dit_lever("eager", optimized(load_from_file(), gelu=False, compile=False, graphs=False))
             fresh_peak(dev)
 
     with report.stage("ours FP8 (row-wise _scaled_mm) + compile + CUDA graphs", needs_s=60) as ok:
@@ -541,11 +575,15 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
             fp8_fast, fp8_model = ours_variant("ours_fp8", fp8=True)
             s = R["stages"]["ours_fp8"]
             R["ours_fp8_nocfg_s"], R["ours_fp8_cfg_s"] = s["nocfg"]["whole_s"], s["cfg"]["whole_s"]
-            R["ours_fp8_peak_gib"] = s["peak"].get("peak_reserved_gib")
+            R["ours_fp8_peak_gib"] = s["peak"].get("peak_allocated_gib")
             R["fp8_probe_vs_bf16"] = error_stats(keep["ours_fp8_probe"], keep["ours_bf16_probe"])
             R["fp8_max_abs_err_vs_bf16"] = R["fp8_probe_vs_bf16"]["max_abs"]
             R["fp8_nocfg_latents_vs_bf16"] = error_stats(keep["ours_fp8_nocfg_tokens"], keep["ours_bf16_nocfg_tokens"])
             R["fp8_nocfg_frames_vs_bf16"] = error_stats(keep["ours_fp8_nocfg_frames"], keep["ours_bf16_nocfg_frames"])
+
+    with report.stage("kernel profile: one FP8 forward (compiled, no graphs)", needs_s=20) as ok:
+        if ok and dev.type == "cuda":
+            kernel_profile("fp8", fp8_model, fp8_fast.attention, inputs, R, report.path.parent)
 
     with report.stage("lever: fused q/k/v projections, FP8 (a fresh model, recompiles)", needs_s=100) as ok:
         if ok:
@@ -557,13 +595,43 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
                 "unfused_whole_nocfg_s": R["ours_fp8_nocfg_s"], "unfused_whole_cfg_s": R["ours_fp8_cfg_s"]}
             if s["nocfg"]["whole_s"] < R["ours_fp8_nocfg_s"] and s["cfg"]["whole_s"] < R["ours_fp8_cfg_s"]:
                 R["ours_fp8_nocfg_s"], R["ours_fp8_cfg_s"] = s["nocfg"]["whole_s"], s["cfg"]["whole_s"]
-                R["ours_fp8_peak_gib"] = s["peak"].get("peak_reserved_gib")
+                R["ours_fp8_peak_gib"] = s["peak"].get("peak_allocated_gib")
                 R["fp8_reported_variant"] = "ours_fp8_fused"
                 R["fp8_fused_max_abs_err_vs_bf16"] = error_stats(keep["ours_fp8_fused_probe"],
                                                                  keep["ours_bf16_probe"])["max_abs"]
 
     summarize(R)
     report.save()
+
+
+def kernel_profile(name: str, model, attention: str, inputs: Inputs, R: dict, out_dir: Path) -> None:
+    """CUDA time per kernel kind for one batch-1 forward; the full table goes to a text file."""
+    from torch.profiler import ProfilerActivity, profile
+
+    plain = acceleration.OptimizedTransformer(model, attention)
+    sigma = torch.full((1, 1), 0.5, device=inputs.probe.device)
+    args = (inputs.probe.to(torch.bfloat16), sigma, inputs.text, inputs.text_mask, inputs.coords)
+    plain(*args)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        plain(*args)
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    (out_dir / f"kernels_{name}.txt").write_text(averages.table(sort_by="cuda_time_total", row_limit=40,
+                                                                max_name_column_width=100))
+    totals: dict = {}
+    for event in averages:
+        if "cuda" not in str(getattr(event, "device_type", "cuda")).lower():
+            continue
+        key = event.key.lower()
+        microseconds = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+        kind = ("attention" if any(s in key for s in ("fmha", "attention", "flash", "cudnn", "sdpa"))
+                else "gemm" if any(s in key for s in ("gemm", "sm90", "cutlass", "nvjet", "f8f8", "xmma", "matmul"))
+                else "triton" if "triton" in key else "other")
+        totals[f"{kind}_ms"] = totals.get(f"{kind}_ms", 0.0) + microseconds / 1e3
+        totals["kernels"] = totals.get("kernels", 0) + event.count
+    R.setdefault("kernel_profile", {})[name] = totals
+    print(f"  kernels {name}: {totals}", flush=True)
 
 
 def summarize(R: dict) -> None:
