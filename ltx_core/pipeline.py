@@ -232,7 +232,7 @@ def condition_on_items(
               width * vae.spatial_compression)  # fmt: skip
     for item in items:
         check_item_fits(item, *pixels, vae.temporal_compression)
-        encoded = encode_frames(vae, item.frames, generator, latent.samples.device)
+        encoded = encode_frames(vae, item.frames, generator)  # on the VAE's device; placed on the latent's
         latent = add_keyframe(latent, encoded, item.frame_index, item.strength, vae.temporal_compression)
     return latent
 

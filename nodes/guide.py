@@ -1,0 +1,129 @@
+"""Conditioning on any frames and spatiotemporal skip guidance (STG): the "add keyframe /
+guide" node and a sampler with STG.
+
+An image (or an 8k + 1 frame clip) conditions the video from a frame index on: at frame 0
+it replaces the first latent frames (as the first-frame node); elsewhere it travels in
+the `LATENT` as keyframe tokens (`KEYFRAMES_KEY`: the core's `Keyframe`s, with their
+own coordinates and noise level), which the guided sampler gives to the transformer and
+drops from its result (Lightricks' and diffusers' 0.9.5+ conditioning). Chain the node to
+add several (first + last frame, a clip's continuation...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import comfy.model_management
+import torch
+
+from ..ltx_core import pipeline as core_pipeline
+from ..ltx_core import scheduler as core_scheduler
+from ..ltx_core.conditioning import ConditioningItem
+from ..ltx_core.sampler import STRENGTH_RULES
+from ..ltx_core.transformer import STG_MODES
+from ..ltx_core.video import resize_center_crop
+from . import memory
+from .convert import conditioning_to_embeddings, core_to_latent, latent_to_core, seeded_generator
+from .registry import CATEGORY, VAE_TYPE
+from .sampling import LTXVCoreSampler, _progress_callback, scheduler_config
+
+KEYFRAMES_KEY = "ltxv_core_keyframes"  # our key in the LATENT dict
+MAX_FRAMES = 1025
+
+
+def latent_with_keyframes(latent: dict):
+    """A `LATENT` as the core's `ConditionedLatent`, keyframes included."""
+    return replace(latent_to_core(latent), keyframes=tuple(latent.get(KEYFRAMES_KEY, ())))
+
+
+def keyframes_latent(conditioned) -> dict:
+    """The `LATENT` with the keyframes, on ComfyUI's intermediate device as the rest."""
+    device = comfy.model_management.intermediate_device()
+    keyframes = tuple(replace(k, samples=k.samples.to(device)) for k in conditioned.keyframes)
+    return {**core_to_latent(conditioned), KEYFRAMES_KEY: keyframes}
+
+
+def start_frame(frame_index: int, num_frames: int, count: int) -> int:
+    """A negative index counts from the end and places the item's last frame there
+    (-1: the item ends on the video's last frame)."""
+    return frame_index if frame_index >= 0 else num_frames + frame_index - (count - 1)
+
+
+class LTXVCoreAddGuide:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Conditions a video latent on an image or an 8k + 1 frame clip from a frame index on: "
+        "keyframes, the last frame, a clip to continue. Frames of another size are center-cropped "
+        "and resized to the video's. Sample with LTX-Video Sampler (STG, Keyframes)."
+    )
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The latent with the frames in place (frame 0) or as keyframe tokens.",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": (VAE_TYPE,),
+            "latent": ("LATENT", {"tooltip": "The video latent, e.g. from LTX-Video Empty Latent."}),
+            "image": ("IMAGE", {"tooltip": "One image, or a clip of 8k + 1 frames (1, 9, 17, ...)."}),
+            "frame_index": ("INT", {"default": 0, "min": -MAX_FRAMES, "max": MAX_FRAMES, "tooltip": "Pixel frame where the image (the clip's first frame) goes; negative counts from the end (-1: ends on the last frame). A clip away from 0 starts at a multiple of 8."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "1: kept as given (timestep 0); lower lets the model change it."}),
+        }}  # fmt: skip
+
+    def add(self, vae, latent, image, frame_index, strength):
+        conditioned = latent_with_keyframes(latent)
+        _, _, frames, height, width = conditioned.samples.shape
+        model = vae.model
+        size = (width * model.spatial_compression, height * model.spatial_compression)
+        num_frames = (frames - 1) * model.temporal_compression + 1
+        fitted = torch.stack([resize_center_crop(frame, *size) for frame in image]) if len(image) else image
+        item = ConditioningItem(fitted, start_frame(frame_index, num_frames, len(image)), strength)
+        with memory.on_device(vae):
+            result = core_pipeline.condition_on_items(model, conditioned, [item])
+        return (keyframes_latent(result),)
+
+
+class LTXVCoreGuidedSampler(LTXVCoreSampler):
+    DESCRIPTION = (
+        "LTX-Video Sampler that also takes keyframe tokens (from LTX-Video Add Keyframe / Guide) and "
+        "spatiotemporal skip guidance (STG, Lightricks' inference code): a third pass in the same batch "
+        "with the self-attention of the chosen blocks perturbed."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = super().INPUT_TYPES()
+        inputs["required"] = {**inputs["required"],
+            "stg_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip": "STG scale; 0 is plain CFG. Lightricks' 2B configs: 1.0."}),
+            "stg_blocks": ("STRING", {"default": "19", "tooltip": "Comma-separated transformer blocks to perturb (Lightricks' 2B: 19; 13B: 42)."}),
+            "stg_mode": (list(STG_MODES), {"default": STG_MODES[0], "tooltip": "attention_values: the block's self-attention returns its values; attention_skip: it is bypassed."}),
+            "stg_rescale": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Pull the guided velocity's spread back towards the conditional one (Lightricks' rescaling_scale; 0 or 1: none)."}),
+            "strength_rule": (list(STRENGTH_RULES), {"default": STRENGTH_RULES[0], "tooltip": "Tokens of strength below 1: scaled (timestep sigma * (1 - strength), ComfyUI) or held at 1 - strength until the schedule passes it (Lightricks, diffusers)."}),
+        }  # fmt: skip
+        return inputs
+
+    def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate, dynamic_shift, base_shift,
+               max_shift, terminal, stg_scale, stg_blocks, stg_mode, stg_rescale, strength_rule, sigmas=None):  # fmt: skip
+        conditioned = latent_with_keyframes(latent)
+        if sigmas is None:
+            schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
+            sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
+        positive = conditioning_to_embeddings(positive, "positive", required=True)
+        negative = conditioning_to_embeddings(negative, "negative")
+        with memory.on_device(model) as device:
+            result = core_pipeline.denoise(
+                model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
+                frame_rate=frame_rate, generator=seeded_generator(seed),
+                callback=_progress_callback(len(sigmas) - 1), device=device,
+                stg_scale=stg_scale, stg_blocks=parse_blocks(stg_blocks), stg_mode=stg_mode,
+                stg_rescale=stg_rescale, strength_rule=strength_rule,
+            )  # fmt: skip
+        return (core_to_latent(result),)
+
+
+def parse_blocks(text: str) -> tuple[int, ...]:
+    """"19" or "18, 19" -> (18, 19); anything else is refused with what is allowed."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
+    return tuple(int(part) for part in parts)
