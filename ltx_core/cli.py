@@ -22,7 +22,8 @@ from .distributed import ParallelLayout, RankFailure, all_ranks_succeeded, init_
 from .errors import LTXVError, SettingsError
 from .pipeline import Models, Request, generate
 from .text_encoder import check_text_width, load_text_encoder
-from .video import check_output_path, load_image, write_mp4
+from .conditioning import ConditioningItem
+from .video import check_output_path, load_image, read_video_frames, resize_center_crop, write_mp4
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -120,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise mixed in before decoding (default: %(default)s)",
     )
 
+    guide = generate.add_argument_group("conditioning on any frames, video-to-video, STG")
+    guide.add_argument("--condition", action="append", type=parse_condition, default=[],
+                       metavar="IMAGE_OR_VIDEO@FRAME[:STRENGTH]",
+                       help="an image or an 8k + 1 frame video held from pixel FRAME on (negative: from the end, "
+                       "-1 = ends on the last frame) at STRENGTH (default 1); repeatable, e.g. "
+                       "first.png@0 last.png@-1")  # fmt: skip
+    guide.add_argument("--source-video", type=Path, help="video-to-video: start from this clip (its frame count "
+                       "and size must be the video's after fitting)")  # fmt: skip
+    guide.add_argument("--denoise-strength", type=float, default=1.0,
+                       help="video-to-video: share of the schedule run on the source (default: %(default)s)")
+    guide.add_argument("--stg-scale", type=float, default=0.0, help="spatiotemporal skip guidance, 0 = off "
+                       "(Lightricks' 2B configs: 1; default: %(default)s)")  # fmt: skip
+    guide.add_argument("--stg-blocks", type=parse_blocks, default=(19,), help="comma-separated blocks STG "
+                       "perturbs (default: 19, Lightricks' 2B)")  # fmt: skip
+    guide.add_argument("--stg-mode", default="attention_values", choices=("attention_values", "attention_skip"),
+                       help="how a perturbed block's self-attention is replaced (default: %(default)s)")
+    guide.add_argument("--stg-rescale", type=float, default=0.7, help="STG guidance rescale, 0 or 1 = none "
+                       "(default: %(default)s)")  # fmt: skip
+
     output = generate.add_argument_group("output")
     output.add_argument(
         "--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)"
@@ -201,7 +221,52 @@ def build_request(args: argparse.Namespace) -> Request:
         decode_timestep=args.decode_timestep,
         decode_noise_scale=args.decode_noise_scale,
         first_frame=load_image(args.image) if args.image is not None else None,
+        conditions=tuple(_condition_item(*condition, args) for condition in args.condition),
+        source_video=_fitted_frames(args.source_video, args) if args.source_video is not None else None,
+        denoise_strength=args.denoise_strength,
+        stg_scale=args.stg_scale,
+        stg_blocks=args.stg_blocks if args.stg_scale > 0 else (),
+        stg_mode=args.stg_mode,
+        stg_rescale=args.stg_rescale,
     )
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
+
+
+def parse_condition(text: str) -> tuple[Path, int, float]:
+    """`PATH@FRAME[:STRENGTH]` -> (path, frame, strength); argparse reports a bad one."""
+    path, at, place = text.rpartition("@")
+    frame, _, strength = place.partition(":")
+    try:
+        if not at or not path:
+            raise ValueError(text)
+        return Path(path), int(frame), float(strength) if strength else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not IMAGE_OR_VIDEO@FRAME[:STRENGTH], e.g. last.png@-1 or clip.mp4@0:0.8"
+        ) from None
+
+
+def parse_blocks(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of block indices, e.g. 19") from None
+
+
+def _fitted_frames(path: Path, args: argparse.Namespace):
+    """An image (1 frame) or a video's frames, (F, H, W, 3) in [0, 1], fitted to the video's size."""
+    if not path.exists():
+        raise SettingsError(f"conditioning file {str(path)!r} does not exist")
+    frames = read_video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)[None]
+    return torch.stack([resize_center_crop(frame.float(), args.width, args.height) for frame in frames])
+
+
+def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace) -> ConditioningItem:
+    frames = _fitted_frames(path, args)
+    start = frame if frame >= 0 else args.frames + frame - (len(frames) - 1)  # -1: ends on the last frame
+    return ConditioningItem(frames, start, strength)
 
 
 def _require_existing(*flags: tuple[str, Path | None]) -> None:
