@@ -291,6 +291,8 @@ class ParallelTransformer:
         attentions = [block.attn1 for block in self.module.transformer_blocks]
         if not all(hasattr(type(a), "attention_fn") for a in attentions):
             raise RuntimeError("this transformer's Attention has no `attention_fn` hook; sequence parallelism needs it")
+        if any(isinstance(a.attention_fn, UlyssesAttention) for a in attentions):
+            raise RuntimeError("this transformer already runs sequence-parallel; close() that wrapper first")
         self.attention = UlyssesAttention(group, inner=attentions[0].attention_fn)
         for attention in attentions:
             attention.attention_fn = self.attention
