@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltx_core import acceleration  # noqa: E402
 from ltx_core.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1  # noqa: E402
+from ltx_core.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE  # noqa: E402
+from ltx_core.fp8 import quantize_rows  # noqa: E402
 from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers  # noqa: E402
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords  # noqa: E402
 from ltx_core.sampler import guided_velocity, sample  # noqa: E402
@@ -600,8 +602,46 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
                 R["fp8_fused_max_abs_err_vs_bf16"] = error_stats(keep["ours_fp8_fused_probe"],
                                                                  keep["ours_bf16_probe"])["max_abs"]
 
+    with report.stage("lever: FP8 only in the feed-forward (attention projections bf16)", needs_s=100) as ok:
+        if ok:
+            fresh_peak(dev)
+            ff_only = acceleration.optimize_transformer(
+                load_from_file(), compile_backend=setup.compile_backend, fp8=True, cuda_graphs=setup.cuda_graphs,
+                attention=R["levers"].get("attention_choice", "default"),
+                fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*"))
+            dit_lever("fp8_feed_forward_only", ff_only)
+            R["levers"]["fp8_feed_forward_only"]["all_linears_dit_nocfg_s"] = R["stages"]["ours_fp8"]["nocfg"]["dit_s"]
+            R["levers"]["fp8_feed_forward_only"]["all_linears_dit_cfg_s"] = R["stages"]["ours_fp8"]["cfg"]["dit_s"]
+            del ff_only
+
+    with report.stage("GEMM rates at the model's shapes: bf16 vs FP8 row-wise, and the quantization", needs_s=30) as ok:
+        if ok and dev.type == "cuda":
+            R["gemm_rates"] = gemm_rates(setup.tokens)
+
     summarize(R)
     report.save()
+
+
+def gemm_rates(tokens: int) -> dict:
+    rows = {}
+    quantize = torch.compile(quantize_rows, dynamic=False)
+    for m in (tokens, 2 * tokens):
+        for k, n in ((2048, 2048), (2048, 8192), (8192, 2048)):
+            a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+            aq, sa = quantize_rows(a)
+            bq, sb = quantize_rows(b)
+            sb = sb.reshape(1, -1).contiguous()
+            bf16 = acceleration.time_cuda(lambda: a @ b.t(), repeats=20)
+            fp8 = acceleration.time_cuda(lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb,
+                                                                 out_dtype=torch.bfloat16), repeats=20)
+            quant = acceleration.time_cuda(lambda: quantize(a), repeats=20)
+            flop = 2 * m * n * k
+            rows[f"{m}x{k}x{n}"] = dict(bf16_tflops=round(flop / bf16 / 1e12), fp8_tflops=round(flop / fp8 / 1e12),
+                                        bf16_us=round(bf16 * 1e6, 1), fp8_us=round(fp8 * 1e6, 1),
+                                        quantize_us=round(quant * 1e6, 1))
+            print(f"  gemm {m}x{k}x{n}: {rows[f'{m}x{k}x{n}']}", flush=True)
+    return rows
 
 
 def kernel_profile(name: str, model, attention: str, inputs: Inputs, R: dict, out_dir: Path) -> None:
@@ -666,7 +706,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_speed.json")
     parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (a dry run, CPU is fine)")
-    parser.add_argument("--budget-s", type=float, default=400.0, help="skip optional stages past this")
+    parser.add_argument("--budget-s", type=float, default=470.0, help="skip optional stages past this")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
