@@ -455,6 +455,12 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def _start_sigma(req: Request, sigmas: Tensor) -> float:
+    """Video-to-video starts from the source noised to the first sigma; everything else
+    from pure noise, whatever schedule it was given (as before video-to-video existed)."""
+    return float(sigmas[0]) if req.source_video is not None else 1.0
+
+
 def generate(models: Models, req: Request, callback: Callback | None = None) -> Tensor:
     """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames."""
     # a T5 of the wrong width fails here, before any model runs
@@ -470,7 +476,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     sigmas = denoise_sigmas(sigmas, req.denoise_strength)
     latent = denoise(models.transformer, latent, text, negative_text, sigmas, req.guidance_scale,
                      req.frame_rate, generator, callback,
-                     image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=float(sigmas[0]),
+                     image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=_start_sigma(req, sigmas),
                      stg_scale=req.stg_scale, stg_blocks=req.stg_blocks, stg_mode=req.stg_mode,
                      stg_rescale=req.stg_rescale, strength_rule=req.strength_rule)  # fmt: skip
     return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator)[0]
