@@ -1,0 +1,109 @@
+"""First + last frame conditioning with the shipped tiny model (issue 7): how closely the
+output's first and last frames match the given images.
+
+For held-out clips (`ltx_core.training.data.heldout_specs`) the clip's own first and last
+frames are given as conditioning items (frame 0 on the latent grid, the last frame as
+keyframe tokens); the PSNR of the output's first and last frames is measured beside two
+references: the VAE's round trip of each frame alone (the ceiling any conditioning can
+reach through this VAE) and image-to-video's last frame (no last-frame conditioning).
+Writes benchmarks/results/first_last_eval.json (date, device, per-clip rows, means).
+
+    python benchmarks/eval_first_last.py [--count 16] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from ltx_core.checkpoint import load_checkpoint
+from ltx_core.conditioning import ConditioningItem
+from ltx_core.pipeline import Models, Request, decode_frames, encode_frames, generate
+from ltx_core.text_encoder import load_text_encoder
+from ltx_core.training import data
+from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
+
+RESULTS = Path(__file__).parent / "results" / "first_last_eval.json"
+TARGET_DB = 28.0  # issue 7: first and last output frames at >= 28 dB
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1]."""
+    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
+    return float(-10 * torch.log10(mse))
+
+
+def ground_truth(spec: data.ClipSpec) -> torch.Tensor:
+    """(F, H, W, 3) in [0, 1]."""
+    video = data.render_clip(spec, DEMO_SIZE["num_frames"], DEMO_SIZE["height"], DEMO_SIZE["width"])
+    return ((video + 1) / 2).permute(1, 2, 3, 0)
+
+
+def request(spec: data.ClipSpec, seed: int, steps: int, **conditioning) -> Request:
+    return Request(prompt=data.caption(spec), width=DEMO_SIZE["width"], height=DEMO_SIZE["height"],
+                   num_frames=DEMO_SIZE["num_frames"], frame_rate=DEMO_SIZE["frame_rate"], steps=steps,
+                   seed=seed, **conditioning)  # fmt: skip
+
+
+def round_trip(vae, frame: torch.Tensor, decode_timestep: float) -> torch.Tensor:
+    """One frame through the VAE alone (posterior mean, denoising decode without noise)."""
+    return decode_frames(vae, encode_frames(vae, frame[None]), decode_timestep, 0.0)[0, 0]
+
+
+def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int) -> dict:
+    truth = ground_truth(spec)
+    last = len(truth) - 1
+    items = (ConditioningItem(truth[0], 0), ConditioningItem(truth[-1], last))
+    both = generate(models, request(spec, seed, steps, conditions=items))
+    first_only = generate(models, request(spec, seed, steps, first_frame=truth[0]))
+    decode_timestep = request(spec, seed, steps).decode_timestep
+    return {
+        "prompt": data.caption(spec),
+        "first_db": psnr(both[0], truth[0]),
+        "last_db": psnr(both[-1], truth[-1]),
+        "vae_round_trip_first_db": psnr(round_trip(models.vae, truth[0], decode_timestep), truth[0]),
+        "vae_round_trip_last_db": psnr(round_trip(models.vae, truth[-1], decode_timestep), truth[-1]),
+        "image_to_video_last_db": psnr(first_only[-1], truth[-1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    transformer, vae, info = load_checkpoint(DEMO_CHECKPOINT)
+    models = Models(transformer, vae, load_text_encoder(DEMO_TEXT_ENCODER))
+    rows, start = [], time.time()
+    for i, spec in enumerate(data.heldout_specs(args.count)):
+        rows.append(evaluate(models, spec, seed=i, steps=args.steps))
+        print(f"{i:3d} first {rows[-1]['first_db']:5.1f} dB  last {rows[-1]['last_db']:5.1f} dB  "
+              f"(VAE ceiling {rows[-1]['vae_round_trip_last_db']:5.1f}, i2v last {rows[-1]['image_to_video_last_db']:5.1f})"
+              f"  {rows[-1]['prompt']}")  # fmt: skip
+    means = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key.endswith("_db")}
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads",
+        "checkpoint": {"file": DEMO_CHECKPOINT.name, "version": info.version,
+                       "modified": datetime.datetime.fromtimestamp(DEMO_CHECKPOINT.stat().st_mtime,
+                                                                   datetime.timezone.utc).isoformat(timespec="seconds")},
+        "settings": {**DEMO_SIZE, "steps": args.steps, "clips": args.count},
+        "target_db": TARGET_DB,
+        "means": means,
+        "meets_target": means["first_db"] >= TARGET_DB and means["last_db"] >= TARGET_DB,
+        "seconds": round(time.time() - start, 1),
+        "rows": rows,
+    }  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("means", "meets_target")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
