@@ -281,7 +281,8 @@ def add_keyframe(
     num_frames = (latent.samples.shape[2] - 1) * step + 1
     count = frames_latent.shape[2]
     item_frames = (count - 1) * step + 1
-    if isinstance(frame_index, bool) or not isinstance(frame_index, int) or not 0 <= frame_index <= num_frames - item_frames:
+    whole = isinstance(frame_index, int) and not isinstance(frame_index, bool)
+    if not whole or not 0 <= frame_index <= num_frames - item_frames:
         raise SettingsError(
             f"conditioning frame index {frame_index!r} with {item_frames} frame(s) reaches past the clip of "
             f"{num_frames} frames; allowed: {_allowed_starts(num_frames, item_frames)}"

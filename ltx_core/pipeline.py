@@ -104,7 +104,8 @@ class Request:
             raise SettingsError(f"max_tokens {self.max_tokens!r} must be a whole number of at least 1")
         self._check_conditioning()
         if self.strength_rule not in STRENGTH_RULES:
-            raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {', '.join(STRENGTH_RULES)}")
+            allowed = ", ".join(STRENGTH_RULES)
+            raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {allowed}")
         check_stg(self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale)
 
     def _check_conditioning(self) -> None:
