@@ -10,8 +10,9 @@ A token's timestep is `sigma * noise_mask`:
 For masks 0 and 1, which is what image-to-video uses, this is exactly diffusers'
 `LTXImageToVideoPipeline` (timestep * (1 - conditioning_mask), the first frame kept) and
 Lightricks' pipeline (strength 1 tokens are never denoised). For a fractional strength
-Lightricks instead holds the token at 1 - strength until the schedule passes it; that
-would break the `sigma * noise_mask` timestep ComfyUI's LATENT carries, so we do not.
+Lightricks instead holds the token at 1 - strength until the schedule passes it; the
+sampler does that on request (`strength_rule="held"`, see `sampler.STRENGTH_RULES`), the
+default keeps the `sigma * noise_mask` timestep ComfyUI's LATENT carries.
 
 Conditioning on other frames than the first (keyframes, the last frame, a clip's
 continuation), as Lightricks' `prepare_conditioning` and diffusers' `LTXConditionPipeline`
