@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import traceback
 from dataclasses import replace
@@ -45,6 +46,8 @@ CAUSAL_VAE = replace(TINY_VAE, causal_decoder=True)  # two border frames in fron
 TOKENS = 9  # divisible by neither 2 nor 4: the sequence split pads
 LAYOUTS = {2: ((2, 1), (1, 2)), 4: ((4, 1), (2, 2))}  # (sequence, cfg)
 JOIN_TIMEOUT_S = 120
+CLI_ARGS = ["generate", "--prompt", "a fox", "--device", "cpu", "--width", "32", "--height", "64",
+            "--frames", "9", "--steps", "4"]
 
 
 # ---------------------------------------------------------------- what every process builds
@@ -128,17 +131,20 @@ def _parity_rank(rank: int, world: int, init_file: Path, out: Path) -> None:
     dist.destroy_process_group()
 
 
-def _cli_rank(rank: int, world: int, init_file: Path, out: Path, failure: str) -> None:
-    """`python -m ltx_core generate` as torchrun would start it; rank 1 dies at step 2."""
+def _cli_rank(rank: int, world: int, init_file: Path, out: Path, port: int, failure: str, *flags: str) -> None:
+    """`python -m ltx_core generate` as torchrun starts it (its environment variables);
+    with `failure`, rank 1 dies at step 2."""
     from ltx_core import cli
 
-    _init(rank, world, init_file)
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
     real_generate = cli.generate
 
     def generate(models, request, callback=None):
         def dying(step, total, x, denoised):
             callback(step, total, x, denoised)
-            if rank == 1 and step == 1:
+            if rank == 1 and step == 1 and failure != "none":
                 if failure == "killed":
                     os._exit(9)  # as SIGKILL: no exception handling, no cleanup
                 raise RuntimeError("rank 1 broke")
@@ -146,15 +152,43 @@ def _cli_rank(rank: int, world: int, init_file: Path, out: Path, failure: str) -
         return real_generate(models, request, callback=dying)
 
     cli.generate = generate
+    real_write = cli.write_mp4
+
+    def write_keeping_frames(frames, path, **kwargs):  # the frames before H.264 rounds them
+        save_file({"frames": frames.contiguous()}, out / f"frames{rank}.safetensors")
+        return real_write(frames, path, **kwargs)
+
+    cli.write_mp4 = write_keeping_frames
     stderr = open(out / f"stderr{rank}.txt", "w")
     sys.stderr = stderr
     try:
-        code = cli.main(["generate", "--prompt", "a fox", "--device", "cpu", "--width", "32", "--height", "64",
-                         "--frames", "9", "--steps", "4", "--sequence-parallel", "2", "--output",
-                         str(out / "video.mp4")])
+        code = cli.main([*CLI_ARGS, *flags, "--output", str(out / "video.mp4")])
     finally:
         stderr.close()
     (out / f"code{rank}.json").write_text(json.dumps(code))
+
+
+def _hanging_rank(rank: int, world: int, init_file: Path, out: Path, timeout_s: float, hang_s: float) -> None:
+    """Rank 1 stops answering (alive, not crashed); rank 0 records what its forward raised."""
+    import datetime
+    import time
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    layout = ParallelLayout(sequence=2)
+    parallel = ParallelTransformer(tiny_models()[0], ParallelRun(layout, rank, torch.device("cpu"),
+                                                                 *make_groups(layout, timeout_s)))
+    if rank == 1:
+        time.sleep(hang_s)
+        os._exit(0)
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            parallel(*forward_inputs())
+    except RankFailure as error:
+        (out / "failure.json").write_text(json.dumps([str(error), time.perf_counter() - start]))
+    os._exit(0)  # leave without waiting for the silent rank
 
 
 def _catching(target, rank: int, *args) -> None:
@@ -183,6 +217,12 @@ def spawn(target, world: int, tmp_path: Path, *args) -> list[int | None]:
         if process.is_alive():
             process.kill()
     return codes
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _errors(tmp_path: Path) -> str:
@@ -218,7 +258,7 @@ def test_a_rank_that_dies_mid_run_ends_the_run_with_a_clear_error_and_no_file(tm
     """The CLI under torchrun (2-way sequence parallel, the shipped model): rank 1 is killed
     (or raises) at step 2; rank 0 stops at its next collective with exit code 3, says that
     another rank failed, and writes no video."""
-    codes = spawn(_cli_rank, 2, tmp_path, failure)
+    codes = spawn(_cli_rank, 2, tmp_path, free_port(), failure, "--sequence-parallel", "2")
     assert codes[1] != 0
     assert codes[0] == 0, _errors(tmp_path)  # the process ended normally: main returned a code
     assert json.loads((tmp_path / "code0.json").read_text()) == 3
@@ -226,6 +266,33 @@ def test_a_rank_that_dies_mid_run_ends_the_run_with_a_clear_error_and_no_file(tm
     assert "error: rank 0 of 2:" in message and "another rank crashed, was killed or did not answer" in message
     assert "no video is written" in message
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*mp4*"))
+
+
+def test_a_torchrun_cli_run_writes_one_video_with_the_single_process_frames(tmp_path, monkeypatch):
+    """2 ranks, 2-way CFG, launched through torchrun's environment variables: rank 0
+    writes the video, rank 1 writes nothing, and the frames it writes are one process's
+    (compared before H.264, which turns a rounding flip into a few levels nearby)."""
+    from ltx_core import cli
+
+    codes = spawn(_cli_rank, 2, tmp_path, free_port(), "none", "--cfg-parallel", "2")
+    assert codes == [0, 0], _errors(tmp_path)
+    assert [json.loads((tmp_path / f"code{rank}.json").read_text()) for rank in (0, 1)] == [0, 0]
+    assert [p.name for p in tmp_path.glob("*.mp4")] == ["video.mp4"]
+    assert not (tmp_path / "frames1.safetensors").exists()  # rank 1 never writes
+    single = {}
+    monkeypatch.setattr(cli, "write_mp4", lambda frames, path, **kwargs: single.setdefault("frames", frames))
+    assert cli.main([*CLI_ARGS, "--output", str(tmp_path / "single.mp4")]) == 0
+    parallel = load_file(tmp_path / "frames0.safetensors")["frames"]
+    torch.testing.assert_close(parallel, single["frames"], atol=ATOL, rtol=0)
+
+
+def test_a_rank_that_stops_answering_fails_the_others_at_the_collective_timeout(tmp_path):
+    timeout_s, hang_s = 1.0, 5.0
+    codes = spawn(_hanging_rank, 2, tmp_path, timeout_s, hang_s)
+    assert codes == [0, 0], _errors(tmp_path)
+    message, waited_s = json.loads((tmp_path / "failure.json").read_text())
+    assert message.startswith("rank 0 of 2: all_to_all_single failed") and "did not answer within the timeout" in message
+    assert timeout_s <= waited_s < hang_s
 
 
 def test_a_sequence_split_that_does_not_divide_the_heads_names_the_sizes_that_do():
