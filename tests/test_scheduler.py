@@ -5,7 +5,7 @@ import torch
 
 from ltx_core.configs import LTXV_SCHEDULER, SchedulerConfig
 from ltx_core.errors import SettingsError
-from ltx_core.scheduler import explicit_sigmas, flow_sigmas, token_count_shift
+from ltx_core.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, token_count_shift
 
 
 @pytest.mark.parametrize("steps", [1, 2, 8, 40])
@@ -71,3 +71,16 @@ def test_explicit_sigmas_refuse_bad_lists(values, message):
 def test_unknown_time_shift_type_is_refused():
     with pytest.raises(ValueError, match="time_shift_type 'cubic'"):
         SchedulerConfig(time_shift_type="cubic")
+
+
+@pytest.mark.parametrize(("strength", "kept"), [(1.0, 10), (0.35, 3), (0.5, 5), (0.1, 1)])
+def test_denoise_sigmas_keep_the_last_int_steps_times_strength_as_diffusers_get_timesteps(strength, kept):
+    sigmas = flow_sigmas(10, 1024)
+    cut = denoise_sigmas(sigmas, strength)
+    assert torch.equal(cut, sigmas[10 - kept :]) and cut[-1] == 0
+
+
+@pytest.mark.parametrize("strength", [0.0, -0.5, 1.5, True])
+def test_denoise_strength_outside_0_1_is_refused(strength):
+    with pytest.raises(SettingsError, match=r"denoise_strength .* is outside \(0, 1\]"):
+        denoise_sigmas(flow_sigmas(4, 16), strength)
