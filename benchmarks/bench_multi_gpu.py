@@ -281,8 +281,10 @@ def main() -> None:
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   device=device_name(args.cpu), torch=torch.__version__,
-                  model="tiny (4 heads), random weights" if args.tiny else "LTX-Video 2B 0.9.5 + VAE 0.9.5, random weights",
-                  dtype="fp32" if args.cpu else "bf16", compile=args.compile, steps=args.steps, guidance=GUIDANCE, targets=TARGETS,
+                  model="tiny (4 heads), random weights" if args.tiny
+                  else "LTX-Video 2B 0.9.5 + VAE 0.9.5, random weights",
+                  dtype="fp32" if args.cpu else "bf16", compile=args.compile, steps=args.steps, guidance=GUIDANCE,
+                  targets=TARGETS,
                   note="dit_s: the guided DiT steps; pipeline_s: steps + time-split decode, text encoder "
                        "excluded; speed-ups against 1 GPU at the same size")
     entries = [e for e in report.get("entries", []) if not (e["size"] in sizes and e["gpus"] in gpus)]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -293,6 +294,7 @@ class ParallelTransformer:
             raise RuntimeError("this transformer's Attention has no `attention_fn` hook; sequence parallelism needs it")
         if any(isinstance(a.attention_fn, UlyssesAttention) for a in attentions):
             raise RuntimeError("this transformer already runs sequence-parallel; close() that wrapper first")
+        self._own_attention = [a.__dict__.get("attention_fn") for a in attentions]  # None: the class's
         self.attention = UlyssesAttention(group, inner=attentions[0].attention_fn)
         for attention in attentions:
             attention.attention_fn = self.attention
@@ -301,8 +303,10 @@ class ParallelTransformer:
         """Give the model its own self-attention back."""
         if self.attention is None:
             return
-        for block in self.module.transformer_blocks:
+        for block, own in zip(self.module.transformer_blocks, self._own_attention):
             del block.attn1.attention_fn  # the class's SDPA shows through again
+            if own is not None:
+                block.attn1.attention_fn = own
         self.attention = None
 
     def __call__(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
@@ -323,8 +327,6 @@ class ParallelTransformer:
         """This CFG rank's share of every per-item input (the batch padded with repeats)."""
         parts = self.run.layout.cfg
         if batch < parts:
-            import warnings
-
             warnings.warn(f"cfg-parallel {parts} with a batch of {batch} (guidance off?): ranks repeat work; "
                           "sequence parallelism would use them better", stacklevel=3)
         return {name: _shard(value, 0, parts, self._cfg_rank, "repeat")

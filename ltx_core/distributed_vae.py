@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .distributed import communicate, gather_along
+from .distributed import gather_along
 from .errors import SettingsError
 from .vae import CausalConv3d, DepthToSpaceUpsample, depth_to_space
 
