@@ -2,9 +2,9 @@
 
 Each rank decodes a run of consecutive latent frames. The decoder's 3-D convolutions
 pad time by repeating the edge frame; inside the clip that edge must be the neighbour's
-real frames instead, so before every time convolution the ranks all-gather their border
-frames (one frame each side for the released non-causal decoders, two in front for a
-causal one) and each pads with its neighbours'. Everything else in the decoder is per
+real frames instead, so before every time convolution each rank sends its border frames
+to its neighbours, point to point (one frame each side for the released non-causal
+decoders, two in front for a causal one), and pads with theirs. Everything else in the decoder is per
 position (pixel/layer norm, 1x1 shortcuts, depth-to-space) or per video (the timestep
 embedding, the injected noise, drawn per (H, W) and shared by all frames), so the pieces
 equal the single-process decode. Each temporal upsampler drops the first frame of the
@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .distributed import gather_along
+from .distributed import communicate, gather_along
 from .errors import SettingsError
 from .vae import CausalConv3d, DepthToSpaceUpsample, depth_to_space
 
@@ -37,20 +37,40 @@ def time_split(frames: int, parts: int, min_frames: int) -> list[int] | None:
     return [base + (1 if rank < rest else 0) for rank in range(parts)]
 
 
+def exchange_borders(x: Tensor, front: int, back: int, group: dist.ProcessGroup | None) -> tuple[Tensor, Tensor]:
+    """(the previous rank's last `front` frames, the next rank's first `back` frames) of
+    x (B, C, F, H, W), point to point; at the clip's ends the edge frame repeated, as
+    `CausalConv3d` pads."""
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    peer = partial(dist.get_global_rank, group) if group is not None else (lambda r: r)
+    before = x[:, :, :1].expand(-1, -1, front, -1, -1)
+    after = x[:, :, -1:].expand(-1, -1, back, -1, -1)
+    ops = []
+    if front and rank > 0:
+        before = torch.empty_like(x[:, :, :front])
+        ops.append(dist.P2POp(dist.irecv, before, peer(rank - 1), group))
+    if front and rank < size - 1:
+        ops.append(dist.P2POp(dist.isend, x[:, :, x.shape[2] - front:].contiguous(), peer(rank + 1), group))
+    if back and rank > 0:
+        ops.append(dist.P2POp(dist.isend, x[:, :, :back].contiguous(), peer(rank - 1), group))
+    if back and rank < size - 1:
+        after = torch.empty_like(x[:, :, :back])
+        ops.append(dist.P2POp(dist.irecv, after, peer(rank + 1), group))
+    if ops:
+        for request in communicate(dist.batch_isend_irecv, ops):
+            communicate(request.wait)
+    return before, after
+
+
 def _halo_conv(conv: CausalConv3d, group: dist.ProcessGroup | None, x: Tensor, causal: bool = True) -> Tensor:
     """`CausalConv3d.forward` on a time shard: the neighbours' border frames where the
     single-process conv sees them, the replicated edge frame only at the clip's ends."""
     pad = conv.time_kernel_size - 1
     front, back = (pad, 0) if causal else (pad // 2, pad // 2)
-    frames = x.shape[2]
-    if frames < max(front, back):
-        raise RuntimeError(f"a time shard of {frames} frames cannot lend the {max(front, back)} border frames "
+    if x.shape[2] < max(front, back):
+        raise RuntimeError(f"a time shard of {x.shape[2]} frames cannot lend the {max(front, back)} border frames "
                            "its neighbour's convolution needs")
-    rank, size = dist.get_rank(group), dist.get_world_size(group)
-    borders = gather_along(torch.cat([x[:, :, :back], x[:, :, frames - front:]], dim=2), 0, group)
-    borders = borders.unflatten(0, (size, -1))  # (ranks, B, C, back + front, H, W)
-    before = borders[rank - 1, :, :, back:] if rank > 0 else x[:, :, :1].expand(-1, -1, front, -1, -1)
-    after = borders[rank + 1, :, :, :back] if rank < size - 1 else x[:, :, -1:].expand(-1, -1, back, -1, -1)
+    before, after = exchange_borders(x, front, back, group)
     return conv.conv(torch.cat([before, x, after], dim=2))
 
 
