@@ -82,13 +82,16 @@ def texts() -> tuple[TextEmbeddings, TextEmbeddings]:
             TextEmbeddings(torch.randn(1, 6, CONFIG.caption_channels, generator=g), mask))
 
 
-def run_denoise(transformer, vae) -> torch.Tensor:
-    """Three guided Euler steps over a 3 x 1 x 3 latent (9 tokens) with a first-frame-like mask."""
+def run_denoise(transformer, vae, stg: bool = False) -> torch.Tensor:
+    """Three guided Euler steps over a 3 x 1 x 3 latent (9 tokens) with a first-frame-like
+    mask; with `stg`, spatiotemporal skip guidance makes the batch 3 (CFG ranks pad it)."""
     latent = prepare_latent(vae, num_frames=17, height=32, width=96)
     latent.noise_mask[:, :, 0] = 0.5
     text, negative = texts()
     sigmas = flow_sigmas(3, TOKENS)
-    return denoise(transformer, latent, text, negative, sigmas, 3.0, 25.0, torch.Generator().manual_seed(5)).samples
+    stg_settings = dict(stg_scale=1.0, stg_blocks=(1,)) if stg else {}
+    return denoise(transformer, latent, text, negative, sigmas, 3.0, 25.0, torch.Generator().manual_seed(5),
+                   **stg_settings).samples
 
 
 def run_decode(vae) -> torch.Tensor:
@@ -101,6 +104,7 @@ def single_process_outputs() -> dict[str, torch.Tensor]:
     transformer, vae, causal_vae = tiny_models()
     with torch.no_grad():
         return {"forward": transformer(*forward_inputs()), "denoise": run_denoise(transformer, vae),
+                "denoisestg": run_denoise(transformer, vae, stg=True),
                 "decode": run_decode(vae), "decode_causal": run_decode(causal_vae)}
 
 
@@ -124,6 +128,7 @@ def _parity_rank(rank: int, world: int, init_file: Path, out: Path) -> None:
             parallel = ParallelTransformer(transformer, run)
             results[f"forward_s{sequence}_c{cfg}"] = parallel(*forward_inputs())
             results[f"denoise_s{sequence}_c{cfg}"] = run_denoise(parallel, vae)
+            results[f"denoisestg_s{sequence}_c{cfg}"] = run_denoise(parallel, vae, stg=True)
             parallel.close()
         results["decode"] = run_decode(TimeSplitVAE(vae))
         results["decode_causal"] = run_decode(TimeSplitVAE(causal_vae))
@@ -240,13 +245,13 @@ def reference() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("world", [2, 4])
 def test_every_layout_gives_the_single_process_outputs_on_every_rank(tmp_path, reference, world):
     """Sequence parallel, CFG parallel and both (4 ranks: 2 x 2): the transformer's velocity,
-    three guided denoise steps and the time-split decode (non-causal and causal decoder)
-    match one process on every rank."""
+    three guided denoise steps (also with STG) and the time-split decode (non-causal and
+    causal decoder) match one process on every rank."""
     codes = spawn(_parity_rank, world, tmp_path)
     assert codes == [0] * world, _errors(tmp_path)
     for rank in range(world):
         results = load_file(tmp_path / f"rank{rank}.safetensors")
-        assert len(results) == 2 * len(LAYOUTS[world]) + 2
+        assert len(results) == 3 * len(LAYOUTS[world]) + 2
         for key, value in results.items():
             expected = reference[key.split("_s")[0]]
             assert value.shape == expected.shape, key
