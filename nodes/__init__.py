@@ -5,6 +5,7 @@ so they never collide with ComfyUI's own LTXV nodes (`EmptyLTXVLatentVideo`, ...
 """
 
 from .decode import LTXVCoreDenoisingDecode
+from .guide import LTXVCoreAddGuide, LTXVCoreGuidedSampler
 from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
 from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
 from .registry import register_model_folders
@@ -21,8 +22,10 @@ NODE_CLASS_MAPPINGS = {
     "LTXVCoreEmptyLatentVideo": LTXVCoreEmptyLatentVideo,
     "LTXVCoreVAEEncodeFirstFrame": LTXVCoreVAEEncodeFirstFrame,
     "LTXVCoreConditionFirstFrame": LTXVCoreConditionFirstFrame,
+    "LTXVCoreAddGuide": LTXVCoreAddGuide,
     "LTXVCoreScheduler": LTXVCoreScheduler,
     "LTXVCoreSampler": LTXVCoreSampler,
+    "LTXVCoreGuidedSampler": LTXVCoreGuidedSampler,
     "LTXVCoreDenoisingDecode": LTXVCoreDenoisingDecode,
     "LTXVCoreSaveVideo": LTXVCoreSaveVideo,
 }
@@ -34,8 +37,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LTXVCoreEmptyLatentVideo": "LTX-Video Empty Latent",
     "LTXVCoreVAEEncodeFirstFrame": "LTX-Video VAE Encode First Frame",
     "LTXVCoreConditionFirstFrame": "LTX-Video Condition On First Frame",
+    "LTXVCoreAddGuide": "LTX-Video Add Keyframe / Guide",
     "LTXVCoreScheduler": "LTX-Video Flow Sigmas",
     "LTXVCoreSampler": "LTX-Video Sampler",
+    "LTXVCoreGuidedSampler": "LTX-Video Sampler (STG, Keyframes)",
     "LTXVCoreDenoisingDecode": "LTX-Video Denoising VAE Decode",
     "LTXVCoreSaveVideo": "LTX-Video Save MP4",
 }

@@ -27,8 +27,8 @@ from .host.comfy_env import COMFY_ROOT, REPO_ROOT, ensure_comfyui
 PACK_NAME = "ltxv_core_pack_under_test"
 NODE_IDS = (
     "LTXVCoreCheckpointLoader", "LTXVCoreT5Loader", "LTXVCoreT5Encode", "LTXVCoreEmptyLatentVideo",
-    "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreScheduler", "LTXVCoreSampler",
-    "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
+    "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreAddGuide", "LTXVCoreScheduler",
+    "LTXVCoreSampler", "LTXVCoreGuidedSampler", "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
 )  # fmt: skip
 # ComfyUI's own LTX-Video node ids (comfy_extras/nodes_lt.py and friends): never ours.
 COMFY_LTXV_IDS = {
