@@ -9,6 +9,8 @@ same layout and normalization as ComfyUI's own LTXV latents, with a token's time
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import comfy.model_management
 import torch
 
@@ -19,6 +21,10 @@ from ..ltx_core.pipeline import SEED_MAX, seeded_generator  # noqa: F401 (the no
 
 
 PROMPT_IS_EMPTY = "ltxv_core_prompt_is_empty"  # our key in the conditioning's dict
+# Our key in the LATENT dict: the core's `Keyframe`s (conditioning frames away from the
+# latent grid, from LTX-Video Add Keyframe / Guide). Every node that reads a LATENT with
+# `latent_to_core` and writes one with `core_to_latent` carries them on.
+KEYFRAMES_KEY = "ltxv_core_keyframes"
 
 
 def embeddings_to_conditioning(embeddings, prompt_is_empty: bool = False) -> list:
@@ -42,21 +48,25 @@ def conditioning_to_embeddings(conditioning: list, name: str, required: bool = F
 
 
 def latent_to_core(latent: dict):
-    """A ComfyUI `LATENT` as the core's `ConditionedLatent` (checked by the core). Without
-    a `noise_mask` (ComfyUI's own EmptyLTXVLatentVideo gives none) every token is
-    generated: ComfyUI's default mask of ones, (B, 1, f, 1, 1)."""
+    """A ComfyUI `LATENT` as the core's `ConditionedLatent` (checked by the core), with
+    the keyframes it carries. Without a `noise_mask` (ComfyUI's own EmptyLTXVLatentVideo
+    gives none) every token is generated: ComfyUI's default mask of ones, (B, 1, f, 1, 1)."""
     samples = latent["samples"]
     noise_mask = latent.get("noise_mask")
     if noise_mask is None and samples.ndim == 5:
         noise_mask = torch.ones(samples.shape[0], 1, samples.shape[2], 1, 1, device=samples.device)
-    return core_conditioning.ConditionedLatent(samples=samples, noise_mask=noise_mask)
+    keyframes = tuple(latent.get(KEYFRAMES_KEY, ()))
+    return core_conditioning.ConditionedLatent(samples=samples, noise_mask=noise_mask, keyframes=keyframes)
 
 
 def core_to_latent(conditioned) -> dict:
     """The core's `ConditionedLatent` as a `LATENT` on ComfyUI's intermediate device
-    (where ComfyUI keeps tensors between nodes)."""
+    (where ComfyUI keeps tensors between nodes); keyframes, if any, under `KEYFRAMES_KEY`."""
     device = comfy.model_management.intermediate_device()
-    return {"samples": conditioned.samples.to(device), "noise_mask": conditioned.noise_mask.to(device)}
+    latent = {"samples": conditioned.samples.to(device), "noise_mask": conditioned.noise_mask.to(device)}
+    if conditioned.keyframes:
+        latent[KEYFRAMES_KEY] = tuple(replace(k, samples=k.samples.to(device)) for k in conditioned.keyframes)
+    return latent
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:

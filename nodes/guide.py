@@ -3,44 +3,28 @@ guide" node and a sampler with STG.
 
 An image (or an 8k + 1 frame clip) conditions the video from a frame index on: at frame 0
 it replaces the first latent frames (as the first-frame node); elsewhere it travels in
-the `LATENT` as keyframe tokens (`KEYFRAMES_KEY`: the core's `Keyframe`s, with their
-own coordinates and noise level), which the guided sampler gives to the transformer and
+the `LATENT` as keyframe tokens (`convert.KEYFRAMES_KEY`: the core's `Keyframe`s, with
+their own coordinates and noise level), which either sampler gives to the transformer and
 drops from its result (Lightricks' and diffusers' 0.9.5+ conditioning). Chain the node to
 add several (first + last frame, a clip's continuation...).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import comfy.model_management
 import torch
 
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core import scheduler as core_scheduler
 from ..ltx_core.conditioning import ConditioningItem
+from ..ltx_core.errors import SettingsError
 from ..ltx_core.sampler import STRENGTH_RULES
 from ..ltx_core.transformer import STG_MODES
 from ..ltx_core.video import resize_center_crop
 from . import memory
-from .convert import conditioning_to_embeddings, core_to_latent, latent_to_core, seeded_generator
+from .convert import core_to_latent, latent_to_core
 from .registry import CATEGORY, VAE_TYPE
-from .sampling import LTXVCoreSampler, _progress_callback, scheduler_config
+from .sampling import LTXVCoreSampler, run_sampler, scheduler_config
 
-KEYFRAMES_KEY = "ltxv_core_keyframes"  # our key in the LATENT dict
 MAX_FRAMES = 1025
-
-
-def latent_with_keyframes(latent: dict):
-    """A `LATENT` as the core's `ConditionedLatent`, keyframes included."""
-    return replace(latent_to_core(latent), keyframes=tuple(latent.get(KEYFRAMES_KEY, ())))
-
-
-def keyframes_latent(conditioned) -> dict:
-    """The `LATENT` with the keyframes, on ComfyUI's intermediate device as the rest."""
-    device = comfy.model_management.intermediate_device()
-    keyframes = tuple(replace(k, samples=k.samples.to(device)) for k in conditioned.keyframes)
-    return {**core_to_latent(conditioned), KEYFRAMES_KEY: keyframes}
 
 
 def start_frame(frame_index: int, num_frames: int, count: int) -> int:
@@ -71,7 +55,7 @@ class LTXVCoreAddGuide:
         }}  # fmt: skip
 
     def add(self, vae, latent, image, frame_index, strength):
-        conditioned = latent_with_keyframes(latent)
+        conditioned = latent_to_core(latent)
         _, _, frames, height, width = conditioned.samples.shape
         model = vae.model
         size = (width * model.spatial_compression, height * model.spatial_compression)
@@ -80,7 +64,7 @@ class LTXVCoreAddGuide:
         item = ConditioningItem(fitted, start_frame(frame_index, num_frames, len(image)), strength)
         with memory.on_device(vae):
             result = core_pipeline.condition_on_items(model, conditioned, [item])
-        return (keyframes_latent(result),)
+        return (core_to_latent(result),)
 
 
 class LTXVCoreGuidedSampler(LTXVCoreSampler):
@@ -104,26 +88,15 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
 
     def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate, dynamic_shift, base_shift,
                max_shift, terminal, stg_scale, stg_blocks, stg_mode, stg_rescale, strength_rule, sigmas=None):  # fmt: skip
-        conditioned = latent_with_keyframes(latent)
-        if sigmas is None:
-            schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-            sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
-        positive = conditioning_to_embeddings(positive, "positive", required=True)
-        negative = conditioning_to_embeddings(negative, "negative")
-        with memory.on_device(model) as device:
-            result = core_pipeline.denoise(
-                model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
-                frame_rate=frame_rate, generator=seeded_generator(seed),
-                callback=_progress_callback(len(sigmas) - 1), device=device,
-                stg_scale=stg_scale, stg_blocks=parse_blocks(stg_blocks), stg_mode=stg_mode,
-                stg_rescale=stg_rescale, strength_rule=strength_rule,
-            )  # fmt: skip
-        return (core_to_latent(result),)
+        options = dict(stg_scale=stg_scale, stg_blocks=parse_blocks(stg_blocks), stg_mode=stg_mode,
+                       stg_rescale=stg_rescale, strength_rule=strength_rule)  # fmt: skip
+        schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
+        return (run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas, **options),)
 
 
 def parse_blocks(text: str) -> tuple[int, ...]:
     """"19" or "18, 19" -> (18, 19); anything else is refused with what is allowed."""
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
     if not all(part.isdigit() for part in parts):
-        raise ValueError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
+        raise SettingsError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
     return tuple(int(part) for part in parts)

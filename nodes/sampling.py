@@ -68,7 +68,8 @@ class LTXVCoreSampler:
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Denoises a video latent with the LTX-Video transformer: Euler steps on the flow "
-        "velocity, per-token timesteps for conditioning frames, classifier-free guidance."
+        "velocity, per-token timesteps for conditioning frames (keyframes included), "
+        "classifier-free guidance."
     )
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The denoised latent.",)
@@ -95,19 +96,25 @@ class LTXVCoreSampler:
 
     def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate,
                dynamic_shift, base_shift, max_shift, terminal, sigmas=None):  # fmt: skip
-        conditioned = latent_to_core(latent)
-        if sigmas is None:
-            schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-            sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
-        positive = conditioning_to_embeddings(positive, "positive", required=True)
-        negative = conditioning_to_embeddings(negative, "negative")
-        with memory.on_device(model) as device:
-            result = core_pipeline.denoise(
-                model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
-                frame_rate=frame_rate, generator=seeded_generator(seed),
-                callback=_progress_callback(len(sigmas) - 1), device=device,
-            )  # fmt: skip
-        return (core_to_latent(result),)
+        schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
+        return (run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas),)
+
+
+def run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas, **options) -> dict:
+    """The core's `denoise` on a `LATENT` (keyframe tokens included, dropped from the
+    result), with `options` such as STG passed on; the denoised `LATENT`."""
+    conditioned = latent_to_core(latent)
+    if sigmas is None:
+        sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
+    positive = conditioning_to_embeddings(positive, "positive", required=True)
+    negative = conditioning_to_embeddings(negative, "negative")
+    with memory.on_device(model) as device:
+        result = core_pipeline.denoise(
+            model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
+            frame_rate=frame_rate, generator=seeded_generator(seed),
+            callback=_progress_callback(len(sigmas) - 1), device=device, **options,
+        )  # fmt: skip
+    return core_to_latent(result)
 
 
 def _progress_callback(total_steps: int):

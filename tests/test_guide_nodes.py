@@ -23,6 +23,9 @@ def guide(pack):  # noqa: F811
     return importlib.import_module(f"{PACK_NAME}.nodes.guide")
 
 
+KEYFRAMES_KEY = "ltxv_core_keyframes"  # the pack's key in the LATENT dict (nodes/convert.py)
+
+
 @pytest.fixture
 def empty(pack):  # noqa: F811
     (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(width=64, height=32, frames=17,
@@ -40,14 +43,14 @@ def test_first_and_last_frame_guides_go_on_the_grid_and_into_keyframe_tokens(gui
     (first,) = node.add(vae, empty, images(1, 1), 0, 1.0)
     (both,) = node.add(vae, first, images(1, 2), -1, 0.9)
     assert (both["noise_mask"][:, :, 0] == 0).all() and (both["noise_mask"][:, :, 1:] == 1).all()
-    [last] = both[guide.KEYFRAMES_KEY]
+    [last] = both[KEYFRAMES_KEY]
     assert (last.frame_index, last.strength, tuple(last.samples.shape)) == (16, 0.9, (1, 128, 1, 1, 2))
 
 
 def test_a_clip_at_minus_1_ends_on_the_last_frame(guide, tiny_models, empty):
     _, vae = tiny_models
     (latent,) = guide.LTXVCoreAddGuide().add(vae, empty, images(9), -1, 1.0)
-    [prefix] = latent[guide.KEYFRAMES_KEY]
+    [prefix] = latent[KEYFRAMES_KEY]
     assert prefix.frame_index == 8 and prefix.samples.shape[2] == 2
 
 
@@ -59,18 +62,42 @@ def test_the_guided_sampler_uses_the_keyframes_and_returns_the_video_latent_only
     (with_keyframe,) = sampler.sample(transformer, TEXT, TEXT, guided, **SAMPLER, **stg)
     (without,) = sampler.sample(transformer, TEXT, TEXT, empty, **SAMPLER, **stg)
     (plain,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreSampler"]().sample(transformer, TEXT, TEXT, empty, **SAMPLER)
-    assert with_keyframe["samples"].shape == empty["samples"].shape and guide.KEYFRAMES_KEY not in with_keyframe
+    assert with_keyframe["samples"].shape == empty["samples"].shape and KEYFRAMES_KEY not in with_keyframe
     assert torch.equal(without["samples"], plain["samples"]), "STG scale 0 without keyframes is the plain sampler"
     assert (with_keyframe["samples"] - plain["samples"]).abs().max() > 1e-4
     (perturbed,) = sampler.sample(transformer, TEXT, TEXT, empty, **SAMPLER, **{**stg, "stg_scale": 1.0})
     assert (perturbed["samples"] - plain["samples"]).abs().max() > 1e-4
 
 
+def test_the_plain_sampler_uses_the_keyframes_a_latent_carries_as_the_guided_one_at_stg_0(pack, guide, tiny_models, empty):  # noqa: F811
+    transformer, vae = tiny_models
+    (guided,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1), -1, 1.0)
+    plain = pack.NODE_CLASS_MAPPINGS["LTXVCoreSampler"]()
+    stg = dict(stg_scale=0.0, stg_blocks="", stg_mode="attention_values", stg_rescale=0.7, strength_rule="scaled")
+    (with_keyframe,) = plain.sample(transformer, TEXT, TEXT, guided, **SAMPLER)
+    (reference,) = guide.LTXVCoreGuidedSampler().sample(transformer, TEXT, TEXT, guided, **SAMPLER, **stg)
+    (without,) = plain.sample(transformer, TEXT, TEXT, empty, **SAMPLER)
+    assert torch.equal(with_keyframe["samples"], reference["samples"])
+    assert (with_keyframe["samples"] - without["samples"]).abs().max() > 1e-4, "the keyframe was not dropped"
+    assert KEYFRAMES_KEY not in with_keyframe
+
+
+def test_conditioning_the_first_frame_after_a_guide_keeps_its_keyframes(pack, guide, tiny_models, empty):  # noqa: F811
+    _, vae = tiny_models
+    (guided,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1), -1, 0.8)
+    frame = {"samples": torch.randn(1, 128, 1, 1, 2, generator=torch.Generator().manual_seed(4))}
+    (both,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreConditionFirstFrame"]().condition(guided, frame, strength=1.0)
+    [last] = both[KEYFRAMES_KEY]
+    assert (last.frame_index, last.strength) == (16, 0.8)
+    assert torch.equal(last.samples, guided[KEYFRAMES_KEY][0].samples)
+    assert (both["noise_mask"][:, :, 0] == 0).all()
+
+
 def test_frames_of_another_size_are_fitted_to_the_video(guide, tiny_models, empty):
     _, vae = tiny_models
     with pytest.warns(UserWarning, match="center-cropped"):
         (latent,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1, height=48, width=48), 8, 1.0)
-    assert latent[guide.KEYFRAMES_KEY][0].samples.shape == (1, 128, 1, 1, 2)
+    assert latent[KEYFRAMES_KEY][0].samples.shape == (1, 128, 1, 1, 2)
 
 
 @pytest.mark.parametrize(
