@@ -19,7 +19,7 @@ measurement, and `--gpus`/`--sizes` runs merge into an existing file, so the ben
 can be split over several commands:
 
     python benchmarks/bench_multi_gpu.py                       # 1, 2, 4 GPUs, both sizes
-    python benchmarks/bench_multi_gpu.py --gpus 4 --sizes 1216x704x257
+    python benchmarks/bench_multi_gpu.py --gpus 4 --sizes 1216x704x257 --latent-dir /tmp/latents
     python benchmarks/bench_multi_gpu.py --tiny --cpu --out /tmp/multi.json   # gloo dry run
 """
 
@@ -80,7 +80,7 @@ def build_models(tiny: bool, device: torch.device, dtype: torch.dtype) -> Models
     with device:
         transformer = LTXVTransformer(TINY_MODEL if tiny else LTXV_2B_0_9_5)
         vae = CausalVideoVAE(TINY_VAE if tiny else LTXV_VAE_0_9_5)
-    return Models(transformer.to(dtype).eval(), vae.to(dtype).eval(), text_encoder=None)
+    return Models(transformer.to(device, dtype).eval(), vae.to(device, dtype).eval(), text_encoder=None)
 
 
 def random_texts(caption_channels: int, device: torch.device) -> tuple[TextEmbeddings, TextEmbeddings]:
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="processes on the CPU with gloo, fp32")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile of the DiT "
                         "(acceleration.optimize_transformer; eager backend on the CPU)")
+    parser.add_argument("--latent-dir", type=Path, default=None, help="where the 1-GPU run leaves its latents "
+                        "for the others to compare with, across invocations (default: a temporary folder)")
     parser.add_argument("--world-timeout-s", type=float, default=1800.0, help="per GPU count")
     args = parser.parse_args()
     gpus = [int(g) for g in args.gpus.split(",")]
@@ -290,10 +292,13 @@ def main() -> None:
     entries = [e for e in report.get("entries", []) if not (e["size"] in sizes and e["gpus"] in gpus)]
     errors = {k: v for k, v in report.get("errors", {}).items() if int(k) not in gpus}
     with tempfile.TemporaryDirectory() as scratch:
+        latent_dir = args.latent_dir or Path(scratch)
+        latent_dir.mkdir(parents=True, exist_ok=True)
         for world in sorted(gpus):  # 1 first: the others compare their latent with its
             print(f"--- {world} GPU(s)", flush=True)
+            (latent_dir / f"world{world}.jsonl").unlink(missing_ok=True)
             try:
-                new, error = run_world(world, options, Path(scratch), args.world_timeout_s)
+                new, error = run_world(world, options, latent_dir, args.world_timeout_s)
             except Exception:  # noqa: BLE001 - a failed world must not lose the others
                 new, error = [], traceback.format_exc()
             entries += new

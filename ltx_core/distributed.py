@@ -169,8 +169,8 @@ def communicate(op: Callable, *args, **kwargs):
         rank, world = dist.get_rank(), dist.get_world_size()
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RankFailure(
-            f"rank {rank} of {world}: {op.__name__} failed, so another rank crashed, was killed or did not "
-            f"answer within the timeout; the run is stopped and no video is written ({reason})") from error
+            f"rank {rank} of {world}: {op.__name__} failed ({reason}); another rank crashed, was killed or did "
+            "not answer within the timeout, so the run is stopped and no video is written") from error
 
 
 def gather_along(tensor: Tensor, dim: int, group: dist.ProcessGroup | None) -> Tensor:

@@ -47,14 +47,14 @@ def exchange_borders(x: Tensor, front: int, back: int, group: dist.ProcessGroup 
     after = x[:, :, -1:].expand(-1, -1, back, -1, -1)
     ops = []
     if front and rank > 0:
-        before = torch.empty_like(x[:, :, :front])
+        before = x.new_empty(*x.shape[:2], front, *x.shape[3:])  # dense: the collectives write so
         ops.append(dist.P2POp(dist.irecv, before, peer(rank - 1), group))
     if front and rank < size - 1:
         ops.append(dist.P2POp(dist.isend, x[:, :, x.shape[2] - front:].contiguous(), peer(rank + 1), group))
     if back and rank > 0:
         ops.append(dist.P2POp(dist.isend, x[:, :, :back].contiguous(), peer(rank - 1), group))
     if back and rank < size - 1:
-        after = torch.empty_like(x[:, :, :back])
+        after = x.new_empty(*x.shape[:2], back, *x.shape[3:])
         ops.append(dist.P2POp(dist.irecv, after, peer(rank + 1), group))
     if ops:
         for request in communicate(dist.batch_isend_irecv, ops):

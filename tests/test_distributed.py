@@ -95,8 +95,11 @@ def run_denoise(transformer, vae, stg: bool = False) -> torch.Tensor:
 
 
 def run_decode(vae) -> torch.Tensor:
-    """4 latent frames (25 pixel frames) through the denoising decode, seeded noise."""
-    latent = torch.randn(1, 128, 4, 2, 2, generator=torch.Generator().manual_seed(6))
+    """4 latent frames (25 pixel frames) through the denoising decode, seeded noise; the
+    latent laid out as `denoise` returns it (channels innermost), so time slices are
+    dense but not contiguous."""
+    tokens = torch.randn(1, 4, 2, 2, 128, generator=torch.Generator().manual_seed(6))
+    latent = tokens.permute(0, 4, 1, 2, 3)  # (1, 128, 4, 2, 2)
     return vae.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(7))
 
 
@@ -296,7 +299,7 @@ def test_a_rank_that_stops_answering_fails_the_others_at_the_collective_timeout(
     codes = spawn(_hanging_rank, 2, tmp_path, timeout_s, hang_s)
     assert codes == [0, 0], _errors(tmp_path)
     message, waited_s = json.loads((tmp_path / "failure.json").read_text())
-    assert message.startswith("rank 0 of 2: all_to_all_single failed")
+    assert message.startswith("rank 0 of 2: all_to_all_single failed (")
     assert "did not answer within the timeout" in message
     assert timeout_s <= waited_s < hang_s
 
