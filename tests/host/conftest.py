@@ -21,7 +21,7 @@ from .comfy_env import REPO_ROOT, ComfyServer, ensure_comfyui
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
-WORKFLOW_NAMES = ("t2v", "i2v")
+WORKFLOW_NAMES = ("t2v", "i2v", "first_last", "extend")
 
 # The names the shipped workflows use; the test server's folders come first in ComfyUI's
 # search order, so these random-weight files are the ones the workflows load.
@@ -29,9 +29,15 @@ CHECKPOINT_NAME = "ltxv-tiny.safetensors"
 TEXT_ENCODER_NAME = "t5-tiny"
 RELEASE = "0.9.5"  # tiny width, the layout of the current 2B release
 EXAMPLE_IMAGE_NAME = "ltxv-example.png"
+EXAMPLE_LAST_IMAGE_NAME = "ltxv-example-last.png"  # first_last's last frame
 
 # Small enough for 2 CPU cores: 64 x 64 pixels, 9 frames (2 latent frames of 2 x 2 tokens).
 TEST_WIDTH, TEST_HEIGHT, TEST_FRAMES, TEST_STEPS = 64, 64, 9, 2
+TEST_STG_BLOCKS = "1"  # the test checkpoint has 2 transformer blocks (the demo model 5)
+# extend continues the last 9 frames of a first clip, so its clips need more than 9
+# frames: 17 each at the test size, and its video is the first clip + 8 new frames.
+TEST_FRAMES_OF = {"extend": 17}
+OUTPUT_FRAMES_OF = {"extend": 17 + 8}
 
 
 @pytest.fixture(scope="session")
@@ -44,16 +50,24 @@ def comfy_server(comfy_root, tmp_path_factory, tiny_t5_folder):
     server = ComfyServer(tmp_path_factory.mktemp("comfy"))
     write_official_single_file(server.checkpoints_dir / CHECKPOINT_NAME, RELEASE)
     shutil.copytree(tiny_t5_folder, server.text_encoders_dir / TEXT_ENCODER_NAME)
-    example_image(server.input_dir / EXAMPLE_IMAGE_NAME)
+    example_images(server.input_dir)
     server.start()
     yield server
     server.stop()
 
 
-def example_image(path: Path) -> Path:
-    """A 96 x 80 gradient: another size and aspect than the test video, so the encode
-    node's center-crop and resize run too."""
+def example_images(input_dir: Path) -> None:
+    """The images the shipped workflows load."""
+    example_image(input_dir / EXAMPLE_IMAGE_NAME)
+    example_image(input_dir / EXAMPLE_LAST_IMAGE_NAME, flipped=True)
+
+
+def example_image(path: Path, flipped: bool = False) -> Path:
+    """A 96 x 80 gradient (`flipped`: running the other way): another size and aspect than
+    the test video, so the encode node's center-crop and resize run too."""
     y, x = np.mgrid[0:80, 0:96]
+    if flipped:
+        y, x = y[::-1, ::-1], x[::-1, ::-1]
     rgb = np.stack([x * 255 // 95, y * 255 // 79, np.full_like(x, 128)], axis=-1).astype(np.uint8)
     Image.fromarray(rgb).save(path)
     return path
@@ -67,17 +81,35 @@ def ui_workflow(name: str) -> dict:
     return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
 
 
+def without_meta(prompt: dict) -> dict:
+    """A prompt's graph only: ComfyUI keeps `_meta` (titles) or not depending on the path."""
+    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
+
+
 def nodes_of(prompt: dict, class_type: str) -> list[dict]:
     return [node for node in prompt.values() if node["class_type"] == class_type]
 
 
 def small(prompt: dict, **overrides) -> dict:
-    """The workflow at the test size (64 x 64, 9 frames, 2 steps) with `overrides` applied
-    to every node that has those inputs (e.g. seed=3 sets the sampler's and decoder's)."""
+    """The workflow at the test size (64 x 64, 9 frames, 2 steps, STG on a block the test
+    checkpoint has) with `overrides` applied to every node that has those inputs (e.g.
+    seed=3 sets the sampler's and decoder's). A clip's last frames picked for a guide
+    (extend's ImageFromBatch) stay its last frames at the new frame count."""
     prompt = copy.deepcopy(prompt)
-    settings = {"width": TEST_WIDTH, "height": TEST_HEIGHT, "frames": TEST_FRAMES, "steps": TEST_STEPS, **overrides}
+    settings = {"width": TEST_WIDTH, "height": TEST_HEIGHT, "frames": TEST_FRAMES, "steps": TEST_STEPS,
+                "stg_blocks": TEST_STG_BLOCKS, **overrides}  # fmt: skip
     for node in prompt.values():
         for key, value in settings.items():
             if key in node["inputs"] and not isinstance(node["inputs"][key], list):
                 node["inputs"][key] = value
+    for guide in nodes_of(prompt, "LTXVCoreAddGuide"):
+        source = prompt[guide["inputs"]["image"][0]]
+        if source["class_type"] == "ImageFromBatch":
+            source["inputs"]["batch_index"] = settings["frames"] - source["inputs"]["length"]
     return prompt
+
+
+def small_workflow(name: str, **overrides) -> tuple[dict, int]:
+    """The shipped API workflow `name` at the test size, and the frame count of its video."""
+    frames = overrides.pop("frames", TEST_FRAMES_OF.get(name, TEST_FRAMES))
+    return small(api_workflow(name), frames=frames, **overrides), OUTPUT_FRAMES_OF.get(name, frames)

@@ -13,7 +13,7 @@ import pytest
 
 from .browser import chromium, load_workflow, open_comfy_page, screenshot
 from .comfy_env import REPO_ROOT
-from .conftest import WORKFLOW_NAMES, api_workflow, ui_workflow
+from .conftest import WORKFLOW_NAMES, api_workflow, ui_workflow, without_meta
 
 pytestmark = [pytest.mark.comfy_server, pytest.mark.browser]
 
@@ -32,10 +32,6 @@ def page(comfy_server):
         yield driver
 
 
-def _without_meta(prompt: dict) -> dict:
-    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
-
-
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_page_loads_the_ui_workflow_with_no_missing_node_type(page, name):
     result = load_workflow(page, ui_workflow(name))
@@ -43,6 +39,6 @@ def test_page_loads_the_ui_workflow_with_no_missing_node_type(page, name):
     if name == README_WORKFLOW and (UPDATE_README_SCREENSHOT or not README_SCREENSHOT.exists()):
         screenshot(page, README_SCREENSHOT)
     assert result["missing"] == [] and not result["dialog"]
-    assert _without_meta(result["output"]) == _without_meta(api_workflow(name)), (
+    assert without_meta(result["output"]) == without_meta(api_workflow(name)), (
         "the UI workflow queues the same graph as workflows/api/"
     )

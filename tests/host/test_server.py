@@ -7,6 +7,7 @@ or Cancel that does not cancel.
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -27,6 +28,8 @@ from .conftest import (
     api_workflow,
     nodes_of,
     small,
+    small_workflow,
+    without_meta,
 )
 
 pytestmark = pytest.mark.comfy_server
@@ -47,6 +50,15 @@ EXPECTED_NODES = {
         {"model": "LTXV_CORE_MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT",
          "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
          "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT"},
+        {"sigmas": "SIGMAS"},
+        ["LATENT"],
+    ),
+    "LTXVCoreAddGuide": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "image": "IMAGE", "frame_index": "INT", "strength": "FLOAT"}, {}, ["LATENT"]),
+    "LTXVCoreGuidedSampler": (
+        {"model": "LTXV_CORE_MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT",
+         "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
+         "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT", "stg_scale": "FLOAT", "stg_blocks": "STRING",
+         "stg_mode": COMBO, "stg_rescale": "FLOAT", "strength_rule": COMBO},
         {"sigmas": "SIGMAS"},
         ["LATENT"],
     ),
@@ -80,6 +92,15 @@ def test_object_info_lists_every_node_of_the_pack_with_its_inputs_and_outputs(ob
         assert info["description"]
 
 
+def test_the_guide_and_stg_choices_are_the_cores(object_info):
+    guided = object_info["LTXVCoreGuidedSampler"]["input"]["required"]
+    assert guided["stg_mode"][0] == ["attention_values", "attention_skip"]
+    assert guided["strength_rule"][0] == ["scaled", "held"]
+    assert guided["stg_scale"][1]["default"] == 0.0, "STG is off unless asked for"
+    frame_index = object_info["LTXVCoreAddGuide"]["input"]["required"]["frame_index"][1]
+    assert frame_index["min"] < 0 < frame_index["max"], "negative indices count from the end"
+
+
 def test_size_widgets_step_by_the_vae_compression(object_info):
     empty = object_info["LTXVCoreEmptyLatentVideo"]["input"]["required"]
     assert empty["width"][1]["step"] == 32 and empty["height"][1]["step"] == 32
@@ -99,16 +120,17 @@ def test_loaders_list_the_files_placed_in_the_model_folders(object_info):
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_shipped_api_workflow_runs_and_leaves_an_mp4_of_the_asked_size(comfy_server, name):
-    prompt = small(api_workflow(name))
+    prompt, expected_frames = small_workflow(name)
     prompt_id = comfy_server.queue_prompt(prompt, workflow={"name": name})
     entry = comfy_server.wait_for_history(prompt_id)
     assert_succeeded(entry)
     [video] = comfy_server.output_files(entry)
     assert video.suffix == ".mp4" and video.is_file()
     frames = core_video.read_video_frames(video)
-    assert tuple(frames.shape) == (TEST_FRAMES, TEST_HEIGHT, TEST_WIDTH, 3)
+    assert tuple(frames.shape) == (expected_frames, TEST_HEIGHT, TEST_WIDTH, 3)
     metadata = core_video.read_video_metadata(video)
-    assert '"LTXVCoreSampler"' in metadata["prompt"] and metadata["workflow"] == f'{{"name": "{name}"}}'
+    assert without_meta(json.loads(metadata["prompt"])) == without_meta(prompt), "the video carries its prompt"
+    assert metadata["workflow"] == f'{{"name": "{name}"}}'
     assert not list(video.parent.glob(".*.part")), "no temporary file is left beside the video"
 
 

@@ -13,14 +13,11 @@ from ltx_core import video as core_video
 from .comfy_env import REPO_ROOT, ComfyServer, assert_succeeded
 from .conftest import (
     CHECKPOINT_NAME,
-    EXAMPLE_IMAGE_NAME,
-    TEST_FRAMES,
     TEST_HEIGHT,
     TEST_WIDTH,
     WORKFLOW_NAMES,
-    api_workflow,
-    example_image,
-    small,
+    example_images,
+    small_workflow,
 )
 
 pytestmark = pytest.mark.comfy_server
@@ -33,7 +30,7 @@ def bare_server(comfy_root, tmp_path_factory):
     if not (ASSETS / CHECKPOINT_NAME).is_file():
         pytest.skip(f"the demo checkpoint {CHECKPOINT_NAME} is not in ltx_core/assets yet")
     server = ComfyServer(tmp_path_factory.mktemp("comfy_bare"))
-    example_image(server.input_dir / EXAMPLE_IMAGE_NAME)
+    example_images(server.input_dir)
     server.start()
     yield server
     server.stop()
@@ -41,7 +38,8 @@ def bare_server(comfy_root, tmp_path_factory):
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_shipped_workflow_runs_on_the_shipped_demo_model(bare_server, name):
-    entry = bare_server.wait_for_history(bare_server.queue_prompt(small(api_workflow(name))))
+    prompt, expected_frames = small_workflow(name)
+    entry = bare_server.wait_for_history(bare_server.queue_prompt(prompt))
     assert_succeeded(entry)
     [video] = bare_server.output_files(entry)
-    assert core_video.read_video_frames(video).shape == (TEST_FRAMES, TEST_HEIGHT, TEST_WIDTH, 3)
+    assert core_video.read_video_frames(video).shape == (expected_frames, TEST_HEIGHT, TEST_WIDTH, 3)
