@@ -24,9 +24,19 @@ rank holds the same latent and the same frames; rank 0 writes the file.
     frames = pipeline.generate(models, request)
     all_ranks_succeeded(run)                                   # then rank 0 writes
 
+From the command line (N = sequence x cfg processes, one GPU each):
+
+    torchrun --nproc-per-node 4 -m ltx_core generate --prompt "..." --sequence-parallel 2 --cfg-parallel 2
+
 A collective that fails (a rank crashed or was killed, or did not arrive within the
 timeout) raises `RankFailure` on the ranks still alive, so the run ends with a clear
-message and without a file.
+message and without a file. (With NCCL a hung collective may instead end in NCCL's
+watchdog abort at the timeout; torchrun then stops the other ranks. Either way no file.)
+
+Limits: the sequence size must divide the attention heads (32 in the 2B and 13B models);
+a token count it does not divide is padded at the end and the padding cut off before
+attention, so results do not change; a batch the CFG size does not divide is padded with
+repeats (guidance off on 2 CFG ranks: both compute the same half).
 """
 
 from __future__ import annotations
@@ -139,7 +149,8 @@ def init_parallel(layout: ParallelLayout, device: str | torch.device | None = No
                 f"sequence-parallel {layout.sequence} x cfg-parallel {layout.cfg} needs {layout.world_size} "
                 f"processes; launch with torchrun --nproc-per-node {layout.world_size} -m ltx_core generate ...")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
     sequence_group, cfg_group = make_groups(layout, timeout_s)
     return ParallelRun(layout, dist.get_rank(), device, sequence_group, cfg_group)
 
