@@ -29,8 +29,16 @@ MAX_FRAMES = 1025
 
 def start_frame(frame_index: int, num_frames: int, count: int) -> int:
     """A negative index counts from the end and places the item's last frame there
-    (-1: the item ends on the video's last frame)."""
-    return frame_index if frame_index >= 0 else num_frames + frame_index - (count - 1)
+    (-1: the item ends on the video's last frame). Past the end the core refuses it."""
+    if frame_index >= 0:
+        return frame_index
+    start = num_frames + frame_index - (count - 1)
+    if start < 0:
+        raise SettingsError(
+            f"frame_index {frame_index} puts the {count} conditioning frame(s) before the first frame of the "
+            f"{num_frames}-frame video; negative indices count from the end, down to {frame_index - start}"
+        )
+    return start
 
 
 class LTXVCoreAddGuide:

@@ -108,6 +108,8 @@ def test_frames_of_another_size_are_fitted_to_the_video(guide, tiny_models, empt
         (9, 4, 1.0, r"conditioning clip at frame 4 does not start a latent frame"),
         (1, 8, 1.5, r"conditioning strength 1.5 is outside \[0, 1\]"),
         (0, 0, 1.0, r"conditioning item \(0, 32, 64, 3\) is not an image or a clip"),
+        (1, -18, 1.0, r"frame_index -18 puts the 1 conditioning frame\(s\) before the first frame of the 17-frame video; .* down to -17"),
+        (9, -10, 1.0, r"frame_index -10 puts the 9 conditioning frame\(s\) before .* down to -9"),
     ],
 )
 def test_bad_guides_are_refused_with_what_is_allowed(guide, tiny_models, empty, count, frame_index, strength, message):

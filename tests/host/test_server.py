@@ -232,6 +232,23 @@ def test_an_empty_positive_prompt_is_refused_and_an_empty_negative_one_is_fine(c
     assert_succeeded(comfy_server.wait_for_history(comfy_server.queue_prompt(fine)))
 
 
+@pytest.mark.parametrize(
+    "frame_index, message",
+    [
+        (40, r"conditioning frame index 40 with 1 frame\(s\) reaches past the clip of 9 frames"),
+        (-40, r"frame_index -40 puts the 1 conditioning frame\(s\) before the first frame .* down to -9"),
+    ],
+    ids=["past-the-end", "before-the-start"],
+)
+def test_a_keyframe_outside_the_video_fails_with_a_message_naming_the_range(comfy_server, frame_index, message):
+    prompt, _ = small_workflow("first_last")
+    nodes_of(prompt, "LTXVCoreAddGuide")[-1]["inputs"]["frame_index"] = frame_index  # the last-frame guide
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    error = status_messages(entry)["execution_error"]
+    assert error["node_type"] == "LTXVCoreAddGuide"
+    assert re.search(message, error["exception_message"]), error["exception_message"]
+
+
 def test_an_image_models_latent_in_the_sampler_fails_with_the_core_message(comfy_server):
     prompt = small(api_workflow("t2v"))
     prompt["image_latent"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
