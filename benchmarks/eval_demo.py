@@ -34,6 +34,7 @@ RESULTS = Path(__file__).parent / "results" / "demo_eval.json"
 STRIP = Path(__file__).parent.parent / "docs" / "demo_strip.png"
 TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0}
 STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
+ATTRIBUTES = ("color", "shape", "motion", "speed")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
 
 
@@ -79,7 +80,8 @@ def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
         rows.append({"prompt": data.caption(spec), "read": reading.__dict__,
                      "correct": score(spec, reading)})
         print(f"t2v {i:3d} {'ok ' if all(rows[-1]['correct'].values()) else 'BAD'} "
-              f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} {reading.speed}")
+              f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} "
+              f"{reading.speed}")
     return rows, kept
 
 
@@ -161,13 +163,14 @@ def main(argv=None) -> dict:
     i2v_psnr = sum(r["first_frame_psnr_db"] for r in i2v) / max(1, len(i2v))
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": f"cpu ({platform.processor() or platform.machine()}, "
+                  f"{torch.get_num_threads()} threads)",
         "checkpoint": DEMO_CHECKPOINT.name,
         "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE},
         "counts": {"text_to_video": len(t2v), "seen_combinations": len(seen),
                    "image_to_video": len(i2v), "vae": args.vae_count},
-        "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ("color", "shape", "motion", "speed")},
-        "seen_combinations_accuracy": {k: accuracy(seen, k) for k in ("color", "shape", "motion", "speed")},
+        "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ATTRIBUTES},
+        "seen_combinations_accuracy": {k: accuracy(seen, k) for k in ATTRIBUTES},
         "image_to_video": {"first_frame_psnr_db": i2v_psnr,
                            "motion_accuracy": accuracy(i2v, "motion"),
                            "color_accuracy": accuracy(i2v, "color")},

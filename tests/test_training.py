@@ -128,7 +128,8 @@ def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_f
     settings = train_dit.DiTTrainSettings(first_frame_probability=1.0, max_first_frame_t=0.1)
     latent = torch.randn(4, 128, 3, 2, 2)
     t = torch.full((4,), 0.9)
-    x_t, per_token, target, weight = train_dit.noised_tokens(latent, t, settings, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x_t, per_token, target, weight = train_dit.noised_tokens(latent, t, settings, gen)
     first = slice(0, 4)  # 2 x 2 tokens of latent frame 0
     assert (per_token[:, first] <= 0.1).all() and (per_token[:, 4:] == 0.9).all()
     assert (weight[:, first] == 0).all() and (weight[:, 4:] == 1).all()
@@ -142,7 +143,8 @@ def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_f
 def test_caption_dropout_replaces_captions_by_a_null_prompt():
     text, mask = torch.ones(64, 3, 2), torch.ones(64, 3, dtype=torch.bool)
     null, null_mask = torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.bool)
-    out, out_mask = train_dit.drop_captions(text, mask, null, null_mask, 0.5, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    out, out_mask = train_dit.drop_captions(text, mask, null, null_mask, 0.5, gen)
     dropped = (out == 0).all(-1).all(-1)
     assert 10 < int(dropped.sum()) < 54
     assert not out_mask[dropped].any()
@@ -166,7 +168,8 @@ def test_the_dit_loop_lowers_its_loss_on_a_fixed_batch():
                                             torch.Generator().manual_seed(1)))
     before = loss()
     state = train_dit.new_state(model, settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
+                        log=lambda _: None)
     assert state.step == 60
     assert loss() < 0.8 * before
 
@@ -199,7 +202,10 @@ def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
     assert path.stat().st_size < 16 * 2**20
 
 
-@pytest.mark.parametrize("name", ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece.model"])
+SHIPPED = ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece.model"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_assets_stay_under_the_package_limits(name):
     from ltx_core.training.demo_model import ASSETS
     path = ASSETS / name

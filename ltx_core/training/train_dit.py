@@ -87,7 +87,7 @@ def token_coords(latent_shape: tuple[int, ...], causal_fix: bool, frame_rate: fl
 
 
 def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSettings,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """(x_t, per-token t, velocity target, loss weight) for normalized latents (B, C, f, h, w).
 
     Random draws come from `generator`, which lives on the latent's device. Half of the
@@ -203,7 +203,8 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         state.optimizer.step()
-        update_ema(state.ema, model, settings.ema_decay if state.step >= settings.ema_start_step else 0.0)
+        decay = settings.ema_decay if state.step >= settings.ema_start_step else 0.0
+        update_ema(state.ema, model, decay)
         state.step += 1
         losses.append(loss.detach())
         if state.step % 100 == 0 or state.step == settings.steps:
