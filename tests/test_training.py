@@ -17,6 +17,7 @@ from ltx_core.transformer import LTXVTransformer
 from ltx_core.vae import CausalVideoVAE
 from ltx_core.training import analysis, data, losses, train_dit, train_vae
 from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from ltx_core.training.run_tiny import load_resume_state
 from ltx_core.training.tokenizer import train_tokenizer
 
 ATOL = 1e-6
@@ -200,6 +201,20 @@ def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
     assert config["transformer"]["num_layers"] == DEMO_TRANSFORMER.num_layers
     assert config["vae"]["timestep_conditioning"] is True
     assert path.stat().st_size < 16 * 2**20
+
+
+def test_a_later_session_resumes_from_the_exported_single_file(tmp_path):
+    """Training can go on across sessions from the shipped file (bf16-rounded weights)."""
+    torch.manual_seed(0)
+    transformer, vae = LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE)
+    path = save_demo_checkpoint(transformer, vae, tmp_path / "tiny.safetensors")
+    torch.manual_seed(1)
+    resumed_dit, resumed_vae = LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE)
+    assert load_resume_state(resumed_dit, "dit_ema", path)
+    assert load_resume_state(resumed_vae, "vae", path)
+    for a, b in ((transformer, resumed_dit), (vae, resumed_vae)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x.to(torch.bfloat16).float(), y), name
 
 
 SHIPPED = ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece.model"]

@@ -6,7 +6,8 @@ Writes OUT/ltxv-tiny.safetensors (official single-file layout, bf16), the fp32 w
 to resume from (OUT/resume.N.safetensors: the VAE and the DiT's EMA) and
 OUT/train_log.txt. The text encoder is the shipped `assets/t5-tiny` (frozen, seeded).
 `--resume DIR` continues from a previous call's fp32 weights (fresh optimizer moments,
-short warm-up); `--skip-vae` keeps the resumed VAE as it is.
+short warm-up), `--resume ltx_core/assets/ltxv-tiny.safetensors` from the shipped bf16
+weights (across sessions); `--skip-vae` keeps the resumed VAE as it is.
 """
 
 from __future__ import annotations
@@ -67,12 +68,22 @@ def save_resume_state(modules: dict[str, torch.nn.Module], folder: Path) -> list
     return paths
 
 
-def load_resume_state(module: torch.nn.Module, name: str, folder: Path) -> bool:
-    """Load `name`'s weights from the resume shards in `folder`; False when there are none."""
-    state = {}
-    for path in sorted(folder.glob("resume.*.safetensors")):
-        state.update({k[len(name) + 1:]: v for k, v in load_file(str(path)).items()
-                      if k.startswith(name + ".")})
+# Where each resumable module sits in the official single file (the shipped model).
+SINGLE_FILE_PREFIXES = {"vae": "vae.", "dit_ema": "model.diffusion_model."}
+
+
+def load_resume_state(module: torch.nn.Module, name: str, source: Path) -> bool:
+    """Load `name`'s weights from the resume shards in the folder `source`, or from a
+    single-file checkpoint such as the shipped `ltxv-tiny.safetensors` (bf16: a later
+    session resumes from what was shipped). False when there are none."""
+    if source.is_file():
+        prefix = SINGLE_FILE_PREFIXES[name]
+        state = {k[len(prefix):]: v for k, v in load_file(str(source)).items() if k.startswith(prefix)}
+    else:
+        state = {}
+        for path in sorted(source.glob("resume.*.safetensors")):
+            state.update({k[len(name) + 1:]: v for k, v in load_file(str(path)).items()
+                          if k.startswith(name + ".")})
     if not state:
         return False
     module.load_state_dict(state, strict=True)
