@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
+from .acceleration import OptimizedTransformer, attention_context, compile_vae_decoder, optimize_transformer
 from .conditioning import (
     ConditionedLatent,
     ConditioningItem,
@@ -42,6 +44,7 @@ from .sampler import STRENGTH_RULES, Callback, guided_velocity, sample
 from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
 from .text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
 from .transformer import STG_MODES
+from .vae_chunked import decode_in_chunks
 from .video import resize_center_crop
 
 SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds, as ComfyUI's seed widgets
@@ -77,6 +80,7 @@ class Request:
     stg_mode: str = "attention_values"  # or "attention_skip"
     stg_rescale: float = 0.7  # Lightricks' rescaling_scale (0 or 1: no rescale)
     strength_rule: str = "scaled"  # fractional strengths: "scaled" (ComfyUI) or "held" (Lightricks)
+    decode_chunk_frames: int | None = None  # decode in windows of this many latent frames (None: whole)
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -107,6 +111,7 @@ class Request:
             allowed = ", ".join(STRENGTH_RULES)
             raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {allowed}")
         check_stg(self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale)
+        check_chunk_frames("decode_chunk_frames", self.decode_chunk_frames)
 
     def _check_conditioning(self) -> None:
         for item in self.conditions:
@@ -138,6 +143,13 @@ def check_stg(scale, blocks, mode: str, rescale) -> None:
         raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
 
 
+def check_chunk_frames(name: str, value) -> None:
+    """None (decode the whole latent at once) or a whole number of latent frames >= 1."""
+    if value is not None and (not _is_int(value) or value < 1):
+        raise SettingsError(f"{name} {value!r} is not allowed; allowed: a whole number of latent frames >= 1 "
+                            "(None: decode the whole clip at once)")
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -165,6 +177,58 @@ class Models:
     transformer: torch.nn.Module  # ltx_core.transformer.LTXVTransformer
     vae: torch.nn.Module  # ltx_core.vae.CausalVideoVAE
     text_encoder: TextEncoder
+
+
+# FP8 tensor cores, which `torch._scaled_mm` needs to be worth it: Ada (8.9) and Hopper (9.0) on.
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+def check_fp8_device(device: torch.device | str) -> None:
+    """FP8 linear layers only where they pay: a CUDA GPU with FP8 tensor cores. The CPU runs
+    `_scaled_mm` (slowly, for tests of `ltx_core.fp8`), but a user asking for FP8 there
+    wants speed it cannot give, so it is refused with what is needed."""
+    device = torch.device(device)
+    needed = ("a CUDA GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, e.g. RTX 4090 or L4, "
+              "or Hopper, e.g. H100)")
+    if device.type != "cuda":
+        raise SettingsError(f"fp8 needs {needed}; the models are on {device}. Leave fp8 off there.")
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_MIN_CAPABILITY:
+        name = torch.cuda.get_device_name(device)
+        raise SettingsError(f"fp8 needs {needed}; {device} ({name}) has compute capability "
+                            f"{capability[0]}.{capability[1]}. Leave fp8 off, or use compile alone.")
+
+
+def optimize_models(
+    models: Models,
+    *,
+    compile: bool = True,
+    fp8: bool = False,
+    compile_vae: bool = False,
+    attention: str = "default",
+    cuda_graphs: bool | None = None,
+    compile_backend: str = "inductor",
+) -> Models:
+    """The GPU speed levers of issue 6 (`ltx_core.acceleration`), applied once after loading,
+    with the models on their device: regional `torch.compile` of the DiT (`compile`), FP8
+    linear layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
+    (`compile_vae`: ~36 s more cold start for ~0.1 s per 121-frame decode on an H100), the
+    SDPA backend (`attention`, 'auto' times them) and CUDA graphs (None: on CUDA).
+
+    Opt-in: nothing here runs unless asked, so the fp32 CPU path stays the reference. The
+    transformer is changed in place (keep a fresh copy to save); the returned `Models`
+    holds the `OptimizedTransformer` that `generate` and `denoise` call like the model."""
+    if isinstance(models.transformer, OptimizedTransformer):
+        raise SettingsError("the transformer is already optimized; load the models again to choose other levers")
+    if fp8:
+        check_fp8_device(_device_of(models.transformer))
+    if compile_vae:
+        compile_vae_decoder(models.vae, backend=compile_backend)
+    if not (compile or fp8 or attention != "default" or cuda_graphs):
+        return models
+    fast = optimize_transformer(models.transformer, compile=compile, fp8=fp8, cuda_graphs=cuda_graphs,
+                                attention=attention, compile_backend=compile_backend)  # fmt: skip
+    return replace(models, transformer=fast)
 
 
 # ---------------------------------------------------------------- stages
@@ -367,10 +431,21 @@ def denoise(
     to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")  # noqa: E731
     to_latent = lambda z: rearrange(z[:, extra:], "b (f h w) c -> b c f h w", f=frames, h=height, w=width)  # noqa: E731
 
+    # Every token at the same level (no conditioning tokens): one timestep per video, so
+    # AdaLN-single runs on B rows instead of B * T, with the same velocity. Checked once.
+    shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
+    batched_coords = {}  # repeat -> coords (repeat * B, 3, T), built once, not every step
+
     def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None):
         repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond); 3 with STG
-        stg = {} if perturbed is None else dict(perturbed=perturbed, stg_blocks=tuple(stg_blocks), stg_mode=stg_mode)
-        return transformer(x.to(dtype), timesteps, embeds, mask, coords.repeat(repeat, 1, 1), **stg).float()
+        if repeat not in batched_coords:
+            batched_coords[repeat] = coords.repeat(repeat, 1, 1)
+        if shared_timestep:
+            timesteps = timesteps[:, :1]
+        inputs = (x.to(dtype), timesteps, embeds, mask, batched_coords[repeat])
+        if perturbed is None:
+            return transformer(*inputs).float()
+        return _forward_stg(transformer, inputs, perturbed, tuple(stg_blocks), stg_mode).float()
 
     embeds, mask = _batched(text, batch, device, dtype)
     negative_embeds, negative_mask = (
@@ -401,6 +476,15 @@ def denoise(
     return ConditionedLatent(to_latent(x), latent.noise_mask)
 
 
+def _forward_stg(transformer, inputs: tuple, perturbed: Tensor, blocks: tuple[int, ...], mode: str) -> Tensor:
+    """A forward with STG's perturbed items. An `OptimizedTransformer` (and its CUDA graphs)
+    takes only the plain inputs, so its compiled model runs directly, same attention backend."""
+    if isinstance(transformer, OptimizedTransformer):
+        with attention_context(transformer.attention):
+            return transformer.model(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
+    return transformer(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
+
+
 def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
     keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
     return ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device),
@@ -415,16 +499,23 @@ def decode_frames(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     mix_noise_denormalized: bool = False,
+    chunk_frames: int | None = None,
 ) -> Tensor:
     """Normalized latent (B, 128, f, h, w) -> frames (B, F, H, W, 3) in [0, 1]. A decoder
     with timestep conditioning removes the last noise at `timestep` after mixing in
     `decode_noise_scale` of fresh noise (paper 2.1); see `CausalVideoVAE.decode` for
-    `mix_noise_denormalized` (diffusers' LTXPipeline: True)."""
+    `mix_noise_denormalized` (diffusers' LTXPipeline: True).
+
+    `chunk_frames` decodes windows of that many latent frames along time (the causal
+    convolutions' reach added each side, `ltx_core.vae_chunked`): the same frames, with
+    decode memory set by the window instead of the clip's length. None: one whole decode."""
+    check_chunk_frames("chunk_frames", chunk_frames)
     if isinstance(latent, ConditionedLatent):
         latent = latent.samples
     device = device or _device_of(vae)
+    decode = vae.decode if chunk_frames is None else partial(decode_in_chunks, vae, chunk_frames=chunk_frames)
     with torch.no_grad():
-        video = vae.decode(
+        video = decode(
             latent.to(device=device, dtype=_dtype_of(vae)), timestep, decode_noise_scale, generator,
             mix_noise_denormalized=mix_noise_denormalized,
         )  # (B, 3, F, H, W) in [-1, 1]
@@ -480,4 +571,5 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
                      image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=_start_sigma(req, sigmas),
                      stg_scale=req.stg_scale, stg_blocks=req.stg_blocks, stg_mode=req.stg_mode,
                      stg_rescale=req.stg_rescale, strength_rule=req.strength_rule)  # fmt: skip
-    return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator)[0]
+    return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator,
+                         chunk_frames=req.decode_chunk_frames)[0]  # fmt: skip

@@ -1,6 +1,7 @@
 """Request validation (every bad setting gets a message with what is allowed), the
 stages, and whole tiny runs: seeded, guided, conditioned, interruptible."""
 
+import copy
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from ltx_core.errors import SettingsError
 from ltx_core.pipeline import (
     Models,
     Request,
+    check_fp8_device,
     condition_on_items,
     decode_frames,
     denoise,
@@ -20,6 +22,7 @@ from ltx_core.pipeline import (
     generate,
     keyframe_coords,
     latent_preview,
+    optimize_models,
     prepare_latent,
     token_coords,
 )
@@ -27,6 +30,15 @@ from ltx_core.scheduler import denoise_sigmas, flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings, TextEncoder, load_text_encoder
 from tests.conftest import TINY_T5
 
+# Time-chunked decode computes each frame from the inputs of the whole decode; only the
+# convolution algorithm picked per input size may round differently (as test_vae_chunked).
+CHUNK_ATOL = 1e-5
+# One timestep per video instead of per token: the same numbers through AdaLN-single,
+# whose GEMM on B rows instead of B * T may round differently (BLAS picks kernels by
+# size): ~5e-7 on latents of size ~4 after 3 steps, where a wrong timestep moves them ~1.
+SHARED_TIMESTEP_ATOL = 1e-5
+# Dynamo's traced graph runs the same ops as the eager model ('eager' backend).
+COMPILE_ATOL = 1e-6
 SMALL = dict(prompt="a red fox jumps over the lazy dog", width=64, height=32, num_frames=9, steps=2)
 
 
@@ -77,6 +89,8 @@ def count_forwards(module):
         ({"first_frame": torch.zeros(3, 32, 64)}, r"first_frame \(3, 32, 64\) is not an image"),
         ({"sigmas": (0.5, 0.7)}, "strictly decreasing"),
         ({"max_tokens": 0}, "max_tokens 0 must be a whole number of at least 1"),
+        ({"decode_chunk_frames": 0}, r"decode_chunk_frames 0 is not allowed; allowed: a whole number of latent"),
+        ({"decode_chunk_frames": 2.5}, "decode_chunk_frames 2.5 is not allowed"),
     ],
 )
 def test_bad_settings_are_refused_with_what_is_allowed(change, message):
@@ -321,3 +335,123 @@ def test_video_to_video_runs_the_kept_steps_from_the_noised_source(models):
 def test_a_conditioning_clip_longer_than_the_video_is_refused():
     with pytest.raises(SettingsError, match=r"allowed: none, the item has more frames \(17\) than the video"):
         Request(**{**SMALL, "conditions": (ConditioningItem(clip(17), 0),)})
+
+
+# ---------------------------------------------------------------- speed levers (issue 6)
+
+
+class Recorder:
+    """The transformer as `denoise` calls it, recording the timestep shapes and the
+    coordinate tensors of every forward."""
+
+    def __init__(self, transformer):
+        self.transformer, self.cfg = transformer, transformer.cfg
+        self.timestep_shapes, self.coords = [], []
+
+    def parameters(self):
+        return self.transformer.parameters()
+
+    def __call__(self, latent, timestep, text, text_mask, coords, **stg):
+        self.timestep_shapes.append(tuple(timestep.shape))
+        self.coords.append(coords)
+        return self.transformer(latent, self.timesteps(timestep, latent), text, text_mask, coords, **stg)
+
+    def timesteps(self, timestep, latent):
+        return timestep
+
+
+class PerTokenTimesteps(Recorder):
+    """The transformer called as before the shared-timestep shortcut: one sigma per token."""
+
+    def timesteps(self, timestep, latent):
+        return timestep.expand(-1, latent.shape[1])
+
+
+def denoise_small(models, transformer, text, first_frame=None, guidance=3.0):
+    latent = prepare_latent(models.vae, 9, 32, 64, first_frame)
+    sigmas = flow_sigmas(3, latent.num_tokens)
+    negative = text[1] if guidance != 1.0 else None
+    generator = torch.Generator().manual_seed(4)
+    return denoise(transformer, latent, text[0], negative, sigmas, guidance, 25.0, generator).samples
+
+
+@pytest.mark.parametrize(("guidance", "batch"), [(3.0, 2), (1.0, 1)])
+def test_a_latent_without_conditioning_gets_one_timestep_per_video_with_identical_outputs(
+    models, text, guidance, batch
+):
+    shared = Recorder(models.transformer)
+    fast = denoise_small(models, shared, text, guidance=guidance)
+    slow = denoise_small(models, PerTokenTimesteps(models.transformer), text, guidance=guidance)
+    assert set(shared.timestep_shapes) == {(batch, 1)}
+    assert (fast - slow).abs().max() <= SHARED_TIMESTEP_ATOL
+
+
+def test_a_first_frame_condition_keeps_per_token_timesteps(models, text):
+    recorder = Recorder(models.transformer)
+    denoise_small(models, recorder, text, first_frame=torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2)))
+    tokens = 2 * 1 * 2  # latent frames x height x width
+    assert set(recorder.timestep_shapes) == {(2, tokens)}
+
+
+def test_the_coordinates_are_built_once_not_every_step(models, text):
+    recorder = Recorder(models.transformer)
+    denoise_small(models, recorder, text)
+    assert len(recorder.coords) == 3 and all(c is recorder.coords[0] for c in recorder.coords)
+
+
+def test_decode_frames_in_time_chunks_gives_the_frames_of_the_whole_decode(models):
+    latent = torch.randn(1, 128, 5, 1, 2, generator=torch.Generator().manual_seed(1))
+    whole = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5))
+    for chunk_frames in (1, 2):
+        chunked = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5),
+                                chunk_frames=chunk_frames)  # fmt: skip
+        assert chunked.shape == whole.shape == (1, 33, 32, 64, 3)
+        assert (chunked - whole).abs().max() <= CHUNK_ATOL
+
+
+@pytest.mark.parametrize("chunk_frames", [0, -2, 1.5, True])
+def test_decode_frames_refuses_a_chunk_that_is_not_a_whole_number_of_latent_frames(models, chunk_frames):
+    latent = torch.zeros(1, 128, 2, 1, 2)
+    with pytest.raises(SettingsError, match=rf"chunk_frames {chunk_frames!r} is not allowed; allowed: a whole number"):
+        decode_frames(models.vae, latent, chunk_frames=chunk_frames)
+
+
+def test_a_request_decoded_in_chunks_gives_the_frames_of_the_whole_decode(models):
+    request = dict(SMALL, num_frames=25, steps=1)
+    whole = generate(models, Request(**request))
+    chunked = generate(models, Request(**request, decode_chunk_frames=1))
+    assert chunked.shape == whole.shape == (25, 32, 64, 3)
+    assert (chunked - whole).abs().max() <= CHUNK_ATOL
+
+
+def test_fp8_on_the_cpu_is_refused_with_what_it_needs(models):
+    with pytest.raises(SettingsError, match=r"fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9 "
+                                            r"or newer.*the models are on cpu"):  # fmt: skip
+        optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder), fp8=True)
+
+
+def test_no_lever_asked_leaves_the_models_as_they_are(models):
+    assert optimize_models(models, compile=False) is models
+
+
+@pytest.mark.parametrize("stg", [{}, {"stg_scale": 1.0, "stg_blocks": (1,)}])
+def test_a_compiled_transformer_gives_the_frames_of_the_eager_one(models, stg):
+    """Regional compile traced by Dynamo ('eager' backend: no C++ compiler needed on CPU);
+    STG's perturbed batch runs the compiled model directly."""
+    fast = optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder),
+                           compile=True, compile_backend="eager")  # fmt: skip
+    assert fast.transformer.levers["compile"] and not fast.transformer.levers["cuda_graphs"]
+    request = Request(**SMALL, **stg)
+    assert (generate(fast, request) - generate(models, request)).abs().max() <= COMPILE_ATOL
+    with pytest.raises(SettingsError, match="already optimized; load the models again"):
+        optimize_models(fast, compile=True)
+
+
+def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
+    with pytest.raises(SettingsError, match=r"fp8 needs .*; cuda:0 \(NVIDIA A100-SXM4-80GB\) has compute capability "
+                                            r"8\.0\. Leave fp8 off, or use compile alone"):  # fmt: skip
+        check_fp8_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+    check_fp8_device("cuda:0")  # Hopper: accepted
