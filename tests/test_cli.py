@@ -63,6 +63,10 @@ def assert_one_line(stderr: str) -> None:
             ("--prompt", "a fox", "--width", "500"),
             "width 500 is not a positive multiple of 32; nearest valid: 480 or 512",
         ),
+        (
+            ("--prompt", "a fox", "--decode-chunk-frames", "0"),
+            "argument --decode-chunk-frames: '0' is not a whole number of at least 1",
+        ),
     ],
 )
 def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path, args, message):
@@ -88,6 +92,8 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
         (("--dtype", "int8"), "dtype 'int8' is not supported; allowed: fp32"),
         (("--device", "mps"), "device 'mps' is not supported"),
         (("--image", "missing.png"), "image 'missing.png' does not exist"),
+        (("--fp8", "--device", "cpu"), "fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9"),
+        (("--decode-chunk-frames", "2", "--cfg-parallel", "2"), "--decode-chunk-frames does not combine with"),
     ],
 )
 def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(
@@ -374,3 +380,60 @@ def test_without_model_flags_the_shipped_model_generates_at_its_default_size(cap
     with av.open(str(tmp_path / "o.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, stream.frames) == (256, 256, 9)
+
+
+# ---------------------------------------------------------------- speed flags (issue 6)
+
+# Chunked decode and Dynamo's traced graph compute the same numbers as the plain run, up
+# to convolution algorithms picked per input size (see test_pipeline).
+SPEED_ATOL = 1e-5
+
+
+def test_help_documents_the_speed_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["generate", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--compile torch.compile the transformer's regions" in text
+    assert "--fp8 FP8 linear layers in the transformer (a CUDA GPU with FP8 tensor cores" in text
+    assert "--decode-chunk-frames N decode N latent frames" in text
+
+
+def generated_frames(capsys, monkeypatch, tmp_path, checkpoint, text_encoder, *flags) -> torch.Tensor:
+    """The frames a run hands to the mp4 writer (before video compression)."""
+    written = []
+    write = cli.write_mp4
+    monkeypatch.setattr(cli, "write_mp4", lambda frames, *a, **k: (written.append(frames), write(frames, *a, **k)))
+    output = tmp_path / f"o{len(list(tmp_path.iterdir()))}.mp4"
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(checkpoint),
+                         "--text-encoder", str(text_encoder), "--output", str(output), "--device", "cpu",
+                         "--width", "32", "--height", "32", "--frames", "25", "--steps", "2", *flags)  # fmt: skip
+    assert code == 0, err
+    return written[0]
+
+
+def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
+    capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
+):
+    """--compile reaches `optimize_models` (traced with Dynamo's 'eager' backend here: no C++
+    compiler on CI), --decode-chunk-frames the decode; neither changes the frames."""
+    calls = []
+
+    def eager_compile(models, **levers):
+        calls.append(levers)
+        return cli_optimize(models, **levers, compile_backend="eager")
+
+    cli_optimize = cli.optimize_models
+    monkeypatch.setattr(cli, "optimize_models", eager_compile)
+
+    def run(*flags):
+        return generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, *flags)
+
+    plain = run()
+    assert calls == []
+    chunked = run("--decode-chunk-frames", "1")
+    compiled = run("--compile")
+    assert calls == [dict(compile=True, fp8=False, attention="default", cuda_graphs=False)]
+    assert plain.shape == (25, 32, 32, 3)
+    assert (chunked - plain).abs().max() <= SPEED_ATOL
+    assert (compiled - plain).abs().max() <= SPEED_ATOL
