@@ -24,12 +24,14 @@ class LTXVCoreDenoisingDecode:
             "timestep": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Noise level the decoder removes (only VAEs with timestep conditioning use it)."}),
             "decode_noise_scale": ("FLOAT", {"default": 0.025, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Fresh noise mixed into the latent before decoding."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the decode noise."}),
+        }, "optional": {
+            "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "Decode this many latent frames (8 video frames each) at a time: the same frames, with memory that does not grow with the clip's length. 0: the whole clip at once."}),
         }}  # fmt: skip
 
-    def decode(self, vae, latent, timestep, decode_noise_scale, seed):
+    def decode(self, vae, latent, timestep, decode_noise_scale, seed, chunk_frames=0):
         with memory.on_device(vae) as device:
             frames = core_pipeline.decode_frames(
                 vae.model, latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
-                generator=seeded_generator(seed), device=device,
+                generator=seeded_generator(seed), device=device, chunk_frames=chunk_frames or None,
             )  # fmt: skip
         return (frames_to_image(frames),)

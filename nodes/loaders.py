@@ -11,7 +11,9 @@ import os
 
 import folder_paths
 
+from ..ltx_core import acceleration as core_acceleration
 from ..ltx_core import checkpoint as core_checkpoint
+from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core import text_encoder as core_text_encoder
 from . import memory
 from .registry import CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
@@ -19,6 +21,13 @@ from .registry import CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 SAFETENSORS = ".safetensors"
+# The loader's speed levers (issue 6, `ltx_core.acceleration`), off by default.
+OPTIMIZATIONS = {
+    "none": {"compile": False, "fp8": False},
+    "compile": {"compile": True, "fp8": False},
+    "compile+fp8": {"compile": True, "fp8": True},
+}
+COMPILE_BACKEND = "inductor"  # torch.compile's; the CPU tests trace with "eager"
 
 
 def _folders(names: tuple[str, ...]) -> list[str]:
@@ -102,6 +111,8 @@ class LTXVCoreCheckpointLoader:
             "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models."}),
             "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the transformer and the VAE (bfloat16 as published; float32 for exact CPU runs)."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
+        }, "optional": {
+            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups of the transformer: torch.compile (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
         }}  # fmt: skip
 
     @classmethod
@@ -110,10 +121,26 @@ class LTXVCoreCheckpointLoader:
             return _missing_message("checkpoint", ckpt_name, CHECKPOINT_FOLDERS, checkpoint_names())
         return True
 
-    def load(self, ckpt_name, dtype, device):
+    def load(self, ckpt_name, dtype, device, optimization="none"):
+        levers = OPTIMIZATIONS[optimization]
+        load_device, _ = memory.model_devices("diffusion", device)
+        if levers["fp8"]:
+            core_pipeline.check_fp8_device(load_device)  # before any weights are read
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
         loaded = core_checkpoint.load_checkpoint(path, dtype=memory.DTYPES[dtype], device="cpu")
-        return (memory.patcher(loaded.transformer, "diffusion", device), memory.patcher(loaded.vae, "vae", device))
+        transformer = _optimized(loaded.transformer, levers, load_device)
+        return (memory.patcher(transformer, "diffusion", device), memory.patcher(loaded.vae, "vae", device))
+
+
+def _optimized(transformer, levers: dict, load_device):
+    """The transformer with `levers` applied in place, on the device it will run on (FP8
+    weights are quantized there, the fused GELU is checked there). It stays a plain module
+    that ComfyUI moves between devices, so no CUDA graphs (they pin memory addresses)."""
+    if not any(levers.values()):
+        return transformer
+    transformer.to(load_device)
+    core_acceleration.optimize_transformer(transformer, **levers, cuda_graphs=False, compile_backend=COMPILE_BACKEND)
+    return transformer
 
 
 class LTXVCoreT5Loader:

@@ -266,3 +266,48 @@ def test_a_failed_save_leaves_no_file_behind(pack, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="odd side"):  # the pack's own copy of SettingsError
         _node(pack, "LTXVCoreSaveVideo").save(odd_width, 24.0, "LTXV/odd")
     assert not [path for path in tmp_path.rglob("*") if path.is_file()]
+
+
+# ---------------------------------------------------------------- speed options (issue 6)
+
+SHIPPED_CHECKPOINT = "ltxv-tiny.safetensors"  # in the pack's assets folder, a checkpoints folder
+# Dynamo's traced graph and time-chunked decode compute the numbers of the plain run, up to
+# convolution algorithms picked per input size (see tests/test_pipeline.py).
+SPEED_ATOL = 1e-5
+
+
+def test_fp8_on_the_cpu_is_refused_by_the_loader_before_any_weights_are_read(pack, monkeypatch):
+    loaders = sys.modules[f"{PACK_NAME}.nodes.loaders"]
+    monkeypatch.setattr(loaders.core_checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("weights were read"))
+    with pytest.raises(ValueError, match=r"fp8 needs a CUDA GPU with FP8 tensor cores .*the models are on cpu"):
+        _node(pack, "LTXVCoreCheckpointLoader").load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="compile+fp8")
+
+
+def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypatch):
+    """Traced with Dynamo's 'eager' backend (no C++ compiler on CI); the module stays the
+    one ComfyUI's memory manager moves, its blocks compiled."""
+    loaders = sys.modules[f"{PACK_NAME}.nodes.loaders"]
+    monkeypatch.setattr(loaders, "COMPILE_BACKEND", "eager")
+    loader = _node(pack, "LTXVCoreCheckpointLoader")
+    plain, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu")
+    compiled, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="compile")
+    assert compiled.model.transformer_blocks[0]._compiled_call_impl is not None
+    assert plain.model.transformer_blocks[0]._compiled_call_impl is None
+    width = plain.model.cfg.caption_channels
+    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
+    sampled = [_node(pack, "LTXVCoreSampler").sample(model, text, text, latent, seed=3, steps=2, cfg=3.0,
+                                                     frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
+                                                     max_shift=2.05, terminal=0.1)[0]["samples"]
+               for model in (plain, compiled)]  # fmt: skip
+    assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
+
+
+def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_models):
+    _, vae = tiny_models
+    latent = {"samples": torch.randn(1, 128, 4, 1, 2, generator=torch.Generator().manual_seed(2))}
+    decode = _node(pack, "LTXVCoreDenoisingDecode").decode
+    (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
+    (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, chunk_frames=1)
+    assert whole.shape == chunked.shape == (25, 32, 64, 3)
+    assert (whole - chunked).abs().max() <= SPEED_ATOL

@@ -39,7 +39,7 @@ MAX_RERUN_DIFFERENCE = 1  # of 255: see test_the_same_graph_gives_the_same_frame
 
 # node id -> (required inputs with their types, optional inputs, output types)
 EXPECTED_NODES = {
-    "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
+    "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
     "LTXVCoreT5Loader": ({"text_encoder_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_T5"]),
     "LTXVCoreT5Encode": ({"t5": "LTXV_CORE_T5", "text": "STRING", "max_tokens": "INT"}, {}, ["CONDITIONING"]),
     "LTXVCoreEmptyLatentVideo": ({"width": "INT", "height": "INT", "frames": "INT", "batch_size": "INT"}, {}, ["LATENT"]),
@@ -62,7 +62,7 @@ EXPECTED_NODES = {
         {"sigmas": "SIGMAS"},
         ["LATENT"],
     ),
-    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {}, ["IMAGE"]),
+    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"chunk_frames": "INT"}, ["IMAGE"]),
     "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
 }  # fmt: skip
 
@@ -90,6 +90,12 @@ def test_object_info_lists_every_node_of_the_pack_with_its_inputs_and_outputs(ob
         assert info["category"] == "LTX-Video"
         assert info["display_name"].startswith("LTX-Video ")
         assert info["description"]
+
+
+def test_the_speed_options_are_off_unless_asked(object_info):
+    optimization = object_info["LTXVCoreCheckpointLoader"]["input"]["optional"]["optimization"]
+    assert optimization[0] == ["none", "compile", "compile+fp8"] and optimization[1]["default"] == "none"
+    assert object_info["LTXVCoreDenoisingDecode"]["input"]["optional"]["chunk_frames"][1]["default"] == 0
 
 
 def test_the_guide_and_stg_choices_are_the_cores(object_info):
