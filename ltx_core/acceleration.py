@@ -257,8 +257,11 @@ class OptimizedTransformer:
         with attention_context(self.attention), torch.no_grad():
             return self.model(*args)
 
-    def __call__(self, latent, timestep, text, text_mask, coords) -> Tensor:
+    def __call__(self, latent, timestep, text, text_mask, coords, **stg) -> Tensor:
         args = (latent, timestep, text, text_mask, coords)
+        if stg:  # STG's perturbed pass (perturbed, stg_blocks, stg_mode): no captured graph for it
+            with attention_context(self.attention), torch.no_grad():
+                return self.model(*args, **stg)
         return self._graphed(*args) if self._graphed is not None else self._forward(*args)
 
 

@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .acceleration import OptimizedTransformer, attention_context, compile_vae_decoder, optimize_transformer
+from .acceleration import OptimizedTransformer, compile_vae_decoder, optimize_transformer
 from .conditioning import (
     ConditionedLatent,
     ConditioningItem,
@@ -477,11 +477,8 @@ def denoise(
 
 
 def _forward_stg(transformer, inputs: tuple, perturbed: Tensor, blocks: tuple[int, ...], mode: str) -> Tensor:
-    """A forward with STG's perturbed items. An `OptimizedTransformer` (and its CUDA graphs)
-    takes only the plain inputs, so its compiled model runs directly, same attention backend."""
-    if isinstance(transformer, OptimizedTransformer):
-        with attention_context(transformer.attention):
-            return transformer.model(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
+    """A forward with STG's perturbed items (the plain model, an `OptimizedTransformer` and
+    the parallel wrapper all take these keywords)."""
     return transformer(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
 
 
