@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -78,8 +78,7 @@ def write_mp4(
     path = check_output_path(path, overwrite)
     pixels = _frames_to_uint8(frames)
     rate = _frame_rate(fps)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    os.close(handle)
+    temp_name = _new_hidden_file(path)
     try:
         _encode(pixels, temp_name, rate, metadata or {}, crf)
         os.replace(temp_name, path)
@@ -87,6 +86,18 @@ def write_mp4(
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _new_hidden_file(path: Path) -> str:
+    """A new empty file beside `path`. Made by `open(..., "x")` rather than `mkstemp`, so
+    it gets the user's usual permissions (0666 less the umask), not mkstemp's 0600."""
+    while True:
+        name = path.parent / f".{path.stem}.{secrets.token_hex(4)}.part"
+        try:
+            with open(name, "xb"):
+                return str(name)
+        except FileExistsError:
+            continue
 
 
 def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -264,3 +265,13 @@ def test_resize_center_crop_scales_a_same_aspect_image_without_cropping():
     # bilinear halving without antialias samples between pixel pairs: mean of a 2x2 block
     expected = image.reshape(8, 2, 16, 2, 3).mean(dim=(1, 3))
     assert torch.allclose(fitted, expected, atol=1e-6)
+
+
+def test_the_written_video_gets_the_usual_file_permissions_not_a_temp_files(tmp_path):
+    """A user's mp4 must be readable by others as any file they make (umask 022 -> 0644)."""
+    old_mask = os.umask(0o022)
+    try:
+        path = video.write_mp4(torch.rand(9, 32, 32, 3), tmp_path / "clip.mp4", fps=8)
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
