@@ -276,6 +276,40 @@ def test_interrupt_during_sampling_exits_130_and_leaves_no_file(
     assert list(out.iterdir()) == []
 
 
+def test_interrupt_during_decoding_exits_130_and_leaves_no_file(
+    capsys, tmp_path, monkeypatch, tiny_checkpoint, tiny_t5_folder
+):
+    """Ctrl-C while the VAE decodes (after every sampling step ran): the same exit code and
+    no file, as during sampling."""
+    from ltx_core import pipeline
+
+    decodes = []
+
+    def interrupted_decode(*args, **kwargs):
+        decodes.append(args[1].shape)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "decode_frames", interrupted_decode)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(out / "o.mp4"),
+        *SMALL,
+    )
+    assert code == 130 and "interrupted: no video written" in err
+    assert len(decodes) == 1
+    assert list(out.iterdir()) == []
+
+
 def test_overwrite_replaces_an_existing_video(capsys, tmp_path, tiny_checkpoint, tiny_t5_folder):
     target = tmp_path / "o.mp4"
     target.write_bytes(b"old video")
