@@ -17,6 +17,8 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
+from ..ltx_core.errors import SettingsError
+
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 DEVICES = ("default", "cpu")  # "default": the device ComfyUI runs models on (--cpu makes it the CPU)
 
@@ -34,7 +36,7 @@ def model_devices(kind: str, device: str) -> tuple[torch.device, torch.device]:
     """(load device, offload device) for a `kind` of model ("diffusion", "vae",
     "text_encoder"), following ComfyUI's own choices unless the user picked "cpu"."""
     if device not in DEVICES:
-        raise ValueError(f"device {device!r} is unknown; allowed: {', '.join(DEVICES)}")
+        raise SettingsError(f"device {device!r} is unknown; allowed: {', '.join(DEVICES)}")
     if device == "cpu":
         cpu = torch.device("cpu")
         return cpu, cpu
