@@ -46,6 +46,12 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def generate_fox(capsys, checkpoint, text_encoder, output) -> tuple[int, str]:
+    """A small "a fox" run of the CLI on the given tiny models."""
+    return run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(checkpoint),
+                    "--text-encoder", str(text_encoder), "--output", str(output), *SMALL)
+
+
 def assert_one_line(stderr: str) -> None:
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
@@ -219,19 +225,7 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
 
     monkeypatch.setattr(cli, "load_models", lambda *a: (None, None))
     monkeypatch.setattr(cli, "generate", out_of_memory)
-    code, err = run_main(
-        capsys,
-        "generate",
-        "--prompt",
-        "a fox",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--text-encoder",
-        str(tmp_path),
-        "--output",
-        str(tmp_path / "o.mp4"),
-        *SMALL,
-    )
+    code, err = generate_fox(capsys, tiny_checkpoint, tmp_path, tmp_path / "o.mp4")
     assert code == 1
     assert "out of memory generating 32x32, 9 frames" in err and "lower --width/--height/--frames" in err
     assert not (tmp_path / "o.mp4").exists()
@@ -258,19 +252,7 @@ def test_interrupt_during_sampling_exits_130_and_leaves_no_file(
     monkeypatch.setattr(cli, "generate", interrupted_generate)
     out = tmp_path / "out"
     out.mkdir()
-    code, err = run_main(
-        capsys,
-        "generate",
-        "--prompt",
-        "a fox",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--text-encoder",
-        str(tiny_t5_folder),
-        "--output",
-        str(out / "o.mp4"),
-        *SMALL,
-    )
+    code, err = generate_fox(capsys, tiny_checkpoint, tiny_t5_folder, out / "o.mp4")
     assert code == 130 and "interrupted: no video written" in err
     assert steps_seen == [0]
     assert list(out.iterdir()) == []
@@ -292,19 +274,7 @@ def test_interrupt_during_decoding_exits_130_and_leaves_no_file(
     monkeypatch.setattr(pipeline, "decode_frames", interrupted_decode)
     out = tmp_path / "out"
     out.mkdir()
-    code, err = run_main(
-        capsys,
-        "generate",
-        "--prompt",
-        "a fox",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--text-encoder",
-        str(tiny_t5_folder),
-        "--output",
-        str(out / "o.mp4"),
-        *SMALL,
-    )
+    code, err = generate_fox(capsys, tiny_checkpoint, tiny_t5_folder, out / "o.mp4")
     assert code == 130 and "interrupted: no video written" in err
     assert len(decodes) == 1
     assert list(out.iterdir()) == []

@@ -15,6 +15,8 @@ from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers
 from ltx_core.transformer import LTXVTransformer
 from ltx_core.vae import CausalVideoVAE
 
+from ..fixtures_checkpoints import diffusers_transformer_kwargs
+
 # TINY_TRANSFORMER without the causal time fix: diffusers' LTXPipeline and
 # LTXImageToVideoPipeline never apply it (see `pipeline.token_coords`).
 TINY_TRANSFORMER_UNSHIFTED = replace(TINY_TRANSFORMER, causal_temporal_positioning=False)
@@ -43,18 +45,7 @@ DIFFUSERS_TINY_VAE_0_9_5 = dict(
 def diffusers_transformer(cfg: TransformerConfig, std: float = 0.1) -> LTXVideoTransformer3DModel:
     """diffusers' transformer at `cfg`'s sizes, every tensor random (norm weights around 1)."""
     torch.manual_seed(0)
-    reference = LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads,
-        attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim,
-        num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels,
-        norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine,
-        attention_bias=cfg.attention_bias,
-    ).eval()
+    reference = LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(cfg)).eval()
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
             parameter.normal_(1.0 if "norm" in name else 0.0, std)
