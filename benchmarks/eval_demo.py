@@ -132,8 +132,8 @@ def eval_vae(vae, specs: list[data.ClipSpec]) -> dict[str, float]:
     return results
 
 
-def load_models() -> Models:
-    transformer, vae, _ = load_checkpoint(DEMO_CHECKPOINT, dtype=torch.float32, device="cpu")
+def load_models(checkpoint: Path = DEMO_CHECKPOINT) -> Models:
+    transformer, vae, _ = load_checkpoint(checkpoint, dtype=torch.float32, device="cpu")
     encoder = load_text_encoder(DEMO_TEXT_ENCODER, dtype=torch.float32, device="cpu")
     return Models(transformer=transformer, vae=vae, text_encoder=encoder)
 
@@ -145,13 +145,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--vae-count", type=int, default=16)
     parser.add_argument("--seen-count", type=int, default=24,
                         help="prompts of trained combinations, for comparison (not a target)")
+    parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT,
+                        help="a candidate single file (default: the shipped model)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--strip", type=Path, default=STRIP, help="PNG of the first clips' frames")
     parser.add_argument("--strip-count", type=int, default=4)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     start = time.monotonic()
-    models = load_models()
+    models = load_models(args.checkpoint)
     specs = data.heldout_specs(max(args.count, args.i2v_count, args.vae_count))
     t2v, kept = eval_text_to_video(models, specs[: args.count], keep=args.strip_count)
     if kept:
@@ -165,7 +167,7 @@ def main(argv=None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads)",
-        "checkpoint": DEMO_CHECKPOINT.name,
+        "checkpoint": args.checkpoint.name,
         "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE},
         "counts": {"text_to_video": len(t2v), "seen_combinations": len(seen),
                    "image_to_video": len(i2v), "vae": args.vae_count},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import sentencepiece
@@ -141,6 +142,46 @@ def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_f
     assert target.shape == x_t.shape
 
 
+def test_keyframe_tokens_sit_where_the_pipeline_puts_a_conditioning_image():
+    """Training places keyframes exactly as `pipeline.keyframe_coords` does at inference."""
+    from ltx_core.conditioning import Keyframe
+    from ltx_core.pipeline import keyframe_coords
+    settings = train_dit.DiTTrainSettings(frame_rate=24.0)
+    keyframe = torch.randn(2, 128, 1, 3, 4)
+    gen = torch.Generator().manual_seed(0)
+    tokens, t_k, coords = train_dit.keyframe_tokens(keyframe, torch.tensor([24, 9]), settings,
+                                                    causal_fix=True, generator=gen)
+    for row, index in enumerate((24, 9)):
+        expected = keyframe_coords(Keyframe(keyframe[row:row + 1], index), 1, 24.0, causal_fix=True)
+        assert torch.allclose(coords[row:row + 1], expected)
+    assert tokens.shape == (2, 12, 128) and t_k.shape == (2, 12)
+    assert (t_k <= settings.max_first_frame_t).all()
+    clean = t_k[:, 0] == 0
+    assert torch.allclose(tokens[clean], keyframe[clean].flatten(2).transpose(1, 2))
+
+
+def test_keyframes_are_conditioning_only_and_change_the_prediction():
+    """The loss with keyframes covers the video's tokens alone, and the keyframe tokens
+    reach the prediction through attention."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    settings = train_dit.DiTTrainSettings(first_frame_probability=0.0)
+    latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
+    texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    sampler = train_dit.TimestepSampler(8)
+    index = torch.tensor([8, 4])
+    with torch.no_grad():
+        plain = train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1))
+        keyed = train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1),
+                                   keyframes, index)
+    assert torch.isfinite(keyed) and not torch.isclose(plain, keyed)
+    settings = replace(settings, steps=3, batch_size=2, keyframe_probability=1.0)
+    state = train_dit.new_state(model.train(), settings)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
+                        log=lambda _: None, keyframes=keyframes, keyframe_indices=index)
+    assert state.step == 3
+
+
 def test_caption_dropout_replaces_captions_by_a_null_prompt():
     text, mask = torch.ones(64, 3, 2), torch.ones(64, 3, dtype=torch.bool)
     null, null_mask = torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.bool)
@@ -229,3 +270,22 @@ def test_shipped_assets_stay_under_the_package_limits(name):
     assert path.stat().st_size < 16 * 2**20
     total = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
     assert total < 30_000_000
+
+
+def test_decoder_only_training_keeps_the_latent_space_the_dit_was_trained_on():
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    encoder_before = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    stats_before = {k: v.clone() for k, v in vae.per_channel_statistics.state_dict().items()}
+    settings = train_vae.VAETrainSettings(steps=3, batch_size=1, num_frames=9, height=64, width=64,
+                                          crop=32, warmup_steps=1, train_encoder=False,
+                                          first_frame_weight=1.0)
+    state = train_vae.new_state(vae, settings)
+    train_vae.train_vae(state, settings, log=lambda _: None)
+    for k, v in vae.encoder.state_dict().items():
+        assert torch.equal(v, encoder_before[k]), k
+    for k, v in vae.per_channel_statistics.state_dict().items():
+        assert torch.equal(v, stats_before[k]), k
+    assert any(not torch.equal(v, decoder_before[k]) for k, v in vae.decoder.state_dict().items())
+    assert "mse0" in state.log[-1]

@@ -103,17 +103,26 @@ def vae_psnr(vae: CausalVideoVAE, videos: torch.Tensor, denoise: bool) -> float:
 
 @torch.no_grad()
 def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device,
-                  batch: int = 32) -> tuple[torch.Tensor, list[str]]:
-    """Normalized posterior means of `count` training clips, and their captions."""
+                  batch: int = 32) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """Normalized posterior means of `count` training clips, their captions, and one frame
+    of each clip encoded alone (a keyframe image: the last frame or, as often, a random
+    other one) with its pixel frame index."""
     vae.eval()
-    latents, captions = [], []
+    latents, captions, keyframes, indices = [], [], [], []
+    gen = torch.Generator().manual_seed(seed)
+    frames = size["num_frames"]
     for start in range(0, count, batch):
         specs = data.training_specs(seed, start, min(batch, count - start))
-        video = data.render_batch(specs, size["num_frames"], size["height"], size["width"], device)
+        video = data.render_batch(specs, frames, size["height"], size["width"], device)
+        index = torch.where(torch.rand(len(specs), generator=gen) < 0.5, frames - 1,
+                            torch.randint(1, frames, (len(specs),), generator=gen))
+        frame = video[torch.arange(len(specs)), :, index.to(device)][:, :, None]  # (B, 3, 1, H, W)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents.append(vae.encode(video).to(torch.bfloat16))
+            keyframes.append(vae.encode(frame).to(torch.bfloat16))
         captions += [data.caption(s) for s in specs]
-    return torch.cat(latents), captions
+        indices.append(index)
+    return torch.cat(latents), captions, torch.cat(keyframes), torch.cat(indices).to(device)
 
 
 @torch.no_grad()
@@ -142,6 +151,11 @@ def parse_args(argv=None):
     p.add_argument("--text-encoder", type=Path, default=DEMO_TEXT_ENCODER,
                    help="the shipped tiny T5 folder, made here once and carried as it is")
     p.add_argument("--skip-vae", action="store_true")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="fine-tune the VAE decoder alone: the latent space (and a DiT trained "
+                        "on it) stays valid")
+    p.add_argument("--skip-dit", action="store_true",
+                   help="keep the resumed DiT as it is (needs --resume)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--vae-seconds", type=float, default=240)
     p.add_argument("--vae-steps", type=int, default=100_000)
@@ -149,10 +163,13 @@ def parse_args(argv=None):
     p.add_argument("--vae-crop", type=int, default=128)
     p.add_argument("--vae-frames", type=int, default=17)
     p.add_argument("--vae-lr", type=float, default=4e-4)
+    p.add_argument("--vae-first-frame-weight", type=float, default=0.0)
     p.add_argument("--dit-seconds", type=float, default=240)
     p.add_argument("--dit-steps", type=int, default=100_000)
     p.add_argument("--dit-batch", type=int, default=256)
     p.add_argument("--dit-lr", type=float, default=5e-4)
+    p.add_argument("--keyframe-probability", type=float, default=0.3,
+                   help="share of DiT batches that carry a keyframe image as extra tokens")
     p.add_argument("--clips", type=int, default=16384)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
@@ -166,11 +183,15 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
                                           num_frames=args.vae_frames, height=size["height"],
                                           width=size["width"], crop=args.vae_crop,
                                           learning_rate=args.vae_lr,
-                                          warmup_steps=20 if args.resume else 100)
+                                          warmup_steps=20 if args.resume else 100,
+                                          train_encoder=not args.decoder_only,
+                                          first_frame_weight=args.vae_first_frame_weight)
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, args.vae_seconds, log=log, autocast=device.type == "cuda")
     log(f"vae trained {state.step} steps of batch {settings.batch_size}")
     vae.eval()
+    if not settings.train_encoder:
+        return  # the encoder and the statistics the DiT was trained with stay as they were
     full = replace(settings, crop=None, num_frames=size["num_frames"])
     stats_videos = [train_vae.training_videos(100_000 + i, full, device) for i in range(8)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -179,7 +200,8 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
 
 def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     device = torch.device(args.device)
-    latents, captions = build_latents(vae, args.clips, seed=7, size=size, device=device)
+    latents, captions, keyframes, keyframe_indices = build_latents(vae, args.clips, seed=7, size=size,
+                                                                   device=device)
     texts, masks = embed_captions(encoder, captions)
     null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
     log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "
@@ -192,10 +214,12 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
                                           learning_rate=args.dit_lr,
                                           warmup_steps=100 if resumed else 300,
                                           ema_start_step=0 if resumed else 300,
-                                          frame_rate=size["frame_rate"])
+                                          frame_rate=size["frame_rate"],
+                                          keyframe_probability=args.keyframe_probability)
     state = train_dit.new_state(model, settings)
     train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
-                        args.dit_seconds, log=log, autocast=device.type == "cuda")
+                        args.dit_seconds, log=log, autocast=device.type == "cuda",
+                        keyframes=keyframes, keyframe_indices=keyframe_indices)
     log(f"dit trained {state.step} steps of batch {settings.batch_size}")
     return state
 
@@ -226,9 +250,14 @@ def main(argv=None) -> None:
     for denoise in (False, True):
         log(f"vae held-out psnr (denoising decode {denoise}): {vae_psnr(vae, heldout, denoise):.2f} dB")
 
-    state = run_dit(args, vae, encoder, size, log)
-    save_resume_state({"vae": vae, "dit_ema": state.ema}, args.out)
-    ema = copy.deepcopy(state.ema).cpu()
+    if args.skip_dit:
+        ema = LTXVTransformer(DEMO_TRANSFORMER)
+        if args.resume is None or not load_resume_state(ema, "dit_ema", args.resume):
+            raise SystemExit("--skip-dit needs --resume with DiT weights")
+    else:
+        ema = run_dit(args, vae, encoder, size, log).ema
+    save_resume_state({"vae": vae, "dit_ema": ema}, args.out)
+    ema = copy.deepcopy(ema).cpu()
     save_demo_checkpoint(ema, vae.cpu(), args.out / "ltxv-tiny.safetensors")
     log("saved " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB"
                              for p in sorted(args.out.glob("*.safetensors"))))

@@ -7,12 +7,18 @@ first-frame conditioning (2.4): the first latent frame's tokens take a small ran
 timestep t_c and the matching noise level, and are left out of the loss. Some captions
 are replaced by an empty or the default negative prompt, so that classifier-free guidance
 has an unconditional prediction to push away from.
+
+Keyframes (issue 7, as the 0.9.5+ models condition): some batches also carry one encoded
+frame of each clip (the last frame, or another) as extra tokens placed before the video's,
+at that frame's RoPE coordinates and a small timestep, out of the loss: the layout
+`pipeline.denoise` gives a conditioning image away from frame 0.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -37,6 +43,7 @@ class DiTTrainSettings:
     caption_dropout: float = 0.1  # paper: caption dropout for CFG
     first_frame_probability: float = 0.3  # paper 2.4: "occasionally"
     max_first_frame_t: float = 0.1  # the conditioning tokens' small random timestep
+    keyframe_probability: float = 0.0  # share of batches with keyframe tokens (when given)
     frame_rate: float = 24.0
     seed: int = 0
 
@@ -114,15 +121,41 @@ def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSetti
     return (1 - s) * x0 + s * noise, per_token, noise - x0, weight
 
 
+def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings: DiTTrainSettings,
+                    causal_fix: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """(tokens, per-token t, coords) of encoded frames (B, C, 1, h, w) placed at pixel
+    frames `frame_index` (B,), as `pipeline.keyframe_coords` places a conditioning image;
+    half at t = 0 (strength 1), half at a small random t with the matching noise."""
+    batch, _, f, h, w = keyframe.shape
+    device = keyframe.device
+    x0 = rearrange(keyframe, "b c f h w -> b (f h w) c").float()
+    t_k = torch.rand(batch, generator=generator, device=device) * settings.max_first_frame_t
+    t_k = torch.where(torch.rand(batch, generator=generator, device=device) < 0.5,
+                      torch.zeros_like(t_k), t_k)
+    s = t_k.view(batch, 1, 1)
+    tokens = (1 - s) * x0 + s * torch.randn(x0.shape, generator=generator, device=device)
+    pixels = pixel_coords(latent_coords(f, h, w, batch, device), causal_fix=causal_fix)
+    pixels[:, 0] += frame_index.view(batch, 1).to(pixels)
+    coords = fractional_coords(pixels, settings.frame_rate)
+    return tokens, t_k.view(batch, 1).expand(batch, f * h * w), coords
+
+
 def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
              text_mask: torch.Tensor, sampler: TimestepSampler, settings: DiTTrainSettings,
-             generator: torch.Generator) -> torch.Tensor:
-    """Velocity MSE over the generated (non-conditioning) tokens of one batch."""
+             generator: torch.Generator, keyframe: torch.Tensor | None = None,
+             keyframe_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Velocity MSE over the generated (non-conditioning) tokens of one batch; with
+    `keyframe` (B, C, 1, h, w) at pixel frames `keyframe_index` (B,), those frames'
+    tokens go first, as conditioning."""
+    causal_fix = model.cfg.causal_temporal_positioning
     t = sampler.sample(latent.shape[0], generator)
     x_t, per_token, target, weight = noised_tokens(latent, t, settings, generator)
-    coords = token_coords(latent.shape, model.cfg.causal_temporal_positioning,
-                          settings.frame_rate, latent.device)
-    pred = model(x_t, per_token, text, text_mask, coords)
+    coords = token_coords(latent.shape, causal_fix, settings.frame_rate, latent.device)
+    if keyframe is not None:
+        k_tokens, k_t, k_coords = keyframe_tokens(keyframe, keyframe_index, settings, causal_fix, generator)
+        x_t, per_token = torch.cat([k_tokens, x_t], 1), torch.cat([k_t, per_token], 1)
+        coords = torch.cat([k_coords, coords], 2)
+    pred = model(x_t, per_token, text, text_mask, coords)[:, x_t.shape[1] - target.shape[1]:]
     err = F.mse_loss(pred.float(), target, reduction="none").mean(-1)  # (B, T)
     return (err * weight).sum() / weight.sum().clamp(min=1)
 
@@ -175,15 +208,20 @@ def new_state(model: LTXVTransformer, settings: DiTTrainSettings) -> DiTState:
 
 def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks: torch.Tensor,
               null_texts: torch.Tensor, null_masks: torch.Tensor, settings: DiTTrainSettings,
-              time_budget_s: float | None = None, log=print, autocast: bool = False) -> DiTState:
+              time_budget_s: float | None = None, log=print, autocast: bool = False,
+              keyframes: torch.Tensor | None = None,
+              keyframe_indices: torch.Tensor | None = None) -> DiTState:
     """Train from `state.step` to `settings.steps` (or until the time budget runs out).
 
-    latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L).
+    latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L);
+    keyframes (N, C, 1, h, w): one frame of each clip encoded alone, at pixel frame
+    keyframe_indices (N,), used in `settings.keyframe_probability` of the batches.
     """
     model, device = state.model.train(), latents.device
     tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]
     sampler = TimestepSampler(tokens)
     generator = torch.Generator(device).manual_seed(settings.seed * 7919 + state.step)
+    batch_choice = random.Random(settings.seed * 7919 + state.step)  # on the host: no GPU sync
     start, losses = time.monotonic(), []
     while state.step < settings.steps:
         if time_budget_s is not None and time.monotonic() - start > time_budget_s:
@@ -197,8 +235,12 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         lr = learning_rate(state.step, progress, settings)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
+        use_keyframes = keyframes is not None and batch_choice.random() < settings.keyframe_probability
+        keyframe = keyframes[idx].float() if use_keyframes else None
+        keyframe_index = keyframe_indices[idx] if use_keyframes else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = dit_loss(model, latents[idx].float(), text, mask, sampler, settings, generator)
+            loss = dit_loss(model, latents[idx].float(), text, mask, sampler, settings, generator,
+                            keyframe, keyframe_index)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -39,10 +39,16 @@ class VAETrainSettings:
     clean_decode_probability: float = 0.25  # some steps at t = 0: plain reconstruction
     mse_weight: float = 1.0
     dwt_weight: float = 0.5
+    # Extra MSE on the first frame, which has a latent frame of its own: image-to-video
+    # hands it to the model and expects it back (paper 2.4), so its fidelity counts twice.
+    first_frame_weight: float = 0.0
     kl_weight: float = 1e-6
     gan_weight: float = 0.002  # small: larger weights cost several dB of PSNR here
     gan_start_fraction: float = 0.75  # the critic joins once reconstructions are fair
     stats_momentum: float = 0.02
+    # False: fine-tune the decoder alone. The encoder and the latent statistics stay as
+    # they are, so a DiT trained on this latent space stays valid.
+    train_encoder: bool = True
     data_seed: int = 1
     seed: int = 0
 
@@ -60,9 +66,11 @@ class VAEState:
 def new_state(vae: CausalVideoVAE, settings: VAETrainSettings) -> VAEState:
     device = next(vae.parameters()).device
     disc = PairDiscriminator().to(device)
+    vae.encoder.requires_grad_(settings.train_encoder)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
     return VAEState(
         vae, disc,
-        torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, betas=(0.9, 0.99),
+        torch.optim.AdamW(trainable, lr=settings.learning_rate, betas=(0.9, 0.99),
                           weight_decay=0.0),
         torch.optim.AdamW(disc.parameters(), lr=settings.learning_rate, betas=(0.5, 0.99),
                           weight_decay=0.0))
@@ -83,9 +91,11 @@ def encode_moments(vae: CausalVideoVAE, video: torch.Tensor) -> tuple[torch.Tens
 
 
 def reconstruct(vae: CausalVideoVAE, video: torch.Tensor, t: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                generator: torch.Generator, train_encoder: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(reconstruction, posterior mean, log-variance) through the denoising decode at t (B,)."""
-    mean, logvar = encode_moments(vae, video)
+    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+        mean, logvar = encode_moments(vae, video)
     device = video.device
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, device=device)
     z_n = vae.normalize(z.float())
@@ -121,21 +131,25 @@ def vae_step(state: VAEState, video: torch.Tensor, settings: VAETrainSettings,
     vae, device = state.vae, video.device
     t = decode_timesteps(video.shape[0], settings, generator, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        recon, mean, logvar = reconstruct(vae, video, t, generator)
+        recon, mean, logvar = reconstruct(vae, video, t, generator, settings.train_encoder)
         recon = recon.float()
         losses = {"mse": F.mse_loss(recon, video), "dwt": dwt_l1_loss(recon, video),
                   "kl": uniform_kl(mean, logvar)}
+        if settings.first_frame_weight:
+            losses["mse0"] = F.mse_loss(recon[:, :, 0], video[:, :, 0])
         if use_gan:
             state.disc.requires_grad_(False)
             losses["gan"] = generator_gan_loss(state.disc, video, recon)
             state.disc.requires_grad_(True)
     total = (settings.mse_weight * losses["mse"] + settings.dwt_weight * losses["dwt"]
-             + settings.kl_weight * losses["kl"] + settings.gan_weight * losses.get("gan", 0.0))
+             + settings.kl_weight * losses["kl"] + settings.gan_weight * losses.get("gan", 0.0)
+             + settings.first_frame_weight * losses.get("mse0", 0.0))
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
     state.optimizer.step()
-    update_statistics(vae, mean.detach(), settings.stats_momentum)
+    if settings.train_encoder:
+        update_statistics(vae, mean.detach(), settings.stats_momentum)
     if use_gan:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             losses["disc"] = discriminator_loss(state.disc, video, recon.detach())
