@@ -77,9 +77,7 @@ def _halo_conv(conv: CausalConv3d, group: dist.ProcessGroup | None, x: Tensor, c
 def _upsample_keeping_first(block: DepthToSpaceUpsample, x: Tensor, causal: bool = True) -> Tensor:
     """`DepthToSpaceUpsample.forward` for ranks past 0: their first frame is not the clip's."""
     out = depth_to_space(block.conv(x, causal), block.stride)
-    if block.residual:
-        out = out + depth_to_space(x, block.stride).repeat(1, block.repeats, 1, 1, 1)
-    return out
+    return block._add_residual(out, x) if block.residual else out
 
 
 @contextlib.contextmanager
@@ -143,8 +141,11 @@ class TimeSplitVAE:
             del decoder.forward
 
     def _decode_shard(self, whole, z: Tensor, timestep: Tensor | None = None,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, time_chunk: int | None = None) -> Tensor:
         """Decoder.forward on this rank's frames of the raw latent z, gathered."""
+        if time_chunk is not None:  # its windows would read past the shard, where the neighbours' frames are
+            raise SettingsError("time_chunk does not combine with the time-split decode across ranks, "
+                                "which already splits the decode in time; leave it None")
         decoder, group = self.vae.decoder, self.group
         sizes = time_split(z.shape[2], dist.get_world_size(group), 2 if decoder.causal else 1)
         if sizes is None:

@@ -77,14 +77,15 @@ class _ChunkedDecoder(nn.Module):
         self.chunk_frames, self.time_scale = chunk_frames, time_scale
         self.radius = time_radius(decoder)
 
-    def forward(self, z: Tensor, timestep: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, z: Tensor, timestep: Tensor | None = None, generator: torch.Generator | None = None,
+                time_chunk: int | None = None) -> Tensor:
         state = generator.get_state() if generator is not None else None
         pieces, replay = [], generator
         for w_start, w_end, start, end in plan_windows(z.shape[2], self.chunk_frames, self.radius):
             if generator is not None:  # every window draws the same noise the whole decode draws
                 replay = torch.Generator(device=generator.device)
                 replay.set_state(state)
-            video = self.inner(z[:, :, w_start:w_end], timestep, replay)
+            video = self.inner(z[:, :, w_start:w_end], timestep, replay, time_chunk=time_chunk)
             first, last = _pixel_range(start, end, self.time_scale)
             offset = self.time_scale * w_start
             pieces.append(video[:, :, first - offset:last - offset])
@@ -95,11 +96,13 @@ class _ChunkedDecoder(nn.Module):
 
 def decode_in_chunks(vae: CausalVideoVAE, latent: Tensor, timestep: float | Tensor = 0.05,
                      decode_noise_scale: float = 0.025, generator: torch.Generator | None = None, *,
-                     mix_noise_denormalized: bool = False, chunk_frames: int = 4) -> Tensor:
+                     mix_noise_denormalized: bool = False, chunk_frames: int = 4,
+                     time_chunk: int | None = None) -> Tensor:
     """`vae.decode` with the decoder run on windows of `chunk_frames` latent frames plus
     the decoder's time radius each side; same arguments, same frames (B, 3, F, H, W).
     Memory follows `chunk_frames + 2 * radius` latent frames; the radius frames are the
-    compute paid on top (for 0.9.1, see `time_radius(vae.decoder)`)."""
+    compute paid on top (for 0.9.1, see `time_radius(vae.decoder)`). `time_chunk` chunks
+    each layer within a window as well (`CausalVideoVAE.decode`)."""
     if generator is None:  # the whole decode would draw from a fresh generator; make it explicit
         generator = torch.Generator()
         generator.seed()
@@ -107,6 +110,6 @@ def decode_in_chunks(vae: CausalVideoVAE, latent: Tensor, timestep: float | Tens
     vae.decoder = _ChunkedDecoder(original, chunk_frames, vae.temporal_compression)
     try:
         return vae.decode(latent, timestep, decode_noise_scale, generator,
-                          mix_noise_denormalized=mix_noise_denormalized)
+                          mix_noise_denormalized=mix_noise_denormalized, time_chunk=time_chunk)
     finally:
         vae.decoder = original

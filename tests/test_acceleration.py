@@ -8,12 +8,14 @@ from ltx_core.acceleration import (
     CUDAGraphForward,
     attention_context,
     compile_regions,
+    compile_vae_decoder,
     optimize_transformer,
     pick_attention_backend,
 )
-from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
 from ltx_core.errors import SettingsError
 from ltx_core.transformer import LTXVTransformer
+from ltx_core.vae import CausalVideoVAE
 from tests.test_fp8 import MODEL_RTOL, relative_error, tiny_inputs
 
 # Fusing projections concatenates the same weights: only the GEMM's summation order may move.
@@ -48,6 +50,33 @@ def test_regional_compile_traces_each_region_as_one_graph_with_the_same_output()
     compile_regions(compiled, backend="eager")  # fullgraph=True: a graph break raises
     inputs = tiny_inputs(TINY_TRANSFORMER)
     assert torch.equal(compiled(*inputs), reference(*inputs))
+
+
+@torch.no_grad()
+def test_a_compiled_vae_decoder_decodes_whole_and_in_time_chunks_as_the_eager_one():
+    """Traced by Dynamo (a counting backend that runs the traced graphs eagerly). The
+    time-chunked decode runs each block's compiled `forward_window` on 51 chunks (layers of
+    5, 9, 17, 33 frames in chunks of 2): chunks differ only near the clip's ends, so a few
+    graphs per layer shape (24 with torch 2.14), and none more on a second decode."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1).eval()
+    for name, param in vae.named_parameters():
+        if "per_channel_scale" in name:
+            param.normal_(0.0, 0.3)
+    latent = torch.randn(1, 128, 5, 1, 2, generator=torch.Generator().manual_seed(1))
+
+    def decode(time_chunk=None):
+        return vae.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(7), time_chunk=time_chunk)
+
+    whole, graphs = decode(), []
+    compile_vae_decoder(vae, backend=lambda gm, inputs: graphs.append(gm) or gm.forward)
+    chunked = decode(time_chunk=2)
+    assert 0 < len(graphs) <= 4 * 7  # 4 resnet blocks and 3 upsamplers, at most 4 kinds of chunk each
+    count = len(graphs)
+    assert (decode(time_chunk=2) - whole).abs().max() <= FUSED_ATOL and len(graphs) == count
+    assert (chunked - whole).abs().max() <= FUSED_ATOL
+    assert torch.equal(decode(), whole)
 
 
 @torch.no_grad()

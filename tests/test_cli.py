@@ -73,6 +73,10 @@ def assert_one_line(stderr: str) -> None:
             ("--prompt", "a fox", "--decode-chunk-frames", "0"),
             "argument --decode-chunk-frames: '0' is not a whole number of at least 1",
         ),
+        (
+            ("--prompt", "a fox", "--decode-time-chunk", "-2"),
+            "argument --decode-time-chunk: '-2' is not a whole number of at least 1",
+        ),
     ],
 )
 def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path, args, message):
@@ -100,6 +104,7 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
         (("--image", "missing.png"), "image 'missing.png' does not exist"),
         (("--fp8", "--device", "cpu"), "fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9"),
         (("--decode-chunk-frames", "2", "--cfg-parallel", "2"), "--decode-chunk-frames does not combine with"),
+        (("--decode-time-chunk", "8", "--sequence-parallel", "2"), "--decode-time-chunk does not combine with"),
     ],
 )
 def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(
@@ -401,6 +406,7 @@ def test_help_documents_the_speed_flags(capsys):
     assert "--compile torch.compile the transformer's regions" in text
     assert "--fp8 FP8 linear layers in the transformer (a CUDA GPU with FP8 tensor cores" in text
     assert "--decode-chunk-frames N decode N latent frames" in text
+    assert "--decode-time-chunk N compute each VAE decoder layer N frames at a time" in text
 
 
 def generated_frames(capsys, monkeypatch, tmp_path, checkpoint, text_encoder, *flags) -> torch.Tensor:
@@ -420,7 +426,7 @@ def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
     capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
 ):
     """--compile reaches `optimize_models` (traced with Dynamo's 'eager' backend here: no C++
-    compiler on CI), --decode-chunk-frames the decode; neither changes the frames."""
+    compiler on CI), --decode-chunk-frames and --decode-time-chunk the decode; none changes the frames."""
     calls = []
 
     def eager_compile(models, **levers):
@@ -436,8 +442,10 @@ def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
     plain = run()
     assert calls == []
     chunked = run("--decode-chunk-frames", "1")
+    layer_chunked = run("--decode-time-chunk", "4")
     compiled = run("--compile")
     assert calls == [dict(compile=True, fp8=False, attention="default", cuda_graphs=False)]
     assert plain.shape == (25, 32, 32, 3)
     assert (chunked - plain).abs().max() <= SPEED_ATOL
+    assert (layer_chunked - plain).abs().max() <= SPEED_ATOL
     assert (compiled - plain).abs().max() <= SPEED_ATOL

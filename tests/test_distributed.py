@@ -339,6 +339,12 @@ def test_time_split_is_even_first_ranks_take_the_rest_and_short_clips_stay_whole
     assert time_split(4, 4, 2) is None  # a causal decoder borrows two frames from the rank before
 
 
+def test_the_time_split_decode_refuses_time_chunked_layers_whose_windows_cross_shards():
+    vae = TimeSplitVAE(CausalVideoVAE(TINY_VAE))
+    with pytest.raises(SettingsError, match="time_chunk does not combine with the time-split decode"):
+        vae.decode(torch.zeros(1, 128, 2, 1, 2), time_chunk=2)
+
+
 def test_shards_pad_tokens_with_zeros_and_the_batch_with_its_last_item():
     tokens = torch.arange(1.0, 10.0).view(1, 9)
     assert _shard(tokens, 1, 4, 3).tolist() == [[0.0, 0.0, 0.0]]  # 9 -> 12: (7, 8, 9), (0, 0, 0)

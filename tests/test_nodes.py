@@ -309,5 +309,7 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode
     (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
     (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, chunk_frames=1)
-    assert whole.shape == chunked.shape == (25, 32, 64, 3)
+    (layer_chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
+    assert whole.shape == chunked.shape == layer_chunked.shape == (25, 32, 64, 3)
     assert (whole - chunked).abs().max() <= SPEED_ATOL
+    assert (whole - layer_chunked).abs().max() <= SPEED_ATOL

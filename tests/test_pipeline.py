@@ -91,6 +91,8 @@ def count_forwards(module):
         ({"max_tokens": 0}, "max_tokens 0 must be a whole number of at least 1"),
         ({"decode_chunk_frames": 0}, r"decode_chunk_frames 0 is not allowed; allowed: a whole number of latent"),
         ({"decode_chunk_frames": 2.5}, "decode_chunk_frames 2.5 is not allowed"),
+        ({"decode_time_chunk": 0}, r"decode_time_chunk 0 is not allowed; allowed: a whole number of frames >= 1"),
+        ({"decode_time_chunk": -3}, "decode_time_chunk -3 is not allowed"),
     ],
 )
 def test_bad_settings_are_refused_with_what_is_allowed(change, message):
@@ -420,8 +422,17 @@ def test_a_request_decoded_in_chunks_gives_the_frames_of_the_whole_decode(models
     request = dict(SMALL, num_frames=25, steps=1)
     whole = generate(models, Request(**request))
     chunked = generate(models, Request(**request, decode_chunk_frames=1))
-    assert chunked.shape == whole.shape == (25, 32, 64, 3)
+    layer_chunked = generate(models, Request(**request, decode_time_chunk=2))
+    assert chunked.shape == whole.shape == layer_chunked.shape == (25, 32, 64, 3)
     assert (chunked - whole).abs().max() <= CHUNK_ATOL
+    assert (layer_chunked - whole).abs().max() <= CHUNK_ATOL
+
+
+@pytest.mark.parametrize("time_chunk", [0, -2, 1.5, True])
+def test_decode_frames_refuses_a_time_chunk_that_is_not_a_whole_number_of_frames(models, time_chunk):
+    latent = torch.zeros(1, 128, 2, 1, 2)
+    with pytest.raises(SettingsError, match=rf"time_chunk {time_chunk!r} is not allowed; allowed: a whole number"):
+        decode_frames(models.vae, latent, time_chunk=time_chunk)
 
 
 def test_fp8_on_the_cpu_is_refused_with_what_it_needs(models):

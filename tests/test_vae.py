@@ -20,7 +20,8 @@ from ltx_core.configs import (
 )
 from ltx_core.errors import CheckpointError, SettingsError
 from ltx_core.keymaps import vae_family, vae_family_from_keys
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.memory_probe import PeakLiveBytes
+from ltx_core.vae import CausalVideoVAE, ResnetBlock3D
 
 ATOL = 1e-5
 TINY = {"0.9.0": TINY_VAE_0_9_0, "0.9.1": TINY_VAE_0_9_1, "0.9.5": TINY_VAE_0_9_5}
@@ -286,3 +287,110 @@ def test_other_settings_lightricks_code_accepts_build_and_keep_the_shapes(change
     latent = vae.encode(video(9, 64, 64), torch.Generator().manual_seed(0), sample=True)
     assert latent.shape == (1, 128, 2, 2, 2)
     assert vae.decode(latent).shape == (1, 3, 9, 64, 64)
+
+
+# ---------------------------------------------------------------------- time-chunked layers
+
+
+def decode_both(vae: CausalVideoVAE, latent: torch.Tensor, time_chunk: int, **kwargs):
+    """(whole decode, time-chunked decode, whether both left their generators alike)."""
+    generators = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)]
+    whole = vae.decode(latent, 0.05, 0.025, generators[0], **kwargs)
+    chunked = vae.decode(latent, 0.05, 0.025, generators[1], time_chunk=time_chunk, **kwargs)
+    return whole, chunked, torch.equal(generators[0].get_state(), generators[1].get_state())
+
+
+@pytest.mark.parametrize("time_chunk", [1, 2, 3, 100])
+@pytest.mark.parametrize("latent_frames", [1, 2, 3, 5])
+@torch.no_grad()
+def test_time_chunked_layers_give_the_frames_of_the_whole_decode(family_vae, latent_frames, time_chunk):
+    """Every family (0.9.1: injected noise and timestep), chunks of one frame up to longer
+    than the clip; the same noise from the same seed. Only convolution algorithms picked
+    per input length may round differently (measured <= 2.5e-6)."""
+    latent = torch.randn(1, 128, latent_frames, 1, 2, generator=torch.Generator().manual_seed(3))
+    whole, chunked, same_draws = decode_both(family_vae, latent, time_chunk)
+    assert chunked.shape == whole.shape == (1, 3, 8 * (latent_frames - 1) + 1, 32, 64)
+    assert (chunked - whole).abs().max() <= ATOL
+    assert same_draws
+
+
+@pytest.mark.parametrize("time_chunk", [1, 2, 3])
+@torch.no_grad()
+def test_time_chunked_layers_of_a_causal_decoder_read_two_frames_in_front(time_chunk):
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(replace(TINY_VAE_0_9_1, causal_decoder=True)).eval()
+    latent = torch.randn(2, 128, 4, 1, 2, generator=torch.Generator().manual_seed(3))
+    whole, chunked, _ = decode_both(vae, latent, time_chunk, mix_noise_denormalized=True)
+    assert (chunked - whole).abs().max() <= ATOL
+
+
+@pytest.mark.parametrize("time_chunk", [0, -1, 1.5, True, "4"])
+def test_a_time_chunk_that_is_not_a_whole_number_of_frames_is_refused(time_chunk):
+    vae = tiny_vae("0.9.1")
+    with pytest.raises(SettingsError, match=rf"time_chunk {time_chunk!r} is not allowed; allowed: a whole "
+                                            r"number of frames >= 1 \(None: "):
+        vae.decode(torch.zeros(1, 128, 2, 1, 2), time_chunk=time_chunk)
+
+
+def test_time_chunks_refuse_a_group_norm_decoder_whose_statistics_span_all_frames():
+    vae = CausalVideoVAE(replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32,
+                                 decoder_base_channels=32))
+    with pytest.raises(SettingsError, match="time_chunk needs a pixel- or layer-norm decoder"):
+        vae.decode(torch.zeros(1, 128, 2, 1, 2), time_chunk=2)
+
+
+def test_the_memory_probe_counts_new_storages_until_they_are_freed():
+    weights = torch.zeros(1000)
+    with PeakLiveBytes() as probe:
+        a = torch.ones(250) + 1  # the ones die once the sum exists: 2 x 1000 bytes at most
+        view = weights[:500].view(50, 10)  # views and in-place results reuse a storage
+        view.add_(a[:10])
+        assert probe.current == 1000
+        del a, view
+        assert probe.current == 0
+    assert probe.peak == 2000
+
+
+def decode_peak_bytes(vae: CausalVideoVAE, latent: torch.Tensor, time_chunk: int | None) -> int:
+    with torch.no_grad(), PeakLiveBytes() as probe:
+        vae.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(7), time_chunk=time_chunk)
+    return probe.peak
+
+
+def test_time_chunked_layers_lower_the_decodes_peak_memory():
+    """Tiny 0.9.1, 65 frames at 64x64 (fp32, CPU), peak bytes of the tensors the decode
+    creates: whole 6.64 MiB, time_chunk=4 3.97 MiB (ratio 0.60), time_chunk=1 3.68 MiB.
+    The tiny decoder peaks in its output stage (48 channels before unpatchifying, against
+    8 in its last resnet blocks): whole, conv_out's output and its unpatchified copy
+    (3.05 MiB each); chunked, the video (3.05 MiB) and a chunk. The real 0.9.1 decoder
+    (128 channels in its last blocks) peaks in its resnet blocks: at 768x512x121 in bf16,
+    3.57 GiB whole, 1.66 GiB with time_chunk=8 (benchmarks/vae_decode_memory.py)."""
+    vae = tiny_vae("0.9.1")
+    latent = torch.randn(1, 128, 9, 2, 2, generator=torch.Generator().manual_seed(3))
+    whole = decode_peak_bytes(vae, latent, None)
+    video = 3 * 65 * 64 * 64 * 4
+    assert whole > 2 * video
+    assert decode_peak_bytes(vae, latent, 4) < 0.65 * whole
+    assert decode_peak_bytes(vae, latent, 1) < 1.3 * video
+    assert decode_peak_bytes(vae, latent, 100) == whole  # one chunk is the whole decode
+
+
+@torch.no_grad()
+def test_a_time_chunked_resnet_block_holds_its_output_and_one_chunk_not_whole_temporaries():
+    """Peak bytes created by one resnet block (noise and timestep) on 33 frames, in units
+    of its input's size: whole 4.06 (the output, and norm, modulation, SiLU, padding,
+    conv temporaries of full size), chunks of 3 frames 1.64 (the output, and temporaries
+    of the 7 frames a chunk reads), of 1 frame 1.46."""
+    torch.manual_seed(0)
+    block = ResnetBlock3D(32, 32, "pixel_norm", "zeros", inject_noise=True, timestep_conditioning=True)
+    x, embed = torch.randn(1, 32, 33, 8, 8), torch.randn(1, 4 * 32, 1, 1, 1)
+
+    def peak(run) -> float:
+        with PeakLiveBytes() as probe:
+            out = run(torch.Generator().manual_seed(0))
+        return probe.peak / x.nbytes, out
+
+    whole, expected = peak(lambda g: block(x, False, embed, g))
+    chunked, out = peak(lambda g: block.forward_chunked(x, False, embed, g, 3))
+    assert (out - expected).abs().max() <= ATOL
+    assert chunked < 2 < 3.5 < whole

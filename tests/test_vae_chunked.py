@@ -45,6 +45,16 @@ def test_chunked_decode_gives_the_frames_of_the_whole_decode(family, chunk_frame
 
 
 @torch.no_grad()
+def test_windows_with_time_chunked_layers_give_the_frames_of_the_whole_decode():
+    """The two memory savers combine: windows along the clip, each layer chunked within."""
+    vae = random_vae(TINY_VAE_0_9_1)
+    z = latent()
+    whole = vae.decode(z, 0.05, 0.025, torch.Generator().manual_seed(7))
+    both = decode_in_chunks(vae, z, 0.05, 0.025, torch.Generator().manual_seed(7), chunk_frames=4, time_chunk=3)
+    assert (both - whole).abs().max() <= ATOL
+
+
+@torch.no_grad()
 def test_a_halo_shorter_than_the_time_radius_changes_frames():
     """The radius is needed: one frame less and the chunk edges differ (so the test above can fail)."""
     vae = random_vae(TINY_VAE_0_9_1)

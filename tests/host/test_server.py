@@ -62,7 +62,7 @@ EXPECTED_NODES = {
         {"sigmas": "SIGMAS"},
         ["LATENT"],
     ),
-    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"chunk_frames": "INT"}, ["IMAGE"]),
+    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"chunk_frames": "INT", "time_chunk": "INT"}, ["IMAGE"]),
     "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
 }  # fmt: skip
 
@@ -95,7 +95,8 @@ def test_object_info_lists_every_node_of_the_pack_with_its_inputs_and_outputs(ob
 def test_the_speed_options_are_off_unless_asked(object_info):
     optimization = object_info["LTXVCoreCheckpointLoader"]["input"]["optional"]["optimization"]
     assert optimization[0] == ["none", "compile", "compile+fp8"] and optimization[1]["default"] == "none"
-    assert object_info["LTXVCoreDenoisingDecode"]["input"]["optional"]["chunk_frames"][1]["default"] == 0
+    for name in ("chunk_frames", "time_chunk"):
+        assert object_info["LTXVCoreDenoisingDecode"]["input"]["optional"][name][1]["default"] == 0
 
 
 def test_the_guide_and_stg_choices_are_the_cores(object_info):
