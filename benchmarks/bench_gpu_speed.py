@@ -90,6 +90,7 @@ class Setup:
     device: torch.device
     compile_backend: str
     cuda_graphs: bool
+    decode_time_chunk: int | None = None  # chosen by the VAE decode stage (measured)
 
     @property
     def latent_shape(self):
@@ -281,7 +282,7 @@ def our_decode(vae, tokens: torch.Tensor, setup: Setup) -> torch.Tensor:
     latent = rearrange(tokens, "b (f h w) c -> b c f h w", f=f, h=h, w=w).to(torch.bfloat16)
     with torch.no_grad():
         video = vae.decode(latent, DECODE_T, DECODE_NOISE, torch.Generator().manual_seed(SEED),
-                           mix_noise_denormalized=True)
+                           mix_noise_denormalized=True, time_chunk=setup.decode_time_chunk)
     return rearrange((video.float() / 2 + 0.5).clamp(0, 1), "b c f h w -> b f h w c")
 
 
@@ -347,7 +348,7 @@ def our_probe(model, inputs: Inputs, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------- the run
 
 
-def run(setup: Setup, report: Report, repeats: int) -> None:
+def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...] = (8, 16, 32)) -> None:
     R, dev = report.data, setup.device
     R.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
@@ -491,34 +492,52 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
             R["levers"]["attention_choice"] = best
             print(f"  attention: {timings} -> {best}", flush=True)
 
-    with report.stage("VAE decode: eager vs regionally compiled decoder blocks") as ok:
+    with report.stage("VAE decode: eager vs compiled blocks, whole vs time-chunked layers") as ok:
         if ok:
             ours_vae_model.to(dev)
             tokens = inputs.noise
             lever = R["levers"]["vae_decode"] = {}
-            reference = our_decode(ours_vae_model, tokens, setup)  # warm-up
-            fresh_peak(dev)
-            base = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
-            lever["eager_s"] = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1] for _ in range(2))
-            if dev.type == "cuda":
-                lever["eager_peak_above_weights_gib"] = (torch.cuda.max_memory_allocated(dev) - base) / GIB
+
+            def measure(name: str, chunk: int | None) -> torch.Tensor:
+                """Best of 2 decodes after a warm-up; time and peak above the weights."""
+                setup.decode_time_chunk = chunk
+                frames, first = timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)
+                lever[f"{name}_first_s"] = first
+                fresh_peak(dev)
+                base = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+                lever[f"{name}_s"] = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1]
+                                         for _ in range(2))
+                if dev.type == "cuda":
+                    lever[f"{name}_peak_above_weights_gib"] = (torch.cuda.max_memory_allocated(dev) - base) / GIB
+                return frames
+
+            reference = measure("eager", None)
+            first_chunk = args_chunks[0]
+            lever["eager_chunked_vs_whole_frames"] = error_stats(
+                measure(f"eager_chunk{first_chunk}", first_chunk), reference)
             acceleration.compile_vae_decoder(ours_vae_model, backend=setup.compile_backend)
-            compiled, first = timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)
-            lever["compiled_first_s"] = first
-            lever["compiled_vs_eager_frames"] = error_stats(compiled, reference)
-            fresh_peak(dev)
-            lever["compiled_s"] = min(timed(lambda: our_decode(ours_vae_model, tokens, setup), dev)[1]
-                                      for _ in range(2))
-            if dev.type == "cuda":
-                lever["compiled_peak_above_weights_gib"] = (torch.cuda.max_memory_allocated(dev) - base) / GIB
-            R["levers"]["vae_compiled"] = lever["compiled_s"] < lever["eager_s"]
+            lever["compiled_vs_eager_frames"] = error_stats(measure("compiled", None), reference)
+            for chunk in args_chunks:
+                lever[f"compiled_chunk{chunk}_vs_eager_frames"] = error_stats(
+                    measure(f"compiled_chunk{chunk}", chunk), reference)
+            compiled_whole = lever["compiled_s"]
+            best_chunk = min(args_chunks, key=lambda c: lever[f"compiled_chunk{c}_s"])
+            R["levers"]["vae_compiled"] = min(compiled_whole, lever[f"compiled_chunk{best_chunk}_s"]) < lever["eager_s"]
+            # time-chunked layers hold the decode's memory to a fraction (issue 6: peak
+            # <= 8 GiB); the speed configuration keeps them only when they cost <= 10 ms,
+            # the low-memory configuration (its own stage) always uses the fastest chunk
+            R["levers"]["low_memory_decode_time_chunk"] = best_chunk
+            chunked_pays = lever[f"compiled_chunk{best_chunk}_s"] <= compiled_whole + 0.010
+            setup.decode_time_chunk = best_chunk if chunked_pays else None
+            R["levers"]["decode_time_chunk"] = setup.decode_time_chunk
             if R["levers"]["vae_compiled"]:
-                R["levers"]["vae_compile_extra_s"] = first - lever["compiled_s"]
+                key = "compiled" if setup.decode_time_chunk is None else f"compiled_chunk{best_chunk}"
+                R["levers"]["vae_compile_extra_s"] = lever[f"{key}_first_s"] - lever[f"{key}_s"]
             else:
                 for module in ours_vae_model.modules():
                     module._compiled_call_impl = None  # back to eager
             print(f"  decode: {lever}", flush=True)
-            del compiled, reference
+            del reference
 
     with report.stage("ours bf16: compile + CUDA graphs + chosen attention + GELU epilogue") as ok:
         if ok:
@@ -557,9 +576,36 @@ def run(setup: Setup, report: Report, repeats: int) -> None:
                 "diffusers_probe_vs_fp32": error_stats(keep["diffusers_probe"], keep["fp32_probe"]),
             }
 
+    with report.stage("low memory: no CUDA graphs (their pool outlives the steps) + time-chunked decode") as ok:
+        if ok:
+            # CUDA graphs keep the captured steps' activations in a private pool that is
+            # still held while the VAE decodes; without them the steps' memory is free.
+            del bf16_fast
+            gc.collect()
+            torch.cuda.empty_cache() if dev.type == "cuda" else None
+            lean = acceleration.OptimizedTransformer(bf16_model, R["levers"].get("attention_choice", "default"),
+                                                     cuda_graphs=False)
+            saved_chunk, setup.decode_time_chunk = setup.decode_time_chunk, R["levers"].get("low_memory_decode_time_chunk")
+            v = R["stages"]["ours_bf16_low_memory"] = {"decode_time_chunk": setup.decode_time_chunk,
+                                                        "cuda_graphs": False}
+            fresh_peak(dev)
+            for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
+                our_generate(lean, ours_vae_model, inputs, setup, guidance, torch.bfloat16)  # warm-up
+                runs = [our_generate(lean, ours_vae_model, inputs, setup, guidance, torch.bfloat16)
+                        for _ in range(repeats)]
+                v[name] = {k: min(r[2][k] for r in runs) for k in ("dit_s", "decode_s", "whole_s")}
+                v[f"{name}_frames_vs_speed_config"] = error_stats(runs[-1][0].cpu(), keep[f"ours_bf16_{name}_frames"])
+                print(f"  low memory {name}: {v[name]}", flush=True)
+            v["peak"] = peak_gib(dev)
+            R["ours_low_memory_nocfg_s"], R["ours_low_memory_cfg_s"] = v["nocfg"]["whole_s"], v["cfg"]["whole_s"]
+            R["ours_low_memory_peak_gib"] = v["peak"].get("peak_allocated_gib")
+            print(f"  low memory peak: {v['peak']}", flush=True)
+            setup.decode_time_chunk = saved_chunk
+            del lean
+
     with report.stage("free the bf16 model") as ok:
         if ok:
-            del bf16_fast, bf16_model
+            del bf16_model
             fresh_peak(dev)
 
     with report.stage("lever: no GELU epilogue (a fresh compiled model)", needs_s=60) as ok:
@@ -697,7 +743,8 @@ def summarize(R: dict) -> None:
         print("{:<22}".format(r[0]) + "".join("{:>9.3f}".format(x) if x is not None else "{:>9}".format("-")
                                               for x in r[1:4]) + ("{:>11.2f}".format(r[4]) if r[4] else ""))
     for key in ("ours_peak_gib", "ours_fp8_peak_gib", "diffusers_peak_gib", "cold_start_s",
-                "bf16_max_abs_err_vs_fp32", "fp8_max_abs_err_vs_bf16"):
+                "bf16_max_abs_err_vs_fp32", "fp8_max_abs_err_vs_bf16", "ours_low_memory_nocfg_s",
+                "ours_low_memory_cfg_s", "ours_low_memory_peak_gib"):
         print(f"{key:<28}{R.get(key)}")
     print("levers:", json.dumps(R.get("levers"), default=str)[:1500])
     if R["errors"]:
@@ -711,6 +758,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (a dry run, CPU is fine)")
     parser.add_argument("--budget-s", type=float, default=470.0, help="skip optional stages past this")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decode-time-chunks", default="8,16,32",
+                        help="time-chunked decodes measured against the whole decode (frames per chunk)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tiny:
@@ -721,7 +770,7 @@ def main() -> None:
                       device.type == "cuda")
     report = Report(args.out, args.budget_s)
     try:
-        run(setup, report, args.repeats)
+        run(setup, report, args.repeats, tuple(int(c) for c in args.decode_time_chunks.split(",")))
     except Exception as error:  # noqa: BLE001
         report.data["errors"]["run"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()

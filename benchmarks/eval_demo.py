@@ -8,7 +8,8 @@ and motion? Image-to-video: the held-out clip's own first frame is given; its PS
 output and the motion after it are measured. VAE: reconstruction PSNR of held-out clips
 with and without the denoising decode. For comparison (no target), the same reading on
 fresh clips of trained combinations. Writes benchmarks/results/demo_eval.json and the
-frames of the first clips to docs/demo_strip.png.
+frames of the first clips to docs/demo_strip.png. First + last frame conditioning (issue 7)
+is measured as in `eval_first_last.py` and reported here too.
 
     python benchmarks/eval_demo.py [--count 48] [--i2v-count 16] [--seen-count 24]
 """
@@ -30,9 +31,12 @@ from ltx_core.text_encoder import load_text_encoder
 from ltx_core.training import analysis, data
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 
+import eval_first_last  # beside this script
+
 RESULTS = Path(__file__).parent / "results" / "demo_eval.json"
 STRIP = Path(__file__).parent.parent / "docs" / "demo_strip.png"
-TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0}
+TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0,
+           "first_last_frame_psnr_db": eval_first_last.TARGET_DB}
 STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
 ATTRIBUTES = ("color", "shape", "motion", "speed")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
@@ -145,6 +149,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--vae-count", type=int, default=16)
     parser.add_argument("--seen-count", type=int, default=24,
                         help="prompts of trained combinations, for comparison (not a target)")
+    parser.add_argument("--first-last-count", type=int, default=8,
+                        help="held-out clips for first + last frame conditioning (issue 7)")
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT,
                         help="a candidate single file (default: the shipped model)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -163,6 +169,12 @@ def main(argv=None) -> dict:
     i2v = eval_image_to_video(models, specs[: args.i2v_count])
     vae = eval_vae(models.vae, specs[: args.vae_count])
     i2v_psnr = sum(r["first_frame_psnr_db"] for r in i2v) / max(1, len(i2v))
+    first_last = [eval_first_last.evaluate(models, spec, seed=i, steps=STEPS)
+                  for i, spec in enumerate(specs[: args.first_last_count])]
+    first_last_means = {key: sum(r[key] for r in first_last) / max(1, len(first_last))
+                        for key in (first_last[0] if first_last else {}) if key.endswith("_db")}
+    first_last_met = bool(first_last) and min(first_last_means["first_db"], first_last_means["last_db"]) \
+        >= TARGETS["first_last_frame_psnr_db"]
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}, "
@@ -170,27 +182,31 @@ def main(argv=None) -> dict:
         "checkpoint": args.checkpoint.name,
         "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE},
         "counts": {"text_to_video": len(t2v), "seen_combinations": len(seen),
-                   "image_to_video": len(i2v), "vae": args.vae_count},
+                   "image_to_video": len(i2v), "vae": args.vae_count, "first_last": len(first_last)},
         "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ATTRIBUTES},
         "seen_combinations_accuracy": {k: accuracy(seen, k) for k in ATTRIBUTES},
         "image_to_video": {"first_frame_psnr_db": i2v_psnr,
                            "motion_accuracy": accuracy(i2v, "motion"),
                            "color_accuracy": accuracy(i2v, "color")},
         "vae_reconstruction_psnr_db": vae,
+        "first_last_frame_psnr_db": first_last_means,
         "targets": TARGETS,
         "meets_targets": {
             "color": accuracy(t2v, "color") >= TARGETS["color"],
             "motion": accuracy(t2v, "motion") >= TARGETS["motion"],
-            "i2v_first_frame_psnr_db": i2v_psnr >= TARGETS["i2v_first_frame_psnr_db"]},
+            "i2v_first_frame_psnr_db": i2v_psnr >= TARGETS["i2v_first_frame_psnr_db"],
+            "first_last_frame_psnr_db": first_last_met},
         "seconds": round(time.monotonic() - start, 1),
         "text_to_video": t2v,
         "image_to_video_rows": i2v,
+        "first_last_rows": first_last,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("counts", "text_to_video_accuracy",
                                             "seen_combinations_accuracy", "image_to_video",
-                                            "vae_reconstruction_psnr_db", "meets_targets")}, indent=1))
+                                            "vae_reconstruction_psnr_db", "first_last_frame_psnr_db",
+                                            "meets_targets")}, indent=1))
     return result
 
 
