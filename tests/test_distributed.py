@@ -291,7 +291,9 @@ def test_a_torchrun_cli_run_writes_one_video_with_the_single_process_frames(tmp_
     monkeypatch.setattr(cli, "write_mp4", lambda frames, path, **kwargs: single.setdefault("frames", frames))
     assert cli.main([*CLI_ARGS, "--output", str(tmp_path / "single.mp4")]) == 0
     parallel = load_file(tmp_path / "frames0.safetensors")["frames"]
-    torch.testing.assert_close(parallel, single["frames"], atol=ATOL, rtol=0)
+    # frames in [0, 1] after 20 CFG steps and the decode: the ranks' other summation order
+    # grows to ~1.4e-5 with the shipped VAE, far below one 8-bit level (3.9e-3)
+    torch.testing.assert_close(parallel, single["frames"], atol=5e-5, rtol=0)
 
 
 def test_a_rank_that_stops_answering_fails_the_others_at_the_collective_timeout(tmp_path):
