@@ -5,8 +5,8 @@ The official file holds the transformer under `model.diffusion_model.` and the V
 sections (what Lightricks' `Transformer3DModel.from_pretrained` and
 `CausalVideoAutoencoder.from_pretrained` read). Our modules carry the official names, so
 that file loads with only the prefixes stripped; a diffusers folder (`transformer/`,
-`vae/`, ... each with `config.json` and safetensors, sharded or not) goes through
-`keymaps`.
+`vae/`, ... each with `config.json` and safetensors, sharded or not) is read by
+`diffusers_folder`. `checkpoint_writing` writes the official file.
 
 Every check runs on safetensors headers (names, shapes, metadata) before any tensor is
 read, and loading is strict: a missing, unexpected or wrongly shaped tensor is an error
@@ -21,14 +21,13 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .configs import (
@@ -43,14 +42,7 @@ from .configs import (
     VAEConfig,
 )
 from .errors import CheckpointError, LTXVError, SettingsError
-from .keymaps import (
-    TRANSFORMER_PREFIX,
-    VAE_PREFIX,
-    transformer_from_diffusers,
-    vae_family,
-    vae_family_from_keys,
-    vae_from_diffusers,
-)
+from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX, vae_family, vae_family_from_keys
 from .scheduler import LTXV_SCHEDULER
 from .transformer import LTXVTransformer
 from .vae import CausalVideoVAE, PerChannelStatistics
@@ -58,10 +50,6 @@ from .vae import CausalVideoVAE, PerChannelStatistics
 SAFETENSORS_SUFFIX = ".safetensors"
 # Formats that unpickle on load, which can run arbitrary code: refused, never opened.
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-# Sub-folders of a diffusers LTX-Video folder; the first two hold the models loaded here.
-DIFFUSERS_MODEL_FOLDERS = ("transformer", "vae")
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 DTYPES = {
     "fp32": torch.float32,
@@ -169,7 +157,7 @@ def detect_version(
 
 def _version_from_keys(keys: set[str]) -> str:
     family = vae_family_from_keys(k for k in keys if k.startswith(VAE_PREFIX))
-    return _with_size(family, num_layers=_count_blocks(keys, TRANSFORMER_PREFIX))
+    return version_with_size(family, num_layers=count_blocks(keys, TRANSFORMER_PREFIX))
 
 
 def _version_from_config(config: Mapping) -> str | None:
@@ -177,16 +165,18 @@ def _version_from_config(config: Mapping) -> str | None:
         family = vae_family(VAEConfig.from_metadata(config["vae"]))
     except (LTXVError, TypeError, KeyError, ValueError):
         return None  # an unreadable section is reported when the config is built
-    return _with_size(family, num_layers=config["transformer"].get("num_layers"))
+    return version_with_size(family, num_layers=config["transformer"].get("num_layers"))
 
 
-def _with_size(vae_family_name: str, num_layers: int | None) -> str:
+def version_with_size(vae_family_name: str, num_layers: int | None) -> str:
+    """The version of a VAE family with a transformer of `num_layers` blocks (48: the 13B)."""
     if vae_family_name == "0.9.5" and num_layers == LAYERS_13B:
         return "0.9.7"
     return vae_family_name
 
 
-def _count_blocks(keys: Iterable[str], prefix: str) -> int:
+def count_blocks(keys: Iterable[str], prefix: str) -> int:
+    """How many `transformer_blocks.N.` the keys under `prefix` hold."""
     pattern = re.compile(rf"^{re.escape(prefix)}transformer_blocks\.(\d+)\.")
     indices = {int(m.group(1)) for m in map(pattern.match, keys) if m}
     return max(indices) + 1 if indices else 0
@@ -436,7 +426,9 @@ def inspect_checkpoint(
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     path = check_model_path(path)
     if path.is_dir():
-        info, sources = _inspect_diffusers_folder(path)
+        from .diffusers_folder import inspect_diffusers_folder  # imported here: it imports this module
+
+        info, sources = inspect_diffusers_folder(path)
     else:
         info, sources = _inspect_single_file(path)
     return info, sources, dtype, device
@@ -578,252 +570,6 @@ def scheduler_config_from_metadata(section: Mapping | None) -> SchedulerConfig:
     if "target_shift_terminal" in section:
         return replace(LTXV_SCHEDULER, shift_terminal=section["target_shift_terminal"])
     return LTXV_SCHEDULER
-
-
-# ---------------------------------------------------------------- the diffusers folder
-
-
-def _inspect_diffusers_folder(folder: Path) -> tuple[CheckpointInfo, dict[str, TensorSource]]:
-    missing = [name for name in DIFFUSERS_MODEL_FOLDERS if not (folder / name).is_dir()]
-    if missing:
-        raise CheckpointError(
-            f"folder {str(folder)!r} is not a diffusers LTX-Video folder: it lacks "
-            f"{', '.join(name + '/' for name in missing)} (expected transformer/, vae/, text_encoder/, "
-            "tokenizer/, scheduler/); pass the official .safetensors file or the folder that holds them"
-        )
-    transformer_config, transformer_headers = _diffusers_component(folder / "transformer")
-    vae_config, vae_headers = _diffusers_component(folder / "vae")
-    vae_keys = {key: key for header in vae_headers for key in header.shapes}
-    transformer_keys = {key: key for header in transformer_headers for key in header.shapes}
-    family = vae_family_from_keys(vae_keys)
-    version = _with_size(family, num_layers=_count_blocks(transformer_keys, ""))
-    configs = ModelConfigs(
-        transformer_config_from_diffusers(transformer_config, STOCK_CONFIGS[version].transformer, folder),
-        vae_config_from_diffusers(vae_config, family, folder),
-        _scheduler_config_from_folder(folder / "scheduler"),
-    )
-    sources = {
-        "transformer": _diffusers_source(
-            "transformer", transformer_headers, transformer_from_diffusers(transformer_keys)
-        ),
-        "vae": _diffusers_source("vae", vae_headers, vae_from_diffusers(vae_keys, configs.vae)),
-    }
-    present = {
-        name: folder / name if (folder / name).is_dir() else None for name in ("text_encoder", "tokenizer")
-    }
-    info = CheckpointInfo(
-        folder,
-        "diffusers",
-        version,
-        configs,
-        "diffusers config.json",
-        present["text_encoder"],
-        present["tokenizer"],
-    )
-    return info, sources
-
-
-def _diffusers_source(
-    part: str, headers: list[SafetensorsHeader], official_to_key: Mapping[str, str]
-) -> TensorSource:
-    # keymaps rename keys only; mapping each key to itself gives official name -> file key
-    header_of = {key: header for header in headers for key in header.shapes}
-    return TensorSource(part, {name: (header_of[key], key) for name, key in official_to_key.items()})
-
-
-def _diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
-    """config.json and the safetensors headers (one file, or the shards of an index)."""
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"diffusers folder {str(folder)!r} has no config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as error:
-        raise CheckpointError(f"{str(config_file)!r} is not JSON: {error}") from error
-    index = folder / DIFFUSERS_INDEX
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError, AttributeError) as error:
-            raise CheckpointError(
-                f"{str(index)!r} is not a safetensors index (no weight_map): {error}"
-            ) from error
-        files = [folder / shard for shard in shards]
-        absent = [str(file) for file in files if not file.is_file()]
-        if absent:
-            raise CheckpointError(f"{str(index)!r} names shards that are absent: {', '.join(absent[:3])}")
-    elif (folder / DIFFUSERS_WEIGHTS).is_file():
-        files = [folder / DIFFUSERS_WEIGHTS]
-    else:
-        pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
-        found = f"; it holds only pickles ({', '.join(pickles)}), which are refused" if pickles else ""
-        raise CheckpointError(
-            f"diffusers folder {str(folder)!r} has no {DIFFUSERS_WEIGHTS} or {DIFFUSERS_INDEX}{found}"
-        )
-    return config, [SafetensorsHeader(file) for file in files]
-
-
-def transformer_config_from_diffusers(
-    config: Mapping, stock: TransformerConfig, folder: Path
-) -> TransformerConfig:
-    """diffusers' LTXVideoTransformer3DModel config.json -> TransformerConfig, on the
-    detected version's stock config (diffusers keeps RoPE settings and the causal time
-    fix in the pipeline, not the config)."""
-    unsupported = {"activation_fn": "gelu-approximate", "qk_norm": "rms_norm_across_heads"}
-    for name, allowed in unsupported.items():
-        if config.get(name, allowed) != allowed:
-            raise CheckpointError(
-                f"{str(folder / 'transformer')!r}: {name} {config[name]!r} is not supported; "
-                f"allowed: {allowed!r}"
-            )
-    copied = (
-        "num_layers",
-        "num_attention_heads",
-        "attention_head_dim",
-        "in_channels",
-        "out_channels",
-        "caption_channels",
-        "cross_attention_dim",
-        "attention_bias",
-        "norm_elementwise_affine",
-        "norm_eps",
-    )
-    try:
-        return replace(stock, **{name: config[name] for name in copied if name in config})
-    except LTXVError as error:
-        raise CheckpointError(f"{str(folder / 'transformer')!r}: {error}") from error
-
-
-def vae_config_from_diffusers(config: Mapping, family: str, folder: Path) -> VAEConfig:
-    """diffusers' AutoencoderKLLTXVideo config.json -> VAEConfig: the family's block list
-    (the layout diffusers' own converter assumes) with the layer counts, noise injection
-    and widths of the config."""
-    stock = STOCK_CONFIGS[family].vae  # the VAE families are named as the versions
-    try:
-        encoder = _with_res_x(stock.encoder_block_list, config["layers_per_block"], None)
-        decoder = _with_res_x(
-            stock.decoder_block_list, config["decoder_layers_per_block"], config.get("decoder_inject_noise")
-        )
-        # widths: the first encoder block's, and the decoder's at full resolution; 0.9.1+
-        # decoders widen by `upsample_factor` on the way down to the latent
-        decoder_width = config["decoder_block_out_channels"][0]
-        if family != "0.9.0":
-            decoder_width //= config["upsample_factor"][0]
-        # 0.9.0 lists its blocks once for both halves; keep that form where they agree
-        shared = encoder if stock.blocks is not None and encoder == decoder else None
-        return replace(
-            stock,
-            blocks=shared,
-            encoder_blocks=None if shared else encoder,
-            decoder_blocks=None if shared else decoder,
-            encoder_base_channels=config["block_out_channels"][0],
-            decoder_base_channels=decoder_width,
-            latent_channels=config.get("latent_channels", stock.latent_channels),
-            in_channels=config.get("in_channels", stock.in_channels),
-            out_channels=config.get("out_channels", stock.out_channels),
-            patch_size=config.get("patch_size", stock.patch_size),
-            timestep_conditioning=config.get("timestep_conditioning", stock.timestep_conditioning),
-        )
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{str(folder / 'vae' / 'config.json')!r} does not describe an LTX-Video {family} VAE: {error}"
-        ) from error
-
-
-def _with_res_x(blocks, layers, inject_noise) -> tuple:
-    """The block list with each `res_x`'s layer count (and noise injection) replaced, in order."""
-    res_x = [i for i, (name, _) in enumerate(blocks) if name == "res_x"]
-    if len(layers) != len(res_x) or (inject_noise is not None and len(inject_noise) != len(res_x)):
-        raise ValueError(f"{len(layers)} layer counts for {len(res_x)} res_x blocks")
-    out = [[name, dict(params)] for name, params in blocks]
-    for n, i in enumerate(res_x):
-        out[i][1]["num_layers"] = layers[n]
-        if inject_noise is not None and (inject_noise[n] or "inject_noise" in out[i][1]):
-            out[i][1]["inject_noise"] = bool(inject_noise[n])
-    return tuple((name, params) for name, params in out)
-
-
-def _scheduler_config_from_folder(folder: Path) -> SchedulerConfig:
-    config_file = folder / "scheduler_config.json"
-    if not config_file.is_file():
-        return LTXV_SCHEDULER
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as error:
-        raise CheckpointError(f"{str(config_file)!r} is not JSON: {error}") from error
-    return scheduler_config_from_metadata(config)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def official_tensors(
-    transformer: nn.Module, vae: nn.Module, dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor]:
-    """Both models' tensors under the official single-file names, contiguous, on the CPU."""
-    tensors = {f"{TRANSFORMER_PREFIX}{k}": v for k, v in transformer.state_dict().items()}
-    tensors.update({f"{VAE_PREFIX}{k}": v for k, v in vae.state_dict().items()})
-
-    def cast(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
-
-    return {k: cast(v.detach()).cpu().contiguous() for k, v in tensors.items()}
-
-
-def config_metadata(configs: ModelConfigs) -> dict:
-    """The `config` metadata entry of the official file, as a dict: the sections Lightricks'
-    classes read (`_class_name` + fields), the scheduler both as Lightricks' and ours."""
-    vae = {k: v for k, v in asdict(configs.vae).items() if v is not None}
-    for name in ("blocks", "encoder_blocks", "decoder_blocks"):
-        if name in vae:
-            vae[name] = [[block, dict(params)] for block, params in getattr(configs.vae, name)]
-    scheduler = {
-        "_class_name": "RectifiedFlowScheduler",
-        "num_train_timesteps": 1000,
-        "shifting": "SD3",
-        "base_resolution": None,
-        "target_shift_terminal": configs.scheduler.shift_terminal,
-        **asdict(configs.scheduler),
-    }
-    return {
-        "transformer": {"_class_name": "Transformer3DModel", **asdict(configs.transformer)},
-        "vae": {"_class_name": "CausalVideoAutoencoder", **vae},
-        "scheduler": scheduler,
-    }
-
-
-def save_single_file(
-    path: str | Path,
-    transformer: nn.Module,
-    vae: nn.Module,
-    configs: ModelConfigs | None = None,
-    version: str | None = None,
-    dtype: torch.dtype | None = None,
-) -> Path:
-    """Write both models in the official single-file layout, metadata included.
-
-    `configs` defaults to the models' own (`.cfg`) with the stock scheduler; `version`,
-    when given, must be what the written tensors will be detected as (a guard against
-    labelling a file wrongly); `dtype` casts floating tensors (None: as they are).
-    Written to a temporary file and renamed, so a failure leaves no partial file.
-    """
-    path = Path(path)
-    configs = configs or ModelConfigs(transformer.cfg, vae.cfg)
-    tensors = official_tensors(transformer, vae, dtype)
-    metadata = {"config": json.dumps(config_metadata(configs)), "format": "pt"}
-    detected = detect_version(tensors, metadata, source=repr(str(path)))
-    if version is not None and ARCHITECTURE_OF_RELEASE.get(version, version) != detected:
-        raise CheckpointError(
-            f"refusing to write {str(path)!r} as LTX-Video {version}: its tensors are {detected}"
-        )
-    temporary = path.with_name(f".{path.name}.part")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def default_model_paths() -> tuple[Path, Path]:

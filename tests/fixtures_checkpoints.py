@@ -25,16 +25,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_core import configs as C
-from ltx_core.checkpoint import (
-    ARCHITECTURE_OF_RELEASE,
-    STOCK_CONFIGS,
-    ModelConfigs,
-    config_metadata,
-    official_tensors,
-)
+from ltx_core.checkpoint import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
+from ltx_core.checkpoint_writing import config_metadata, official_tensors
 from ltx_core.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
 from ltx_core.scheduler import LTXV_SCHEDULER
 from ltx_core.transformer import LTXVTransformer
@@ -250,3 +246,9 @@ def write_diffusers_folder(
         json.dumps({"_class_name": "LTXPipeline", "_diffusers_version": "0.42.1"})
     )
     return path
+
+
+def header_of(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata."""
+    with safe_open(str(path), framework="pt") as file:
+        return {k: file.get_tensor(k) for k in file.keys()}, file.metadata() or {}

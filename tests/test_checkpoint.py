@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_core import checkpoint as ck
@@ -18,7 +17,7 @@ from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
 
 from .fixtures_checkpoints import (
     RELEASES,
-    random_models,
+    header_of,
     release_configs,
     write_diffusers_folder,
     write_official_single_file,
@@ -34,11 +33,6 @@ ATOL = 1e-5
 def official_file(tmp_path_factory) -> Path:
     """A valid tiny 0.9.5 single file; tests copy it before changing anything."""
     return write_official_single_file(tmp_path_factory.mktemp("official") / "ltxv.safetensors", "0.9.5")
-
-
-def header_of(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as file:
-        return {k: file.get_tensor(k) for k in file.keys()}, file.metadata() or {}
 
 
 def rewritten(source: Path, target: Path, change=None, metadata=None) -> Path:
@@ -125,20 +119,6 @@ def test_single_file_and_diffusers_folder_of_the_same_weights_give_identical_out
             torch.testing.assert_close(out_a, out_b, atol=ATOL, rtol=0, msg=model)
 
 
-def test_sharded_diffusers_transformer_loads_through_its_index(tmp_path):
-    folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.5", seed=2, max_shard_size="20KB")
-    assert len(list((folder / "transformer").glob("*.safetensors"))) > 1
-    loaded = ck.load_checkpoint(folder)
-    expected, _ = random_models(release_configs("0.9.5"), seed=2)
-    for name, tensor in expected.state_dict().items():
-        assert torch.equal(loaded.transformer.state_dict()[name], tensor), name
-
-
-def test_diffusers_folder_reports_its_text_encoder_and_tokenizer(tmp_path, tiny_t5_folder):
-    folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.1", text_encoder=tiny_t5_folder)
-    info = ck.load_checkpoint(folder).info
-    assert info.text_encoder == folder / "text_encoder" and info.tokenizer == folder / "tokenizer"
-
 
 def test_dtype_and_device_are_applied(official_file):
     loaded = ck.load_checkpoint(official_file, dtype="bf16", device="cpu")
@@ -159,64 +139,12 @@ def test_load_transformer_and_load_vae_read_one_model_each(official_file):
         assert torch.equal(transformer.state_dict()[name], tensor)
 
 
-# ---------------------------------------------------------------- saving
-
-
-def test_save_single_file_round_trips_weights_configs_and_version(tmp_path):
-    transformer, vae = random_models(release_configs("0.9.1"), seed=5)
-    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.1")
-    loaded = ck.load_checkpoint(path)
-    assert (
-        loaded.version == "0.9.1"
-        and loaded.configs.vae == vae.cfg
-        and loaded.configs.transformer == transformer.cfg
-    )
-    for name, tensor in vae.state_dict().items():
-        assert torch.equal(loaded.vae.state_dict()[name], tensor), name
-    assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
-
-
-def test_saved_metadata_has_the_published_shape(tmp_path):
-    transformer, vae = random_models(release_configs("0.9.5"))
-    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae)
-    config = json.loads(header_of(path)[1]["config"])
-    assert config["transformer"]["_class_name"] == "Transformer3DModel"
-    assert config["vae"]["_class_name"] == "CausalVideoAutoencoder"
-    assert config["vae"]["encoder_blocks"][1] == ["compress_space_res", {"multiplier": 2}]
-    assert config["scheduler"]["_class_name"] == "RectifiedFlowScheduler"
-
-
-def test_save_single_file_refuses_a_wrong_version_label_and_writes_nothing(tmp_path):
-    transformer, vae = random_models(release_configs("0.9.0"))
-    with pytest.raises(CheckpointError, match="as LTX-Video 0.9.5: its tensors are 0.9.0"):
-        ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.5")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_save_single_file_casts_to_the_asked_dtype(tmp_path):
-    transformer, vae = random_models(release_configs("0.9.5"))
-    path = ck.save_single_file(tmp_path / "out.safetensors", transformer, vae, dtype=torch.bfloat16)
-    tensors, _ = header_of(path)
-    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
-
-
 # ---------------------------------------------------------------- bad model files
 
 
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint '.*nothing\.safetensors' does not exist"):
         ck.load_checkpoint(tmp_path / "nothing.safetensors")
-
-
-def test_folder_without_the_diffusers_sub_folders_names_the_missing_ones(tmp_path):
-    (tmp_path / "model" / "vae").mkdir(parents=True)
-    with pytest.raises(
-        CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"
-    ):
-        ck.load_checkpoint(tmp_path / "model")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="it lacks transformer/, vae/"):
-        ck.load_checkpoint(tmp_path / "empty")
 
 
 class WritesAMarker:
@@ -243,17 +171,6 @@ def test_torch_zip_pickle_named_safetensors_is_refused(tmp_path):
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="is a PyTorch pickle despite its name"):
         ck.load_checkpoint(path)
-
-
-def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
-    for part in ("transformer", "vae"):
-        (tmp_path / part).mkdir()
-        (tmp_path / part / "config.json").write_text("{}")
-        (tmp_path / part / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04N.")
-    with pytest.raises(
-        CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"
-    ):
-        ck.load_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999, 40, 3])
@@ -436,114 +353,6 @@ def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(t
         CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
     ):
         ck.default_model_paths()
-
-
-# ---------------------------------------------------------------- diffusers configs at real size
-
-# The published diffusers configs (diffusers' scripts/convert_ltx_to_diffusers.py
-# get_vae_config / get_transformer_config), reduced to the fields the translation reads.
-PUBLISHED_DIFFUSERS_VAE = {
-    "0.9.0": dict(
-        block_out_channels=(128, 256, 512, 512),
-        decoder_block_out_channels=(128, 256, 512, 512),
-        layers_per_block=(4, 3, 3, 3, 4),
-        decoder_layers_per_block=(4, 3, 3, 3, 4),
-        decoder_inject_noise=(False,) * 5,
-        upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False,
-        patch_size=4,
-        latent_channels=128,
-        in_channels=3,
-        out_channels=3,
-    ),
-    "0.9.1": dict(
-        block_out_channels=(128, 256, 512, 512),
-        decoder_block_out_channels=(256, 512, 1024),
-        layers_per_block=(4, 3, 3, 3, 4),
-        decoder_layers_per_block=(5, 6, 7, 8),
-        decoder_inject_noise=(True, True, True, False),
-        upsample_factor=(2, 2, 2),
-        timestep_conditioning=True,
-        patch_size=4,
-        latent_channels=128,
-        in_channels=3,
-        out_channels=3,
-    ),
-    "0.9.5": dict(
-        block_out_channels=(128, 256, 512, 1024, 2048),
-        decoder_block_out_channels=(256, 512, 1024),
-        layers_per_block=(4, 6, 6, 2, 2),
-        decoder_layers_per_block=(5, 5, 5, 5),
-        decoder_inject_noise=(False,) * 4,
-        upsample_factor=(2, 2, 2),
-        timestep_conditioning=True,
-        patch_size=4,
-        latent_channels=128,
-        in_channels=3,
-        out_channels=3,
-    ),
-}
-PUBLISHED_DIFFUSERS_TRANSFORMER = {
-    "0.9.5": dict(
-        num_layers=28,
-        num_attention_heads=32,
-        attention_head_dim=64,
-        cross_attention_dim=2048,
-        caption_channels=4096,
-        in_channels=128,
-        out_channels=128,
-        activation_fn="gelu-approximate",
-        qk_norm="rms_norm_across_heads",
-        norm_eps=1e-6,
-        norm_elementwise_affine=False,
-    ),
-    "0.9.7": dict(
-        num_layers=48,
-        num_attention_heads=32,
-        attention_head_dim=128,
-        cross_attention_dim=4096,
-        caption_channels=4096,
-        in_channels=128,
-        out_channels=128,
-        activation_fn="gelu-approximate",
-        qk_norm="rms_norm_across_heads",
-        norm_eps=1e-6,
-        norm_elementwise_affine=False,
-    ),
-}
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_published_diffusers_vae_configs_translate_to_the_stock_configs(tmp_path, family):
-    """The real sizes, which no tiny round trip exercises: the width arithmetic and the
-    per-block layer counts must give exactly the published official config."""
-    translated = ck.vae_config_from_diffusers(PUBLISHED_DIFFUSERS_VAE[family], family, tmp_path)
-    assert translated == ck.STOCK_CONFIGS[family].vae
-
-
-@pytest.mark.parametrize("version", ["0.9.5", "0.9.7"])
-def test_published_diffusers_transformer_configs_translate_to_the_stock_configs(tmp_path, version):
-    stock = ck.STOCK_CONFIGS[version].transformer
-    translated = ck.transformer_config_from_diffusers(
-        PUBLISHED_DIFFUSERS_TRANSFORMER[version], stock, tmp_path
-    )
-    assert translated == stock
-
-
-def test_a_diffusers_transformer_with_another_activation_is_refused(tmp_path):
-    config = {**PUBLISHED_DIFFUSERS_TRANSFORMER["0.9.5"], "activation_fn": "geglu"}
-    with pytest.raises(
-        CheckpointError, match="activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"
-    ):
-        ck.transformer_config_from_diffusers(config, ck.STOCK_CONFIGS["0.9.5"].transformer, tmp_path)
-
-
-def test_a_diffusers_vae_config_of_another_layout_is_refused(tmp_path):
-    config = {**PUBLISHED_DIFFUSERS_VAE["0.9.1"], "layers_per_block": (4, 3, 3)}
-    with pytest.raises(
-        CheckpointError, match=r"does not describe an LTX-Video 0.9.1 VAE: 3 layer counts for 5"
-    ):
-        ck.vae_config_from_diffusers(config, "0.9.1", tmp_path)
 
 
 def test_loaded_checkpoint_unpacks_as_transformer_vae_info(official_file):

@@ -68,11 +68,11 @@ def single_file_metadata(transformer: TransformerConfig, vae: VAEConfig) -> dict
 def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str,
                          dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write the official single-file layout (`model.diffusion_model.` + `vae.` prefixes,
-    metadata `config`), through `checkpoint.save_single_file` where it exists."""
+    metadata `config`), through `checkpoint_writing.save_single_file` where it exists."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from ..checkpoint import save_single_file
+        from ..checkpoint_writing import save_single_file
     except ImportError:
         save_single_file = None
     if save_single_file is not None:
