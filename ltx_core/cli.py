@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     except torch.OutOfMemoryError:
         print(
             f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
-            f"on {args.device}; lower --width/--height/--frames, or use --dtype bf16. No video written.",
+            f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
+            + ("" if getattr(args, "decode_time_chunk", None) else
+               ", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)")
+            + ". No video written.",
             file=sys.stderr,
         )
         return EXIT_OUT_OF_MEMORY

@@ -233,6 +233,7 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
     code, err = generate_fox(capsys, tiny_checkpoint, tmp_path, tmp_path / "o.mp4")
     assert code == 1
     assert "out of memory generating 32x32, 9 frames" in err and "lower --width/--height/--frames" in err
+    assert "--decode-time-chunk 8" in err
     assert not (tmp_path / "o.mp4").exists()
 
 
