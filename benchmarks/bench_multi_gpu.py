@@ -3,7 +3,7 @@
 For each clip size (768x512x121 and 1216x704x257) and each GPU count, every layout of that
 many ranks (1: one process; 2: 2-way sequence, 2-way CFG; 4: 4-way sequence, 2-way CFG x
 2-way sequence) is timed on:
-- `dit_s`: the 20 guided DiT steps (`pipeline.denoise`, guidance 3 batched, so CFG
+- `dit_s`: the 20 guided DiT steps (`denoise.denoise`, guidance 3 batched, so CFG
   parallel has two halves to split);
 - `pipeline_s`: those steps plus the time-split denoising decode (`pipeline.decode_frames`);
   the text encoder is left out (random 128-token embeddings, as bench_gpu_speed).
@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ltx_core.acceleration import optimize_transformer  # noqa: E402
 from ltx_core.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE  # noqa: E402
 from ltx_core.distributed import ParallelLayout, ParallelRun, make_groups, parallelize  # noqa: E402
-from ltx_core.pipeline import Models, decode_frames, denoise, prepare_latent  # noqa: E402
+from ltx_core.denoise import denoise  # noqa: E402
+from ltx_core.pipeline import Models, decode_frames, prepare_latent  # noqa: E402
 from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.text_encoder import TextEmbeddings  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402

@@ -14,6 +14,7 @@ import comfy.utils
 import torch
 from PIL import Image
 
+from ..ltx_core import denoise as core_denoise
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core import scheduler as core_scheduler
 from ..ltx_core.configs import LTXV_SCHEDULER
@@ -109,7 +110,7 @@ def run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate,
     positive = conditioning_to_embeddings(positive, "positive", required=True)
     negative = conditioning_to_embeddings(negative, "negative")
     with memory.on_device(model) as device:
-        result = core_pipeline.denoise(
+        result = core_denoise.denoise(
             model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
             frame_rate=frame_rate, generator=seeded_generator(seed),
             callback=_progress_callback(len(sigmas) - 1), device=device, **options,

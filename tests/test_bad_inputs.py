@@ -10,7 +10,8 @@ import torch
 
 from ltx_core.conditioning import ConditionedLatent
 from ltx_core.errors import SettingsError
-from ltx_core.pipeline import decode_frames, denoise
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import decode_frames
 from ltx_core.scheduler import flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings
 

@@ -33,7 +33,8 @@ from ltx_core.distributed import (
 )
 from ltx_core.distributed_vae import TimeSplitVAE, time_split
 from ltx_core.errors import SettingsError
-from ltx_core.pipeline import denoise, prepare_latent
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import prepare_latent
 from ltx_core.scheduler import flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings
 from ltx_core.transformer import LTXVTransformer

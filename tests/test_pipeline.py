@@ -8,35 +8,26 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.conditioning import ConditionedLatent, ConditioningItem, Keyframe
+from ltx_core.conditioning import ConditioningItem
 from ltx_core.errors import SettingsError
 from ltx_core.pipeline import (
     Models,
     Request,
     check_fp8_device,
-    condition_on_items,
     decode_frames,
-    denoise,
     encode_first_frame,
     encode_text,
     generate,
-    keyframe_coords,
     latent_preview,
     optimize_models,
-    prepare_latent,
-    token_coords,
 )
 from ltx_core.scheduler import denoise_sigmas, flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings, TextEncoder, load_text_encoder
+from ltx_core.text_encoder import TextEncoder, load_text_encoder
 from tests.conftest import TINY_T5
 
 # Time-chunked decode computes each frame from the inputs of the whole decode; only the
 # convolution algorithm picked per input size may round differently (as test_vae_chunked).
 CHUNK_ATOL = 1e-5
-# One timestep per video instead of per token: the same numbers through AdaLN-single,
-# whose GEMM on B rows instead of B * T may round differently (BLAS picks kernels by
-# size): ~5e-7 on latents of size ~4 after 3 steps, where a wrong timestep moves them ~1.
-SHARED_TIMESTEP_ATOL = 1e-5
 # Dynamo's traced graph runs the same ops as the eager model ('eager' backend).
 COMPILE_ATOL = 1e-6
 SMALL = dict(prompt="a red fox jumps over the lazy dog", width=64, height=32, num_frames=9, steps=2)
@@ -45,11 +36,6 @@ SMALL = dict(prompt="a red fox jumps over the lazy dog", width=64, height=32, nu
 @pytest.fixture(scope="module")
 def models(tiny_transformer, tiny_vae, tiny_t5_folder):
     return Models(tiny_transformer, tiny_vae, load_text_encoder(tiny_t5_folder))
-
-
-@pytest.fixture
-def text(models):
-    return encode_text(models.text_encoder, SMALL["prompt"], "", max_tokens=32)
 
 
 def count_forwards(module):
@@ -138,17 +124,6 @@ def test_guidance_batches_cond_and_uncond_and_scale_one_skips_the_negative(model
     assert batches == [batch] * SMALL["steps"]
 
 
-def test_a_first_frame_at_strength_one_comes_out_of_denoising_unchanged(models, text):
-    """Image-to-video: the first latent frame has t_c = 0 and is never stepped."""
-    image = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2))
-    latent = prepare_latent(models.vae, 17, 32, 64, first_frame=image)
-    assert (latent.noise_mask[:, :, 0] == 0).all() and (latent.noise_mask[:, :, 1:] == 1).all()
-    out = denoise(models.transformer, latent, *text, flow_sigmas(3, latent.num_tokens), 3.0, 25.0,
-                  torch.Generator().manual_seed(0))  # fmt: skip
-    assert torch.equal(out.samples[:, :, 0], latent.samples[:, :, 0])
-    assert not torch.equal(out.samples[:, :, 1:], latent.samples[:, :, 1:])
-
-
 def test_the_callback_sees_latents_and_an_exception_in_it_stops_within_one_step(models):
     seen = []
 
@@ -164,36 +139,6 @@ def test_the_callback_sees_latents_and_an_exception_in_it_stops_within_one_step(
         handle.remove()
     assert seen == [(0, 5, (1, 128, 2, 1, 2), (1, 128, 2, 1, 2))]
     assert len(batches) == 1
-
-
-def test_a_latent_of_another_model_is_refused_by_denoise(models, text):
-    latent = ConditionedLatent(torch.zeros(1, 4, 2, 1, 2))
-    with pytest.raises(SettingsError, match="latent has 4 channels; this LTX-Video transformer takes 128"):
-        denoise(models.transformer, latent, *text, flow_sigmas(2, 4), 3.0, 25.0, torch.Generator())
-
-
-def test_text_of_another_encoders_width_is_refused_by_denoise(models):
-    latent = ConditionedLatent(torch.zeros(1, 128, 2, 1, 2))
-    wide = TextEmbeddings(torch.zeros(1, 4, 768), torch.ones(1, 4, dtype=torch.bool))
-    with pytest.raises(SettingsError, match="text embeddings are 768 wide .* takes 32"):
-        denoise(models.transformer, latent, wide, None, flow_sigmas(2, 4), 1.0, 25.0, torch.Generator())
-
-
-def test_causal_fix_moves_only_the_time_of_later_latent_frames():
-    latent = ConditionedLatent(torch.zeros(1, 128, 3, 1, 2))
-    plain, causal = token_coords(latent, 25.0, False), token_coords(latent, 25.0, True)
-    assert torch.equal(plain[:, 1:], causal[:, 1:])
-    torch.testing.assert_close(plain[0, 0, ::2], torch.tensor([0.0, 8 / 25, 16 / 25]))
-    torch.testing.assert_close(causal[0, 0, ::2], torch.tensor([0.0, 1 / 25, 9 / 25]))  # max(8k - 7, 0)
-
-
-def test_denoise_takes_the_causal_fix_from_the_transformer_config_unless_told(models, text):
-    """The tiny transformer is 0.9.5-like (causal_temporal_positioning=True)."""
-    assert models.transformer.cfg.causal_temporal_positioning
-    latent = ConditionedLatent(torch.zeros(1, 128, 2, 1, 2))
-    run = lambda fix: denoise(models.transformer, latent, *text, flow_sigmas(2, 4), 3.0, 25.0,  # noqa: E731
-                              torch.Generator().manual_seed(0), causal_fix=fix).samples  # fmt: skip
-    assert torch.equal(run(None), run(True)) and not torch.equal(run(None), run(False))
 
 
 def test_decode_frames_is_seeded_and_in_the_users_layout(models):
@@ -294,28 +239,6 @@ def test_first_and_last_frame_conditioning_runs_and_changes_the_video(models):
     assert batches == [2, 2]
 
 
-def test_denoise_gives_keyframe_tokens_to_the_transformer_and_drops_them_after(models, text):
-    latent = condition_on_items(models.vae, prepare_latent(models.vae, 9, 32, 64), [ConditioningItem(clip(1), 5)])
-    tokens = []
-    handle = models.transformer.register_forward_pre_hook(lambda mod, args: tokens.append(tuple(args[4].shape)))
-    seen = []
-    try:
-        out = denoise(models.transformer, latent, *text, flow_sigmas(2, latent.num_tokens), 3.0, 25.0,
-                      torch.Generator().manual_seed(0), callback=lambda i, n, x, d: seen.append(tuple(x.shape)))  # fmt: skip
-    finally:
-        handle.remove()
-    assert tokens == [(2, 3, 2 + 4)] * 2, "coords of 2 keyframe tokens before the video's 4, for (uncond, cond)"
-    assert out.samples.shape == latent.samples.shape == (1, 128, 2, 1, 2) and out.keyframes == ()
-    assert seen == [(1, 128, 2, 1, 2)] * 2
-
-
-def test_keyframe_coordinates_start_at_the_keyframes_pixel_frame():
-    keyframe = Keyframe(torch.zeros(1, 128, 2, 1, 2), frame_index=8)
-    coords = keyframe_coords(keyframe, 1, frame_rate=2.0, causal_fix=True)
-    # latent frames 0, 1 of the clip start at its pixel frames 0 and 1 (causal fix): 8 and 9
-    assert coords[0, 0].tolist() == [4.0, 4.0, 4.5, 4.5]
-
-
 def test_video_to_video_runs_the_kept_steps_from_the_noised_source(models):
     """Denoise strength 0.5 of 2 steps: one forward (a CFG pair); strength 1 ignores the
     source (pure noise), as diffusers' LTXConditionPipeline does; the source's posterior
@@ -340,65 +263,6 @@ def test_a_conditioning_clip_longer_than_the_video_is_refused():
 
 
 # ---------------------------------------------------------------- speed levers (issue 6)
-
-
-class Recorder:
-    """The transformer as `denoise` calls it, recording the timestep shapes and the
-    coordinate tensors of every forward."""
-
-    def __init__(self, transformer):
-        self.transformer, self.cfg = transformer, transformer.cfg
-        self.timestep_shapes, self.coords = [], []
-
-    def parameters(self):
-        return self.transformer.parameters()
-
-    def __call__(self, latent, timestep, text, text_mask, coords, **stg):
-        self.timestep_shapes.append(tuple(timestep.shape))
-        self.coords.append(coords)
-        return self.transformer(latent, self.timesteps(timestep, latent), text, text_mask, coords, **stg)
-
-    def timesteps(self, timestep, latent):
-        return timestep
-
-
-class PerTokenTimesteps(Recorder):
-    """The transformer called as before the shared-timestep shortcut: one sigma per token."""
-
-    def timesteps(self, timestep, latent):
-        return timestep.expand(-1, latent.shape[1])
-
-
-def denoise_small(models, transformer, text, first_frame=None, guidance=3.0):
-    latent = prepare_latent(models.vae, 9, 32, 64, first_frame)
-    sigmas = flow_sigmas(3, latent.num_tokens)
-    negative = text[1] if guidance != 1.0 else None
-    generator = torch.Generator().manual_seed(4)
-    return denoise(transformer, latent, text[0], negative, sigmas, guidance, 25.0, generator).samples
-
-
-@pytest.mark.parametrize(("guidance", "batch"), [(3.0, 2), (1.0, 1)])
-def test_a_latent_without_conditioning_gets_one_timestep_per_video_with_identical_outputs(
-    models, text, guidance, batch
-):
-    shared = Recorder(models.transformer)
-    fast = denoise_small(models, shared, text, guidance=guidance)
-    slow = denoise_small(models, PerTokenTimesteps(models.transformer), text, guidance=guidance)
-    assert set(shared.timestep_shapes) == {(batch, 1)}
-    assert (fast - slow).abs().max() <= SHARED_TIMESTEP_ATOL
-
-
-def test_a_first_frame_condition_keeps_per_token_timesteps(models, text):
-    recorder = Recorder(models.transformer)
-    denoise_small(models, recorder, text, first_frame=torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2)))
-    tokens = 2 * 1 * 2  # latent frames x height x width
-    assert set(recorder.timestep_shapes) == {(2, tokens)}
-
-
-def test_the_coordinates_are_built_once_not_every_step(models, text):
-    recorder = Recorder(models.transformer)
-    denoise_small(models, recorder, text)
-    assert len(recorder.coords) == 3 and all(c is recorder.coords[0] for c in recorder.coords)
 
 
 def test_decode_frames_in_time_chunks_gives_the_frames_of_the_whole_decode(models):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ltx_core.errors import SettingsError
-from ltx_core.pipeline import Request, denoise, prepare_latent
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import Request, prepare_latent
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.sampler import guided_velocity
 from ltx_core.scheduler import flow_sigmas

@@ -143,9 +143,9 @@ def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_f
 
 
 def test_keyframe_tokens_sit_where_the_pipeline_puts_a_conditioning_image():
-    """Training places keyframes exactly as `pipeline.keyframe_coords` does at inference."""
+    """Training places keyframes exactly as `denoise.keyframe_coords` does at inference."""
     from ltx_core.conditioning import Keyframe
-    from ltx_core.pipeline import keyframe_coords
+    from ltx_core.denoise import keyframe_coords
     settings = train_dit.DiTTrainSettings(frame_rate=24.0)
     keyframe = torch.randn(2, 128, 1, 3, 4)
     gen = torch.Generator().manual_seed(0)

@@ -18,7 +18,7 @@ from ltx_core.vae import CausalVideoVAE
 from ..fixtures_checkpoints import diffusers_transformer_kwargs
 
 # TINY_TRANSFORMER without the causal time fix: diffusers' LTXPipeline and
-# LTXImageToVideoPipeline never apply it (see `pipeline.token_coords`).
+# LTXImageToVideoPipeline never apply it (see `denoise.token_coords`).
 TINY_TRANSFORMER_UNSHIFTED = replace(TINY_TRANSFORMER, causal_temporal_positioning=False)
 
 # diffusers' AutoencoderKLLTXVideo with the 0.9.5 layout of TINY_VAE_0_9_5: one layer per

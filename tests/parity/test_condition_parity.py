@@ -21,7 +21,8 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
 from ltx_core.conditioning import ConditionedLatent, ConditioningItem
 from ltx_core.configs import TINY_TRANSFORMER
-from ltx_core.pipeline import condition_on_items, denoise, prepare_latent
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import condition_on_items, prepare_latent
 from ltx_core.scheduler import denoise_sigmas, explicit_sigmas
 from ltx_core.text_encoder import TextEmbeddings
 

@@ -16,7 +16,8 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from einops import rearrange
 from transformers import T5EncoderModel, T5Tokenizer
 
-from ltx_core.pipeline import Models, Request, decode_frames, denoise, generate, prepare_latent
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import Models, Request, decode_frames, generate, prepare_latent
 from ltx_core.configs import TINY_TRANSFORMER
 from ltx_core.scheduler import explicit_sigmas, flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings, load_text_encoder

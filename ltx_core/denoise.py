@@ -1,0 +1,210 @@
+"""The DiT side of sampling (paper 2.4, 2.5): noise -> clean latent with `denoise`.
+
+Each token's timestep is `sigma * noise_mask`, so conditioning tokens (a kept first frame,
+strength < 1) sit at their own level; keyframe tokens go before the video's, with their
+own RoPE coordinates (`keyframe_coords`), and are dropped from the result. CFG's
+unconditional pass and STG's perturbed pass ride in one batch with the conditional one
+(`sampler.guided_velocity`); Euler steps are `sampler.sample`.
+
+This module does not import `pipeline`; `pipeline` composes it with the other stages and
+shares its small checks (`_check_number`, `_is_int`, `_device_of`, `_dtype_of`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
+from .errors import SettingsError
+from .rope import fractional_coords, latent_coords, pixel_coords
+from .sampler import Callback, guided_velocity, sample
+from .text_encoder import TextEmbeddings, check_text_width
+from .transformer import STG_MODES
+
+
+def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:
+    """RoPE coordinates (B, 3, T) in (seconds, pixels, pixels), tokens in (f h w) order.
+
+    `causal_fix` (the config's `causal_temporal_positioning`) places latent frame k at
+    pixel frame max(8k - 7, 0), where the causal VAE's frames start, as Lightricks'
+    pipeline and diffusers' LTXConditionPipeline do. diffusers' LTXPipeline and
+    LTXImageToVideoPipeline never shift: they pass `rope_interpolation_scale =
+    (8 / frame_rate, 32, 32)`, so latent frame k sits at 8k / frame_rate seconds
+    whatever the checkpoint's setting; their parity needs `causal_fix=False`."""
+    batch, _, frames, height, width = latent.samples.shape
+    grid = latent_coords(frames, height, width, batch, device=latent.samples.device)
+    return fractional_coords(pixel_coords(grid, causal_fix=causal_fix), frame_rate)
+
+
+def keyframe_coords(keyframe: Keyframe, batch: int, frame_rate: float, causal_fix: bool) -> Tensor:
+    """RoPE coordinates (B, 3, n) of a keyframe's tokens: its own latent grid, moved in
+    time to start at its pixel frame (Lightricks: `pixel_coords[:, 0] += media_frame_number`)."""
+    _, _, frames, height, width = keyframe.samples.shape
+    grid = latent_coords(frames, height, width, batch, device=keyframe.samples.device)
+    pixels = pixel_coords(grid, causal_fix=causal_fix)
+    pixels[:, 0] += keyframe.frame_index
+    return fractional_coords(pixels, frame_rate)
+
+
+def _check_fits_transformer(transformer, latent: ConditionedLatent, text: TextEmbeddings) -> None:
+    cfg = transformer.cfg
+    channels = latent.samples.shape[1]
+    if channels != cfg.in_channels:
+        raise SettingsError(
+            f"latent has {channels} channels; this LTX-Video transformer takes {cfg.in_channels} "
+            "(a latent of another model, or one not made by an LTX-Video VAE?)"
+        )
+    check_text_width(text.embeds.shape[-1], cfg.caption_channels)
+    if text.embeds.shape[0] not in (1, latent.samples.shape[0]):
+        raise SettingsError(
+            f"text embeddings for {text.embeds.shape[0]} prompts do not fit a latent batch of "
+            f"{latent.samples.shape[0]}; give one prompt or one per video"
+        )
+
+
+def _batched(text: TextEmbeddings, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    embeds = text.embeds.to(device=device, dtype=dtype).expand(batch, -1, -1)
+    return embeds, text.mask.to(device).expand(batch, -1)
+
+
+def denoise(
+    transformer,
+    latent: ConditionedLatent,
+    text: TextEmbeddings,
+    negative_text: TextEmbeddings | None,
+    sigmas: Tensor,
+    guidance: float,
+    frame_rate: float,
+    generator: torch.Generator,
+    callback: Callback | None = None,
+    causal_fix: bool | None = None,
+    image_cond_noise_scale: float = 0.0,
+    device: torch.device | str | None = None,
+    start_sigma: float = 1.0,
+    stg_scale: float = 0.0,
+    stg_blocks: tuple[int, ...] = (),
+    stg_mode: str = "attention_values",
+    stg_rescale: float = 0.7,
+    strength_rule: str = "scaled",
+) -> ConditionedLatent:
+    """Noise -> clean latent with the DiT (paper 2.4, 2.5): initial noise from `generator`
+    at each token's level, Euler steps with per-token timesteps `sigma * noise_mask`,
+    classifier-free guidance `guidance` in one batched forward (1: no negative pass).
+
+    Keyframe tokens go before the video's (as in both references), with their own
+    coordinates and mask, and are dropped from the result. `start_sigma` < 1 starts from
+    `samples` noised to that level (video-to-video, with `denoise_sigmas`). STG
+    (`stg_scale` > 0) is a third item in the same batch, see `sampler.guided_velocity`.
+    `strength_rule` says how tokens of fractional strength move (`sampler.STRENGTH_RULES`).
+
+    `causal_fix` None takes the transformer config's `causal_temporal_positioning`
+    (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
+    an exception raised in it stops sampling."""
+    _check_fits_transformer(transformer, latent, text)
+    _check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
+    check_stg(stg_scale, stg_blocks, stg_mode, stg_rescale)
+    device = torch.device(device) if device is not None else _device_of(transformer)
+    dtype = _dtype_of(transformer)
+    latent = _on_device(latent, device)
+    batch, _, frames, height, width = latent.samples.shape
+    if causal_fix is None:
+        causal_fix = transformer.cfg.causal_temporal_positioning
+    coords = torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
+                        token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
+    extra = latent.num_keyframe_tokens
+    to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")  # noqa: E731
+    to_latent = lambda z: rearrange(z[:, extra:], "b (f h w) c -> b c f h w", f=frames, h=height, w=width)  # noqa: E731
+
+    # Every token at the same level (no conditioning tokens): one timestep per video, so
+    # AdaLN-single runs on B rows instead of B * T, with the same velocity. Checked once.
+    shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
+    batched_coords = {}  # repeat -> coords (repeat * B, 3, T), built once, not every step
+
+    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None):
+        repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond); 3 with STG
+        if repeat not in batched_coords:
+            batched_coords[repeat] = coords.repeat(repeat, 1, 1)
+        if shared_timestep:
+            timesteps = timesteps[:, :1]
+        inputs = (x.to(dtype), timesteps, embeds, mask, batched_coords[repeat])
+        if perturbed is None:
+            return transformer(*inputs).float()
+        return _forward_stg(transformer, inputs, perturbed, tuple(stg_blocks), stg_mode).float()
+
+    embeds, mask = _batched(text, batch, device, dtype)
+    negative_embeds, negative_mask = (
+        _batched(negative_text, batch, device, dtype) if negative_text is not None else (None, None)
+    )
+    velocity_fn = guided_velocity(model_fn, embeds, mask, negative_embeds, negative_mask, guidance,
+                                  stg_scale, stg_rescale)  # fmt: skip
+    step_callback = None
+    if callback is not None:
+        step_callback = lambda i, n, x, denoised: callback(i, n, to_latent(x), to_latent(denoised))  # noqa: E731
+    x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
+    keyframes_init = initial_keyframes(latent, generator, start_sigma)
+    tokens = lambda video, keyframes: torch.cat([*map(to_tokens, keyframes), to_tokens(video)], dim=1)  # noqa: E731
+    clean = [k.samples.expand(batch, -1, -1, -1, -1) for k in latent.keyframes]
+    keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
+    with torch.no_grad():
+        x = sample(
+            velocity_fn,
+            tokens(x_init, keyframes_init),
+            sigmas,
+            tokens(latent.noise_mask, keyframe_masks)[..., 0],
+            clean_latent=tokens(latent.samples, clean),
+            callback=step_callback,
+            cond_noise_scale=image_cond_noise_scale,
+            generator=generator,
+            strength_rule=strength_rule,
+        )
+    return ConditionedLatent(to_latent(x), latent.noise_mask)
+
+
+def _forward_stg(transformer, inputs: tuple, perturbed: Tensor, blocks: tuple[int, ...], mode: str) -> Tensor:
+    """A forward with STG's perturbed items (the plain model, an `OptimizedTransformer` and
+    the parallel wrapper all take these keywords)."""
+    return transformer(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
+
+
+def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
+    keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
+    return ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device),
+                             keyframes)  # fmt: skip
+
+
+def check_stg(scale, blocks, mode: str, rescale) -> None:
+    """STG settings: a scale >= 0, block indices (range checked by the transformer), a mode."""
+    _check_number("stg_scale", scale, 0.0, "a finite number >= 0 (0: no STG)")
+    _check_number("stg_rescale", rescale, 0.0, "a finite number >= 0 (0 or 1: no rescale)")
+    if not isinstance(blocks, (tuple, list)) or not all(_is_int(b) and b >= 0 for b in blocks):
+        raise SettingsError(f"stg_blocks {blocks!r} must be block indices, whole numbers >= 0")
+    if scale > 0 and not blocks:
+        raise SettingsError(f"stg_scale {scale} needs stg_blocks, the blocks to perturb (e.g. (19,) for the 2B model)")
+    if mode not in STG_MODES:
+        raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
+
+
+# ---------------------------------------------------------------- small checks, shared with pipeline
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_number(name: str, value, minimum: float, allowed: str, inclusive: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (not inclusive and value == minimum):
+        raise SettingsError(f"{name} {value!r} is not allowed; allowed: {allowed}")
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
