@@ -11,7 +11,7 @@ has an unconditional prediction to push away from.
 Keyframes (issue 7, as the 0.9.5+ models condition): some batches also carry one encoded
 frame of each clip (the last frame, or another) as extra tokens placed before the video's,
 at that frame's RoPE coordinates and a small timestep, out of the loss: the layout
-`pipeline.denoise` gives a conditioning image away from frame 0.
+`denoise.denoise` gives a conditioning image away from frame 0.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSetti
 def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings: DiTTrainSettings,
                     causal_fix: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """(tokens, per-token t, coords) of encoded frames (B, C, 1, h, w) placed at pixel
-    frames `frame_index` (B,), as `pipeline.keyframe_coords` places a conditioning image;
+    frames `frame_index` (B,), as `denoise.keyframe_coords` places a conditioning image;
     half at t = 0 (strength 1), half at a small random t with the matching noise."""
     batch, _, f, h, w = keyframe.shape
     device = keyframe.device
