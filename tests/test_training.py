@@ -280,7 +280,7 @@ def test_decoder_only_training_keeps_the_latent_space_the_dit_was_trained_on():
     stats_before = {k: v.clone() for k, v in vae.per_channel_statistics.state_dict().items()}
     settings = train_vae.VAETrainSettings(steps=3, batch_size=1, num_frames=9, height=64, width=64,
                                           crop=32, warmup_steps=1, train_encoder=False,
-                                          first_frame_weight=1.0)
+                                          first_frame_weight=1.0, last_frame_weight=1.0)
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, log=lambda _: None)
     for k, v in vae.encoder.state_dict().items():
@@ -288,4 +288,4 @@ def test_decoder_only_training_keeps_the_latent_space_the_dit_was_trained_on():
     for k, v in vae.per_channel_statistics.state_dict().items():
         assert torch.equal(v, stats_before[k]), k
     assert any(not torch.equal(v, decoder_before[k]) for k, v in vae.decoder.state_dict().items())
-    assert "mse0" in state.log[-1]
+    assert "mse0" in state.log[-1] and "mse_last" in state.log[-1]

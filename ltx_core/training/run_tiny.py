@@ -164,6 +164,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-frames", type=int, default=17)
     p.add_argument("--vae-lr", type=float, default=4e-4)
     p.add_argument("--vae-first-frame-weight", type=float, default=0.0)
+    p.add_argument("--vae-last-frame-weight", type=float, default=0.0)
     p.add_argument("--dit-seconds", type=float, default=240)
     p.add_argument("--dit-steps", type=int, default=100_000)
     p.add_argument("--dit-batch", type=int, default=256)
@@ -185,7 +186,8 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
                                           learning_rate=args.vae_lr,
                                           warmup_steps=20 if args.resume else 100,
                                           train_encoder=not args.decoder_only,
-                                          first_frame_weight=args.vae_first_frame_weight)
+                                          first_frame_weight=args.vae_first_frame_weight,
+                                          last_frame_weight=args.vae_last_frame_weight)
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, args.vae_seconds, log=log, autocast=device.type == "cuda")
     log(f"vae trained {state.step} steps of batch {settings.batch_size}")

@@ -42,6 +42,9 @@ class VAETrainSettings:
     # Extra MSE on the first frame, which has a latent frame of its own: image-to-video
     # hands it to the model and expects it back (paper 2.4), so its fidelity counts twice.
     first_frame_weight: float = 0.0
+    # The same for the last frame, which a first+last keyframe run hands in as an image
+    # but which the VAE decodes as the 8th frame of a latent frame (issue 7).
+    last_frame_weight: float = 0.0
     kl_weight: float = 1e-6
     gan_weight: float = 0.002  # small: larger weights cost several dB of PSNR here
     gan_start_fraction: float = 0.75  # the critic joins once reconstructions are fair
@@ -137,13 +140,16 @@ def vae_step(state: VAEState, video: torch.Tensor, settings: VAETrainSettings,
                   "kl": uniform_kl(mean, logvar)}
         if settings.first_frame_weight:
             losses["mse0"] = F.mse_loss(recon[:, :, 0], video[:, :, 0])
+        if settings.last_frame_weight:
+            losses["mse_last"] = F.mse_loss(recon[:, :, -1], video[:, :, -1])
         if use_gan:
             state.disc.requires_grad_(False)
             losses["gan"] = generator_gan_loss(state.disc, video, recon)
             state.disc.requires_grad_(True)
     total = (settings.mse_weight * losses["mse"] + settings.dwt_weight * losses["dwt"]
              + settings.kl_weight * losses["kl"] + settings.gan_weight * losses.get("gan", 0.0)
-             + settings.first_frame_weight * losses.get("mse0", 0.0))
+             + settings.first_frame_weight * losses.get("mse0", 0.0)
+             + settings.last_frame_weight * losses.get("mse_last", 0.0))
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
