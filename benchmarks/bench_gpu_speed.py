@@ -50,6 +50,8 @@ from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
 
+from gpu_measure import fresh_peak, sync  # noqa: E402  (beside this script)
+
 GIB = 2**30
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
 # Lightricks/LTX-Video scheduler/scheduler_config.json, as tests/parity use it.
@@ -135,18 +137,6 @@ class Report:
             traceback.print_exc()
         finally:
             self.save()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def fresh_peak(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_gib(device: torch.device) -> dict:

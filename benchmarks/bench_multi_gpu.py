@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import os
 import platform
@@ -54,6 +53,8 @@ from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.text_encoder import TextEmbeddings  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
+
+from gpu_measure import fresh_peak, sync  # noqa: E402  (beside this script)
 
 GIB = 2**30
 STEPS, GUIDANCE, FRAME_RATE, TEXT_TOKENS, SEED = 20, 3.0, 25.0, 128, 42
@@ -90,18 +91,6 @@ def random_texts(caption_channels: int, device: torch.device) -> tuple[TextEmbed
     mask[:, :32] = True  # a prompt of 32 tokens, padded to 128 as the pipeline does
     return tuple(TextEmbeddings(torch.randn(1, TEXT_TOKENS, caption_channels, generator=g).to(device), mask.to(device))
                  for _ in range(2))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def fresh_peak(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peaks_per_rank(device: torch.device) -> list[float] | None:

@@ -177,19 +177,7 @@ def test_a_missing_text_encoder_is_named_before_the_checkpoint_is_loaded(
     capsys, tmp_path, tiny_checkpoint, monkeypatch
 ):
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
-    code, err = run_main(
-        capsys,
-        "generate",
-        "--prompt",
-        "a fox",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--text-encoder",
-        str(tmp_path / "t5"),
-        "--output",
-        str(tmp_path / "o.mp4"),
-        *SMALL,
-    )
+    code, err = generate_fox(capsys, tiny_checkpoint, tmp_path / "t5", tmp_path / "o.mp4")
     assert code == 2 and "--text-encoder" in err and "t5' does not exist" in err
 
 

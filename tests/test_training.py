@@ -289,3 +289,16 @@ def test_decoder_only_training_keeps_the_latent_space_the_dit_was_trained_on():
         assert torch.equal(v, stats_before[k]), k
     assert any(not torch.equal(v, decoder_before[k]) for k, v in vae.decoder.state_dict().items())
     assert "mse0" in state.log[-1] and "mse_last" in state.log[-1]
+
+
+def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
+    from ltx_core.training.run_tiny import build_latents
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    size = dict(num_frames=9, height=64, width=64)
+    latents, captions, keyframes, indices = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"))
+    assert latents.shape[:3] == (3, 128, 2) and len(captions) == 3
+    assert keyframes.shape == (3, 128, 1, *latents.shape[3:])
+    assert ((indices >= 1) & (indices <= 8)).all()
+    plain = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
+    assert plain[2] is None and plain[3] is None and torch.equal(plain[0], latents)

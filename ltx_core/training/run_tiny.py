@@ -102,27 +102,31 @@ def vae_psnr(vae: CausalVideoVAE, videos: torch.Tensor, denoise: bool) -> float:
 
 
 @torch.no_grad()
-def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device,
-                  batch: int = 32) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
-    """Normalized posterior means of `count` training clips, their captions, and one frame
-    of each clip encoded alone (a keyframe image: the last frame or, as often, a random
-    other one) with its pixel frame index."""
+def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device, batch: int = 32,
+                  keyframes: bool = True
+                  ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
+    """Normalized posterior means of `count` training clips, their captions, and (with
+    `keyframes`) one frame of each clip encoded alone (a keyframe image: the last frame or,
+    as often, a random other one) with its pixel frame index; else None, None."""
     vae.eval()
-    latents, captions, keyframes, indices = [], [], [], []
+    latents, captions, frame_latents, indices = [], [], [], []
     gen = torch.Generator().manual_seed(seed)
     frames = size["num_frames"]
     for start in range(0, count, batch):
         specs = data.training_specs(seed, start, min(batch, count - start))
         video = data.render_batch(specs, frames, size["height"], size["width"], device)
-        index = torch.where(torch.rand(len(specs), generator=gen) < 0.5, frames - 1,
-                            torch.randint(1, frames, (len(specs),), generator=gen))
-        frame = video[torch.arange(len(specs)), :, index.to(device)][:, :, None]  # (B, 3, 1, H, W)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents.append(vae.encode(video).to(torch.bfloat16))
-            keyframes.append(vae.encode(frame).to(torch.bfloat16))
+            if keyframes:
+                index = torch.where(torch.rand(len(specs), generator=gen) < 0.5, frames - 1,
+                                    torch.randint(1, frames, (len(specs),), generator=gen))
+                frame = video[torch.arange(len(specs)), :, index.to(device)][:, :, None]  # (B, 3, 1, H, W)
+                frame_latents.append(vae.encode(frame).to(torch.bfloat16))
+                indices.append(index)
         captions += [data.caption(s) for s in specs]
-        indices.append(index)
-    return torch.cat(latents), captions, torch.cat(keyframes), torch.cat(indices).to(device)
+    if not keyframes:
+        return torch.cat(latents), captions, None, None
+    return torch.cat(latents), captions, torch.cat(frame_latents), torch.cat(indices).to(device)
 
 
 @torch.no_grad()
@@ -202,8 +206,8 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
 
 def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     device = torch.device(args.device)
-    latents, captions, keyframes, keyframe_indices = build_latents(vae, args.clips, seed=7, size=size,
-                                                                   device=device)
+    latents, captions, keyframes, keyframe_indices = build_latents(
+        vae, args.clips, seed=7, size=size, device=device, keyframes=args.keyframe_probability > 0)
     texts, masks = embed_captions(encoder, captions)
     null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
     log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
 from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE_0_9_5, TransformerConfig, VAEConfig
 from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers
+from ltx_core.text_encoder import TextEmbeddings
 from ltx_core.transformer import LTXVTransformer
 from ltx_core.vae import CausalVideoVAE
 
@@ -89,3 +90,12 @@ def vae_pair():
     """(diffusers AutoencoderKLLTXVideo, our CausalVideoVAE), 0.9.5 layout, same weights."""
     reference = diffusers_vae(DIFFUSERS_TINY_VAE_0_9_5)
     return reference, ours_from_diffusers_vae(reference, TINY_VAE_0_9_5)
+
+
+@pytest.fixture(scope="session")
+def texts():
+    """(prompt, negative) embeddings of caption width 32, each with padding."""
+    g = torch.Generator().manual_seed(11)
+    prompt = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 5 + [0] * 3]).bool())
+    negative = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 2 + [0] * 6]).bool())
+    return prompt, negative

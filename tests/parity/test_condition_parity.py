@@ -24,7 +24,6 @@ from ltx_core.configs import TINY_TRANSFORMER
 from ltx_core.denoise import denoise
 from ltx_core.pipeline import condition_on_items, prepare_latent
 from ltx_core.scheduler import denoise_sigmas, explicit_sigmas
-from ltx_core.text_encoder import TextEmbeddings
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 
@@ -47,14 +46,6 @@ def models(vae_pair):
         vae=vae_pair[0], text_encoder=None, tokenizer=None, transformer=reference,
     )  # fmt: skip
     return pipe, ours_from_diffusers_transformer(reference, TINY_TRANSFORMER), vae_pair[1]
-
-
-@pytest.fixture(scope="module")
-def texts():
-    g = torch.Generator().manual_seed(11)
-    prompt = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 5 + [0] * 3]).bool())
-    negative = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 2 + [0] * 6]).bool())
-    return prompt, negative
 
 
 def frames(count: int, seed: int) -> torch.Tensor:

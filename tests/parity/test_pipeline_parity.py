@@ -20,7 +20,7 @@ from ltx_core.denoise import denoise
 from ltx_core.pipeline import Models, Request, decode_frames, generate, prepare_latent
 from ltx_core.configs import TINY_TRANSFORMER
 from ltx_core.scheduler import explicit_sigmas, flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings, load_text_encoder
+from ltx_core.text_encoder import load_text_encoder
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 
@@ -47,15 +47,6 @@ def reference_pipeline(cls, transformer_pair, vae_pair, text_encoder=None, token
         tokenizer=tokenizer,
         transformer=transformer_pair[0],
     )
-
-
-@pytest.fixture(scope="module")
-def texts():
-    """(prompt, negative) embeddings of caption width 32, each with padding."""
-    g = torch.Generator().manual_seed(11)
-    prompt = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 5 + [0] * 3]).bool())
-    negative = TextEmbeddings(torch.randn(1, 8, 32, generator=g), torch.tensor([[1] * 2 + [0] * 6]).bool())
-    return prompt, negative
 
 
 @pytest.fixture(scope="module")
