@@ -50,7 +50,7 @@ from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
 
-from gpu_measure import fresh_peak, sync  # noqa: E402  (beside this script)
+from gpu_measure import fresh_peak, live_cuda_tensors, sync  # noqa: E402  (beside this script)
 
 GIB = 2**30
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
@@ -144,6 +144,17 @@ def peak_gib(device: torch.device) -> dict:
         return {}
     return dict(peak_allocated_gib=round(torch.cuda.max_memory_allocated(device) / GIB, 3),
                 peak_reserved_gib=round(torch.cuda.max_memory_reserved(device) / GIB, 3))
+
+
+def max_peak(*peaks: dict) -> dict:
+    return {k: max(p[k] for p in peaks) for k in peaks[0]}
+
+
+def on_cpu(run: tuple) -> tuple:
+    """A clip's (frames, tokens, times) with the tensors moved off the GPU, after timing,
+    so that a mode's peak is one clip's, not the sum of the repeats' outputs."""
+    frames, tokens, times = run
+    return frames.cpu(), tokens.cpu(), times
 
 
 def module_gib(*modules) -> float:
@@ -273,7 +284,8 @@ def our_decode(vae, tokens: torch.Tensor, setup: Setup) -> torch.Tensor:
     with torch.no_grad():
         video = vae.decode(latent, DECODE_T, DECODE_NOISE, torch.Generator().manual_seed(SEED),
                            mix_noise_denormalized=True, time_chunk=setup.decode_time_chunk)
-    return rearrange((video.float() / 2 + 0.5).clamp(0, 1), "b c f h w -> b f h w c")
+    # in place, as `pipeline.decode_frames` does: one fp32 copy of the clip, not three
+    return rearrange(video.float().div_(2).add_(0.5).clamp_(0, 1), "b c f h w -> b f h w c")
 
 
 def our_generate(model, vae, inputs, setup, guidance, dtype, sequential_cfg=False):
@@ -388,7 +400,7 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
         if ok:
             d_transformer.cpu()
             d_vae.cpu()
-            del pipe
+            del pipe, frames, latents  # the last outputs too: ours are measured without them
             fresh_peak(dev)
 
     with report.stage("ours fp32 reference (eager): one forward and the nocfg latents") as ok:
@@ -422,7 +434,8 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
         """Load, optimize, first clip (cold), then warm clips nocfg and cfg; returns the model."""
         fresh_peak(dev)
         v = R["stages"][tag] = {"baseline_allocated_gib": round(torch.cuda.memory_allocated(dev) / GIB, 3)
-                                if dev.type == "cuda" else None}
+                                if dev.type == "cuda" else None,
+                                "baseline_live_tensors": live_cuda_tensors()}
         t0 = time.perf_counter()
         model = load_from_file()
         sync(dev)
@@ -451,17 +464,19 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
                 v["cold_start_s"] = (v["load_s"] + v["optimize_s"] + v["first_clip_nocfg"]["whole_s"]
                                      + R["levers"].get("vae_compile_extra_s", 0.0))
                 print(f"  {tag} cold start {v['cold_start_s']:.1f}s", flush=True)
-            runs = [clip(guidance) for _ in range(repeats)]
+            fresh_peak(dev)  # this mode's peak: one clip at a time, earlier clips on the CPU
+            runs = [on_cpu(clip(guidance)) for _ in range(repeats)]
+            v[f"peak_{name}"] = peak_gib(dev)
             v[name] = {k: min(r[2][k] for r in runs) for k in ("dit_s", "decode_s", "whole_s")}
             v[name]["runs"] = [r[2] for r in runs]
-            keep[f"{tag}_{name}_frames"], keep[f"{tag}_{name}_tokens"] = runs[-1][0].cpu(), runs[-1][1].cpu()
+            keep[f"{tag}_{name}_frames"], keep[f"{tag}_{name}_tokens"] = runs[-1][0], runs[-1][1]
             print(f"  {tag} {name}: " + ", ".join(f"{k} {v[name][k]:.3f}" for k in ("dit_s", "decode_s", "whole_s")),
                   flush=True)
-        v["peak"] = peak_gib(dev)
+        v["peak"] = max_peak(v["peak_nocfg"], v["peak_cfg"])
         v["weights_gib"] = round(module_gib(model, ours_vae_model), 3)
         keep[f"{tag}_probe"] = our_probe(fast, inputs, torch.bfloat16).cpu()
         print(f"  {tag} memory: {v['peak']}, weights {v['weights_gib']} GiB, "
-              f"baseline {v['baseline_allocated_gib']} GiB", flush=True)
+              f"baseline {v['baseline_allocated_gib']} GiB, live {v['baseline_live_tensors']}", flush=True)
         return fast, model
 
     def dit_lever(name: str, fast) -> None:
@@ -578,15 +593,16 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
             saved_chunk, setup.decode_time_chunk = setup.decode_time_chunk, R["levers"].get("low_memory_decode_time_chunk")
             v = R["stages"]["ours_bf16_low_memory"] = {"decode_time_chunk": setup.decode_time_chunk,
                                                         "cuda_graphs": False}
-            fresh_peak(dev)
             for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
                 our_generate(lean, ours_vae_model, inputs, setup, guidance, torch.bfloat16)  # warm-up
-                runs = [our_generate(lean, ours_vae_model, inputs, setup, guidance, torch.bfloat16)
+                fresh_peak(dev)
+                runs = [on_cpu(our_generate(lean, ours_vae_model, inputs, setup, guidance, torch.bfloat16))
                         for _ in range(repeats)]
+                v[f"peak_{name}"] = peak_gib(dev)
                 v[name] = {k: min(r[2][k] for r in runs) for k in ("dit_s", "decode_s", "whole_s")}
                 v[f"{name}_frames_vs_speed_config"] = error_stats(runs[-1][0].cpu(), keep[f"ours_bf16_{name}_frames"])
                 print(f"  low memory {name}: {v[name]}", flush=True)
-            v["peak"] = peak_gib(dev)
+            v["peak"] = max_peak(v["peak_nocfg"], v["peak_cfg"])
             R["ours_low_memory_nocfg_s"], R["ours_low_memory_cfg_s"] = v["nocfg"]["whole_s"], v["cfg"]["whole_s"]
             R["ours_low_memory_peak_gib"] = v["peak"].get("peak_allocated_gib")
             print(f"  low memory peak: {v['peak']}", flush=True)

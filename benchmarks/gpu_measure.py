@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 
 import torch
 
@@ -19,3 +20,33 @@ def fresh_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def live_cuda_tensors(top: int = 8) -> dict:
+    """What Python still holds on the GPU: total GiB of distinct CUDA storages reachable
+    from tracked objects, and the largest few (shape, dtype, GiB), to tell a benchmark's
+    leftovers from what the pipeline itself needs."""
+    if not torch.cuda.is_available():
+        return {}
+    seen, found = set(), []
+    with warnings.catch_warnings():  # touching some tracked objects warns (deprecations)
+        warnings.simplefilter("ignore")
+        objects = gc.get_objects()
+    for obj in objects:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if not (isinstance(obj, torch.Tensor) and obj.is_cuda):
+                    continue
+                storage = obj.untyped_storage()
+                key = storage.data_ptr()
+        except Exception:  # noqa: BLE001 - a tensor subclass or a freed storage: skip it
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
+    found.sort(reverse=True)
+    gib = 1024 ** 3
+    return {"total_gib": round(sum(f[0] for f in found) / gib, 3), "count": len(found),
+            "largest": [{"shape": list(s), "dtype": d, "gib": round(n / gib, 3)} for n, s, d in found[:top]]}

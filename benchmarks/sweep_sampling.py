@@ -1,0 +1,96 @@
+"""Choose the shipped model's sampling defaults (guidance scale, STG) on validation prompts.
+
+The held-out combinations of `eval_demo.py` are the test set: a setting chosen on them would
+flatter the reported accuracy. This sweep reads clips of *trained* (color, shape, motion)
+combinations drawn from a stream of their own (`VALIDATION_SEED`, never used in training
+nor by `eval_demo.py`), so the default picked here is picked without looking at the test
+set. For each setting it prints and writes the color / shape / motion / speed accuracy.
+
+    python benchmarks/sweep_sampling.py [--count 64] [--setting 3.0 ...] [--out FILE]
+
+A setting is `GUIDANCE[:STG_SCALE@BLOCK][xSTEPS]` (STG in 'attention_values' mode; steps
+default to the CLI's 20 for the shipped model), e.g. `3.0`, `3.0x30`, `3.0:1.0@3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ltx_core.pipeline import generate
+from ltx_core.training import analysis, data
+
+import eval_demo  # beside this script
+
+VALIDATION_SEED = 4242  # a training-stream seed of its own: trained combinations, fresh clips
+RESULTS = Path(__file__).parent / "results" / "sampling_sweep.json"
+DEFAULT_SETTINGS = ("3.0", "4.5", "6.0", "3.0:1.0@3")
+
+
+def parse_setting(text: str) -> dict:
+    text, _, steps = text.partition("x")
+    guidance, _, stg = text.partition(":")
+    setting = {"guidance_scale": float(guidance), "stg_scale": 0.0, "stg_blocks": (),
+               "steps": int(steps) if steps else eval_demo.STEPS}
+    if stg:
+        scale, _, block = stg.partition("@")
+        setting.update(stg_scale=float(scale), stg_blocks=(int(block),))
+    return setting
+
+
+def validation_specs(count: int) -> list[data.ClipSpec]:
+    specs = [s for s in data.training_specs(VALIDATION_SEED, 0, 4 * count) if s.second is None]
+    return specs[:count]
+
+
+def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
+    rows = []
+    for i, spec in enumerate(specs):
+        req = replace(eval_demo.request(spec, seed=i, guidance=setting["guidance_scale"]),
+                      stg_scale=setting["stg_scale"], stg_blocks=setting["stg_blocks"],
+                      steps=setting["steps"])
+        reading = analysis.read_clip(generate(models, req))
+        rows.append({"correct": eval_demo.score(spec, reading)})
+    return {k: eval_demo.accuracy(rows, k) for k in eval_demo.ATTRIBUTES}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=64, help="validation prompts per setting")
+    parser.add_argument("--setting", action="append", help="GUIDANCE[:STG@BLOCK][xSTEPS]")
+    parser.add_argument("--checkpoint", type=Path, default=eval_demo.DEMO_CHECKPOINT)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    models = eval_demo.load_models(args.checkpoint)
+    specs = validation_specs(args.count)
+    results = []
+    for text in args.setting or DEFAULT_SETTINGS:
+        start = time.monotonic()
+        acc = evaluate(models, specs, parse_setting(text))
+        results.append({"setting": text, **parse_setting(text), "accuracy": acc,
+                        "seconds": round(time.monotonic() - start, 1)})
+        print(f"{text:>12}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items())
+              + f"  ({results[-1]['seconds']} s)", flush=True)
+    best = max(results, key=lambda r: (r["accuracy"]["motion"] + r["accuracy"]["color"],
+                                       -r["guidance_scale"], -r["steps"]))
+    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+           "checkpoint": args.checkpoint.name, "validation_seed": VALIDATION_SEED,
+           "count": len(specs), "results": results,
+           "best_on_validation": best["setting"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"best on validation (motion + color): {best['setting']}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
