@@ -302,3 +302,46 @@ def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
     assert ((indices >= 1) & (indices <= 8)).all()
     plain = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
     assert plain[2] is None and plain[3] is None and torch.equal(plain[0], latents)
+
+
+# ---------------------------------------------------------------- oversampling a motion
+
+
+def test_batches_draw_clips_in_proportion_to_their_weights():
+    gen = torch.Generator().manual_seed(0)
+    uniform = train_dit.draw_batch(10, 4000, gen)
+    assert uniform.min() >= 0 and uniform.max() <= 9 and len(uniform.unique()) == 10
+    only_two = train_dit.draw_batch(10, 64, gen, torch.tensor([0.0, 0, 1, 0, 0, 0, 0, 0, 0, 0]))
+    assert (only_two == 2).all()
+    skewed = train_dit.draw_batch(2, 8000, gen, torch.tensor([3.0, 1.0]))
+    assert 0.72 < float((skewed == 0).float().mean()) < 0.78  # 3 : 1
+
+
+def test_the_dit_loop_draws_only_weighted_clips():
+    """With weight on one clip, every batch is that clip: the loop trains on it alone."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    settings = train_dit.DiTTrainSettings(steps=2, batch_size=3, caption_dropout=0.0)
+    latents = torch.randn(3, 128, 2, 2, 2)
+    latents[1] = float("nan")  # never drawn, else the loss (and the weights) would be NaN
+    texts, masks = torch.randn(3, 5, 32), torch.ones(3, 5, dtype=torch.bool)
+    state = train_dit.new_state(model, settings)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
+                        log=lambda _: None, clip_weights=torch.tensor([1.0, 0.0, 1.0]))
+    assert state.step == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_oversampling_is_named_by_motion_and_checked():
+    from ltx_core.training.run_tiny import motion_weights, parse_args, parse_oversample
+
+    assert parse_oversample(["bounce=3", "left=0.5"]) == {"bounce": 3.0, "left": 0.5}
+    specs = data.training_specs(7, 0, 64)
+    weights = motion_weights(specs, {"bounce": 3.0})
+    assert [w == 3.0 for w in weights.tolist()] == [s.main.motion == "bounce" for s in specs]
+    assert motion_weights(specs, {}) is None
+    for bad, words in (("hop=3", "motion must be one of"), ("bounce=0", "factor above 0"),
+                       ("bounce", "factor above 0"), ("bounce=x", "factor above 0")):
+        with pytest.raises(SystemExit, match=words) as error:
+            parse_args(["--out", "x", "--dit-oversample", bad])
+        assert bad in str(error.value)

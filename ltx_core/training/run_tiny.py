@@ -32,6 +32,7 @@ from .tokenizer import DEFAULT_NEGATIVE_PROMPT
 
 TEXT_MAX_TOKENS = 128  # the pipeline's prompt length: T5 runs unmasked, so padding matters
 TEXT_KEEP_TOKENS = 48  # captions are <= 31 tokens; the rest is masked padding
+CLIP_SEED = 7  # the DiT's training clips: data.training_specs(CLIP_SEED, 0, --clips)
 
 
 class Log:
@@ -175,11 +176,16 @@ def parse_args(argv=None):
     p.add_argument("--dit-lr", type=float, default=5e-4)
     p.add_argument("--keyframe-probability", type=float, default=0.3,
                    help="share of DiT batches that carry a keyframe image as extra tokens")
+    p.add_argument("--dit-oversample", action="append", default=[], metavar="MOTION=FACTOR",
+                   help="draw clips of this motion FACTOR times as often in DiT batches "
+                        "(e.g. bounce=3, the class the held-out reading gets wrong most)")
     p.add_argument("--clips", type=int, default=16384)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--frames", type=int, default=25)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.dit_oversample = parse_oversample(args.dit_oversample)  # fail before any GPU work
+    return args
 
 
 def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
@@ -204,10 +210,33 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
         train_vae.final_statistics(vae, stats_videos)
 
 
+def parse_oversample(items: list[str]) -> dict[str, float]:
+    """["bounce=3", ...] -> {"bounce": 3.0}; a clear error for an unknown motion or factor."""
+    factors = {}
+    for item in items:
+        motion, _, factor = item.partition("=")
+        if motion not in data.MOTIONS:
+            raise SystemExit(f"--dit-oversample {item!r}: motion must be one of {', '.join(data.MOTIONS)}")
+        try:
+            factors[motion] = float(factor)
+        except ValueError:
+            factors[motion] = -1.0
+        if not factors[motion] > 0:
+            raise SystemExit(f"--dit-oversample {item!r}: give MOTION=FACTOR with a factor above 0")
+    return factors
+
+
+def motion_weights(specs: list[data.ClipSpec], factors: dict[str, float]) -> torch.Tensor | None:
+    """Per-clip draw weights: each clip's main motion's factor (1 if not named); None if none named."""
+    if not factors:
+        return None
+    return torch.tensor([factors.get(spec.main.motion, 1.0) for spec in specs])
+
+
 def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     device = torch.device(args.device)
     latents, captions, keyframes, keyframe_indices = build_latents(
-        vae, args.clips, seed=7, size=size, device=device, keyframes=args.keyframe_probability > 0)
+        vae, args.clips, seed=CLIP_SEED, size=size, device=device, keyframes=args.keyframe_probability > 0)
     texts, masks = embed_captions(encoder, captions)
     null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
     log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "
@@ -223,9 +252,13 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
                                           frame_rate=size["frame_rate"],
                                           keyframe_probability=args.keyframe_probability)
     state = train_dit.new_state(model, settings)
+    weights = motion_weights(data.training_specs(CLIP_SEED, 0, args.clips), args.dit_oversample)
+    if weights is not None:
+        log(f"dit oversampling {args.dit_oversample}: {float(weights.ne(1).float().mean()):.1%} of clips weighted")
     train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
                         args.dit_seconds, log=log, autocast=device.type == "cuda",
-                        keyframes=keyframes, keyframe_indices=keyframe_indices)
+                        keyframes=keyframes, keyframe_indices=keyframe_indices,
+                        clip_weights=weights)
     log(f"dit trained {state.step} steps of batch {settings.batch_size}")
     return state
 

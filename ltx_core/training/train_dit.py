@@ -174,6 +174,15 @@ def drop_captions(text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tenso
 # ---------------------------------------------------------------- the loop
 
 
+def draw_batch(count: int, batch_size: int, generator: torch.Generator,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of a batch of clips, uniform or in proportion to `weights` (with replacement)."""
+    if weights is None:
+        return torch.randint(count, (batch_size,), generator=generator, device=generator.device)
+    return torch.multinomial(weights.to(generator.device, torch.float32), batch_size,
+                             replacement=True, generator=generator)
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
@@ -210,12 +219,14 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
               null_texts: torch.Tensor, null_masks: torch.Tensor, settings: DiTTrainSettings,
               time_budget_s: float | None = None, log=print, autocast: bool = False,
               keyframes: torch.Tensor | None = None,
-              keyframe_indices: torch.Tensor | None = None) -> DiTState:
+              keyframe_indices: torch.Tensor | None = None,
+              clip_weights: torch.Tensor | None = None) -> DiTState:
     """Train from `state.step` to `settings.steps` (or until the time budget runs out).
 
     latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L);
     keyframes (N, C, 1, h, w): one frame of each clip encoded alone, at pixel frame
     keyframe_indices (N,), used in `settings.keyframe_probability` of the batches.
+    clip_weights (N,): how often each clip is drawn, relative to the others (None: uniform).
     """
     model, device = state.model.train(), latents.device
     tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]
@@ -227,7 +238,7 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         if time_budget_s is not None and time.monotonic() - start > time_budget_s:
             log(f"dit: time budget reached at step {state.step}")
             break
-        idx = torch.randint(len(latents), (settings.batch_size,), generator=generator, device=device)
+        idx = draw_batch(len(latents), settings.batch_size, generator, clip_weights)
         text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks,
                                    settings.caption_dropout, generator)
         elapsed = time.monotonic() - start
