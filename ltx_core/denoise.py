@@ -7,12 +7,11 @@ unconditional pass and STG's perturbed pass ride in one batch with the condition
 (`sampler.guided_velocity`); Euler steps are `sampler.sample`.
 
 This module does not import `pipeline`; `pipeline` composes it with the other stages and
-shares its small checks (`_check_number`, `_is_int`, `_device_of`, `_dtype_of`).
+uses its `module_device` / `module_dtype`. The settings checks both use live in `errors`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -20,7 +19,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
-from .errors import SettingsError
+from .errors import SettingsError, check_number, is_int
 from .rope import fractional_coords, latent_coords, pixel_coords
 from .sampler import Callback, guided_velocity, sample
 from .text_encoder import TextEmbeddings, check_text_width
@@ -106,10 +105,10 @@ def denoise(
     (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
     an exception raised in it stops sampling."""
     _check_fits_transformer(transformer, latent, text)
-    _check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
+    check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
     check_stg(stg_scale, stg_blocks, stg_mode, stg_rescale)
-    device = torch.device(device) if device is not None else _device_of(transformer)
-    dtype = _dtype_of(transformer)
+    device = torch.device(device) if device is not None else module_device(transformer)
+    dtype = module_dtype(transformer)
     latent = _on_device(latent, device)
     batch, _, frames, height, width = latent.samples.shape
     if causal_fix is None:
@@ -179,9 +178,9 @@ def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLa
 
 def check_stg(scale, blocks, mode: str, rescale) -> None:
     """STG settings: a scale >= 0, block indices (range checked by the transformer), a mode."""
-    _check_number("stg_scale", scale, 0.0, "a finite number >= 0 (0: no STG)")
-    _check_number("stg_rescale", rescale, 0.0, "a finite number >= 0 (0 or 1: no rescale)")
-    if not isinstance(blocks, (tuple, list)) or not all(_is_int(b) and b >= 0 for b in blocks):
+    check_number("stg_scale", scale, 0.0, "a finite number >= 0 (0: no STG)")
+    check_number("stg_rescale", rescale, 0.0, "a finite number >= 0 (0 or 1: no rescale)")
+    if not isinstance(blocks, (tuple, list)) or not all(is_int(b) and b >= 0 for b in blocks):
         raise SettingsError(f"stg_blocks {blocks!r} must be block indices, whole numbers >= 0")
     if scale > 0 and not blocks:
         raise SettingsError(f"stg_scale {scale} needs stg_blocks, the blocks to perturb (e.g. (19,) for the 2B model)")
@@ -189,22 +188,12 @@ def check_stg(scale, blocks, mode: str, rescale) -> None:
         raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
 
 
-# ---------------------------------------------------------------- small checks, shared with pipeline
+# ---------------------------------------------------------------- where a model lives, shared with pipeline
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_number(name: str, value, minimum: float, allowed: str, inclusive: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (not inclusive and value == minimum):
-        raise SettingsError(f"{name} {value!r} is not allowed; allowed: {allowed}")
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
+def module_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype

@@ -35,8 +35,8 @@ from .conditioning import (
     empty_latent,
 )
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
-from .denoise import _check_number, _device_of, _dtype_of, _is_int, check_stg, denoise
-from .errors import SettingsError
+from .denoise import check_stg, denoise, module_device, module_dtype
+from .errors import SettingsError, check_number, is_int
 from .rope import VAE_SCALE
 from .sampler import STRENGTH_RULES, Callback
 from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
@@ -89,21 +89,21 @@ class Request:
         check_multiple("width", self.width, PIXELS_PER_LATENT)
         check_multiple("height", self.height, PIXELS_PER_LATENT)
         check_num_frames(self.num_frames, FRAMES_PER_LATENT)
-        _check_number("frame_rate", self.frame_rate, 0.0, "frames per second above 0", inclusive=False)
-        if self.sigmas is None and (not _is_int(self.steps) or self.steps < 1):
+        check_number("frame_rate", self.frame_rate, 0.0, "frames per second above 0", inclusive=False)
+        if self.sigmas is None and (not is_int(self.steps) or self.steps < 1):
             raise SettingsError(f"steps {self.steps!r} must be a whole number of at least 1")
-        _check_number("guidance_scale", self.guidance_scale, 0.0, "a finite number >= 0 (1: no guidance)")
-        if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
+        check_number("guidance_scale", self.guidance_scale, 0.0, "a finite number >= 0 (1: no guidance)")
+        if not is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
             raise SettingsError(f"seed {self.seed!r} is outside the accepted range 0 to {SEED_MAX} (2**64 - 1)")
         _check_unit("decode_timestep", self.decode_timestep)
         _check_unit("decode_noise_scale", self.decode_noise_scale)
         check_strength(self.conditioning_strength)
-        _check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
+        check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
         if self.first_frame is not None:
             _check_image(self.first_frame)
         if self.sigmas is not None:
             explicit_sigmas(self.sigmas)
-        if not _is_int(self.max_tokens) or self.max_tokens < 1:
+        if not is_int(self.max_tokens) or self.max_tokens < 1:
             raise SettingsError(f"max_tokens {self.max_tokens!r} must be a whole number of at least 1")
         self._check_conditioning()
         if self.strength_rule not in STRENGTH_RULES:
@@ -133,7 +133,7 @@ class Request:
 
 def check_chunk_frames(name: str, value) -> None:
     """None (decode the whole latent at once) or a whole number of latent frames >= 1."""
-    if value is not None and (not _is_int(value) or value < 1):
+    if value is not None and (not is_int(value) or value < 1):
         raise SettingsError(f"{name} {value!r} is not allowed; allowed: a whole number of latent frames >= 1 "
                             "(None: decode the whole clip at once)")
 
@@ -199,7 +199,7 @@ def optimize_models(
     if isinstance(models.transformer, OptimizedTransformer):
         raise SettingsError("the transformer is already optimized; load the models again to choose other levers")
     if fp8:
-        check_fp8_device(_device_of(models.transformer))
+        check_fp8_device(module_device(models.transformer))
     if compile_vae:
         compile_vae_decoder(models.vae, backend=compile_backend)
     if not (compile or fp8 or attention != "default" or cuda_graphs):
@@ -239,8 +239,8 @@ def encode_first_frame(
     if image.ndim == 4:
         image = image[0]
     image = resize_center_crop(image.float(), width, height)
-    device = device or _device_of(vae)
-    video = rearrange(image * 2 - 1, "h w c -> 1 c 1 h w").to(device=device, dtype=_dtype_of(vae))
+    device = device or module_device(vae)
+    video = rearrange(image * 2 - 1, "h w c -> 1 c 1 h w").to(device=device, dtype=module_dtype(vae))
     with torch.no_grad():
         return vae.encode(video, generator=generator, sample=generator is not None).float()
 
@@ -251,8 +251,8 @@ def encode_frames(
     """Frames `(F, H, W, 3)` in [0, 1], F = 8k + 1 -> normalized latent `(1, 128, k + 1,
     H/32, W/32)`; the posterior is sampled with a generator, its mean without one."""
     item = ConditioningItem(frames)  # checks the layout and the frame count
-    device = device or _device_of(vae)
-    video = rearrange(item.frames.float() * 2 - 1, "f h w c -> 1 c f h w").to(device=device, dtype=_dtype_of(vae))
+    device = device or module_device(vae)
+    video = rearrange(item.frames.float() * 2 - 1, "f h w c -> 1 c f h w").to(device=device, dtype=module_dtype(vae))
     with torch.no_grad():
         return vae.encode(video, generator=generator, sample=generator is not None).float()
 
@@ -289,7 +289,7 @@ def prepare_latent(
     whose tokens carry noise mask 1 - strength (paper 2.4), then the `conditions`
     (`ConditioningItem`s at any frame). Posteriors are drawn in that order, but the source's
     mean is taken (it is noised anyway), so denoise strength 1 is text-to-video exactly."""
-    device = _device_of(vae)
+    device = module_device(vae)
     latent = empty_latent(batch, num_frames, height, width, vae, device=device)
     if source_video is not None:
         source = encode_frames(vae, source_video, None, device)  # the posterior mean: no draw
@@ -336,11 +336,11 @@ def decode_frames(
     check_time_chunk(time_chunk)
     if isinstance(latent, ConditionedLatent):
         latent = latent.samples
-    device = device or _device_of(vae)
+    device = device or module_device(vae)
     decode = vae.decode if chunk_frames is None else partial(decode_in_chunks, vae, chunk_frames=chunk_frames)
     with torch.no_grad():
         video = decode(
-            latent.to(device=device, dtype=_dtype_of(vae)), timestep, decode_noise_scale, generator,
+            latent.to(device=device, dtype=module_dtype(vae)), timestep, decode_noise_scale, generator,
             mix_noise_denormalized=mix_noise_denormalized, time_chunk=time_chunk,
         )  # (B, 3, F, H, W) in [-1, 1]
     # as diffusers' VideoProcessor.postprocess_video; in place, as the video is ours alone
