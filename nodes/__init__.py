@@ -8,12 +8,13 @@ from .decode import LTXVCoreDenoisingDecode
 from .guide import LTXVCoreAddGuide, LTXVCoreGuidedSampler
 from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
 from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
-from .registry import register_model_folders
+from .registry import install_example_inputs, register_model_folders
 from .sampling import LTXVCoreSampler, LTXVCoreScheduler
 from .text import LTXVCoreT5Encode
 from .video import LTXVCoreSaveVideo
 
 register_model_folders()
+install_example_inputs()
 
 NODE_CLASS_MAPPINGS = {
     "LTXVCoreCheckpointLoader": LTXVCoreCheckpointLoader,

@@ -3,7 +3,9 @@ model folders the pack registers with ComfyUI."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 
 import folder_paths
 
@@ -17,7 +19,10 @@ T5_TYPE = "LTXV_CORE_T5"
 
 # The tiny demo model ships inside the core package, so the shipped workflows run as
 # they are: its folder is one more place for checkpoints and text encoders.
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ltx_core", "assets")
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS_DIR = os.path.join(PACK_DIR, "ltx_core", "assets")
+# The images the shipped i2v / first_last workflows load by name (scripts/make_example_inputs.py).
+EXAMPLE_INPUTS_DIR = os.path.join(PACK_DIR, "workflows", "input")
 
 
 def register_model_folders() -> None:
@@ -30,3 +35,22 @@ def register_model_folders() -> None:
     for kind in ("checkpoints", "text_encoders"):
         if ASSETS_DIR not in folder_paths.get_folder_paths(kind):
             folder_paths.add_model_folder_path(kind, ASSETS_DIR)
+
+
+def install_example_inputs(input_dir: str | None = None) -> list[str]:
+    """Copy the images the shipped workflows load into ComfyUI's input folder, so they run
+    as they are. A file of the same name already there is the user's and is never
+    replaced; a folder that cannot be written is only logged. Returns the names copied."""
+    input_dir = input_dir or folder_paths.get_input_directory()
+    copied = []
+    for name in sorted(os.listdir(EXAMPLE_INPUTS_DIR)) if os.path.isdir(EXAMPLE_INPUTS_DIR) else []:
+        target = os.path.join(input_dir, name)
+        if not name.lower().endswith(".png") or os.path.exists(target):
+            continue
+        try:
+            os.makedirs(input_dir, exist_ok=True)
+            shutil.copyfile(os.path.join(EXAMPLE_INPUTS_DIR, name), target)
+            copied.append(name)
+        except OSError as error:
+            logging.warning("LTX-Video: could not copy the example image %s to %s: %s", name, input_dir, error)
+    return copied

@@ -313,3 +313,26 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     assert whole.shape == chunked.shape == layer_chunked.shape == (25, 32, 64, 3)
     assert (whole - chunked).abs().max() <= SPEED_ATOL
     assert (whole - layer_chunked).abs().max() <= SPEED_ATOL
+
+
+# ---------------------------------------------------------------- the shipped workflows' inputs
+
+
+def test_the_workflows_example_images_are_copied_once_and_never_over_a_users_file(pack, tmp_path):
+    """i2v and first_last load `ltxv-example.png` / `ltxv-example-last.png` by name: the pack
+    puts its own in ComfyUI's input folder where none is, so they run as they are."""
+    from PIL import Image
+
+    registry = sys.modules[f"{PACK_NAME}.nodes.registry"]
+    wanted = set()
+    for name in ("i2v", "first_last"):
+        prompt = json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.json").read_text())
+        wanted |= {node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
+    assert wanted == {"ltxv-example.png", "ltxv-example-last.png"}
+    users = tmp_path / "ltxv-example-last.png"
+    users.write_bytes(b"the user's own file")
+    assert registry.install_example_inputs(str(tmp_path)) == ["ltxv-example.png"]
+    assert users.read_bytes() == b"the user's own file"
+    with Image.open(tmp_path / "ltxv-example.png") as image:
+        assert image.size == (256, 256)  # the workflows' size: no crop needed
+    assert registry.install_example_inputs(str(tmp_path)) == []
