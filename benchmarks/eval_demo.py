@@ -72,6 +72,13 @@ def accuracy(rows: list[dict], key: str) -> float:
     return sum(r["correct"][key] for r in rows) / max(1, len(rows))
 
 
+def motion_breakdown(rows: list[dict]) -> dict[str, str]:
+    """'right/asked' per asked motion: which motions hold the accuracy down."""
+    asked = sorted({r["asked"]["motion"] for r in rows})
+    return {m: f"{sum(r['correct']['motion'] for r in rows if r['asked']['motion'] == m)}/"
+               f"{sum(r['asked']['motion'] == m for r in rows)}" for m in asked}
+
+
 def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
                        ) -> tuple[list[dict], list[torch.Tensor]]:
     """Rows of readings, and the frames of the first `keep` clips (for the demo strip)."""
@@ -81,7 +88,8 @@ def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
         if i < keep:
             kept.append(frames)
         reading = analysis.read_clip(frames)
-        rows.append({"prompt": data.caption(spec), "read": reading.__dict__,
+        asked = {k: getattr(spec.main, k) for k in ATTRIBUTES}
+        rows.append({"prompt": data.caption(spec), "asked": asked, "read": reading.__dict__,
                      "correct": score(spec, reading)})
         print(f"t2v {i:3d} {'ok ' if all(rows[-1]['correct'].values()) else 'BAD'} "
               f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} "
@@ -182,6 +190,8 @@ def main(argv=None) -> dict:
                    "image_to_video": len(i2v), "vae": args.vae_count, "first_last": len(first_last)},
         "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ATTRIBUTES},
         "seen_combinations_accuracy": {k: accuracy(seen, k) for k in ATTRIBUTES},
+        "motion_right_per_motion": {"text_to_video": motion_breakdown(t2v),
+                                    "seen_combinations": motion_breakdown(seen)},
         "image_to_video": {"first_frame_psnr_db": i2v_psnr,
                            "motion_accuracy": accuracy(i2v, "motion"),
                            "color_accuracy": accuracy(i2v, "color")},
@@ -201,7 +211,8 @@ def main(argv=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("counts", "text_to_video_accuracy",
-                                            "seen_combinations_accuracy", "image_to_video",
+                                            "seen_combinations_accuracy", "motion_right_per_motion",
+                                            "image_to_video",
                                             "vae_reconstruction_psnr_db", "first_last_frame_psnr_db",
                                             "meets_targets")}, indent=1))
     return result
