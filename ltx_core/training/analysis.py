@@ -55,18 +55,23 @@ def _shape_from_fill(fill: float) -> str:
 
 
 def _motion(cx: torch.Tensor, cy: torch.Tensor, area: torch.Tensor, height_over_width: float):
-    """(motion, speed) from centroid track (fractions of the frame) and area per frame."""
-    ratio = float(area[-3:].mean() / area[:3].mean().clamp(min=1))
-    if ratio > SCALE_RATIO:
-        return "grow", "fast" if ratio > 3.0 else "slow"
-    if ratio < 1 / SCALE_RATIO:
-        return "shrink", "fast" if ratio < 1 / 3.0 else "slow"
+    """(motion, speed) from centroid track (fractions of the frame) and area per frame.
+
+    The track's bounce signature (a rise above both ends that comes back) is read before
+    the area: a growing or shrinking shape keeps its center, so it never shows one, while
+    a fast bounce decoded with motion blur can show more bright area at its end than at
+    its start (the shipped VAE's own reconstructions of fast bounces did, 6 of 39)."""
     dx = float(cx[-1] - cx[0]) / height_over_width
     dy = float(cy[-1] - cy[0])
     rise = float(torch.minimum(cy[0], cy[-1]) - cy.min())
     if rise > BOUNCE_RISE and abs(dy) < rise:
         turns = int(((cy[2:] - cy[1:-1]).sign() != (cy[1:-1] - cy[:-2]).sign()).sum())
         return "bounce", "fast" if turns >= 3 else "slow"
+    ratio = float(area[-3:].mean() / area[:3].mean().clamp(min=1))
+    if ratio > SCALE_RATIO:
+        return "grow", "fast" if ratio > 3.0 else "slow"
+    if ratio < 1 / SCALE_RATIO:
+        return "shrink", "fast" if ratio < 1 / 3.0 else "slow"
     travel = max(abs(dx), abs(dy))
     if travel < STILL_TRAVEL:
         return "still", None
