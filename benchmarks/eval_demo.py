@@ -61,6 +61,12 @@ def request(spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = N
                    steps=STEPS, guidance_scale=guidance, seed=seed, first_frame=first_frame)
 
 
+def single_shape_specs(seed: int, count: int) -> list[data.ClipSpec]:
+    """The first `count` one-shape clips of the training stream `seed`: trained
+    combinations, fresh clips (a stream of its own, never trained on)."""
+    return [s for s in data.training_specs(seed, 0, 4 * count) if s.second is None][:count]
+
+
 def score(spec: data.ClipSpec, reading: analysis.ClipReading) -> dict[str, bool]:
     want = spec.main
     return {"color": reading.color == want.color, "shape": reading.shape == want.shape,
@@ -172,8 +178,7 @@ def main(argv=None) -> dict:
     t2v, kept = eval_text_to_video(models, specs[: args.count], keep=args.strip_count)
     if kept:
         save_strip(kept, [r["prompt"] for r in t2v], args.strip)
-    seen_specs = [s for s in data.training_specs(SEEN_SEED, 0, 4 * args.seen_count) if s.second is None]
-    seen, _ = eval_text_to_video(models, seen_specs[: args.seen_count])
+    seen, _ = eval_text_to_video(models, single_shape_specs(SEEN_SEED, args.seen_count))
     i2v = eval_image_to_video(models, specs[: args.i2v_count])
     vae = eval_vae(models.vae, specs[: args.vae_count])
     i2v_psnr = sum(r["first_frame_psnr_db"] for r in i2v) / max(1, len(i2v))

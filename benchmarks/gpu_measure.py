@@ -31,21 +31,16 @@ def live_cuda_tensors(top: int = 8) -> dict:
     seen, found = set(), []
     with warnings.catch_warnings():  # touching some tracked objects warns (deprecations)
         warnings.simplefilter("ignore")
-        objects = gc.get_objects()
-    for obj in objects:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
                 if not (isinstance(obj, torch.Tensor) and obj.is_cuda):
                     continue
                 storage = obj.untyped_storage()
-                key = storage.data_ptr()
-        except Exception:  # noqa: BLE001 - a tensor subclass or a freed storage: skip it
-            continue
-        if key in seen:
-            continue
-        seen.add(key)
-        found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
+            except Exception:  # noqa: BLE001 - a tensor subclass or a freed storage: skip it
+                continue
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
     found.sort(reverse=True)
     gib = 1024 ** 3
     return {"total_gib": round(sum(f[0] for f in found) / gib, 3), "count": len(found),

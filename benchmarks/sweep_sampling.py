@@ -46,8 +46,7 @@ def parse_setting(text: str) -> dict:
 
 
 def validation_specs(count: int) -> list[data.ClipSpec]:
-    specs = [s for s in data.training_specs(VALIDATION_SEED, 0, 4 * count) if s.second is None]
-    return specs[:count]
+    return eval_demo.single_shape_specs(VALIDATION_SEED, count)
 
 
 def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
@@ -73,9 +72,9 @@ def main(argv=None) -> dict:
     specs = validation_specs(args.count)
     results = []
     for text in args.setting or DEFAULT_SETTINGS:
-        start = time.monotonic()
-        acc = evaluate(models, specs, parse_setting(text))
-        results.append({"setting": text, **parse_setting(text), "accuracy": acc,
+        start, setting = time.monotonic(), parse_setting(text)
+        acc = evaluate(models, specs, setting)
+        results.append({"setting": text, **setting, "accuracy": acc,
                         "seconds": round(time.monotonic() - start, 1)})
         print(f"{text:>12}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items())
               + f"  ({results[-1]['seconds']} s)", flush=True)

@@ -103,33 +103,22 @@ PUBLISHED_DIFFUSERS_VAE = {
         out_channels=3,
     ),
 }
+
+# fields both 2B (0.9.5) and 13B (0.9.7) transformer configs share, as published
+_TRANSFORMER_COMMON = dict(
+    caption_channels=4096,
+    in_channels=128,
+    out_channels=128,
+    activation_fn="gelu-approximate",
+    qk_norm="rms_norm_across_heads",
+    norm_eps=1e-6,
+    norm_elementwise_affine=False,
+)
 PUBLISHED_DIFFUSERS_TRANSFORMER = {
-    "0.9.5": dict(
-        num_layers=28,
-        num_attention_heads=32,
-        attention_head_dim=64,
-        cross_attention_dim=2048,
-        caption_channels=4096,
-        in_channels=128,
-        out_channels=128,
-        activation_fn="gelu-approximate",
-        qk_norm="rms_norm_across_heads",
-        norm_eps=1e-6,
-        norm_elementwise_affine=False,
-    ),
-    "0.9.7": dict(
-        num_layers=48,
-        num_attention_heads=32,
-        attention_head_dim=128,
-        cross_attention_dim=4096,
-        caption_channels=4096,
-        in_channels=128,
-        out_channels=128,
-        activation_fn="gelu-approximate",
-        qk_norm="rms_norm_across_heads",
-        norm_eps=1e-6,
-        norm_elementwise_affine=False,
-    ),
+    "0.9.5": dict(num_layers=28, num_attention_heads=32, attention_head_dim=64, cross_attention_dim=2048,
+                  **_TRANSFORMER_COMMON),
+    "0.9.7": dict(num_layers=48, num_attention_heads=32, attention_head_dim=128, cross_attention_dim=4096,
+                  **_TRANSFORMER_COMMON),
 }
 
 

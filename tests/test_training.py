@@ -358,7 +358,8 @@ def test_oversampling_is_named_by_motion_and_checked():
     assert [w == 3.0 for w in weights.tolist()] == [s.main.motion == "bounce" for s in specs]
     assert motion_weights(specs, {}) is None
     for bad, words in (("hop=3", "motion must be one of"), ("bounce=0", "factor above 0"),
-                       ("bounce", "factor above 0"), ("bounce=x", "factor above 0")):
+                       ("bounce", "factor above 0"), ("bounce=x", "factor above 0"),
+                       ("bounce=inf", "factor above 0")):
         with pytest.raises(SystemExit, match=words) as error:
             parse_args(["--out", "x", "--dit-oversample", bad])
         assert bad in str(error.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -220,8 +221,8 @@ def parse_oversample(items: list[str]) -> dict[str, float]:
         try:
             factors[motion] = float(factor)
         except ValueError:
-            factors[motion] = -1.0
-        if not factors[motion] > 0:
+            factors[motion] = math.nan
+        if not 0 < factors[motion] < math.inf:
             raise SystemExit(f"--dit-oversample {item!r}: give MOTION=FACTOR with a factor above 0")
     return factors
 
@@ -252,8 +253,9 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
                                           frame_rate=size["frame_rate"],
                                           keyframe_probability=args.keyframe_probability)
     state = train_dit.new_state(model, settings)
-    weights = motion_weights(data.training_specs(CLIP_SEED, 0, args.clips), args.dit_oversample)
-    if weights is not None:
+    weights = None
+    if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions
+        weights = motion_weights(data.training_specs(CLIP_SEED, 0, args.clips), args.dit_oversample)
         log(f"dit oversampling {args.dit_oversample}: {float(weights.ne(1).float().mean()):.1%} of clips weighted")
     train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
                         args.dit_seconds, log=log, autocast=device.type == "cuda",
