@@ -363,3 +363,50 @@ def test_oversampling_is_named_by_motion_and_checked():
         with pytest.raises(SystemExit, match=words) as error:
             parse_args(["--out", "x", "--dit-oversample", bad])
         assert bad in str(error.value)
+
+
+def test_the_keyframes_latent_frame_carries_the_keyframe_loss_weight():
+    """Pixel frame 0 is latent frame 0; latent frame i > 0 holds pixel frames 8i-7 .. 8i."""
+    weights = train_dit.keyframe_frame_weights((4, 128, 4, 2, 3), torch.tensor([24, 17, 16, 1]), 3.0)
+    frames = weights.view(4, 4, 6)  # (B, f, h w)
+    assert [int(frames[row].eq(3.0).all(-1).nonzero()) for row in range(4)] == [3, 3, 2, 1]
+    assert int(weights.eq(3.0).sum()) == 4 * 6 and int(weights.eq(1.0).sum()) == 4 * 3 * 6
+
+
+def test_keyframe_batches_can_give_the_first_frame_more_often(monkeypatch):
+    """keyframe_first_frame_probability = 1 conditions frame 0 in every keyframe batch (its
+    tokens leave the loss); plain batches keep first_frame_probability."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    settings = train_dit.DiTTrainSettings(first_frame_probability=0.0, keyframe_first_frame_probability=1.0,
+                                          keyframe_frame_weight=1.0)
+    latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
+    texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    sampler, index = train_dit.TimestepSampler(8), torch.tensor([8, 8])
+    seen = []
+    original = train_dit.noised_tokens
+
+    def spy(latent, t, used, generator):
+        seen.append(used.first_frame_probability)
+        return original(latent, t, used, generator)
+
+    monkeypatch.setattr(train_dit, "noised_tokens", spy)
+    with torch.no_grad():
+        train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1))
+        train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1),
+                           keyframes, index)
+    assert seen == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--keyframe-probability", "1.5", "share in \\[0, 1\\]"),
+    ("--keyframe-first-frame-probability", "-0.1", "share in \\[0, 1\\]"),
+    ("--keyframe-loss-weight", "0", "weight above 0"),
+    ("--keyframe-loss-weight", "nan", "weight above 0"),
+])
+def test_keyframe_training_settings_are_checked(flag, value, words):
+    from ltx_core.training.run_tiny import parse_args
+
+    with pytest.raises(SystemExit, match=words) as error:
+        parse_args(["--out", "x", flag, value])
+    assert flag in str(error.value) and value in str(error.value)

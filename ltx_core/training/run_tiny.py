@@ -177,6 +177,11 @@ def parse_args(argv=None):
     p.add_argument("--dit-lr", type=float, default=5e-4)
     p.add_argument("--keyframe-probability", type=float, default=0.3,
                    help="share of DiT batches that carry a keyframe image as extra tokens")
+    p.add_argument("--keyframe-first-frame-probability", type=float, default=None,
+                   help="in keyframe batches, the share that also give the first frame "
+                        "(first + last frame runs); default: as in other batches (0.3)")
+    p.add_argument("--keyframe-loss-weight", type=float, default=1.0,
+                   help="loss weight of the latent frame that holds the keyframe's frame")
     p.add_argument("--dit-oversample", action="append", default=[], metavar="MOTION=FACTOR",
                    help="draw clips of this motion FACTOR times as often in DiT batches "
                         "(e.g. bounce=3, the class the held-out reading gets wrong most)")
@@ -186,7 +191,18 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=25)
     args = p.parse_args(argv)
     args.dit_oversample = parse_oversample(args.dit_oversample)  # fail before any GPU work
+    check_keyframe_settings(args)
     return args
+
+
+def check_keyframe_settings(args) -> None:
+    """Clear errors for keyframe settings out of range, before any GPU work."""
+    for name in ("keyframe_probability", "keyframe_first_frame_probability"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {value}: give a share in [0, 1]")
+    if not 0 < args.keyframe_loss_weight < math.inf:
+        raise SystemExit(f"--keyframe-loss-weight {args.keyframe_loss_weight}: give a weight above 0")
 
 
 def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
@@ -251,7 +267,9 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
                                           warmup_steps=100 if resumed else 300,
                                           ema_start_step=0 if resumed else 300,
                                           frame_rate=size["frame_rate"],
-                                          keyframe_probability=args.keyframe_probability)
+                                          keyframe_probability=args.keyframe_probability,
+                                          keyframe_first_frame_probability=args.keyframe_first_frame_probability,
+                                          keyframe_frame_weight=args.keyframe_loss_weight)
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions

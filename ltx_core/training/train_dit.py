@@ -20,7 +20,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,11 @@ class DiTTrainSettings:
     first_frame_probability: float = 0.3  # paper 2.4: "occasionally"
     max_first_frame_t: float = 0.1  # the conditioning tokens' small random timestep
     keyframe_probability: float = 0.0  # share of batches with keyframe tokens (when given)
+    # In keyframe batches: how often the first frame is given too (first + last frame runs
+    # give both; None: first_frame_probability), and the loss weight of the latent frame
+    # that holds the keyframe's pixel frame, the tokens that must follow it (issue 7).
+    keyframe_first_frame_probability: float | None = None
+    keyframe_frame_weight: float = 1.0
     frame_rate: float = 24.0
     seed: int = 0
 
@@ -140,6 +145,19 @@ def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings:
     return tokens, t_k.view(batch, 1).expand(batch, f * h * w), coords
 
 
+def keyframe_frame_weights(latent_shape: tuple[int, ...], frame_index: torch.Tensor,
+                           frame_weight: float) -> torch.Tensor:
+    """(B, T) loss weights: `frame_weight` for the tokens of the latent frame that holds pixel
+    frame `frame_index` (B,), 1 elsewhere. The causal VAE's latent frame 0 is pixel frame 0
+    and latent frame i > 0 holds pixel frames 8i-7 .. 8i (paper 2.1), so the frame is ceil(k / 8)."""
+    batch, _, f, h, w = latent_shape
+    stride = 8
+    holder = torch.div(frame_index.to(torch.long) + stride - 1, stride, rounding_mode="floor")
+    frame_of_token = torch.arange(f, device=frame_index.device).repeat_interleave(h * w)  # (f h w) order
+    hit = frame_of_token[None] == holder.view(batch, 1)
+    return torch.where(hit, torch.full_like(hit, frame_weight, dtype=torch.float32), torch.ones_like(hit, dtype=torch.float32))
+
+
 def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
              text_mask: torch.Tensor, sampler: TimestepSampler, settings: DiTTrainSettings,
              generator: torch.Generator, keyframe: torch.Tensor | None = None,
@@ -149,9 +167,12 @@ def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
     tokens go first, as conditioning."""
     causal_fix = model.cfg.causal_temporal_positioning
     t = sampler.sample(latent.shape[0], generator)
+    if keyframe is not None and settings.keyframe_first_frame_probability is not None:
+        settings = replace(settings, first_frame_probability=settings.keyframe_first_frame_probability)
     x_t, per_token, target, weight = noised_tokens(latent, t, settings, generator)
     coords = token_coords(latent.shape, causal_fix, settings.frame_rate, latent.device)
     if keyframe is not None:
+        weight = weight * keyframe_frame_weights(latent.shape, keyframe_index, settings.keyframe_frame_weight)
         k_tokens, k_t, k_coords = keyframe_tokens(keyframe, keyframe_index, settings, causal_fix, generator)
         x_t, per_token = torch.cat([k_tokens, x_t], 1), torch.cat([k_t, per_token], 1)
         coords = torch.cat([k_coords, coords], 2)
