@@ -20,7 +20,7 @@ from . import __version__
 from .checkpoint import CheckpointInfo, default_model_paths, load_checkpoint, resolve_device, resolve_dtype
 from .distributed import ParallelLayout, RankFailure, all_ranks_succeeded, init_parallel, parallelize
 from .errors import LTXVError, SettingsError
-from .pipeline import Models, Request, check_fp8_device, generate, optimize_models
+from .pipeline import DEFAULT_DECODE_TIME_CHUNK, Models, Request, check_fp8_device, generate, optimize_models
 from .text_encoder import check_text_width, load_text_encoder
 from .conditioning import ConditioningItem
 from .video import check_output_path, load_image, read_video_frames, resize_center_crop, write_mp4
@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--decode-time-chunk", type=positive_int, metavar="N", help="compute each VAE decoder "
                        "layer N frames at a time: the same frames, with a much lower decode memory peak (H100, "
                        "0.9.1 at 768x512x121 in bf16: 32 keeps the speed and takes the decode from 4.3 to 2.2 GiB "
-                       "above the weights, 8 to 1.7 GiB at 20%% more decode time; default: whole layers)")  # fmt: skip
+                       "above the weights, 8 to 1.7 GiB at 20%% more decode time; a number above the clip's "
+                       "frames: whole layers; default: " + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers across ranks)")  # fmt: skip
     parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
     parallel.add_argument("--sequence-parallel", type=int, default=1, help="ranks that split the video tokens "
                           "(a divisor of the attention heads; default: %(default)s)")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
             f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
-            + ("" if getattr(args, "decode_time_chunk", None) else
+            + ("" if (getattr(args, "decode_time_chunk", None) or 1000) <= 8 else
                ", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)")
             + ". No video written.",
             file=sys.stderr,
@@ -201,13 +202,14 @@ def run_generate(args: argparse.Namespace) -> int:
     _apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
+    parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
+    check_speed_flags(args, device, parallel)
+    args.decode_time_chunk = resolved_decode_time_chunk(args.decode_time_chunk, parallel)
     request = build_request(args)
     checkpoint, text_encoder, tokenizer = model_paths(args)
     _require_existing(
         ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer)
     )
-    parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
-    check_speed_flags(args, device, parallel)
     run = init_parallel(parallel, device)  # 1 x 1: one process
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
     models = speed_up(models, args, run.world_size)
@@ -234,6 +236,14 @@ def check_speed_flags(args: argparse.Namespace, device: torch.device, parallel: 
         if getattr(args, flag) is not None and parallel.sequence * parallel.cfg > 1:
             raise SettingsError(f"--{flag.replace('_', '-')} does not combine with --sequence-parallel or "
                                 "--cfg-parallel above 1: those runs already split the decode in time across the ranks")
+
+
+def resolved_decode_time_chunk(asked: int | None, parallel: ParallelLayout) -> int | None:
+    """--decode-time-chunk as given, else DEFAULT_DECODE_TIME_CHUNK; None (whole layers) in a
+    run split across ranks, whose time-split decode already bounds each rank's frames."""
+    if asked is not None or parallel.sequence * parallel.cfg > 1:
+        return asked
+    return DEFAULT_DECODE_TIME_CHUNK
 
 
 def speed_up(models: Models, args: argparse.Namespace, world_size: int) -> Models:

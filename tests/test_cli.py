@@ -438,3 +438,24 @@ def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
     assert (chunked - plain).abs().max() <= SPEED_ATOL
     assert (layer_chunked - plain).abs().max() <= SPEED_ATOL
     assert (compiled - plain).abs().max() <= SPEED_ATOL
+
+
+def test_the_decode_is_time_chunked_by_default_except_across_ranks(
+    capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
+):
+    """Without --decode-time-chunk a run decodes each layer DEFAULT_DECODE_TIME_CHUNK frames at
+    a time (the frames of the whole decode, less memory); a run split across ranks decodes
+    whole layers, which its time-split decode needs; a given value is kept."""
+    from ltx_core.distributed import ParallelLayout
+    from ltx_core.pipeline import DEFAULT_DECODE_TIME_CHUNK
+
+    requests = []
+    real_generate = cli.generate
+    monkeypatch.setattr(cli, "generate", lambda models, request, **k: (requests.append(request),
+                                                                        real_generate(models, request, **k))[1])
+    generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder)
+    generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, "--decode-time-chunk", "3")
+    assert [r.decode_time_chunk for r in requests] == [DEFAULT_DECODE_TIME_CHUNK, 3]
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(2, 1)) is None
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 2)) is None
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1)) == DEFAULT_DECODE_TIME_CHUNK

@@ -307,12 +307,16 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     _, vae = tiny_models
     latent = {"samples": torch.randn(1, 128, 4, 1, 2, generator=torch.Generator().manual_seed(2))}
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode
-    (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
+    (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)  # time chunk 32
+    (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=0)
     (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, chunk_frames=1)
     (layer_chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
     assert whole.shape == chunked.shape == layer_chunked.shape == (25, 32, 64, 3)
     assert (whole - chunked).abs().max() <= SPEED_ATOL
     assert (whole - layer_chunked).abs().max() <= SPEED_ATOL
+    assert (whole - default).abs().max() <= SPEED_ATOL
+    optional = _node(pack, "LTXVCoreDenoisingDecode").INPUT_TYPES()["optional"]
+    assert optional["time_chunk"][1]["default"] == 32
 
 
 # ---------------------------------------------------------------- the shipped workflows' inputs
