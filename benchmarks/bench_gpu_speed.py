@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ltx_core import acceleration  # noqa: E402
 from ltx_core.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1  # noqa: E402
 from ltx_core.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE  # noqa: E402
-from ltx_core.fp8 import quantize_rows  # noqa: E402
+from ltx_core.fp8 import gelu_quantize_matches_reference, gelu_quantize_rows, quantize_rows  # noqa: E402
 from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers  # noqa: E402
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords  # noqa: E402
 from ltx_core.sampler import guided_velocity, sample  # noqa: E402
@@ -671,6 +671,19 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
     with report.stage("GEMM rates at the model's shapes: bf16 vs FP8 row-wise, and the quantization", needs_s=30) as ok:
         if ok and dev.type == "cuda":
             R["gemm_rates"] = gemm_rates(setup.tokens)
+            R["fp8_gelu_quantize_kernel_matches_reference"] = gelu_quantize_matches_reference(dev)
+
+    with report.stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)", needs_s=90) as ok:
+        if ok:
+            fresh_peak(dev)
+            unfused = acceleration.optimize_transformer(
+                load_from_file(), compile_backend=setup.compile_backend, fp8=True, fp8_fused_gelu=False,
+                cuda_graphs=setup.cuda_graphs, attention=R["levers"].get("attention_choice", "default"))
+            dit_lever("fp8_unfused_feed_forward", unfused)
+            fused_stage = R["stages"][R.get("fp8_reported_variant", "ours_fp8")]
+            R["levers"]["fp8_unfused_feed_forward"]["fused_dit_nocfg_s"] = fused_stage["nocfg"]["dit_s"]
+            R["levers"]["fp8_unfused_feed_forward"]["fused_dit_cfg_s"] = fused_stage["cfg"]["dit_s"]
+            del unfused
 
     summarize(R)
     report.save()
@@ -679,6 +692,8 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
 def gemm_rates(tokens: int) -> dict:
     rows = {}
     quantize = torch.compile(quantize_rows, dynamic=False)
+    gelu_quantize_compiled = torch.compile(
+        lambda x, bias: quantize_rows(torch.nn.functional.gelu(x + bias, approximate="tanh")), dynamic=False)
     for m in (tokens, 2 * tokens):
         for k, n in ((2048, 2048), (2048, 8192), (8192, 2048)):
             a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -694,6 +709,12 @@ def gemm_rates(tokens: int) -> dict:
             rows[f"{m}x{k}x{n}"] = dict(bf16_tflops=round(flop / bf16 / 1e12), fp8_tflops=round(flop / fp8 / 1e12),
                                         bf16_us=round(bf16 * 1e6, 1), fp8_us=round(fp8 * 1e6, 1),
                                         quantize_us=round(quant * 1e6, 1))
+            if k == 8192:  # the feed-forward's hidden activation: bias + GELU + quantization
+                bias = torch.randn(k, device="cuda", dtype=torch.bfloat16)
+                rows[f"{m}x{k}x{n}"]["gelu_quantize_inductor_us"] = round(1e6 * acceleration.time_cuda(
+                    lambda: gelu_quantize_compiled(a, bias), repeats=20), 1)
+                rows[f"{m}x{k}x{n}"]["gelu_quantize_triton_us"] = round(1e6 * acceleration.time_cuda(
+                    lambda: gelu_quantize_rows(a, bias), repeats=20), 1)
             print(f"  gemm {m}x{k}x{n}: {rows[f'{m}x{k}x{n}']}", flush=True)
     return rows
 

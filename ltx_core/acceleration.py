@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SettingsError
-from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported
+from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 from .transformer import GELUProjection
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
@@ -272,6 +272,7 @@ def optimize_transformer(
     fp8: bool = False,
     fuse_projections: bool = False,
     fused_gelu: bool = True,
+    fp8_fused_gelu: bool = True,
     cuda_graphs: bool | None = None,
     attention: str = "default",
     compile_mode: str | None = None,
@@ -285,7 +286,9 @@ def optimize_transformer(
     backends on `attention_shape` = (batch, heads, tokens, head_dim) and take the fastest).
     cuda_graphs: capture the forward per input shape (None: on CUDA devices; inputs of a
     new shape capture again). fused_gelu: the feed-forward's bias + GELU in the GEMM's epilogue
-    (bf16 only; skipped where the epilogue is not the tanh GELU). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    (bf16 only; skipped where the epilogue is not the tanh GELU). fp8_fused_gelu: with fp8, the
+    feed-forward's hidden bias + GELU + quantization in one pass (`fp8.FP8FeedForward`; skipped
+    where that kernel does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
     if attention not in ATTENTION_CHOICES:
         raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
     device = next(model.parameters()).device
@@ -304,6 +307,8 @@ def optimize_transformer(
         levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
     if fp8:
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
+        if fp8_fused_gelu and gelu_quantize_matches_reference(device):
+            levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
     if attention == "auto":
         cfg = model.cfg
         shape = attention_shape or (1, cfg.num_attention_heads, 6144, cfg.attention_head_dim)

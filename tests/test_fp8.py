@@ -83,3 +83,51 @@ def test_an_fp8_transformer_stays_close_to_the_fp32_one():
     got = fp8_model(*inputs)
     assert torch.isfinite(got).all()
     assert 0 < relative_error(got, expected) < MODEL_RTOL
+
+
+# ---------------------------------------------------------------- the fused feed-forward
+
+
+def test_gelu_quantize_rows_is_the_row_quantization_of_the_biased_gelu():
+    """The custom op's reference path (the CPU's): quantize_rows(gelu_tanh(x + bias))."""
+    from ltx_core.fp8 import gelu_quantize_rows
+
+    torch.manual_seed(0)
+    x, bias = torch.randn(5, 64) * 3, torch.randn(64)
+    values, scale = gelu_quantize_rows(x, bias)
+    expected_values, expected_scale = quantize_rows(torch.nn.functional.gelu(x + bias, approximate="tanh"))
+    assert values.dtype == FP8_DTYPE and scale.shape == (5, 1)
+    assert torch.equal(values.float(), expected_values.float()) and torch.equal(scale, expected_scale)
+
+
+def test_the_reference_check_accepts_the_op_and_refuses_a_wrong_one(monkeypatch):
+    from ltx_core import fp8
+
+    assert fp8.gelu_quantize_matches_reference("cpu")
+    plain = fp8.quantize_rows
+    monkeypatch.setattr(fp8, "quantize_rows", lambda x: plain(x * 1.1))  # a kernel 10% off
+    assert not fp8.gelu_quantize_matches_reference("cpu")
+
+
+def test_the_fused_fp8_feed_forward_gives_the_unfused_fp8_output():
+    """FP8FeedForward = FP8 layer 1 (no bias) -> bias + GELU + quantization in one op -> FP8
+    layer 2: the unfused FP8 feed-forward's numbers, with the same weights."""
+    from ltx_core.fp8 import FP8FeedForward, fuse_fp8_feed_forwards
+
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    convert_to_fp8(model, out_dtype=torch.float32, keep_precise=())
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    unfused = model(*inputs)
+    assert fuse_fp8_feed_forwards(model) == TINY_TRANSFORMER.num_layers
+    assert all(isinstance(block.ff.net[0], FP8FeedForward) for block in model.transformer_blocks)
+    fused = model(*inputs)
+    assert (fused - unfused).abs().max() <= 1e-5 * unfused.abs().max()
+
+
+def test_feed_forwards_left_in_their_precision_are_not_fused():
+    from ltx_core.fp8 import fuse_fp8_feed_forwards
+
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    convert_to_fp8(model, out_dtype=torch.float32, keep_precise=KEEP_PRECISE + ("*.ff.*",))
+    assert fuse_fp8_feed_forwards(model) == 0
