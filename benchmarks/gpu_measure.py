@@ -36,10 +36,11 @@ def live_cuda_tensors(top: int = 8) -> dict:
                 if not (isinstance(obj, torch.Tensor) and obj.is_cuda):
                     continue
                 storage = obj.untyped_storage()
-            except Exception:  # noqa: BLE001 - a tensor subclass or a freed storage: skip it
+                pointer = storage.data_ptr()
+            except Exception:  # noqa: BLE001 - a fake tensor (compile tracing), a subclass, a freed storage
                 continue
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
+            if pointer not in seen:
+                seen.add(pointer)
                 found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
     found.sort(reverse=True)
     gib = 1024 ** 3

@@ -115,6 +115,8 @@ def _triton_gelu_quantize_kernel():
     import triton
     import triton.language as tl
 
+    # the warps per row that run fastest, timed once per row width on first use
+    @triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)], key=["K"])
     @triton.jit
     def kernel(x_ptr, bias_ptr, values_ptr, scale_ptr, K, BLOCK: tl.constexpr, LIMIT: tl.constexpr,
                FLOOR: tl.constexpr):
@@ -142,8 +144,7 @@ def _gelu_quantize_rows_cuda(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     values = torch.empty((rows, width), device=x.device, dtype=FP8_DTYPE)
     scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     block = triton.next_power_of_2(width)
-    kernel[(rows,)](x, bias, values, scale, width, BLOCK=block, LIMIT=FP8_MAX, FLOOR=MIN_AMAX,
-                    num_warps=8 if block <= 4096 else 16)
+    kernel[(rows,)](x, bias, values, scale, width, BLOCK=block, LIMIT=FP8_MAX, FLOOR=MIN_AMAX)
     return values, scale
 
 
