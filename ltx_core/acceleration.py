@@ -270,7 +270,7 @@ def optimize_transformer(
     *,
     compile: bool = True,
     fp8: bool = False,
-    fuse_projections: bool = False,
+    fuse_projections: bool = True,
     fused_gelu: bool = True,
     fp8_fused_gelu: bool = True,
     cuda_graphs: bool | None = None,
