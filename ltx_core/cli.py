@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from . import __version__
 from .checkpoint import CheckpointInfo, default_model_paths, load_checkpoint, resolve_device, resolve_dtype
 from .distributed import ParallelLayout, RankFailure, all_ranks_succeeded, init_parallel, parallelize
 from .errors import LTXVError, SettingsError
-from .pipeline import DEFAULT_DECODE_TIME_CHUNK, Models, Request, check_fp8_device, generate, optimize_models
+from .pipeline import (DEFAULT_DECODE_TIME_CHUNK, Models, Request, check_fp8_device, default_decode_time_chunk,
+                       generate, optimize_models)
 from .text_encoder import check_text_width, load_text_encoder
 from .conditioning import ConditioningItem
 from .video import check_output_path, load_image, read_video_frames, resize_center_crop, write_mp4
@@ -161,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "layer N frames at a time: the same frames, with a much lower decode memory peak (H100, "
                        "0.9.1 at 768x512x121 in bf16: 32 keeps the speed and takes the decode from 4.3 to 2.2 GiB "
                        "above the weights, 8 to 1.7 GiB at 20%% more decode time; a number above the clip's "
-                       "frames: whole layers; default: " + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers across ranks)")  # fmt: skip
+                       "frames: whole layers; default: " + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers for a "
+                       "group-norm decoder and across ranks)")  # fmt: skip
     parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
     parallel.add_argument("--sequence-parallel", type=int, default=1, help="ranks that split the video tokens "
                           "(a divisor of the attention heads; default: %(default)s)")
@@ -189,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
             f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
-            + ("" if (getattr(args, "decode_time_chunk", None) or 1000) <= 8 else
-               ", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)")
+            + (", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)"
+               if _may_lower_time_chunk(args) else "")
             + ". No video written.",
             file=sys.stderr,
         )
         return EXIT_OUT_OF_MEMORY
+
+
+def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
+    """Whether --decode-time-chunk 8 is advice worth giving: one process (split runs refuse
+    the flag) that did not already ask for 8 or less."""
+    single = getattr(args, "sequence_parallel", 1) * getattr(args, "cfg_parallel", 1) == 1
+    asked = getattr(args, "decode_time_chunk", None)
+    return single and (asked is None or asked > 8)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -204,7 +215,6 @@ def run_generate(args: argparse.Namespace) -> int:
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     check_speed_flags(args, device, parallel)
-    args.decode_time_chunk = resolved_decode_time_chunk(args.decode_time_chunk, parallel)
     request = build_request(args)
     checkpoint, text_encoder, tokenizer = model_paths(args)
     _require_existing(
@@ -212,6 +222,8 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     run = init_parallel(parallel, device)  # 1 x 1: one process
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
+    request = replace(request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel,
+                                                                             models.vae))
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not run.is_writer) as bar:
@@ -238,12 +250,13 @@ def check_speed_flags(args: argparse.Namespace, device: torch.device, parallel: 
                                 "--cfg-parallel above 1: those runs already split the decode in time across the ranks")
 
 
-def resolved_decode_time_chunk(asked: int | None, parallel: ParallelLayout) -> int | None:
-    """--decode-time-chunk as given, else DEFAULT_DECODE_TIME_CHUNK; None (whole layers) in a
-    run split across ranks, whose time-split decode already bounds each rank's frames."""
+def resolved_decode_time_chunk(asked: int | None, parallel: ParallelLayout, vae) -> int | None:
+    """--decode-time-chunk as given; else `pipeline.default_decode_time_chunk(vae)` (32, or
+    whole layers for a group-norm decoder); whole layers in a run split across ranks, whose
+    time-split decode already bounds each rank's frames."""
     if asked is not None or parallel.sequence * parallel.cfg > 1:
         return asked
-    return DEFAULT_DECODE_TIME_CHUNK
+    return default_decode_time_chunk(vae)
 
 
 def speed_up(models: Models, args: argparse.Namespace, world_size: int) -> Models:

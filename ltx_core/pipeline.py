@@ -56,6 +56,12 @@ FRAMES_PER_LATENT, PIXELS_PER_LATENT = VAE_SCALE[0], VAE_SCALE[1]  # every publi
 DEFAULT_DECODE_TIME_CHUNK = 32
 
 
+def default_decode_time_chunk(vae) -> int | None:
+    """DEFAULT_DECODE_TIME_CHUNK where the VAE's decoder allows time chunks (every released
+    VAE), else None: a group-norm decoder decodes whole layers."""
+    return DEFAULT_DECODE_TIME_CHUNK if vae.decoder.can_chunk_time else None
+
+
 @dataclass(frozen=True, eq=False)
 class Request:
     """One video to generate; every setting is checked on construction, with the

@@ -502,8 +502,14 @@ class Decoder(nn.Module):
             return self._finish(x, modulation)
         return self._finish_chunked(x, modulation, time_chunk)
 
+    @property
+    def can_chunk_time(self) -> bool:
+        """Whether `time_chunk` is allowed: per-frame norms only (group norm's statistics span
+        every frame, so a chunk would normalize differently)."""
+        return not any(isinstance(m, nn.GroupNorm) for m in self.modules())
+
     def _check_chunkable(self) -> None:
-        if any(isinstance(m, nn.GroupNorm) for m in self.modules()):
+        if not self.can_chunk_time:
             raise SettingsError("time_chunk needs a pixel- or layer-norm decoder (every released "
                                 "VAE); this one uses group norm, whose statistics span all frames")
 

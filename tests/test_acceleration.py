@@ -131,3 +131,23 @@ def test_the_gelu_epilogue_op_computes_linear_then_gelu_and_is_used_only_where_i
     swapped = fuse_gelu_epilogues(model)
     assert not gelu_epilogue_is_tanh("cpu")  # the CPU kernel computes the exact GELU: left unfused
     assert swapped == 0
+
+
+def test_the_default_levers_fuse_projections_and_the_fp8_feed_forward():
+    """optimize_transformer's defaults (the CLI's and the loader node's): one q/k/v GEMM, and
+    with fp8 the feed-forward's GELU + quantization in one op, same numbers as unfused."""
+    from ltx_core.fp8 import FP8FeedForward
+
+    torch.manual_seed(0)
+    plain = LTXVTransformer(TINY_TRANSFORMER).eval()
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    unfused = LTXVTransformer(TINY_TRANSFORMER).eval()
+    unfused.load_state_dict(plain.state_dict())
+    reference = optimize_transformer(unfused, compile=False, fp8=True, cuda_graphs=False, fuse_projections=False,
+                                     fp8_fused_gelu=False)
+    fast = optimize_transformer(plain, compile=False, fp8=True, cuda_graphs=False)
+    assert fast.levers["fuse_projections"] and fast.levers["fp8_fused_feed_forwards"] == TINY_TRANSFORMER.num_layers
+    assert "fp8_fused_feed_forwards" not in reference.levers
+    assert all(hasattr(b.attn1, "to_qkv") and isinstance(b.ff.net[0], FP8FeedForward) for b in plain.transformer_blocks)
+    expected = reference(*inputs)
+    assert (fast(*inputs) - expected).abs().max() <= 0.05 * expected.abs().max()

@@ -49,3 +49,17 @@ def test_sweep_writes_accuracy_per_setting(sweep_sampling, tmp_path):
         assert set(row["accuracy"]) == {"color", "shape", "motion", "speed"}
         assert all(0.0 <= v <= 1.0 for v in row["accuracy"].values())
     assert written["best_on_validation"] in ("3.0x2", "1.0x2")
+
+
+def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script would run")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_decode_chunks
+
+    monkeypatch.setattr(sys, "argv", ["bench_decode_chunks.py"])
+    with pytest.raises(SystemExit, match="times a GPU decode; no CUDA device here"):
+        bench_decode_chunks.main()
+    sys.modules.pop("bench_decode_chunks", None)

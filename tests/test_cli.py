@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import pytest
@@ -216,7 +217,8 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(cli, "load_models", lambda *a: (None, None))
+    chunkable_vae = SimpleNamespace(decoder=SimpleNamespace(can_chunk_time=True))
+    monkeypatch.setattr(cli, "load_models", lambda *a: (SimpleNamespace(vae=chunkable_vae), None))
     monkeypatch.setattr(cli, "generate", out_of_memory)
     code, err = generate_fox(capsys, tiny_checkpoint, tmp_path, tmp_path / "o.mp4")
     assert code == 1
@@ -456,6 +458,26 @@ def test_the_decode_is_time_chunked_by_default_except_across_ranks(
     generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder)
     generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, "--decode-time-chunk", "3")
     assert [r.decode_time_chunk for r in requests] == [DEFAULT_DECODE_TIME_CHUNK, 3]
-    assert cli.resolved_decode_time_chunk(None, ParallelLayout(2, 1)) is None
-    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 2)) is None
-    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1)) == DEFAULT_DECODE_TIME_CHUNK
+    from dataclasses import replace
+
+    from ltx_core.configs import TINY_VAE_0_9_0
+    from ltx_core.vae import CausalVideoVAE
+
+    vae = CausalVideoVAE(TINY_VAE_0_9_0)
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(2, 1), vae) is None
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 2), vae) is None
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1), vae) == DEFAULT_DECODE_TIME_CHUNK
+    # group norm's statistics span every frame: such a decoder decodes whole layers by default
+    group_norm = CausalVideoVAE(replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32,
+                                        decoder_base_channels=32))
+    assert not group_norm.decoder.can_chunk_time
+    assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1), group_norm) is None
+
+
+def test_out_of_memory_advice_offers_only_flags_the_run_accepts():
+    from argparse import Namespace
+
+    assert cli._may_lower_time_chunk(Namespace(sequence_parallel=1, cfg_parallel=1, decode_time_chunk=None))
+    assert cli._may_lower_time_chunk(Namespace(sequence_parallel=1, cfg_parallel=1, decode_time_chunk=32))
+    assert not cli._may_lower_time_chunk(Namespace(sequence_parallel=1, cfg_parallel=1, decode_time_chunk=8))
+    assert not cli._may_lower_time_chunk(Namespace(sequence_parallel=2, cfg_parallel=1, decode_time_chunk=None))

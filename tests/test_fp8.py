@@ -131,3 +131,25 @@ def test_feed_forwards_left_in_their_precision_are_not_fused():
     model = LTXVTransformer(TINY_TRANSFORMER).eval()
     convert_to_fp8(model, out_dtype=torch.float32, keep_precise=KEEP_PRECISE + ("*.ff.*",))
     assert fuse_fp8_feed_forwards(model) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernel runs on CUDA only (run on the GPU)")
+@pytest.mark.parametrize("width", [8192, 1000, 64])
+def test_the_triton_gelu_quantize_kernel_matches_the_torch_reference(width):
+    """The CUDA kernel against the CPU reference on the same bf16 inputs: the same scales to
+    fp32 rounding, and FP8 values equal but for rare one-step differences (the kernel's
+    exp-based tanh against torch's); a zero input row and large values included."""
+    from ltx_core.fp8 import gelu_quantize_rows
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(257, width, generator=g) * 4).to(torch.bfloat16)
+    x[3] = 0
+    x[5, : width // 2] = 3000
+    bias = torch.randn(width, generator=g).to(torch.bfloat16)
+    values, scale = gelu_quantize_rows(x.cuda(), bias.cuda())
+    ref_values, ref_scale = gelu_quantize_rows(x, bias)
+    assert values.dtype == FP8_DTYPE and values.shape == x.shape and scale.shape == (257, 1)
+    assert torch.allclose(scale.cpu(), ref_scale, rtol=1e-5, atol=0)
+    got, expected = values.cpu().float(), ref_values.float()
+    assert (got != expected).float().mean() < 1e-3
+    assert ((got - expected).abs() <= expected.abs() * E4M3_RELATIVE_STEP * 2 + 2**-9).all()

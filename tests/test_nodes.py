@@ -304,19 +304,39 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
 
 
 def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_models):
+    """41 frames: the default time chunk (32) splits the full-rate layers."""
     _, vae = tiny_models
-    latent = {"samples": torch.randn(1, 128, 4, 1, 2, generator=torch.Generator().manual_seed(2))}
+    latent = {"samples": torch.randn(1, 128, 6, 1, 2, generator=torch.Generator().manual_seed(2))}
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode
     (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)  # time chunk 32
     (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=0)
     (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, chunk_frames=1)
     (layer_chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
-    assert whole.shape == chunked.shape == layer_chunked.shape == (25, 32, 64, 3)
+    assert whole.shape == chunked.shape == layer_chunked.shape == default.shape == (41, 32, 64, 3)
     assert (whole - chunked).abs().max() <= SPEED_ATOL
     assert (whole - layer_chunked).abs().max() <= SPEED_ATOL
     assert (whole - default).abs().max() <= SPEED_ATOL
     optional = _node(pack, "LTXVCoreDenoisingDecode").INPUT_TYPES()["optional"]
     assert optional["time_chunk"][1]["default"] == 32
+
+
+def test_a_group_norm_decoder_decodes_whole_layers_whatever_the_time_chunk(pack):
+    """Group norm's statistics span every frame, so the node never chunks such a decoder
+    (the core refuses a time chunk for it): the default gives the whole decode."""
+    from dataclasses import replace
+
+    core = sys.modules[f"{PACK_NAME}.ltx_core"]
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    configs = importlib.import_module(f"{core.__name__}.configs")
+    torch.manual_seed(0)
+    model = importlib.import_module(f"{core.__name__}.vae").CausalVideoVAE(
+        replace(configs.TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32))
+    vae = memory.patcher(model.eval(), "vae", "cpu")
+    latent = {"samples": torch.randn(1, 128, 6, 1, 2, generator=torch.Generator().manual_seed(2))}
+    decode = _node(pack, "LTXVCoreDenoisingDecode").decode
+    (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.0, seed=5)
+    (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.0, seed=5, time_chunk=0)
+    assert default.shape == (41, 32, 64, 3) and torch.equal(default, whole)
 
 
 # ---------------------------------------------------------------- the shipped workflows' inputs

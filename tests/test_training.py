@@ -410,3 +410,23 @@ def test_keyframe_training_settings_are_checked(flag, value, words):
     with pytest.raises(SystemExit, match=words) as error:
         parse_args(["--out", "x", flag, value])
     assert flag in str(error.value) and value in str(error.value)
+
+
+def test_the_keyframe_loss_weight_changes_the_loss_of_keyframe_batches_only():
+    """keyframe_frame_weight reaches `dit_loss`: the same draws weighted 1 and 5 give other
+    losses with a keyframe, and the same loss without one."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
+    texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    sampler, index = train_dit.TimestepSampler(8), torch.tensor([8, 8])
+
+    def loss(weight, keyed):
+        settings = train_dit.DiTTrainSettings(first_frame_probability=0.0, keyframe_frame_weight=weight)
+        extra = (keyframes, index) if keyed else ()
+        with torch.no_grad():
+            return train_dit.dit_loss(model, latents, texts, masks, sampler, settings,
+                                      torch.Generator().manual_seed(1), *extra)
+
+    assert not torch.isclose(loss(1.0, True), loss(5.0, True))
+    assert torch.equal(loss(1.0, False), loss(5.0, False))

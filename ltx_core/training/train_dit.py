@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..rope import fractional_coords, latent_coords, pixel_coords
+from ..rope import VAE_SCALE, fractional_coords, latent_coords, pixel_coords
 from ..scheduler import token_count_shift
 from ..transformer import LTXVTransformer
 
