@@ -20,16 +20,17 @@ from pathlib import Path
 import torch
 
 from ltx_core.configs import LTXV_VAE_0_9_1
-from ltx_core.pipeline import DEFAULT_DECODE_TIME_CHUNK, decode_frames
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
 
 RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
 GIB = 2**30
 
 
 def decode(vae, latent: torch.Tensor, time_chunk: int | None) -> torch.Tensor:
-    return decode_frames(vae, latent, 0.05, 0.025, generator=torch.Generator().manual_seed(0),
-                         time_chunk=time_chunk)
+    """The decode `pipeline.decode_frames` runs (denoising decode at t = 0.05 with noise
+    0.025), without its conversion to frames (the GPU image has no PyAV)."""
+    return vae.decode(latent, timestep=0.05, decode_noise_scale=0.025,
+                      generator=torch.Generator().manual_seed(0), time_chunk=time_chunk)
 
 
 def measure(vae, latent: torch.Tensor, time_chunk: int | None, repeats: int, weights: int) -> tuple[dict, torch.Tensor]:

@@ -41,19 +41,12 @@ from .rope import VAE_SCALE
 from .sampler import STRENGTH_RULES, Callback
 from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
 from .text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
-from .vae import check_time_chunk
+from .vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
 from .vae_chunked import decode_in_chunks
 from .video import resize_center_crop
 
 SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds, as ComfyUI's seed widgets
 FRAMES_PER_LATENT, PIXELS_PER_LATENT = VAE_SCALE[0], VAE_SCALE[1]  # every published VAE
-
-
-# The decode time chunk the CLI and the decode node use unless told otherwise: each decoder
-# layer 32 frames at a time gives the frames of the whole decode at its speed, with about
-# 2 GiB less memory at 768x512x121 on a GPU (gpu_speed.json: decode 4.3 -> 2.2 GiB above the
-# weights, 0.184 s either way). Clips of up to 32 frames per layer decode whole anyway.
-DEFAULT_DECODE_TIME_CHUNK = 32
 
 
 def default_decode_time_chunk(vae) -> int | None:

@@ -63,6 +63,14 @@ class CausalConv3d(nn.Module):
         return self.conv(x)
 
 
+# The decode time chunk the CLI and the decode node use unless told otherwise (see
+# `pipeline.default_decode_time_chunk`): each decoder layer 32 frames at a time gives the
+# frames of the whole decode with about 2 GiB less memory at 768x512x121 on a GPU
+# (benchmarks/results/decode_time_chunks.json, gpu_speed.json). Clips of up to 32 frames
+# per layer decode whole anyway.
+DEFAULT_DECODE_TIME_CHUNK = 32
+
+
 def check_time_chunk(time_chunk, name: str = "time_chunk") -> None:
     """None (every decoder layer on the whole clip at once) or a whole number >= 1."""
     if time_chunk is not None and (not isinstance(time_chunk, int) or isinstance(time_chunk, bool)
