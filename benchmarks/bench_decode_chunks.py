@@ -26,6 +26,7 @@ RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
 GIB = 2**30
 
 
+@torch.no_grad()
 def decode(vae, latent: torch.Tensor, time_chunk: int | None) -> torch.Tensor:
     """The decode `pipeline.decode_frames` runs (denoising decode at t = 0.05 with noise
     0.025), without its conversion to frames (the GPU image has no PyAV)."""
@@ -58,7 +59,7 @@ def main() -> None:
         raise SystemExit("bench_decode_chunks.py times a GPU decode; no CUDA device here")
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    vae = CausalVideoVAE(LTXV_VAE_0_9_1).to("cuda", torch.bfloat16).eval()
+    vae = CausalVideoVAE(LTXV_VAE_0_9_1).to("cuda", torch.bfloat16).eval().requires_grad_(False)
     weights = torch.cuda.memory_allocated()
     latent = torch.randn(1, 128, 16, 16, 24, generator=torch.Generator().manual_seed(1)).to("cuda", torch.bfloat16)
     rows = {}
