@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "with the clip's length (default: the whole clip at once)")  # fmt: skip
     speed.add_argument("--decode-time-chunk", type=positive_int, metavar="N", help="compute each VAE decoder "
                        "layer N frames at a time: the same frames, with a much lower decode memory peak (H100, "
-                       "0.9.1 at 768x512x121 in bf16: 32 keeps the speed and takes the decode from 4.3 to 2.2 GiB "
-                       "above the weights, 8 to 1.7 GiB at 20%% more decode time; a number above the clip's "
+                       "0.9.1 at 768x512x121 in bf16, the CLI's uncompiled decode: 32 takes the decode from 5.3 to "
+                       "2.7 GiB above the weights for 4%% more decode time, 8 to 2.0 GiB for 18%%; a number above the clip's "
                        "frames: whole layers; default: " + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers for a "
                        "group-norm decoder and across ranks)")  # fmt: skip
     parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")

@@ -65,9 +65,9 @@ class CausalConv3d(nn.Module):
 
 # The decode time chunk the CLI and the decode node use unless told otherwise (see
 # `pipeline.default_decode_time_chunk`): each decoder layer 32 frames at a time gives the
-# frames of the whole decode with about 2 GiB less memory at 768x512x121 on a GPU
-# (benchmarks/results/decode_time_chunks.json, gpu_speed.json). Clips of up to 32 frames
-# per layer decode whole anyway.
+# frames of the whole decode with half its memory at 768x512x121 on an H100, for 4% more
+# time uncompiled and about the same compiled (benchmarks/results/decode_time_chunks.json,
+# gpu_speed.json). Clips of up to 32 frames per layer decode whole anyway.
 DEFAULT_DECODE_TIME_CHUNK = 32
 
 

@@ -26,7 +26,7 @@ class LTXVCoreDenoisingDecode:
             "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the decode noise."}),
         }, "optional": {
             "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "Decode this many latent frames (8 video frames each) at a time: the same frames, with memory that does not grow with the clip's length. 0: the whole clip at once."}),
-            "time_chunk": ("INT", {"default": core_pipeline.DEFAULT_DECODE_TIME_CHUNK, "min": 0, "max": 1024, "tooltip": "Compute each decoder layer this many frames at a time: the same frames, with a much lower memory peak (32 on a GPU: the same speed, about half the decode memory at 768x512x121). 0: whole layers (as a group-norm decoder always decodes)."}),
+            "time_chunk": ("INT", {"default": core_pipeline.DEFAULT_DECODE_TIME_CHUNK, "min": 0, "max": 1024, "tooltip": "Compute each decoder layer this many frames at a time: the same frames, with a much lower memory peak (32 on an H100: about half the decode memory at 768x512x121 for 4% more decode time). 0: whole layers (as a group-norm decoder always decodes)."}),
         }}  # fmt: skip
 
     def decode(self, vae, latent, timestep, decode_noise_scale, seed, chunk_frames=0,
