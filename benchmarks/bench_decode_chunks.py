@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from ltx_core.configs import LTXV_VAE_0_9_1
 from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
+from gpu_measure import fresh_peak, timed  # beside this script
 
 RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
 GIB = 2**30
@@ -35,17 +35,12 @@ def decode(vae, latent: torch.Tensor, time_chunk: int | None) -> torch.Tensor:
 
 
 def measure(vae, latent: torch.Tensor, time_chunk: int | None, repeats: int, weights: int) -> tuple[dict, torch.Tensor]:
-    frames = decode(vae, latent, time_chunk)  # warm-up (cuDNN picks its algorithms)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        frames = decode(vae, latent, time_chunk)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() - weights) / GIB
+    device = latent.device
+    decode(vae, latent, time_chunk)  # warm-up (cuDNN picks its algorithms)
+    fresh_peak(device)
+    runs = [timed(lambda: decode(vae, latent, time_chunk), device) for _ in range(repeats)]
+    frames, times = runs[-1][0], [seconds for _, seconds in runs]
+    peak = (torch.cuda.max_memory_allocated(device) - weights) / GIB
     return {"decode_s": round(min(times), 4), "peak_above_weights_gib": round(peak, 3)}, frames.cpu()
 
 

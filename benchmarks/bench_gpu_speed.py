@@ -50,7 +50,7 @@ from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
 
-from gpu_measure import fresh_peak, live_cuda_tensors, sync  # noqa: E402  (beside this script)
+from gpu_measure import fresh_peak, live_cuda_tensors, sync, timed  # noqa: E402  (beside this script)
 
 GIB = 2**30
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
@@ -323,14 +323,6 @@ def diffusers_call(pipe, inputs: Inputs, setup: Setup, guidance: float, output_t
     )[0]
 
 
-def timed(fn, device):
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - t0
-
-
 def diffusers_probe(transformer, inputs: Inputs, setup: Setup) -> torch.Tensor:
     f, h, w = setup.latent_shape
     with torch.no_grad():
@@ -423,12 +415,12 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
 
         return ours_transformer(load_file(str(weights_file), device=str(dev)), setup, torch.bfloat16)
 
-    def optimized(model, fp8=False, fuse=True, gelu=True, compile=True, graphs=None):
+    def optimized(model, fp8=False, fuse=True, gelu=True, compile=True, graphs=None, **levers):
         return acceleration.optimize_transformer(
             model, compile=compile and setup.compile_backend != "none", compile_backend=setup.compile_backend,
             fp8=fp8, fuse_projections=fuse, fused_gelu=gelu,
             cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
-            attention=R["levers"].get("attention_choice", "default"))
+            attention=R["levers"].get("attention_choice", "default"), **levers)
 
     def ours_variant(tag: str, fp8: bool, fuse: bool = True, gelu: bool = True):
         """Load, optimize, first clip (cold), then warm clips nocfg and cfg; returns the model."""
@@ -479,12 +471,15 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
               f"baseline {v['baseline_allocated_gib']} GiB, live {v['baseline_live_tensors']}", flush=True)
         return fast, model
 
-    def dit_lever(name: str, fast) -> None:
-        """DiT steps only (20 steps, nocfg and cfg) of a variant, after a 2-step warm-up."""
+    def dit_lever(name: str, fast, baseline: str | None = None, label: str = "") -> None:
+        """DiT steps only (20 steps, nocfg and cfg) of a variant, after a 2-step warm-up;
+        beside them `{label}_dit_*_s`, the DiT times of the stage `baseline` it differs from."""
         lever = R["levers"][name] = {}
         for cfg_name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
             our_denoise(fast, inputs, guidance, torch.bfloat16, steps=2)
             lever[f"dit_{cfg_name}_s"] = timed(lambda: our_denoise(fast, inputs, guidance, torch.bfloat16), dev)[1]
+            if baseline is not None:
+                lever[f"{label}_dit_{cfg_name}_s"] = R["stages"][baseline][cfg_name]["dit_s"]
         print(f"  {name}: {lever}", flush=True)
 
     with report.stage("SDPA backends at the real shapes (one self-attention)") as ok:
@@ -616,16 +611,14 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
 
     with report.stage("lever: no GELU epilogue (a fresh compiled model)", needs_s=60) as ok:
         if ok:
-            dit_lever("no_gelu_epilogue", optimized(load_from_file(), gelu=False))
-            R["levers"]["no_gelu_epilogue"]["with_epilogue_dit_nocfg_s"] = R["stages"]["ours_bf16"]["nocfg"]["dit_s"]
-            R["levers"]["no_gelu_epilogue"]["with_epilogue_dit_cfg_s"] = R["stages"]["ours_bf16"]["cfg"]["dit_s"]
+            dit_lever("no_gelu_epilogue", optimized(load_from_file(), gelu=False),
+                      baseline="ours_bf16", label="with_epilogue")
             fresh_peak(dev)
 
     with report.stage("lever: unfused q/k/v projections, bf16 (a fresh model, recompiles)", needs_s=60) as ok:
         if ok:
-            dit_lever("bf16_unfused_projections", optimized(load_from_file(), fuse=False))
-            R["levers"]["bf16_unfused_projections"]["fused_dit_nocfg_s"] = R["stages"]["ours_bf16"]["nocfg"]["dit_s"]
-            R["levers"]["bf16_unfused_projections"]["fused_dit_cfg_s"] = R["stages"]["ours_bf16"]["cfg"]["dit_s"]
+            dit_lever("bf16_unfused_projections", optimized(load_from_file(), fuse=False),
+                      baseline="ours_bf16", label="fused")
             fresh_peak(dev)
 
     with report.stage("lever: eager (no compile, no graphs)", needs_s=40) as ok:
@@ -652,21 +645,15 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
         if ok:
             del fp8_fast, fp8_model
             fresh_peak(dev)
-            dit_lever("fp8_unfused_projections", optimized(load_from_file(), fp8=True, fuse=False))
-            R["levers"]["fp8_unfused_projections"]["fused_dit_nocfg_s"] = R["stages"]["ours_fp8"]["nocfg"]["dit_s"]
-            R["levers"]["fp8_unfused_projections"]["fused_dit_cfg_s"] = R["stages"]["ours_fp8"]["cfg"]["dit_s"]
+            dit_lever("fp8_unfused_projections", optimized(load_from_file(), fp8=True, fuse=False),
+                      baseline="ours_fp8", label="fused")
             fresh_peak(dev)
 
     with report.stage("lever: FP8 only in the feed-forward (attention projections bf16)", needs_s=100) as ok:
         if ok:
             fresh_peak(dev)
-            ff_only = acceleration.optimize_transformer(
-                load_from_file(), compile_backend=setup.compile_backend, fp8=True, cuda_graphs=setup.cuda_graphs,
-                attention=R["levers"].get("attention_choice", "default"),
-                fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*"))
-            dit_lever("fp8_feed_forward_only", ff_only)
-            R["levers"]["fp8_feed_forward_only"]["all_linears_dit_nocfg_s"] = R["stages"]["ours_fp8"]["nocfg"]["dit_s"]
-            R["levers"]["fp8_feed_forward_only"]["all_linears_dit_cfg_s"] = R["stages"]["ours_fp8"]["cfg"]["dit_s"]
+            ff_only = optimized(load_from_file(), fp8=True, fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*"))
+            dit_lever("fp8_feed_forward_only", ff_only, baseline="ours_fp8", label="all_linears")
             del ff_only
 
     with report.stage("GEMM rates at the model's shapes: bf16 vs FP8 row-wise, and the quantization", needs_s=30) as ok:
@@ -677,14 +664,8 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
     with report.stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)", needs_s=90) as ok:
         if ok:
             fresh_peak(dev)
-            unfused = acceleration.optimize_transformer(
-                load_from_file(), compile_backend=setup.compile_backend, fp8=True, fp8_fused_gelu=False,
-                cuda_graphs=setup.cuda_graphs, attention=R["levers"].get("attention_choice", "default"))
-            dit_lever("fp8_unfused_feed_forward", unfused)
-            fused_stage = R["stages"]["ours_fp8"]
-            R["levers"]["fp8_unfused_feed_forward"]["fused_dit_nocfg_s"] = fused_stage["nocfg"]["dit_s"]
-            R["levers"]["fp8_unfused_feed_forward"]["fused_dit_cfg_s"] = fused_stage["cfg"]["dit_s"]
-            del unfused
+            dit_lever("fp8_unfused_feed_forward", optimized(load_from_file(), fp8=True, fp8_fused_gelu=False),
+                      baseline="ours_fp8", label="fused")
 
     summarize(R)
     report.save()

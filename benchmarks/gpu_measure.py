@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import warnings
 
 import torch
@@ -12,6 +13,15 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so a wall-clock reading covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device):
+    """(fn(), wall seconds), the device synchronized on both ends."""
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - start
 
 
 def fresh_peak(device: torch.device) -> None:

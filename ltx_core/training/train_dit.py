@@ -151,11 +151,11 @@ def keyframe_frame_weights(latent_shape: tuple[int, ...], frame_index: torch.Ten
     frame `frame_index` (B,), 1 elsewhere. The causal VAE's latent frame 0 is pixel frame 0
     and latent frame i > 0 holds pixel frames 8i-7 .. 8i (paper 2.1), so the frame is ceil(k / 8)."""
     batch, _, f, h, w = latent_shape
-    stride = 8
+    stride = VAE_SCALE[0]  # pixel frames per latent frame
     holder = torch.div(frame_index.to(torch.long) + stride - 1, stride, rounding_mode="floor")
     frame_of_token = torch.arange(f, device=frame_index.device).repeat_interleave(h * w)  # (f h w) order
     hit = frame_of_token[None] == holder.view(batch, 1)
-    return torch.where(hit, torch.full_like(hit, frame_weight, dtype=torch.float32), torch.ones_like(hit, dtype=torch.float32))
+    return 1.0 + (frame_weight - 1.0) * hit.float()
 
 
 def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
