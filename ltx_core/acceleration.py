@@ -15,12 +15,12 @@
     velocity = fast(latent, timestep, text, text_mask, coords)   # as the transformer
 
 Measured on one H100 (benchmarks/results/gpu_speed.json, 2B, 768x512x121, 20 steps, DiT
-time without / with batched CFG): eager 1.48 / 2.88 s; all levers in bf16 (regional
-compile, CUDA graphs, cuDNN attention, GELU epilogue, fused q/k/v) 1.15 / 2.28 s (without
-graphs 1.16 / 2.29, without the epilogue 1.19 / 2.35, without fused q/k/v 1.16 / 2.28);
-FP8 1.00 / 1.98 s (unfused q/k/v 1.02 / 2.00, the feed-forward's GELU + quantization left
-to Inductor 1.07 / 2.09, FP8 in the feed-forward only 1.05 / 2.07). Sequential CFG cost
-2.32 s against 2.28 s batched.
+time without / with batched CFG): eager 1.51 / 2.89 s; all levers in bf16 (regional
+compile, CUDA graphs, cuDNN attention, GELU epilogue, fused q/k/v) 1.16 / 2.28 s (without
+graphs 1.17 / 2.29, without the epilogue 1.20 / 2.35, without fused q/k/v 1.16 / 2.29);
+FP8 1.01 / 1.99 s (unfused q/k/v 1.02 / 2.00, the feed-forward's GELU + quantization left
+to Inductor 1.07 / 2.09, FP8 in the feed-forward only 1.06 / 2.08). Sequential CFG cost
+2.33 s against 2.28 s batched.
 
 Call it after the weights are loaded and the model sits on its device; it changes the
 model in place (fusion and FP8 replace layers), so keep an unmodified copy for saving.
