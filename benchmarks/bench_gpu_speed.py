@@ -39,12 +39,12 @@ from einops import rearrange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltx_core import acceleration  # noqa: E402
+from ltx_core import acceleration, fused_qk_rope  # noqa: E402
 from ltx_core.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1  # noqa: E402
 from ltx_core.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE  # noqa: E402
 from ltx_core.fp8 import gelu_quantize_matches_reference, gelu_quantize_rows, quantize_rows  # noqa: E402
 from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers  # noqa: E402
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords  # noqa: E402
+from ltx_core.rope import apply_rope, fractional_coords, latent_coords, pixel_coords  # noqa: E402
 from ltx_core.sampler import guided_velocity, sample  # noqa: E402
 from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
@@ -472,12 +472,14 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
         return fast, model
 
     def dit_lever(name: str, fast, baseline: str | None = None, label: str = "") -> None:
-        """DiT steps only (20 steps, nocfg and cfg) of a variant, after a 2-step warm-up;
-        beside them `{label}_dit_*_s`, the DiT times of the stage `baseline` it differs from."""
+        """DiT steps only (20 steps, nocfg and cfg) of a variant, after a 2-step warm-up, the
+        best of `repeats` runs as for the stages; beside them `{label}_dit_*_s`, the DiT times
+        of the stage `baseline` it differs from."""
         lever = R["levers"][name] = {}
         for cfg_name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
             our_denoise(fast, inputs, guidance, torch.bfloat16, steps=2)
-            lever[f"dit_{cfg_name}_s"] = timed(lambda: our_denoise(fast, inputs, guidance, torch.bfloat16), dev)[1]
+            lever[f"dit_{cfg_name}_s"] = min(timed(lambda: our_denoise(fast, inputs, guidance, torch.bfloat16), dev)[1]
+                                             for _ in range(repeats))
             if baseline is not None:
                 lever[f"{label}_dit_{cfg_name}_s"] = R["stages"][baseline][cfg_name]["dit_s"]
         print(f"  {name}: {lever}", flush=True)
@@ -621,6 +623,12 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
                       baseline="ours_bf16", label="fused")
             fresh_peak(dev)
 
+    with report.stage("lever: QK-norm + RoPE left to Inductor, bf16 (a fresh model, recompiles)", needs_s=60) as ok:
+        if ok:
+            dit_lever("bf16_unfused_qk_rope", optimized(load_from_file(), fused_qk_rope_kernel=False),
+                      baseline="ours_bf16", label="fused")
+            fresh_peak(dev)
+
     with report.stage("lever: eager (no compile, no graphs)", needs_s=40) as ok:
         if ok:
             dit_lever("eager", optimized(load_from_file(), gelu=False, compile=False, graphs=False))
@@ -660,6 +668,8 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
         if ok and dev.type == "cuda":
             R["gemm_rates"] = gemm_rates(setup.tokens)
             R["fp8_gelu_quantize_kernel_matches_reference"] = gelu_quantize_matches_reference(dev)
+            R["qk_norm_rope_us"] = qk_norm_rope_rates(setup.tokens, setup.transformer_cfg.inner_dim)
+            R["fused_qk_rope_kernel_matches_reference"] = fused_qk_rope.matches_reference(dev)
 
     with report.stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)", needs_s=90) as ok:
         if ok:
@@ -669,6 +679,44 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
 
     summarize(R)
     report.save()
+
+
+def graphed_seconds(fn, calls: int = 10) -> float:
+    """GPU seconds of one `fn()`: `calls` of it captured in a CUDA graph and replayed, so the
+    host's dispatch (slower than a 40 us kernel for a Python custom op) is not timed."""
+    fn()  # autotuning and compilation happen here, outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return acceleration.time_cuda(graph.replay, repeats=20) / calls
+
+
+def qk_norm_rope_rates(tokens: int, width: int) -> dict:
+    """Microseconds of one self-attention's QK-norm + RoPE on the GPU: the Triton op against
+    the reference compiled by Inductor (full-width tables, as the unfused model reads them)."""
+    rows = {}
+    weight = torch.rand(width, device="cuda", dtype=torch.bfloat16) + 0.5
+
+    def unfused(q, k, cos, sin):
+        q = torch.nn.functional.rms_norm(q, (width,), weight, 1e-5)
+        k = torch.nn.functional.rms_norm(k, (width,), weight, 1e-5)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+    compiled = torch.compile(unfused, dynamic=False)
+    for batch in (1, 2):
+        qkv = torch.randn(batch, tokens, 3 * width, device="cuda", dtype=torch.bfloat16)
+        q, k, _ = qkv.chunk(3, dim=-1)
+        angles = torch.rand(batch, tokens, width // 2, device="cuda") * 100
+        cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+        full = cos.repeat_interleave(2, -1), sin.repeat_interleave(2, -1)
+        rows[f"batch{batch}"] = dict(
+            triton_us=round(1e6 * graphed_seconds(
+                lambda: fused_qk_rope.qk_norm_rope(q, k, weight, weight, cos, sin, 1e-5)), 1),
+            inductor_us=round(1e6 * graphed_seconds(lambda: compiled(q, k, *full)), 1))
+        print(f"  qk-norm + rope batch {batch}: {rows[f'batch{batch}']}", flush=True)
+    return rows
 
 
 def gemm_rates(tokens: int) -> dict:

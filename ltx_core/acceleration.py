@@ -5,6 +5,7 @@
   separately; the 28 blocks share one graph, so compiling costs one block, not 28, and
   the norms, RoPE, modulation, gates and casts become a few fused kernels;
 - fused projections: one GEMM for q/k/v (self-attention) and one for k/v (cross);
+- QK-norm + RoPE in one Triton pass per token (`ltx_core.fused_qk_rope`);
 - FP8 linear layers (`ltx_core.fp8`);
 - the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
   the real shape;
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import fused_qk_rope
 from .errors import SettingsError
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 from .transformer import GELUProjection
@@ -275,6 +277,7 @@ def optimize_transformer(
     fuse_projections: bool = True,
     fused_gelu: bool = True,
     fp8_fused_gelu: bool = True,
+    fused_qk_rope_kernel: bool = True,
     cuda_graphs: bool | None = None,
     attention: str = "default",
     compile_mode: str | None = None,
@@ -290,10 +293,12 @@ def optimize_transformer(
     new shape capture again). fused_gelu: the feed-forward's bias + GELU in the GEMM's epilogue
     (bf16 only; skipped where the epilogue is not the tanh GELU). fp8_fused_gelu: with fp8, the
     feed-forward's hidden bias + GELU + quantization in one pass (`fp8.FP8FeedForward`; skipped
-    where that kernel does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    where that kernel does not match its reference). fused_qk_rope_kernel: on CUDA, each
+    self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`; skipped where it
+    does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
     if attention not in ATTENTION_CHOICES:
         raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda"
     if cuda_graphs and device.type != "cuda":
@@ -311,6 +316,8 @@ def optimize_transformer(
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
         if fp8_fused_gelu and gelu_quantize_matches_reference(device):
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
+    if fused_qk_rope_kernel and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype):
+        levers["fused_qk_rope"] = fused_qk_rope.enable(model)
     if attention == "auto":
         cfg = model.cfg
         shape = attention_shape or (1, cfg.num_attention_heads, 6144, cfg.attention_head_dim)

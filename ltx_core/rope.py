@@ -61,16 +61,20 @@ def fractional_coords(pixels: Tensor, frame_rate: float) -> Tensor:
     return torch.cat([seconds[:, None], coords[:, 1:]], dim=1)
 
 
-def rope_cos_sin(
+def rope_pair_cos_sin(
     coords: Tensor, dim: int, theta: float, max_pos: tuple[float, float, float]
 ) -> tuple[Tensor, Tensor]:
-    """cos and sin for rotating `dim`-wide queries and keys, each (B, T, dim) in fp32.
+    """cos and sin of the angle of each channel pair (2i, 2i+1) of a `dim`-wide query or key,
+    each (B, T, dim // 2) in fp32: `rope_cos_sin` before each angle is repeated for its
+    pair, half the bytes for kernels that rotate pairs (`fused_qk_rope`). `dim` must be even.
 
     Each axis's position is a fraction of `max_pos`, mapped to [-1, 1]; the dim // 6
     frequencies per axis grow exponentially from pi/2 to theta * pi/2 (2.2.1, Fig. 8).
-    Layout: frequency-major, axes interleaved (t, h, w, t, h, w, ...), each angle repeated
-    for the pair it rotates; dim % 6 leading channels get cos 1, sin 0 (no rotation).
+    Layout: frequency-major, axes interleaved (t, h, w, t, h, w, ...); the (dim % 6) / 2
+    leading pairs get cos 1, sin 0 (no rotation).
     """
+    if dim % 2:
+        raise SettingsError(f"RoPE width {dim} is odd; allowed: an even width (channels rotate in pairs)")
     coords = coords.to(torch.float32)
     fractions = torch.stack([coords[:, axis] / max_pos[axis] for axis in range(3)], dim=-1)  # (B, T, 3)
     exponents = torch.linspace(
@@ -79,13 +83,22 @@ def rope_cos_sin(
     frequencies = theta**exponents * math.pi / 2  # (dim // 6,)
     angles = frequencies * (fractions.unsqueeze(-1) * 2 - 1)  # (B, T, 3, dim // 6)
     angles = angles.transpose(-1, -2).flatten(2)  # (B, T, 3 * (dim // 6))
-    cos = angles.cos().repeat_interleave(2, dim=-1)
-    sin = angles.sin().repeat_interleave(2, dim=-1)
-    padding = dim % 6
+    cos, sin = angles.cos(), angles.sin()
+    padding = (dim % 6) // 2
     if padding:
         cos = torch.cat([torch.ones_like(cos[..., :padding]), cos], dim=-1)
         sin = torch.cat([torch.zeros_like(sin[..., :padding]), sin], dim=-1)
     return cos, sin
+
+
+def rope_cos_sin(
+    coords: Tensor, dim: int, theta: float, max_pos: tuple[float, float, float]
+) -> tuple[Tensor, Tensor]:
+    """cos and sin for rotating `dim`-wide queries and keys, each (B, T, dim) in fp32: the
+    pair angles of `rope_pair_cos_sin`, each repeated for the two channels it rotates
+    (Lightricks' layout, which `apply_rope` takes)."""
+    cos, sin = rope_pair_cos_sin(coords, dim, theta, max_pos)
+    return cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from .configs import TransformerConfig
 from .errors import SettingsError
-from .rope import apply_rope, rope_cos_sin
+from .fused_qk_rope import qk_norm_rope
+from .rope import apply_rope, rope_cos_sin, rope_pair_cos_sin
 
 # Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).
 TIMESTEP_FEATURES = 256
@@ -112,6 +113,9 @@ class Attention(nn.Module):
     # (q, k, v, attn_mask) -> output, all heads-first (B, H, T, D/H): replaceable per module
     # (`ltx_core.distributed` swaps the self-attention's for sequence-parallel attention).
     attention_fn = staticmethod(F.scaled_dot_product_attention)
+    # QK-norm and RoPE in one kernel (`fused_qk_rope.enable` sets it with the model's
+    # `rope_pairs`, whose pair tables the kernel reads).
+    fused_qk_rope = False
 
     def __init__(self, dim: int, context_dim: int, heads: int, bias: bool):
         super().__init__()
@@ -164,9 +168,12 @@ class Attention(nn.Module):
         bypassed), as Lightricks' AttnProcessor2_0 does for its two strategies."""
         q, k, v = self._project(x, context)  # (B, T, D), (B, S, D), (B, S, D)
         values = v
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:  # RoPE rotates the full width, before the split into heads
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if rope is not None and self.fused_qk_rope:
+            q, k = qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, *rope, QK_NORM_EPS)
+        else:
+            q, k = self.q_norm(q), self.k_norm(k)
+            if rope is not None:  # RoPE rotates the full width, before the split into heads
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         out = self.attention_fn(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
         out = rearrange(out, "b h n d -> b n (h d)")
@@ -211,6 +218,10 @@ class TransformerBlock(nn.Module):
 
 class LTXVTransformer(nn.Module):
     """Latent tokens, per-token sigmas, text and RoPE coordinates -> velocity."""
+
+    # RoPE tables per channel pair (B, T, D / 2) instead of per channel: what
+    # `fused_qk_rope` reads (set by its `enable`, with the attention layers' flag).
+    rope_pairs = False
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -275,9 +286,10 @@ class LTXVTransformer(nn.Module):
         context = self.caption_projection(text)  # (B, L, D)
         text_bias = text_attention_bias(text_mask, x.dtype)  # (B, 1, 1, L)
         # RoPE in fp32, cast to the model's dtype once, as Lightricks' precompute_freqs_cis does.
-        cos, sin = rope_cos_sin(coords, x.shape[-1], self.cfg.positional_embedding_theta,
-                                self.cfg.positional_embedding_max_pos)
-        rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D)
+        tables = rope_pair_cos_sin if self.rope_pairs else rope_cos_sin
+        cos, sin = tables(coords, x.shape[-1], self.cfg.positional_embedding_theta,
+                          self.cfg.positional_embedding_max_pos)
+        rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D), or (B, T, D / 2) as pairs
         return x, modulation, embedded_t, context, text_bias, rope
 
     def finish(self, x: Tensor, embedded_t: Tensor) -> Tensor:

@@ -1,0 +1,155 @@
+"""QK-norm and RoPE of the self-attention in one pass over each token (issue 6's fused
+RMSNorm/RoPE lever).
+
+The reference (`transformer.Attention`) normalizes q and k across all heads (2.2.2) and
+then rotates each channel pair by its RoPE angle (2.2.1). Compiled by Inductor that is three
+kernels per block that read and write q and k two more times and read full-width cos/sin
+tables (about 125 us per block at 768x512x121 on an H100, `gpu_kernels_bf16.txt`). Here
+one Triton program per token reads q, k and the pair tables of `rope.rope_pair_cos_sin`
+once, works in fp32 and writes the rotated q and k once.
+
+    model.rope_pairs = True; attention.fused_qk_rope = True   # what `enable` does
+    q, k = qk_norm_rope(q, k, q_norm.weight, k_norm.weight, cos_pairs, sin_pairs, eps)
+
+It is a torch custom op (compiled regions and CUDA graphs keep it whole): the Triton kernel
+on CUDA, the torch reference elsewhere, so the CPU tests run the reference math and the
+kernel itself is tested through Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import apply_rope
+
+
+@torch.library.custom_op("ltx_core::qk_norm_rope", mutates_args=())
+def qk_norm_rope(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor,
+                 eps: float) -> tuple[Tensor, Tensor]:
+    """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
+    (B, T, D // 2); the results are contiguous, in q's dtype."""
+    if q.is_cuda or _interpreting():
+        return _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps)
+    return qk_norm_rope_reference(q, k, q_weight, k_weight, cos, sin, eps)
+
+
+@qk_norm_rope.register_fake
+def _(q, k, q_weight, k_weight, cos, sin, eps):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+def qk_norm_rope_reference(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor,
+                           eps: float) -> tuple[Tensor, Tensor]:
+    """The unfused math, as `transformer.Attention` runs it."""
+    cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
+    q = F.rms_norm(q, q.shape[-1:], q_weight, eps)
+    k = F.rms_norm(k, k.shape[-1:], k_weight, eps)
+    return apply_rope(q, cos, sin).contiguous(), apply_rope(k, cos, sin).contiguous()
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter (TRITON_INTERPRET=1): the kernel runs on CPU tensors, for tests."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def build_kernel():
+    """The Triton kernel; imported only where it runs (Triton ships with CUDA torch)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kernel(q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr,
+               q_row_stride, k_row_stride, P, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)  # one token: q, k and its angles read once
+        pairs = tl.arange(0, BLOCK)
+        channels = tl.arange(0, 2 * BLOCK)  # contiguous loads and stores, split into pairs
+        cos = tl.load(cos_ptr + row * P + pairs, mask=pairs < P, other=1.0).to(tl.float32)
+        sin = tl.load(sin_ptr + row * P + pairs, mask=pairs < P, other=0.0).to(tl.float32)
+        inside = channels < 2 * P
+        for which in tl.static_range(2):  # q, then k
+            if which == 0:
+                x_ptr, w_ptr, out_ptr, x_row_stride = q_ptr, q_weight_ptr, q_out_ptr, q_row_stride
+            else:
+                x_ptr, w_ptr, out_ptr, x_row_stride = k_ptr, k_weight_ptr, k_out_ptr, k_row_stride
+            x = tl.load(x_ptr + row * x_row_stride + channels, mask=inside, other=0.0).to(tl.float32)
+            inverse_rms = tl.rsqrt(tl.sum(x * x, axis=0) / (2 * P) + eps)  # over all heads (2.2.2)
+            x = x * inverse_rms * tl.load(w_ptr + channels, mask=inside, other=0.0).to(tl.float32)
+            even, odd = tl.split(tl.reshape(x, (BLOCK, 2)))
+            rotated = tl.join(even * cos - odd * sin, odd * cos + even * sin)  # (BLOCK, 2)
+            tl.store(out_ptr + row * 2 * P + channels, tl.reshape(rotated, (2 * BLOCK,)).to(out_ptr.dtype.element_ty),
+                     mask=inside)
+
+    if not _interpreting():  # the warps per token that run fastest, timed once per width on first use
+        kernel = triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (2, 4, 8)], key=["P"])(kernel)
+    return triton, kernel
+
+
+_kernel = functools.cache(build_kernel)
+
+
+def _rows(x: Tensor) -> tuple[Tensor, int]:
+    """x (B, T, D) as rows b * T + t with unit channel stride: a view where possible (q and k
+    are chunks of the fused q/k/v projection), else a copy. Returns (tensor, row stride)."""
+    batch, tokens, _ = x.shape
+    if x.stride(2) != 1 or (batch > 1 and x.stride(0) != tokens * x.stride(1)):
+        x = x.contiguous()
+    return x, x.stride(1)
+
+
+def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
+    triton, kernel = (build_kernel() if _interpreting() else _kernel())
+    (q, q_stride), (k, k_stride) = _rows(q), _rows(k)
+    cos, sin = cos.contiguous(), sin.contiguous()
+    batch, tokens, width = q.shape
+    q_out, k_out = torch.empty(q.shape, dtype=q.dtype, device=q.device), torch.empty_like(q)
+    grid = (batch * tokens,)
+    args = (q, k, q_weight.contiguous(), k_weight.contiguous(), cos, sin, q_out, k_out, q_stride, k_stride,
+            width // 2, eps)
+    block = triton.next_power_of_2(width // 2)
+    if q.is_cuda:
+        with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors'
+            kernel[grid](*args, BLOCK=block)
+    else:
+        kernel[grid](*args, BLOCK=block)
+    return q_out, k_out
+
+
+def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether `qk_norm_rope` runs on `device` and agrees with the reference computed in fp32:
+    every value within one `dtype` rounding step of itself plus 1e-4 of its row's largest
+    (the kernel rounds once, at the end).
+    False where the kernel cannot be built or run, so callers keep the unfused path."""
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k = (torch.randn(2, 40, 96, generator=g, device=device).to(dtype) * 3 for _ in range(2))
+    q_weight, k_weight = (torch.rand(96, generator=g, device=device).to(dtype) + 0.5 for _ in range(2))
+    angles = torch.rand(2, 40, 48, generator=g, device=device) * 300
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    try:
+        got = qk_norm_rope(q, k, q_weight, k_weight, cos, sin, 1e-5)
+    except Exception:  # noqa: BLE001 - any failure to build or run the kernel: not usable here
+        return False
+    exact = qk_norm_rope_reference(q.float(), k.float(), q_weight.float(), k_weight.float(), cos.float(),
+                                   sin.float(), 1e-5)
+    step = torch.finfo(dtype).eps
+    return all(bool(((g.float() - e).abs() <= 1e-4 * e.abs().amax(-1, keepdim=True) + step * e.abs()).all())
+               for g, e in zip(got, exact))
+
+
+def enable(model: nn.Module) -> int:
+    """Route every self-attention's QK-norm and RoPE of `model` (an `LTXVTransformer`) through
+    `qk_norm_rope`, with `prepare` building the pair tables it reads. Returns how many
+    attention layers changed. The op has no backward: for inference only."""
+    from .transformer import Attention
+
+    model.rope_pairs = True
+    count = 0
+    for block in model.transformer_blocks:
+        if isinstance(block.attn1, Attention):
+            block.attn1.fused_qk_rope = True
+            count += 1
+    return count
