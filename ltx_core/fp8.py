@@ -42,6 +42,26 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return values, scale
 
 
+@functools.cache
+def scaled_mm_adds_bias(device: torch.device, out_dtype: torch.dtype) -> bool:
+    """Whether `torch._scaled_mm` with row-wise scales adds a bias in its epilogue on `device`
+    (cuBLAS' FP8 kernels take a bf16 or fp16 bias): one pass fewer over every biased FP8
+    layer's output, and q, k, v stay views of the fused projection instead of being written
+    again with their bias. Checked once per device against the separate addition."""
+    if device.type != "cuda" or out_dtype not in (torch.bfloat16, torch.float16):
+        return False
+    g = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(32, 64, generator=g, device=device) for _ in range(2))
+    bias = torch.randn(32, generator=g, device=device).to(out_dtype)
+    (qa, sa), (qb, sb) = quantize_rows(a), quantize_rows(b)
+    try:
+        fused = torch._scaled_mm(qa, qb.t(), scale_a=sa, scale_b=sb.reshape(1, -1), bias=bias, out_dtype=out_dtype)
+    except (RuntimeError, NotImplementedError):  # this torch or cuBLAS takes no bias with row-wise scales
+        return False
+    plain = torch._scaled_mm(qa, qb.t(), scale_a=sa, scale_b=sb.reshape(1, -1), out_dtype=out_dtype).float()
+    return bool(((fused.float() - (plain + bias.float())).abs() <= 0.02 * plain.abs().amax() + 1e-3).all())
+
+
 class FP8Linear(nn.Module):
     """A drop-in for an `nn.Linear` whose weight is stored as row-wise scaled FP8.
 
@@ -57,6 +77,8 @@ class FP8Linear(nn.Module):
         self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # (1, N) fp32
         bias = linear.bias.detach().to(self.out_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
+        # decided here, not in forward: compiled regions must not trace the one-time check
+        self.bias_in_epilogue = bias is not None and scaled_mm_adds_bias(linear.weight.device, self.out_dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         values, scale = quantize_rows(x.reshape(-1, self.in_features))
@@ -70,11 +92,12 @@ class FP8Linear(nn.Module):
         if padding:  # zero rows: scale 1, values 0, cut off again below
             values = F.pad(values.view(torch.uint8), (0, 0, 0, padding)).view(FP8_DTYPE)
             scale = F.pad(scale, (0, 0, 0, padding), value=1.0)
+        in_epilogue = bias and self.bias_in_epilogue
         out = torch._scaled_mm(values, self.weight.t(), scale_a=scale, scale_b=self.weight_scale,
-                               out_dtype=self.out_dtype)
+                               bias=self.bias if in_epilogue else None, out_dtype=self.out_dtype)
         if padding:
             out = out[:rows]
-        if bias and self.bias is not None:
+        if bias and self.bias is not None and not in_epilogue:  # in a pass of its own
             out = out + self.bias
         return out
 

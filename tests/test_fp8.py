@@ -153,3 +153,25 @@ def test_the_triton_gelu_quantize_kernel_matches_the_torch_reference(width):
     got, expected = values.cpu().float(), ref_values.float()
     assert (got != expected).float().mean() < 1e-3
     assert ((got - expected).abs() <= expected.abs() * E4M3_RELATIVE_STEP * 2 + 2**-9).all()
+
+
+def test_off_cuda_the_bias_is_added_in_a_pass_of_its_own():
+    """The epilogue bias is a CUDA cuBLAS feature; elsewhere the layer adds it itself."""
+    layer = FP8Linear(torch.nn.Linear(32, 48).to(torch.bfloat16))
+    assert not layer.bias_in_epilogue
+    x = torch.randn(5, 32).to(torch.bfloat16)
+    assert torch.equal(layer(x), layer.matmul_quantized(*quantize_rows(x), bias=False) + layer.bias)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLAS' epilogue bias runs on CUDA only (run on the GPU)")
+@torch.no_grad()
+def test_the_epilogue_bias_on_cuda_gives_the_separately_added_bias():
+    torch.manual_seed(0)
+    layer = FP8Linear(torch.nn.Linear(2048, 6144).cuda().to(torch.bfloat16))
+    assert layer.bias_in_epilogue  # an H100 with cuBLAS 12.9+ takes it
+    x = torch.randn(6144, 2048, device="cuda").to(torch.bfloat16)
+    fused = layer(x).float()
+    layer.bias_in_epilogue = False
+    separate = layer(x).float()
+    # the epilogue adds in fp32 and rounds once; the separate add rounds twice
+    assert ((fused - separate).abs() <= 2 * torch.finfo(torch.bfloat16).eps * separate.abs() + 1e-2).all()
