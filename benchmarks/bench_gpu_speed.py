@@ -48,7 +48,7 @@ from ltx_core.rope import apply_rope, fractional_coords, latent_coords, pixel_co
 from ltx_core.sampler import guided_velocity, sample  # noqa: E402
 from ltx_core.scheduler import flow_sigmas  # noqa: E402
 from ltx_core.transformer import LTXVTransformer  # noqa: E402
-from ltx_core.vae import CausalVideoVAE  # noqa: E402
+from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE  # noqa: E402
 
 from gpu_measure import fresh_peak, live_cuda_tensors, sync, timed  # noqa: E402  (beside this script)
 
@@ -526,14 +526,17 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
             best_chunk = min(args_chunks, key=lambda c: lever[f"compiled_chunk{c}_s"])
             R["levers"]["vae_compiled"] = min(compiled_whole, lever[f"compiled_chunk{best_chunk}_s"]) < lever["eager_s"]
             # time-chunked layers hold the decode's memory to a fraction (issue 6: peak
-            # <= 8 GiB); the speed configuration keeps them only when they cost <= 10 ms,
-            # the low-memory configuration (its own stage) always uses the fastest chunk
+            # <= 8 GiB); the timed configuration decodes as the CLI and the node do by
+            # default (`DEFAULT_DECODE_TIME_CHUNK` frames per chunk), not by whichever of
+            # whole and chunked won this run by a few ms; the low-memory configuration
+            # (its own stage) uses the fastest chunk
             R["levers"]["low_memory_decode_time_chunk"] = best_chunk
-            chunked_pays = lever[f"compiled_chunk{best_chunk}_s"] <= compiled_whole + 0.010
-            setup.decode_time_chunk = best_chunk if chunked_pays else None
+            setup.decode_time_chunk = DEFAULT_DECODE_TIME_CHUNK
             R["levers"]["decode_time_chunk"] = setup.decode_time_chunk
             if R["levers"]["vae_compiled"]:
-                key = "compiled" if setup.decode_time_chunk is None else f"compiled_chunk{best_chunk}"
+                key = f"compiled_chunk{setup.decode_time_chunk}"
+                if f"{key}_s" not in lever:  # the default chunk was not among --decode-time-chunks
+                    measure(key, setup.decode_time_chunk)
                 R["levers"]["vae_compile_extra_s"] = lever[f"{key}_first_s"] - lever[f"{key}_s"]
             else:
                 for module in ours_vae_model.modules():

@@ -155,7 +155,7 @@ def test_the_triton_gelu_quantize_kernel_matches_the_torch_reference(width):
     assert ((got - expected).abs() <= expected.abs() * E4M3_RELATIVE_STEP * 2 + 2**-9).all()
 
 
-def test_off_cuda_the_bias_is_added_in_a_pass_of_its_own():
+def test_elsewhere_the_bias_is_added_in_a_pass_of_its_own():
     """The epilogue bias is a CUDA cuBLAS feature; elsewhere the layer adds it itself."""
     layer = FP8Linear(torch.nn.Linear(32, 48).to(torch.bfloat16))
     assert not layer.bias_in_epilogue
