@@ -103,6 +103,10 @@ class TransformerConfig:
             raise SettingsError(
                 f"transformer config: cross_attention_dim {self.cross_attention_dim} must "
                 f"equal num_attention_heads * attention_head_dim = {self.inner_dim}")
+        if self.inner_dim % 2:  # RoPE rotates channel pairs across the full width (2.2.1)
+            raise SettingsError(
+                f"transformer config: num_attention_heads * attention_head_dim = {self.inner_dim} is odd; "
+                "allowed: an even width (RoPE rotates channels in pairs)")
         max_pos = self.positional_embedding_max_pos
         if (not isinstance(max_pos, tuple) or len(max_pos) != 3
                 or not all(isinstance(v, (int, float)) and v > 0 for v in max_pos)):

@@ -189,6 +189,8 @@ def test_absent_metadata_fields_take_lightricks_defaults():
     ({"positional_embedding_theta": ..., "caption_channels": ...}, r"lacks caption_channels, positional_embedding_theta"),
     ({"cross_attention_dim": 4096}, r"cross_attention_dim 4096 must equal num_attention_heads \* attention_head_dim = 2048"),
     ({"num_layers": 0}, r"num_layers is 0; allowed: a positive integer"),
+    ({"num_attention_heads": 3, "attention_head_dim": 21, "cross_attention_dim": 63},
+     r"attention_head_dim = 63 is odd; allowed: an even width \(RoPE rotates channels in pairs\)"),
     ({"positional_embedding_max_pos": [20, 2048]}, r"positional_embedding_max_pos is \(20, 2048\); allowed: a tuple of three"),
 ])
 def test_an_unsupported_metadata_value_is_refused_with_what_is_allowed(changes, message):
