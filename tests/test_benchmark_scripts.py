@@ -63,3 +63,22 @@ def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):
     with pytest.raises(SystemExit, match="times a GPU decode; no CUDA device here"):
         bench_decode_chunks.main()
     sys.modules.pop("bench_decode_chunks", None)
+
+
+def test_the_fp8_attention_probe_quantizes_per_tensor_within_one_fp8_step(monkeypatch):
+    """The probe's own math (its cuDNN part needs a Hopper GPU and the optional package):
+    one scale for the whole tensor, the largest value at the top of the FP8 range."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import probe_fp8_attention as probe
+
+    x = torch.randn(2, 16, 4, 8) * 3
+    values, descale = probe.per_tensor_fp8(x)
+    assert values.dtype == torch.float8_e4m3fn and descale.shape == (1, 1, 1, 1)
+    assert values.float().abs().max() == probe.FP8_MAX
+    back = values.float() * descale
+    assert ((back - x).abs() <= x.abs() / 16 + 2**-9 * descale.item() * probe.FP8_MAX).all()
+    stats = probe.error(back, x)
+    assert 0 < stats["rel_l2"] < 0.05 and stats["ref_max_abs"] == x.abs().max().item()
+    sys.modules.pop("probe_fp8_attention", None)
