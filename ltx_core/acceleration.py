@@ -317,7 +317,8 @@ def optimize_transformer(
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
         if fp8_fused_gelu and gelu_quantize_matches_reference(device):
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
-    if fused_qk_rope_kernel and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype):
+    width = model.cfg.inner_dim
+    if fused_qk_rope_kernel and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype, width):
         levers["fused_qk_rope"] = fused_qk_rope.enable(model)
     if attention == "auto":
         cfg = model.cfg

@@ -138,7 +138,7 @@ def _triton_gelu_quantize_kernel():
     # the warps per row that run fastest, timed once per row width on first use
     @triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (4, 8, 16, 32)], key=["K"])
     @triton.jit
-    def kernel(x_ptr, bias_ptr, values_ptr, scale_ptr, K, BLOCK: tl.constexpr, LIMIT: tl.constexpr,
+    def gelu_quantize_kernel(x_ptr, bias_ptr, values_ptr, scale_ptr, K, BLOCK: tl.constexpr, LIMIT: tl.constexpr,
                FLOOR: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
@@ -153,7 +153,7 @@ def _triton_gelu_quantize_kernel():
         tl.store(values_ptr + row * K + cols, q.to(tl.float8e4nv), mask=inside)
         tl.store(scale_ptr + row, scale)
 
-    return triton, kernel
+    return triton, gelu_quantize_kernel
 
 
 def _gelu_quantize_rows_cuda(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:

@@ -4,7 +4,8 @@ RMSNorm/RoPE lever).
 The reference (`transformer.Attention`) normalizes q and k across all heads (2.2.2) and
 then rotates each channel pair by its RoPE angle (2.2.1). Compiled by Inductor that is three
 kernels per block that read and write q and k two more times and read full-width cos/sin
-tables (about 125 us per block at 768x512x121 on an H100, `gpu_kernels_bf16.txt`). Here
+tables (82 us per block at 768x512x121 on an H100, against 45 us for this pass:
+`qk_norm_rope_us` in benchmarks/results/gpu_speed.json). Here
 one Triton program per token reads q, k and the pair tables of `rope.rope_pair_cos_sin`
 once, works in fp32 and writes the rotated q and k once.
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import SettingsError
 from .rope import apply_rope
 
 
@@ -33,9 +35,27 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: 
                  eps: float) -> tuple[Tensor, Tensor]:
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
     (B, T, D // 2); the results are contiguous, in q's dtype."""
+    _check_shapes(q, k, q_weight, k_weight, cos, sin)
     if q.is_cuda or _interpreting():
+        batch, tokens, width = q.shape
+        cos, sin = (t.expand(batch, tokens, width // 2) for t in (cos, sin))  # broadcast batch: one row each
         return _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps)
     return qk_norm_rope_reference(q, k, q_weight, k_weight, cos, sin, eps)
+
+
+def _check_shapes(q, k, q_weight, k_weight, cos, sin) -> None:
+    """The shapes the kernel reads, refused with the reason before any memory is touched."""
+    if q.ndim != 3 or q.shape != k.shape or q.dtype != k.dtype or q.shape[-1] % 2:
+        raise SettingsError(f"qk_norm_rope: q {tuple(q.shape)} {q.dtype} and k {tuple(k.shape)} {k.dtype}; "
+                            "allowed: the same (batch, tokens, even width) and dtype")
+    batch, tokens, width = q.shape
+    if q_weight.shape != (width,) or k_weight.shape != (width,):
+        raise SettingsError(f"qk_norm_rope: norm weights {tuple(q_weight.shape)}, {tuple(k_weight.shape)}; "
+                            f"allowed: ({width},)")
+    for name, table in (("cos", cos), ("sin", sin)):
+        if table.ndim != 3 or table.shape[0] not in (1, batch) or table.shape[1:] != (tokens, width // 2):
+            raise SettingsError(f"qk_norm_rope: {name} table {tuple(table.shape)}; allowed: "
+                                f"({batch} or 1, {tokens}, {width // 2}), one angle per channel pair")
 
 
 @qk_norm_rope.register_fake
@@ -47,9 +67,9 @@ def qk_norm_rope_reference(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Ten
                            eps: float) -> tuple[Tensor, Tensor]:
     """The unfused math, as `transformer.Attention` runs it."""
     cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
-    q = F.rms_norm(q, q.shape[-1:], q_weight, eps)
-    k = F.rms_norm(k, k.shape[-1:], k_weight, eps)
-    return apply_rope(q, cos, sin).contiguous(), apply_rope(k, cos, sin).contiguous()
+    rotated_q = apply_rope(F.rms_norm(q, q.shape[-1:], q_weight, eps), cos, sin)
+    rotated_k = apply_rope(F.rms_norm(k, k.shape[-1:], k_weight, eps), cos, sin)
+    return rotated_q.to(q.dtype).contiguous(), rotated_k.to(k.dtype).contiguous()
 
 
 def _interpreting() -> bool:
@@ -63,7 +83,7 @@ def build_kernel():
     import triton.language as tl
 
     @triton.jit
-    def kernel(q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr,
+    def qk_norm_rope_kernel(q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr,
                q_row_stride, k_row_stride, P, eps, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)  # one token: q, k and its angles read once
         pairs = tl.arange(0, BLOCK)
@@ -84,6 +104,7 @@ def build_kernel():
             tl.store(out_ptr + row * 2 * P + channels, tl.reshape(rotated, (2 * BLOCK,)).to(out_ptr.dtype.element_ty),
                      mask=inside)
 
+    kernel = qk_norm_rope_kernel
     if not _interpreting():  # the warps per token that run fastest, timed once per width on first use
         kernel = triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (2, 4, 8)], key=["P"])(kernel)
     return triton, kernel
@@ -106,7 +127,8 @@ def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
     (q, q_stride), (k, k_stride) = _rows(q), _rows(k)
     cos, sin = cos.contiguous(), sin.contiguous()
     batch, tokens, width = q.shape
-    q_out, k_out = torch.empty(q.shape, dtype=q.dtype, device=q.device), torch.empty_like(q)
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     grid = (batch * tokens,)
     args = (q, k, q_weight.contiguous(), k_weight.contiguous(), cos, sin, q_out, k_out, q_stride, k_stride,
             width // 2, eps)
@@ -119,15 +141,19 @@ def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
     return q_out, k_out
 
 
-def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> bool:
-    """Whether `qk_norm_rope` runs on `device` and agrees with the reference computed in fp32:
+def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfloat16, width: int = 96) -> bool:
+    """Whether `qk_norm_rope` runs on `device` and agrees with the reference computed in fp32,
+    at `width` channels on q and k cut from one fused projection output as the model's are:
     every value within one `dtype` rounding step of itself plus 1e-4 of its row's largest
-    (the kernel rounds once, at the end).
-    False where the kernel cannot be built or run, so callers keep the unfused path."""
+    (the kernel rounds once, at the end). False where the kernel cannot be built or run, so
+    callers keep the unfused path. Run at the model's width before any CUDA graph capture:
+    the kernel's first call at a width times its launch configurations, which a capture
+    cannot hold."""
     g = torch.Generator(device=device).manual_seed(0)
-    q, k = (torch.randn(2, 40, 96, generator=g, device=device).to(dtype) * 3 for _ in range(2))
-    q_weight, k_weight = (torch.rand(96, generator=g, device=device).to(dtype) + 0.5 for _ in range(2))
-    angles = torch.rand(2, 40, 48, generator=g, device=device) * 300
+    tokens = 1024 if torch.device(device).type == "cuda" else 40
+    q, k, _ = (torch.randn(2, tokens, 3 * width, generator=g, device=device) * 3).to(dtype).chunk(3, dim=-1)
+    q_weight, k_weight = (torch.rand(width, generator=g, device=device).to(dtype) + 0.5 for _ in range(2))
+    angles = torch.rand(2, tokens, width // 2, generator=g, device=device) * 300
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
     try:
         got = qk_norm_rope(q, k, q_weight, k_weight, cos, sin, 1e-5)

@@ -86,8 +86,9 @@ def rope_pair_cos_sin(
     cos, sin = angles.cos(), angles.sin()
     padding = (dim % 6) // 2
     if padding:
-        cos = torch.cat([torch.ones_like(cos[..., :padding]), cos], dim=-1)
-        sin = torch.cat([torch.zeros_like(sin[..., :padding]), sin], dim=-1)
+        unrotated = cos.new_zeros((*cos.shape[:-1], padding))
+        cos = torch.cat([unrotated + 1, cos], dim=-1)
+        sin = torch.cat([unrotated, sin], dim=-1)
     return cos, sin
 
 

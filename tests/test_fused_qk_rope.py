@@ -61,6 +61,24 @@ def test_pair_tables_are_the_channel_tables_at_even_channels_with_padding_pairs_
         assert not (sin[..., padding:] == 0).all()
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda q, k, qw, kw, c, s: (q, k[:, :-1], qw, kw, c, s), r"q \(2, 7, 90\) .* and k \(2, 6, 90\)"),
+    (lambda q, k, qw, kw, c, s: (q, k.double(), qw, kw, c, s), r"allowed: the same \(batch, tokens, even width\) and dtype"),
+    (lambda q, k, qw, kw, c, s: (q, k, qw[:-2], kw, c, s), r"norm weights \(88,\), \(90,\); allowed: \(90,\)"),
+    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c.repeat(1, 1, 2), s), r"cos table \(2, 7, 90\); allowed: \(2 or 1, 7, 45\)"),
+    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c, s[:, :3]), r"sin table \(2, 3, 45\)"),
+])
+def test_inputs_of_the_wrong_shape_are_refused_before_the_kernel_reads_them(change, message):
+    with pytest.raises(SettingsError, match=message):
+        fused_qk_rope.qk_norm_rope(*change(*qk_inputs()), 1e-5)
+
+
+def test_small_widths_get_whole_pair_tables():
+    for width in (2, 4, 6, 8):
+        cos, sin = rope_pair_cos_sin(torch.rand(1, 3, 2) * 9, width, 10000.0, (20, 2048, 2048))
+        assert cos.shape == sin.shape == (1, 2, width // 2)
+
+
 def test_an_odd_rope_width_is_refused_with_the_reason():
     with pytest.raises(SettingsError, match="RoPE width 95 is odd"):
         rope_pair_cos_sin(torch.zeros(1, 3, 2), 95, 10000.0, (20, 2048, 2048))
@@ -105,6 +123,28 @@ def check_kernel_in_fp32() -> None:
 
 
 @torch.no_grad()
+def check_kernel_with_tables_broadcast_over_the_batch() -> None:
+    q, k, q_weight, k_weight, cos, sin = qk_inputs(batch=3, tokens=5, width=96)
+    cos, sin = cos[:1], sin[:1]  # one table for every batch item
+    got = fused_qk_rope.qk_norm_rope(q, k, q_weight, k_weight, cos, sin, 1e-5)
+    expected = fused_qk_rope.qk_norm_rope_reference(q, k, q_weight, k_weight, cos, sin, 1e-5)
+    for g, e in zip(got, expected):
+        assert (g - e).abs().max() <= FP32_ATOL
+
+
+@torch.no_grad()
+def check_model_with_the_kernel() -> None:
+    """The tiny model with the kernel in every self-attention gives the unfused velocity."""
+    torch.manual_seed(0)
+    reference = LTXVTransformer(TINY_TRANSFORMER).eval()
+    fused = LTXVTransformer(TINY_TRANSFORMER).eval()
+    fused.load_state_dict(reference.state_dict())
+    fused_qk_rope.enable(fused)
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    assert (fused(*inputs) - reference(*inputs)).abs().max() <= FP32_ATOL
+
+
+@torch.no_grad()
 def check_kernel_rounds_bf16_once() -> None:
     """In bf16 each value is the fp32 result rounded once: within one bf16 step of it (the
     interpreter's cast truncates; on the GPU it rounds to nearest, half a step, which the
@@ -133,6 +173,14 @@ def check_self_check_tells_a_wrong_kernel() -> None:
 
 def test_the_triton_kernel_matches_the_reference_in_fp32():
     interpreted("check_kernel_in_fp32()")
+
+
+def test_the_triton_kernel_reads_one_table_for_every_batch_item():
+    interpreted("check_kernel_with_tables_broadcast_over_the_batch()")
+
+
+def test_the_tiny_model_with_the_triton_kernel_gives_the_unfused_velocity():
+    interpreted("check_model_with_the_kernel()")
 
 
 def test_the_triton_kernel_rounds_bf16_once():
