@@ -207,3 +207,26 @@ def test_the_compiled_kernel_matches_the_reference_at_the_2b_width_on_cuda():
     for g, e in zip(got, exact):
         assert ((g.float() - e).abs() <= half_step * e.abs() + 1e-5).all()
     assert fused_qk_rope.matches_reference("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel runs on CUDA only (run on the GPU)")
+@torch.no_grad()
+def test_optimize_transformer_turns_the_kernel_on_at_the_2b_width_on_cuda():
+    """Its self-check at the real width passes, so the lever is on, and the velocity keeps
+    to the unfused one within bf16 rounding."""
+    from dataclasses import replace
+
+    from ltx_core.acceleration import optimize_transformer
+    from ltx_core.configs import LTXV_2B
+
+    cfg = replace(LTXV_2B, num_layers=2, caption_channels=64)
+    torch.manual_seed(0)
+    plain = LTXVTransformer(cfg).cuda().to(torch.bfloat16).eval()
+    fast_model = LTXVTransformer(cfg).cuda().to(torch.bfloat16).eval()
+    fast_model.load_state_dict(plain.state_dict())
+    fast = optimize_transformer(fast_model, compile=False, cuda_graphs=False)
+    assert fast.levers["fused_qk_rope"] == 2
+    latent, sigma, text, mask, coords = (t.cuda() for t in tiny_inputs(cfg, frames=4, height=8, width=8))
+    inputs = (latent.to(torch.bfloat16), sigma, text.to(torch.bfloat16), mask, coords)
+    got, expected = fast(*inputs).float(), plain(*inputs).float()
+    assert ((got - expected).norm() / expected.norm()) < 0.02
