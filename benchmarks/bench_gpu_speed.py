@@ -518,12 +518,16 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
             lever["eager_chunked_vs_whole_frames"] = error_stats(
                 measure(f"eager_chunk{first_chunk}", first_chunk), reference)
             acceleration.compile_vae_decoder(ours_vae_model, backend=setup.compile_backend)
-            lever["compiled_vs_eager_frames"] = error_stats(measure("compiled", None), reference)
-            for chunk in args_chunks:
+            # the default chunk compiles first, on cold caches: its first decode is the
+            # compilation a user's first clip pays (`vae_compile_extra_s`)
+            chunks = sorted(set(args_chunks) | {DEFAULT_DECODE_TIME_CHUNK},
+                            key=lambda c: c != DEFAULT_DECODE_TIME_CHUNK)
+            for chunk in chunks:
                 lever[f"compiled_chunk{chunk}_vs_eager_frames"] = error_stats(
                     measure(f"compiled_chunk{chunk}", chunk), reference)
+            lever["compiled_vs_eager_frames"] = error_stats(measure("compiled", None), reference)
             compiled_whole = lever["compiled_s"]
-            best_chunk = min(args_chunks, key=lambda c: lever[f"compiled_chunk{c}_s"])
+            best_chunk = min(chunks, key=lambda c: lever[f"compiled_chunk{c}_s"])
             R["levers"]["vae_compiled"] = min(compiled_whole, lever[f"compiled_chunk{best_chunk}_s"]) < lever["eager_s"]
             # time-chunked layers hold the decode's memory to a fraction (issue 6: peak
             # <= 8 GiB); the timed configuration decodes as the CLI and the node do by
@@ -535,8 +539,6 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
             R["levers"]["decode_time_chunk"] = setup.decode_time_chunk
             if R["levers"]["vae_compiled"]:
                 key = f"compiled_chunk{setup.decode_time_chunk}"
-                if f"{key}_s" not in lever:  # the default chunk was not among --decode-time-chunks
-                    measure(key, setup.decode_time_chunk)
                 R["levers"]["vae_compile_extra_s"] = lever[f"{key}_first_s"] - lever[f"{key}_s"]
             else:
                 for module in ours_vae_model.modules():

@@ -296,7 +296,8 @@ def optimize_transformer(
     feed-forward's hidden bias + GELU + quantization in one pass (`fp8.FP8FeedForward`; skipped
     where that kernel does not match its reference). fused_qk_rope_kernel: on CUDA, each
     self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`; skipped where it
-    does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
+    does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs
+    a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
     if attention not in ATTENTION_CHOICES:
         raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

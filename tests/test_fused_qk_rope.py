@@ -63,9 +63,11 @@ def test_pair_tables_are_the_channel_tables_at_even_channels_with_padding_pairs_
 
 @pytest.mark.parametrize("change, message", [
     (lambda q, k, qw, kw, c, s: (q, k[:, :-1], qw, kw, c, s), r"q \(2, 7, 90\) .* and k \(2, 6, 90\)"),
-    (lambda q, k, qw, kw, c, s: (q, k.double(), qw, kw, c, s), r"allowed: the same \(batch, tokens, even width\) and dtype"),
+    (lambda q, k, qw, kw, c, s: (q, k.double(), qw, kw, c, s),
+     r"allowed: the same \(batch, tokens, even width\) and dtype"),
     (lambda q, k, qw, kw, c, s: (q, k, qw[:-2], kw, c, s), r"norm weights \(88,\), \(90,\); allowed: \(90,\)"),
-    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c.repeat(1, 1, 2), s), r"cos table \(2, 7, 90\); allowed: \(2 or 1, 7, 45\)"),
+    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c.repeat(1, 1, 2), s),
+     r"cos table \(2, 7, 90\); allowed: \(2 or 1, 7, 45\)"),
     (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c, s[:, :3]), r"sin table \(2, 3, 45\)"),
 ])
 def test_inputs_of_the_wrong_shape_are_refused_before_the_kernel_reads_them(change, message):
