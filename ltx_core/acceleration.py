@@ -17,12 +17,12 @@
 
 Measured on one H100 (benchmarks/results/gpu_speed.json, 2B, 768x512x121, 20 steps, DiT
 time without / with batched CFG): all levers in bf16 (regional compile, CUDA graphs,
-cuDNN attention, GELU epilogue, fused q/k/v, fused QK-norm + RoPE) 1.12 / 2.23 s; without
-graphs 1.13 / 2.23, without the epilogue 1.16 / 2.28, without fused q/k/v 1.13 / 2.23,
-with QK-norm + RoPE left to Inductor 1.16 / 2.32, without compile and graphs 1.27 / 2.53.
-FP8 0.95 / 1.90 s (unfused q/k/v 0.97 / 1.92, the feed-forward's GELU + quantization left
-to Inductor 1.02 / 2.02, FP8 in the feed-forward only 1.02 / 2.03). Sequential CFG cost
-2.25 s against 2.23 s batched.
+cuDNN attention, GELU epilogue, fused q/k/v, fused QK-norm + RoPE) 1.12 / 2.22 s; without
+graphs 1.13 / 2.24, without the epilogue 1.16 / 2.29, without fused q/k/v 1.13 / 2.24,
+with QK-norm + RoPE left to Inductor 1.17 / 2.31, without compile and graphs 1.28 / 2.53.
+FP8 0.96 / 1.91 s (unfused q/k/v 0.97 / 1.93, the feed-forward's GELU + quantization left
+to Inductor 1.02 / 2.02, FP8 in the feed-forward only 1.02 / 2.04). Sequential CFG cost
+2.27 s against 2.22 s batched.
 
 Call it after the weights are loaded and the model sits on its device; it changes the
 model in place (fusion and FP8 replace layers), so keep an unmodified copy for saving.
