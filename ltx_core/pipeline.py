@@ -196,7 +196,7 @@ def optimize_models(
     """The GPU speed levers of issue 6 (`ltx_core.acceleration`), applied once after loading,
     with the models on their device: regional `torch.compile` of the DiT (`compile`), FP8
     linear layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
-    (`compile_vae`: ~36 s more cold start for ~0.1 s per 121-frame decode on an H100), the
+    (`compile_vae`: ~46 s more cold start for ~0.1 s per 121-frame decode on an H100), the
     SDPA backend (`attention`, 'auto' times them) and CUDA graphs (None: on CUDA).
 
     Opt-in: nothing here runs unless asked, so the fp32 CPU path stays the reference. The
