@@ -306,7 +306,9 @@ def optimize_transformer(
     if cuda_graphs and device.type != "cuda":
         raise SettingsError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
     if fp8 and not fp8_supported(device):
-        raise SettingsError(f"fp8 needs FP8 tensor cores (compute capability 8.9+); {device} has none")
+        raise SettingsError(f"fp8 needs FP8 tensor cores (compute capability 8.9+), or on the CPU a torch whose "
+                            f"_scaled_mm takes row-wise scales (2.14 does); {device} with torch {torch.__version__} "
+                            "has neither")
     model.eval().requires_grad_(False)
     levers = dict(compile=compile, fp8=fp8, fuse_projections=fuse_projections, cuda_graphs=cuda_graphs)
     if fuse_projections:

@@ -252,9 +252,24 @@ def convert_to_fp8(model: nn.Module, out_dtype: torch.dtype | None = None,
 
 
 def fp8_supported(device: torch.device | str) -> bool:
-    """FP8 tensor cores: CUDA compute capability 8.9 (Ada) or 9.0+ (Hopper). On CPU,
-    `_scaled_mm` works (slowly) in recent torch, which the tests use."""
+    """FP8 tensor cores: CUDA compute capability 8.9 (Ada) or 9.0+ (Hopper). On CPU, where
+    this torch's `_scaled_mm` takes row-wise scales (slowly; torch 2.14 does, 2.11 does
+    not), which the tests use."""
     device = torch.device(device)
+    if device.type == "cpu":
+        return _cpu_takes_row_wise_scales()
     if device.type != "cuda":
-        return device.type == "cpu"
+        return False
     return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+@functools.cache
+def _cpu_takes_row_wise_scales() -> bool:
+    if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        return False
+    a, b = quantize_rows(torch.ones(16, 16)), quantize_rows(torch.ones(16, 16))
+    try:
+        out = torch._scaled_mm(a[0], b[0].t(), scale_a=a[1], scale_b=b[1].reshape(1, -1), out_dtype=torch.float32)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool(torch.allclose(out, torch.full((16, 16), 16.0)))

@@ -176,3 +176,16 @@ def test_the_epilogue_bias_on_cuda_gives_the_separately_added_bias():
     separate = layer(x).float()
     # the epilogue adds in fp32 and rounds once; the separate add rounds twice
     assert ((fused - separate).abs() <= 2 * torch.finfo(torch.bfloat16).eps * separate.abs() + 1e-2).all()
+
+
+def test_a_cpu_torch_without_row_wise_scaled_mm_is_refused_with_the_reason(monkeypatch):
+    """torch 2.11's CPU `_scaled_mm` takes only per-tensor scales: FP8 is refused up front,
+    not left to fail inside the first forward."""
+    from ltx_core import fp8
+    from ltx_core.acceleration import optimize_transformer
+    from ltx_core.errors import SettingsError
+
+    assert fp8.fp8_supported("cpu")  # this torch (2.14) takes them
+    monkeypatch.setattr(fp8, "_cpu_takes_row_wise_scales", lambda: False)
+    with pytest.raises(SettingsError, match=r"_scaled_mm takes row-wise scales .* has neither"):
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), fp8=True, compile=False)
