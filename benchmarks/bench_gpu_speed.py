@@ -674,7 +674,8 @@ def run(setup: Setup, report: Report, repeats: int, args_chunks: tuple[int, ...]
             R["gemm_rates"] = gemm_rates(setup.tokens)
             R["fp8_gelu_quantize_kernel_matches_reference"] = gelu_quantize_matches_reference(dev)
             R["qk_norm_rope_us"] = qk_norm_rope_rates(setup.tokens, setup.transformer_cfg.inner_dim)
-            R["fused_qk_rope_kernel_matches_reference"] = fused_qk_rope.matches_reference(dev)
+            R["fused_qk_rope_kernel_matches_reference"] = fused_qk_rope.matches_reference(
+                dev, torch.bfloat16, setup.transformer_cfg.inner_dim)
 
     with report.stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)", needs_s=90) as ok:
         if ok:

@@ -50,10 +50,11 @@ def ground_truth(spec: data.ClipSpec) -> torch.Tensor:
     return ((video + 1) / 2).permute(1, 2, 3, 0)
 
 
-def request(spec: data.ClipSpec, seed: int, steps: int, guidance_scale: float = 3.0, **conditioning) -> Request:
+def request(spec: data.ClipSpec, seed: int, steps: int, **settings) -> Request:
+    """The clip's request; `settings`: conditioning and any other `Request` field."""
     return Request(prompt=data.caption(spec), width=DEMO_SIZE["width"], height=DEMO_SIZE["height"],
                    num_frames=DEMO_SIZE["num_frames"], frame_rate=DEMO_SIZE["frame_rate"], steps=steps,
-                   seed=seed, guidance_scale=guidance_scale, **conditioning)  # fmt: skip
+                   seed=seed, **settings)  # fmt: skip
 
 
 def round_trip(vae, frame: torch.Tensor, decode_timestep: float) -> torch.Tensor:
@@ -66,12 +67,13 @@ def clip_round_trip(vae, video: torch.Tensor, decode_timestep: float) -> torch.T
     return decode_frames(vae, encode_frames(vae, video), decode_timestep, 0.0)[0]
 
 
-def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int, guidance_scale: float = 3.0) -> dict:
+def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int, **settings) -> dict:
+    """`settings`: `Request` fields for both runs (guidance_scale, say)."""
     truth = ground_truth(spec)
     last = len(truth) - 1
     items = (ConditioningItem(truth[0], 0), ConditioningItem(truth[-1], last))
-    both = generate(models, request(spec, seed, steps, guidance_scale, conditions=items))
-    first_only = generate(models, request(spec, seed, steps, guidance_scale, first_frame=truth[0]))
+    both = generate(models, request(spec, seed, steps, conditions=items, **settings))
+    first_only = generate(models, request(spec, seed, steps, first_frame=truth[0], **settings))
     decode_timestep = request(spec, seed, steps).decode_timestep
     whole = clip_round_trip(models.vae, truth, decode_timestep)
     return {
@@ -100,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (the pipeline's default 3)")
+    parser.add_argument("--guidance-scale", type=float, default=Request.guidance_scale,
+                        help="CFG scale (default: the pipeline's)")
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

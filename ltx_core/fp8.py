@@ -42,6 +42,16 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return values, scale
 
 
+def _row_wise_scaled_mm(a: Tensor, b: Tensor, out_dtype: torch.dtype, bias: Tensor | None = None) -> Tensor | None:
+    """a @ b.T through `_scaled_mm` with both sides quantized per row, or None where this
+    torch (or cuBLAS) refuses row-wise scales or the bias: the one-time capability checks."""
+    (qa, sa), (qb, sb) = quantize_rows(a), quantize_rows(b)
+    try:
+        return torch._scaled_mm(qa, qb.t(), scale_a=sa, scale_b=sb.reshape(1, -1), bias=bias, out_dtype=out_dtype)
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
 @functools.cache
 def scaled_mm_adds_bias(device: torch.device, out_dtype: torch.dtype) -> bool:
     """Whether `torch._scaled_mm` with row-wise scales adds a bias in its epilogue on `device`
@@ -53,12 +63,10 @@ def scaled_mm_adds_bias(device: torch.device, out_dtype: torch.dtype) -> bool:
     g = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(32, 64, generator=g, device=device) for _ in range(2))
     bias = torch.randn(32, generator=g, device=device).to(out_dtype)
-    (qa, sa), (qb, sb) = quantize_rows(a), quantize_rows(b)
-    try:
-        fused = torch._scaled_mm(qa, qb.t(), scale_a=sa, scale_b=sb.reshape(1, -1), bias=bias, out_dtype=out_dtype)
-    except (RuntimeError, NotImplementedError):  # this torch or cuBLAS takes no bias with row-wise scales
+    fused = _row_wise_scaled_mm(a, b, out_dtype, bias)
+    if fused is None:
         return False
-    plain = torch._scaled_mm(qa, qb.t(), scale_a=sa, scale_b=sb.reshape(1, -1), out_dtype=out_dtype).float()
+    plain = _row_wise_scaled_mm(a, b, out_dtype).float()
     return bool(((fused.float() - (plain + bias.float())).abs() <= 0.02 * plain.abs().amax() + 1e-3).all())
 
 
@@ -267,9 +275,5 @@ def fp8_supported(device: torch.device | str) -> bool:
 def _cpu_takes_row_wise_scales() -> bool:
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         return False
-    a, b = quantize_rows(torch.ones(16, 16)), quantize_rows(torch.ones(16, 16))
-    try:
-        out = torch._scaled_mm(a[0], b[0].t(), scale_a=a[1], scale_b=b[1].reshape(1, -1), out_dtype=torch.float32)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return bool(torch.allclose(out, torch.full((16, 16), 16.0)))
+    out = _row_wise_scaled_mm(torch.ones(16, 16), torch.ones(16, 16), torch.float32)
+    return out is not None and bool(torch.allclose(out, torch.full((16, 16), 16.0)))
