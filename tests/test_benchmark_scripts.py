@@ -82,3 +82,61 @@ def test_the_fp8_attention_probe_quantizes_per_tensor_within_one_fp8_step(monkey
     stats = probe.error(back, x)
     assert 0 < stats["rel_l2"] < 0.05 and stats["ref_max_abs"] == x.abs().max().item()
     sys.modules.pop("probe_fp8_attention", None)
+
+
+@pytest.fixture()
+def vae_probe(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import probe_vae_capacity as module
+
+    yield module
+    for name in ("probe_vae_capacity", "eval_first_last"):
+        sys.modules.pop(name, None)
+
+
+def test_the_vae_probe_measures_the_same_bound_as_the_first_last_eval(vae_probe, tmp_path):
+    """With no training (--seconds 0) the probe's bound is the shipped VAE's whole-clip round
+    trip, as `eval_first_last` computes it for the same held-out clip, before and after alike;
+    the weights it writes are the shipped VAE's."""
+    import torch
+    from eval_first_last import clip_round_trip, ground_truth, psnr
+    from safetensors.torch import load_file
+
+    from ltx_core.checkpoint import load_checkpoint
+    from ltx_core.training import data
+
+    vae_probe.main(["--out", str(tmp_path), "--seconds", "0", "--count", "1", "--from-shipped",
+                    "--decoder-only", "--device", "cpu"])
+    result = json.loads((tmp_path / "vae_capacity.json").read_text())
+    assert result["steps"] == 0 and result["before"]["means"] == result["after"]["means"]
+    _, vae, _ = load_checkpoint(vae_probe.DEMO_CHECKPOINT)
+    truth = ground_truth(data.heldout_specs(1)[0])
+    whole = clip_round_trip(vae.float(), truth, 0.05)
+    assert result["after"]["rows"][0]["last_db"] == pytest.approx(psnr(whole[-1], truth[-1]), abs=0.05)
+    saved = {k: v for path in sorted(tmp_path.glob("resume.*.safetensors")) for k, v in load_file(path).items()}
+    shipped = load_file(str(vae_probe.DEMO_CHECKPOINT))
+    assert torch.equal(saved["vae.decoder.conv_out.conv.weight"].bfloat16(),
+                       shipped["vae.decoder.conv_out.conv.weight"])
+
+
+def test_the_vae_probe_refuses_a_decoder_fine_tune_without_an_encoder(vae_probe, tmp_path):
+    with pytest.raises(SystemExit, match="--decoder-only keeps a trained encoder"):
+        vae_probe.main(["--out", str(tmp_path), "--decoder-only"])
+
+
+def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(monkeypatch, tmp_path):
+    """For the shipped model the table's verdicts are eval_demo's own (color, motion, i2v),
+    and every committed candidate's row comes from its own evaluation files."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import summarize_candidates
+
+    result = summarize_candidates.main(["--out", str(tmp_path / "table.json")])
+    sys.modules.pop("summarize_candidates", None)
+    shipped_eval = json.loads((BENCHMARKS / "results" / "demo_eval.json").read_text())["meets_targets"]
+    for key in ("color", "motion", "i2v_first_frame_psnr_db"):
+        assert result["shipped"]["meets"][key] == shipped_eval[key]
+    folder = BENCHMARKS / "results" / "keyframe_candidates"
+    for name, row in result["candidates"].items():
+        demo = json.loads((folder / f"{name}_demo.json").read_text())
+        assert row["text_to_video_motion"] == demo["text_to_video_accuracy"]["motion"]
+        assert row["meets"]["motion"] == demo["meets_targets"]["motion"]

@@ -401,6 +401,7 @@ def test_keyframe_batches_can_give_the_first_frame_more_often(monkeypatch):
 @pytest.mark.parametrize("flag, value, words", [
     ("--keyframe-probability", "1.5", "share in \\[0, 1\\]"),
     ("--keyframe-first-frame-probability", "-0.1", "share in \\[0, 1\\]"),
+    ("--keyframe-caption-dropout", "1.5", "share in \\[0, 1\\]"),
     ("--keyframe-loss-weight", "0", "weight above 0"),
     ("--keyframe-loss-weight", "nan", "weight above 0"),
 ])
@@ -430,3 +431,28 @@ def test_the_keyframe_loss_weight_changes_the_loss_of_keyframe_batches_only():
 
     assert not torch.isclose(loss(1.0, True), loss(5.0, True))
     assert torch.equal(loss(1.0, False), loss(5.0, False))
+
+
+@pytest.mark.parametrize("keyframe_probability, expected", [(1.0, 1.0), (0.0, 0.0)])
+def test_keyframe_batches_take_their_own_caption_dropout(monkeypatch, keyframe_probability, expected):
+    """keyframe_caption_dropout = 1 drops every caption of a keyframe batch (the keyframe is
+    then the only word on how the clip ends); plain batches keep caption_dropout (0 here)."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    settings = train_dit.DiTTrainSettings(steps=3, batch_size=2, caption_dropout=0.0,
+                                          keyframe_probability=keyframe_probability,
+                                          keyframe_caption_dropout=1.0)
+    latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
+    texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    seen = []
+    original = train_dit.drop_captions
+
+    def spy(text, mask, null_text, null_mask, p, generator):
+        seen.append(p)
+        return original(text, mask, null_text, null_mask, p, generator)
+
+    monkeypatch.setattr(train_dit, "drop_captions", spy)
+    state = train_dit.new_state(model, settings)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None,
+                        keyframes=keyframes, keyframe_indices=torch.tensor([8, 8]))
+    assert seen == [expected] * 3

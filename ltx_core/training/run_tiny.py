@@ -182,6 +182,8 @@ def parse_args(argv=None):
                         "(first + last frame runs); default: as in other batches (0.3)")
     p.add_argument("--keyframe-loss-weight", type=float, default=1.0,
                    help="loss weight of the latent frame that holds the keyframe's frame")
+    p.add_argument("--keyframe-caption-dropout", type=float, default=None,
+                   help="caption dropout in keyframe batches (default: as in other batches, 0.1)")
     p.add_argument("--dit-oversample", action="append", default=[], metavar="MOTION=FACTOR",
                    help="draw clips of this motion FACTOR times as often in DiT batches "
                         "(e.g. bounce=3, the class the held-out reading gets wrong most)")
@@ -197,7 +199,7 @@ def parse_args(argv=None):
 
 def check_keyframe_settings(args) -> None:
     """Clear errors for keyframe settings out of range, before any GPU work."""
-    for name in ("keyframe_probability", "keyframe_first_frame_probability"):
+    for name in ("keyframe_probability", "keyframe_first_frame_probability", "keyframe_caption_dropout"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
             raise SystemExit(f"--{name.replace('_', '-')} {value}: give a share in [0, 1]")
@@ -269,7 +271,8 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
                                           frame_rate=size["frame_rate"],
                                           keyframe_probability=args.keyframe_probability,
                                           keyframe_first_frame_probability=args.keyframe_first_frame_probability,
-                                          keyframe_frame_weight=args.keyframe_loss_weight)
+                                          keyframe_frame_weight=args.keyframe_loss_weight,
+                                          keyframe_caption_dropout=args.keyframe_caption_dropout)
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions

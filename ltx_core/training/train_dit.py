@@ -49,6 +49,9 @@ class DiTTrainSettings:
     # that holds the keyframe's pixel frame, the tokens that must follow it (issue 7).
     keyframe_first_frame_probability: float | None = None
     keyframe_frame_weight: float = 1.0
+    # Caption dropout in keyframe batches (None: caption_dropout). Higher, it makes the
+    # keyframe the only word on how the clip ends in more of them, so the model must read it.
+    keyframe_caption_dropout: float | None = None
     frame_rate: float = 24.0
     seed: int = 0
 
@@ -260,14 +263,17 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
             log(f"dit: time budget reached at step {state.step}")
             break
         idx = draw_batch(len(latents), settings.batch_size, generator, clip_weights)
+        use_keyframes = keyframes is not None and batch_choice.random() < settings.keyframe_probability
+        dropout = settings.caption_dropout
+        if use_keyframes and settings.keyframe_caption_dropout is not None:
+            dropout = settings.keyframe_caption_dropout
         text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks,
-                                   settings.caption_dropout, generator)
+                                   dropout, generator)
         elapsed = time.monotonic() - start
         progress = max(state.step / settings.steps, elapsed / time_budget_s if time_budget_s else 0.0)
         lr = learning_rate(state.step, progress, settings)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        use_keyframes = keyframes is not None and batch_choice.random() < settings.keyframe_probability
         keyframe = keyframes[idx].float() if use_keyframes else None
         keyframe_index = keyframe_indices[idx] if use_keyframes else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -1,0 +1,144 @@
+"""How high can the demo VAE's whole-clip round trip go on the last frame (issue 7)?
+
+A first + last frame run hands the last frame in as an image, but the decoder gives it
+back as the 8th frame of the clip's last latent frame, so the whole clip's VAE round trip
+bounds what any DiT can reach there (`eval_first_last.py`: 27.6 dB for the shipped VAE,
+under the 28 dB target). This probe trains a VAE for a time budget and measures that
+bound on the same held-out clips:
+
+- `--from-shipped`: fine-tune the shipped VAE; `--decoder-only` keeps its encoder (and so
+  the latent space the shipped DiT was trained on), else encoder and decoder both train;
+- without it: a VAE of the demo layout with `--encoder-channels` / `--decoder-channels`
+  base widths, from scratch (a wider VAE than the shipped 16 / 12).
+
+Writes OUT/vae_capacity.json (date, device, settings, training log tail, per-clip and
+mean round-trip PSNR of the first frame, the last frame and all frames) and the VAE's
+fp32 weights as OUT/vae.N.safetensors shards (under the device tool's 16 MiB).
+
+    python benchmarks/probe_vae_capacity.py --out OUT --seconds 480 [--from-shipped]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_first_last import ground_truth  # noqa: E402
+
+from ltx_core.pipeline import decode_frames, encode_frames  # noqa: E402
+from ltx_core.training import data, train_vae  # noqa: E402
+from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_VAE  # noqa: E402
+from ltx_core.training.run_tiny import load_resume_state, save_resume_state  # noqa: E402
+from ltx_core.vae import CausalVideoVAE  # noqa: E402
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
+    return float(-10 * torch.log10(mse))
+
+
+@torch.no_grad()
+def clip_bounds(vae: CausalVideoVAE, count: int) -> list[dict]:
+    """Whole-clip round trip (posterior mean, decode at t = 0.05 without decode noise, as
+    `eval_first_last.clip_round_trip`) of `count` held-out clips; the decoder's injected
+    noise is seeded per clip, so the same weights give the same bound."""
+    vae.eval()
+    rows = []
+    for index, spec in enumerate(data.heldout_specs(count)):
+        truth = ground_truth(spec)
+        seeded = torch.Generator().manual_seed(index)
+        recon = decode_frames(vae, encode_frames(vae, truth), 0.05, 0.0, generator=seeded)[0].cpu()
+        rows.append({"prompt": data.caption(spec), "first_db": psnr(recon[0], truth[0]),
+                     "last_db": psnr(recon[-1], truth[-1]), "all_db": psnr(recon, truth)})
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seconds", type=float, default=480)
+    p.add_argument("--from-shipped", action="store_true")
+    p.add_argument("--decoder-only", action="store_true")
+    p.add_argument("--resume", type=Path, help="a previous probe's OUT folder (its resume shards)")
+    p.add_argument("--encoder-channels", type=int, default=DEMO_VAE.encoder_base_channels)
+    p.add_argument("--decoder-channels", type=int, default=DEMO_VAE.decoder_base_channels)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--last-frame-weight", type=float, default=0.0)
+    p.add_argument("--first-frame-weight", type=float, default=0.0)
+    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.decoder_only and not (args.from_shipped or args.resume):
+        raise SystemExit("--decoder-only keeps a trained encoder: give --from-shipped or --resume")
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+    cfg = replace(DEMO_VAE, encoder_base_channels=args.encoder_channels,
+                  decoder_base_channels=args.decoder_channels)
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(cfg).to(device)
+    source = args.resume or (DEMO_CHECKPOINT if args.from_shipped else None)
+    if source is not None and not load_resume_state(vae, "vae", source):
+        raise SystemExit(f"no VAE weights in {source}")
+    vae.float()
+    log_lines: list[str] = []
+
+    def log(line: str) -> None:
+        log_lines.append(line)
+        print(line, flush=True)
+
+    params = sum(p.numel() for p in vae.parameters())
+    log(f"vae {params / 1e6:.2f} M parameters, widths {cfg.encoder_base_channels} / {cfg.decoder_base_channels}")
+    before = clip_bounds(vae, args.count) if source is not None else None
+    settings = train_vae.VAETrainSettings(
+        steps=10**6, batch_size=args.batch, num_frames=args.frames, crop=args.crop,
+        height=DEMO_SIZE["height"], width=DEMO_SIZE["width"], learning_rate=args.lr,
+        warmup_steps=20 if source is not None else 100, train_encoder=not args.decoder_only,
+        first_frame_weight=args.first_frame_weight, last_frame_weight=args.last_frame_weight)
+    state = train_vae.new_state(vae, settings)
+    start = time.time()
+    if args.seconds > 0:  # 0: measure the bound of the weights as they are
+        train_vae.train_vae(state, settings, args.seconds, log=log, autocast=device.type == "cuda")
+    if settings.train_encoder and state.step:  # exact latent statistics, as run_tiny does after training
+        full = replace(settings, crop=None, num_frames=DEMO_SIZE["num_frames"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            train_vae.final_statistics(vae, [train_vae.training_videos(100_000 + i, full, device)
+                                             for i in range(8)])
+    after = clip_bounds(vae, args.count)
+
+    def means(rows):
+        return {k: sum(r[k] for r in rows) / len(rows) for k in ("first_db", "last_db", "all_db")}
+
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                     "parameters": params},
+        "train_seconds": round(time.time() - start, 1),
+        "steps": state.step,
+        "log_tail": log_lines[-6:],
+        "before": {"means": means(before), "rows": before} if before else None,
+        "after": {"means": means(after), "rows": after},
+    }
+    (args.out / "vae_capacity.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_resume_state({"vae": vae}, args.out)
+    print(json.dumps({"before": result["before"] and result["before"]["means"],
+                      "after": result["after"]["means"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
