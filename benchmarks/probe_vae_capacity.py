@@ -6,14 +6,17 @@ bounds what any DiT can reach there (`eval_first_last.py`: 27.6 dB for the shipp
 under the 28 dB target). This probe trains a VAE for a time budget and measures that
 bound on the same held-out clips:
 
-- `--from-shipped`: fine-tune the shipped VAE; `--decoder-only` keeps its encoder (and so
-  the latent space the shipped DiT was trained on), else encoder and decoder both train;
-- without it: a VAE of the demo layout with `--encoder-channels` / `--decoder-channels`
-  base widths, from scratch (a wider VAE than the shipped 16 / 12).
+- `--from-shipped`: fine-tune the shipped VAE (`--resume DIR`: a previous probe's VAE);
+  `--decoder-only` keeps its encoder (and so the latent space a DiT was trained on), else
+  encoder and decoder both train and the latent statistics are recomputed;
+- neither: a VAE of the demo layout with `--encoder-channels` / `--decoder-channels`
+  base widths, from scratch (a wider VAE than the shipped 16 / 12);
+- `--seconds 0`: no training, the bound of the weights as they are.
 
 Writes OUT/vae_capacity.json (date, device, settings, training log tail, per-clip and
-mean round-trip PSNR of the first frame, the last frame and all frames) and the VAE's
-fp32 weights as OUT/vae.N.safetensors shards (under the device tool's 16 MiB).
+mean round-trip PSNR of the first frame, the last frame and all frames, before and after)
+and the VAE's fp32 weights as OUT/resume.N.safetensors shards (`run_tiny --resume` reads
+them; each under the device tool's 16 MiB).
 
     python benchmarks/probe_vae_capacity.py --out OUT --seconds 480 [--from-shipped]
 """
@@ -31,18 +34,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_first_last import ground_truth  # noqa: E402
+from eval_first_last import ground_truth, psnr  # noqa: E402
 
 from ltx_core.pipeline import decode_frames, encode_frames  # noqa: E402
 from ltx_core.training import data, train_vae  # noqa: E402
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_VAE  # noqa: E402
 from ltx_core.training.run_tiny import load_resume_state, save_resume_state  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
-    return float(-10 * torch.log10(mse))
 
 
 @torch.no_grad()
@@ -61,13 +59,17 @@ def clip_bounds(vae: CausalVideoVAE, count: int) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
+def mean_db(rows: list[dict]) -> dict[str, float]:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in ("first_db", "last_db", "all_db")}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=480)
     p.add_argument("--from-shipped", action="store_true")
-    p.add_argument("--decoder-only", action="store_true")
     p.add_argument("--resume", type=Path, help="a previous probe's OUT folder (its resume shards)")
+    p.add_argument("--decoder-only", action="store_true")
     p.add_argument("--encoder-channels", type=int, default=DEMO_VAE.encoder_base_channels)
     p.add_argument("--decoder-channels", type=int, default=DEMO_VAE.decoder_base_channels)
     p.add_argument("--lr", type=float, default=4e-4)
@@ -81,63 +83,76 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.decoder_only and not (args.from_shipped or args.resume):
         raise SystemExit("--decoder-only keeps a trained encoder: give --from-shipped or --resume")
+    args.source = args.resume or (DEMO_CHECKPOINT if args.from_shipped else None)
+    return args
+
+
+def load_vae(args: argparse.Namespace, device: torch.device) -> CausalVideoVAE:
+    """The demo layout at the asked widths: the source's weights, or fresh (seeded) ones."""
+    cfg = replace(DEMO_VAE, encoder_base_channels=args.encoder_channels,
+                  decoder_base_channels=args.decoder_channels)
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(cfg).to(device)
+    if args.source is not None and not load_resume_state(vae, "vae", args.source):
+        raise SystemExit(f"no VAE weights in {args.source}")
+    return vae.float()
+
+
+def train(vae: CausalVideoVAE, args: argparse.Namespace, log) -> train_vae.VAEState:
+    """`args.seconds` of training as `run_tiny` trains the VAE; then, if the encoder moved,
+    the exact latent statistics (so `encode` gives unit-scale latents again)."""
+    device = next(vae.parameters()).device
+    settings = train_vae.VAETrainSettings(
+        steps=10**6, batch_size=args.batch, num_frames=args.frames, crop=args.crop,
+        height=DEMO_SIZE["height"], width=DEMO_SIZE["width"], learning_rate=args.lr,
+        warmup_steps=20 if args.source is not None else 100, train_encoder=not args.decoder_only,
+        first_frame_weight=args.first_frame_weight, last_frame_weight=args.last_frame_weight)
+    state = train_vae.new_state(vae, settings)
+    if args.seconds > 0:
+        train_vae.train_vae(state, settings, args.seconds, log=log, autocast=device.type == "cuda")
+    if settings.train_encoder and state.step:
+        full = replace(settings, crop=None, num_frames=DEMO_SIZE["num_frames"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            train_vae.final_statistics(vae, [train_vae.training_videos(100_000 + i, full, device)
+                                             for i in range(8)])
+    return state
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-
-    cfg = replace(DEMO_VAE, encoder_base_channels=args.encoder_channels,
-                  decoder_base_channels=args.decoder_channels)
-    torch.manual_seed(0)
-    vae = CausalVideoVAE(cfg).to(device)
-    source = args.resume or (DEMO_CHECKPOINT if args.from_shipped else None)
-    if source is not None and not load_resume_state(vae, "vae", source):
-        raise SystemExit(f"no VAE weights in {source}")
-    vae.float()
     log_lines: list[str] = []
 
     def log(line: str) -> None:
         log_lines.append(line)
         print(line, flush=True)
 
+    vae = load_vae(args, device)
     params = sum(p.numel() for p in vae.parameters())
-    log(f"vae {params / 1e6:.2f} M parameters, widths {cfg.encoder_base_channels} / {cfg.decoder_base_channels}")
-    before = clip_bounds(vae, args.count) if source is not None else None
-    settings = train_vae.VAETrainSettings(
-        steps=10**6, batch_size=args.batch, num_frames=args.frames, crop=args.crop,
-        height=DEMO_SIZE["height"], width=DEMO_SIZE["width"], learning_rate=args.lr,
-        warmup_steps=20 if source is not None else 100, train_encoder=not args.decoder_only,
-        first_frame_weight=args.first_frame_weight, last_frame_weight=args.last_frame_weight)
-    state = train_vae.new_state(vae, settings)
+    log(f"vae {params / 1e6:.2f} M parameters, widths {args.encoder_channels} / {args.decoder_channels}")
+    before = clip_bounds(vae, args.count) if args.source is not None else None
     start = time.time()
-    if args.seconds > 0:  # 0: measure the bound of the weights as they are
-        train_vae.train_vae(state, settings, args.seconds, log=log, autocast=device.type == "cuda")
-    if settings.train_encoder and state.step:  # exact latent statistics, as run_tiny does after training
-        full = replace(settings, crop=None, num_frames=DEMO_SIZE["num_frames"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            train_vae.final_statistics(vae, [train_vae.training_videos(100_000 + i, full, device)
-                                             for i in range(8)])
+    state = train(vae, args, log)
+    train_seconds = time.time() - start
     after = clip_bounds(vae, args.count)
-
-    def means(rows):
-        return {k: sum(r[k] for r in rows) / len(rows) for k in ("first_db", "last_db", "all_db")}
-
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                      "parameters": params},
-        "train_seconds": round(time.time() - start, 1),
+        "train_seconds": round(train_seconds, 1),
         "steps": state.step,
         "log_tail": log_lines[-6:],
-        "before": {"means": means(before), "rows": before} if before else None,
-        "after": {"means": means(after), "rows": after},
+        "before": {"means": mean_db(before), "rows": before} if before else None,
+        "after": {"means": mean_db(after), "rows": after},
     }
     (args.out / "vae_capacity.json").write_text(json.dumps(result, indent=2) + "\n")
     save_resume_state({"vae": vae}, args.out)
-    print(json.dumps({"before": result["before"] and result["before"]["means"],
-                      "after": result["after"]["means"]}, indent=2))
+    print(json.dumps({k: result[k] and result[k]["means"] for k in ("before", "after")}, indent=2))
 
 
 if __name__ == "__main__":
