@@ -11,14 +11,17 @@ bound on the same held-out clips:
   encoder and decoder both train and the latent statistics are recomputed;
 - neither: a VAE of the demo layout with `--encoder-channels` / `--decoder-channels`
   base widths, from scratch (a wider VAE than the shipped 16 / 12);
-- `--seconds 0`: no training, the bound of the weights as they are.
+- `--vae-seconds 0`: no training, the bound of the weights as they are.
+
+Training is `run_tiny`'s (`run_vae`, its `--vae-*` options; here batch 32 and 480 s by
+default), so a probe's recipe carries over to the shipped model's training as it is.
 
 Writes OUT/vae_capacity.json (date, device, settings, training log tail, per-clip and
 mean round-trip PSNR of the first frame, the last frame and all frames, before and after)
 and the VAE's fp32 weights as OUT/resume.N.safetensors shards (`run_tiny --resume` reads
 them; each under the device tool's 16 MiB).
 
-    python benchmarks/probe_vae_capacity.py --out OUT --seconds 480 [--from-shipped]
+    python benchmarks/probe_vae_capacity.py --out OUT --vae-seconds 480 [--from-shipped]
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_first_last import ground_truth, psnr  # noqa: E402
 
 from ltx_core.pipeline import decode_frames, encode_frames  # noqa: E402
-from ltx_core.training import data, train_vae  # noqa: E402
+from ltx_core.training import data  # noqa: E402
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_VAE  # noqa: E402
-from ltx_core.training.run_tiny import load_resume_state, save_resume_state  # noqa: E402
+from ltx_core.training.run_tiny import add_vae_arguments, load_resume_state, run_vae, save_resume_state  # noqa: E402
 from ltx_core.vae import CausalVideoVAE  # noqa: E402
 
 
@@ -64,26 +67,23 @@ def mean_db(rows: list[dict]) -> dict[str, float]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """`run_tiny`'s VAE options (defaults: batch 32, 480 s) and the probe's own."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seconds", type=float, default=480)
     p.add_argument("--from-shipped", action="store_true")
     p.add_argument("--resume", type=Path, help="a previous probe's OUT folder (its resume shards)")
     p.add_argument("--decoder-only", action="store_true")
     p.add_argument("--encoder-channels", type=int, default=DEMO_VAE.encoder_base_channels)
     p.add_argument("--decoder-channels", type=int, default=DEMO_VAE.decoder_base_channels)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--frames", type=int, default=17)
-    p.add_argument("--last-frame-weight", type=float, default=0.0)
-    p.add_argument("--first-frame-weight", type=float, default=0.0)
-    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--count", type=int, default=16, help="held-out clips the bound is measured on")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_vae_arguments(p)
+    p.set_defaults(vae_batch=32, vae_seconds=480)
     args = p.parse_args(argv)
     if args.decoder_only and not (args.from_shipped or args.resume):
         raise SystemExit("--decoder-only keeps a trained encoder: give --from-shipped or --resume")
-    args.source = args.resume or (DEMO_CHECKPOINT if args.from_shipped else None)
+    # run_vae reads `resume` (a short warm-up for trained weights) as the source of the weights
+    args.resume = args.resume or (DEMO_CHECKPOINT if args.from_shipped else None)
     return args
 
 
@@ -93,29 +93,9 @@ def load_vae(args: argparse.Namespace, device: torch.device) -> CausalVideoVAE:
                   decoder_base_channels=args.decoder_channels)
     torch.manual_seed(0)
     vae = CausalVideoVAE(cfg).to(device)
-    if args.source is not None and not load_resume_state(vae, "vae", args.source):
-        raise SystemExit(f"no VAE weights in {args.source}")
+    if args.resume is not None and not load_resume_state(vae, "vae", args.resume):
+        raise SystemExit(f"no VAE weights in {args.resume}")
     return vae.float()
-
-
-def train(vae: CausalVideoVAE, args: argparse.Namespace, log) -> train_vae.VAEState:
-    """`args.seconds` of training as `run_tiny` trains the VAE; then, if the encoder moved,
-    the exact latent statistics (so `encode` gives unit-scale latents again)."""
-    device = next(vae.parameters()).device
-    settings = train_vae.VAETrainSettings(
-        steps=10**6, batch_size=args.batch, num_frames=args.frames, crop=args.crop,
-        height=DEMO_SIZE["height"], width=DEMO_SIZE["width"], learning_rate=args.lr,
-        warmup_steps=20 if args.source is not None else 100, train_encoder=not args.decoder_only,
-        first_frame_weight=args.first_frame_weight, last_frame_weight=args.last_frame_weight)
-    state = train_vae.new_state(vae, settings)
-    if args.seconds > 0:
-        train_vae.train_vae(state, settings, args.seconds, log=log, autocast=device.type == "cuda")
-    if settings.train_encoder and state.step:
-        full = replace(settings, crop=None, num_frames=DEMO_SIZE["num_frames"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            train_vae.final_statistics(vae, [train_vae.training_videos(100_000 + i, full, device)
-                                             for i in range(8)])
-    return state
 
 
 def main(argv=None) -> None:
@@ -134,9 +114,11 @@ def main(argv=None) -> None:
     vae = load_vae(args, device)
     params = sum(p.numel() for p in vae.parameters())
     log(f"vae {params / 1e6:.2f} M parameters, widths {args.encoder_channels} / {args.decoder_channels}")
-    before = clip_bounds(vae, args.count) if args.source is not None else None
+    before = clip_bounds(vae, args.count) if args.resume is not None else None
     start = time.time()
-    state = train(vae, args, log)
+    steps = 0
+    if args.vae_seconds > 0:  # 0: the bound of the weights as they are
+        steps = run_vae(args, vae, DEMO_SIZE, log).step
     train_seconds = time.time() - start
     after = clip_bounds(vae, args.count)
     result = {
@@ -145,7 +127,7 @@ def main(argv=None) -> None:
         "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                      "parameters": params},
         "train_seconds": round(train_seconds, 1),
-        "steps": state.step,
+        "steps": steps,
         "log_tail": log_lines[-6:],
         "before": {"means": mean_db(before), "rows": before} if before else None,
         "after": {"means": mean_db(after), "rows": after},

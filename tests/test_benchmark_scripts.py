@@ -95,7 +95,7 @@ def vae_probe(monkeypatch):
 
 
 def test_the_vae_probe_measures_the_same_bound_as_the_first_last_eval(vae_probe, tmp_path):
-    """With no training (--seconds 0) the probe's bound is the shipped VAE's whole-clip round
+    """With no training (--vae-seconds 0) the probe's bound is the shipped VAE's whole-clip round
     trip, as `eval_first_last` computes it for the same held-out clip, before and after alike;
     the weights it writes are the shipped VAE's."""
     import torch
@@ -105,7 +105,7 @@ def test_the_vae_probe_measures_the_same_bound_as_the_first_last_eval(vae_probe,
     from ltx_core.checkpoint import load_checkpoint
     from ltx_core.training import data
 
-    vae_probe.main(["--out", str(tmp_path), "--seconds", "0", "--count", "1", "--from-shipped",
+    vae_probe.main(["--out", str(tmp_path), "--vae-seconds", "0", "--count", "1", "--from-shipped",
                     "--decoder-only", "--device", "cpu"])
     result = json.loads((tmp_path / "vae_capacity.json").read_text())
     assert result["steps"] == 0 and result["before"]["means"] == result["after"]["means"]

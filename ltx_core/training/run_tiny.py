@@ -163,14 +163,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-dit", action="store_true",
                    help="keep the resumed DiT as it is (needs --resume)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--vae-seconds", type=float, default=240)
-    p.add_argument("--vae-steps", type=int, default=100_000)
-    p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--vae-crop", type=int, default=128)
-    p.add_argument("--vae-frames", type=int, default=17)
-    p.add_argument("--vae-lr", type=float, default=4e-4)
-    p.add_argument("--vae-first-frame-weight", type=float, default=0.0)
-    p.add_argument("--vae-last-frame-weight", type=float, default=0.0)
+    add_vae_arguments(p)
     p.add_argument("--dit-seconds", type=float, default=240)
     p.add_argument("--dit-steps", type=int, default=100_000)
     p.add_argument("--dit-batch", type=int, default=256)
@@ -197,6 +190,18 @@ def parse_args(argv=None):
     return args
 
 
+def add_vae_arguments(p: argparse.ArgumentParser) -> None:
+    """The VAE training options `run_vae` reads (also `benchmarks/probe_vae_capacity.py`'s)."""
+    p.add_argument("--vae-seconds", type=float, default=240)
+    p.add_argument("--vae-steps", type=int, default=100_000)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-crop", type=int, default=128)
+    p.add_argument("--vae-frames", type=int, default=17)
+    p.add_argument("--vae-lr", type=float, default=4e-4)
+    p.add_argument("--vae-first-frame-weight", type=float, default=0.0)
+    p.add_argument("--vae-last-frame-weight", type=float, default=0.0)
+
+
 def check_keyframe_settings(args) -> None:
     """Clear errors for keyframe settings out of range, before any GPU work."""
     for name in ("keyframe_probability", "keyframe_first_frame_probability", "keyframe_caption_dropout"):
@@ -207,7 +212,9 @@ def check_keyframe_settings(args) -> None:
         raise SystemExit(f"--keyframe-loss-weight {args.keyframe_loss_weight}: give a weight above 0")
 
 
-def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
+def run_vae(args, vae: CausalVideoVAE, size: dict, log) -> train_vae.VAEState:
+    """Train `vae` as the options say; when the encoder trained, recompute the exact latent
+    statistics (so `encode` gives unit-scale latents again)."""
     device = torch.device(args.device)
     settings = train_vae.VAETrainSettings(steps=args.vae_steps, batch_size=args.vae_batch,
                                           num_frames=args.vae_frames, height=size["height"],
@@ -222,11 +229,12 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log: Log) -> None:
     log(f"vae trained {state.step} steps of batch {settings.batch_size}")
     vae.eval()
     if not settings.train_encoder:
-        return  # the encoder and the statistics the DiT was trained with stay as they were
+        return state  # the encoder and the statistics the DiT was trained with stay as they were
     full = replace(settings, crop=None, num_frames=size["num_frames"])
     stats_videos = [train_vae.training_videos(100_000 + i, full, device) for i in range(8)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         train_vae.final_statistics(vae, stats_videos)
+    return state
 
 
 def parse_oversample(items: list[str]) -> dict[str, float]:
