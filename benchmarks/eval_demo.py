@@ -9,7 +9,8 @@ output and the motion after it are measured. VAE: reconstruction PSNR of held-ou
 with and without the denoising decode. For comparison (no target), the same reading on
 fresh clips of trained combinations. Writes benchmarks/results/demo_eval.json and the
 frames of the first clips to docs/demo_strip.png. First + last frame conditioning (issue 7)
-is measured as in `eval_first_last.py` and reported here too.
+is measured as in `eval_first_last.py --keyframe-settings` (no CFG, plain decode) and
+reported here too.
 
     python benchmarks/eval_demo.py [--count 48] [--i2v-count 16] [--seen-count 24]
 """
@@ -163,8 +164,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--vae-count", type=int, default=16)
     parser.add_argument("--seen-count", type=int, default=24,
                         help="prompts of trained combinations, for comparison (not a target)")
-    parser.add_argument("--first-last-count", type=int, default=8,
-                        help="held-out clips for first + last frame conditioning (issue 7)")
+    parser.add_argument("--first-last-count", type=int, default=16,
+                        help="held-out clips for first + last frame conditioning (issue 7), read "
+                             "with eval_first_last's KEYFRAME_SETTINGS")
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT,
                         help="a candidate single file (default: the shipped model)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -182,7 +184,7 @@ def main(argv=None) -> dict:
     i2v = eval_image_to_video(models, specs[: args.i2v_count])
     vae = eval_vae(models.vae, specs[: args.vae_count])
     i2v_psnr = sum(r["first_frame_psnr_db"] for r in i2v) / max(1, len(i2v))
-    first_last = [eval_first_last.evaluate(models, spec, seed=i, steps=STEPS)
+    first_last = [eval_first_last.evaluate(models, spec, seed=i, steps=STEPS, **eval_first_last.KEYFRAME_SETTINGS)
                   for i, spec in enumerate(specs[: args.first_last_count])]
     first_last_means = eval_first_last.mean_db(first_last)
     result = {
@@ -190,7 +192,8 @@ def main(argv=None) -> dict:
         "device": f"cpu ({platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads)",
         "checkpoint": args.checkpoint.name,
-        "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE},
+        "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE,
+                     "first_last": eval_first_last.KEYFRAME_SETTINGS},
         "counts": {"text_to_video": len(t2v), "seen_combinations": len(seen),
                    "image_to_video": len(i2v), "vae": args.vae_count, "first_last": len(first_last)},
         "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ATTRIBUTES},

@@ -140,3 +140,29 @@ def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(monkeypatch
         demo = json.loads((folder / f"{name}_demo.json").read_text())
         assert row["text_to_video_motion"] == demo["text_to_video_accuracy"]["motion"]
         assert row["meets"]["motion"] == demo["meets_targets"]["motion"]
+
+
+def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(monkeypatch, tmp_path):
+    """--keyframe-settings runs both conditioned generations and the VAE bound with no CFG and
+    a plain decode, and says so in the results; without it the pipeline's defaults hold."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import eval_first_last
+    from eval_first_last import clip_round_trip, ground_truth, psnr
+
+    from ltx_core.checkpoint import load_checkpoint
+    from ltx_core.pipeline import Request
+    from ltx_core.training import data
+
+    result = eval_first_last.main(["--count", "1", "--steps", "2", "--keyframe-settings",
+                                   "--out", str(tmp_path / "kf.json")])
+    assert json.loads((tmp_path / "kf.json").read_text())["settings"]["decode_timestep"] == 0.0
+    assert {k: result["settings"][k] for k in eval_first_last.KEYFRAME_SETTINGS} == eval_first_last.KEYFRAME_SETTINGS
+    _, vae, _ = load_checkpoint(eval_first_last.DEMO_CHECKPOINT)
+    truth = ground_truth(data.heldout_specs(1)[0])
+    plain = psnr(clip_round_trip(vae, truth, 0.0)[-1], truth[-1])
+    assert result["rows"][0]["vae_clip_last_db"] == pytest.approx(plain, abs=0.01)  # bf16 weights
+    default = eval_first_last.main(["--count", "1", "--steps", "2", "--out", str(tmp_path / "d.json")])
+    assert default["settings"]["guidance_scale"] == Request.guidance_scale
+    assert default["settings"]["decode_timestep"] == Request.decode_timestep
+    assert abs(default["rows"][0]["vae_clip_last_db"] - plain) > 0.05
+    sys.modules.pop("eval_first_last", None)

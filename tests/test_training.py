@@ -321,6 +321,19 @@ def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
     assert plain[2] is None and plain[3] is None and torch.equal(plain[0], latents)
 
 
+def test_a_later_call_can_train_on_clips_no_earlier_call_saw():
+    """--clip-start: the latents of clips N.. of the stream, the same clips whatever the batch."""
+    from ltx_core.training.run_tiny import build_latents
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    size = dict(num_frames=9, height=64, width=64)
+    first, _, _, _ = build_latents(vae, 5, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
+    later, captions, _, _ = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"),
+                                          batch=2, keyframes=False, first=2)
+    assert captions == [data.caption(s) for s in data.training_specs(1, 2, 3)]
+    torch.testing.assert_close(later, first[2:], atol=1e-2, rtol=0)  # bf16 latents
+
+
 # ---------------------------------------------------------------- oversampling a motion
 
 
@@ -404,8 +417,9 @@ def test_keyframe_batches_can_give_the_first_frame_more_often(monkeypatch):
     ("--keyframe-caption-dropout", "1.5", "share in \\[0, 1\\]"),
     ("--keyframe-loss-weight", "0", "weight above 0"),
     ("--keyframe-loss-weight", "nan", "weight above 0"),
+    ("--clip-start", "-1", "0 or more"),
 ])
-def test_keyframe_training_settings_are_checked(flag, value, words):
+def test_training_settings_out_of_range_are_refused(flag, value, words):
     from ltx_core.training.run_tiny import parse_args
 
     with pytest.raises(SystemExit, match=words) as error:

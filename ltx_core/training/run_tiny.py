@@ -33,7 +33,7 @@ from .tokenizer import DEFAULT_NEGATIVE_PROMPT
 
 TEXT_MAX_TOKENS = 128  # the pipeline's prompt length: T5 runs unmasked, so padding matters
 TEXT_KEEP_TOKENS = 48  # captions are <= 31 tokens; the rest is masked padding
-CLIP_SEED = 7  # the DiT's training clips: data.training_specs(CLIP_SEED, 0, --clips)
+CLIP_SEED = 7  # the DiT's training clips: data.training_specs(CLIP_SEED, --clip-start, --clips)
 
 
 class Log:
@@ -105,17 +105,18 @@ def vae_psnr(vae: CausalVideoVAE, videos: torch.Tensor, denoise: bool) -> float:
 
 @torch.no_grad()
 def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device, batch: int = 32,
-                  keyframes: bool = True
+                  keyframes: bool = True, first: int = 0
                   ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
-    """Normalized posterior means of `count` training clips, their captions, and (with
-    `keyframes`) one frame of each clip encoded alone (a keyframe image: the last frame or,
-    as often, a random other one) with its pixel frame index; else None, None."""
+    """Normalized posterior means of `count` training clips (the stream's from clip `first`
+    on), their captions, and (with `keyframes`) one frame of each clip encoded alone (a
+    keyframe image: the last frame or, as often, a random other one) with its pixel frame
+    index; else None, None."""
     vae.eval()
     latents, captions, frame_latents, indices = [], [], [], []
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + first)
     frames = size["num_frames"]
-    for start in range(0, count, batch):
-        specs = data.training_specs(seed, start, min(batch, count - start))
+    for start in range(first, first + count, batch):
+        specs = data.training_specs(seed, start, min(batch, first + count - start))
         video = data.render_batch(specs, frames, size["height"], size["width"], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents.append(vae.encode(video).to(torch.bfloat16))
@@ -181,10 +182,15 @@ def parse_args(argv=None):
                    help="draw clips of this motion FACTOR times as often in DiT batches "
                         "(e.g. bounce=3, the class the held-out reading gets wrong most)")
     p.add_argument("--clips", type=int, default=16384)
+    p.add_argument("--clip-start", type=int, default=0,
+                   help="first clip of the training stream, so that a resumed call trains on clips "
+                        "no earlier call saw (each call otherwise draws the same first --clips)")
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--frames", type=int, default=25)
     args = p.parse_args(argv)
+    if args.clip_start < 0:
+        raise SystemExit(f"--clip-start {args.clip_start}: give a clip index of the training stream, 0 or more")
     args.dit_oversample = parse_oversample(args.dit_oversample)  # fail before any GPU work
     check_keyframe_settings(args)
     return args
@@ -263,7 +269,8 @@ def motion_weights(specs: list[data.ClipSpec], factors: dict[str, float]) -> tor
 def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     device = torch.device(args.device)
     latents, captions, keyframes, keyframe_indices = build_latents(
-        vae, args.clips, seed=CLIP_SEED, size=size, device=device, keyframes=args.keyframe_probability > 0)
+        vae, args.clips, seed=CLIP_SEED, size=size, device=device, keyframes=args.keyframe_probability > 0,
+        first=args.clip_start)
     texts, masks = embed_captions(encoder, captions)
     null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
     log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "
@@ -284,7 +291,7 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions
-        weights = motion_weights(data.training_specs(CLIP_SEED, 0, args.clips), args.dit_oversample)
+        weights = motion_weights(data.training_specs(CLIP_SEED, args.clip_start, args.clips), args.dit_oversample)
         log(f"dit oversampling {args.dit_oversample}: {float(weights.ne(1).float().mean()):.1%} of clips weighted")
     train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
                         args.dit_seconds, log=log, autocast=device.type == "cuda",
