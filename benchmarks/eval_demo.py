@@ -33,6 +33,7 @@ from ltx_core.training import analysis, data
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 
 import eval_first_last  # beside this script
+from eval_first_last import ground_truth, psnr
 
 RESULTS = Path(__file__).parent / "results" / "demo_eval.json"
 STRIP = Path(__file__).parent.parent / "docs" / "demo_strip.png"
@@ -41,18 +42,6 @@ TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0,
 STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
 ATTRIBUTES = ("color", "shape", "motion", "speed")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1]."""
-    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
-    return float(-10 * torch.log10(mse))
-
-
-def ground_truth_frames(spec: data.ClipSpec) -> torch.Tensor:
-    """(F, H, W, 3) in [0, 1], as the pipeline returns frames."""
-    video = data.render_clip(spec, DEMO_SIZE["num_frames"], DEMO_SIZE["height"], DEMO_SIZE["width"])
-    return ((video + 1) / 2).permute(1, 2, 3, 0)
 
 
 def request(spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = None,
@@ -125,7 +114,7 @@ def save_strip(clips: list[torch.Tensor], captions: list[str], path: Path,
 def eval_image_to_video(models: Models, specs: list[data.ClipSpec]) -> list[dict]:
     rows = []
     for i, spec in enumerate(specs):
-        truth = ground_truth_frames(spec)
+        truth = ground_truth(spec)
         frames = generate(models, request(spec, seed=1000 + i, first_frame=truth[0]))
         reading = analysis.read_clip(frames)
         rows.append({"prompt": data.caption(spec), "first_frame_psnr_db": psnr(frames[0], truth[0]),
@@ -142,7 +131,7 @@ def eval_vae(vae, specs: list[data.ClipSpec]) -> dict[str, float]:
     for name, (t, s) in {"plain_decode": (0.0, 0.0), "denoising_decode": (0.05, 0.025)}.items():
         values = []
         for i, spec in enumerate(specs):
-            truth = ground_truth_frames(spec)
+            truth = ground_truth(spec)
             video = truth.permute(3, 0, 1, 2)[None] * 2 - 1
             recon = vae.decode(vae.encode(video), timestep=t, decode_noise_scale=s,
                                generator=torch.Generator().manual_seed(i))

@@ -69,9 +69,11 @@ def round_trip(vae, frame: torch.Tensor, decode_timestep: float) -> torch.Tensor
     return decode_frames(vae, encode_frames(vae, frame[None]), decode_timestep, 0.0)[0, 0]
 
 
-def clip_round_trip(vae, video: torch.Tensor, decode_timestep: float) -> torch.Tensor:
-    """The whole clip (F, H, W, 3) through the VAE (posterior mean, no decode noise)."""
-    return decode_frames(vae, encode_frames(vae, video), decode_timestep, 0.0)[0]
+def clip_round_trip(vae, video: torch.Tensor, decode_timestep: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The whole clip (F, H, W, 3) through the VAE (posterior mean, no decode noise;
+    `generator`: the decoder's injected noise, for a bound that repeats exactly)."""
+    return decode_frames(vae, encode_frames(vae, video), decode_timestep, 0.0, generator=generator)[0]
 
 
 def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int, **settings) -> dict:

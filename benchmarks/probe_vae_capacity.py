@@ -37,9 +37,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_first_last import ground_truth, psnr  # noqa: E402
+from eval_first_last import clip_round_trip, ground_truth, mean_db, psnr  # noqa: E402
 
-from ltx_core.pipeline import decode_frames, encode_frames  # noqa: E402
 from ltx_core.training import data  # noqa: E402
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_VAE  # noqa: E402
 from ltx_core.training.run_tiny import add_vae_arguments, load_resume_state, run_vae, save_resume_state  # noqa: E402
@@ -48,22 +47,18 @@ from ltx_core.vae import CausalVideoVAE  # noqa: E402
 
 @torch.no_grad()
 def clip_bounds(vae: CausalVideoVAE, count: int) -> list[dict]:
-    """Whole-clip round trip (posterior mean, decode at t = 0.05 without decode noise, as
-    `eval_first_last.clip_round_trip`) of `count` held-out clips; the decoder's injected
-    noise is seeded per clip, so the same weights give the same bound."""
+    """`eval_first_last.clip_round_trip` (posterior mean, decode at t = 0.05 without decode
+    noise) of `count` held-out clips; the decoder's injected noise is seeded per clip, so
+    the same weights give the same bound."""
     vae.eval()
     rows = []
     for index, spec in enumerate(data.heldout_specs(count)):
         truth = ground_truth(spec)
         seeded = torch.Generator().manual_seed(index)
-        recon = decode_frames(vae, encode_frames(vae, truth), 0.05, 0.0, generator=seeded)[0].cpu()
+        recon = clip_round_trip(vae, truth, 0.05, seeded).cpu()
         rows.append({"prompt": data.caption(spec), "first_db": psnr(recon[0], truth[0]),
                      "last_db": psnr(recon[-1], truth[-1]), "all_db": psnr(recon, truth)})
     return rows
-
-
-def mean_db(rows: list[dict]) -> dict[str, float]:
-    return {k: sum(r[k] for r in rows) / len(rows) for k in ("first_db", "last_db", "all_db")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -189,10 +189,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--frames", type=int, default=25)
     args = p.parse_args(argv)
-    if args.clip_start < 0:
-        raise SystemExit(f"--clip-start {args.clip_start}: give a clip index of the training stream, 0 or more")
     args.dit_oversample = parse_oversample(args.dit_oversample)  # fail before any GPU work
-    check_keyframe_settings(args)
+    check_training_settings(args)
     return args
 
 
@@ -208,8 +206,10 @@ def add_vae_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-last-frame-weight", type=float, default=0.0)
 
 
-def check_keyframe_settings(args) -> None:
-    """Clear errors for keyframe settings out of range, before any GPU work."""
+def check_training_settings(args) -> None:
+    """Clear errors for keyframe and data settings out of range, before any GPU work."""
+    if args.clip_start < 0:
+        raise SystemExit(f"--clip-start {args.clip_start}: give a clip index of the training stream, 0 or more")
     for name in ("keyframe_probability", "keyframe_first_frame_probability", "keyframe_caption_dropout"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
