@@ -166,3 +166,38 @@ def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(monk
     assert default["settings"]["decode_timestep"] == Request.decode_timestep
     assert abs(default["rows"][0]["vae_clip_last_db"] - plain) > 0.05
     sys.modules.pop("eval_first_last", None)
+
+
+def test_the_motion_screen_reads_eval_demos_prompts_from_start_on(monkeypatch, tmp_path):
+    """screen_motion reads held-out prompts start.. (eval_demo's own, in its order) and
+    validation prompts of eval_demo's seen stream, and writes per-model accuracy."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import eval_demo
+    import screen_motion
+
+    from ltx_core.training import data
+
+    read_prompts = []
+    real = eval_demo.eval_text_to_video
+
+    def recording(models, specs, keep=0):
+        read_prompts.append([data.caption(s) for s in specs])
+        return real(models, specs, keep)
+
+    monkeypatch.setattr(eval_demo, "eval_text_to_video", recording)
+    monkeypatch.setattr(eval_demo, "STEPS", 2)
+    checkpoint = eval_demo.DEMO_CHECKPOINT
+    result = screen_motion.main([str(checkpoint), "--start", "1", "--count", "2",
+                                 "--out", str(tmp_path / "s.json")])
+    assert read_prompts[0] == [data.caption(s) for s in data.heldout_specs(3)[1:]]
+    seen = eval_demo.single_shape_specs(eval_demo.SEEN_SEED, 3)[1:]
+    assert read_prompts[1] == [data.caption(s) for s in seen]
+    model = result["models"][checkpoint.stem]
+    assert model["heldout"]["count"] == model["validation"]["count"] == 2
+    assert set(model["heldout"]["accuracy"]) == set(eval_demo.ATTRIBUTES)
+    assert json.loads((tmp_path / "s.json").read_text())["settings"]["start"] == 1
+    only = screen_motion.main([str(checkpoint), "--count", "1", "--heldout-only",
+                               "--out", str(tmp_path / "h.json")])
+    assert "validation" not in only["models"][checkpoint.stem]
+    for name in ("screen_motion", "eval_demo", "eval_first_last"):
+        sys.modules.pop(name, None)
