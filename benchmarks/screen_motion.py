@@ -1,12 +1,13 @@
 """Text-to-video readings of several checkpoints on many prompts: held-out and validation.
 
-`eval_demo.py` reads 48 held-out prompts, a standard error of about 4 points at 90%: too
-coarse to rank models that all sit near the 90% target. This script reads each checkpoint
-on the first `--count` held-out prompts (the first 48 are eval_demo's) and on `--count`
-validation prompts (trained combinations, eval_demo's seen-combination stream, never
-trained on), with eval_demo's settings and reading, and writes per-model accuracy and the
-per-motion breakdown. The noise is drawn on the CPU, so a GPU reads the same frames as a
-CPU up to float rounding.
+48 held-out prompts read a model near the 90% target only to about +-4 points (one
+standard error), too coarse to rank models that all sit there; `eval_demo.py` now reads
+720. This script is the text-to-video part of that reading for several checkpoints at once,
+on any device: held-out prompts `--start` .. `--start + --count - 1` (eval_demo's, in its
+order) and as many validation prompts (trained combinations, eval_demo's seen-combination
+stream, never trained on), with eval_demo's settings and reading; it writes per-model
+accuracy and the per-motion breakdown. The noise is drawn on the CPU, so a GPU reads the
+same frames as a CPU up to float rounding.
 
     python benchmarks/screen_motion.py CKPT [CKPT ...] --count 240 --device cuda --out F.json
 """
@@ -44,6 +45,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.start < 0 or args.count < 1:
+        parser.error(f"--start {args.start} --count {args.count}: give a start of 0 or more and a count of 1 or more")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     heldout = data.heldout_specs(args.start + args.count)[args.start:]
     validation = eval_demo.single_shape_specs(eval_demo.SEEN_SEED, args.start + args.count)[args.start:]
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -168,7 +168,7 @@ def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(monk
     sys.modules.pop("eval_first_last", None)
 
 
-def test_the_motion_screen_reads_eval_demos_prompts_from_start_on(monkeypatch, tmp_path):
+def test_the_motion_screen_reads_eval_demos_prompts_from_start_on(monkeypatch, tmp_path, capsys):
     """screen_motion reads held-out prompts start.. (eval_demo's own, in its order) and
     validation prompts of eval_demo's seen stream, and writes per-model accuracy."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -199,5 +199,9 @@ def test_the_motion_screen_reads_eval_demos_prompts_from_start_on(monkeypatch, t
     only = screen_motion.main([str(checkpoint), "--count", "1", "--heldout-only",
                                "--out", str(tmp_path / "h.json")])
     assert "validation" not in only["models"][checkpoint.stem]
+    with pytest.raises(SystemExit):
+        screen_motion.main([str(checkpoint), "--start", "-1", "--out", str(tmp_path / "x.json")])
+    assert "--start -1" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
     for name in ("screen_motion", "eval_demo", "eval_first_last"):
         sys.modules.pop(name, None)
