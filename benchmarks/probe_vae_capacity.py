@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_first_last import clip_round_trip, ground_truth, mean_db, psnr  # noqa: E402
+from eval_first_last import clip_round_trip, ground_truth, mean_db, psnr, seeded  # noqa: E402
 
 from ltx_core.training import data  # noqa: E402
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_VAE  # noqa: E402
@@ -54,8 +54,7 @@ def clip_bounds(vae: CausalVideoVAE, count: int) -> list[dict]:
     rows = []
     for index, spec in enumerate(data.heldout_specs(count)):
         truth = ground_truth(spec)
-        seeded = torch.Generator().manual_seed(index)
-        recon = clip_round_trip(vae, truth, 0.05, seeded).cpu()
+        recon = clip_round_trip(vae, truth, 0.05, seeded(index)).cpu()
         rows.append({"prompt": data.caption(spec), "first_db": psnr(recon[0], truth[0]),
                      "last_db": psnr(recon[-1], truth[-1]), "all_db": psnr(recon, truth)})
     return rows

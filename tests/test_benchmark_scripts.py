@@ -3,6 +3,7 @@ few steps), so a committed result can always be re-made."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -12,14 +13,26 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture()
-def sweep_sampling(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import sweep_sampling as module
+def benchmark_script(name: str):
+    """A fixture giving benchmarks/NAME.py as a module; afterwards every module imported from
+    benchmarks/ is dropped again, so no test sees another's patched copy."""
 
-    yield module
-    for name in ("sweep_sampling", "eval_demo", "eval_first_last"):
-        sys.modules.pop(name, None)
+    @pytest.fixture()
+    def fixture(monkeypatch):
+        monkeypatch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module(name)
+        for module_name, module in list(sys.modules.items()):
+            if Path(getattr(module, "__file__", None) or "/").parent == BENCHMARKS:
+                sys.modules.pop(module_name)
+
+    return fixture
+
+
+sweep_sampling = benchmark_script("sweep_sampling")
+vae_probe = benchmark_script("probe_vae_capacity")
+summarize_candidates = benchmark_script("summarize_candidates")
+eval_first_last = benchmark_script("eval_first_last")
+screen_motion = benchmark_script("screen_motion")
 
 
 def test_sweep_setting_syntax(sweep_sampling):
@@ -84,16 +97,6 @@ def test_the_fp8_attention_probe_quantizes_per_tensor_within_one_fp8_step(monkey
     sys.modules.pop("probe_fp8_attention", None)
 
 
-@pytest.fixture()
-def vae_probe(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import probe_vae_capacity as module
-
-    yield module
-    for name in ("probe_vae_capacity", "eval_first_last"):
-        sys.modules.pop(name, None)
-
-
 def test_the_vae_probe_measures_the_same_bound_as_the_first_last_eval(vae_probe, tmp_path):
     """With no training (--vae-seconds 0) the probe's bound is the shipped VAE's whole-clip round
     trip, as `eval_first_last` computes it for the same held-out clip, before and after alike;
@@ -124,14 +127,10 @@ def test_the_vae_probe_refuses_a_decoder_fine_tune_without_an_encoder(vae_probe,
         vae_probe.main(["--out", str(tmp_path), "--decoder-only"])
 
 
-def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(monkeypatch, tmp_path):
+def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(summarize_candidates, tmp_path):
     """For the shipped model the table's verdicts are eval_demo's own (color, motion, i2v),
     and every committed candidate's row comes from its own evaluation files."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import summarize_candidates
-
     result = summarize_candidates.main(["--out", str(tmp_path / "table.json")])
-    sys.modules.pop("summarize_candidates", None)
     shipped_eval = json.loads((BENCHMARKS / "results" / "demo_eval.json").read_text())["meets_targets"]
     for key in ("color", "motion", "i2v_first_frame_psnr_db"):
         assert result["shipped"]["meets"][key] == shipped_eval[key]
@@ -142,11 +141,9 @@ def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(monkeypatch
         assert row["meets"]["motion"] == demo["meets_targets"]["motion"]
 
 
-def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(monkeypatch, tmp_path):
+def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(eval_first_last, tmp_path):
     """--keyframe-settings runs both conditioned generations and the VAE bound with no CFG and
     a plain decode, and says so in the results; without it the pipeline's defaults hold."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import eval_first_last
     from eval_first_last import clip_round_trip, ground_truth, psnr
 
     from ltx_core.checkpoint import load_checkpoint
@@ -166,17 +163,6 @@ def test_the_first_last_eval_reads_issue_7s_target_with_its_stated_settings(monk
     assert default["settings"]["guidance_scale"] == Request.guidance_scale
     assert default["settings"]["decode_timestep"] == Request.decode_timestep
     assert abs(default["rows"][0]["vae_clip_last_db"] - plain) > 0.05
-    sys.modules.pop("eval_first_last", None)
-
-
-@pytest.fixture()
-def screen_motion(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import screen_motion as module
-
-    yield module
-    for name in ("screen_motion", "eval_demo", "eval_first_last"):
-        sys.modules.pop(name, None)
 
 
 def test_the_motion_screen_reads_eval_demos_prompts_from_start_on(screen_motion, monkeypatch, tmp_path, capsys):
