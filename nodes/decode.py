@@ -33,8 +33,8 @@ class LTXVCoreDenoisingDecode:
                time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK):
         with memory.on_device(vae) as device:
             frames = core_pipeline.decode_frames(
-                vae.model, latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
+                memory.core_model(vae), latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
                 generator=seeded_generator(seed), device=device, chunk_frames=chunk_frames or None,
-                time_chunk=(time_chunk or None) if vae.model.decoder.can_chunk_time else None,
+                time_chunk=(time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None,
             )  # fmt: skip
         return (frames_to_image(frames),)

@@ -65,7 +65,7 @@ class LTXVCoreAddGuide:
     def add(self, vae, latent, image, frame_index, strength):
         conditioned = latent_to_core(latent)
         _, _, frames, height, width = conditioned.samples.shape
-        model = vae.model
+        model = memory.core_model(vae)
         size = (width * model.spatial_compression, height * model.spatial_compression)
         num_frames = (frames - 1) * model.temporal_compression + 1
         fitted = torch.stack([resize_center_crop(frame, *size) for frame in image]) if len(image) else image

@@ -87,7 +87,7 @@ class LTXVCoreVAEEncodeFirstFrame:
 
     def encode(self, vae, image, width, height):
         with memory.on_device(vae) as device:
-            latent = core_pipeline.encode_first_frame(vae.model, image, width, height, device=device)
+            latent = core_pipeline.encode_first_frame(memory.core_model(vae), image, width, height, device=device)
         return ({"samples": latent.to(comfy.model_management.intermediate_device())},)
 
 

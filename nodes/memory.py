@@ -47,18 +47,50 @@ def model_devices(kind: str, device: str) -> tuple[torch.device, torch.device]:
     return mm.get_torch_device(), mm.unet_offload_device()
 
 
+class ManagedModel(torch.nn.Module):
+    """A core model in the shape ComfyUI's `ModelPatcher` manages: it sets `device` on
+    the module it holds (a read-only property on transformers' models) and reads
+    `get_dtype()`; its memory estimate is the state dict, which is the core model's."""
+
+    def __init__(self, core: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.core = core
+        self.device = device
+
+    def get_dtype(self) -> torch.dtype:
+        return next(self.core.parameters()).dtype
+
+
 def patcher(module: torch.nn.Module, kind: str, device: str) -> comfy.model_patcher.ModelPatcher:
-    """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager."""
+    """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager.
+    The plain `ModelPatcher`, not ComfyUI's dynamic one: the core's layers are torch's
+    own, which ComfyUI can only move whole."""
     load_device, offload_device = model_devices(kind, device)
     module.to(offload_device)
-    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+    managed = ManagedModel(module, offload_device)
+    return comfy.model_patcher.ModelPatcher(
+        managed, load_device=load_device, offload_device=offload_device, size=weight_bytes(module)
+    )
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's tensors, a tied tensor once (ComfyUI's own count sums the
+    state dict, which lists T5's shared embedding twice)."""
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    return sum(t.nbytes for t in tensors.values())
+
+
+def core_model(model: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
+    """The core's model inside a patcher made by `patcher`."""
+    return model.model.core
 
 
 @contextmanager
 def on_device(model: comfy.model_patcher.ModelPatcher) -> Iterator[torch.device]:
     """The model on its load device, moved there by ComfyUI (which offloads others first
-    when it needs the room), for the duration of a node; then back to its offload device."""
-    mm.load_models_gpu([model])
+    when it needs the room), for the duration of a node; then back to its offload device.
+    Loaded whole: a partial load leaves torch layers on the CPU, which the core cannot run."""
+    mm.load_models_gpu([model], force_full_load=True)
     try:
         yield model.load_device
     finally:

@@ -111,7 +111,7 @@ def run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate,
     negative = conditioning_to_embeddings(negative, "negative")
     with memory.on_device(model) as device:
         result = core_denoise.denoise(
-            model.model, conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
+            memory.core_model(model), conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
             frame_rate=frame_rate, generator=seeded_generator(seed),
             callback=_progress_callback(len(sigmas) - 1), device=device, **options,
         )  # fmt: skip

