@@ -85,7 +85,7 @@ def ensure_comfyui() -> Path:
     if not (SETUP_MARKER.is_file() and SETUP_MARKER.read_text() == stamp):
         if COMFY_ROOT.exists():
             shutil.rmtree(COMFY_ROOT)  # another source, or a half-finished earlier setup
-        _unpack_comfyui(source)
+        unpack_comfyui(source, COMFY_ROOT)
         _install_requirements()
         SETUP_MARKER.write_text(stamp)
     _link_pack()
@@ -109,9 +109,10 @@ def _pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
 
-def _unpack_comfyui(source: Path) -> None:
-    COMFY_HOME.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="ComfyUI.", dir=COMFY_HOME))
+def unpack_comfyui(source: Path, destination: Path) -> None:
+    """A ComfyUI folder (or archive) copied to `destination`, as a user unpacks it."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="ComfyUI.", dir=destination.parent))
     staging.chmod(0o755)  # mkdtemp makes it private
     if source.is_dir():
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", "__pycache__"))
@@ -128,7 +129,7 @@ def _unpack_comfyui(source: Path) -> None:
     for path in staging.rglob("*"):  # archives may be read-only; the tests write beside them
         path.chmod(path.stat().st_mode | 0o200)
     (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
-    staging.rename(COMFY_ROOT)  # atomic: a crash part-way leaves no half copy under the final name
+    staging.rename(destination)  # atomic: a crash part-way leaves no half copy under the final name
 
 
 def _install_requirements() -> None:
@@ -150,6 +151,26 @@ def _install_requirements() -> None:
         importlib.metadata.version("torchaudio")
     except importlib.metadata.PackageNotFoundError:
         _pip("install", "--no-deps", TORCHAUDIO_FALLBACK)
+
+
+def install_as_the_readme_says(comfy_root: Path) -> list[str]:
+    """Run the README's "Installing into ComfyUI" commands in `comfy_root`, as written,
+    with two substitutions: this Python for `python`, and this repository (its committed
+    state, as a clone gives) for the URL. Starting ComfyUI is left to `ComfyServer`.
+    Returns the commands run."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Installing into ComfyUI") :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    run = []
+    for command in commands:
+        if command.strip().startswith("python main.py"):
+            continue
+        command = re.sub(r"https://github\.com/\S+", str(REPO_ROOT), command)
+        command = re.sub(r"^python ", f"{sys.executable} ", command.strip())
+        subprocess.run(command, shell=True, cwd=comfy_root, check=True, capture_output=True)
+        run.append(command)
+    return run
 
 
 def _link_pack() -> None:
@@ -183,8 +204,10 @@ class PromptRejected(Exception):
 class ComfyServer:
     """One ComfyUI process with folders of its own under `base`."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, root: Path = COMFY_ROOT, python_path: tuple[Path, ...] = ()):
         self.base = Path(base)
+        self.root = Path(root)
+        self.python_path = python_path
         self.output_dir = self.base / "output"
         self.input_dir = self.base / "input"
         self.temp_dir = self.base / "temp"
@@ -207,8 +230,10 @@ class ComfyServer:
             "--disable-auto-launch", "--preview-method", "auto",
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+        if self.python_path:
+            env["PYTHONPATH"] = os.pathsep.join(map(str, self.python_path))
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, cwd=COMFY_ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self._wait_until_serving()
         return self
 
