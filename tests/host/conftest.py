@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from ..fixtures_checkpoints import write_official_single_file
-from .comfy_env import REPO_ROOT, ComfyServer, ensure_comfyui
+from .comfy_env import REPO_ROOT, ComfyServer, comfyui_source, comfyui_version, ensure_comfyui
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
@@ -40,9 +40,19 @@ TEST_FRAMES_OF = {"extend": 17}
 OUTPUT_FRAMES_OF = {"extend": 17 + 8}
 
 
+HOST_USED = []  # (version, source) of the ComfyUI the host tests ran on, for the summary
+
+
 @pytest.fixture(scope="session")
 def comfy_root() -> Path:
-    return ensure_comfyui()
+    root = ensure_comfyui()
+    HOST_USED.append((comfyui_version(root), comfyui_source()))
+    return root
+
+
+def pytest_terminal_summary(terminalreporter):
+    for version, source in HOST_USED[:1]:
+        terminalreporter.write_line(f"host tests ran on ComfyUI {version} ({source})")
 
 
 @pytest.fixture(scope="session")
