@@ -4,10 +4,16 @@ LTX-Video conditions on the last hidden state of the T5-XXL v1.1 encoder (paper 
 The model is transformers' own `T5EncoderModel`; this file only finds the weights and
 the sentencepiece tokenizer, and encodes prompts exactly as diffusers' `LTXPipeline`
 (`_get_t5_prompt_embeds`) does.
+
+Single files may be stored as ComfyUI's text encoders are: fp32/fp16/bf16, plain fp8
+(`t5xxl_fp8_e4m3fn`), or fp8 with one scale per weight (`t5xxl_fp8_e4m3fn_scaled`, and
+ComfyUI's newer `weight_scale` + `comfy_quant` layout); fp8 weights are dequantized once
+at load (value * scale) and the encoder runs in the requested dtype.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -17,8 +23,7 @@ from pathlib import Path
 
 import sentencepiece
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedTokenizerBase, T5Config, T5EncoderModel, T5Tokenizer
 
 from .errors import CheckpointError, SettingsError
@@ -26,6 +31,20 @@ from .errors import CheckpointError, SettingsError
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SENTENCEPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
+
+# Storage dtypes a single file's tensors may have; fp8 values convert exactly to fp16, bf16
+# and fp32, so an unscaled fp8 tensor is simply upcast.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
+# ComfyUI's two scaled-fp8 layouts name a weight's per-tensor scale differently: the older
+# one (marked by a `scaled_fp8` tensor) `<layer>.scale_weight`, the newer `<layer>.weight_scale`
+# beside a format in `<layer>.comfy_quant` (JSON bytes) or in the file's metadata entry
+# QUANT_METADATA. Dequantized weight = weight.float() * scale.
+WEIGHT_SCALES = ("scale_weight", "weight_scale")
+# Activation scales serve fp8 matmuls only; the dequantized encoder computes in float.
+INPUT_SCALES = ("scale_input", "input_scale")
+COMFY_QUANT = "comfy_quant"
+QUANT_METADATA = "_quantization_metadata"
 
 
 @dataclass
@@ -80,6 +99,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return T5Tokenizer.from_pretrained(path)
 
 
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / SENTENCEPIECE_FILE).is_file() or (folder / TOKENIZER_JSON).is_file()
+
+
+def find_tokenizer_beside(path: str | Path) -> Path | None:
+    """The folder holding `path` (a single weights file) when it also holds a T5 tokenizer
+    (`spiece.model` or `tokenizer.json`), else None. ComfyUI keeps T5 files in
+    models/text_encoders/ without one; its own copy is comfy/text_encoders/t5_tokenizer/."""
+    folder = Path(path).parent
+    return folder if _has_tokenizer(folder) else None
+
+
 # ---------------------------------------------------------------- encoder weights
 
 
@@ -87,8 +118,7 @@ def _find_model_folder(path: Path) -> tuple[Path, Path | None]:
     """(weights folder, tokenizer folder or None) for a T5 folder or a diffusers root."""
     if (path / "text_encoder").is_dir():  # the root of a diffusers LTX-Video folder
         return path / "text_encoder", path / "tokenizer" if (path / "tokenizer").is_dir() else None
-    has_tokenizer = (path / SENTENCEPIECE_FILE).is_file() or (path / TOKENIZER_JSON).is_file()
-    return path, path if has_tokenizer else None
+    return path, path if _has_tokenizer(path) else None
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
@@ -107,13 +137,112 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device) -
     return model.to(device)
 
 
-def _encoder_state(path: Path) -> dict[str, torch.Tensor]:
-    """The encoder's tensors, under transformers' names, from a single safetensors file
-    (also a whole T5 or a file whose keys carry a prefix such as ComfyUI's)."""
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        state = load_file(path)
+        with safe_open(str(path), framework="pt") as file:
+            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"text encoder {path} is not a readable .safetensors file: {error}") from None
+
+
+def _json(data: str | bytes, what: str, path: Path) -> dict:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"text encoder {path}: {what} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"text encoder {path}: {what} is {value!r}, not a JSON object")
+    return value
+
+
+def _quant_formats(state: dict[str, torch.Tensor], metadata: dict[str, str], prefix: str, path: Path) -> dict:
+    """Layer name -> quantization format the file declares (newer ComfyUI layout), from the
+    metadata entry and the per-layer `comfy_quant` tensors, which are popped off `state`."""
+    formats = {}
+    if QUANT_METADATA in metadata:
+        layers = _json(metadata[QUANT_METADATA], f"metadata {QUANT_METADATA}", path).get("layers", {})
+        if not isinstance(layers, dict):
+            raise CheckpointError(f"text encoder {path}: metadata {QUANT_METADATA} 'layers' is not an object")
+        formats = {name[len(prefix) :]: conf for name, conf in layers.items() if name.startswith(prefix)}
+    for key in [key for key in state if key.endswith("." + COMFY_QUANT)]:
+        data = bytes(state.pop(key).to(torch.uint8).tolist())
+        formats[key[: -len(COMFY_QUANT) - 1]] = _json(data, f"tensor {key}", path)
+    # a declaration without a format leaves the format to the weight's own fp8 dtype
+    named = {layer: conf.get("format") if isinstance(conf, dict) else conf for layer, conf in formats.items()}
+    return {layer: None if fmt is None else str(fmt) for layer, fmt in named.items()}
+
+
+def _pop_weight_scales(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor]]:
+    """Layer name -> (key, per-tensor weight scale), popped off `state` with the activation
+    scales, in either ComfyUI layout."""
+    scales = {}
+    for key in list(state):
+        layer, _, name = key.rpartition(".")
+        if name in WEIGHT_SCALES:
+            scales[layer] = (key, state.pop(key))
+        elif name in INPUT_SCALES:
+            del state[key]
+    return scales
+
+
+def _check_scale(key: str, scale: torch.Tensor, path: Path) -> None:
+    if scale.numel() != 1 or not scale.is_floating_point():
+        raise CheckpointError(
+            f"text encoder {path}: {key} is a {scale.dtype} tensor of shape {tuple(scale.shape)}; "
+            "only one float scale per weight (per-tensor fp8) is supported"
+        )
+    if not torch.isfinite(scale.float()).all():
+        raise CheckpointError(
+            f"text encoder {path}: {key} is {scale.item()}, not a finite scale; the file is damaged"
+        )
+
+
+def _dequantize_weight(
+    key: str, weight: torch.Tensor, fmt: str | None, scale: tuple[str, torch.Tensor] | None, path: Path
+) -> torch.Tensor:
+    """One scaled fp8 weight as float32 values (weight * scale)."""
+    if fmt is not None and fmt not in FP8_FORMATS:
+        raise CheckpointError(
+            f"text encoder {path}: tensor {key} ({weight.dtype}) is quantized as {fmt!r}, which is "
+            f"not supported; supported: per-tensor {', '.join(FP8_FORMATS)}, or fp16/bf16/fp32 weights"
+        )
+    if weight.dtype not in FP8_FORMATS.values() or (fmt is not None and weight.dtype != FP8_FORMATS[fmt]):
+        raise CheckpointError(
+            f"text encoder {path}: tensor {key} is stored as {weight.dtype} but is declared "
+            f"{fmt or 'scaled fp8'}; the file is inconsistent"
+        )
+    if scale is None:
+        raise CheckpointError(
+            f"text encoder {path}: tensor {key} is declared {fmt or 'fp8'} but has no weight_scale"
+        )
+    _check_scale(*scale, path)
+    return weight.float() * scale[1].float().reshape(())
+
+
+def _dequantize(state: dict[str, torch.Tensor], formats: dict, dtype: torch.dtype, path: Path) -> None:
+    """Replaces every scaled fp8 weight in `state` by its float values in the dtype it loads
+    in, and drops the quantization tensors. Skipping the scales would load noise."""
+    scales = _pop_weight_scales(state)
+    # a declared layer without its weight is outside the encoder or reported as missing later
+    layers = sorted(layer for layer in formats.keys() | scales.keys() if f"{layer}.weight" in state)
+    for layer in layers:
+        key = f"{layer}.weight"
+        value = _dequantize_weight(key, state[key], formats.get(layer), scales.get(layer), path)
+        state[key] = value.to(_load_dtype(key, dtype))
+    for key, value in state.items():
+        if value.dtype not in FLOAT_DTYPES and value.dtype not in FP8_FORMATS.values():
+            raise CheckpointError(
+                f"text encoder {path}: tensor {key} is stored as {value.dtype}, a quantized type "
+                f"that is not supported; supported: fp32, fp16, bf16, {', '.join(FP8_FORMATS)} "
+                "(plain or with per-tensor scales)"
+            )
+
+
+def _encoder_state(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The encoder's tensors, under transformers' names, from a single safetensors file
+    (also a whole T5 or a file whose keys carry a prefix such as ComfyUI's); scaled fp8
+    weights come dequantized in the dtype they load in (`_load_dtype`)."""
+    state, metadata = _read_safetensors(path)
     anchor = "encoder.block.0.layer.0.SelfAttention.q.weight"
     prefix = next((key[: -len(anchor)] for key in state if key.endswith(anchor)), None)
     if prefix is None:
@@ -122,7 +251,9 @@ def _encoder_state(path: Path) -> dict[str, torch.Tensor]:
             f"(first keys: {sorted(state)[:4]})"
         )
     state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    # the `scaled_fp8` marker and the decoder's tensors drop out here
     state = {key: value for key, value in state.items() if key.split(".")[0] in ("shared", "encoder")}
+    _dequantize(state, _quant_formats(state, metadata, prefix, path), dtype, path)
     # the input embedding is stored once, under either of its two tied names
     embedding = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
     if embedding is None:
@@ -155,15 +286,16 @@ def t5_config_from_shapes(state: dict[str, torch.Tensor]) -> T5Config:
     )
 
 
-def _load_dtype(model: T5EncoderModel, key: str, dtype: torch.dtype) -> torch.dtype:
+def _load_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
     """T5's feed-forward output projections overflow in fp16; transformers keeps them
     in fp32 (`_keep_in_fp32_modules`) when loading a folder, and so do we."""
-    keep = dtype == torch.float16 and any(f".{name}." in key for name in model._keep_in_fp32_modules or ())
+    keep_fp32 = T5EncoderModel._keep_in_fp32_modules or ()
+    keep = dtype == torch.float16 and any(f".{name}." in key for name in keep_fp32)
     return torch.float32 if keep else dtype
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
-    state = _encoder_state(path)
+    state = _encoder_state(path, dtype)
     config = t5_config_from_shapes(state)
     with torch.device("meta"):
         model = T5EncoderModel(config)
@@ -180,7 +312,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"text encoder {path} has {len(unexpected)} unknown tensors, e.g. {unexpected[:3]}")
-    state = {key: value.to(device=device, dtype=_load_dtype(model, key, dtype)) for key, value in state.items()}
+    state = {key: value.to(device=device, dtype=_load_dtype(key, dtype)) for key, value in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.eval()

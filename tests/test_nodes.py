@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import T5Config, T5EncoderModel
 
+from ltx_core import text_encoder as core_text_encoder
 from ltx_core import video as core_video
 
+from .conftest import TINY_T5
 from .host.comfy_env import COMFY_ROOT, REPO_ROOT, ensure_comfyui
+from .test_text_encoder import reference_encoder, write_comfy_t5
 
 PACK_NAME = "ltxv_core_pack_under_test"
 NODE_IDS = (
@@ -257,6 +261,24 @@ def test_a_transformers_t5_runs_under_comfyuis_model_patcher(pack, tiny_t5_folde
         assert t5.patcher.model.device == device
     (conditioning,) = _node(pack, "LTXVCoreT5Encode").encode(t5, "a red circle", 16)
     assert conditioning[0][0].shape[:2] == (1, 16) and torch.isfinite(conditioning[0][0]).all()
+
+
+@pytest.mark.parametrize("layout", ["fp16", "fp8_e4m3fn", "scaled_fp8"])
+def test_the_t5_loader_reads_comfyuis_t5xxl_files_with_comfyuis_tokenizer(pack, tmp_path, monkeypatch, layout):
+    """t5xxl_fp16 / t5xxl_fp8_e4m3fn / t5xxl_fp8_e4m3fn_scaled, as ComfyUI users have them in
+    models/text_encoders/ with no tokenizer beside them (tiny random T5s of T5's vocabulary)."""
+    import folder_paths
+
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=32128, **TINY_T5)).eval()
+    name = f"t5xxl_{layout}.safetensors"
+    exact = write_comfy_t5(tmp_path / name, model, layout)
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "text_encoders", ([str(tmp_path)], {".safetensors"}))
+    (t5,) = _node(pack, "LTXVCoreT5Loader").load(name, "float32", "cpu")
+    assert t5.encoder.tokenizer("Hello world").input_ids == [8774, 296, 1]  # T5's own ids
+    (conditioning,) = _node(pack, "LTXVCoreT5Encode").encode(t5, "a red circle", 16)
+    expected = core_text_encoder.encode_prompt(reference_encoder(t5.encoder, exact), ["a red circle"], 16).embeds
+    assert (conditioning[0][0] - expected).abs().max() <= 1e-5
 
 
 # ---------------------------------------------------------------- saving

@@ -1,20 +1,30 @@
 """Text encoder loading (folder, diffusers root, single file + tokenizer), prompt
 encoding and every refusal; the numbers themselves are checked in parity/."""
 
+import base64
+import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
+import sentencepiece
 import torch
 from safetensors.torch import save_file
+from transformers import T5Config, T5EncoderModel
 
 from ltx_core.errors import CheckpointError, SettingsError
 from ltx_core.text_encoder import (
+    TextEncoder,
     check_text_width,
     encode_prompt,
+    find_tokenizer_beside,
     load_text_encoder,
     load_tokenizer,
     t5_config_from_shapes,
 )
+from tests.conftest import TINY_T5
+from tests.fixtures_checkpoints import header_of
 
 PROMPT = "a red fox jumps over the lazy dog"
 
@@ -180,3 +190,229 @@ def test_fp16_keeps_the_feed_forward_output_in_fp32_as_transformers_does(tiny_t5
     assert dtypes["encoder.block.0.layer.1.DenseReluDense.wo.weight"] == torch.float32
     assert dtypes["encoder.block.0.layer.0.SelfAttention.q.weight"] == torch.float16
     assert torch.isfinite(encode_prompt(encoder, [PROMPT], max_tokens=32).embeds).all()
+
+
+# ---------------------------------------------------------------- ComfyUI's T5-XXL single files
+
+COMFY_PREFIX = "text_encoders.t5xxl.transformer."
+LINEAR_WEIGHT = re.compile(r"\.(q|k|v|o|wi_0|wi_1|wo)\.weight$")
+FP8_MAX = 448.0  # float8_e4m3fn's largest value; ComfyUI scales each weight's amax onto it
+Q = "encoder.block.0.layer.0.SelfAttention.q."  # the layer the refusal tests spoil
+LAYOUTS = ("fp16", "fp8_e4m3fn", "fp8_e5m2", "scaled_fp8", "comfy_quant", "quantization_metadata")
+
+
+def _quantize(name: str, weight: torch.Tensor, layout: str) -> dict[str, torch.Tensor]:
+    """One linear weight's tensors in `layout` (ComfyUI's key names)."""
+    layer = name[: -len(".weight")]
+    if layout in ("fp8_e4m3fn", "fp8_e5m2"):
+        return {name: weight.to(getattr(torch, "float8_" + layout[4:]))}
+    scale = weight.abs().amax().float() / FP8_MAX  # a different, non-trivial scale per tensor
+    tensors = {name: (weight / scale).to(torch.float8_e4m3fn)}
+    if layout == "scaled_fp8":
+        return {**tensors, f"{layer}.scale_weight": scale, f"{layer}.scale_input": torch.tensor(1.0)}
+    tensors[f"{layer}.weight_scale"] = scale
+    if layout == "comfy_quant":
+        tensors[f"{layer}.comfy_quant"] = json_bytes({"format": "float8_e4m3fn"})
+    return tensors
+
+
+def json_bytes(value) -> torch.Tensor:
+    """JSON as ComfyUI stores it in a tensor (`comfy_quant`): its utf-8 bytes as uint8."""
+    return torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8)
+
+
+def write_comfy_t5(path: Path, model, layout: str, prefix: str = "") -> dict[str, torch.Tensor]:
+    """`model` written as ComfyUI's T5-XXL files are (`shared.weight` only, norms and the
+    relative attention bias in fp16, linear weights per `layout`); returns the float32
+    weights the file holds exactly (fp8 values upcast, times their scale)."""
+    tensors, exact = {}, {}
+    for name, value in model.state_dict().items():
+        if name == "encoder.embed_tokens.weight":
+            continue
+        quantized = layout != "fp16" and LINEAR_WEIGHT.search(name)
+        stored = _quantize(name, value, layout) if quantized else {name: value.half()}
+        layer = name[: -len(".weight")]
+        scale = stored.get(f"{layer}.scale_weight", stored.get(f"{layer}.weight_scale", 1.0))
+        exact[name] = stored[name].float() * scale
+        tensors.update(stored)
+    if layout == "scaled_fp8":
+        tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    metadata = None
+    if layout == "quantization_metadata":
+        layers = [prefix + key[: -len(".weight_scale")] for key in tensors if key.endswith(".weight_scale")]
+        formats = {layer: {"format": "float8_e4m3fn"} for layer in layers}
+        metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": formats})}
+    save_file({prefix + key: value.contiguous() for key, value in tensors.items()}, path, metadata=metadata)
+    exact["encoder.embed_tokens.weight"] = exact["shared.weight"]
+    return exact
+
+
+def reference_encoder(encoder, weights: dict[str, torch.Tensor]) -> TextEncoder:
+    """transformers' T5EncoderModel holding `weights`, with `encoder`'s tokenizer."""
+    model = T5EncoderModel(encoder.model.config).eval()
+    model.load_state_dict(weights, strict=True)
+    return TextEncoder(tokenizer=encoder.tokenizer, model=model)
+
+
+def max_error(a: TextEncoder, b: TextEncoder) -> float:
+    """Largest difference of the two encoders' embeddings of the same prompts."""
+    prompts = [PROMPT, "a cat"]
+    return (encode_prompt(a, prompts).embeds - encode_prompt(b, prompts).embeds).abs().max().item()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("prefix", ["", COMFY_PREFIX])
+def test_comfyui_t5_files_load_their_exact_dequantized_weights(tmp_path, tiny_t5_folder, encoder, layout,
+                                                                prefix):
+    """t5xxl_fp16, t5xxl_fp8_e4m3fn, t5xxl_fp8_e4m3fn_scaled and ComfyUI's newer scaled layout:
+    the loaded fp32 encoder matches transformers' own holding upcast values times scales
+    (max abs error 0; allowed 1e-5)."""
+    exact = write_comfy_t5(tmp_path / "t5xxl.safetensors", encoder.model, layout, prefix)
+    loaded = load_text_encoder(tmp_path / "t5xxl.safetensors", tiny_t5_folder)
+    for name, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, exact[name], atol=0, rtol=0, msg=name)
+    assert max_error(loaded, reference_encoder(encoder, exact)) <= 1e-5
+
+
+def test_a_scaled_file_read_without_its_scales_gives_another_encoder(tmp_path, tiny_t5_folder, encoder):
+    """Upcasting the fp8 values and ignoring `scale_weight` (the known bug) loads noise;
+    the exact-weights test above would see it."""
+    exact = write_comfy_t5(tmp_path / "scaled.safetensors", encoder.model, "scaled_fp8")
+    tensors, _ = header_of(tmp_path / "scaled.safetensors")
+    unscaled = {key: value for key, value in tensors.items() if "scale" not in key}
+    save_file(unscaled, tmp_path / "unscaled.safetensors")
+    wrong = load_text_encoder(tmp_path / "unscaled.safetensors", tiny_t5_folder)
+    right = reference_encoder(encoder, exact)
+    assert max_error(wrong, right) > 0.5
+    assert max_error(load_text_encoder(tmp_path / "scaled.safetensors", tiny_t5_folder), right) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_scaled_weights_are_dequantized_into_the_dtype_they_load_in(tmp_path, tiny_t5_folder, encoder, dtype):
+    """fp16 keeps `wo` in fp32, and its dequantized values must not pass through fp16 first."""
+    exact = write_comfy_t5(tmp_path / "t5.safetensors", encoder.model, "scaled_fp8")
+    loaded = load_text_encoder(tmp_path / "t5.safetensors", tiny_t5_folder, dtype=dtype).model.state_dict()
+    for name in (Q + "weight", "encoder.block.1.layer.1.DenseReluDense.wo.weight"):
+        wanted = torch.float32 if dtype == torch.float16 and ".wo." in name else dtype
+        torch.testing.assert_close(loaded[name], exact[name].to(wanted), atol=0, rtol=0)
+
+
+def _rewrite(tmp_path, encoder, layout, change) -> Path:
+    """A `layout` file with `change(tensors)` applied."""
+    write_comfy_t5(tmp_path / "t5.safetensors", encoder.model, layout)
+    tensors, metadata = header_of(tmp_path / "t5.safetensors")
+    change(tensors)
+    save_file(tensors, tmp_path / "t5.safetensors", metadata=metadata or None)
+    return tmp_path / "t5.safetensors"
+
+
+def _nvfp4(tensors):
+    """q as ComfyUI writes NVFP4: packed uint8 values, fp8 block scales and a global scale."""
+    tensors[Q + "weight"] = torch.zeros(32, 16, dtype=torch.uint8)
+    tensors[Q + "weight_scale"] = torch.ones(32, 2).to(torch.float8_e4m3fn)
+    tensors[Q + "weight_scale_2"] = torch.tensor(1.0)
+    tensors[Q + "comfy_quant"] = json_bytes({"format": "nvfp4"})
+
+
+@pytest.mark.parametrize("layout, change, message", [
+    ("comfy_quant", _nvfp4,
+     rf"tensor {Q}weight \(torch.uint8\) is quantized as 'nvfp4', which is not supported"),
+    ("fp16", lambda t: t.update({Q + "weight": torch.ones(32, 32, dtype=torch.int8)}),
+     rf"tensor {Q}weight is stored as torch.int8, a quantized type that is not supported"),
+    ("scaled_fp8", lambda t: t.update({Q + "scale_weight": torch.tensor(float("nan"))}),
+     rf"{Q}scale_weight is nan, not a finite scale"),
+    ("comfy_quant", lambda t: t.update({Q + "weight_scale": torch.tensor(float("inf"))}),
+     rf"{Q}weight_scale is inf, not a finite scale"),
+    ("scaled_fp8", lambda t: t.update({Q + "scale_weight": torch.ones(32, 1)}),
+     rf"{Q}scale_weight is a torch.float32 tensor of shape \(32, 1\); only one float scale per weight"),
+    ("scaled_fp8", lambda t: t.update({Q + "weight": torch.ones(32, 32, dtype=torch.float16)}),
+     rf"tensor {Q}weight is stored as torch.float16 but is declared scaled fp8"),
+    ("comfy_quant", lambda t: t.pop(Q + "weight_scale"),
+     rf"tensor {Q}weight is declared float8_e4m3fn but has no weight_scale"),
+    ("comfy_quant", lambda t: t.update({Q + "comfy_quant": torch.tensor(list(b"{form"), dtype=torch.uint8)}),
+     rf"tensor {Q}comfy_quant is not valid JSON"),
+])  # fmt: skip
+def test_unsupported_or_damaged_quantization_is_refused_by_name(tmp_path, tiny_t5_folder, encoder, layout,
+                                                                change, message):
+    path = _rewrite(tmp_path, encoder, layout, change)
+    with pytest.raises(CheckpointError, match=message):
+        load_text_encoder(path, tiny_t5_folder)
+
+
+# ---------------------------------------------------------------- ComfyUI's T5 tokenizer folder
+
+# ComfyUI's own T5 tokenizer, where a ComfyUI checkout is at hand (the host tests' or an unpacked one)
+COMFY_T5_TOKENIZER = next(
+    (
+        root / "ComfyUI/comfy/text_encoders/t5_tokenizer"
+        for root in (Path(__file__).parents[1] / ".comfy",)
+        if (root / "ComfyUI/comfy/text_encoders/t5_tokenizer/tokenizer.json").is_file()
+    ),
+    Path("/nonexistent/t5_tokenizer"),
+)
+needs_comfy_tokenizer = pytest.mark.skipif(
+    not COMFY_T5_TOKENIZER.is_dir(), reason="no ComfyUI checkout with comfy/text_encoders/t5_tokenizer"
+)
+TOKENIZER_PROMPTS = [
+    PROMPT,
+    "A woman with long brown hair smiles at the camera, golden hour, 4K.",
+    "  two  spaces, ünïcödé — “quotes”, café naïve 123,456.78 %$#@!",
+    "The camera pans across a misty forest at dawn;\nbirds fly\toverhead.",
+    "ｆｕｌｌｗｉｄｔｈ ＡＢＣ and an emoji 🦊",
+]
+
+
+def sentencepiece_from_tokenizer_json(file: Path):
+    """A sentencepiece processor rebuilt from T5's pieces, scores and normalizer (the
+    precompiled nmt_nfkc map tokenizer.json copies from spiece.model): the reference the
+    sentencepiece tokenizer gives, as ComfyUI ships no spiece.model."""
+    model_pb2 = pytest.importorskip("sentencepiece.sentencepiece_model_pb2")
+    data = json.loads(file.read_text())
+    proto = model_pb2.ModelProto()
+    proto.trainer_spec.model_type = model_pb2.TrainerSpec.UNIGRAM
+    proto.trainer_spec.pad_id, proto.trainer_spec.eos_id, proto.trainer_spec.unk_id = 0, 1, 2
+    proto.trainer_spec.bos_id = -1
+    charsmap = data["normalizer"]["normalizers"][0]["precompiled_charsmap"]
+    proto.normalizer_spec.name = "nmt_nfkc"
+    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(charsmap)
+    piece_type = model_pb2.ModelProto.SentencePiece
+    for index, (text, score) in enumerate(data["model"]["vocab"][:32000]):  # the rest are <extra_id_*>
+        piece = proto.pieces.add(piece=text, score=score)
+        special = {0: piece_type.CONTROL, 1: piece_type.CONTROL, 2: piece_type.UNKNOWN}
+        piece.type = special.get(index, piece_type.NORMAL)
+    return sentencepiece.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+
+@needs_comfy_tokenizer
+@pytest.mark.parametrize("files", ["the whole folder", "tokenizer.json only"])
+def test_comfyuis_t5_tokenizer_folder_gives_sentencepiece_t5_ids(tmp_path, files):
+    folder = COMFY_T5_TOKENIZER
+    if files == "tokenizer.json only":
+        shutil.copy(COMFY_T5_TOKENIZER / "tokenizer.json", tmp_path / "tokenizer.json")
+        folder = tmp_path
+    tokenizer = load_tokenizer(folder)
+    reference = sentencepiece_from_tokenizer_json(COMFY_T5_TOKENIZER / "tokenizer.json")
+    assert tokenizer("Hello world").input_ids == [8774, 296, 1]  # as the published T5 tokenizer gives
+    assert tokenizer(TOKENIZER_PROMPTS).input_ids == [reference.encode(p) + [1] for p in TOKENIZER_PROMPTS]
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, len(tokenizer)) == (0, 1, 32100)
+
+
+@needs_comfy_tokenizer
+def test_a_lone_comfyui_file_loads_with_comfyuis_tokenizer_folder(tmp_path):
+    """models/text_encoders/ holds no tokenizer: the node falls back to ComfyUI's folder."""
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=32128, **TINY_T5)).eval()
+    write_comfy_t5(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors", model, "scaled_fp8", COMFY_PREFIX)
+    assert find_tokenizer_beside(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors") is None
+    encoder = load_text_encoder(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors", COMFY_T5_TOKENIZER)
+    text = encode_prompt(encoder, ["Hello world"], max_tokens=8)
+    assert text.mask.sum().item() == 3 and torch.isfinite(text.embeds).all()
+
+
+@pytest.mark.parametrize("tokenizer_file", ["spiece.model", "tokenizer.json", None])
+def test_find_tokenizer_beside_names_the_files_folder_only_if_it_holds_a_tokenizer(tmp_path, tokenizer_file):
+    (tmp_path / "t5xxl_fp16.safetensors").write_bytes(b"")
+    if tokenizer_file:
+        (tmp_path / tokenizer_file).write_bytes(b"")
+    found = find_tokenizer_beside(tmp_path / "t5xxl_fp16.safetensors")
+    assert found == (tmp_path if tokenizer_file else None)
