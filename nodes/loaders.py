@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import comfy.text_encoders
 import folder_paths
 
 from ..ltx_core import acceleration as core_acceleration
@@ -170,7 +171,15 @@ class LTXVCoreT5Loader:
 
     def load(self, text_encoder_name, dtype, device):
         path = _resolve(TEXT_ENCODER_FOLDERS, text_encoder_name)
-        # a single file takes the tokenizer (spiece.model) from its own folder
-        tokenizer = None if os.path.isdir(path) else os.path.dirname(path)
-        encoder = core_text_encoder.load_text_encoder(path, tokenizer, dtype=memory.DTYPES[dtype], device="cpu")
+        encoder = core_text_encoder.load_text_encoder(path, _tokenizer_for(path), dtype=memory.DTYPES[dtype], device="cpu")
         return (memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", device)),)
+
+
+def _tokenizer_for(path: str) -> str | None:
+    """A folder model brings its tokenizer; a single file (ComfyUI's t5xxl_*.safetensors)
+    takes one from beside it, else the T5 tokenizer that ComfyUI ships."""
+    if os.path.isdir(path):
+        return None
+    beside = core_text_encoder.find_tokenizer_beside(path)
+    # comfy.text_encoders is a namespace package: no __file__, one folder on its path
+    return str(beside) if beside else os.path.join(list(comfy.text_encoders.__path__)[0], "t5_tokenizer")
