@@ -6,8 +6,8 @@ up to the order of floating-point sums.
   coordinates are split across the `sequence` ranks. Everything in the DiT is per token
   except self-attention, so only there do the ranks talk: an all-to-all turns "my tokens,
   all heads" into "all tokens, my heads" for q, k and v, attention runs on whole
-  sequences, and a second all-to-all turns the output back (the hook is
-  `transformer.Attention.attention_fn`). Cross-attention to the text, the feed-forward and
+  sequences, and a second all-to-all turns the output back (plugged in through the
+  model's `use_kernels` seam). Cross-attention to the text, the feed-forward and
   the modulation stay local; the velocity is all-gathered at the end.
 - CFG parallel: the guidance forward's batch (uncond, cond) is split across the `cfg`
   ranks and all-gathered afterwards (`sampler.guided_velocity` batches both halves).
@@ -220,7 +220,7 @@ def tokens_to_heads(out: Tensor, group: dist.ProcessGroup) -> Tensor:
 
 
 class UlyssesAttention:
-    """Self-attention on a token shard: installed as `attn1.attention_fn` of every block.
+    """Self-attention on a token shard: the `attention` of the model's self-attention kernels.
 
     `tokens` is the real sequence length of the current call; the padding that makes it
     divisible by the group size sits at the end, so it is cut off before attention (no
@@ -300,24 +300,16 @@ class ParallelTransformer:
             allowed = [n for n in range(1, heads + 1) if heads % n == 0]
             raise SettingsError(f"sequence-parallel {size} does not divide the model's {heads} attention heads; "
                                 f"allowed sizes: {', '.join(map(str, allowed))}")
-        attentions = [block.attn1 for block in self.module.transformer_blocks]
-        if not all(hasattr(type(a), "attention_fn") for a in attentions):
-            raise RuntimeError("this transformer's Attention has no `attention_fn` hook; sequence parallelism needs it")
-        if any(isinstance(a.attention_fn, UlyssesAttention) for a in attentions):
+        if isinstance(self.module.kernels.attention, UlyssesAttention):
             raise RuntimeError("this transformer already runs sequence-parallel; close() that wrapper first")
-        self._own_attention = [a.__dict__.get("attention_fn") for a in attentions]  # None: the class's
-        self.attention = UlyssesAttention(group, inner=attentions[0].attention_fn)
-        for attention in attentions:
-            attention.attention_fn = self.attention
+        self.attention = UlyssesAttention(group, inner=self.module.kernels.attention)
+        self._own_kernels = self.module.use_kernels(replace(self.module.kernels, attention=self.attention))
 
     def close(self) -> None:
         """Give the model its own self-attention back."""
         if self.attention is None:
             return
-        for block, own in zip(self.module.transformer_blocks, self._own_attention):
-            del block.attn1.attention_fn  # the class's SDPA shows through again
-            if own is not None:
-                block.attn1.attention_fn = own
+        self.module.use_kernels(self._own_kernels)
         self.attention = None
 
     def __call__(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,

@@ -9,7 +9,7 @@ tables (82 us per block at 768x512x121 on an H100, against 45 us for this pass:
 one Triton program per token reads q, k and the pair tables of `rope.rope_pair_cos_sin`
 once, works in fp32 and writes the rotated q and k once.
 
-    model.rope_pairs = True; attention.fused_qk_rope = True   # what `enable` does
+    model.use_kernels(replace(model.kernels, qk_norm_rope=qk_norm_rope))   # what `enable` does
     q, k = qk_norm_rope(q, k, q_norm.weight, k_norm.weight, cos_pairs, sin_pairs, eps)
 
 It is a torch custom op (compiled regions and CUDA graphs keep it whole): the Triton kernel
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -168,14 +169,7 @@ def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfl
 
 def enable(model: nn.Module) -> int:
     """Route every self-attention's QK-norm and RoPE of `model` (an `LTXVTransformer`) through
-    `qk_norm_rope`, with `prepare` building the pair tables it reads. Returns how many
-    attention layers changed. The op has no backward: for inference only."""
-    from .transformer import Attention
-
-    model.rope_pairs = True
-    count = 0
-    for block in model.transformer_blocks:
-        if isinstance(block.attn1, Attention):
-            block.attn1.fused_qk_rope = True
-            count += 1
-    return count
+    `qk_norm_rope`, through the model's kernel seam. Returns how many attention layers now
+    use it. The op has no backward: for inference only."""
+    model.use_kernels(replace(model.kernels, qk_norm_rope=qk_norm_rope))
+    return len(model.transformer_blocks)

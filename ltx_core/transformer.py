@@ -9,6 +9,8 @@ Lightricks' `ltx_video/models/transformers/{transformer3d,attention}.py`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,6 @@ from torch import Tensor, nn
 
 from .configs import TransformerConfig
 from .errors import SettingsError
-from .fused_qk_rope import qk_norm_rope
 from .rope import apply_rope, rope_cos_sin, rope_pair_cos_sin
 
 # Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).
@@ -29,6 +30,22 @@ QK_NORM_EPS = 1e-5
 # Spatiotemporal skip guidance (STG): how a perturbed block's self-attention is replaced,
 # Lightricks' `SkipLayerStrategy.AttentionValues` / `AttentionSkip` (see `Attention.forward`).
 STG_MODES = ("attention_values", "attention_skip")
+
+
+@dataclass(frozen=True)
+class SelfAttentionKernels:
+    """The seam where other self-attention kernels plug in (`LTXVTransformer.use_kernels`).
+
+    `attention(q, k, v, attn_mask)` on heads-first (B, H, T, D/H) tensors replaces torch's
+    SDPA; `qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps) -> (q, k)` replaces
+    QK-norm then RoPE on (B, T, D) tensors and takes RoPE tables per channel pair
+    (B, T, D / 2), which `prepare` then builds. Cross-attention always runs torch's own."""
+
+    attention: Callable[..., Tensor] = F.scaled_dot_product_attention
+    qk_norm_rope: Callable[..., tuple[Tensor, Tensor]] | None = None
+
+
+TORCH_KERNELS = SelfAttentionKernels()
 
 
 def timestep_sinusoids(timesteps: Tensor, width: int = TIMESTEP_FEATURES, max_period: float = 10000.0) -> Tensor:
@@ -110,13 +127,6 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention with RMS QK-norm across all heads (2.2.2) and optional RoPE."""
 
-    # (q, k, v, attn_mask) -> output, all heads-first (B, H, T, D/H): replaceable per module
-    # (`ltx_core.distributed` swaps the self-attention's for sequence-parallel attention).
-    attention_fn = staticmethod(F.scaled_dot_product_attention)
-    # QK-norm and RoPE in one kernel (`fused_qk_rope.enable` sets it with the model's
-    # `rope_pairs`, whose pair tables the kernel reads).
-    fused_qk_rope = False
-
     def __init__(self, dim: int, context_dim: int, heads: int, bias: bool):
         super().__init__()
         self.heads = heads
@@ -160,6 +170,7 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
+        kernels: SelfAttentionKernels = TORCH_KERNELS,
         skip: Tensor | None = None,
         skip_mode: str = "attention_values",
     ) -> Tensor:
@@ -168,14 +179,14 @@ class Attention(nn.Module):
         bypassed), as Lightricks' AttnProcessor2_0 does for its two strategies."""
         q, k, v = self._project(x, context)  # (B, T, D), (B, S, D), (B, S, D)
         values = v
-        if rope is not None and self.fused_qk_rope:
-            q, k = qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, *rope, QK_NORM_EPS)
+        if rope is not None and kernels.qk_norm_rope is not None:
+            q, k = kernels.qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, *rope, QK_NORM_EPS)
         else:
             q, k = self.q_norm(q), self.k_norm(k)
             if rope is not None:  # RoPE rotates the full width, before the split into heads
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        out = self.attention_fn(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
+        out = kernels.attention(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
         out = rearrange(out, "b h n d -> b n (h d)")
         if skip is not None:
             kept = values if skip_mode == "attention_values" else x
@@ -204,13 +215,13 @@ class TransformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None,
-        skip: Tensor | None = None, skip_mode: str = "attention_values",
+        kernels: SelfAttentionKernels = TORCH_KERNELS, skip: Tensor | None = None, skip_mode: str = "attention_values",
     ) -> Tensor:  # fmt: skip
         # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
         ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
         attn_input = self.norm1(x) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self.attn1(attn_input, rope=rope, skip=skip, skip_mode=skip_mode)
+        x = x + gate_msa * self.attn1(attn_input, rope=rope, kernels=kernels, skip=skip, skip_mode=skip_mode)
         x = x + self.attn2(x, context=text, bias=text_bias)  # no norm, no modulation: the reference's
         x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return x
@@ -219,13 +230,10 @@ class TransformerBlock(nn.Module):
 class LTXVTransformer(nn.Module):
     """Latent tokens, per-token sigmas, text and RoPE coordinates -> velocity."""
 
-    # RoPE tables per channel pair (B, T, D / 2) instead of per channel: what
-    # `fused_qk_rope` reads (set by its `enable`, with the attention layers' flag).
-    rope_pairs = False
-
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
+        self.kernels = TORCH_KERNELS
         dim = cfg.inner_dim
         self.patchify_proj = nn.Linear(cfg.in_channels, dim)
         self.adaln_single = AdaLayerNormSingle(dim)
@@ -234,6 +242,12 @@ class LTXVTransformer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
         self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.proj_out = nn.Linear(dim, cfg.out_channels)
+
+    def use_kernels(self, kernels: SelfAttentionKernels) -> SelfAttentionKernels:
+        """Run every block's self-attention through `kernels` from now on; returns the
+        kernels used before (to restore them)."""
+        previous, self.kernels = self.kernels, kernels
+        return previous
 
     def forward(
         self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
@@ -250,9 +264,9 @@ class LTXVTransformer(nn.Module):
         x, modulation, embedded_t, context, text_bias, rope = self.prepare(latent, timestep, text, text_mask, coords)
         for index, block in enumerate(self.transformer_blocks):
             if skip is not None and index in stg_blocks:
-                x = block(x, modulation, rope, context, text_bias, skip.to(x.dtype), stg_mode)
+                x = block(x, modulation, rope, context, text_bias, self.kernels, skip.to(x.dtype), stg_mode)
             else:
-                x = block(x, modulation, rope, context, text_bias)
+                x = block(x, modulation, rope, context, text_bias, self.kernels)
         return self.finish(x, embedded_t)
 
     def _skip_mask(self, perturbed: Tensor | None, blocks: tuple[int, ...], mode: str, batch: int) -> Tensor | None:
@@ -286,7 +300,7 @@ class LTXVTransformer(nn.Module):
         context = self.caption_projection(text)  # (B, L, D)
         text_bias = text_attention_bias(text_mask, x.dtype)  # (B, 1, 1, L)
         # RoPE in fp32, cast to the model's dtype once, as Lightricks' precompute_freqs_cis does.
-        tables = rope_pair_cos_sin if self.rope_pairs else rope_cos_sin
+        tables = rope_cos_sin if self.kernels.qk_norm_rope is None else rope_pair_cos_sin
         cos, sin = tables(coords, x.shape[-1], self.cfg.positional_embedding_theta,
                           self.cfg.positional_embedding_max_pos)
         rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D), or (B, T, D / 2) as pairs

@@ -14,7 +14,7 @@ from ltx_core.acceleration import compile_regions
 from ltx_core.configs import TINY_TRANSFORMER
 from ltx_core.errors import SettingsError
 from ltx_core.rope import rope_cos_sin, rope_pair_cos_sin
-from ltx_core.transformer import LTXVTransformer
+from ltx_core.transformer import LTXVTransformer, SelfAttentionKernels
 from tests.test_fp8 import tiny_inputs
 
 triton = pytest.importorskip("triton", reason="Triton ships with CUDA builds of torch; the kernel needs it")
@@ -95,7 +95,7 @@ def test_a_model_with_the_fused_op_gives_the_unfused_velocity():
     fused = LTXVTransformer(TINY_TRANSFORMER).eval()
     fused.load_state_dict(reference.state_dict())
     assert fused_qk_rope.enable(fused) == TINY_TRANSFORMER.num_layers
-    assert all(b.attn1.fused_qk_rope and not b.attn2.fused_qk_rope for b in fused.transformer_blocks)
+    assert fused.kernels == SelfAttentionKernels(qk_norm_rope=fused_qk_rope.qk_norm_rope)
     inputs = tiny_inputs(TINY_TRANSFORMER)
     assert (fused(*inputs) - reference(*inputs)).abs().max() <= FP32_ATOL
 
