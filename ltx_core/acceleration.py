@@ -241,7 +241,9 @@ class CUDAGraphForward:
 
 @dataclass
 class OptimizedTransformer:
-    """The transformer behind the chosen levers; call it like the transformer."""
+    """The runner of a transformer behind the chosen levers: `run(fn, *inputs)` calls `fn`
+    (the model's forward, or guidance's perturbed forward) under the chosen attention
+    backend; the plain forward replays CUDA graphs where they are on."""
 
     model: nn.Module
     attention: str = "default"
@@ -262,12 +264,14 @@ class OptimizedTransformer:
         with attention_context(self.attention), torch.no_grad():
             return self.model(*args)
 
-    def __call__(self, latent, timestep, text, text_mask, coords, **stg) -> Tensor:
-        args = (latent, timestep, text, text_mask, coords)
-        if stg:  # STG's perturbed pass (perturbed, stg_blocks, stg_mode): no captured graph for it
-            with attention_context(self.attention), torch.no_grad():
-                return self.model(*args, **stg)
-        return self._graphed(*args) if self._graphed is not None else self._forward(*args)
+    def run(self, fn, *inputs) -> Tensor:
+        if fn is self.model:
+            return self._graphed(*inputs) if self._graphed is not None else self._forward(*inputs)
+        with attention_context(self.attention), torch.no_grad():  # no captured graph for other forwards
+            return fn(*inputs)
+
+    def __call__(self, latent, timestep, text, text_mask, coords) -> Tensor:
+        return self.run(self.model, latent, timestep, text, text_mask, coords)
 
 
 def optimize_transformer(

@@ -4,7 +4,9 @@ Each token's timestep is `sigma * noise_mask`, so conditioning tokens (a kept fi
 strength < 1) sit at their own level; keyframe tokens go before the video's, with their
 own RoPE coordinates (`keyframe_coords`), and are dropped from the result. CFG's
 unconditional pass and STG's perturbed pass ride in one batch with the conditional one
-(`sampler.guided_velocity`); Euler steps are `sampler.sample`.
+(`guidance.guided_velocity`); Euler steps are `sampler.sample`. The transformer is called
+through a runner (`run(fn, *inputs)`): the plain module, or the speed and parallel runners
+of `acceleration` and `distributed`.
 
 This module does not import `pipeline`; `pipeline` composes it with the other stages and
 uses its `module_device` / `module_dtype`. The settings checks both use live in `errors`.
@@ -19,11 +21,11 @@ from einops import rearrange
 from torch import Tensor
 
 from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
-from .errors import SettingsError, check_number, is_int
+from .errors import SettingsError, check_number
+from .guidance import check_stg, guided_velocity, perturbed_forward
 from .rope import fractional_coords, latent_coords, pixel_coords
-from .sampler import Callback, guided_velocity, sample
+from .sampler import Callback, sample
 from .text_encoder import TextEmbeddings, check_text_width
-from .transformer import STG_MODES
 
 
 def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:
@@ -104,15 +106,18 @@ def denoise(
     `causal_fix` None takes the transformer config's `causal_temporal_positioning`
     (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
     an exception raised in it stops sampling."""
-    _check_fits_transformer(transformer, latent, text)
+    runner = as_runner(transformer)
+    module = runner.model
+    _check_fits_transformer(module, latent, text)
     check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
     check_stg(stg_scale, stg_blocks, stg_mode, stg_rescale)
-    device = torch.device(device) if device is not None else module_device(transformer)
-    dtype = module_dtype(transformer)
+    stg_forward = perturbed_forward(module, tuple(stg_blocks), stg_mode) if stg_scale > 0 else None
+    device = torch.device(device) if device is not None else module_device(module)
+    dtype = module_dtype(module)
     latent = _on_device(latent, device)
     batch, _, frames, height, width = latent.samples.shape
     if causal_fix is None:
-        causal_fix = transformer.cfg.causal_temporal_positioning
+        causal_fix = module.cfg.causal_temporal_positioning
     coords = torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
                         token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
     extra = latent.num_keyframe_tokens
@@ -132,8 +137,8 @@ def denoise(
             timesteps = timesteps[:, :1]
         inputs = (x.to(dtype), timesteps, embeds, mask, batched_coords[repeat])
         if perturbed is None:
-            return transformer(*inputs).float()
-        return _forward_stg(transformer, inputs, perturbed, tuple(stg_blocks), stg_mode).float()
+            return runner.run(module, *inputs).float()
+        return runner.run(stg_forward, *inputs, perturbed).float()
 
     embeds, mask = _batched(text, batch, device, dtype)
     negative_embeds, negative_mask = (
@@ -164,28 +169,10 @@ def denoise(
     return ConditionedLatent(to_latent(x), latent.noise_mask)
 
 
-def _forward_stg(transformer, inputs: tuple, perturbed: Tensor, blocks: tuple[int, ...], mode: str) -> Tensor:
-    """A forward with STG's perturbed items (the plain model, an `OptimizedTransformer` and
-    the parallel wrapper all take these keywords)."""
-    return transformer(*inputs, perturbed=perturbed, stg_blocks=blocks, stg_mode=mode)
-
-
 def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
     keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
     return ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device),
                              keyframes)  # fmt: skip
-
-
-def check_stg(scale, blocks, mode: str, rescale) -> None:
-    """STG settings: a scale >= 0, block indices (range checked by the transformer), a mode."""
-    check_number("stg_scale", scale, 0.0, "a finite number >= 0 (0: no STG)")
-    check_number("stg_rescale", rescale, 0.0, "a finite number >= 0 (0 or 1: no rescale)")
-    if not isinstance(blocks, (tuple, list)) or not all(is_int(b) and b >= 0 for b in blocks):
-        raise SettingsError(f"stg_blocks {blocks!r} must be block indices, whole numbers >= 0")
-    if scale > 0 and not blocks:
-        raise SettingsError(f"stg_scale {scale} needs stg_blocks, the blocks to perturb (e.g. (19,) for the 2B model)")
-    if mode not in STG_MODES:
-        raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
 
 
 # ---------------------------------------------------------------- where a model lives, shared with pipeline
@@ -197,3 +184,18 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 def module_dtype(module: torch.nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
+
+
+class DirectRunner:
+    """The transformer called as it is (no compiled graphs, one process)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def run(self, fn, *inputs) -> Tensor:
+        return fn(*inputs)
+
+
+def as_runner(transformer):
+    """A runner for `transformer`: the module itself, or a runner already made for it."""
+    return DirectRunner(transformer) if isinstance(transformer, torch.nn.Module) else transformer

@@ -273,9 +273,11 @@ class ParallelTransformer:
     them, after which the model runs single-process again."""
 
     def __init__(self, model, run: ParallelRun):
-        self.model = model
-        self.run = run
-        self.module = getattr(model, "model", model)  # the nn.Module under an OptimizedTransformer
+        # `model` is an `LTXVTransformer` or a runner of one (`acceleration.OptimizedTransformer`)
+        self.inner = None if isinstance(model, torch.nn.Module) else model
+        self.module = model if self.inner is None else model.model
+        self.model = self.module
+        self.parallel = run
         self.attention = None
         # rank = c * sequence + s (`layout_ranks`)
         self._cfg_rank, self._sequence_rank = divmod(run.rank, run.layout.sequence)
@@ -289,13 +291,8 @@ class ParallelTransformer:
     def parameters(self):  # the pipeline reads device and dtype from here
         return self.module.parameters()
 
-    def __getattr__(self, name):  # anything else the wrapped model offers
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
     def _install_attention(self, group: dist.ProcessGroup) -> None:
-        heads, size = self.module.cfg.num_attention_heads, self.run.layout.sequence
+        heads, size = self.module.cfg.num_attention_heads, self.parallel.layout.sequence
         if heads % size:
             allowed = [n for n in range(1, heads + 1) if heads % n == 0]
             raise SettingsError(f"sequence-parallel {size} does not divide the model's {heads} attention heads; "
@@ -313,41 +310,46 @@ class ParallelTransformer:
         self.attention = None
 
     def __call__(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
-                 coords: Tensor, **kwargs) -> Tensor:
-        check = getattr(self.module, "_check_inputs", None)
-        if check is not None:  # the single-process messages, on the whole input
-            check(latent, timestep, text, text_mask, coords)
+                 coords: Tensor) -> Tensor:
+        return self.run(self.module, latent, timestep, text, text_mask, coords)
+
+    def run(self, fn, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
+            *extra: Tensor) -> Tensor:
+        """`fn(latent, timestep, text, text_mask, coords, *extra)` (the model's forward or
+        guidance's perturbed forward) over the ranks; `extra` tensors are per batch item."""
+        self.module.check_inputs(latent, timestep, text, text_mask, coords)  # the messages of one process
         batch = latent.shape[0]
-        args = dict(latent=latent, timestep=timestep, text=text, text_mask=text_mask, coords=coords, **kwargs)
-        if self.run.cfg_group is not None:
-            args = self._batch_shard(args, batch)
-        out = self._sequence_forward(**args)
-        if self.run.cfg_group is not None:
-            out = gather_along(out, 0, self.run.cfg_group)[:batch]
+        inputs = [latent, timestep, text, text_mask, coords, *extra]
+        if self.parallel.cfg_group is not None:
+            inputs = self._batch_shard(inputs, batch)
+        out = self._sequence_forward(fn, *inputs)
+        if self.parallel.cfg_group is not None:
+            out = gather_along(out, 0, self.parallel.cfg_group)[:batch]
         return out
 
-    def _batch_shard(self, args: dict, batch: int) -> dict:
+    def _batch_shard(self, inputs: list, batch: int) -> list:
         """This CFG rank's share of every per-item input (the batch padded with repeats)."""
-        parts = self.run.layout.cfg
+        parts = self.parallel.layout.cfg
         if batch < parts:
             warnings.warn(f"cfg-parallel {parts} with a batch of {batch} (guidance off?): ranks repeat work; "
                           "sequence parallelism would use them better", stacklevel=3)
-        return {name: _shard(value, 0, parts, self._cfg_rank, "repeat")
+        return [_shard(value, 0, parts, self._cfg_rank, "repeat")
                 if isinstance(value, Tensor) and value.ndim and value.shape[0] == batch else value
-                for name, value in args.items()}
+                for value in inputs]
 
-    def _sequence_forward(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
-                          coords: Tensor, **kwargs) -> Tensor:
-        if self.run.sequence_group is None:
-            return self.model(latent, timestep, text, text_mask, coords, **kwargs)
-        parts, index = self.run.layout.sequence, self._sequence_rank
+    def _sequence_forward(self, fn, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
+                          coords: Tensor, *extra: Tensor) -> Tensor:
+        inner = self.inner.run if self.inner is not None else (lambda f, *a: f(*a))
+        if self.parallel.sequence_group is None:
+            return inner(fn, latent, timestep, text, text_mask, coords, *extra)
+        parts, index = self.parallel.layout.sequence, self._sequence_rank
         tokens = latent.shape[1]
         if timestep.ndim == 2 and timestep.shape[1] == tokens:  # per-token sigmas follow their tokens
             timestep = _shard(timestep, 1, parts, index)
         self.attention.tokens = tokens
-        out = self.model(_shard(latent, 1, parts, index), timestep, text, text_mask,
-                         _shard(coords, 2, parts, index), **kwargs)  # (B, T'/S, C)
-        return gather_along(out, 1, self.run.sequence_group)[:, :tokens]
+        out = inner(fn, _shard(latent, 1, parts, index), timestep, text, text_mask,
+                    _shard(coords, 2, parts, index), *extra)  # (B, T'/S, C)
+        return gather_along(out, 1, self.parallel.sequence_group)[:, :tokens]
 
 
 def parallelize(models, run: ParallelRun):

@@ -35,7 +35,8 @@ from .conditioning import (
     empty_latent,
 )
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
-from .denoise import check_stg, denoise, module_device, module_dtype
+from .denoise import denoise, module_device, module_dtype
+from .guidance import check_stg
 from .errors import SettingsError, check_number, is_int
 from .rope import VAE_SCALE
 from .sampler import STRENGTH_RULES, Callback

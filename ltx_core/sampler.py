@@ -2,9 +2,8 @@
 
 k-diffusion style: the model is a callable `velocity_fn(x, timesteps) -> velocity` on
 tokens `(B, T, C)` with per-token sigmas `(B, T)`, the schedule is a sigma tensor, and
-previews, progress and interrupt are one `callback`. Classifier-free guidance and
-spatiotemporal skip guidance (STG) are a wrapper that makes such a callable from the
-transformer (`guided_velocity`).
+previews, progress and interrupt are one `callback`. Guidance (CFG, STG) makes such a
+callable from the transformer (`guidance.guided_velocity`).
 
 Flow convention (Lightricks, diffusers): x_sigma = (1 - sigma) * x0 + sigma * noise, the
 model predicts v = noise - x0, so x0 = x - sigma * v and an Euler step is
@@ -30,66 +29,6 @@ STRENGTH_RULES = ("scaled", "held")
 HELD_EPS = 1e-6
 # callback(step_index, total_steps, x, denoised); raising in it stops sampling
 Callback = Callable[[int, int, Tensor, Tensor], None]
-
-
-def guided_velocity(
-    model_fn: Callable[..., Tensor],
-    text: Tensor,
-    text_mask: Tensor,
-    negative_text: Tensor | None,
-    negative_mask: Tensor | None,
-    guidance_scale: float,
-    stg_scale: float = 0.0,
-    stg_rescale: float = 0.7,
-) -> VelocityFn:
-    """Classifier-free guidance over `model_fn(x, timesteps, text, text_mask)`: one batched
-    forward on (uncond, cond), v = v_u + scale * (v_c - v_u), as diffusers' LTX pipelines.
-    Scale 1 is the conditional velocity alone, so the unconditional half is skipped.
-
-    `stg_scale` > 0 adds Lightricks' spatiotemporal skip guidance: a third item in the
-    same batch, the prompt again with `model_fn(..., perturbed)` told which items to
-    perturb, and v += stg_scale * (v_c - v_perturbed); see `_stg`."""
-    if guidance_scale != 1.0 and (negative_text is None or negative_mask is None):
-        raise SettingsError(f"guidance scale {guidance_scale} needs negative text embeddings and mask")
-    if stg_scale > 0:
-        return _stg(model_fn, text, text_mask, negative_text, negative_mask, guidance_scale, stg_scale, stg_rescale)
-    if guidance_scale == 1.0:
-        return lambda x, timesteps: model_fn(x, timesteps, text, text_mask)
-    both_text = torch.cat([negative_text, text])
-    both_mask = torch.cat([negative_mask, text_mask])
-
-    def velocity(x: Tensor, timesteps: Tensor) -> Tensor:
-        both_x, both_timesteps = torch.cat([x, x]), torch.cat([timesteps, timesteps])
-        v_uncond, v_cond = model_fn(both_x, both_timesteps, both_text, both_mask).chunk(2)
-        return v_uncond + guidance_scale * (v_cond - v_uncond)
-
-    return velocity
-
-
-def _stg(model_fn, text, text_mask, negative_text, negative_mask, guidance_scale, stg_scale, rescale) -> VelocityFn:
-    """Lightricks' `LTXVideoPipeline.__call__` guidance: batch (uncond, cond, perturbed),
-    v = v_u + g (v_c - v_u) (v_c without CFG), v += s (v_c - v_p), then, unless the
-    rescale is 1 (Lightricks skips it there), v *= r std(v_c) / std(v) + 1 - r, the
-    standard deviations over each video's velocity."""
-    with_cfg = guidance_scale != 1.0
-    texts = [negative_text, text, text] if with_cfg else [text, text]
-    masks = [negative_mask, text_mask, text_mask] if with_cfg else [text_mask, text_mask]
-    all_text, all_mask = torch.cat(texts), torch.cat(masks)
-    copies = len(texts)
-
-    def velocity(x: Tensor, timesteps: Tensor) -> Tensor:
-        batch = x.shape[0]
-        perturbed = torch.arange(copies * batch, device=x.device) >= (copies - 1) * batch
-        out = model_fn(torch.cat([x] * copies), torch.cat([timesteps] * copies), all_text, all_mask, perturbed)
-        *rest, v_cond, v_perturbed = out.chunk(copies)
-        v = rest[0] + guidance_scale * (v_cond - rest[0]) if with_cfg else v_cond
-        v = v + stg_scale * (v_cond - v_perturbed)
-        if rescale != 1.0:
-            factor = v_cond.reshape(batch, -1).std(dim=1) / v.reshape(batch, -1).std(dim=1)
-            v = v * (rescale * factor + (1 - rescale)).view(batch, 1, 1)
-        return v
-
-    return velocity
 
 
 def _renoise_clean_tokens(

@@ -27,9 +27,6 @@ TIMESTEP_FEATURES = 256
 MASKED_TEXT_BIAS = -10000.0
 # QK-norm epsilon, fixed in the reference's Attention whatever the config's norm_eps.
 QK_NORM_EPS = 1e-5
-# Spatiotemporal skip guidance (STG): how a perturbed block's self-attention is replaced,
-# Lightricks' `SkipLayerStrategy.AttentionValues` / `AttentionSkip` (see `Attention.forward`).
-STG_MODES = ("attention_values", "attention_skip")
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,8 @@ class Attention(nn.Module):
             delattr(self, n)
         setattr(self, "to_qkv" if self_attention else "to_kv", fused)
 
-    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def project(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """q from `x`, k and v from `context` (or `x`): (B, T, D), (B, S, D), (B, S, D)."""
         if hasattr(self, "to_qkv"):
             return self.to_qkv(x).chunk(3, dim=-1)
         context = x if context is None else context
@@ -164,21 +162,11 @@ class Attention(nn.Module):
             return (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
         return self.to_q(x), self.to_k(context), self.to_v(context)
 
-    def forward(
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        rope: tuple[Tensor, Tensor] | None = None,
-        bias: Tensor | None = None,
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None,
         kernels: SelfAttentionKernels = TORCH_KERNELS,
-        skip: Tensor | None = None,
-        skip_mode: str = "attention_values",
-    ) -> Tensor:
-        """`skip` (B, 1, 1), 1 = attend, 0 = perturbed (STG), mixes in before `to_out` either
-        the values (an identity attention map) or the attention's own input (attention
-        bypassed), as Lightricks' AttnProcessor2_0 does for its two strategies."""
-        q, k, v = self._project(x, context)  # (B, T, D), (B, S, D), (B, S, D)
-        values = v
+    ) -> Tensor:  # fmt: skip
+        """QK-norm, RoPE and attention of projected q, k, v -> (B, T, D), before `to_out`."""
         if rope is not None and kernels.qk_norm_rope is not None:
             q, k = kernels.qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, *rope, QK_NORM_EPS)
         else:
@@ -187,11 +175,23 @@ class Attention(nn.Module):
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         out = kernels.attention(q, k, v, attn_mask=bias)  # (B, H, T, D/H)
-        out = rearrange(out, "b h n d -> b n (h d)")
-        if skip is not None:
-            kept = values if skip_mode == "attention_values" else x
-            out = out * skip + kept * (1.0 - skip)
-        return self.to_out[0](out)
+        return rearrange(out, "b h n d -> b n (h d)")
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None, kernels: SelfAttentionKernels = TORCH_KERNELS,
+    ) -> Tensor:  # fmt: skip
+        return self.to_out[0](self.attend(*self.project(x, context), rope, bias, kernels))
+
+
+# A replacement for one block's self-attention sub-layer, for one forward (`LTXVTransformer.
+# blocks`): called with the block's `Attention`, its modulated input, RoPE and the kernels.
+SelfAttention = Callable[["Attention", Tensor, tuple[Tensor, Tensor], SelfAttentionKernels], Tensor]
+
+
+def plain_self_attention(attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor],
+                         kernels: SelfAttentionKernels) -> Tensor:  # fmt: skip
+    return attn(x, rope=rope, kernels=kernels)
 
 
 class TransformerBlock(nn.Module):
@@ -215,13 +215,13 @@ class TransformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None,
-        kernels: SelfAttentionKernels = TORCH_KERNELS, skip: Tensor | None = None, skip_mode: str = "attention_values",
+        kernels: SelfAttentionKernels = TORCH_KERNELS, self_attention: SelfAttention = plain_self_attention,
     ) -> Tensor:  # fmt: skip
         # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
         ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
         attn_input = self.norm1(x) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self.attn1(attn_input, rope=rope, kernels=kernels, skip=skip, skip_mode=skip_mode)
+        x = x + gate_msa * self_attention(self.attn1, attn_input, rope, kernels)
         x = x + self.attn2(x, context=text, bias=text_bias)  # no norm, no modulation: the reference's
         x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
         return x
@@ -249,38 +249,26 @@ class LTXVTransformer(nn.Module):
         previous, self.kernels = self.kernels, kernels
         return previous
 
-    def forward(
-        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
-        perturbed: Tensor | None = None, stg_blocks: tuple[int, ...] = (), stg_mode: str = "attention_values",
-    ) -> Tensor:  # fmt: skip
+    def forward(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
+                coords: Tensor) -> Tensor:  # fmt: skip
         """latent (B, T, in_channels); timestep sigmas in [0, 1], (B, T) per token or (B,);
         text (B, L, caption_channels); text_mask (B, L), 1 = keep, or None; coords (B, 3, T)
-        from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels).
-
-        STG: the batch items where `perturbed` (B,) is true get the self-attention of the
-        blocks `stg_blocks` replaced as `stg_mode` says (see `Attention.forward`)."""
-        self._check_inputs(latent, timestep, text, text_mask, coords)
-        skip = self._skip_mask(perturbed, stg_blocks, stg_mode, latent.shape[0])
+        from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels)."""
+        self.check_inputs(latent, timestep, text, text_mask, coords)
         x, modulation, embedded_t, context, text_bias, rope = self.prepare(latent, timestep, text, text_mask, coords)
-        for index, block in enumerate(self.transformer_blocks):
-            if skip is not None and index in stg_blocks:
-                x = block(x, modulation, rope, context, text_bias, self.kernels, skip.to(x.dtype), stg_mode)
-            else:
-                x = block(x, modulation, rope, context, text_bias, self.kernels)
-        return self.finish(x, embedded_t)
+        return self.finish(self.blocks(x, modulation, rope, context, text_bias), embedded_t)
 
-    def _skip_mask(self, perturbed: Tensor | None, blocks: tuple[int, ...], mode: str, batch: int) -> Tensor | None:
-        """(B,) perturbed flags -> Lightricks' per-item skip mask (B, 1, 1), 0 = perturbed."""
-        if perturbed is None or not blocks:
-            return None
-        if mode not in STG_MODES:
-            raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
-        layers = len(self.transformer_blocks)
-        if any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < layers for b in blocks):
-            raise SettingsError(f"stg_blocks {tuple(blocks)} name blocks this model lacks; allowed: 0 to {layers - 1}")
-        if tuple(perturbed.shape) != (batch,):
-            raise SettingsError(f"perturbed has shape {tuple(perturbed.shape)}; allowed: ({batch},), one per item")
-        return (~perturbed.bool()).float().view(batch, 1, 1)
+    def blocks(
+        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], context: Tensor, text_bias: Tensor | None,
+        self_attention: dict[int, SelfAttention] | None = None,
+    ) -> Tensor:  # fmt: skip
+        """Every transformer block on the tokens; `self_attention` maps block indices to a
+        replacement of that block's self-attention for this call (how guidance perturbs it)."""
+        replaced = self_attention or {}
+        for index, block in enumerate(self.transformer_blocks):
+            x = block(x, modulation, rope, context, text_bias, self.kernels,
+                      replaced.get(index, plain_self_attention))  # fmt: skip
+        return x
 
     # `prepare`, each block and `finish` are the regions `acceleration.optimize_transformer`
     # compiles: the 28 blocks share one compiled graph.
@@ -312,7 +300,8 @@ class LTXVTransformer(nn.Module):
         x = self.norm_out(x) * (1 + scale) + shift
         return self.proj_out(x)
 
-    def _check_inputs(self, latent, timestep, text, text_mask, coords) -> None:
+    def check_inputs(self, latent, timestep, text, text_mask, coords) -> None:
+        """The shapes `forward` takes, refused with what is allowed."""
         cfg = self.cfg
         if latent.ndim != 3 or latent.shape[-1] != cfg.in_channels:
             raise SettingsError(f"latent tokens have shape {tuple(latent.shape)}; "

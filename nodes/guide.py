@@ -17,7 +17,7 @@ from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.conditioning import ConditioningItem
 from ..ltx_core.errors import SettingsError
 from ..ltx_core.sampler import STRENGTH_RULES
-from ..ltx_core.transformer import STG_MODES
+from ..ltx_core.guidance import STG_MODES
 from ..ltx_core.video import resize_center_crop
 from . import memory
 from .convert import core_to_latent, latent_to_core

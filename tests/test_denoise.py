@@ -97,20 +97,17 @@ def test_keyframe_coordinates_start_at_the_keyframes_pixel_frame():
 
 
 class Recorder:
-    """The transformer as `denoise` calls it, recording the timestep shapes and the
-    coordinate tensors of every forward."""
+    """A runner (`denoise.DirectRunner`'s interface; denoise no longer calls look-alikes of
+    the model) recording the timestep shapes and the coordinate tensors of every forward."""
 
     def __init__(self, transformer):
-        self.transformer, self.cfg = transformer, transformer.cfg
+        self.model = transformer
         self.timestep_shapes, self.coords = [], []
 
-    def parameters(self):
-        return self.transformer.parameters()
-
-    def __call__(self, latent, timestep, text, text_mask, coords, **stg):
+    def run(self, fn, latent, timestep, text, text_mask, coords, *extra):
         self.timestep_shapes.append(tuple(timestep.shape))
         self.coords.append(coords)
-        return self.transformer(latent, self.timesteps(timestep, latent), text, text_mask, coords, **stg)
+        return fn(latent, self.timesteps(timestep, latent), text, text_mask, coords, *extra)
 
     def timesteps(self, timestep, latent):
         return timestep

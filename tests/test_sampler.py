@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ltx_core.errors import SettingsError
-from ltx_core.sampler import guided_velocity, sample
+from ltx_core.guidance import guided_velocity
+from ltx_core.sampler import sample
 from ltx_core.scheduler import flow_sigmas
 
 B, T, C = 2, 6, 4

@@ -1,4 +1,4 @@
-"""Spatiotemporal skip guidance (STG, Lightricks' inference code): the transformer's
+"""Guidance (`ltx_core.guidance`) and its spatiotemporal skip guidance (STG, as in Lightricks' code): the
 perturbed pass for each strategy against a forward built here by hand, the guidance
 arithmetic, scale 0 as plain CFG, one batched forward, and bad settings.
 
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from ltx_core.errors import SettingsError
 from ltx_core.denoise import denoise
+from ltx_core.guidance import guided_velocity, perturbed_forward
 from ltx_core.pipeline import Request, prepare_latent
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.sampler import guided_velocity
 from ltx_core.scheduler import flow_sigmas
 from ltx_core.text_encoder import TextEmbeddings
 
@@ -68,8 +68,8 @@ def test_the_perturbed_item_equals_a_forward_with_that_blocks_attention_replaced
 ):
     latent, timestep, text, mask, coords = inputs
     perturbed = torch.tensor([False, True])
-    out = tiny_transformer(latent, timestep, text, mask, coords, perturbed=perturbed,
-                           stg_blocks=(block_index,), stg_mode=mode)  # fmt: skip
+    # guidance's perturbed forward (the transformer's own STG inputs were removed: STG lives in guidance)
+    out = perturbed_forward(tiny_transformer, (block_index,), mode)(latent, timestep, text, mask, coords, perturbed)
     expected = hand_built_forward(tiny_transformer, latent, timestep, text, mask, coords, block_index, mode)
     plain = tiny_transformer(latent, timestep, text, mask, coords)
     torch.testing.assert_close(out[1], expected[1], atol=ATOL, rtol=0)
@@ -81,8 +81,8 @@ def test_the_perturbed_item_equals_a_forward_with_that_blocks_attention_replaced
 def test_the_two_strategies_perturb_differently(tiny_transformer, inputs):
     latent, timestep, text, mask, coords = inputs
     perturbed = torch.tensor([True, True])
-    values, skip = (tiny_transformer(latent, timestep, text, mask, coords, perturbed=perturbed, stg_blocks=(0,),
-                                     stg_mode=mode) for mode in ("attention_values", "attention_skip"))  # fmt: skip
+    values, skip = (perturbed_forward(tiny_transformer, (0,), mode)(latent, timestep, text, mask, coords, perturbed)
+                    for mode in ("attention_values", "attention_skip"))  # fmt: skip
     assert (values - skip).abs().max() > 1e-3
 
 
