@@ -19,7 +19,7 @@ from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core import scheduler as core_scheduler
 from ..ltx_core.configs import LTXV_SCHEDULER
 from . import memory
-from .convert import SEED_MAX, conditioning_to_embeddings, core_to_latent, latent_to_core, seeded_generator
+from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator, text_pair
 from .registry import CATEGORY, MODEL_TYPE
 
 PREVIEW_MAX_SIZE = 512  # ComfyUI's MAX_PREVIEW_RESOLUTION
@@ -107,8 +107,7 @@ def run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate,
     conditioned = latent_to_core(latent)
     if sigmas is None:
         sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
-    positive = conditioning_to_embeddings(positive, "positive", required=True)
-    negative = conditioning_to_embeddings(negative, "negative")
+    positive, negative = text_pair(positive, negative)
     with memory.on_device(model) as device:
         result = core_denoise.denoise(
             memory.core_model(model), conditioned, positive, negative, sigmas=sigmas, guidance=cfg,

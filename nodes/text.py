@@ -1,4 +1,5 @@
-"""T5 text encode: a prompt to ComfyUI's `CONDITIONING` ([embeddings, {attention_mask}])."""
+"""T5 text encode: a prompt to a `CONDITIONING` in the form ComfyUI's own T5 encoders give
+([embeddings, {attention_mask, ...}], see convert.py), so ComfyUI's samplers take it too."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class LTXVCoreT5Encode:
         "leaves the GPU when it is done."
     )
     RETURN_TYPES = ("CONDITIONING",)
-    OUTPUT_TOOLTIPS = ("T5 embeddings (batch, tokens, width) with their attention mask.",)
+    OUTPUT_TOOLTIPS = ("T5 embeddings (batch, tokens, width) and their attention mask, in ComfyUI's own form.",)
     FUNCTION = "encode"
 
     @classmethod
