@@ -4,7 +4,6 @@
 - regional `torch.compile`: `prepare`, each transformer block and `finish` are compiled
   separately; the 28 blocks share one graph, so compiling costs one block, not 28, and
   the norms, RoPE, modulation, gates and casts become a few fused kernels;
-- fused projections: one GEMM for q/k/v (self-attention) and one for k/v (cross);
 - QK-norm + RoPE in one Triton pass per token (`ltx_core.fused_qk_rope`);
 - FP8 linear layers (`ltx_core.fp8`);
 - the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
@@ -279,7 +278,6 @@ def optimize_transformer(
     *,
     compile: bool = True,
     fp8: bool = False,
-    fuse_projections: bool = True,
     fused_gelu: bool = True,
     fp8_fused_gelu: bool = True,
     fused_qk_rope_kernel: bool = True,
@@ -314,10 +312,7 @@ def optimize_transformer(
                             f"_scaled_mm takes row-wise scales (2.14 does); {device} with torch {torch.__version__} "
                             "has neither")
     model.eval().requires_grad_(False)
-    levers = dict(compile=compile, fp8=fp8, fuse_projections=fuse_projections, cuda_graphs=cuda_graphs)
-    if fuse_projections:
-        for block in model.transformer_blocks:
-            block.fuse_projections()
+    levers = dict(compile=compile, fp8=fp8, cuda_graphs=cuda_graphs)
     if fused_gelu and not fp8:  # FP8 layers fuse the GELU into their input quantization instead
         levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
     if fp8:

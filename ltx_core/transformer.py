@@ -121,46 +121,49 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+def _join_projections(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """Checkpoint names -> the fused layer, for every load (official file, diffusers, tests)."""
+    fused, parts = module.fused
+    for kind in ("weight", "bias"):
+        keys = [f"{prefix}{name}.{kind}" for name in parts]
+        if all(key in state_dict for key in keys):
+            state_dict[f"{prefix}{fused}.{kind}"] = torch.cat([state_dict.pop(key) for key in keys])
+
+
+def _split_projections(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """The fused layer -> checkpoint names (views into the fused tensor)."""
+    fused, parts = module.fused
+    for kind in ("weight", "bias"):
+        tensor = state_dict.pop(f"{prefix}{fused}.{kind}", None)
+        if tensor is not None:
+            state_dict.update(zip((f"{prefix}{name}.{kind}" for name in parts), tensor.chunk(len(parts))))
+
+
 class Attention(nn.Module):
     """Multi-head attention with RMS QK-norm across all heads (2.2.2) and optional RoPE."""
 
-    def __init__(self, dim: int, context_dim: int, heads: int, bias: bool):
+    def __init__(self, dim: int, context_dim: int, heads: int, bias: bool, self_attention: bool):
         super().__init__()
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=bias)
-        self.to_k = nn.Linear(context_dim, dim, bias=bias)
-        self.to_v = nn.Linear(context_dim, dim, bias=bias)
+        # One GEMM for q, k, v (self-attention) or for k, v (cross-attention); the state dict
+        # keeps the checkpoints' separate to_q / to_k / to_v names (`_split_projections`).
+        if self_attention:
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        else:
+            self.to_q = nn.Linear(dim, dim, bias=bias)
+            self.to_kv = nn.Linear(context_dim, 2 * dim, bias=bias)
         self.q_norm = nn.RMSNorm(dim, eps=QK_NORM_EPS)
         self.k_norm = nn.RMSNorm(dim, eps=QK_NORM_EPS)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])  # `to_out.0`, as in the checkpoint
-
-    def fuse_projections(self, self_attention: bool) -> None:
-        """Inference only: one GEMM for q, k, v (self-attention, `to_qkv`) or for k, v
-        (cross-attention, `to_kv`) instead of three or two; the separate layers are removed,
-        so the state dict changes: load weights before fusing, never save after."""
-        names = ("to_q", "to_k", "to_v") if self_attention else ("to_k", "to_v")
-        if any(not isinstance(getattr(self, n, None), nn.Linear) for n in names):
-            return  # already fused
-        layers = [getattr(self, n) for n in names]
-        first = layers[0]
-        fused = nn.Linear(first.in_features, sum(l.out_features for l in layers), bias=first.bias is not None,
-                          device=first.weight.device, dtype=first.weight.dtype)
-        with torch.no_grad():
-            fused.weight.copy_(torch.cat([l.weight for l in layers]))
-            if first.bias is not None:
-                fused.bias.copy_(torch.cat([l.bias for l in layers]))
-        for n in names:
-            delattr(self, n)
-        setattr(self, "to_qkv" if self_attention else "to_kv", fused)
+        self.fused = ("to_qkv", ("to_q", "to_k", "to_v")) if self_attention else ("to_kv", ("to_k", "to_v"))
+        self.register_load_state_dict_pre_hook(_join_projections)
+        self.register_state_dict_post_hook(_split_projections)
 
     def project(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """q from `x`, k and v from `context` (or `x`): (B, T, D), (B, S, D), (B, S, D)."""
-        if hasattr(self, "to_qkv"):
+        if context is None:
             return self.to_qkv(x).chunk(3, dim=-1)
-        context = x if context is None else context
-        if hasattr(self, "to_kv"):
-            return (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
-        return self.to_q(x), self.to_k(context), self.to_v(context)
+        return (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
 
     def attend(
         self, q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None,
@@ -202,16 +205,12 @@ class TransformerBlock(nn.Module):
         super().__init__()
         dim = cfg.inner_dim
         self.norm1 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
-        self.attn1 = Attention(dim, dim, cfg.num_attention_heads, cfg.attention_bias)
-        self.attn2 = Attention(dim, cfg.cross_attention_dim, cfg.num_attention_heads, cfg.attention_bias)
+        self.attn1 = Attention(dim, dim, cfg.num_attention_heads, cfg.attention_bias, self_attention=True)
+        self.attn2 = Attention(dim, cfg.cross_attention_dim, cfg.num_attention_heads, cfg.attention_bias,
+                               self_attention=False)
         self.norm2 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
         self.ff = FeedForward(dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
-
-    def fuse_projections(self) -> None:
-        """See `Attention.fuse_projections` (inference only)."""
-        self.attn1.fuse_projections(self_attention=True)
-        self.attn2.fuse_projections(self_attention=False)
 
     def forward(
         self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None,

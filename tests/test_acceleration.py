@@ -31,19 +31,6 @@ def twin_models():
 
 
 @torch.no_grad()
-def test_fused_projections_give_the_same_velocity_and_replace_the_separate_layers():
-    reference, fused = twin_models()
-    for block in fused.transformer_blocks:
-        block.fuse_projections()
-        block.fuse_projections()  # a second call changes nothing
-    attn1, attn2 = fused.transformer_blocks[0].attn1, fused.transformer_blocks[0].attn2
-    assert hasattr(attn1, "to_qkv") and not hasattr(attn1, "to_q")
-    assert hasattr(attn2, "to_kv") and hasattr(attn2, "to_q") and not hasattr(attn2, "to_k")
-    inputs = tiny_inputs(TINY_TRANSFORMER)
-    assert (fused(*inputs) - reference(*inputs)).abs().max() <= FUSED_ATOL
-
-
-@torch.no_grad()
 def test_regional_compile_traces_each_region_as_one_graph_with_the_same_output():
     torch._dynamo.reset()
     reference, compiled = twin_models()
@@ -82,7 +69,7 @@ def test_a_compiled_vae_decoder_decodes_whole_and_in_time_chunks_as_the_eager_on
 @torch.no_grad()
 def test_optimize_transformer_with_fp8_and_fusion_runs_on_cpu_close_to_the_original():
     reference, other = twin_models()
-    fast = optimize_transformer(other, compile=False, fp8=True, fuse_projections=True)
+    fast = optimize_transformer(other, compile=False, fp8=True)
     assert fast.levers["fp8_layers"] > 0 and fast.levers["attention"] == "default"
     assert fast.cfg is other.cfg and next(fast.parameters()).device.type == "cpu"
     inputs = tiny_inputs(TINY_TRANSFORMER)
@@ -133,9 +120,10 @@ def test_the_gelu_epilogue_op_computes_linear_then_gelu_and_is_used_only_where_i
     assert swapped == 0
 
 
-def test_the_default_levers_fuse_projections_and_the_fp8_feed_forward():
-    """optimize_transformer's defaults (the CLI's and the loader node's): one q/k/v GEMM, and
-    with fp8 the feed-forward's GELU + quantization in one op, same numbers as unfused."""
+def test_the_default_levers_fuse_the_fp8_feed_forward():
+    """optimize_transformer's defaults (the CLI's and the loader node's): with fp8 the
+    feed-forward's GELU + quantization in one op, same numbers as unfused. (The q/k/v
+    projections are fused in the model itself now; its lever was removed.)"""
     from ltx_core.fp8 import FP8FeedForward
 
     torch.manual_seed(0)
@@ -143,10 +131,9 @@ def test_the_default_levers_fuse_projections_and_the_fp8_feed_forward():
     inputs = tiny_inputs(TINY_TRANSFORMER)
     unfused = LTXVTransformer(TINY_TRANSFORMER).eval()
     unfused.load_state_dict(plain.state_dict())
-    reference = optimize_transformer(unfused, compile=False, fp8=True, cuda_graphs=False, fuse_projections=False,
-                                     fp8_fused_gelu=False)
+    reference = optimize_transformer(unfused, compile=False, fp8=True, cuda_graphs=False, fp8_fused_gelu=False)
     fast = optimize_transformer(plain, compile=False, fp8=True, cuda_graphs=False)
-    assert fast.levers["fuse_projections"] and fast.levers["fp8_fused_feed_forwards"] == TINY_TRANSFORMER.num_layers
+    assert fast.levers["fp8_fused_feed_forwards"] == TINY_TRANSFORMER.num_layers
     assert "fp8_fused_feed_forwards" not in reference.levers
     assert all(hasattr(b.attn1, "to_qkv") and isinstance(b.ff.net[0], FP8FeedForward) for b in plain.transformer_blocks)
     expected = reference(*inputs)

@@ -39,7 +39,9 @@ def inputs(tiny_transformer):
 
 def attention_replaced(attn, x: torch.Tensor, mode: str) -> torch.Tensor:
     """The perturbed self-attention as Lightricks defines it, from the module's weights."""
-    kept = attn.to_v(x) if mode == "attention_values" else x
+    # the value projection, from the checkpoint's to_v weights (the model stores q, k, v fused)
+    state = attn.state_dict()
+    kept = F.linear(x, state["to_v.weight"], state["to_v.bias"]) if mode == "attention_values" else x
     return attn.to_out[0](kept)
 
 

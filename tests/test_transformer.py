@@ -5,6 +5,7 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ltx_core.configs import LTXV_2B, LTXV_2B_0_9_5, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.errors import SettingsError
@@ -207,3 +208,25 @@ def test_the_tiny_config_round_trips_through_metadata():
     metadata = asdict(TINY_TRANSFORMER)
     metadata["positional_embedding_max_pos"] = list(metadata["positional_embedding_max_pos"])
     assert TransformerConfig.from_metadata(metadata) == TINY_TRANSFORMER
+
+
+@torch.no_grad()
+def test_fused_projections_compute_the_checkpoints_separate_layers_and_keep_their_names():
+    """q, k, v come from one GEMM (k, v from one in cross-attention); the state dict names
+    and loads them as the checkpoints do (to_q / to_k / to_v)."""
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    state = model.state_dict()
+    prefix = "transformer_blocks.0."
+    assert not any("to_qkv" in key or "to_kv" in key for key in state)
+    x = torch.randn(2, 5, TINY_TRANSFORMER.inner_dim)
+    text = torch.randn(2, 3, TINY_TRANSFORMER.cross_attention_dim)
+    separate = lambda name, inp: F.linear(inp, state[prefix + name + ".weight"], state[prefix + name + ".bias"])  # noqa: E731
+    self_qkv = model.transformer_blocks[0].attn1.project(x)
+    cross_qkv = model.transformer_blocks[0].attn2.project(x, text)
+    for got, (name, inp) in zip((*self_qkv, *cross_qkv), [(f"attn1.{n}", x) for n in ("to_q", "to_k", "to_v")]
+                                + [("attn2.to_q", x), ("attn2.to_k", text), ("attn2.to_v", text)]):  # fmt: skip
+        torch.testing.assert_close(got, separate(name, inp), atol=1e-6, rtol=0)
+    other = LTXVTransformer(TINY_TRANSFORMER)
+    other.load_state_dict(state, strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
