@@ -30,7 +30,6 @@ model in place (fusion and FP8 replace layers), so keep an unmodified copy for s
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -349,19 +348,3 @@ def compile_vae_decoder(vae: nn.Module, backend: str = "inductor") -> None:
         if isinstance(module, (ResnetBlock3D, DepthToSpaceUpsample)):
             module.compile(dynamic=False, backend=backend)
             module.forward_window = torch.compile(module.forward_window, dynamic=False, backend=backend)
-
-
-def channels_last_vae(vae: nn.Module) -> nn.Module:
-    """3-D convolutions in channels-last layout (cuDNN's fastest on Hopper): the weights
-    are converted in place; activations follow the weights' layout."""
-    return vae.to(memory_format=torch.channels_last_3d)
-
-
-@contextlib.contextmanager
-def cuda_timer(results: dict, key: str):
-    """Wall seconds of the block, synchronized with the GPU on both ends, into results[key]."""
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    yield
-    torch.cuda.synchronize()
-    results[key] = time.perf_counter() - start

@@ -97,7 +97,7 @@ def time_window(start: int, end: int, frames: int, pads: tuple[int, int]
 
 def empty_in_layout(like: Tensor, *shape: int) -> Tensor:
     """An empty tensor of `shape` in `like`'s dtype, device and memory layout (channels-last
-    when `like` is, as after `acceleration.channels_last_vae`), for a chunked layer's output."""
+    when `like` is), for a chunked layer's output."""
     channels_last = not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last_3d)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
