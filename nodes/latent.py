@@ -13,7 +13,6 @@ import comfy.model_management
 from ..ltx_core import conditioning as core_conditioning
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.configs import LTXV_VAE_0_9_5
-from ..ltx_core.errors import LTXVError
 from . import memory
 from .convert import core_to_latent, latent_to_core
 from .registry import CATEGORY, VAE_TYPE
@@ -26,22 +25,23 @@ LATENT_GEOMETRY = LTXV_VAE_0_9_5
 
 
 def size_widgets(default_width: int = 768, default_height: int = 512) -> dict:
-    # steps of 32 and 8: the VAE's spatial and temporal compression (paper 2.1)
+    # steps of 32 and 8: the VAE's spatial and temporal compression (paper 2.1); the page
+    # snaps what a user types to min + k * step, so it offers only valid sizes
     return {
         "width": ("INT", {"default": default_width, "min": 32, "max": MAX_SIZE, "step": 32, "tooltip": "Pixels; a multiple of 32."}),
         "height": ("INT", {"default": default_height, "min": 32, "max": MAX_SIZE, "step": 32, "tooltip": "Pixels; a multiple of 32."}),
     }  # fmt: skip
 
 
-def check_size(width: int, height: int, frames: int = 1) -> bool | str:
-    """`VALIDATE_INPUTS` answer: True, or the core's message naming the fix."""
-    try:
-        core_conditioning.check_multiple("width", width, LATENT_GEOMETRY.spatial_compression)
-        core_conditioning.check_multiple("height", height, LATENT_GEOMETRY.spatial_compression)
-        core_conditioning.check_num_frames(frames, LATENT_GEOMETRY.temporal_compression, name="frames")
-    except LTXVError as error:
-        return str(error)
-    return True
+def check_size(width: int, height: int, frames: int = 1) -> None:
+    """Raise the core's message naming the widget and its nearest valid values.
+
+    Checked when the node runs, not in `VALIDATE_INPUTS`: ComfyUI skips its own min/max
+    checks for every input that `VALIDATE_INPUTS` takes and attaches a failure to all of
+    them, and a size wired from another node reaches `VALIDATE_INPUTS` as None."""
+    core_conditioning.check_multiple("width", width, LATENT_GEOMETRY.spatial_compression)
+    core_conditioning.check_multiple("height", height, LATENT_GEOMETRY.spatial_compression)
+    core_conditioning.check_num_frames(frames, LATENT_GEOMETRY.temporal_compression, name="frames")
 
 
 class LTXVCoreEmptyLatentVideo:
@@ -59,11 +59,8 @@ class LTXVCoreEmptyLatentVideo:
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
         }}  # fmt: skip
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames):
-        return check_size(width, height, frames)
-
     def generate(self, width, height, frames, batch_size):
+        check_size(width, height, frames)
         return (core_to_latent(core_conditioning.empty_latent(batch_size, frames, height, width, LATENT_GEOMETRY)),)
 
 
@@ -81,11 +78,8 @@ class LTXVCoreVAEEncodeFirstFrame:
     def INPUT_TYPES(cls):
         return {"required": {"vae": (VAE_TYPE,), "image": ("IMAGE",), **size_widgets()}}
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return check_size(width, height)
-
     def encode(self, vae, image, width, height):
+        check_size(width, height)  # before the VAE is moved to its device
         with memory.on_device(vae) as device:
             latent = core_pipeline.encode_first_frame(memory.core_model(vae), image, width, height, device=device)
         return ({"samples": latent.to(comfy.model_management.intermediate_device())},)

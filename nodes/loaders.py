@@ -17,7 +17,7 @@ from ..ltx_core import checkpoint as core_checkpoint
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core import text_encoder as core_text_encoder
 from . import memory
-from .registry import CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
+from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
@@ -68,23 +68,43 @@ def _is_t5_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "config.json"))
 
 
+def _is_shipped_checkpoint(entry: os.DirEntry) -> bool:
+    return entry.is_file() and entry.name.lower().endswith(SAFETENSORS)
+
+
+def _is_shipped_text_encoder(entry: os.DirEntry) -> bool:
+    return entry.is_dir() and _is_t5_folder(entry.path)
+
+
+# Which of the shipped assets (registry.ASSETS_DIR, one level) each loader offers: the
+# single-file demo checkpoint to the checkpoint loader, the T5 folder to the T5 loader.
+SHIPPED_KIND = {CHECKPOINT_FOLDERS: _is_shipped_checkpoint, TEXT_ENCODER_FOLDERS: _is_shipped_text_encoder}
+
+
+def _shipped(names: tuple[str, ...]) -> list[str]:
+    if not os.path.isdir(ASSETS_DIR):
+        return []
+    return [entry.name for entry in os.scandir(ASSETS_DIR) if SHIPPED_KIND[names](entry)]
+
+
 def checkpoint_names() -> list[str]:
     folders = _subfolders_with(CHECKPOINT_FOLDERS, _is_diffusers_folder)
-    return sorted(set(folders + _files(CHECKPOINT_FOLDERS, folders)))
+    return sorted(set(folders + _files(CHECKPOINT_FOLDERS, folders) + _shipped(CHECKPOINT_FOLDERS)))
 
 
 def text_encoder_names() -> list[str]:
     folders = _subfolders_with(TEXT_ENCODER_FOLDERS, _is_t5_folder)
-    return sorted(set(folders + _files(TEXT_ENCODER_FOLDERS, folders)))
+    return sorted(set(folders + _files(TEXT_ENCODER_FOLDERS, folders) + _shipped(TEXT_ENCODER_FOLDERS)))
 
 
 def _resolve(names: tuple[str, ...], name: str) -> str | None:
-    """The first model folder's file or folder of that name; never a path outside them."""
+    """The first model folder's file or folder of that name, else the shipped asset of that
+    kind and name (a user's file of the same name comes first); never a path outside them."""
     for root in map(os.path.abspath, _folders(names)):
         path = os.path.abspath(os.path.join(root, name))
         if os.path.commonpath([root, path]) == root and path != root and os.path.exists(path):
             return path
-    return None
+    return os.path.join(ASSETS_DIR, name) if name in _shipped(names) else None
 
 
 def _missing_message(what: str, name: str, names: tuple[str, ...], available: list[str]) -> str:
@@ -109,7 +129,7 @@ class LTXVCoreCheckpointLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models."}),
+            "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models, or the shipped demo model."}),
             "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the transformer and the VAE (bfloat16 as published; float32 for exact CPU runs)."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
@@ -158,7 +178,7 @@ class LTXVCoreT5Loader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "text_encoder_name": (text_encoder_names(), {"tooltip": "A folder or file in models/text_encoders or models/clip."}),
+            "text_encoder_name": (text_encoder_names(), {"tooltip": "A folder or file in models/text_encoders or models/clip, or the shipped demo T5."}),
             "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the encoder."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where it encodes; it leaves that device right after."}),
         }}  # fmt: skip

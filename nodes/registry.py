@@ -18,7 +18,9 @@ VAE_TYPE = "LTXV_CORE_VAE"
 T5_TYPE = "LTXV_CORE_T5"
 
 # The tiny demo model ships inside the core package, so the shipped workflows run as
-# they are: its folder is one more place for checkpoints and text encoders.
+# they are. Only the pack's loaders list it, each loader its own kind (loaders.py): as a
+# folder of ComfyUI's `checkpoints` or `text_encoders` it would also be offered by ComfyUI's
+# own loaders, which cannot load it, and the T5 folder by the checkpoint loader.
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS_DIR = os.path.join(PACK_DIR, "ltx_core", "assets")
 # The images the shipped i2v / first_last workflows load by name (scripts/make_example_inputs.py).
@@ -27,14 +29,12 @@ EXAMPLE_INPUTS_DIR = os.path.join(PACK_DIR, "workflows", "input")
 
 def register_model_folders() -> None:
     """Make sure every folder kind the loaders list exists in this ComfyUI (older copies
-    have no `text_encoders` or `diffusion_models`), and add the shipped assets folder."""
+    have no `text_encoders` or `diffusion_models`). The shipped assets are not added to any
+    kind (see ASSETS_DIR)."""
     models_dir = folder_paths.models_dir
     for kind in ("text_encoders", "diffusion_models"):
         if kind not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(kind, os.path.join(models_dir, kind))
-    for kind in ("checkpoints", "text_encoders"):
-        if ASSETS_DIR not in folder_paths.get_folder_paths(kind):
-            folder_paths.add_model_folder_path(kind, ASSETS_DIR)
 
 
 def install_example_inputs(input_dir: str | None = None) -> list[str]:

@@ -55,7 +55,7 @@ class LTXVCoreScheduler:
     def INPUT_TYPES(cls):
         return {"required": {
             "latent": ("LATENT", {"tooltip": "The latent to be sampled: its token count sets the shift."}),
-            "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
             **shift_widgets(),
         }}  # fmt: skip
 
@@ -85,9 +85,9 @@ class LTXVCoreSampler:
                 "negative": ("CONDITIONING",),
                 "latent": ("LATENT",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the initial noise."}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
                 "cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale; 1 skips the negative pass."}),
-                "frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip": "Frames per second the video is meant for (RoPE time coordinates in seconds)."}),
+                "frame_rate": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip": "Frames per second the video is meant for (RoPE time coordinates in seconds)."}),
                 **shift_widgets(),
             },
             "optional": {

@@ -26,7 +26,7 @@ class LTXVCoreSaveVideo:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "Frames of one video, in order."}),
-                "frame_rate": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 240.0, "step": 0.01}),
+                "frame_rate": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip": "Frames per second of the mp4; the sampler's frame rate, so the video plays at the speed it was generated for."}),
                 "filename_prefix": ("STRING", {"default": "LTXV/video", "tooltip": "Sub-folder and file name start inside the output folder."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},

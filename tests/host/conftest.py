@@ -22,6 +22,15 @@ from .comfy_env import REPO_ROOT, ComfyServer, comfyui_source, comfyui_version, 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
 WORKFLOW_NAMES = ("t2v", "i2v", "first_last", "extend")
+# The UI-format workflows are ComfyUI templates: its Templates dialog lists a custom node's
+# example_workflows/*.json by file name, as the title, with the same-name .jpg as picture.
+TEMPLATES_DIR = REPO_ROOT / "example_workflows"
+TEMPLATE_TITLES = {
+    "t2v": "LTX-Video text to video",
+    "i2v": "LTX-Video image to video",
+    "first_last": "LTX-Video first and last frame",
+    "extend": "LTX-Video extend a video",
+}
 
 # The names the shipped workflows use; the test server's folders come first in ComfyUI's
 # search order, so these random-weight files are the ones the workflows load.
@@ -88,7 +97,7 @@ def api_workflow(name: str) -> dict:
 
 
 def ui_workflow(name: str) -> dict:
-    return json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
+    return json.loads((TEMPLATES_DIR / f"{TEMPLATE_TITLES[name]}.json").read_text())
 
 
 def without_meta(prompt: dict) -> dict:
