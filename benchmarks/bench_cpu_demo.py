@@ -1,10 +1,10 @@
 """Time of the demo clip (prompt -> mp4) with the shipped tiny model on CPU, by stage.
 
-The issue's target: at most 20 s on 2 CPU cores for the README's demo (256x256, 25 frames,
-20 steps with CFG). Runs each stage through the pipeline's own stage functions, repeats
+The README's demo (256x256, 25 frames, 20 steps with CFG) against its target on 2 CPU
+cores (`TARGET_S`). Runs each stage through the pipeline's own stage functions, repeats
 the whole clip, and writes the median of each stage to benchmarks/results/cpu_demo.json.
 
-    python benchmarks/bench_cpu_demo.py [--threads 2] [--repeats 3]
+    python -m benchmarks.bench_cpu_demo [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The eager (uncompiled) VAE decode on a GPU, whole layers against time-chunked layers:
 the decode the CLI and the decode node run, whose default is `DEFAULT_DECODE_TIME_CHUNK`.
 
-`bench_gpu_speed.py` times the chunks with the compiled decoder; this script times the
-eager one, at the issue's size (0.9.1 VAE with random weights, 768x512x121, bf16): per
-chunk size the fastest of `--repeats` decodes, the peak memory above the weights and the
-largest difference from the whole decode (same latent, same decode noise).
+`bench_gpu_speed` times the chunks with the compiled decoder; this script times the
+eager one, at the GPU benchmark's size (0.9.1 VAE with random weights, 768x512x121, bf16):
+per chunk size the fastest of `--repeats` decodes, the peak memory above the weights and
+the largest difference from the whole decode (same latent, same decode noise).
 
-    python benchmarks/bench_decode_chunks.py [--chunks 8,16,32] [--out results/decode_time_chunks.json]
+    python -m benchmarks.bench_decode_chunks [--chunks 8,16,32] [--out results/decode_time_chunks.json]
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import torch
 
 from ltx_core.configs import LTXV_VAE_0_9_1
 from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
-from gpu_measure import fresh_peak, timed  # beside this script
+
+from benchmarks.gpu_measure import GIB, fresh_peak, timed
 
 RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
-GIB = 2**30
 
 
 @torch.no_grad()
@@ -44,12 +44,12 @@ def measure(vae, latent: torch.Tensor, time_chunk: int | None, repeats: int, wei
     return {"decode_s": round(min(times), 4), "peak_above_weights_gib": round(peak, 3)}, frames.cpu()
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", default="8,16,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_decode_chunks.py times a GPU decode; no CUDA device here")
     torch.backends.cudnn.benchmark = True

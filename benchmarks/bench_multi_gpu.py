@@ -1,4 +1,4 @@
-"""Issue 8: one video on 1, 2 and 4 GPUs (`ltx_core.distributed`), bf16, NCCL.
+"""One video on 1, 2 and 4 GPUs (`ltx_core.distributed`), bf16, NCCL.
 
 For each clip size (768x512x121 and 1216x704x257) and each GPU count, every layout of that
 many ranks (1: one process; 2: 2-way sequence, 2-way CFG; 4: 4-way sequence, 2-way CFG x
@@ -10,17 +10,17 @@ many ranks (1: one process; 2: 2-way sequence, 2-way CFG; 4: 4-way sequence, 2-w
 with each rank's peak GPU memory, and the final latent's largest difference from the
 1-GPU run (bf16: reduction order only). The 2B 0.9.5 transformer and VAE carry seeded
 random weights (timing does not depend on them; every rank builds the same ones).
-Speed-ups are against the 1-GPU run of the same size; the issue's targets are 1.8x on 2
-and 3.2x on 4 GPUs for the DiT steps at 1216x704x257.
+Speed-ups are against the 1-GPU run of the same size; the targets (`TARGETS`) are
+the DiT steps' speed-ups at 1216x704x257.
 
 Each GPU count runs in its own spawned world (rank r on cuda:r); a world that fails or
 hangs is recorded and the next one starts fresh. The JSON is written after every
 measurement, and `--gpus`/`--sizes` runs merge into an existing file, so the benchmark
 can be split over several commands:
 
-    python benchmarks/bench_multi_gpu.py                       # 1, 2, 4 GPUs, both sizes
-    python benchmarks/bench_multi_gpu.py --gpus 4 --sizes 1216x704x257 --latent-dir /tmp/latents
-    python benchmarks/bench_multi_gpu.py --tiny --cpu --out /tmp/multi.json   # gloo dry run
+    python -m benchmarks.bench_multi_gpu                       # 1, 2, 4 GPUs, both sizes
+    python -m benchmarks.bench_multi_gpu --gpus 4 --sizes 1216x704x257 --latent-dir /tmp/latents
+    python -m benchmarks.bench_multi_gpu --tiny --cpu --out /tmp/multi.json   # gloo dry run
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import datetime
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 import traceback
@@ -42,21 +41,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ltx_core.acceleration import optimize_transformer
+from ltx_core.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE
+from ltx_core.distributed import ParallelLayout, ParallelRun, make_groups, parallelize
+from ltx_core.denoise import denoise
+from ltx_core.pipeline import Models, decode_frames, prepare_latent
+from ltx_core.scheduler import flow_sigmas
+from ltx_core.text_encoder import TextEmbeddings
+from ltx_core.transformer import LTXVTransformer
+from ltx_core.vae import CausalVideoVAE
 
-from ltx_core.acceleration import optimize_transformer  # noqa: E402
-from ltx_core.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE  # noqa: E402
-from ltx_core.distributed import ParallelLayout, ParallelRun, make_groups, parallelize  # noqa: E402
-from ltx_core.denoise import denoise  # noqa: E402
-from ltx_core.pipeline import Models, decode_frames, prepare_latent  # noqa: E402
-from ltx_core.scheduler import flow_sigmas  # noqa: E402
-from ltx_core.text_encoder import TextEmbeddings  # noqa: E402
-from ltx_core.transformer import LTXVTransformer  # noqa: E402
-from ltx_core.vae import CausalVideoVAE  # noqa: E402
+from benchmarks.gpu_measure import GIB, fresh_peak, sync
 
-from gpu_measure import fresh_peak, sync  # noqa: E402  (beside this script)
-
-GIB = 2**30
 STEPS, GUIDANCE, FRAME_RATE, TEXT_TOKENS, SEED = 20, 3.0, 25.0, 128, 42
 SIZES = ("768x512x121", "1216x704x257")
 TINY_SIZES = ("64x64x17", "96x64x25")
@@ -153,7 +149,7 @@ def rank_main(rank: int, world: int, init_file: str, options: dict, out_dir: str
                             world_size=world, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     dtype = torch.float32 if cpu else torch.bfloat16
     models = build_models(options["tiny"], device, dtype)
-    if options["compile"]:  # regional compile (issue 6); the collectives trace into the block graphs
+    if options["compile"]:  # regional compile, as bench_gpu_speed; the collectives trace into the block graphs
         models.transformer = optimize_transformer(models.transformer, compile=True,
                                                   compile_backend="eager" if cpu else "inductor")
     lines = Path(out_dir) / f"world{world}.jsonl"
@@ -250,7 +246,7 @@ def summarize(entries: list[dict]) -> dict:
     return summary
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "multi_gpu.json")
     parser.add_argument("--gpus", default="1,2,4", help="GPU counts, comma-separated (default: %(default)s)")
@@ -263,13 +259,17 @@ def main() -> None:
     parser.add_argument("--latent-dir", type=Path, default=None, help="where the 1-GPU run leaves its latents "
                         "for the others to compare with, across invocations (default: a temporary folder)")
     parser.add_argument("--world-timeout-s", type=float, default=1800.0, help="per GPU count")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     gpus = [int(g) for g in args.gpus.split(",")]
-    sizes = args.sizes.split(",") if args.sizes else list(TINY_SIZES if args.tiny else SIZES)
     if not args.cpu and max(gpus) > torch.cuda.device_count():
         parser.error(f"--gpus {args.gpus} needs {max(gpus)} GPUs; this machine has {torch.cuda.device_count()}")
-    options = dict(cpu=args.cpu, tiny=args.tiny, sizes=sizes, steps=args.steps, compile=args.compile)
+    args.gpus = gpus
+    args.sizes = args.sizes.split(",") if args.sizes else list(TINY_SIZES if args.tiny else SIZES)
+    return args
 
+
+def start_report(args: argparse.Namespace) -> dict:
+    """The existing report at --out (other GPU counts and sizes stay) with this run's settings."""
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   device=device_name(args.cpu), torch=torch.__version__,
@@ -279,24 +279,38 @@ def main() -> None:
                   targets=TARGETS,
                   note="dit_s: the guided DiT steps; pipeline_s: steps + time-split decode, text encoder "
                        "excluded; speed-ups against 1 GPU at the same size")
-    entries = [e for e in report.get("entries", []) if not (e["size"] in sizes and e["gpus"] in gpus)]
-    errors = {k: v for k, v in report.get("errors", {}).items() if int(k) not in gpus}
+    report["entries"] = [e for e in report.get("entries", [])
+                         if not (e["size"] in args.sizes and e["gpus"] in args.gpus)]
+    report["errors"] = {k: v for k, v in report.get("errors", {}).items() if int(k) not in args.gpus}
+    return report
+
+
+def run_worlds(args: argparse.Namespace, report: dict, latent_dir: Path) -> None:
+    """Each GPU count in its own world, 1 first (the others compare their latent with its);
+    the report is written after each."""
+    options = dict(cpu=args.cpu, tiny=args.tiny, sizes=args.sizes, steps=args.steps, compile=args.compile)
+    for world in sorted(args.gpus):
+        print(f"--- {world} GPU(s)", flush=True)
+        (latent_dir / f"world{world}.jsonl").unlink(missing_ok=True)
+        try:
+            new, error = run_world(world, options, latent_dir, args.world_timeout_s)
+        except Exception:  # noqa: BLE001 - a failed world must not lose the others
+            new, error = [], traceback.format_exc()
+        report["entries"] += new
+        if error:
+            report["errors"][str(world)] = error
+        report["summary"] = summarize(report["entries"])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    report = start_report(args)
     with tempfile.TemporaryDirectory() as scratch:
         latent_dir = args.latent_dir or Path(scratch)
         latent_dir.mkdir(parents=True, exist_ok=True)
-        for world in sorted(gpus):  # 1 first: the others compare their latent with its
-            print(f"--- {world} GPU(s)", flush=True)
-            (latent_dir / f"world{world}.jsonl").unlink(missing_ok=True)
-            try:
-                new, error = run_world(world, options, latent_dir, args.world_timeout_s)
-            except Exception:  # noqa: BLE001 - a failed world must not lose the others
-                new, error = [], traceback.format_exc()
-            entries += new
-            if error:
-                errors[str(world)] = error
-            report.update(entries=entries, errors=errors, summary=summarize(entries))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2))
+        run_worlds(args, report, latent_dir)
     print(json.dumps(report["summary"], indent=2))
 
 

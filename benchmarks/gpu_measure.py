@@ -1,4 +1,5 @@
-"""Measuring helpers shared by the GPU benchmarks (imported from beside them)."""
+"""Measuring helpers shared by the GPU benchmarks: synchronized wall-clock timing, peak
+memory, what Python still holds on the GPU, and the error between two outputs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 import warnings
 
 import torch
+
+GIB = 2**30
 
 
 def sync(device: torch.device) -> None:
@@ -32,6 +35,32 @@ def fresh_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def peak_gib(device: torch.device) -> dict:
+    """Peak allocated and reserved GiB since `fresh_peak`; {} off the GPU."""
+    if device.type != "cuda":
+        return {}
+    return dict(peak_allocated_gib=round(torch.cuda.max_memory_allocated(device) / GIB, 3),
+                peak_reserved_gib=round(torch.cuda.max_memory_reserved(device) / GIB, 3))
+
+
+def max_peak(*peaks: dict) -> dict:
+    """The larger of each `peak_gib` reading."""
+    return {k: max(p[k] for p in peaks) for k in peaks[0]}
+
+
+def module_gib(*modules) -> float:
+    """GiB of the modules' parameters and buffers."""
+    return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()]) / GIB
+
+
+def error_stats(ours: torch.Tensor, reference: torch.Tensor) -> dict:
+    """Largest and relative L2 difference of two outputs, beside the reference's range."""
+    ours, reference = ours.float().flatten(), reference.float().flatten().to(ours.device)
+    diff = ours - reference
+    return dict(max_abs=diff.abs().max().item(), rel_l2=(diff.norm() / reference.norm()).item(),
+                ref_max_abs=reference.abs().max().item())
+
+
 def live_cuda_tensors(top: int = 8) -> dict:
     """What Python still holds on the GPU: total GiB of distinct CUDA storages reachable
     from tracked objects, and the largest few (shape, dtype, GiB), to tell a benchmark's
@@ -53,6 +82,5 @@ def live_cuda_tensors(top: int = 8) -> dict:
                 seen.add(pointer)
                 found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
     found.sort(reverse=True)
-    gib = 1024 ** 3
-    return {"total_gib": round(sum(f[0] for f in found) / gib, 3), "count": len(found),
-            "largest": [{"shape": list(s), "dtype": d, "gib": round(n / gib, 3)} for n, s, d in found[:top]]}
+    return {"total_gib": round(sum(f[0] for f in found) / GIB, 3), "count": len(found),
+            "largest": [{"shape": list(s), "dtype": d, "gib": round(n / GIB, 3)} for n, s, d in found[:top]]}

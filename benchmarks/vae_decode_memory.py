@@ -4,8 +4,9 @@ layers (`CausalVideoVAE.decode(..., time_chunk=N)`), with the real decoder confi
 Two measurements, both counting the bytes of the tensors the decode creates
 (`ltx_core.memory_probe.PeakLiveBytes`; weights and the latent are not counted):
 
-1. the issue's size, 768x512x121 in bf16, on the meta device: shapes only, so it takes
-   seconds and no memory; the budget there is 8 GiB - 5.3 GiB of weights ~ 2.5 GiB;
+1. the GPU benchmark's size, 768x512x121 in bf16, on the meta device: shapes only, so it
+   takes seconds and no memory; beside it the budget the decode has (`BUDGET_GIB`: the peak
+   memory target less the transformer's and the VAE's weights);
 2. a real CPU run with random weights at a small size (default 256x256x49, fp32): the
    same accounting on real tensors, the wall time of each decode (the fastest of
    `--repeats`, whole and chunked taking turns) and the largest difference between the
@@ -14,7 +15,7 @@ Two measurements, both counting the bytes of the tensors the decode creates
 GPU numbers (`torch.cuda.max_memory_allocated`) read somewhat higher: cuDNN workspaces
 and the caching allocator are not tensors the probe sees.
 
-    python benchmarks/vae_decode_memory.py [--size 256x256x49] [--time-chunk 8] [--dtype fp32]
+    python -m benchmarks.vae_decode_memory [--size 256x256x49] [--time-chunk 8] [--dtype fp32]
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from ltx_core.memory_probe import PeakLiveBytes
 from ltx_core.vae import CausalVideoVAE
 
 RESULTS = Path(__file__).parent / "results" / "vae_decode_memory.json"
-ISSUE_SIZE = (768, 512, 121)
-ISSUE_BUDGET_GIB = 8.0 - 5.3  # peak target minus the transformer's and VAE's weights
+GPU_BENCH_SIZE = (768, 512, 121)  # bench_gpu_speed's clip
+PEAK_TARGET_GIB, WEIGHTS_GIB = 8.0, 5.3  # the peak memory target; the 2B transformer's + VAE's bf16 weights
+BUDGET_GIB = PEAK_TARGET_GIB - WEIGHTS_GIB
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GIB = 2**30
 
@@ -52,13 +54,13 @@ def decode(vae: CausalVideoVAE, latent: torch.Tensor, time_chunk: int | None) ->
 
 
 def on_meta(chunks: list[int]) -> dict:
-    """Peak GiB at the issue's size in bf16, whole and for each chunk size."""
+    """Peak GiB at the GPU benchmark's size in bf16, whole and for each chunk size."""
     with torch.device("meta"):
         vae = CausalVideoVAE(LTXV_VAE_0_9_1).to(torch.bfloat16).eval()
-    latent = torch.empty(latent_shape(*ISSUE_SIZE), device="meta", dtype=torch.bfloat16)
+    latent = torch.empty(latent_shape(*GPU_BENCH_SIZE), device="meta", dtype=torch.bfloat16)
     peaks = {str(chunk): round(decode(vae, latent, chunk)[1] / GIB, 3) for chunk in [None, *chunks]}
-    return {"size": "x".join(map(str, ISSUE_SIZE)), "dtype": "bf16", "peak_gib": peaks,
-            "budget_gib": round(ISSUE_BUDGET_GIB, 2)}
+    return {"size": "x".join(map(str, GPU_BENCH_SIZE)), "dtype": "bf16", "peak_gib": peaks,
+            "budget_gib": round(BUDGET_GIB, 2)}
 
 
 def random_vae(dtype: torch.dtype) -> CausalVideoVAE:
@@ -114,7 +116,7 @@ def main(argv=None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}), torch threads {args.threads}",
         "torch": torch.__version__,
-        "issue_size_on_meta": on_meta([1, 2, 4, 8, 16, 32]),
+        "issue_size_on_meta": on_meta([1, 2, 4, 8, 16, 32]),  # the key earlier results have
     }
     print("0.9.1 decode at 768x512x121, bf16 (meta): peak GiB by time_chunk", result["issue_size_on_meta"]["peak_gib"])
     if not args.skip_cpu:

@@ -3,7 +3,7 @@ its fill of its bounding box (shape), and the track of its centroid and area (mo
 
 It relies on the synthetic data's contract (`data.py`): shapes are bright and saturated,
 backgrounds dark, so a brightness threshold segments the shape. Used by
-`benchmarks/eval_demo.py` on generated clips and by the tests on rendered ground truth.
+`evaluation/demo_eval.py` on generated clips and by the tests on rendered ground truth.
 """
 
 from __future__ import annotations

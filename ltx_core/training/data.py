@@ -6,7 +6,7 @@ same clip on any device. A fixed set of (color, shape, motion) combinations is h
 training never draws it, evaluation draws only from it (`heldout_clips`).
 
 Shapes are bright and saturated, backgrounds dark (max channel <= 0.4), so a
-brightness threshold segments the shape; `benchmarks/eval_demo.py` relies on this.
+brightness threshold segments the shape; `evaluation/demo_eval.py` relies on this.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 Writes OUT/ltxv-tiny.safetensors (official single-file layout, bf16), the fp32 weights
 to resume from (OUT/resume.N.safetensors: the VAE and the DiT's EMA) and
 OUT/train_log.txt. The text encoder is the shipped `assets/t5-tiny` (frozen, seeded).
+The calls that made the shipped model are in RECIPE.md beside this file, their output in
+tiny_training_log.txt.
 `--resume DIR` continues from a previous call's fp32 weights (fresh optimizer moments,
 short warm-up), `--resume ltx_core/assets/ltxv-tiny.safetensors` from the shipped bf16
 weights (across sessions); `--skip-vae` keeps the resumed VAE as it is.
@@ -195,7 +197,7 @@ def parse_args(argv=None):
 
 
 def add_vae_arguments(p: argparse.ArgumentParser) -> None:
-    """The VAE training options `run_vae` reads (also `benchmarks/probe_vae_capacity.py`'s)."""
+    """The VAE training options `run_vae` reads."""
     p.add_argument("--vae-seconds", type=float, default=240)
     p.add_argument("--vae-steps", type=int, default=100_000)
     p.add_argument("--vae-batch", type=int, default=16)

@@ -8,10 +8,10 @@ timestep t_c and the matching noise level, and are left out of the loss. Some ca
 are replaced by an empty or the default negative prompt, so that classifier-free guidance
 has an unconditional prediction to push away from.
 
-Keyframes (issue 7, as the 0.9.5+ models condition): some batches also carry one encoded
-frame of each clip (the last frame, or another) as extra tokens placed before the video's,
-at that frame's RoPE coordinates and a small timestep, out of the loss: the layout
-`denoise.denoise` gives a conditioning image away from frame 0.
+Keyframes (first + last frame conditioning, as the 0.9.5+ models condition): some batches
+also carry one encoded frame of each clip (the last frame, or another) as extra tokens
+placed before the video's, at that frame's RoPE coordinates and a small timestep, out of
+the loss: the layout `denoise.denoise` gives a conditioning image away from frame 0.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class DiTTrainSettings:
     keyframe_probability: float = 0.0  # share of batches with keyframe tokens (when given)
     # In keyframe batches: how often the first frame is given too (first + last frame runs
     # give both; None: first_frame_probability), and the loss weight of the latent frame
-    # that holds the keyframe's pixel frame, the tokens that must follow it (issue 7).
+    # that holds the keyframe's pixel frame, the tokens that must follow it.
     keyframe_first_frame_probability: float | None = None
     keyframe_frame_weight: float = 1.0
     # Caption dropout in keyframe batches (None: caption_dropout). Higher, it makes the

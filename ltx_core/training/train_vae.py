@@ -43,7 +43,7 @@ class VAETrainSettings:
     # hands it to the model and expects it back (paper 2.4), so its fidelity counts twice.
     first_frame_weight: float = 0.0
     # The same for the last frame, which a first+last keyframe run hands in as an image
-    # but which the VAE decodes as the 8th frame of a latent frame (issue 7).
+    # but which the VAE decodes as the 8th frame of a latent frame.
     last_frame_weight: float = 0.0
     kl_weight: float = 1e-6
     gan_weight: float = 0.002  # small: larger weights cost several dB of PSNR here

@@ -1,0 +1,15 @@
+"""Evaluation and selection of the tiny demo model, each module runnable as
+`python -m ltx_core.training.evaluation.NAME`; the shipped model's latest results lie in
+`results/` beside them (history in git), the findings behind its choices in docs/FINDINGS.md.
+
+- `demo_eval`: held-out text-to-video, image-to-video, VAE and first + last frame readings
+  of a checkpoint against the targets (results/demo_eval.json, docs/demo_strip.png);
+- `first_last_eval`: first + last frame conditioning alone, with the VAE's bounds beside it
+  (results/first_last_eval*.json);
+- `sampling_sweep`: sampling defaults (guidance, STG, steps) chosen on validation prompts,
+  never on the held-out ones (results/sampling_sweep.json);
+- `motion_screen`: the text-to-video reading of several checkpoints on many prompts, to
+  rank candidates that a few dozen prompts cannot tell apart;
+- `candidate_table`: candidates' `demo_eval` and `first_last_eval` results in one table
+  beside the shipped model's, with each target's verdict.
+"""

@@ -1,0 +1,1 @@
+"""Tests of `ltx_core.training`, one file per module."""

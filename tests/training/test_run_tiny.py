@@ -1,0 +1,87 @@
+"""One training call (`ltx_core.training.run_tiny`): resuming from the shipped file,
+training latents, and its options checked before any GPU work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ltx_core.configs import TINY_VAE_0_9_1
+from ltx_core.training import data
+from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from ltx_core.training.run_tiny import load_resume_state
+from ltx_core.transformer import LTXVTransformer
+from ltx_core.vae import CausalVideoVAE
+
+
+
+def test_a_later_session_resumes_from_the_exported_single_file(tmp_path):
+    """Training can go on across sessions from the shipped file (bf16-rounded weights)."""
+    torch.manual_seed(0)
+    transformer, vae = LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE)
+    path = save_demo_checkpoint(transformer, vae, tmp_path / "tiny.safetensors")
+    torch.manual_seed(1)
+    resumed_dit, resumed_vae = LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE)
+    assert load_resume_state(resumed_dit, "dit_ema", path)
+    assert load_resume_state(resumed_vae, "vae", path)
+    for a, b in ((transformer, resumed_dit), (vae, resumed_vae)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x.to(torch.bfloat16).float(), y), name
+
+
+def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
+    from ltx_core.training.run_tiny import build_latents
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    size = dict(num_frames=9, height=64, width=64)
+    latents, captions, keyframes, indices = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"))
+    assert latents.shape[:3] == (3, 128, 2) and len(captions) == 3
+    assert keyframes.shape == (3, 128, 1, *latents.shape[3:])
+    assert ((indices >= 1) & (indices <= 8)).all()
+    plain = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
+    assert plain[2] is None and plain[3] is None and torch.equal(plain[0], latents)
+
+
+def test_a_later_call_can_train_on_clips_no_earlier_call_saw():
+    """--clip-start: the latents of clips N.. of the stream, the same clips whatever the batch."""
+    from ltx_core.training.run_tiny import build_latents
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(TINY_VAE_0_9_1)
+    size = dict(num_frames=9, height=64, width=64)
+    first, _, _, _ = build_latents(vae, 5, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
+    later, captions, _, _ = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"),
+                                          batch=2, keyframes=False, first=2)
+    assert captions == [data.caption(s) for s in data.training_specs(1, 2, 3)]
+    torch.testing.assert_close(later, first[2:], atol=1e-2, rtol=0)  # bf16 latents
+
+
+def test_oversampling_is_named_by_motion_and_checked():
+    from ltx_core.training.run_tiny import motion_weights, parse_args, parse_oversample
+
+    assert parse_oversample(["bounce=3", "left=0.5"]) == {"bounce": 3.0, "left": 0.5}
+    specs = data.training_specs(7, 0, 64)
+    weights = motion_weights(specs, {"bounce": 3.0})
+    assert [w == 3.0 for w in weights.tolist()] == [s.main.motion == "bounce" for s in specs]
+    assert motion_weights(specs, {}) is None
+    for bad, words in (("hop=3", "motion must be one of"), ("bounce=0", "factor above 0"),
+                       ("bounce", "factor above 0"), ("bounce=x", "factor above 0"),
+                       ("bounce=inf", "factor above 0")):
+        with pytest.raises(SystemExit, match=words) as error:
+            parse_args(["--out", "x", "--dit-oversample", bad])
+        assert bad in str(error.value)
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--keyframe-probability", "1.5", "share in \\[0, 1\\]"),
+    ("--keyframe-first-frame-probability", "-0.1", "share in \\[0, 1\\]"),
+    ("--keyframe-caption-dropout", "1.5", "share in \\[0, 1\\]"),
+    ("--keyframe-loss-weight", "0", "weight above 0"),
+    ("--keyframe-loss-weight", "nan", "weight above 0"),
+    ("--clip-start", "-1", "0 or more"),
+])
+def test_training_settings_out_of_range_are_refused(flag, value, words):
+    from ltx_core.training.run_tiny import parse_args
+
+    with pytest.raises(SystemExit, match=words) as error:
+        parse_args(["--out", "x", flag, value])
+    assert flag in str(error.value) and value in str(error.value)
