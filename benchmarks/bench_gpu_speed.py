@@ -8,7 +8,7 @@ random prompt embeddings (128 tokens), the same initial noise and decode noise
 ours FP8 vs ours bf16, ours vs diffusers.
 
 Levers are measured one by one (eager vs regional compile, CUDA graphs, SDPA backend,
-bias+GELU GEMM epilogue, fused projections, compiled VAE decoder blocks, batched vs
+bias+GELU GEMM epilogue, compiled VAE decoder blocks, batched vs
 sequential CFG) and the best measured configuration is the one reported. The run is a
 list of stages (`STAGES`); every stage writes the JSON again, so a failure keeps what came
 before; stages past `--budget-s` are skipped and listed. Kernel tables of one forward go
@@ -144,12 +144,12 @@ def load_from_file(b: Bench) -> LTXVTransformer:
     return ours_transformer(load_file(str(b.weights_file), device=str(b.dev)), b.setup, torch.bfloat16)
 
 
-def optimized(b: Bench, model, fp8=False, fuse=True, gelu=True, compile=True, graphs=None, **levers):
+def optimized(b: Bench, model, fp8=False, gelu=True, compile=True, graphs=None, **levers):
     """`acceleration.optimize_transformer` with the setup's backend and the chosen attention."""
     setup = b.setup
     return acceleration.optimize_transformer(
         model, compile=compile and setup.compile_backend != "none", compile_backend=setup.compile_backend,
-        fp8=fp8, fuse_projections=fuse, fused_gelu=gelu,
+        fp8=fp8, fused_gelu=gelu,
         cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
         attention=b.R["levers"].get("attention_choice", "default"), **levers)
 
@@ -307,7 +307,7 @@ def best_times(runs: list[tuple]) -> dict:
     return {k: min(r[2][k] for r in runs) for k in TIMES}
 
 
-def cold_load(b: Bench, v: dict, fp8: bool, fuse: bool, gelu: bool) -> tuple:
+def cold_load(b: Bench, v: dict, fp8: bool, gelu: bool) -> tuple:
     """Load our bf16 weights from the file and optimize them, timed; returns (fast, model)."""
     t0 = time.perf_counter()
     model = load_from_file(b)
@@ -315,13 +315,13 @@ def cold_load(b: Bench, v: dict, fp8: bool, fuse: bool, gelu: bool) -> tuple:
     v["load_s"] = time.perf_counter() - t0
     v["load_note"] = "safetensors file written moments before: read from the page cache"
     t1 = time.perf_counter()
-    fast = optimized(b, model, fp8=fp8, fuse=fuse, gelu=gelu)
+    fast = optimized(b, model, fp8=fp8, gelu=gelu)
     v["optimize_s"] = time.perf_counter() - t1
     v["levers"] = {**fast.levers, "vae_compiled": b.R["levers"].get("vae_compiled", False)}
     return fast, model
 
 
-def first_clip(b: Bench, v: dict, fast, model, name: str, guidance: float, fp8: bool, fuse: bool) -> tuple:
+def first_clip(b: Bench, v: dict, fast, model, name: str, guidance: float, fp8: bool) -> tuple:
     """The first clip at this batch size, which compiles and captures; if that fails, CUDA
     graphs off, then compile off, and the clip again. Returns (fast, model)."""
     try:
@@ -334,7 +334,7 @@ def first_clip(b: Bench, v: dict, fast, model, name: str, guidance: float, fp8: 
         fast = acceleration.OptimizedTransformer(model, fast.attention, cuda_graphs=False)
     else:
         model = load_from_file(b)
-        fast = optimized(b, model, fp8=fp8, fuse=fuse, gelu=False, compile=False, graphs=False)
+        fast = optimized(b, model, fp8=fp8, gelu=False, compile=False, graphs=False)
     v["levers"] = {**fast.levers, "cuda_graphs": fast.cuda_graphs, "fallback": True}
     v[f"first_clip_{name}"] = clip(b, fast, guidance)[2]
     return fast, model
@@ -351,16 +351,16 @@ def warm_clips(b: Bench, v: dict, tag: str, fast, name: str, guidance: float) ->
     print(f"  {tag} {name}: " + ", ".join(f"{k} {v[name][k]:.3f}" for k in TIMES), flush=True)
 
 
-def time_pipeline(b: Bench, tag: str, fp8: bool, fuse: bool = True, gelu: bool = True) -> tuple:
+def time_pipeline(b: Bench, tag: str, fp8: bool, gelu: bool = True) -> tuple:
     """Our whole pipeline: load, optimize, first clip (cold), then warm clips nocfg and cfg,
     into R["stages"][tag]; returns (fast, model)."""
     fresh_peak(b.dev)
     v = b.R["stages"][tag] = {"baseline_allocated_gib": round(torch.cuda.memory_allocated(b.dev) / GIB, 3)
                               if b.dev.type == "cuda" else None,
                               "baseline_live_tensors": live_cuda_tensors()}
-    fast, model = cold_load(b, v, fp8, fuse, gelu)
+    fast, model = cold_load(b, v, fp8, gelu)
     for name, guidance in MODES:
-        fast, model = first_clip(b, v, fast, model, name, guidance, fp8, fuse)
+        fast, model = first_clip(b, v, fast, model, name, guidance, fp8)
         if name == "nocfg":
             # a user's first clip also pays the VAE's compilation, done in its own stage here
             v["cold_start_s"] = (v["load_s"] + v["optimize_s"] + v["first_clip_nocfg"]["whole_s"]
@@ -486,11 +486,6 @@ def sequential_cfg_lever(b: Bench) -> None:
     b.R["levers"]["cfg_batched_dit_s"] = b.R["stages"]["ours_bf16"]["cfg"]["dit_s"]
 
 
-def fp8_unfused_projections_lever(b: Bench) -> None:
-    b.fp8_fast = b.fp8_model = None
-    fresh_model_lever(b, "fp8_unfused_projections", "ours_fp8", "fused", fp8=True, fuse=False)
-
-
 # ---------------------------------------------------------------- kernels
 
 
@@ -540,9 +535,6 @@ STAGES = (
     Stage("lever: no GELU epilogue (a fresh compiled model)",
           partial(fresh_model_lever, name="no_gelu_epilogue", baseline="ours_bf16", label="with_epilogue",
                   gelu=False), 60),
-    Stage("lever: unfused q/k/v projections, bf16 (a fresh model, recompiles)",
-          partial(fresh_model_lever, name="bf16_unfused_projections", baseline="ours_bf16", label="fused",
-                  fuse=False), 60),
     Stage("lever: QK-norm + RoPE left to Inductor, bf16 (a fresh model, recompiles)",
           partial(fresh_model_lever, name="bf16_unfused_qk_rope", baseline="ours_bf16", label="fused",
                   fused_qk_rope_kernel=False), 60),
@@ -550,7 +542,6 @@ STAGES = (
           partial(fresh_model_lever, name="eager", gelu=False, compile=False, graphs=False), 40),
     Stage("ours FP8 (row-wise _scaled_mm) + compile + CUDA graphs", time_ours_fp8, 60),
     Stage("kernel profile: one FP8 forward (compiled, no graphs)", partial(kernel_profile_stage, name="fp8"), 20),
-    Stage("lever: unfused q/k/v projections, FP8 (a fresh model, recompiles)", fp8_unfused_projections_lever, 60),
     Stage("lever: FP8 only in the feed-forward (attention projections bf16)",
           partial(fresh_model_lever, name="fp8_feed_forward_only", baseline="ours_fp8", label="all_linears",
                   fp8=True, fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*")), 100),
