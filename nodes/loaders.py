@@ -130,7 +130,7 @@ class LTXVCoreCheckpointLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "ckpt_name": (checkpoint_names(), {"tooltip": "A file or diffusers folder in models/checkpoints or models/diffusion_models, or the shipped demo model."}),
-            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the transformer and the VAE (bfloat16 as published; float32 for exact CPU runs)."}),
+            "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the transformer and the VAE. default: bfloat16 (as published) on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
             "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups of the transformer: torch.compile (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
@@ -148,7 +148,7 @@ class LTXVCoreCheckpointLoader:
         if levers["fp8"]:
             core_pipeline.check_fp8_device(load_device)  # before any weights are read
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
-        loaded = core_checkpoint.load_checkpoint(path, dtype=memory.DTYPES[dtype], device="cpu")
+        loaded = core_checkpoint.load_checkpoint(path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu")
         transformer = _optimized(loaded.transformer, levers, load_device)
         return (memory.patcher(transformer, "diffusion", device), memory.patcher(loaded.vae, "vae", device))
 
@@ -179,7 +179,7 @@ class LTXVCoreT5Loader:
     def INPUT_TYPES(cls):
         return {"required": {
             "text_encoder_name": (text_encoder_names(), {"tooltip": "A folder or file in models/text_encoders or models/clip, or the shipped demo T5."}),
-            "dtype": (list(memory.DTYPES), {"default": "bfloat16", "tooltip": "Weight precision of the encoder."}),
+            "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the encoder. default: bfloat16 on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where it encodes; it leaves that device right after."}),
         }}  # fmt: skip
 
@@ -191,7 +191,7 @@ class LTXVCoreT5Loader:
 
     def load(self, text_encoder_name, dtype, device):
         path = _resolve(TEXT_ENCODER_FOLDERS, text_encoder_name)
-        encoder = core_text_encoder.load_text_encoder(path, _tokenizer_for(path), dtype=memory.DTYPES[dtype], device="cpu")
+        encoder = core_text_encoder.load_text_encoder(path, _tokenizer_for(path), dtype=memory.weight_dtype(dtype, "text_encoder", device), device="cpu")
         return (memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", device)),)
 
 

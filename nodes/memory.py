@@ -19,7 +19,9 @@ import torch
 
 from ..ltx_core.errors import SettingsError
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# "default": bfloat16 (as published) where the model runs on a GPU that has it, float32 on
+# the CPU, where bfloat16 matmuls are several times slower
+DTYPES = {"default": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 DEVICES = ("default", "cpu")  # "default": the device ComfyUI runs models on (--cpu makes it the CPU)
 
 
@@ -30,6 +32,16 @@ class LoadedT5:
 
     encoder: object
     patcher: comfy.model_patcher.ModelPatcher
+
+
+def weight_dtype(name: str, kind: str, device: str) -> torch.dtype:
+    """The dtype a loader's `dtype` choice means for a `kind` of model on `device`."""
+    if name not in DTYPES:
+        raise SettingsError(f"dtype {name!r} is unknown; allowed: {', '.join(DTYPES)}")
+    if DTYPES[name] is not None:
+        return DTYPES[name]
+    load_device = model_devices(kind, device)[0]
+    return torch.bfloat16 if load_device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
 def model_devices(kind: str, device: str) -> tuple[torch.device, torch.device]:
