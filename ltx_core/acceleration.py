@@ -332,19 +332,8 @@ def optimize_transformer(
 
 
 def compile_vae_decoder(vae: nn.Module, backend: str = "inductor") -> None:
-    """Compile the decoder's resnet blocks and upsamplers one by one (static shapes), so
+    """Compile the decoder's layers one by one (`Decoder.compile_layers`, static shapes), so
     each norm -> modulation -> SiLU -> padding chain is one kernel instead of five passes
-    over the largest tensors of the whole run. The injected noise comes from a CPU
-    generator, which Dynamo leaves to eager code (a graph break, not an error).
-
-    The time-chunked decode (`time_chunk`) runs a block's `forward_window` per chunk
-    instead of its forward, so that is compiled as well, noise-free (the noise is drawn
-    before the chunks): the chunks of a layer differ only in the edge repeats at the
-    clip's ends and the last chunk's length, so each layer shape costs a few graphs."""
-    from .vae import DepthToSpaceUpsample, ResnetBlock3D
-
+    over the largest tensors of the whole run."""
     raise_recompile_limit()
-    for module in vae.decoder.modules():
-        if isinstance(module, (ResnetBlock3D, DepthToSpaceUpsample)):
-            module.compile(dynamic=False, backend=backend)
-            module.forward_window = torch.compile(module.forward_window, dynamic=False, backend=backend)
+    vae.decoder.compile_layers(backend=backend)

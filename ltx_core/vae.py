@@ -510,6 +510,18 @@ class Decoder(nn.Module):
             return self._finish(x, modulation)
         return self._finish_chunked(x, modulation, time_chunk)
 
+    def compile_layers(self, backend: str = "inductor") -> None:
+        """torch.compile every resnet block and upsampler, static shapes. The injected noise
+        comes from a CPU generator, which Dynamo leaves to eager code (a graph break, not an
+        error). The time-chunked decode runs a layer's `forward_window` per chunk instead of
+        its forward, so that is compiled too, noise-free (the noise is drawn before the
+        chunks): the chunks of a layer differ only in the edge repeats at the clip's ends and
+        the last chunk's length, so each layer shape costs a few graphs."""
+        for module in self.modules():
+            if isinstance(module, (ResnetBlock3D, DepthToSpaceUpsample)):
+                module.compile(dynamic=False, backend=backend)
+                module.forward_window = torch.compile(module.forward_window, dynamic=False, backend=backend)
+
     @property
     def can_chunk_time(self) -> bool:
         """Whether `time_chunk` is allowed: per-frame norms only (group norm's statistics span
