@@ -43,13 +43,13 @@ from .configs import (
 )
 from .errors import CheckpointError, LTXVError, SettingsError
 from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX, vae_family, vae_family_from_keys
+# path checks that need no torch live in preflight (the CLI runs them before importing it)
+from .preflight import PICKLE_SUFFIXES, check_model_path, default_model_paths, refuse_pickle  # noqa: F401
 from .scheduler import LTXV_SCHEDULER
 from .transformer import LTXVTransformer
 from .vae import CausalVideoVAE, PerChannelStatistics
 
 SAFETENSORS_SUFFIX = ".safetensors"
-# Formats that unpickle on load, which can run arbitrary code: refused, never opened.
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 DTYPES = {
     "fp32": torch.float32,
@@ -283,33 +283,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
 # ---------------------------------------------------------------- files
 
 
-def check_model_path(path: str | Path) -> Path:
-    """The path as a Path if it may be a checkpoint: it exists and is no pickle."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if path.is_file():
-        refuse_pickle(path)
-    return path
-
-
-def refuse_pickle(path: Path) -> None:
-    """Refuse a pickle by its suffix or its first bytes, without unpickling anything."""
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{str(path)!r} is a pickle file ({path.suffix}): refused, because loading it could run code; "
-            "only .safetensors files are loaded (use the .safetensors release of the model)"
-        )
-    with path.open("rb") as file:
-        head = file.read(4)
-    # torch.save writes a zip archive ("PK\x03\x04") or a bare pickle (protocol byte 0x80)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{str(path)!r} is a PyTorch pickle despite its name: refused, because loading it could run "
-            "code; only .safetensors files are loaded"
-        )
-
-
 class SafetensorsHeader:
     """Names, shapes and metadata of one `.safetensors` file, read without its tensors."""
 
@@ -327,7 +300,9 @@ class SafetensorsHeader:
                 "download it again"
             ) from error
 
-    def read(self, keys: Iterable[str], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    def read(self, keys: Iterable[str], dtype: torch.dtype | None = None,
+             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The tensors `keys` in `dtype` (None: as stored) on `device`."""
         try:
             with safe_open(str(self.path), framework="pt", device="cpu") as file:
                 return {key: file.get_tensor(key).to(device=device, dtype=dtype) for key in keys}
@@ -351,6 +326,7 @@ class TensorSource:
         return f"{key!r} in {str(header.path)!r}"
 
     def read(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every tensor in `dtype` on `device`; refused if any holds a NaN or an infinity."""
         by_file: dict[SafetensorsHeader, dict[str, str]] = {}
         for name, (header, key) in self.locations.items():
             by_file.setdefault(header, {})[key] = name
@@ -358,7 +334,55 @@ class TensorSource:
         for header, names in by_file.items():
             for key, tensor in header.read(names, dtype, device).items():
                 state[names[key]] = tensor
+        refuse_non_finite(self, state, dtype)
         return state
+
+    def stored(self, name: str) -> torch.Tensor:
+        """One tensor as the file stores it, on the CPU."""
+        header, key = self.locations[name]
+        return header.read([key])[key]
+
+
+# Non-finite tensors named in full in an error; the rest are counted.
+NON_FINITE_NAMED = 5
+
+
+def non_finite_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors that hold a NaN or an infinity. One min/max pass over
+    each (a NaN or an infinity reaches the min or the max), no copy, one device sync."""
+    names = [name for name, tensor in state.items() if tensor.is_floating_point() and tensor.numel()]
+    if not names:
+        return []
+    flags = torch.stack([_holds_non_finite(state[name]) for name in names])
+    return [name for name, bad in zip(names, flags.tolist()) if bad]
+
+
+def _holds_non_finite(tensor: torch.Tensor) -> torch.Tensor:
+    low, high = torch.aminmax(tensor)
+    return ~(torch.isfinite(low) & torch.isfinite(high))
+
+
+def refuse_non_finite(source: TensorSource, state: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """A model with a NaN or an infinity in a weight generates black or noisy frames from
+    every prompt; refuse it at load, naming the tensors and whether the file holds those
+    values or the conversion to `dtype` made them (a finite value beyond fp16's range)."""
+    bad = non_finite_names(state)
+    if not bad:
+        return
+    named = ", ".join(f"{source.locations[name][1]} ({_count_non_finite(state[name])})"
+                      for name in bad[:NON_FINITE_NAMED])
+    more = f" and {len(bad) - NON_FINITE_NAMED} more" if len(bad) > NON_FINITE_NAMED else ""
+    in_file = any(bool(_holds_non_finite(source.stored(name))) for name in bad[:NON_FINITE_NAMED])
+    why = ("the file is damaged (a broken download, or saved from a training run that diverged); download it again"
+           if in_file else f"their values are finite in the file but overflow {str(dtype).removeprefix('torch.')}; "
+           "load the model in bf16 or fp32")
+    raise CheckpointError(f"{_source_label(source)}: {len(bad)} {source.part} tensor(s) hold NaN or infinite values: "
+                          f"{named}{more}; {why}")
+
+
+def _count_non_finite(tensor: torch.Tensor) -> str:
+    nan, inf = int(tensor.isnan().sum()), int(tensor.isinf().sum())
+    return f"{nan} NaN and {inf} infinite of {tensor.numel()} values"
 
 
 # ---------------------------------------------------------------- loading
@@ -570,15 +594,3 @@ def scheduler_config_from_metadata(section: Mapping | None) -> SchedulerConfig:
     if "target_shift_terminal" in section:
         return replace(LTXV_SCHEDULER, shift_terminal=section["target_shift_terminal"])
     return LTXV_SCHEDULER
-
-
-def default_model_paths() -> tuple[Path, Path]:
-    """The shipped tiny demo model: (single-file checkpoint, T5 text-encoder folder)."""
-    assets = Path(__file__).parent / "assets"
-    checkpoint, text_encoder = assets / "ltxv-tiny.safetensors", assets / "t5-tiny"
-    if not checkpoint.is_file() or not text_encoder.is_dir():
-        raise CheckpointError(
-            f"no shipped model found (looked for {checkpoint} and {text_encoder}/); "
-            "pass --checkpoint and --text-encoder"
-        )
-    return checkpoint, text_encoder

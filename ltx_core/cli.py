@@ -1,31 +1,37 @@
 """`python -m ltx_core generate ...`: a prompt (and optionally a first frame) to an mp4.
 
-A thin adapter over `pipeline.generate`: it parses flags, checks everything it can before
-loading a model (output path, image, settings), shows a progress bar through the
-pipeline's callback and writes the video atomically. Exit codes: 0 done, 2 a bad setting
-or model file (one line, no traceback), 130 interrupted (no file written), 1 out of memory,
-3 another rank of a torchrun run failed (no file written).
+A thin adapter over `pipeline.generate`. It answers in the order that makes each mistake
+cheapest:
+1. flags, sizes, settings, device and dtype names, paths (`preflight`), before torch is
+   imported, so any of these is reported in well under a second;
+2. the device, the checkpoint's headers and the memory plan (`memory_plan`), before any
+   weight is read: a run that cannot fit in the device's free memory is refused with its
+   estimate and the nearest settings that fit (`--ignore-memory-check` runs it anyway);
+3. the images and clips, the models, then generation with a progress bar, the video
+   written atomically.
+Heavy modules (torch, transformers, PyAV) are imported only at the step that needs them.
+
+Exit codes: 0 done, 2 a bad setting or model file (one line, no traceback), 130
+interrupted (no file written), 1 out of memory, 3 another rank of a torchrun run failed
+(no file written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from . import __version__
-from .checkpoint import CheckpointInfo, default_model_paths, load_checkpoint, resolve_device, resolve_dtype
-from .distributed import ParallelLayout, RankFailure, all_ranks_succeeded, init_parallel, parallelize
+from . import memory_plan as planner
 from .errors import LTXVError, SettingsError
-from .pipeline import (DEFAULT_DECODE_TIME_CHUNK, Models, Request, check_fp8_device, default_decode_time_chunk,
-                       generate, optimize_models)
-from .text_encoder import check_text_width, load_text_encoder
-from .conditioning import ConditioningItem
-from .video import check_output_path, load_image, read_video_frames, resize_center_crop, write_mp4
+from .memory_plan import DEFAULT_DECODE_TIME_CHUNK, DTYPE_BYTES
+from .preflight import (check_device_name, check_dtype_name, check_fp8_device, check_model_path,
+                        check_output_path, check_prompt, check_video_settings, default_model_paths,
+                        require_existing)
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -34,6 +40,9 @@ EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answerin
 FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
 # Sizes for the shipped tiny model, which was trained on 25-frame 256x256 clips.
 SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
+# What the refusal of a run that does not fit ends with.
+IGNORE_ADVICE = " Pass --ignore-memory-check to run anyway."
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -74,11 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
     )
     models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
-    models.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="cpu, cuda or cuda:N (default: %(default)s)",
-    )
+    models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
 
     video = generate.add_argument_group("video")
     video.add_argument("--prompt", required=True, help="what the video shows")
@@ -151,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     speed = generate.add_argument_group("speed on a GPU (off by default: the fp32 CPU run stays the reference)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the transformer's regions, with CUDA "
-                       "graphs and the fastest attention backend on CUDA (the first step compiles, ~9 s on an "
-                       "H100; then ~20%% less time per step)")  # fmt: skip
+                       "graphs and the fastest attention backend on CUDA (the first step compiles; the later ones "
+                       "are faster, benchmarks/results/gpu_speed.json)")  # fmt: skip
     speed.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (a CUDA GPU with "
                        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
                        "and --dtype bf16")  # fmt: skip
@@ -160,11 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "(8N video frames) at a time: the same frames, with decode memory that does not grow "
                        "with the clip's length (default: the whole clip at once)")  # fmt: skip
     speed.add_argument("--decode-time-chunk", type=positive_int, metavar="N", help="compute each VAE decoder "
-                       "layer N frames at a time: the same frames, with a much lower decode memory peak (H100, "
-                       "0.9.1 at 768x512x121 in bf16, the CLI's uncompiled decode: 32 takes the decode from 5.3 to "
-                       "2.7 GiB above the weights for 4%% more decode time, 8 to 2.0 GiB for 18%%; a number above the clip's "
-                       "frames: whole layers; default: " + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers for a "
-                       "group-norm decoder and across ranks)")  # fmt: skip
+                       "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
+                       "little more decode time (smaller N: less memory, more time; benchmarks/results/"
+                       "decode_time_chunks.json); a number above the clip's frames: whole layers; default: "
+                       + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers for a group-norm decoder and across "
+                       "ranks)")  # fmt: skip
+    memory = generate.add_argument_group("memory")
+    memory.add_argument("--ignore-memory-check", action="store_true", help="run even where the memory plan says "
+                        "the run needs more memory than the device has free (it may then fail part-way, or swap "
+                        "for hours on a CPU)")  # fmt: skip
     parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
     parallel.add_argument("--sequence-parallel", type=int, default=1, help="ranks that split the video tokens "
                           "(a divisor of the attention heads; default: %(default)s)")
@@ -177,27 +186,49 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.run(args)
     except LTXVError as error:  # SettingsError, CheckpointError: the message says it all
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except RankFailure as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_RANK_FAILED
     except KeyboardInterrupt:
         print("interrupted: no video written", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except torch.OutOfMemoryError:
-        print(
-            f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
+    except Exception as error:  # torch's and the ranks' errors: their modules are loaded by then
+        if _is_instance(error, "torch", "OutOfMemoryError"):
+            print(_out_of_memory_message(args), file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        if _is_instance(error, f"{__package__}.distributed", "RankFailure"):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_RANK_FAILED
+        raise
+
+
+def _is_instance(error: Exception, module: str, name: str) -> bool:
+    """isinstance(error, module.name), without importing a module that is not loaded yet
+    (then the error cannot be one of its classes)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(error, getattr(loaded, name))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a cut prompt, words the tokenizer cannot read, a resized image) as one
+    line each, without Python's file and source line, above the progress bar (tqdm's
+    `write` clears the bar's line first) rather than appended to it."""
+    progress = sys.modules.get("tqdm")
+    if progress is not None:
+        progress.tqdm.write(f"warning: {message}", file=sys.stderr)
+    else:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _out_of_memory_message(args: argparse.Namespace) -> str:
+    return (f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
             f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
             + (", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)"
                if _may_lower_time_chunk(args) else "")
-            + ". No video written.",
-            file=sys.stderr,
-        )
-        return EXIT_OUT_OF_MEMORY
+            + ". No video written.")
 
 
 def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
@@ -209,30 +240,63 @@ def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Check every setting, load the models, generate, write the mp4 atomically."""
+    """Check every flag and path, plan the memory, load the models, generate, write the
+    mp4 atomically."""
     _apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
-    dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
-    parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
-    check_speed_flags(args, device, parallel)
-    request = build_request(args)
+    check_arguments(args)
     checkpoint, text_encoder, tokenizer = model_paths(args)
-    _require_existing(
-        ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer)
-    )
+    require_existing(("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer),
+                     *_input_files(args))  # fmt: skip
+    check_model_path(checkpoint)  # a pickle is refused unopened
+    return _generate(args, output, checkpoint, text_encoder, tokenizer)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything the flags say that can be checked without torch, each with what is allowed."""
+    check_prompt(args.prompt, args.negative_prompt)
+    check_video_settings(args.width, args.height, args.frames, args.fps, args.steps, args.cfg, args.seed,
+                         args.decode_timestep, args.decode_noise_scale)
+    check_dtype_name(args.dtype, tuple(DTYPE_BYTES))
+    if args.device is not None:
+        check_device_name(args.device)
+    if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
+        check_fp8_device(args.device)  # names what FP8 needs
+    for flag in ("decode_chunk_frames", "decode_time_chunk"):
+        if getattr(args, flag) is not None and args.sequence_parallel * args.cfg_parallel > 1:
+            raise SettingsError(f"--{flag.replace('_', '-')} does not combine with --sequence-parallel or "
+                                "--cfg-parallel above 1: those runs already split the decode in time across the ranks")
+
+
+def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(what, path) of every image and clip the flags name, as their loaders name them."""
+    files = [("image", args.image), ("video", args.source_video)]
+    return files + [("conditioning file", path) for path, _, _ in args.condition]
+
+
+def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_encoder: Path,
+              tokenizer: Path | None) -> int:
+    import torch
+
+    from .checkpoint import inspect_checkpoint, resolve_device, resolve_dtype
+    from .distributed import ParallelLayout, all_ranks_succeeded, init_parallel, parallelize
+
+    dtype = resolve_dtype(args.dtype)
+    device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    args.device = str(device)
+    parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
+    if args.fp8:
+        check_fp8_device(device)  # names what FP8 needs
+    info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
+    check_memory(args, plan_run(args, info, sources, text_encoder, device))
+    request = build_request(args)
     run = init_parallel(parallel, device)  # 1 x 1: one process
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
     request = replace(request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel,
                                                                              models.vae))
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
-    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not run.is_writer) as bar:
-
-        def progress(step: int, total: int, x, denoised) -> None:
-            bar.total = total
-            bar.update(step + 1 - bar.n)
-
-        frames = generate(models, request, callback=progress)
+    frames = _sample_with_progress(models, request, run.is_writer)
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
     if run.is_writer:
         write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
@@ -240,26 +304,156 @@ def run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def check_speed_flags(args: argparse.Namespace, device: torch.device, parallel: ParallelLayout) -> None:
-    """Combinations of the speed flags that cannot work, refused before any model loads."""
-    if args.fp8:
-        check_fp8_device(device)  # names what FP8 needs
-    for flag in ("decode_chunk_frames", "decode_time_chunk"):
-        if getattr(args, flag) is not None and parallel.sequence * parallel.cfg > 1:
-            raise SettingsError(f"--{flag.replace('_', '-')} does not combine with --sequence-parallel or "
-                                "--cfg-parallel above 1: those runs already split the decode in time across the ranks")
+def _sample_with_progress(models, request, show: bool):
+    from tqdm import tqdm
+
+    with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not show) as bar:
+
+        def progress(step: int, total: int, x, denoised) -> None:
+            bar.total = total
+            bar.update(step + 1 - bar.n)
+
+        return generate(models, request, callback=progress)
 
 
-def resolved_decode_time_chunk(asked: int | None, parallel: ParallelLayout, vae) -> int | None:
+# ---------------------------------------------------------------- the memory plan
+
+
+def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device) -> planner.MemoryPlan:
+    """The run's memory and time from the checkpoint's configs and the files' tensor
+    counts, before any weight is read."""
+    size = DTYPE_BYTES[args.dtype]
+    numel = lambda part: sum(_numel(sources[part].shape(name)) for name in sources[part].locations)  # noqa: E731
+    text_bytes, text_size = planner.text_encoder_weights(text_encoder, args.dtype)
+    weights = planner.WeightBytes(numel("transformer") * size, numel("vae") * size, text_bytes)
+    configs = info.configs
+    world = args.sequence_parallel * args.cfg_parallel
+    chunk = args.decode_time_chunk
+    if chunk is None and world == 1 and configs.vae.norm_layer != "group_norm":
+        chunk = DEFAULT_DECODE_TIME_CHUNK  # what `resolved_decode_time_chunk` will choose
+    work = planner.Workload(
+        configs.transformer, configs.vae, args.width, args.height, args.frames, guidance=args.cfg != 1.0,
+        stg=args.stg_scale > 0, per_token_timesteps=bool(args.image or args.condition),
+        keyframe_tokens=_keyframe_tokens(args), encode_frames=_encode_frames(args), steps=args.steps,
+        dtype=args.dtype, device=device.type, fp8=args.fp8, decode_time_chunk=chunk,
+        decode_chunk_frames=args.decode_chunk_frames, sequence_parallel=args.sequence_parallel,
+        cfg_parallel=args.cfg_parallel, text_encoder=text_size, weights=weights,
+    )  # fmt: skip
+    return planner.estimate(work)
+
+
+def _numel(shape) -> int:
+    count = 1
+    for side in shape:
+        count *= side
+    return count
+
+
+def _keyframe_tokens(args: argparse.Namespace) -> int:
+    """Extra tokens of the conditions placed elsewhere than frame 0: an image's latent
+    frame, a clip's first two (the rest replace the video's own)."""
+    grid = (args.height // 32) * (args.width // 32)
+    placed = [path for path, frame, _ in args.condition if frame != 0]
+    return sum(grid * (2 if path.suffix.lower() in VIDEO_SUFFIXES else 1) for path in placed)
+
+
+def _encode_frames(args: argparse.Namespace) -> int:
+    """The most frames the VAE encodes at once: a clip (at most the video's length) or an image."""
+    clips = [path for path, _, _ in args.condition if path.suffix.lower() in VIDEO_SUFFIXES]
+    if args.source_video is not None or clips:
+        return args.frames
+    return 1 if args.image is not None or args.condition else 0
+
+
+def check_memory(args: argparse.Namespace, plan: planner.MemoryPlan) -> None:
+    """Refuse a run that needs more memory than the device has free (unless
+    --ignore-memory-check), else say what it will take, before anything is loaded."""
+    available = planner.available_memory(_planned_device(args))
+    if not args.ignore_memory_check:
+        planner.check_fits(plan, available, _as_flags, IGNORE_ADVICE)
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per rank
+        free = "free memory unknown" if available is None else f"{planner.gib(available)} available"
+        beyond = available is not None and plan.peak_bytes > available
+        print(f"plan: {plan.describe()}; {free}" + ("; more than available, run as asked" if beyond else ""),
+              file=sys.stderr)
+
+
+def _planned_device(args: argparse.Namespace) -> str:
+    """The device whose memory counts: under torchrun each rank's own GPU."""
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return args.device
+
+
+FLAGS = {"width": "--width", "height": "--height", "frames": "--frames", "decode_time_chunk": "--decode-time-chunk",
+         "decode_chunk_frames": "--decode-chunk-frames", "dtype": "--dtype"}
+
+
+def _as_flags(fit: planner.Fit) -> str | None:
+    """A `Fit` as the flags that make it, with why; None for one no flag makes (offloading)."""
+    if "models_stay" in fit.changes:
+        return None
+    words = []
+    for name, value in fit.changes.items():
+        if name in FLAGS:
+            words.append(f"{FLAGS[name]} {value}")
+        elif name == "fp8":
+            words.append("--fp8")
+        elif name == "guidance":
+            words.append("--cfg 1")
+        elif name == "stg" and "guidance" not in fit.changes:
+            words.append("--stg-scale 0")
+    why = fit.description.split("(", 1)[1].rstrip(")") if "(" in fit.description else fit.description
+    return f"{' '.join(words)} ({why})"
+
+
+# ---------------------------------------------------------------- heavy steps, imported when reached
+
+
+def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device):
+    from transformers.utils import logging as transformers_logging
+
+    from .checkpoint import load_checkpoint
+    from .pipeline import Models
+    from .text_encoder import check_text_width, load_text_encoder
+
+    transformers_logging.disable_progress_bar()  # its weight-loading bar, one line per load
+    transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
+    encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
+    check_text_width(encoder.width, transformer.cfg.caption_channels)
+    return Models(transformer=transformer, vae=vae, text_encoder=encoder), info
+
+
+def generate(models, request, callback=None):
+    from .pipeline import generate as run
+
+    return run(models, request, callback=callback)
+
+
+def optimize_models(models, **levers):
+    from .pipeline import optimize_models as optimize
+
+    return optimize(models, **levers)
+
+
+def write_mp4(frames, output: Path, **options) -> Path:
+    from .video import write_mp4 as write
+
+    return write(frames, output, **options)
+
+
+def resolved_decode_time_chunk(asked: int | None, parallel, vae) -> int | None:
     """--decode-time-chunk as given; else `pipeline.default_decode_time_chunk(vae)` (32, or
     whole layers for a group-norm decoder); whole layers in a run split across ranks, whose
     time-split decode already bounds each rank's frames."""
+    from .pipeline import default_decode_time_chunk
+
     if asked is not None or parallel.sequence * parallel.cfg > 1:
         return asked
     return default_decode_time_chunk(vae)
 
 
-def speed_up(models: Models, args: argparse.Namespace, world_size: int) -> Models:
+def speed_up(models, args: argparse.Namespace, world_size: int):
     """--compile / --fp8 applied once after loading (`pipeline.optimize_models`). CUDA graphs
     only in a single process: a captured graph would replay the ranks' collectives."""
     if not (args.compile or args.fp8):
@@ -279,8 +473,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_request(args: argparse.Namespace) -> Request:
+def build_request(args: argparse.Namespace):
     """The flags as a pipeline Request, which checks every setting (and the image)."""
+    from .pipeline import Request
+    from .video import load_image
+
     return Request(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -306,8 +503,6 @@ def build_request(args: argparse.Namespace) -> Request:
     )
 
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
-
 
 def parse_condition(text: str) -> tuple[Path, int, float]:
     """`PATH@FRAME[:STRENGTH]` -> (path, frame, strength); argparse reports a bad one."""
@@ -332,23 +527,22 @@ def parse_blocks(text: str) -> tuple[int, ...]:
 
 def _fitted_frames(path: Path, args: argparse.Namespace):
     """An image (1 frame) or a video's frames, (F, H, W, 3) in [0, 1], fitted to the video's size."""
+    import torch
+
+    from .video import load_image, read_video_frames, resize_center_crop
+
     if not path.exists():
         raise SettingsError(f"conditioning file {str(path)!r} does not exist")
     frames = read_video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)[None]
     return torch.stack([resize_center_crop(frame.float(), args.width, args.height) for frame in frames])
 
 
-def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace) -> ConditioningItem:
+def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace):
+    from .conditioning import ConditioningItem
+
     frames = _fitted_frames(path, args)
     start = frame if frame >= 0 else args.frames + frame - (len(frames) - 1)  # -1: ends on the last frame
     return ConditioningItem(frames, start, strength)
-
-
-def _require_existing(*flags: tuple[str, Path | None]) -> None:
-    """Name a missing model path before anything large is loaded."""
-    for flag, path in flags:
-        if path is not None and not path.exists():
-            raise SettingsError(f"{flag} {str(path)!r} does not exist")
 
 
 def _apply_size_defaults(args: argparse.Namespace) -> None:
@@ -375,16 +569,7 @@ def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     )
 
 
-def load_models(
-    checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype: torch.dtype, device: torch.device
-) -> tuple[Models, CheckpointInfo]:
-    transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
-    encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
-    check_text_width(encoder.width, transformer.cfg.caption_channels)
-    return Models(transformer=transformer, vae=vae, text_encoder=encoder), info
-
-
-def _video_metadata(args: argparse.Namespace, info: CheckpointInfo) -> dict:
+def _video_metadata(args: argparse.Namespace, info) -> dict:
     """A readable comment and the settings that reproduce the video, as container tags."""
     settings = {
         name: getattr(args, name)

@@ -28,8 +28,6 @@ from .conditioning import (
     ConditioningItem,
     add_keyframe,
     check_item_fits,
-    check_multiple,
-    check_num_frames,
     check_strength,
     condition_first_frame,
     empty_latent,
@@ -37,7 +35,9 @@ from .conditioning import (
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
 from .denoise import denoise, module_device, module_dtype
 from .guidance import check_stg
-from .errors import SettingsError, check_number, is_int
+from .errors import LTXVError, SettingsError, check_number, is_int
+# SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
+from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
 from .rope import VAE_SCALE
 from .sampler import STRENGTH_RULES, Callback
 from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
@@ -46,7 +46,6 @@ from .vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
 from .vae_chunked import decode_in_chunks
 from .video import resize_center_crop
 
-SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds, as ComfyUI's seed widgets
 FRAMES_PER_LATENT, PIXELS_PER_LATENT = VAE_SCALE[0], VAE_SCALE[1]  # every published VAE
 
 
@@ -89,21 +88,10 @@ class Request:
     decode_time_chunk: int | None = None  # each decoder layer this many frames at a time (None: whole)
 
     def __post_init__(self):
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise SettingsError("prompt is empty; describe the video to generate")
-        if not isinstance(self.negative_prompt, str):
-            raise SettingsError("negative_prompt must be text (it may be empty)")
-        check_multiple("width", self.width, PIXELS_PER_LATENT)
-        check_multiple("height", self.height, PIXELS_PER_LATENT)
-        check_num_frames(self.num_frames, FRAMES_PER_LATENT)
-        check_number("frame_rate", self.frame_rate, 0.0, "frames per second above 0", inclusive=False)
-        if self.sigmas is None and (not is_int(self.steps) or self.steps < 1):
-            raise SettingsError(f"steps {self.steps!r} must be a whole number of at least 1")
-        check_number("guidance_scale", self.guidance_scale, 0.0, "a finite number >= 0 (1: no guidance)")
-        if not is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
-            raise SettingsError(f"seed {self.seed!r} is outside the accepted range 0 to {SEED_MAX} (2**64 - 1)")
-        _check_unit("decode_timestep", self.decode_timestep)
-        _check_unit("decode_noise_scale", self.decode_noise_scale)
+        check_prompt(self.prompt, self.negative_prompt)
+        check_video_settings(self.width, self.height, self.num_frames, self.frame_rate,
+                             self.steps if self.sigmas is None else None, self.guidance_scale, self.seed,
+                             self.decode_timestep, self.decode_noise_scale, PIXELS_PER_LATENT, FRAMES_PER_LATENT)
         check_strength(self.conditioning_strength)
         check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
         if self.first_frame is not None:
@@ -145,12 +133,6 @@ def check_chunk_frames(name: str, value) -> None:
                             "(None: decode the whole clip at once)")
 
 
-def _check_unit(name: str, value) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-    if not ok:
-        raise SettingsError(f"{name} {value!r} is outside [0, 1]")
-
-
 def _check_image(image) -> None:
     if not isinstance(image, Tensor) or image.ndim not in (3, 4) or image.shape[-1] != 3 or image.numel() == 0:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
@@ -164,26 +146,6 @@ class Models:
     text_encoder: TextEncoder
 
 
-# FP8 tensor cores, which `torch._scaled_mm` needs to be worth it: Ada (8.9) and Hopper (9.0) on.
-FP8_MIN_CAPABILITY = (8, 9)
-
-
-def check_fp8_device(device: torch.device | str) -> None:
-    """FP8 linear layers only where they pay: a CUDA GPU with FP8 tensor cores. The CPU runs
-    `_scaled_mm` (slowly, for tests of `ltx_core.fp8`), but a user asking for FP8 there
-    wants speed it cannot give, so it is refused with what is needed."""
-    device = torch.device(device)
-    needed = ("a CUDA GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, e.g. RTX 4090 or L4, "
-              "or Hopper, e.g. H100)")
-    if device.type != "cuda":
-        raise SettingsError(f"fp8 needs {needed}; the models are on {device}. Leave fp8 off there.")
-    capability = torch.cuda.get_device_capability(device)
-    if capability < FP8_MIN_CAPABILITY:
-        name = torch.cuda.get_device_name(device)
-        raise SettingsError(f"fp8 needs {needed}; {device} ({name}) has compute capability "
-                            f"{capability[0]}.{capability[1]}. Leave fp8 off, or use compile alone.")
-
-
 def optimize_models(
     models: Models,
     *,
@@ -194,11 +156,12 @@ def optimize_models(
     cuda_graphs: bool | None = None,
     compile_backend: str = "inductor",
 ) -> Models:
-    """The GPU speed levers of issue 6 (`ltx_core.acceleration`), applied once after loading,
-    with the models on their device: regional `torch.compile` of the DiT (`compile`), FP8
-    linear layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
-    (`compile_vae`: ~46 s more cold start for ~0.1 s per 121-frame decode on an H100), the
-    SDPA backend (`attention`, 'auto' times them) and CUDA graphs (None: on CUDA).
+    """The GPU speed levers (`ltx_core.acceleration`), applied once after loading, with the
+    models on their device: regional `torch.compile` of the DiT (`compile`), FP8 linear
+    layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
+    (`compile_vae`: a much longer cold start for a faster decode, benchmarks/results/
+    gpu_speed.json), the SDPA backend (`attention`, 'auto' times them) and CUDA graphs
+    (None: on CUDA).
 
     Opt-in: nothing here runs unless asked, so the fp32 CPU path stays the reference. The
     transformer is changed in place (keep a fresh copy to save); the returned `Models`
@@ -337,8 +300,11 @@ def decode_frames(
 
     `time_chunk` computes each decoder layer that many frames (at the layer's frame rate)
     at a time (`CausalVideoVAE.decode`): the same frames, with a peak of about one layer's
-    input and output instead of several full-size temporaries (0.9.1 at 768x512x121 in
-    bf16: 1.66 GiB of activations with time_chunk=8, 3.57 GiB without). None: whole layers."""
+    input and output instead of several full-size temporaries (benchmarks/results/
+    vae_decode_memory.json). None: whole layers.
+
+    A decode that yields a NaN or an infinity (a damaged or overflowing model, a latent
+    that was already non-finite) raises instead of returning frames that would turn black."""
     check_chunk_frames("chunk_frames", chunk_frames)
     check_time_chunk(time_chunk)
     if isinstance(latent, ConditionedLatent):
@@ -350,6 +316,7 @@ def decode_frames(
             latent.to(device=device, dtype=module_dtype(vae)), timestep, decode_noise_scale, generator,
             mix_noise_denormalized=mix_noise_denormalized, time_chunk=time_chunk,
         )  # (B, 3, F, H, W) in [-1, 1]
+    refuse_non_finite("the decoded video", video, "decoding")
     # as diffusers' VideoProcessor.postprocess_video; in place, as the video is ours alone
     frames = video.float().div_(2).add_(0.5).clamp_(0, 1)
     return rearrange(frames, "b c f h w -> b f h w c")
@@ -370,6 +337,33 @@ def latent_preview(latent: Tensor) -> Tensor:
     low, high = rgb.min(dim=0).values, rgb.max(dim=0).values
     rgb = (rgb - low) / (high - low).clamp(min=1e-6)
     return rgb.reshape(frame.shape[1], frame.shape[2], 3)
+
+
+# ---------------------------------------------------------------- numbers that went wrong
+
+
+def refuse_non_finite(what: str, tensor: Tensor, stage: str) -> None:
+    """Stop a run whose numbers turned NaN or infinite: every later step and the decode
+    carry them on, and the video would come out black or as noise. One min/max pass (a
+    NaN or an infinity reaches the min or the max), no copy."""
+    low, high = torch.aminmax(tensor)
+    if bool(torch.isfinite(low) & torch.isfinite(high)):
+        return
+    raise LTXVError(f"{what} holds NaN or infinite values, so {stage} stopped and no video is made: the model "
+                    "overflowed its precision (fp16 does where bf16 and fp32 do not) or its weights are damaged; "
+                    "run it in bf16 or fp32, or load the checkpoint again")
+
+
+def stop_on_non_finite(callback: Callback | None) -> Callback:
+    """The sampler's callback behind a check that the latent is still finite, so a run
+    stops at the step that broke instead of sampling on."""
+
+    def checked(step: int, total: int, x: Tensor, denoised: Tensor) -> None:
+        refuse_non_finite(f"the latent after sampling step {step + 1} of {total}", x, "sampling")
+        if callback is not None:
+            callback(step, total, x, denoised)
+
+    return checked
 
 
 # ---------------------------------------------------------------- the whole run
@@ -399,7 +393,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     sigmas = explicit_sigmas(req.sigmas) if req.sigmas is not None else flow_sigmas(req.steps, latent.num_tokens)
     sigmas = denoise_sigmas(sigmas, req.denoise_strength)
     latent = denoise(models.transformer, latent, text, negative_text, sigmas, req.guidance_scale,
-                     req.frame_rate, generator, callback,
+                     req.frame_rate, generator, stop_on_non_finite(callback),
                      image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=_start_sigma(req, sigmas),
                      stg_scale=req.stg_scale, stg_blocks=req.stg_blocks, stg_mode=req.stg_mode,
                      stg_rescale=req.stg_rescale, strength_rule=req.strength_rule)  # fmt: skip

@@ -29,9 +29,20 @@ def token_count_shift(num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) ->
 
 
 def _time_shift(sigmas: torch.Tensor, mu: float, cfg: SchedulerConfig) -> torch.Tensor:
+    """sigma -> shift / (shift + 1 / sigma - 1), shift = e^mu (or mu for a linear shift)."""
+    if cfg.time_shift_type == "exponential" and mu > math.log(torch.finfo(sigmas.dtype).max):
+        return _huge_time_shift(sigmas, mu)
     # the shift as a tensor of the sigmas' dtype, as numpy casts it in diffusers
     shift = torch.tensor(math.exp(mu) if cfg.time_shift_type == "exponential" else mu, dtype=sigmas.dtype)
     return shift / (shift + (1 / sigmas - 1))
+
+
+def _huge_time_shift(sigmas: torch.Tensor, mu: float) -> torch.Tensor:
+    """The same curve for a token count whose e^mu overflows the sigmas' dtype (or even a
+    Python float): 1 / (1 + (1 / sigma - 1) e^-mu), in float64, where e^-mu only
+    underflows towards 0 and every sigma tends to 1, as the formula does in the limit."""
+    shifted = 1 / (1 + (1 / sigmas.double() - 1) * math.exp(-mu))
+    return shifted.to(sigmas.dtype)
 
 
 def _stretch_to_terminal(sigmas: torch.Tensor, terminal: float) -> torch.Tensor:

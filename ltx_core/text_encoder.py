@@ -365,6 +365,34 @@ def _warn_on_truncation(tokenizer: PreTrainedTokenizerBase, prompts: list[str], 
             )
 
 
+# Unreadable words named in full in a warning; the rest are counted.
+UNREADABLE_NAMED = 10
+
+
+def unreadable_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]:
+    """The words of `text` (split at white space, each once) that the tokenizer maps, in
+    whole or in part, to its unknown token: T5 reads English, so other scripts and emoji
+    become `<unk>` and steer nothing. Empty when the tokenizer has no unknown token."""
+    unknown = tokenizer.unk_token_id
+    if unknown is None or unknown not in tokenizer(text, add_special_tokens=False).input_ids:
+        return []
+    words = dict.fromkeys(text.split())
+    return [word for word in words if unknown in tokenizer(word, add_special_tokens=False).input_ids]
+
+
+def _warn_on_unreadable(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> None:
+    for index, prompt in enumerate(prompts):
+        words = unreadable_words(tokenizer, prompt)
+        if words:
+            named = ", ".join(map(repr, words[:UNREADABLE_NAMED]))
+            more = f" and {len(words) - UNREADABLE_NAMED} more" if len(words) > UNREADABLE_NAMED else ""
+            warnings.warn(
+                f"prompt {index}: the text encoder's tokenizer cannot read {named}{more}; they reach the model "
+                "as its unknown token and do not steer the video (T5 reads English: describe them in words)",
+                stacklevel=3,
+            )
+
+
 def encode_prompt(
     encoder: TextEncoder,
     prompts: list[str],
@@ -384,6 +412,7 @@ def encode_prompt(
             if not prompt.strip():
                 raise SettingsError(f"prompt {index} is empty; describe the video to generate")
     _warn_on_truncation(encoder.tokenizer, prompts, max_tokens)
+    _warn_on_unreadable(encoder.tokenizer, prompts)
     tokens = encoder.tokenizer(
         prompts,
         padding="max_length",

@@ -1,8 +1,13 @@
 """Frames in and out of files: mp4 through PyAV (atomic), images through PIL.
 
 Frames handed to users are `(F, H, W, 3)` float in [0, 1] (docs/DESIGN.md conventions).
-An mp4 is written to a hidden temporary file beside the target and renamed at the end,
-so an error or Ctrl-C part-way leaves no partial video (BAD_INPUTS 23, 24).
+An mp4 is written to a hidden part file beside the target and renamed at the end, so an
+error or Ctrl-C part-way leaves no partial video (BAD_INPUTS 23, 24). A process killed
+outright (kill -9, a power cut) cannot clean up after itself: the next write of the same
+output removes the part files such runs left (`remove_stale_parts`).
+
+PyAV is imported where a video is read or written, not with this module, so the command
+line and the checks it runs first do not pay for it.
 """
 
 from __future__ import annotations
@@ -10,53 +15,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
+import stat
+import time
 import warnings
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SettingsError
+from .preflight import MP4_SUFFIX, check_output_path  # noqa: F401 (the checks the CLI runs before torch)
 
-MP4_SUFFIX = ".mp4"
+try:  # POSIX: a writer holds a lock on its part file, which the kernel drops when it dies
+    import fcntl
+except ImportError:  # Windows: an open file cannot be deleted, which protects a live writer
+    fcntl = None
+
 DEFAULT_CRF = 19  # libx264 quality: 0 lossless, 23 its default; 19 is visually near-lossless
 PREFERRED_CODECS = ("libx264", "mpeg4")  # mpeg4 ships with every FFmpeg build PyAV uses
+# A part file is only removed when no process holds its lock and nothing wrote to it for
+# this long: the lock says no writer is alive on this machine, the age covers the instant
+# between a writer creating its file and locking it, and file systems whose locks other
+# machines do not see (a live writer there keeps the file's time fresh as it writes).
+STALE_PART_AGE_S = 30.0
 
 
 # ---------------------------------------------------------------- writing
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an output path that cannot be written, before any work starts.
-
-    The folder must exist and be writable. An existing file is refused unless
-    `overwrite=True`, in which case it is replaced atomically once the new video is
-    complete (the old file stays intact if writing fails).
-    """
-    path = Path(path)
-    if path.suffix.lower() != MP4_SUFFIX:
-        raise SettingsError(
-            f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written"
-        )
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise SettingsError(
-            f"output folder {str(folder)!r} does not exist; create it first or choose another output path"
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SettingsError(f"output folder {str(folder)!r} is not writable; choose another output path")
-    if path.is_dir():
-        raise SettingsError(f"output {str(path)!r} is a folder; give a file name ending in {MP4_SUFFIX}")
-    if path.exists() and not overwrite:
-        raise SettingsError(
-            f"output {str(path)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    return path
 
 
 def write_mp4(
@@ -78,45 +67,123 @@ def write_mp4(
     path = check_output_path(path, overwrite)
     pixels = _frames_to_uint8(frames)
     rate = _frame_rate(fps)
-    temp_name = _new_hidden_file(path)
+    remove_stale_parts(path)
+    temp_name, lock = _new_hidden_file(path)
     try:
         _encode(pixels, temp_name, rate, metadata or {}, crf)
         os.replace(temp_name, path)
     except BaseException:  # includes KeyboardInterrupt: never leave a partial file behind
         Path(temp_name).unlink(missing_ok=True)
         raise
+    finally:
+        lock.close()
     return path
 
 
-def _new_hidden_file(path: Path) -> str:
-    """A new empty file beside `path`. Made by `open(..., "x")` rather than `mkstemp`, so
-    it gets the user's usual permissions (0666 less the umask), not mkstemp's 0600."""
+def part_file_pattern(path: Path) -> re.Pattern:
+    """The names `_new_hidden_file` gives the part files of `path`, and nothing else."""
+    return re.compile(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{8}}\.part")
+
+
+def _new_hidden_file(path: Path):
+    """A new empty part file beside `path`, and the open handle that holds its lock until
+    closed. Made by `open(..., "x")` rather than `mkstemp`, so it gets the user's usual
+    permissions (0666 less the umask), not mkstemp's 0600."""
     while True:
         name = path.parent / f".{path.stem}.{secrets.token_hex(4)}.part"
         try:
-            with open(name, "xb"):
-                return str(name)
+            handle = open(name, "xb")
         except FileExistsError:
             continue
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            handle.close()  # Windows renames no file that is open
+        return str(name), handle
+
+
+def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Remove the part files a killed run left for `path`: regular files of this user named
+    exactly `.STEM.<8 hex>.part` beside it, that no live process holds locked and nothing
+    wrote to for STALE_PART_AGE_S. Returns what was removed (each with a warning)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = part_file_pattern(path)
+    removed = []
+    for entry in folder.iterdir():
+        if pattern.fullmatch(entry.name) and _is_stale(entry):
+            try:
+                entry.unlink()
+            except OSError:  # gone meanwhile, or (Windows) still open by its writer
+                continue
+            warnings.warn(f"removed {str(entry)!r}, a partial file an interrupted run left for {str(path)!r}",
+                          stacklevel=2)
+            removed.append(entry)
+    return removed
+
+
+def _is_stale(entry: Path) -> bool:
+    try:
+        info = entry.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < STALE_PART_AGE_S:
+        return False
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return False  # another user's run: not ours to judge
+    return not _locked_by_another(entry)
+
+
+def _locked_by_another(entry: Path) -> bool:
+    """Whether a process holds the part file's lock (a writer alive on this machine)."""
+    if fcntl is None:
+        return False
+    try:
+        with open(entry, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True  # cannot tell: leave it
+    return False
 
 
 def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] < 1:
-        raise SettingsError(
-            f"frames have shape {tuple(array.shape)}; expected (frames >= 1, height, width, 3)"
-        )
-    height, width = array.shape[1:3]
+    """8-bit pixels, converted a frame at a time (on the tensor's device), so the
+    conversion adds one frame of temporaries to the video, not three copies of it."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach()
+    else:
+        frames = np.asarray(frames)
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or shape[-1] != 3 or shape[0] < 1:
+        raise SettingsError(f"frames have shape {shape}; expected (frames >= 1, height, width, 3)")
+    height, width = shape[1:3]
     if height % 2 or width % 2:
         # yuv420p stores colour at half resolution, so both sides must be even
         raise SettingsError(
             f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height"
         )
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise SettingsError(f"frames have dtype {array.dtype}; expected float in [0, 1] or uint8")
-    return np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype == torch.uint8:
+            return np.ascontiguousarray(frames.cpu().numpy())
+        if not frames.is_floating_point():
+            raise SettingsError(f"frames have dtype {frames.dtype}; expected float in [0, 1] or uint8")
+    elif frames.dtype == np.uint8:
+        return np.ascontiguousarray(frames)
+    elif not np.issubdtype(frames.dtype, np.floating):
+        raise SettingsError(f"frames have dtype {frames.dtype}; expected float in [0, 1] or uint8")
+    pixels = np.empty(shape, dtype=np.uint8)
+    for index, frame in enumerate(frames):
+        pixels[index] = _frame_to_uint8(frame)
+    return pixels
+
+
+def _frame_to_uint8(frame) -> np.ndarray:
+    """fp32 arithmetic, rounding half to even, as numpy and torch both do."""
+    if isinstance(frame, torch.Tensor):
+        return torch.round(frame.float().clamp(0.0, 1.0) * 255.0).to(torch.uint8).cpu().numpy()
+    return np.round(np.clip(frame.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _frame_rate(fps: float) -> Fraction:
@@ -126,6 +193,8 @@ def _frame_rate(fps: float) -> Fraction:
 
 
 def _pick_codec() -> str:
+    import av
+
     for name in PREFERRED_CODECS:
         try:
             av.codec.Codec(name, "w")
@@ -136,6 +205,8 @@ def _pick_codec() -> str:
 
 
 def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, crf: int) -> None:
+    import av
+
     codec = _pick_codec()
     with av.open(filename, mode="w", format="mp4", options={"movflags": "use_metadata_tags"}) as container:
         for key, value in metadata.items():
@@ -170,6 +241,8 @@ def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _open_video(path: str | os.PathLike):
+    import av
+
     if not Path(path).is_file():
         raise SettingsError(f"video {str(path)!r} does not exist")
     try:
@@ -181,6 +254,8 @@ def _open_video(path: str | os.PathLike):
 
 
 def _decoded_frames(path: str | os.PathLike):
+    import av
+
     with _open_video(path) as container:
         if not container.streams.video:
             raise SettingsError(f"{str(path)!r} has no video stream")

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from ltx_core import checkpoint as ck
+from ltx_core import preflight
 from ltx_core.errors import CheckpointError, SettingsError
 from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
 
@@ -348,7 +349,7 @@ def test_unknown_device_is_refused(official_file, device, message):
 
 
 def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(tmp_path, monkeypatch):
-    monkeypatch.setattr(ck, "__file__", str(tmp_path / "checkpoint.py"))
+    monkeypatch.setattr(preflight, "SHIPPED_ASSETS", tmp_path)
     with pytest.raises(
         CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
     ):
@@ -359,3 +360,61 @@ def test_loaded_checkpoint_unpacks_as_transformer_vae_info(official_file):
     transformer, vae, info = ck.load_checkpoint(official_file)
     assert isinstance(info, ck.CheckpointInfo) and info.layout == "single_file"
     assert transformer.cfg == info.configs.transformer and vae.cfg == info.configs.vae
+
+
+# ---------------------------------------------------------------- non-finite weights
+
+
+def with_value(key: str, value: float, index: int = 0):
+    """A `rewritten` change that puts `value` at one element of tensor `key`."""
+
+    def change(tensors):
+        damaged = tensors[key].clone()
+        damaged.view(-1)[index] = value
+        return {**tensors, key: damaged}
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("model.diffusion_model.transformer_blocks.0.attn1.to_q.weight", float("nan"), "1 NaN and 0 infinite"),
+        ("vae.decoder.conv_in.conv.weight", float("inf"), "0 NaN and 1 infinite"),
+    ],
+)
+def test_a_non_finite_weight_is_refused_at_load_naming_the_tensor(tmp_path, official_file, key, value, named):
+    damaged = rewritten(official_file, tmp_path / "damaged.safetensors", with_value(key, value, index=5))
+    with pytest.raises(CheckpointError, match="tensor.* hold NaN or infinite values") as refused:
+        ck.load_checkpoint(damaged)
+    message = str(refused.value)
+    assert f"{key} ({named} of " in message and "damaged.safetensors" in message
+    assert "the file is damaged" in message and "download it again" in message
+
+
+def test_every_non_finite_tensor_is_counted_and_the_first_named(tmp_path, official_file):
+    keys = [f"model.diffusion_model.transformer_blocks.{block}.{name}" for block in (0, 1)
+            for name in ("attn1.to_q.weight", "attn1.to_k.weight", "ff.net.2.weight", "scale_shift_table")]
+
+    def change(tensors):
+        for key in keys:
+            tensors = with_value(key, float("nan"))(tensors)
+        return tensors
+
+    damaged = rewritten(official_file, tmp_path / "damaged.safetensors", change)
+    with pytest.raises(CheckpointError, match=r"8 transformer tensor\(s\) hold NaN .* and 3 more; the file is damaged"):
+        ck.load_transformer(damaged)
+
+
+def test_a_finite_weight_beyond_fp16_says_to_load_in_bf16_or_fp32(tmp_path, official_file):
+    key = "vae.decoder.conv_in.conv.weight"
+    big = rewritten(official_file, tmp_path / "big.safetensors", with_value(key, 1e6))
+    with pytest.raises(CheckpointError, match="finite in the file but overflow float16; load the model in bf16 or fp32"):
+        ck.load_vae(big, dtype="fp16")
+    ck.load_vae(big, dtype="bf16")  # bf16 has fp32's range
+
+
+def test_non_finite_names_looks_at_floating_tensors_only():
+    state = {"a": torch.tensor([1.0, float("nan")]), "b": torch.tensor([1, 2]), "c": torch.empty(0),
+             "d": torch.tensor([float("-inf")], dtype=torch.bfloat16), "e": torch.ones(3)}
+    assert ck.non_finite_names(state) == ["a", "d"]

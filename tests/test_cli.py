@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ltx_core import checkpoint as ck
-from ltx_core import cli
+from ltx_core import cli, preflight
 from ltx_core.video import read_video_metadata
 
 from .fixtures_checkpoints import write_diffusers_folder, write_official_single_file
@@ -198,7 +198,7 @@ def test_a_checkpoint_without_text_encoder_asks_for_one(capsys, tmp_path, tiny_c
 
 
 def test_without_a_shipped_model_the_error_says_what_to_pass(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(ck, "__file__", str(tmp_path / "checkpoint.py"))
+    monkeypatch.setattr(preflight, "SHIPPED_ASSETS", tmp_path)
     code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", str(tmp_path / "o.mp4"), *SMALL)
     assert code == 2 and "no shipped model found" in err and "pass --checkpoint and --text-encoder" in err
 
@@ -382,7 +382,7 @@ def test_without_model_flags_the_shipped_model_generates_at_its_default_size(cap
         assert (stream.width, stream.height, stream.frames) == (256, 256, 9)
 
 
-# ---------------------------------------------------------------- speed flags (issue 6)
+# ---------------------------------------------------------------- speed flags
 
 # Chunked decode and Dynamo's traced graph compute the same numbers as the plain run, up
 # to convolution algorithms picked per input size (see test_pipeline).

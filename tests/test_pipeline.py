@@ -9,7 +9,7 @@ import torch
 from transformers import T5Config, T5EncoderModel
 
 from ltx_core.conditioning import ConditioningItem
-from ltx_core.errors import SettingsError
+from ltx_core.errors import LTXVError, SettingsError
 from ltx_core.pipeline import (
     Models,
     Request,
@@ -324,3 +324,49 @@ def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch)
         check_fp8_device("cuda:0")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
     check_fp8_device("cuda:0")  # Hopper: accepted
+
+
+# ---------------------------------------------------------------- numbers that go wrong
+
+
+def test_a_latent_that_turns_nan_stops_generate_at_the_step_that_broke(models, monkeypatch):
+    forwards = []
+
+    def broken(*args, **kwargs):
+        forwards.append(1)
+        out = real(*args, **kwargs)
+        return out * float("nan") if len(forwards) == 2 else out
+
+    real = models.transformer.forward
+    monkeypatch.setattr(models.transformer, "forward", broken)
+    seen = []
+    request = Request("a fox", width=32, height=32, num_frames=9, steps=4, guidance_scale=1.0)
+    with pytest.raises(LTXVError, match=r"^the latent after sampling step 2 of 4 holds NaN or infinite values, so "
+                                        r"sampling stopped and no video is made: .* run it in bf16 or fp32"):
+        generate(models, request, callback=lambda step, *a: seen.append(step))
+    assert seen == [0] and len(forwards) == 2
+
+
+def test_a_decode_that_turns_non_finite_is_refused(models, monkeypatch):
+    real = models.vae.decode
+    monkeypatch.setattr(models.vae, "decode", lambda *a, **k: real(*a, **k).index_fill(2, torch.tensor([1]), float("inf")))
+    latent = torch.randn(1, 128, 2, 1, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(LTXVError, match="^the decoded video holds NaN or infinite values, so decoding stopped"):
+        decode_frames(models.vae, latent, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("value", [*range(-40, 140, 7), 31.5, "64", True])
+def test_the_size_checks_made_before_torch_say_what_the_latent_checks_say(value):
+    """`preflight` (the CLI's checks before torch) and `conditioning` (the latents'
+    checks) refuse the same sizes with the same words."""
+    from ltx_core import conditioning, preflight
+
+    for name, args in (("check_multiple", ("width", value, 32)), ("check_num_frames", (value, 8))):
+        messages = []
+        for module in (preflight, conditioning):
+            try:
+                getattr(module, name)(*args)
+                messages.append(None)
+            except SettingsError as error:
+                messages.append(str(error))
+        assert messages[0] == messages[1]

@@ -1,11 +1,14 @@
 """Sigma schedules: shape, ends, monotonicity, the token-count shift and explicit lists."""
 
+import math
+
 import pytest
 import torch
 
 from ltx_core.configs import LTXV_SCHEDULER, SchedulerConfig
 from ltx_core.errors import SettingsError
-from ltx_core.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, token_count_shift
+from ltx_core.scheduler import (_huge_time_shift, _time_shift, denoise_sigmas, explicit_sigmas, flow_sigmas,
+                                token_count_shift)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 8, 40])
@@ -84,3 +87,25 @@ def test_denoise_sigmas_keep_the_last_int_steps_times_strength_as_diffusers_get_
 def test_denoise_strength_outside_0_1_is_refused(strength):
     with pytest.raises(SettingsError, match=r"denoise_strength .* is outside \(0, 1\]"):
         denoise_sigmas(flow_sigmas(4, 16), strength)
+
+
+@pytest.mark.parametrize("tokens", [246_000, 262_144, 2_162_688, 10**9, 10**15])
+def test_the_shift_never_overflows_however_many_tokens(tokens):
+    """4096x4096x121 (262144 tokens) once gave sigmas [nan, ...] and 8192x8192x257 (2162688)
+    an OverflowError: e^mu beyond fp32, then beyond a float. The curve tends to 1 there."""
+    sigmas = flow_sigmas(20, tokens)
+    assert torch.isfinite(sigmas).all() and sigmas[-1] == 0 and sigmas[0] == 1
+    assert (sigmas[1:] <= sigmas[:-1]).all() and ((sigmas >= 0) & (sigmas <= 1)).all()
+    explicit_sigmas(sigmas[:-1].unique(sorted=True).flip(0).tolist())  # what the sampler accepts
+
+
+def test_below_the_overflow_the_shift_is_computed_as_before():
+    """The float64 limit form takes over only where e^mu leaves fp32: the token counts the
+    parity tests cover keep diffusers' fp32 arithmetic exactly."""
+    cfg = LTXV_SCHEDULER
+    sigmas = torch.linspace(1, 0.05, 20)
+    mu = 80.0  # e^80 is still finite in fp32
+    shift = torch.tensor(math.exp(mu), dtype=torch.float32)
+    assert torch.equal(_time_shift(sigmas, mu, cfg), shift / (shift + (1 / sigmas - 1)))
+    close = _huge_time_shift(sigmas, mu)
+    assert torch.allclose(close, _time_shift(sigmas, mu, cfg))

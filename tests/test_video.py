@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -15,6 +21,7 @@ from PIL import Image
 from ltx_core import video
 from ltx_core.errors import SettingsError
 
+REPO = Path(__file__).resolve().parent.parent
 # Lossy H.264 at near-lossless quality on smooth frames: the mean error stays small.
 MEAN_ABS_ERROR = 0.03
 
@@ -113,7 +120,7 @@ def test_output_path_that_is_a_folder_or_not_mp4_is_refused(tmp_path):
 
 def test_interrupt_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
     """Ctrl-C during encoding must not leave clip.mp4 nor the temporary file (BAD_INPUTS 24)."""
-    real_from_ndarray = video.av.VideoFrame.from_ndarray
+    real_from_ndarray = av.VideoFrame.from_ndarray
     calls = []
 
     def interrupt_on_third_frame(*args, **kwargs):
@@ -122,7 +129,7 @@ def test_interrupt_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_from_ndarray(*args, **kwargs)
 
-    monkeypatch.setattr(video.av.VideoFrame, "from_ndarray", interrupt_on_third_frame)
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", interrupt_on_third_frame)
     with pytest.raises(KeyboardInterrupt):
         video.write_mp4(smooth_frames(count=5), tmp_path / "clip.mp4", fps=24)
     assert list(tmp_path.iterdir()) == []
@@ -275,3 +282,68 @@ def test_the_written_video_gets_the_usual_file_permissions_not_a_temp_files(tmp_
     finally:
         os.umask(old_mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------- part files a killed run left
+
+
+def part(folder, name: str, age_s: float = 3600.0):
+    path = folder / name
+    path.write_bytes(b"half a video")
+    os.utime(path, (time.time() - age_s,) * 2)
+    return path
+
+
+def test_only_old_unlocked_part_files_of_the_same_output_are_removed(tmp_path):
+    stale = part(tmp_path, ".clip.0123abcd.part")
+    kept = [part(tmp_path, ".clip.0123abcd.part.bak"), part(tmp_path, ".clip.0123ABCD.part"),
+            part(tmp_path, ".clip.0123abc.part"), part(tmp_path, ".clip2.0123abcd.part"),
+            part(tmp_path, "clip.0123abcd.part")]
+    young = part(tmp_path, ".clip.fedcba98.part", age_s=1.0)
+    link = tmp_path / ".clip.11111111.part"
+    link.symlink_to(kept[0])
+    os.utime(link, (time.time() - 3600,) * 2, follow_symlinks=False)
+    with pytest.warns(UserWarning, match=r"removed .*\.clip\.0123abcd\.part', a partial file an interrupted run left"):
+        assert video.remove_stale_parts(tmp_path / "clip.mp4") == [stale]
+    assert not stale.exists() and young.exists() and link.is_symlink()
+    assert all(path.exists() for path in kept[:5])
+
+
+@pytest.mark.skipif(video.fcntl is None, reason="no POSIX locks here: Windows refuses to delete an open file")
+def test_a_part_file_whose_writer_holds_its_lock_is_left_alone(tmp_path):
+    name, lock = video._new_hidden_file(tmp_path / "clip.mp4")
+    os.utime(name, (time.time() - 3600,) * 2)  # even an old one: a live writer holds the lock
+    try:
+        assert video.remove_stale_parts(tmp_path / "clip.mp4") == []
+    finally:
+        lock.close()
+    with pytest.warns(UserWarning, match="removed"):
+        assert [str(p) for p in video.remove_stale_parts(tmp_path / "clip.mp4")] == [name]
+
+
+@pytest.mark.skipif(video.fcntl is None, reason="no POSIX locks here")
+def test_the_part_file_of_a_writer_killed_with_sigkill_is_removed_by_the_next_write(tmp_path):
+    """kill -9 runs no cleanup: the part file stays, but the kernel drops the dead writer's
+    lock, so the next write of the same output removes it."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ltx_core import video; "
+         "name, lock = video._new_hidden_file(Path(sys.argv[1])); print(name, flush=True); time.sleep(120)",
+         str(tmp_path / "clip.mp4")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    name = writer.stdout.readline().strip()
+    os.utime(name, (time.time() - 3600,) * 2)
+    assert video._locked_by_another(Path(name))
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert Path(name).exists() and not video._locked_by_another(Path(name))
+    with pytest.warns(UserWarning, match="a partial file an interrupted run left"):
+        video.write_mp4(smooth_frames(count=2), tmp_path / "clip.mp4", fps=24)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_frames_are_converted_to_pixels_one_frame_at_a_time_with_the_same_rounding():
+    frames = torch.rand(3, 4, 6, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    expected = np.round(np.clip(frames.numpy().astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    assert np.array_equal(video._frames_to_uint8(frames), expected)
+    assert np.array_equal(video._frames_to_uint8(frames.numpy()), expected)
+    assert np.array_equal(video._frames_to_uint8(frames.double()), expected)

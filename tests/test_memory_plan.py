@@ -1,0 +1,212 @@
+"""The memory planner: parameters counted from the configs as the models hold them, each
+stage's estimate against the tensors a real CPU run of the tiny models creates (within
+15%), the nearest settings that fit, and no torch needed to plan."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltx_core import checkpoint as ck
+from ltx_core import configs as C
+from ltx_core import memory_plan as planner
+from ltx_core.conditioning import condition_first_frame, empty_latent
+from ltx_core.denoise import denoise
+from ltx_core.errors import SettingsError
+from ltx_core.memory_probe import PeakLiveBytes
+from ltx_core.pipeline import decode_frames
+from ltx_core.scheduler import flow_sigmas
+from ltx_core.text_encoder import TextEmbeddings
+from ltx_core.transformer import LTXVTransformer
+from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
+from ltx_core.vae_chunked import time_radius
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "ltx_core" / "assets" / "ltxv-tiny.safetensors"
+TOLERANCE = 0.15
+TRANSFORMERS = {"2B": C.LTXV_2B, "2B 0.9.5": C.LTXV_2B_0_9_5, "13B": C.LTXV_13B, "tiny": C.TINY_TRANSFORMER}
+VAES = {"0.9.0": C.LTXV_VAE_0_9_0, "0.9.1": C.LTXV_VAE_0_9_1, "0.9.5": C.LTXV_VAE_0_9_5,
+        "tiny 0.9.0": C.TINY_VAE_0_9_0, "tiny 0.9.1": C.TINY_VAE_0_9_1, "tiny 0.9.5": C.TINY_VAE_0_9_5}
+
+
+def state_numel(model: torch.nn.Module) -> int:
+    return sum(tensor.numel() for tensor in model.state_dict().values())
+
+
+# ---------------------------------------------------------------- counted from the configs
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_transformer_parameters_are_counted_from_the_config(name):
+    with torch.device("meta"):
+        model = LTXVTransformer(TRANSFORMERS[name])
+    assert planner.transformer_params(TRANSFORMERS[name]) == state_numel(model)
+
+
+@pytest.mark.parametrize("name", list(VAES))
+def test_vae_parameters_and_time_radius_are_counted_from_the_config(name):
+    with torch.device("meta"):
+        vae = CausalVideoVAE(VAES[name])
+    assert planner.vae_params(VAES[name]) == state_numel(vae)
+    assert planner.time_radius(VAES[name]) == time_radius(vae.decoder)
+
+
+def test_the_planners_copies_of_core_constants_agree_with_the_core():
+    assert planner.DEFAULT_DECODE_TIME_CHUNK == DEFAULT_DECODE_TIME_CHUNK
+    assert tuple(planner.DTYPE_BYTES) == tuple(ck.DTYPES)
+    assert all(planner.DTYPE_BYTES[name] == torch.finfo(dtype).bits // 8 for name, dtype in ck.DTYPES.items())
+
+
+def test_text_encoder_weights_are_counted_from_the_file_headers(tiny_t5_folder):
+    from ltx_core.text_encoder import load_text_encoder
+
+    encoder = load_text_encoder(tiny_t5_folder)
+    held = {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
+            for tensor in encoder.model.state_dict().values()}  # the tied embedding once
+    size, shape = planner.text_encoder_weights(tiny_t5_folder, "fp32")
+    assert size == sum(held.values())
+    assert (shape.width, shape.heads) == (encoder.width, encoder.model.config.num_heads)
+    assert planner.text_encoder_weights(tiny_t5_folder, "bf16")[0] == size // 2
+
+
+def test_the_safetensors_header_is_read_without_torch_and_a_broken_file_gives_nothing(tmp_path):
+    shapes = planner.safetensors_shapes(SHIPPED)
+    assert shapes == ck.SafetensorsHeader(SHIPPED).shapes
+    (tmp_path / "broken.safetensors").write_bytes(b"\xff" * 16)
+    assert planner.safetensors_shapes(tmp_path / "broken.safetensors") == {}
+
+
+def test_planning_imports_no_torch():
+    code = ("import sys; from ltx_core import memory_plan as m, configs as c, preflight; "
+            "p = m.estimate(m.Workload(c.LTXV_13B, c.LTXV_VAE_0_9_5, 8192, 8192, 257)); "
+            "assert p.peak_bytes > 0; print(sorted(x for x in sys.modules if x.split('.')[0] == 'torch'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- against a real CPU run
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped tiny model, as the CLI runs it (fp32, CPU)."""
+    if not SHIPPED.is_file():
+        pytest.skip("the shipped model is not in ltx_core/assets")
+    return ck.load_checkpoint(SHIPPED)
+
+
+def work_for(shipped, width, height, frames, **settings) -> planner.Workload:
+    return planner.Workload(shipped.transformer.cfg, shipped.vae.cfg, width, height, frames, dtype="fp32",
+                            device="cpu", **settings)
+
+
+def peak_of(fn) -> int:
+    with PeakLiveBytes() as probe:
+        fn()
+    return probe.peak
+
+
+@pytest.mark.parametrize(("size", "guidance", "first_frame"),
+                         [((256, 256, 25), True, False), ((256, 256, 25), False, False),
+                          ((256, 256, 25), True, True), ((512, 320, 49), True, False)])  # fmt: skip
+def test_the_sampling_estimate_is_within_15_percent_of_a_real_run(shipped, size, guidance, first_frame):
+    transformer, vae = shipped.transformer, shipped.vae
+    width, height, frames = size
+    latent = empty_latent(1, frames, height, width, vae)
+    if first_frame:
+        latent = condition_first_frame(latent, torch.zeros_like(latent.samples[:, :, :1]), 1.0)
+    generator = torch.Generator().manual_seed(0)
+    text = TextEmbeddings(torch.randn(1, 128, transformer.cfg.caption_channels, generator=generator),
+                          torch.ones(1, 128, dtype=torch.bool))
+    measured = peak_of(lambda: denoise(transformer, latent, text, text if guidance else None,
+                                       flow_sigmas(2, latent.num_tokens), 3.0 if guidance else 1.0, 25.0,
+                                       generator, lambda *a: None))  # fmt: skip
+    work = work_for(shipped, width, height, frames, guidance=guidance, per_token_timesteps=first_frame)
+    assert planner.sampling_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize(("size", "time_chunk", "chunk_frames"),
+                         [((256, 256, 25), DEFAULT_DECODE_TIME_CHUNK, None), ((256, 256, 25), None, None),
+                          ((512, 320, 49), 8, None), ((256, 256, 49), 32, 2)])  # fmt: skip
+def test_the_decode_estimate_is_within_15_percent_of_a_real_run(shipped, size, time_chunk, chunk_frames):
+    width, height, frames = size
+    work = work_for(shipped, width, height, frames, decode_time_chunk=time_chunk, decode_chunk_frames=chunk_frames)
+    latent = torch.randn(1, 128, *work.latent_grid, generator=torch.Generator().manual_seed(1))
+    measured = peak_of(lambda: decode_frames(shipped.vae, latent, generator=torch.Generator().manual_seed(2),
+                                             chunk_frames=chunk_frames, time_chunk=time_chunk))
+    assert planner.decode_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
+
+
+# ---------------------------------------------------------------- what fits
+
+
+def test_a_run_beyond_the_memory_is_refused_with_the_estimate_and_what_fits():
+    work = planner.Workload(C.LTXV_2B_0_9_5, C.LTXV_VAE_0_9_5, 1216, 704, 257, device="cuda")
+    plan = planner.estimate(work)
+    available = 20 * planner.GIB
+    assert plan.peak_bytes > available
+    with pytest.raises(SettingsError) as refused:
+        planner.check_fits(plan, available, advice=" Ask for more.")
+    message = str(refused.value)
+    assert message.startswith(f"1216x704, 257 frames in bf16 on cuda needs about {planner.gib(plan.peak_bytes)}")
+    assert "but 20.0 GiB is available on cuda" in message and message.endswith(" Ask for more.")
+    fits = planner.nearest_fits(work, available)
+    assert fits and all(planner.estimate(replace(work, **fit.changes)).peak_bytes <= available for fit in fits)
+    assert all(fit.description in message for fit in fits)
+
+
+def test_the_largest_size_and_the_most_frames_that_fit_are_the_largest():
+    work = planner.Workload(C.LTXV_13B, C.LTXV_VAE_0_9_5, 1216, 704, 257, device="cuda", decode_time_chunk=None)
+    available = 40 * planner.GIB
+    width, height = planner.largest_size(work, available)
+    assert (width, height) < (1216, 704) and width % 32 == height % 32 == 0
+    assert abs(width / height - 1216 / 704) < 0.1
+    assert planner.estimate(replace(work, width=width, height=height)).peak_bytes <= available
+    frames = planner.most_frames(work, available)
+    assert (frames - 1) % 8 == 0 and planner.estimate(replace(work, frames=frames)).peak_bytes <= available
+    assert planner.estimate(replace(work, frames=frames + 8)).peak_bytes > available
+
+
+def test_a_run_that_fits_or_an_unknown_memory_is_let_through():
+    plan = planner.estimate(planner.Workload(C.TINY_TRANSFORMER, C.TINY_VAE, 256, 256, 25, device="cpu"))
+    planner.check_fits(plan, plan.peak_bytes)
+    planner.check_fits(plan, None)
+
+
+@pytest.mark.parametrize(("width", "height", "frames"), [(8192, 8192, 257), (4096, 4096, 121), (32, 32, 1)])
+def test_any_size_gives_a_finite_estimate_and_time(width, height, frames):
+    plan = planner.estimate(planner.Workload(C.LTXV_13B, C.LTXV_VAE_0_9_5, width, height, frames))
+    assert 0 < plan.peak_bytes < 2**63 and plan.seconds >= 0
+    assert plan.time_class
+
+
+def test_levers_that_keep_the_video_come_first():
+    work = planner.Workload(C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, dtype="fp32", device="cuda",
+                            decode_time_chunk=None)
+    need = planner.estimate(work).peak_bytes
+    fits = planner.nearest_fits(work, int(need * 0.9))
+    assert fits[0].changes == {"decode_time_chunk": 8}
+    assert {"dtype": "bf16"} in [fit.changes for fit in fits]
+
+
+def test_the_time_class_is_rough_words():
+    assert planner.time_class(10) == "under a minute"
+    assert planner.time_class(600) == "roughly 10 minutes"
+    assert planner.time_class(5 * 3600) == "roughly 5 hours"
+    assert planner.time_class(10 * 86400) == "roughly 10 days"
+
+
+def test_the_cpu_memory_is_read_from_meminfo_or_psutil(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   12000000 kB\n")
+    assert planner._meminfo_available(meminfo) == 12000000 * 1024
+    assert planner._meminfo_available(tmp_path / "absent") is None
+    assert planner.available_memory("cpu") > 0
