@@ -6,6 +6,8 @@ root; the latest result of each lies in `benchmarks/results/`, its history in gi
 - `bench_multi_gpu`: one video on 1, 2 and 4 GPUs (`ltx_core.distributed`);
 - `bench_decode_chunks`: the eager VAE decode on a GPU, whole against time-chunked layers;
 - `vae_decode_memory`: the VAE decode's peak activation memory, whole against time-chunked;
+- `memory_planner`: `ltx_core.memory_plan`'s estimates against measured peaks (CPU, meta, CUDA);
+- `cli_startup`: how long the command line takes to answer `--version`, a bad flag, and the demo;
 - `gpu_speed_pipelines`, `gpu_kernel_rates`: the two pipelines and the kernel readings
   `bench_gpu_speed` times;
 - `gpu_measure`: timing and memory helpers the GPU benchmarks share.
