@@ -287,9 +287,9 @@ def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_enc
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
         check_fp8_device(device)  # names what FP8 needs
+    request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
     check_memory(args, plan_run(args, info, sources, text_encoder, device))
-    request = build_request(args)
     run = init_parallel(parallel, device)  # 1 x 1: one process
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
     request = replace(request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel,
@@ -525,24 +525,35 @@ def parse_blocks(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of block indices, e.g. 19") from None
 
 
-def _fitted_frames(path: Path, args: argparse.Namespace):
-    """An image (1 frame) or a video's frames, (F, H, W, 3) in [0, 1], fitted to the video's size."""
-    import torch
-
-    from .video import load_image, read_video_frames, resize_center_crop
+def _read_frames(path: Path):
+    """An image (1 frame) or a video's frames, (F, H, W, 3) in [0, 1], as stored."""
+    from .video import load_image, read_video_frames
 
     if not path.exists():
         raise SettingsError(f"conditioning file {str(path)!r} does not exist")
-    frames = read_video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)[None]
+    return read_video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)[None]
+
+
+def _fitted_frames(path: Path, args: argparse.Namespace, frames=None):
+    """The file's frames fitted to the video's size."""
+    import torch
+
+    from .video import resize_center_crop
+
+    frames = _read_frames(path) if frames is None else frames
     return torch.stack([resize_center_crop(frame.float(), args.width, args.height) for frame in frames])
 
 
 def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace):
-    from .conditioning import ConditioningItem
+    """A conditioning item, placed and checked before its frames are fitted to the video's
+    size (so a bad flag is the only message)."""
+    from .conditioning import ConditioningItem, check_item_position, check_strength
 
-    frames = _fitted_frames(path, args)
+    check_strength(strength)
+    frames = _read_frames(path)
     start = frame if frame >= 0 else args.frames + frame - (len(frames) - 1)  # -1: ends on the last frame
-    return ConditioningItem(frames, start, strength)
+    check_item_position(start, len(frames), args.frames)
+    return ConditioningItem(_fitted_frames(path, args, frames), start, strength)
 
 
 def _apply_size_defaults(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .errors import SettingsError
+from .preflight import check_multiple, check_num_frames, nearest_valid  # one home for the size rules
 
 
 # Latent frames of a multi-frame item away from frame 0 that become extra tokens
@@ -125,37 +126,6 @@ class ConditionedLatent:
 
 
 # ---------------------------------------------------------------- size checks
-
-
-def _nearest(candidates: list[int]) -> str:
-    valid = sorted({c for c in candidates if c > 0})
-    return " or ".join(str(c) for c in valid)
-
-
-def check_multiple(name: str, value: int, multiple: int) -> None:
-    """`value` must be a positive multiple (the VAE compresses `multiple` pixels per token)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(f"{name} {value!r} must be a whole number of pixels, a multiple of {multiple}")
-    if value < multiple or value % multiple:
-        below = value // multiple * multiple
-        raise SettingsError(
-            f"{name} {value} is not a positive multiple of {multiple}; "
-            f"nearest valid: {_nearest([below, below + multiple] if value > 0 else [multiple])}"
-        )
-
-
-def check_num_frames(value: int, temporal_compression: int = 8, name: str = "num_frames") -> None:
-    """Frame counts are 8k + 1: the causal VAE keeps frame 0 alone, then 8 per latent."""
-    step = temporal_compression
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SettingsError(f"{name} {value!r} must be a whole number of frames, {step}k + 1")
-    if value < 1 or (value - 1) % step:
-        below = max((value - 1) // step * step + 1, 1)
-        nearest = [below, below + step] if value > 1 else [1]
-        raise SettingsError(
-            f"{name} {value} is not {step}k + 1 (1, {1 + step}, {1 + 2 * step}, ...); "
-            f"nearest valid: {_nearest(nearest)}"
-        )
 
 
 def check_strength(strength: float) -> None:
@@ -257,7 +227,7 @@ def pixel_to_latent_frame(frame_index: int, num_frames: int, temporal_compressio
     if frame_index % temporal_compression:
         below = frame_index // temporal_compression * temporal_compression
         above = below + temporal_compression
-        nearest = _nearest([below, above] if above < num_frames else [below])
+        nearest = nearest_valid([below, above] if above < num_frames else [below])
         raise SettingsError(
             f"conditioning frame index {frame_index} does not start a latent frame; nearest valid: {nearest}"
         )
@@ -295,7 +265,7 @@ def add_keyframe(
         nearest = [c for c in (below, below + step) if 0 < c <= num_frames - item_frames] or [0]
         raise SettingsError(
             f"conditioning clip at frame {frame_index} does not start a latent frame; a clip of "
-            f"{item_frames} frames may start at a multiple of {step}; nearest valid: {_nearest(nearest) or 0}"
+            f"{item_frames} frames may start at a multiple of {step}; nearest valid: {nearest_valid(nearest) or 0}"
         )
     if count > PREFIX_LATENT_FRAMES:
         start = frame_index // step + PREFIX_LATENT_FRAMES
@@ -320,16 +290,7 @@ def check_item_fits(item: ConditioningItem, num_frames: int, height: int, width:
             f"conditioning item of {item_width}x{item_height} pixels is not the video's {width}x{height}; "
             "resize it first (e.g. ltx_core.video.resize_center_crop)"
         )
-    if item.frame_index > num_frames - count:
-        raise SettingsError(
-            f"conditioning frame index {item.frame_index} with {count} frame(s) reaches past the clip of "
-            f"{num_frames} frames; allowed: {_allowed_starts(num_frames, count)}"
-        )
-    if count > 1 and item.frame_index % step:
-        raise SettingsError(
-            f"conditioning clip at frame {item.frame_index} does not start a latent frame; "
-            f"a clip may start at a multiple of {step}"
-        )
+    check_item_position(item.frame_index, count, num_frames, step)
 
 
 def _noised(samples: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
@@ -356,3 +317,17 @@ def initial_keyframes(latent: ConditionedLatent, generator: torch.Generator, sta
         _noised(k.samples.expand(batch, -1, -1, -1, -1), torch.tensor(start_sigma * (1.0 - k.strength)), generator)
         for k in latent.keyframes
     ]
+
+def check_item_position(frame_index: int, count: int, num_frames: int, step: int = 8) -> None:
+    """`count` conditioning frames starting at `frame_index` must lie inside the clip, and a
+    clip of several frames must start a latent frame."""
+    if frame_index > num_frames - count:
+        raise SettingsError(
+            f"conditioning frame index {frame_index} with {count} frame(s) reaches past the clip of "
+            f"{num_frames} frames; allowed: {_allowed_starts(num_frames, count)}"
+        )
+    if count > 1 and frame_index % step:
+        raise SettingsError(
+            f"conditioning clip at frame {frame_index} does not start a latent frame; "
+            f"a clip may start at a multiple of {step}"
+        )

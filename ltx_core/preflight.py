@@ -35,7 +35,8 @@ def check_prompt(prompt, negative_prompt="") -> None:
         raise SettingsError("negative_prompt must be text (it may be empty)")
 
 
-def _nearest(candidates: list[int]) -> str:
+def nearest_valid(candidates: list[int]) -> str:
+    """'a or b': the valid values (positive, each once) a message offers."""
     valid = sorted({c for c in candidates if c > 0})
     return " or ".join(str(c) for c in valid)
 
@@ -48,7 +49,7 @@ def check_multiple(name: str, value: int, multiple: int) -> None:
         below = value // multiple * multiple
         raise SettingsError(
             f"{name} {value} is not a positive multiple of {multiple}; "
-            f"nearest valid: {_nearest([below, below + multiple] if value > 0 else [multiple])}"
+            f"nearest valid: {nearest_valid([below, below + multiple] if value > 0 else [multiple])}"
         )
 
 
@@ -62,7 +63,7 @@ def check_num_frames(value: int, temporal_compression: int = 8, name: str = "num
         nearest = [below, below + step] if value > 1 else [1]
         raise SettingsError(
             f"{name} {value} is not {step}k + 1 (1, {1 + step}, {1 + 2 * step}, ...); "
-            f"nearest valid: {_nearest(nearest)}"
+            f"nearest valid: {nearest_valid(nearest)}"
         )
 
 

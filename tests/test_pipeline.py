@@ -353,20 +353,3 @@ def test_a_decode_that_turns_non_finite_is_refused(models, monkeypatch):
     latent = torch.randn(1, 128, 2, 1, 1, generator=torch.Generator().manual_seed(0))
     with pytest.raises(LTXVError, match="^the decoded video holds NaN or infinite values, so decoding stopped"):
         decode_frames(models.vae, latent, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.mark.parametrize("value", [*range(-40, 140, 7), 31.5, "64", True])
-def test_the_size_checks_made_before_torch_say_what_the_latent_checks_say(value):
-    """`preflight` (the CLI's checks before torch) and `conditioning` (the latents'
-    checks) refuse the same sizes with the same words."""
-    from ltx_core import conditioning, preflight
-
-    for name, args in (("check_multiple", ("width", value, 32)), ("check_num_frames", (value, 8))):
-        messages = []
-        for module in (preflight, conditioning):
-            try:
-                getattr(module, name)(*args)
-                messages.append(None)
-            except SettingsError as error:
-                messages.append(str(error))
-        assert messages[0] == messages[1]
