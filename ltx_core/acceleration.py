@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from . import fused_qk_rope
+from .op_names import op_name
 from .errors import SettingsError
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 from .transformer import GELUProjection
@@ -142,7 +143,7 @@ def compile_regions(model: nn.Module, mode: str | None = None, backend: str = "i
     model.finish = torch.compile(model.finish, **options)
 
 
-@torch.library.custom_op("ltx_core::linear_gelu_tanh", mutates_args=())
+@torch.library.custom_op(op_name("linear_gelu_tanh"), mutates_args=())
 def linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """gelu_tanh(x @ weight.T + bias) in one cuBLASLt GEMM with a bias+GELU epilogue, saving
     the pass over the 4x-wide feed-forward activation. Opaque to Inductor (a custom op), which

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .op_names import op_name
 from .errors import SettingsError
 
 FP8_DTYPE = torch.float8_e4m3fn
@@ -120,7 +121,7 @@ class FP8Linear(nn.Module):
 # ---------------------------------------------------------------- the feed-forward
 
 
-@torch.library.custom_op("ltx_core::gelu_quantize_rows", mutates_args=())
+@torch.library.custom_op(op_name("gelu_quantize_rows"), mutates_args=())
 def gelu_quantize_rows(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """quantize_rows(gelu_tanh(x + bias)) for x (M, K): on CUDA one Triton kernel that reads
     each row once (Inductor splits the row amax of the 4x-wide hidden activation into a

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .op_names import op_name
 from .errors import SettingsError
 from .rope import apply_rope
 
 
-@torch.library.custom_op("ltx_core::qk_norm_rope", mutates_args=())
+@torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())
 def qk_norm_rope(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor,
                  eps: float) -> tuple[Tensor, Tensor]:
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
