@@ -1,4 +1,4 @@
-"""Speed levers for the DiT on a GPU (issue 6), each optional and measured by
+"""Speed levers for the DiT on a GPU, each optional and measured by
 `benchmarks/bench_gpu_speed.py`:
 
 - regional `torch.compile`: `prepare`, each transformer block and `finish` are compiled

@@ -7,9 +7,12 @@ Each model owner edits only its own section below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace  # noqa: F401
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace  # noqa: F401 (replace: for users of the configs)
+from math import prod
+from typing import Any
 
-from .errors import SettingsError
+from .errors import CheckpointError, SettingsError
 
 # ---------------------------------------------------------------- transformer section
 
@@ -165,12 +168,6 @@ TINY_TRANSFORMER = replace(LTXV_2B_0_9_5, num_layers=2, num_attention_heads=2,
 
 # ---------------------------------------------------------------- vae section
 
-from collections.abc import Mapping  # noqa: E402
-from dataclasses import fields  # noqa: E402
-from math import prod  # noqa: E402
-from typing import Any  # noqa: E402
-
-from .errors import CheckpointError, SettingsError  # noqa: E402
 
 # (time, height, width) stride of each encoder block; the decoder mirrors the list in
 # reverse (Lightricks `causal_video_autoencoder.Encoder` / `Decoder`).
@@ -318,6 +315,18 @@ class VAEConfig:
     def spatial_compression(self) -> int:
         """Pixels per latent cell along height and width (32)."""
         return self.patch_size * self._compression(1)
+
+    @property
+    def decoder_width(self) -> int:
+        """Channels after the decoder's first convolution: the base width times every
+        channel multiplier of its blocks."""
+        width = self.decoder_base_channels
+        for name, params in self.decoder_block_list:
+            if name == "res_x_y":
+                width *= dict(params).get("multiplier", 2)
+            elif name == "compress_all":
+                width *= dict(params).get("multiplier", 1)
+        return width
 
 
 # 0.9.0 (ltx-video-2b-v0.9): one `blocks` list for both halves, plain decoder.

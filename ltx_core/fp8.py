@@ -4,7 +4,7 @@ bf16 result (Hopper's FP8 tensor cores run it at about twice the bf16 rate).
 
 Why row-wise: one scale per weight row and per token keeps an outlier token or output
 channel from flattening the rest (a single tensor-wide scale loses ~2 bits on this model's
-activations). Attention itself stays in bf16 (issue 6): only `nn.Linear` layers change.
+activations). Attention itself stays in bf16: only `nn.Linear` layers change.
 
     swapped = convert_to_fp8(transformer)       # in place; returns the swapped names
 

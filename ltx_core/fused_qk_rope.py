@@ -1,4 +1,4 @@
-"""QK-norm and RoPE of the self-attention in one pass over each token (issue 6's fused
+"""QK-norm and RoPE of the self-attention in one pass over each token (the fused
 RMSNorm/RoPE lever).
 
 The reference (`transformer.Attention`) normalizes q and k across all heads (2.2.2) and

@@ -311,7 +311,7 @@ class Layer:
 def decoder_layers(cfg: VAEConfig, frames: int, height: int, width: int) -> list[Layer]:
     """The decoder's steps on a latent of (frames, height, width), in order (as
     `vae.Decoder` builds them from the block list, walked in reverse)."""
-    channels = decoder_width(cfg)
+    channels = cfg.decoder_width
     layers = [Layer("conv", cfg.latent_channels, channels, frames, frames, height, width, height, width)]
     for name, params in reversed(cfg.decoder_block_list):
         params = dict(params)
@@ -336,17 +336,6 @@ def _upsampler(name: str, params: dict, channels: int, frames: int, height: int,
     dropped = 1 if stride[0] == 2 else 0  # latent frame 0 holds one pixel frame, not two
     return Layer("upsample", channels, channels // factor, frames, frames * stride[0] - dropped, height, width,
                  height * stride[1], width * stride[2], repeats=math.prod(stride) // factor, time_stride=stride[0])
-
-
-def decoder_width(cfg: VAEConfig) -> int:
-    """Channels after the decoder's first convolution (as `vae._decoder_width`)."""
-    width = cfg.decoder_base_channels
-    for name, params in cfg.decoder_block_list:
-        if name == "res_x_y":
-            width *= dict(params).get("multiplier", 2)
-        elif name == "compress_all":
-            width *= dict(params).get("multiplier", 1)
-    return width
 
 
 def decode_bytes(work: Workload) -> int:
@@ -551,7 +540,7 @@ def encoder_params(cfg: VAEConfig) -> int:
 
 
 def decoder_params(cfg: VAEConfig) -> int:
-    channels = decoder_width(cfg)
+    channels = cfg.decoder_width
     timestep = cfg.timestep_conditioning
     params = _conv(cfg.latent_channels, channels)
     for name, block in reversed(cfg.decoder_block_list):

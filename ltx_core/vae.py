@@ -437,17 +437,6 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
-def _decoder_width(cfg: VAEConfig) -> int:
-    """Channels after conv_in: the base width times every channel multiplier."""
-    width = cfg.decoder_base_channels
-    for name, params in cfg.decoder_block_list:
-        if name == "res_x_y":
-            width *= dict(params).get("multiplier", 2)
-        elif name == "compress_all":
-            width *= dict(params).get("multiplier", 1)
-    return width
-
-
 def _decoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
                    ) -> tuple[nn.Module, int]:
     """One decoder entry (walked in reverse) -> (module, output channels)."""
@@ -474,7 +463,7 @@ class Decoder(nn.Module):
         self.causal = cfg.causal_decoder
         self.timestep_conditioning = cfg.timestep_conditioning
         pad = cfg.spatial_padding_mode
-        channels = _decoder_width(cfg)
+        channels = cfg.decoder_width
         self.conv_in = CausalConv3d(cfg.latent_channels, channels, padding_mode=pad)
         self.up_blocks = nn.ModuleList()
         for name, params in reversed(cfg.decoder_block_list):

@@ -1,5 +1,5 @@
 """Decode a long latent in windows along time, so decode memory depends on the window,
-not on the clip's length (issue 6), with the same frames as one whole decode.
+not on the clip's length, with the same frames as one whole decode.
 
 Why it is exact: every decoder convolution is 3 frames wide in time, so an output frame
 depends only on latent frames within a fixed radius (`time_radius`): one frame per conv

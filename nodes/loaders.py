@@ -22,7 +22,7 @@ from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 SAFETENSORS = ".safetensors"
-# The loader's speed levers (issue 6, `ltx_core.acceleration`), off by default.
+# The loader's speed levers (`ltx_core.acceleration`), off by default.
 OPTIMIZATIONS = {
     "none": {"compile": False, "fp8": False},
     "compile": {"compile": True, "fp8": False},
