@@ -3,7 +3,7 @@ root; the latest result of each lies in `benchmarks/results/`, its history in gi
 
 - `bench_cpu_demo`: the README's demo clip with the shipped tiny model on CPU, by stage;
 - `bench_gpu_speed`: our pipeline against diffusers' LTXPipeline on one GPU (2B, random weights);
-- `bench_multi_gpu`: one video on 1, 2 and 4 GPUs (`ltx_core.distributed`);
+- `bench_multi_gpu`: one video on 1, 2 and 4 GPUs (`ltx_core.parallel.distributed`);
 - `bench_decode_chunks`: the eager VAE decode on a GPU, whole against time-chunked layers;
 - `vae_decode_memory`: the VAE decode's peak activation memory, whole against time-chunked;
 - `memory_planner`: `ltx_core.memory_plan`'s estimates against measured peaks (CPU, meta, CUDA);

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from ltx_core.checkpoint import load_checkpoint
-from ltx_core.denoise import denoise
+from ltx_core.checkpoint.loading import load_checkpoint
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import decode_frames, encode_text, prepare_latent, seeded_generator
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import load_text_encoder
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import load_text_encoder
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 from ltx_core.video import write_mp4
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ltx_core.configs import LTXV_VAE_0_9_1
-from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
+from ltx_core.models.configs import LTXV_VAE_0_9_1
+from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
 
 from benchmarks.gpu_measure import GIB, fresh_peak, timed
 

@@ -37,13 +37,14 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ltx_core import acceleration, fused_qk_rope
-from ltx_core.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1
-from ltx_core.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE
-from ltx_core.fp8 import gelu_quantize_matches_reference
-from ltx_core.keymaps import transformer_from_diffusers
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK
+from ltx_core.speed import optimize as acceleration
+from ltx_core.speed import fused_qk_rope
+from ltx_core.models.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1
+from ltx_core.speed.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE
+from ltx_core.speed.fp8 import gelu_quantize_matches_reference
+from ltx_core.checkpoint.keymaps import transformer_from_diffusers
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK
 
 from benchmarks.gpu_kernel_rates import gemm_rates, kernel_profile, qk_norm_rope_rates
 from benchmarks.gpu_measure import (GIB, error_stats, fresh_peak, live_cuda_tensors, max_peak, module_gib,

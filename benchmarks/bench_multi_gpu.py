@@ -1,4 +1,4 @@
-"""One video on 1, 2 and 4 GPUs (`ltx_core.distributed`), bf16, NCCL.
+"""One video on 1, 2 and 4 GPUs (`ltx_core.parallel.distributed`), bf16, NCCL.
 
 For each clip size (768x512x121 and 1216x704x257) and each GPU count, every layout of that
 many ranks (1: one process; 2: 2-way sequence, 2-way CFG; 4: 4-way sequence, 2-way CFG x
@@ -41,15 +41,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ltx_core.acceleration import optimize_transformer
-from ltx_core.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE
-from ltx_core.distributed import ParallelLayout, ParallelRun, make_groups, parallelize
-from ltx_core.denoise import denoise
+from ltx_core.speed.optimize import optimize_transformer
+from ltx_core.models.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE
+from ltx_core.parallel.distributed import ParallelLayout, ParallelRun, make_groups, parallelize
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import Models, decode_frames, prepare_latent
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 from benchmarks.gpu_measure import GIB, fresh_peak, sync
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ltx_core import acceleration, fused_qk_rope
-from ltx_core.fp8 import gelu_quantize_rows, quantize_rows
-from ltx_core.rope import apply_rope
+from ltx_core.speed import optimize as acceleration
+from ltx_core.speed import fused_qk_rope
+from ltx_core.speed.fp8 import gelu_quantize_rows, quantize_rows
+from ltx_core.models.rope import apply_rope
 
 from benchmarks.gpu_speed_pipelines import Inputs
 

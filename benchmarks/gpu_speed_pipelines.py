@@ -2,7 +2,7 @@
 (`ltx_core`'s sampler and VAE) and diffusers' `LTXPipeline`.
 
 Both get the same random transformer weights (diffusers' model, mapped into ours with
-`ltx_core.keymaps`), the same VAE weights, the same random prompt embeddings, initial noise
+`ltx_core.checkpoint.keymaps`), the same VAE weights, the same random prompt embeddings, initial noise
 and decode noise, so their outputs can be compared as well as timed.
 """
 
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from ltx_core.keymaps import vae_from_diffusers
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.guidance import guided_velocity
-from ltx_core.sampler import sample
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.checkpoint.keymaps import vae_from_diffusers
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.sampling.guidance import guided_velocity
+from ltx_core.sampling.euler import sample
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 from benchmarks.gpu_measure import sync
 

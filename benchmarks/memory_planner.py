@@ -39,17 +39,17 @@ from types import SimpleNamespace
 
 import torch
 
-from ltx_core import configs as C
+from ltx_core.models import configs as C
 from ltx_core import memory_plan as planner
-from ltx_core.conditioning import ConditionedLatent, condition_first_frame, empty_latent
-from ltx_core.denoise import denoise
+from ltx_core.sampling.conditioning import ConditionedLatent, condition_first_frame, empty_latent
+from ltx_core.sampling.denoise import denoise
 from ltx_core.errors import LTXVError
-from ltx_core.memory_probe import PeakLiveBytes
+from benchmarks.memory_probe import PeakLiveBytes
 from ltx_core.pipeline import Models, decode_frames, optimize_models
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 RESULTS = Path(__file__).parent / "results" / "memory_planner.json"
 TARGET = 0.15

@@ -2,7 +2,7 @@
 layers (`CausalVideoVAE.decode(..., time_chunk=N)`), with the real decoder config.
 
 Two measurements, both counting the bytes of the tensors the decode creates
-(`ltx_core.memory_probe.PeakLiveBytes`; weights and the latent are not counted):
+(`benchmarks.memory_probe.PeakLiveBytes`; weights and the latent are not counted):
 
 1. the GPU benchmark's size, 768x512x121 in bf16, on the meta device: shapes only, so it
    takes seconds and no memory; beside it the budget the decode has (`BUDGET_GIB`: the peak
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from ltx_core.configs import LTXV_VAE_0_9_1
-from ltx_core.memory_probe import PeakLiveBytes
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.configs import LTXV_VAE_0_9_1
+from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core.models.vae import CausalVideoVAE
 
 RESULTS = Path(__file__).parent / "results" / "vae_decode_memory.json"
 GPU_BENCH_SIZE = (768, 512, 121)  # bench_gpu_speed's clip

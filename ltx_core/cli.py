@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if _is_instance(error, "torch", "OutOfMemoryError"):
             print(_out_of_memory_message(args), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
-        if _is_instance(error, f"{__package__}.distributed", "RankFailure"):
+        if _is_instance(error, f"{__package__}.parallel.distributed", "RankFailure"):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_RANK_FAILED
         raise
@@ -278,8 +278,8 @@ def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_enc
               tokenizer: Path | None) -> int:
     import torch
 
-    from .checkpoint import inspect_checkpoint, resolve_device, resolve_dtype
-    from .distributed import ParallelLayout, all_ranks_succeeded, init_parallel, parallelize
+    from .checkpoint.loading import inspect_checkpoint, resolve_device, resolve_dtype
+    from .parallel.distributed import ParallelLayout, all_ranks_succeeded, init_parallel, parallelize
 
     dtype = resolve_dtype(args.dtype)
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -413,9 +413,9 @@ def _as_flags(fit: planner.Fit) -> str | None:
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device):
     from transformers.utils import logging as transformers_logging
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint.loading import load_checkpoint
     from .pipeline import Models
-    from .text_encoder import check_text_width, load_text_encoder
+    from .models.text_encoder import check_text_width, load_text_encoder
 
     transformers_logging.disable_progress_bar()  # its weight-loading bar, one line per load
     transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
@@ -547,7 +547,7 @@ def _fitted_frames(path: Path, args: argparse.Namespace, frames=None):
 def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace):
     """A conditioning item, placed and checked before its frames are fitted to the video's
     size (so a bad flag is the only message)."""
-    from .conditioning import ConditioningItem, check_item_position, check_strength
+    from .sampling.conditioning import ConditioningItem, check_item_position, check_strength
 
     check_strength(strength)
     frames = _read_frames(path)

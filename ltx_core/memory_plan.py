@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, TransformerConfig, VAEConfig
+from .models.configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, TransformerConfig, VAEConfig
 from .errors import SettingsError
 
 GIB = 2**30

@@ -4,7 +4,7 @@
     size (+ first frame, keyframes, source clip)
         -> latent with noise mask and keyframes      prepare_latent / encode_first_frame
     token count -> sigmas (cut for video-to-video)   scheduler.flow_sigmas / denoise_sigmas
-    noise -> Euler steps of the DiT with CFG, STG    denoise (ltx_core.denoise)
+    noise -> Euler steps of the DiT with CFG, STG    denoise (ltx_core.sampling.denoise)
     latent -> frames, last noise removed             decode_frames
 
 `generate(models, request)` composes them; each stage takes tensors and small
@@ -22,8 +22,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .acceleration import OptimizedTransformer, compile_vae_decoder, optimize_transformer
-from .conditioning import (
+from .speed.optimize import OptimizedTransformer, compile_vae_decoder, optimize_transformer
+from .sampling.conditioning import (
     ConditionedLatent,
     ConditioningItem,
     add_keyframe,
@@ -33,16 +33,16 @@ from .conditioning import (
     empty_latent,
 )
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
-from .denoise import denoise, module_device, module_dtype
-from .guidance import check_stg
+from .sampling.denoise import denoise, module_device, module_dtype
+from .sampling.guidance import check_stg
 from .errors import LTXVError, SettingsError, check_number, is_int
 # SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
 from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
-from .rope import VAE_SCALE
-from .sampler import STRENGTH_RULES, Callback
-from .scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
-from .text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
-from .vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
+from .models.rope import VAE_SCALE
+from .sampling.euler import STRENGTH_RULES, Callback
+from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
+from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
+from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
 from .vae_chunked import decode_in_chunks
 from .video import resize_center_crop
 
@@ -141,8 +141,8 @@ def _check_image(image) -> None:
 
 @dataclass
 class Models:
-    transformer: torch.nn.Module  # ltx_core.transformer.LTXVTransformer
-    vae: torch.nn.Module  # ltx_core.vae.CausalVideoVAE
+    transformer: torch.nn.Module  # ltx_core.models.transformer.LTXVTransformer
+    vae: torch.nn.Module  # ltx_core.models.vae.CausalVideoVAE
     text_encoder: TextEncoder
 
 
@@ -156,7 +156,7 @@ def optimize_models(
     cuda_graphs: bool | None = None,
     compile_backend: str = "inductor",
 ) -> Models:
-    """The GPU speed levers (`ltx_core.acceleration`), applied once after loading, with the
+    """The GPU speed levers (`ltx_core.speed.optimize`), applied once after loading, with the
     models on their device: regional `torch.compile` of the DiT (`compile`), FP8 linear
     layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
     (`compile_vae`: a much longer cold start for a faster decode, benchmarks/results/

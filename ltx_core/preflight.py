@@ -109,7 +109,7 @@ def check_device_name(device: str) -> None:
 
 def check_fp8_device(device) -> None:
     """FP8 linear layers only where they pay: a CUDA GPU with FP8 tensor cores. The CPU runs
-    `_scaled_mm` (slowly, for tests of `ltx_core.fp8`), but a user asking for FP8 there
+    `_scaled_mm` (slowly, for tests of `ltx_core.speed.fp8`), but a user asking for FP8 there
     wants speed it cannot give, so it is refused with what is needed. Torch is asked
     about the GPU only for a CUDA device."""
     needed = ("a CUDA GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, e.g. RTX 4090 or L4, "

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import SettingsError
-from .vae import CausalConv3d, CausalVideoVAE, DepthToSpaceUpsample
+from .models.vae import CausalConv3d, CausalVideoVAE, DepthToSpaceUpsample
 
 
 def time_radius(decoder: nn.Module) -> int:

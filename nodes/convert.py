@@ -15,8 +15,8 @@ from dataclasses import replace
 import comfy.model_management
 import torch
 
-from ..ltx_core import conditioning as core_conditioning
-from ..ltx_core import text_encoder as core_text_encoder
+from ..ltx_core.sampling import conditioning as core_conditioning
+from ..ltx_core.models import text_encoder as core_text_encoder
 from ..ltx_core.errors import SettingsError
 from ..ltx_core.pipeline import SEED_MAX, seeded_generator  # noqa: F401 (the nodes' seeds are the core's)
 

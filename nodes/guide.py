@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.conditioning import ConditioningItem
+from ..ltx_core.sampling.conditioning import ConditioningItem
 from ..ltx_core.errors import SettingsError
-from ..ltx_core.sampler import STRENGTH_RULES
-from ..ltx_core.guidance import STG_MODES
+from ..ltx_core.sampling.euler import STRENGTH_RULES
+from ..ltx_core.sampling.guidance import STG_MODES
 from ..ltx_core.video import resize_center_crop
 from . import memory
 from .convert import core_to_latent, latent_to_core

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import comfy.model_management
 
-from ..ltx_core import conditioning as core_conditioning
+from ..ltx_core.sampling import conditioning as core_conditioning
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.configs import LTXV_VAE_0_9_5
+from ..ltx_core.models.configs import LTXV_VAE_0_9_5
 from . import memory
 from .convert import core_to_latent, latent_to_core
 from .registry import CATEGORY, VAE_TYPE

@@ -12,17 +12,17 @@ import os
 import comfy.text_encoders
 import folder_paths
 
-from ..ltx_core import acceleration as core_acceleration
-from ..ltx_core import checkpoint as core_checkpoint
+from ..ltx_core.speed import optimize as core_acceleration
+from ..ltx_core.checkpoint import loading as core_checkpoint
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core import text_encoder as core_text_encoder
+from ..ltx_core.models import text_encoder as core_text_encoder
 from . import memory
 from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 SAFETENSORS = ".safetensors"
-# The loader's speed levers (`ltx_core.acceleration`), off by default.
+# The loader's speed levers (`ltx_core.speed.optimize`), off by default.
 OPTIMIZATIONS = {
     "none": {"compile": False, "fp8": False},
     "compile": {"compile": True, "fp8": False},

@@ -14,10 +14,10 @@ import comfy.utils
 import torch
 from PIL import Image
 
-from ..ltx_core import denoise as core_denoise
+from ..ltx_core.sampling import denoise as core_denoise
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core import scheduler as core_scheduler
-from ..ltx_core.configs import LTXV_SCHEDULER
+from ..ltx_core.sampling import scheduler as core_scheduler
+from ..ltx_core.models.configs import LTXV_SCHEDULER
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator, text_pair
 from .registry import CATEGORY, MODEL_TYPE

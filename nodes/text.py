@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..ltx_core import text_encoder as core_text_encoder
+from ..ltx_core.models import text_encoder as core_text_encoder
 from . import memory
 from .convert import embeddings_to_conditioning
 from .registry import CATEGORY, T5_TYPE

@@ -86,8 +86,8 @@ def generator() -> torch.Generator:
 def tiny_transformer():
     """`LTXVTransformer(TINY_TRANSFORMER)` with seeded random weights (caption width 32,
     as `tiny_t5_folder`'s encoder). Shared: do not modify."""
-    from ltx_core.configs import TINY_TRANSFORMER
-    from ltx_core.transformer import LTXVTransformer
+    from ltx_core.models.configs import TINY_TRANSFORMER
+    from ltx_core.models.transformer import LTXVTransformer
 
     torch.manual_seed(SEED)
     return LTXVTransformer(TINY_TRANSFORMER).eval()
@@ -97,8 +97,8 @@ def tiny_transformer():
 def tiny_vae():
     """`CausalVideoVAE(TINY_VAE)` (0.9.5 layout, timestep-conditioned decoder) with seeded
     random weights. Shared: do not modify."""
-    from ltx_core.configs import TINY_VAE
-    from ltx_core.vae import CausalVideoVAE
+    from ltx_core.models.configs import TINY_VAE
+    from ltx_core.models.vae import CausalVideoVAE
 
     torch.manual_seed(SEED)
     return CausalVideoVAE(TINY_VAE).eval()

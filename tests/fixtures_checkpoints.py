@@ -9,11 +9,11 @@ the fields Lightricks' `Transformer3DModel` / `CausalVideoAutoencoder` /
 
 `write_diffusers_folder(path, release)` writes the same weights as diffusers'
 `save_pretrained` does (`transformer/`, `vae/`, `scheduler/`, optionally `text_encoder/`
-and `tokenizer/`), through diffusers' own model classes, mapped by `ltx_core.keymaps`.
+and `tokenizer/`), through diffusers' own model classes, mapped by `ltx_core.checkpoint.keymaps`.
 
 Both build our models from tiny configs with the given seed, so the same
 (release, seed) gives the same weights in both layouts. Releases are the keys of
-`ltx_core.checkpoint.ARCHITECTURE_OF_RELEASE`; 0.9.7 and 0.9.8 (13B) keep the 48 blocks
+`ltx_core.checkpoint.loading.ARCHITECTURE_OF_RELEASE`; 0.9.7 and 0.9.8 (13B) keep the 48 blocks
 that identify them, at tiny width.
 """
 
@@ -28,13 +28,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ltx_core import configs as C
-from ltx_core.checkpoint import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
-from ltx_core.checkpoint_writing import config_metadata, official_tensors
-from ltx_core.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
-from ltx_core.scheduler import LTXV_SCHEDULER
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models import configs as C
+from ltx_core.checkpoint.loading import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
+from ltx_core.checkpoint.writing import config_metadata, official_tensors
+from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
+from ltx_core.sampling.scheduler import LTXV_SCHEDULER
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 RELEASES = tuple(ARCHITECTURE_OF_RELEASE)
 

@@ -4,7 +4,7 @@ backend choice need a GPU and are exercised by benchmarks/bench_gpu_speed.py).""
 import pytest
 import torch
 
-from ltx_core.acceleration import (
+from ltx_core.speed.optimize import (
     CUDAGraphForward,
     attention_context,
     compile_regions,
@@ -12,10 +12,10 @@ from ltx_core.acceleration import (
     optimize_transformer,
     pick_attention_backend,
 )
-from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
+from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
 from ltx_core.errors import SettingsError
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 from tests.test_fp8 import MODEL_RTOL, relative_error, tiny_inputs
 
 # Fusing projections concatenates the same weights: only the GEMM's summation order may move.
@@ -108,7 +108,7 @@ def test_a_captured_forward_replays_with_new_inputs():
 
 @torch.no_grad()
 def test_the_gelu_epilogue_op_computes_linear_then_gelu_and_is_used_only_where_it_is_the_tanh_form():
-    from ltx_core.acceleration import fuse_gelu_epilogues, gelu_epilogue_is_tanh, linear_gelu_tanh
+    from ltx_core.speed.optimize import fuse_gelu_epilogues, gelu_epilogue_is_tanh, linear_gelu_tanh
 
     x, w, b = torch.randn(3, 5, 16), torch.randn(32, 16), torch.randn(32)
     expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b), approximate="tanh" if
@@ -124,7 +124,7 @@ def test_the_default_levers_fuse_the_fp8_feed_forward():
     """optimize_transformer's defaults (the CLI's and the loader node's): with fp8 the
     feed-forward's GELU + quantization in one op, same numbers as unfused. (The q/k/v
     projections are fused in the model itself now; its lever was removed.)"""
-    from ltx_core.fp8 import FP8FeedForward
+    from ltx_core.speed.fp8 import FP8FeedForward
 
     torch.manual_seed(0)
     plain = LTXVTransformer(TINY_TRANSFORMER).eval()

@@ -19,12 +19,12 @@ from safetensors.torch import save_file
 
 from ltx_core import cli
 from ltx_core import memory_plan as planner
-from ltx_core.conditioning import ConditionedLatent
+from ltx_core.sampling.conditioning import ConditionedLatent
 from ltx_core.errors import SettingsError
-from ltx_core.denoise import denoise
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import decode_frames
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
 
 from .fixtures_checkpoints import header_of, write_official_single_file
 
@@ -132,7 +132,7 @@ def test_31_a_checkpoint_with_nan_or_inf_is_refused_before_sampling_naming_the_t
 def test_31_a_latent_that_turns_nan_while_sampling_stops_the_run_with_no_file(
     capsys, tmp_path, monkeypatch, tiny_file, tiny_t5_folder
 ):
-    from ltx_core.transformer import LTXVTransformer
+    from ltx_core.models.transformer import LTXVTransformer
 
     real = LTXVTransformer.forward
     monkeypatch.setattr(LTXVTransformer, "forward", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
@@ -147,7 +147,7 @@ def test_31_a_latent_that_turns_nan_while_sampling_stops_the_run_with_no_file(
 def test_31_a_decode_that_turns_infinite_stops_the_run_with_no_file(
     capsys, tmp_path, monkeypatch, tiny_file, tiny_t5_folder
 ):
-    from ltx_core.vae import CausalVideoVAE
+    from ltx_core.models.vae import CausalVideoVAE
 
     real = CausalVideoVAE.decode
     monkeypatch.setattr(CausalVideoVAE, "decode", lambda self, *a, **k: real(self, *a, **k) / 0.0)
@@ -212,7 +212,7 @@ def test_33_words_the_tokenizer_cannot_read_are_named_in_a_warning(capsys, tmp_p
 
 
 def test_33_the_function_a_node_can_log_with_names_only_the_unreadable_words():
-    from ltx_core.text_encoder import load_tokenizer, unreadable_words
+    from ltx_core.models.text_encoder import load_tokenizer, unreadable_words
 
     tokenizer = load_tokenizer(REPO / "ltx_core" / "assets" / "t5-tiny")
     assert unreadable_words(tokenizer, "a red ball rolls") == []

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx_core import checkpoint as ck
+from ltx_core.checkpoint import loading as ck
 from ltx_core import preflight
 from ltx_core.errors import CheckpointError, SettingsError
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 
 from .fixtures_checkpoints import (
     RELEASES,

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from ltx_core import checkpoint as ck
-from ltx_core import checkpoint_writing as cw
+from ltx_core.checkpoint import loading as ck
+from ltx_core.checkpoint import writing as cw
 from ltx_core.errors import CheckpointError
 
 from .fixtures_checkpoints import header_of, random_models, release_configs

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ltx_core import checkpoint as ck
+from ltx_core.checkpoint import loading as ck
 from ltx_core import cli, preflight
 from ltx_core.video import read_video_metadata
 
@@ -448,7 +448,7 @@ def test_the_decode_is_time_chunked_by_default_except_across_ranks(
     """Without --decode-time-chunk a run decodes each layer DEFAULT_DECODE_TIME_CHUNK frames at
     a time (the frames of the whole decode, less memory); a run split across ranks decodes
     whole layers, which its time-split decode needs; a given value is kept."""
-    from ltx_core.distributed import ParallelLayout
+    from ltx_core.parallel.distributed import ParallelLayout
     from ltx_core.pipeline import DEFAULT_DECODE_TIME_CHUNK
 
     requests = []
@@ -460,8 +460,8 @@ def test_the_decode_is_time_chunked_by_default_except_across_ranks(
     assert [r.decode_time_chunk for r in requests] == [DEFAULT_DECODE_TIME_CHUNK, 3]
     from dataclasses import replace
 
-    from ltx_core.configs import TINY_VAE_0_9_0
-    from ltx_core.vae import CausalVideoVAE
+    from ltx_core.models.configs import TINY_VAE_0_9_0
+    from ltx_core.models.vae import CausalVideoVAE
 
     vae = CausalVideoVAE(TINY_VAE_0_9_0)
     assert cli.resolved_decode_time_chunk(None, ParallelLayout(2, 1), vae) is None

@@ -72,7 +72,7 @@ def comfy_ltxv(pack, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def pack_t5(pack, tiny_t5_folder):  # noqa: F811
-    from ltx_core import text_encoder as core_text_encoder
+    from ltx_core.models import text_encoder as core_text_encoder
 
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     encoder = core_text_encoder.load_text_encoder(tiny_t5_folder)
@@ -108,7 +108,7 @@ def with_embeds(conditioning: list, embeds: torch.Tensor) -> list:
 def pack_form(pack, embeds: torch.Tensor, real: torch.Tensor) -> list:  # noqa: F811
     """`embeds` and their mask of real tokens as the pack's T5 Encode hands them on."""
     convert = sys.modules[f"{PACK_NAME}.nodes.convert"]
-    text_encoder = sys.modules[f"{PACK_NAME}.ltx_core.text_encoder"]
+    text_encoder = sys.modules[f"{PACK_NAME}.ltx_core.models.text_encoder"]
     return convert.embeddings_to_conditioning(text_encoder.TextEmbeddings(embeds=embeds, mask=real.bool()))
 
 

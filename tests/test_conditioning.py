@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ltx_core.conditioning import (
+from ltx_core.sampling.conditioning import (
     PREFIX_LATENT_FRAMES,
     ConditionedLatent,
     ConditioningItem,

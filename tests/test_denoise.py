@@ -5,12 +5,12 @@ latents and text refused, and one timestep per video where every token shares it
 import pytest
 import torch
 
-from ltx_core.conditioning import ConditionedLatent, ConditioningItem, Keyframe
-from ltx_core.denoise import denoise, keyframe_coords, token_coords
+from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem, Keyframe
+from ltx_core.sampling.denoise import denoise, keyframe_coords, token_coords
 from ltx_core.errors import SettingsError
 from ltx_core.pipeline import Models, condition_on_items, encode_text, prepare_latent
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings, load_text_encoder
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings, load_text_encoder
 
 # One timestep per video instead of per token: the same numbers through AdaLN-single,
 # whose GEMM on B rows instead of B * T may round differently (BLAS picks kernels by

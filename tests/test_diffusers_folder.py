@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx_core import checkpoint as ck
-from ltx_core import diffusers_folder as df
+from ltx_core.checkpoint import loading as ck
+from ltx_core.checkpoint import diffusers_folder as df
 from ltx_core.errors import CheckpointError
 
 from .fixtures_checkpoints import random_models, release_configs, write_diffusers_folder

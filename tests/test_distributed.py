@@ -1,4 +1,4 @@
-"""Multi-process generation (`ltx_core.distributed`, `ltx_core.distributed_vae`) on CPU with
+"""Multi-process generation (`ltx_core.parallel.distributed`, `ltx_core.parallel.split_decode`) on CPU with
 gloo: spawned processes, a tiny fp32 model, every output compared with one process.
 
 If these fail, a multi-GPU run gives other videos than one GPU, or a dead rank leaves the
@@ -21,8 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE
-from ltx_core.distributed import (
+from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE
+from ltx_core.parallel.distributed import (
     ParallelLayout,
     ParallelRun,
     ParallelTransformer,
@@ -31,14 +31,14 @@ from ltx_core.distributed import (
     init_parallel,
     make_groups,
 )
-from ltx_core.distributed_vae import TimeSplitVAE, time_split
+from ltx_core.parallel.split_decode import TimeSplitVAE, time_split
 from ltx_core.errors import SettingsError
-from ltx_core.denoise import denoise
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import prepare_latent
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 ATOL = 1e-5  # fp32; the ranks sum in another order than one process
 # 4 heads of 4 channels (16 wide, as TINY_TRANSFORMER): 4-way sequence parallel needs 4 heads.

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from ltx_core.configs import TINY_TRANSFORMER
-from ltx_core.fp8 import FP8_DTYPE, FP8_MAX, KEEP_PRECISE, FP8Linear, convert_to_fp8, quantize_rows
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.transformer import LTXVTransformer
+from ltx_core.models.configs import TINY_TRANSFORMER
+from ltx_core.speed.fp8 import FP8_DTYPE, FP8_MAX, KEEP_PRECISE, FP8Linear, convert_to_fp8, quantize_rows
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.models.transformer import LTXVTransformer
 
 # e4m3 keeps 3 mantissa bits: a value rounds by at most 2**-4 of itself (half an ulp).
 E4M3_RELATIVE_STEP = 2.0**-4
@@ -90,7 +90,7 @@ def test_an_fp8_transformer_stays_close_to_the_fp32_one():
 
 def test_gelu_quantize_rows_is_the_row_quantization_of_the_biased_gelu():
     """The custom op's reference path (the CPU's): quantize_rows(gelu_tanh(x + bias))."""
-    from ltx_core.fp8 import gelu_quantize_rows
+    from ltx_core.speed.fp8 import gelu_quantize_rows
 
     torch.manual_seed(0)
     x, bias = torch.randn(5, 64) * 3, torch.randn(64)
@@ -101,7 +101,7 @@ def test_gelu_quantize_rows_is_the_row_quantization_of_the_biased_gelu():
 
 
 def test_the_reference_check_accepts_the_op_and_refuses_a_wrong_one(monkeypatch):
-    from ltx_core import fp8
+    from ltx_core.speed import fp8
 
     assert fp8.gelu_quantize_matches_reference("cpu")
     plain = fp8.quantize_rows
@@ -112,7 +112,7 @@ def test_the_reference_check_accepts_the_op_and_refuses_a_wrong_one(monkeypatch)
 def test_the_fused_fp8_feed_forward_gives_the_unfused_fp8_output():
     """FP8FeedForward = FP8 layer 1 (no bias) -> bias + GELU + quantization in one op -> FP8
     layer 2: the unfused FP8 feed-forward's numbers, with the same weights."""
-    from ltx_core.fp8 import FP8FeedForward, fuse_fp8_feed_forwards
+    from ltx_core.speed.fp8 import FP8FeedForward, fuse_fp8_feed_forwards
 
     torch.manual_seed(0)
     model = LTXVTransformer(TINY_TRANSFORMER).eval()
@@ -126,7 +126,7 @@ def test_the_fused_fp8_feed_forward_gives_the_unfused_fp8_output():
 
 
 def test_feed_forwards_left_in_their_precision_are_not_fused():
-    from ltx_core.fp8 import fuse_fp8_feed_forwards
+    from ltx_core.speed.fp8 import fuse_fp8_feed_forwards
 
     model = LTXVTransformer(TINY_TRANSFORMER).eval()
     convert_to_fp8(model, out_dtype=torch.float32, keep_precise=KEEP_PRECISE + ("*.ff.*",))
@@ -139,7 +139,7 @@ def test_the_triton_gelu_quantize_kernel_matches_the_torch_reference(width):
     """The CUDA kernel against the CPU reference on the same bf16 inputs: the same scales to
     fp32 rounding, and FP8 values equal but for rare one-step differences (the kernel's
     exp-based tanh against torch's); a zero input row and large values included."""
-    from ltx_core.fp8 import gelu_quantize_rows
+    from ltx_core.speed.fp8 import gelu_quantize_rows
 
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(257, width, generator=g) * 4).to(torch.bfloat16)
@@ -181,8 +181,8 @@ def test_the_epilogue_bias_on_cuda_gives_the_separately_added_bias():
 def test_a_cpu_torch_without_row_wise_scaled_mm_is_refused_with_the_reason(monkeypatch):
     """torch 2.11's CPU `_scaled_mm` takes only per-tensor scales: FP8 is refused up front,
     not left to fail inside the first forward."""
-    from ltx_core import fp8
-    from ltx_core.acceleration import optimize_transformer
+    from ltx_core.speed import fp8
+    from ltx_core.speed.optimize import optimize_transformer
     from ltx_core.errors import SettingsError
 
     assert fp8.fp8_supported("cpu")  # this torch (2.14) takes them

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_core import fused_qk_rope
-from ltx_core.acceleration import compile_regions
-from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.speed import fused_qk_rope
+from ltx_core.speed.optimize import compile_regions
+from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.errors import SettingsError
-from ltx_core.rope import rope_cos_sin, rope_pair_cos_sin
-from ltx_core.transformer import LTXVTransformer, SelfAttentionKernels
+from ltx_core.models.rope import rope_cos_sin, rope_pair_cos_sin
+from ltx_core.models.transformer import LTXVTransformer, SelfAttentionKernels
 from tests.test_fp8 import tiny_inputs
 
 triton = pytest.importorskip("triton", reason="Triton ships with CUDA builds of torch; the kernel needs it")
@@ -218,8 +218,8 @@ def test_optimize_transformer_turns_the_kernel_on_at_the_2b_width_on_cuda():
     to the unfused one within bf16 rounding."""
     from dataclasses import replace
 
-    from ltx_core.acceleration import optimize_transformer
-    from ltx_core.configs import LTXV_2B
+    from ltx_core.speed.optimize import optimize_transformer
+    from ltx_core.models.configs import LTXV_2B
 
     cfg = replace(LTXV_2B, num_layers=2, caption_channels=64)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Guidance (`ltx_core.guidance`) and its spatiotemporal skip guidance (STG, as in Lightricks' code): the
+"""Guidance (`ltx_core.sampling.guidance`) and its spatiotemporal skip guidance (STG, as in Lightricks' code): the
 perturbed pass for each strategy against a forward built here by hand, the guidance
 arithmetic, scale 0 as plain CFG, one batched forward, and bad settings.
 
@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from ltx_core.errors import SettingsError
-from ltx_core.denoise import denoise
-from ltx_core.guidance import guided_velocity, perturbed_forward
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.guidance import guided_velocity, perturbed_forward
 from ltx_core.pipeline import Request, prepare_latent
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
 
 ATOL = 1e-5  # the same fp32 operations in the same order, up to batching
 FRAMES, HEIGHT, WIDTH = 2, 1, 2

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_core import checkpoint as ck
-from ltx_core import configs as C
+from ltx_core.checkpoint import loading as ck
+from ltx_core.models import configs as C
 from ltx_core import memory_plan as planner
-from ltx_core.conditioning import condition_first_frame, empty_latent
-from ltx_core.denoise import denoise
+from ltx_core.sampling.conditioning import condition_first_frame, empty_latent
+from ltx_core.sampling.denoise import denoise
 from ltx_core.errors import SettingsError
-from ltx_core.memory_probe import PeakLiveBytes
+from benchmarks.memory_probe import PeakLiveBytes
 from ltx_core.pipeline import decode_frames
-from ltx_core.scheduler import flow_sigmas
-from ltx_core.text_encoder import TextEmbeddings
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
 from ltx_core.vae_chunked import time_radius
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def test_the_planners_copies_of_core_constants_agree_with_the_core():
 
 
 def test_text_encoder_weights_are_counted_from_the_file_headers(tiny_t5_folder):
-    from ltx_core.text_encoder import load_text_encoder
+    from ltx_core.models.text_encoder import load_text_encoder
 
     encoder = load_text_encoder(tiny_t5_folder)
     held = {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
@@ -83,7 +83,7 @@ def test_the_safetensors_header_is_read_without_torch_and_a_broken_file_gives_no
 
 
 def test_planning_imports_no_torch():
-    code = ("import sys; from ltx_core import memory_plan as m, configs as c, preflight; "
+    code = ("import sys; from ltx_core import memory_plan as m, preflight; from ltx_core.models import configs as c; "
             "p = m.estimate(m.Workload(c.LTXV_13B, c.LTXV_VAE_0_9_5, 8192, 8192, 257)); "
             "assert p.peak_bytes > 0; print(sorted(x for x in sys.modules if x.split('.')[0] == 'torch'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

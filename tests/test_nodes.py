@@ -21,7 +21,7 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core import text_encoder as core_text_encoder
+from ltx_core.models import text_encoder as core_text_encoder
 from ltx_core import video as core_video
 
 from .conftest import TINY_T5
@@ -160,10 +160,10 @@ def tiny_models(pack):
     """Seeded tiny transformer and VAE of the pack's own core, wrapped as the loader does."""
     core = sys.modules[f"{PACK_NAME}.ltx_core"]
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
-    configs = importlib.import_module(f"{core.__name__}.configs")
+    configs = importlib.import_module(f"{core.__name__}.models.configs")
     torch.manual_seed(0)
-    transformer = importlib.import_module(f"{core.__name__}.transformer").LTXVTransformer(configs.TINY_TRANSFORMER)
-    vae = importlib.import_module(f"{core.__name__}.vae").CausalVideoVAE(configs.TINY_VAE)
+    transformer = importlib.import_module(f"{core.__name__}.models.transformer").LTXVTransformer(configs.TINY_TRANSFORMER)
+    vae = importlib.import_module(f"{core.__name__}.models.vae").CausalVideoVAE(configs.TINY_VAE)
     return memory.patcher(transformer.eval(), "diffusion", "cpu"), memory.patcher(vae.eval(), "vae", "cpu")
 
 
@@ -250,7 +250,7 @@ def test_a_transformers_t5_runs_under_comfyuis_model_patcher(pack, tiny_t5_folde
     ComfyUI since August 2024. The pack's wrapper takes the attribute and the dtype query."""
     import comfy.model_management as mm
 
-    from ltx_core import text_encoder as core_text_encoder
+    from ltx_core.models import text_encoder as core_text_encoder
 
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     encoder = core_text_encoder.load_text_encoder(tiny_t5_folder)
@@ -372,9 +372,9 @@ def test_a_group_norm_decoder_decodes_whole_layers_whatever_the_time_chunk(pack)
 
     core = sys.modules[f"{PACK_NAME}.ltx_core"]
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
-    configs = importlib.import_module(f"{core.__name__}.configs")
+    configs = importlib.import_module(f"{core.__name__}.models.configs")
     torch.manual_seed(0)
-    model = importlib.import_module(f"{core.__name__}.vae").CausalVideoVAE(
+    model = importlib.import_module(f"{core.__name__}.models.vae").CausalVideoVAE(
         replace(configs.TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32))
     vae = memory.patcher(model.eval(), "vae", "cpu")
     latent = {"samples": torch.randn(1, 128, 6, 1, 2, generator=torch.Generator().manual_seed(2))}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.conditioning import ConditioningItem
+from ltx_core.sampling.conditioning import ConditioningItem
 from ltx_core.errors import LTXVError, SettingsError
 from ltx_core.pipeline import (
     Models,
@@ -21,8 +21,8 @@ from ltx_core.pipeline import (
     latent_preview,
     optimize_models,
 )
-from ltx_core.scheduler import denoise_sigmas, flow_sigmas
-from ltx_core.text_encoder import TextEncoder, load_text_encoder
+from ltx_core.sampling.scheduler import denoise_sigmas, flow_sigmas
+from ltx_core.models.text_encoder import TextEncoder, load_text_encoder
 from tests.conftest import TINY_T5
 
 # Time-chunked decode computes each frame from the inputs of the whole decode; only the

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ltx_core.errors import SettingsError
-from ltx_core.rope import apply_rope, fractional_coords, latent_coords, pixel_coords, rope_cos_sin
+from ltx_core.models.rope import apply_rope, fractional_coords, latent_coords, pixel_coords, rope_cos_sin
 
 MAX_POS = (20, 2048, 2048)
 THETA = 10000.0

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ltx_core.errors import SettingsError
-from ltx_core.guidance import guided_velocity
-from ltx_core.sampler import sample
-from ltx_core.scheduler import flow_sigmas
+from ltx_core.sampling.guidance import guided_velocity
+from ltx_core.sampling.euler import sample
+from ltx_core.sampling.scheduler import flow_sigmas
 
 B, T, C = 2, 6, 4
 

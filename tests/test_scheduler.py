@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from ltx_core.configs import LTXV_SCHEDULER, SchedulerConfig
+from ltx_core.models.configs import LTXV_SCHEDULER, SchedulerConfig
 from ltx_core.errors import SettingsError
-from ltx_core.scheduler import (_huge_time_shift, _time_shift, denoise_sigmas, explicit_sigmas, flow_sigmas,
+from ltx_core.sampling.scheduler import (_huge_time_shift, _time_shift, denoise_sigmas, explicit_sigmas, flow_sigmas,
                                 token_count_shift)
 
 

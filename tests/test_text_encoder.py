@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from transformers import T5Config, T5EncoderModel
 
 from ltx_core.errors import CheckpointError, SettingsError
-from ltx_core.text_encoder import (
+from ltx_core.models.text_encoder import (
     TextEncoder,
     check_text_width,
     encode_prompt,

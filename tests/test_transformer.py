@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltx_core.configs import LTXV_2B, LTXV_2B_0_9_5, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
+from ltx_core.models.configs import LTXV_2B, LTXV_2B_0_9_5, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.errors import SettingsError
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.transformer import LTXVTransformer
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.models.transformer import LTXVTransformer
 
 FRAMES, HEIGHT, WIDTH, TEXT_LEN = 2, 2, 3, 5
 TOKENS = FRAMES * HEIGHT * WIDTH

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ltx_core.configs import (
+from ltx_core.models.configs import (
     LTXV_VAE_0_9_0,
     LTXV_VAE_0_9_1,
     LTXV_VAE_0_9_5,
@@ -19,9 +19,9 @@ from ltx_core.configs import (
     VAEConfig,
 )
 from ltx_core.errors import CheckpointError, SettingsError
-from ltx_core.keymaps import vae_family, vae_family_from_keys
-from ltx_core.memory_probe import PeakLiveBytes
-from ltx_core.vae import CausalVideoVAE, ResnetBlock3D
+from ltx_core.checkpoint.keymaps import vae_family, vae_family_from_keys
+from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core.models.vae import CausalVideoVAE, ResnetBlock3D
 
 ATOL = 1e-5
 TINY = {"0.9.0": TINY_VAE_0_9_0, "0.9.1": TINY_VAE_0_9_1, "0.9.5": TINY_VAE_0_9_5}

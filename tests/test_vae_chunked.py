@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ltx_core.configs import LTXV_VAE_0_9_1, TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
+from ltx_core.models.configs import LTXV_VAE_0_9_1, TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
 from ltx_core.errors import SettingsError
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.vae_chunked import _ChunkedDecoder, decode_in_chunks, plan_windows, time_radius
 
 # Windows compute each frame from the same inputs as the whole decode; only convolution

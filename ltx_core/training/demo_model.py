@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..configs import LTXV_2B_0_9_0, LTXV_VAE_0_9_1, TransformerConfig, VAEConfig
-from ..scheduler import LTXV_SCHEDULER
+from ..models.configs import LTXV_2B_0_9_0, LTXV_VAE_0_9_1, TransformerConfig, VAEConfig
+from ..sampling.scheduler import LTXV_SCHEDULER
 from .t5 import TINY_T5
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -73,7 +73,7 @@ def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from ..checkpoint_writing import save_single_file
+        from ..checkpoint.writing import save_single_file
     except ImportError:
         save_single_file = None
     if save_single_file is not None:

@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..text_encoder import encode_prompt, load_text_encoder
-from ..transformer import LTXVTransformer
-from ..vae import CausalVideoVAE
-from . import data, train_dit, train_vae
+from ..models.text_encoder import encode_prompt, load_text_encoder
+from ..models.transformer import LTXVTransformer
+from ..models.vae import CausalVideoVAE
+from . import data
+from . import train_dit
+from . import train_vae
 from .demo_model import (DEMO_CHECKPOINT, DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE,
                          save_demo_checkpoint)
 from .t5 import write_text_encoder

@@ -1,6 +1,6 @@
 """The tiny T5 text encoder of the demo model: T5-v1.1 layout (gated GELU, as T5-XXL), few
 layers, a vocabulary trained on the captions, saved as a HF-style folder (config.json,
-model.safetensors, spiece.model) that `ltx_core.text_encoder.load_text_encoder` reads
+model.safetensors, spiece.model) that `ltx_core.models.text_encoder.load_text_encoder` reads
 exactly as it reads T5-XXL.
 
 It is kept frozen at its seeded random initialization: the DiT's trained caption

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..rope import VAE_SCALE, fractional_coords, latent_coords, pixel_coords
-from ..scheduler import token_count_shift
-from ..transformer import LTXVTransformer
+from ..models.rope import VAE_SCALE, fractional_coords, latent_coords, pixel_coords
+from ..sampling.scheduler import token_count_shift
+from ..models.transformer import LTXVTransformer
 
 
 @dataclass(frozen=True)

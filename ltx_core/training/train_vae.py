@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..vae import CausalVideoVAE
+from ..models.vae import CausalVideoVAE
 from . import data
 from .losses import PairDiscriminator, discriminator_loss, dwt_l1_loss, generator_gan_loss, uniform_kl
 

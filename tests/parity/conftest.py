@@ -1,5 +1,5 @@
 """Shared parity fixtures: tiny diffusers models with seeded random weights, each beside
-our model loaded with the same weights through `ltx_core.keymaps` (strict). Both halves
+our model loaded with the same weights through `ltx_core.checkpoint.keymaps` (strict). Both halves
 are shared between tests: do not modify them."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
-from ltx_core.configs import TINY_TRANSFORMER, TINY_VAE_0_9_5, TransformerConfig, VAEConfig
-from ltx_core.keymaps import transformer_from_diffusers, vae_from_diffusers
-from ltx_core.text_encoder import TextEmbeddings
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_5, TransformerConfig, VAEConfig
+from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_from_diffusers
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 from ..fixtures_checkpoints import diffusers_transformer_kwargs
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx_core import checkpoint as ck
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.checkpoint import loading as ck
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 
 from ..fixtures_checkpoints import write_diffusers_folder, write_official_single_file
 

@@ -4,7 +4,7 @@ extension; in the middle: prefix tokens + grid frames), and video-to-video with 
 denoise strength, from the same noise and embeddings.
 
 Tiny diffusers models with seeded random weights, mapped into ours through
-`ltx_core.keymaps`; the causal time fix (`TINY_TRANSFORMER`, the 0.9.5+ setting), which
+`ltx_core.checkpoint.keymaps`; the causal time fix (`TINY_TRANSFORMER`, the 0.9.5+ setting), which
 this pipeline always applies. diffusers draws the video's noise first, then each
 item's posterior (and, away from frame 0, the noise its extra tokens start from, which
 strength 1 discards); our `prepare_latent` draws the posteriors, `denoise` the noise, so
@@ -19,11 +19,11 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-from ltx_core.conditioning import ConditionedLatent, ConditioningItem
-from ltx_core.configs import TINY_TRANSFORMER
-from ltx_core.denoise import denoise
+from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem
+from ltx_core.models.configs import TINY_TRANSFORMER
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import condition_on_items, prepare_latent
-from ltx_core.scheduler import denoise_sigmas, explicit_sigmas
+from ltx_core.sampling.scheduler import denoise_sigmas, explicit_sigmas
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 

@@ -1,6 +1,6 @@
 """Whole runs against diffusers' LTXPipeline (text-to-video) and LTXImageToVideoPipeline
 (first frame), fp32 on CPU: tiny diffusers models with seeded random weights, mapped into
-ours through `ltx_core.keymaps`, the same prompt embeddings, the same generator seed.
+ours through `ltx_core.checkpoint.keymaps`, the same prompt embeddings, the same generator seed.
 
 Both draw from one generator in the same order (first-frame posterior, initial noise,
 decode noise), so nothing but the seed is shared. If this fails, our sampler, schedule,
@@ -16,11 +16,11 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from einops import rearrange
 from transformers import T5EncoderModel, T5Tokenizer
 
-from ltx_core.denoise import denoise
+from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import Models, Request, decode_frames, generate, prepare_latent
-from ltx_core.configs import TINY_TRANSFORMER
-from ltx_core.scheduler import explicit_sigmas, flow_sigmas
-from ltx_core.text_encoder import load_text_encoder
+from ltx_core.models.configs import TINY_TRANSFORMER
+from ltx_core.sampling.scheduler import explicit_sigmas, flow_sigmas
+from ltx_core.models.text_encoder import load_text_encoder
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 

@@ -7,8 +7,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 
-from ltx_core.configs import LTXV_SCHEDULER
-from ltx_core.scheduler import flow_sigmas
+from ltx_core.models.configs import LTXV_SCHEDULER
+from ltx_core.sampling.scheduler import flow_sigmas
 
 pytestmark = pytest.mark.parity
 

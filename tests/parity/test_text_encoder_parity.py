@@ -9,7 +9,7 @@ import torch
 from diffusers import LTXPipeline
 from transformers import T5EncoderModel, T5Tokenizer
 
-from ltx_core.text_encoder import encode_prompt, load_text_encoder
+from ltx_core.models.text_encoder import encode_prompt, load_text_encoder
 
 pytestmark = pytest.mark.parity
 

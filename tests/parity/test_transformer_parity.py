@@ -13,10 +13,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ltx_core.configs import LTXV_2B, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
-from ltx_core.keymaps import TRANSFORMER_PREFIX, transformer_from_diffusers
-from ltx_core.rope import fractional_coords, latent_coords, pixel_coords, rope_cos_sin
-from ltx_core.transformer import LTXVTransformer
+from ltx_core.models.configs import LTXV_2B, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
+from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX, transformer_from_diffusers
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords, rope_cos_sin
+from ltx_core.models.transformer import LTXVTransformer
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import LTXConditionPipeline, LTXVideoTransformer3DModel  # noqa: E402

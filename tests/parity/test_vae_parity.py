@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTXVideo
 
-from ltx_core.configs import TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
-from ltx_core.keymaps import vae_from_diffusers
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.configs import TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
+from ltx_core.checkpoint.keymaps import vae_from_diffusers
+from ltx_core.models.vae import CausalVideoVAE
 
 pytestmark = pytest.mark.parity
 

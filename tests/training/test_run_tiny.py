@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx_core.configs import TINY_VAE_0_9_1
+from ltx_core.models.configs import TINY_VAE_0_9_1
 from ltx_core.training import data
 from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 from ltx_core.training.run_tiny import load_resume_state
-from ltx_core.transformer import LTXVTransformer
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 
 
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ltx_core.configs import TINY_TRANSFORMER
+from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.training import train_dit
-from ltx_core.transformer import LTXVTransformer
+from ltx_core.models.transformer import LTXVTransformer
 
 ATOL = 1e-6
 
@@ -48,8 +48,8 @@ def test_first_frame_conditioning_gives_small_timesteps_and_drops_those_tokens_f
 
 def test_keyframe_tokens_sit_where_the_pipeline_puts_a_conditioning_image():
     """Training places keyframes exactly as `denoise.keyframe_coords` does at inference."""
-    from ltx_core.conditioning import Keyframe
-    from ltx_core.denoise import keyframe_coords
+    from ltx_core.sampling.conditioning import Keyframe
+    from ltx_core.sampling.denoise import keyframe_coords
     settings = train_dit.DiTTrainSettings(frame_rate=24.0)
     keyframe = torch.randn(2, 128, 1, 3, 4)
     gen = torch.Generator().manual_seed(0)

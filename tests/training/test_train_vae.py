@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ltx_core.configs import TINY_VAE_0_9_1
+from ltx_core.models.configs import TINY_VAE_0_9_1
 from ltx_core.training import train_vae
-from ltx_core.vae import CausalVideoVAE
+from ltx_core.models.vae import CausalVideoVAE
 
 
 

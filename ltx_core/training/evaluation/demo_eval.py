@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint import load_checkpoint
+from ...checkpoint.loading import load_checkpoint
 from ...pipeline import Models, Request, generate
-from ...text_encoder import load_text_encoder
-from .. import analysis, data
+from ...models.text_encoder import load_text_encoder
+from .. import analysis
+from .. import data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 from . import first_last_eval
 from .first_last_eval import ground_truth, psnr

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint import load_checkpoint
-from ...conditioning import ConditioningItem
+from ...checkpoint.loading import load_checkpoint
+from ...sampling.conditioning import ConditioningItem
 from ...pipeline import Models, Request, decode_frames, encode_frames, generate
-from ...text_encoder import load_text_encoder
+from ...models.text_encoder import load_text_encoder
 from .. import data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 

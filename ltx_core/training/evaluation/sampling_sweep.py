@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from ...pipeline import generate
-from .. import analysis, data
+from .. import analysis
+from .. import data
 from . import demo_eval
 
 VALIDATION_SEED = 4242  # a training-stream seed of its own: trained combinations, fresh clips

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ltx_core.checkpoint import load_checkpoint
+from ltx_core.checkpoint.loading import load_checkpoint
 from ltx_core.pipeline import Request
 from ltx_core.training import data
 from ltx_core.training.evaluation import first_last_eval

@@ -53,7 +53,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 # How long a rank waits in a collective for the others (model loading happens before the
 # first one, so this also bounds how unevenly ranks may load): NCCL's own default.
@@ -355,7 +355,7 @@ class ParallelTransformer:
 def parallelize(models, run: ParallelRun):
     """`pipeline.Models` whose transformer and VAE decode run over `run`'s ranks; the text
     encoder stays replicated (one prompt costs little next to the DiT)."""
-    from .distributed_vae import TimeSplitVAE
+    from .split_decode import TimeSplitVAE
 
     if run.world_size == 1:
         return models

@@ -4,8 +4,8 @@
 - regional `torch.compile`: `prepare`, each transformer block and `finish` are compiled
   separately; the 28 blocks share one graph, so compiling costs one block, not 28, and
   the norms, RoPE, modulation, gates and casts become a few fused kernels;
-- QK-norm + RoPE in one Triton pass per token (`ltx_core.fused_qk_rope`);
-- FP8 linear layers (`ltx_core.fp8`);
+- QK-norm + RoPE in one Triton pass per token (`ltx_core.speed.fused_qk_rope`);
+- FP8 linear layers (`ltx_core.speed.fp8`);
 - the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
   the real shape;
 - CUDA graphs: the whole forward captured once per input shape and replayed, so no
@@ -37,10 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from . import fused_qk_rope
-from .op_names import op_name
-from .errors import SettingsError
+from ..op_names import op_name
+from ..errors import SettingsError
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
-from .transformer import GELUProjection
+from ..models.transformer import GELUProjection
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
 # Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 # How a token of noise mask m in (0, 1) (a conditioning strength 1 - m) moves:

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .checkpoint import ARCHITECTURE_OF_RELEASE, ModelConfigs, detect_version
-from .errors import CheckpointError
+from .loading import ARCHITECTURE_OF_RELEASE, ModelConfigs, detect_version
+from ..errors import CheckpointError
 from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
 
 

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .configs import (
+from ..models.configs import (
     LTXV_2B_0_9_0,
     LTXV_2B_0_9_5,
     LTXV_13B_0_9_7,
@@ -41,13 +41,13 @@ from .configs import (
     TransformerConfig,
     VAEConfig,
 )
-from .errors import CheckpointError, LTXVError, SettingsError
+from ..errors import CheckpointError, LTXVError, SettingsError
 from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX, vae_family, vae_family_from_keys
 # path checks that need no torch live in preflight (the CLI runs them before importing it)
-from .preflight import PICKLE_SUFFIXES, check_model_path, default_model_paths, refuse_pickle  # noqa: F401
-from .scheduler import LTXV_SCHEDULER
-from .transformer import LTXVTransformer
-from .vae import CausalVideoVAE, PerChannelStatistics
+from ..preflight import PICKLE_SUFFIXES, check_model_path, default_model_paths, refuse_pickle  # noqa: F401
+from ..sampling.scheduler import LTXV_SCHEDULER
+from ..models.transformer import LTXVTransformer
+from ..models.vae import CausalVideoVAE, PerChannelStatistics
 
 SAFETENSORS_SUFFIX = ".safetensors"
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .errors import SettingsError
-from .preflight import check_multiple, check_num_frames, nearest_valid  # one home for the size rules
+from ..errors import SettingsError
+from ..preflight import check_multiple, check_num_frames, nearest_valid  # one home for the size rules
 
 
 # Latent frames of a multi-frame item away from frame 0 that become extra tokens

@@ -21,11 +21,11 @@ from einops import rearrange
 from torch import Tensor
 
 from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
-from .errors import SettingsError, check_number
+from ..errors import SettingsError, check_number
 from .guidance import check_stg, guided_velocity, perturbed_forward
-from .rope import fractional_coords, latent_coords, pixel_coords
-from .sampler import Callback, sample
-from .text_encoder import TextEmbeddings, check_text_width
+from ..models.rope import fractional_coords, latent_coords, pixel_coords
+from .euler import Callback, sample
+from ..models.text_encoder import TextEmbeddings, check_text_width
 
 
 def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .checkpoint import (
+from .loading import (
     PICKLE_SUFFIXES,
     STOCK_CONFIGS,
     CheckpointInfo,
@@ -27,10 +27,10 @@ from .checkpoint import (
     scheduler_config_from_metadata,
     version_with_size,
 )
-from .configs import SchedulerConfig, TransformerConfig, VAEConfig
-from .errors import CheckpointError, LTXVError
+from ..models.configs import SchedulerConfig, TransformerConfig, VAEConfig
+from ..errors import CheckpointError, LTXVError
 from .keymaps import transformer_from_diffusers, vae_family_from_keys, vae_from_diffusers
-from .scheduler import LTXV_SCHEDULER
+from ..sampling.scheduler import LTXV_SCHEDULER
 
 # Sub-folders of a diffusers LTX-Video folder; the first two hold the models loaded here.
 DIFFUSERS_MODEL_FOLDERS = ("transformer", "vae")

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .configs import LTXV_SCHEDULER, SchedulerConfig
-from .errors import SettingsError
+from ..models.configs import LTXV_SCHEDULER, SchedulerConfig
+from ..errors import SettingsError
 
 
 def token_count_shift(num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) -> float:

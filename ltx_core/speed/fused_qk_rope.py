@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .op_names import op_name
-from .errors import SettingsError
-from .rope import apply_rope
+from ..op_names import op_name
+from ..errors import SettingsError
+from ..models.rope import apply_rope
 
 
 @torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())

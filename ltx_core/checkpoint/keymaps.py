@@ -47,13 +47,13 @@ def transformer_from_diffusers(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 
 from collections.abc import Iterable  # noqa: E402
 
-from .configs import VAEConfig  # noqa: E402
-from .errors import CheckpointError  # noqa: E402
+from ..models.configs import VAEConfig  # noqa: E402
+from ..errors import CheckpointError  # noqa: E402
 
 # Prefix of the VAE's tensors in the official single `.safetensors` file.
 VAE_PREFIX = "vae."
 
-# Official flat block -> diffusers module, per VAE family (`ltx_core.configs.LTXV_VAE_*`).
+# Official flat block -> diffusers module, per VAE family (`ltx_core.models.configs.LTXV_VAE_*`).
 # diffusers regroups the flat lists: each down block is [res_x, downsampler, res_x_y
 # as `conv_out`], each up block [res_x_y as `conv_in`, upsampler, res_x]; the encoder's
 # last and the decoder's first `res_x` are the `mid_block`. Sources: diffusers

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, fields, replace  # noqa: F401 (replace
 from math import prod
 from typing import Any
 
-from .errors import CheckpointError, SettingsError
+from ..errors import CheckpointError, SettingsError
 
 # ---------------------------------------------------------------- transformer section
 
 # The one value each setting takes in every published checkpoint, and the only one
-# `ltx_core.transformer` implements (Lightricks' code also knows the others).
+# `ltx_core.models.transformer` implements (Lightricks' code also knows the others).
 _TRANSFORMER_CHOICES = {
     "activation_fn": ("gelu-approximate",),
     "adaptive_norm": ("single_scale_shift",),

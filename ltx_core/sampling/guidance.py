@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .errors import SettingsError, check_number, is_int
-from .sampler import VelocityFn
+from ..errors import SettingsError, check_number, is_int
+from .euler import VelocityFn
 
 # How a perturbed block's self-attention is replaced: Lightricks' `SkipLayerStrategy.
 # AttentionValues` (the values pass through, an identity attention map) and `AttentionSkip`

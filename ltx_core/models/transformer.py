@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .configs import TransformerConfig
-from .errors import SettingsError
+from ..errors import SettingsError
 from .rope import apply_rope, rope_cos_sin, rope_pair_cos_sin
 
 # Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).

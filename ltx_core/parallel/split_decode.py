@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .distributed import communicate, gather_along
-from .errors import SettingsError
-from .vae import CausalConv3d, DepthToSpaceUpsample, depth_to_space
+from ..errors import SettingsError
+from ..models.vae import CausalConv3d, DepthToSpaceUpsample, depth_to_space
 
 
 def time_split(frames: int, parts: int, min_frames: int) -> list[int] | None:

@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
-from .errors import SettingsError
+from ..errors import SettingsError
 
 # diffusers' `Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)`, the input
 # width of PixArt-alpha's timestep embedder that Lightricks' decoder reuses.

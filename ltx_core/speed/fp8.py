@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .op_names import op_name
-from .errors import SettingsError
+from ..op_names import op_name
+from ..errors import SettingsError
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
@@ -216,7 +216,7 @@ class FP8FeedForward(nn.Module):
 def fuse_fp8_feed_forwards(model: nn.Module) -> int:
     """Every feed-forward whose layers are both FP8 (after `convert_to_fp8`) -> `FP8FeedForward`
     (the same weights). Returns how many. Its state_dict names change: save the original."""
-    from .transformer import FeedForward, GELUProjection
+    from ..models.transformer import FeedForward, GELUProjection
 
     count = 0
     for module in model.modules():

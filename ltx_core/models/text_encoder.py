@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedTokenizerBase, T5Config, T5EncoderModel, T5Tokenizer
 
-from .errors import CheckpointError, SettingsError
+from ..errors import CheckpointError, SettingsError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SENTENCEPIECE_FILE = "spiece.model"
