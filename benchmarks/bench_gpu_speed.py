@@ -145,14 +145,15 @@ def load_from_file(b: Bench) -> LTXVTransformer:
     return ours_transformer(load_file(str(b.weights_file), device=str(b.dev)), b.setup, torch.bfloat16)
 
 
-def optimized(b: Bench, model, fp8=False, gelu=True, compile=True, graphs=None, **levers):
-    """`acceleration.optimize_transformer` with the setup's backend and the chosen attention."""
+def optimized(b: Bench, model, fp8=False, gelu=True, compile=True, graphs=None, **parts):
+    """`optimize_transformer` with the setup's backend and the chosen attention; `gelu` and
+    `parts` turn fused kernels off one at a time (`FusedParts`) to measure what each gives."""
     setup = b.setup
-    return acceleration.optimize_transformer(
-        model, compile=compile and setup.compile_backend != "none", compile_backend=setup.compile_backend,
-        fp8=fp8, fused_gelu=gelu,
-        cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
-        attention=b.R["levers"].get("attention_choice", "default"), **levers)
+    speed = acceleration.Speed(compile=compile and setup.compile_backend != "none", fp8=fp8,
+                               cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
+                               attention=b.R["levers"].get("attention_choice", "default"),
+                               compile_backend=setup.compile_backend)  # fmt: skip
+    return acceleration.optimize_transformer(model, speed, acceleration.FusedParts(gelu_epilogue=gelu, **parts))
 
 
 def build_models(b: Bench) -> None:
@@ -538,7 +539,7 @@ STAGES = (
                   gelu=False), 60),
     Stage("lever: QK-norm + RoPE left to Inductor, bf16 (a fresh model, recompiles)",
           partial(fresh_model_lever, name="bf16_unfused_qk_rope", baseline="ours_bf16", label="fused",
-                  fused_qk_rope_kernel=False), 60),
+                  qk_norm_rope=False), 60),
     Stage("lever: eager (no compile, no graphs)",
           partial(fresh_model_lever, name="eager", gelu=False, compile=False, graphs=False), 40),
     Stage("ours FP8 (row-wise _scaled_mm) + compile + CUDA graphs", time_ours_fp8, 60),
@@ -549,7 +550,7 @@ STAGES = (
     Stage("GEMM rates at the model's shapes: bf16 vs FP8 row-wise, and the quantization", kernel_rates, 30),
     Stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)",
           partial(fresh_model_lever, name="fp8_unfused_feed_forward", baseline="ours_fp8", label="fused",
-                  fp8=True, fp8_fused_gelu=False), 90),
+                  fp8=True, fp8_feed_forward=False), 90),
 )
 
 

@@ -41,9 +41,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ltx_core.speed.optimize import optimize_transformer
+from ltx_core.speed.optimize import Speed, optimize_transformer
 from ltx_core.models.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE
-from ltx_core.parallel.distributed import ParallelLayout, ParallelRun, make_groups, parallelize
+from ltx_core.parallel.distributed import ParallelLayout, ParallelRun, ParallelTransformer, make_groups, parallelize
 from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import Models, decode_frames, prepare_latent
 from ltx_core.sampling.scheduler import flow_sigmas
@@ -118,7 +118,7 @@ def measure(models: Models, size: str, steps: int, device: torch.device, entry: 
     tokens = entry["tokens"] = latent.num_tokens
 
     def run_denoise(step_count: int):
-        return denoise(models.transformer, latent, text, negative, flow_sigmas(step_count, tokens), GUIDANCE,
+        return denoise(models.runner or models.transformer, latent, text, negative, flow_sigmas(step_count, tokens), GUIDANCE,
                        FRAME_RATE, torch.Generator().manual_seed(SEED)).samples
 
     def decode(z):
@@ -150,8 +150,8 @@ def rank_main(rank: int, world: int, init_file: str, options: dict, out_dir: str
     dtype = torch.float32 if cpu else torch.bfloat16
     models = build_models(options["tiny"], device, dtype)
     if options["compile"]:  # regional compile, as bench_gpu_speed; the collectives trace into the block graphs
-        models.transformer = optimize_transformer(models.transformer, compile=True,
-                                                  compile_backend="eager" if cpu else "inductor")
+        speed = Speed(compile=True, compile_backend="eager" if cpu else "inductor")
+        models.runner = optimize_transformer(models.transformer, speed)
     lines = Path(out_dir) / f"world{world}.jsonl"
     for size in options["sizes"]:
         for sequence, cfg in LAYOUTS[world]:
@@ -167,8 +167,8 @@ def rank_main(rank: int, world: int, init_file: str, options: dict, out_dir: str
                 entry["error"] = f"out of memory: {str(error).splitlines()[0]}"
                 fresh_peak(device)
             finally:
-                if hasattr(parallel.transformer, "close"):
-                    parallel.transformer.close()  # the next layout installs its own attention
+                if isinstance(parallel.runner, ParallelTransformer):
+                    parallel.runner.close()  # the next layout installs its own attention
             if rank == 0:
                 with lines.open("a") as f:
                     f.write(json.dumps(entry) + "\n")

@@ -6,8 +6,9 @@ DiT's steps and the decode) against starting up, loading and writing.
 Each command runs in its own Python process, as a user runs it, `--repeats` times; the
 median is kept. The demo runs in a small wrapper that marks when the models start
 loading, when generation starts and ends and when the mp4 is written, so the share is
-read from inside the same process. The machine's load average is recorded beside the
-numbers: the targets are for an idle machine.
+read from inside the same process, with the heavy libraries the run imported
+(transformers, diffusers: generating needs neither). The machine's load average is
+recorded beside the numbers: the targets are for an idle machine.
 
     python -m benchmarks.cli_startup [--repeats 5] [--out benchmarks/results/cli_startup.json]
 """
@@ -50,7 +51,8 @@ for name in ("load_models", "generate", "write_mp4"):
     setattr(cli, name, marked(name, getattr(cli, name)))
 code = cli.main(sys.argv[1:])
 marks["exit"] = time.perf_counter() - start
-print(json.dumps({"code": code, "marks": marks}))
+heavy = sorted(name for name in ("transformers", "diffusers") if name in sys.modules)
+print(json.dumps({"code": code, "marks": marks, "imported": heavy}))
 """
 
 
@@ -81,14 +83,16 @@ def demo(repeats: int, cwd: Path) -> dict:
                             "--output", str(output)], cwd)  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"the demo failed: {done.stderr[-2000:]}")
-        marks = json.loads(done.stdout.strip().splitlines()[-1])["marks"]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        marks = report["marks"]
         generating = marks["generate_end"] - marks["generate_start"]
         runs.append({"wall_s": round(wall, 3), "generate_s": round(generating, 3),
                      "before_loading_s": round(marks["load_models_start"], 3),
                      "loading_s": round(marks["load_models_end"] - marks["load_models_start"], 3),
                      "write_s": round(marks["write_mp4_end"] - marks["write_mp4_start"], 3),
                      "share_generating": round(generating / wall, 3),
-                     "progress_bar_lines_from_loading": done.stderr.count("Loading weights")})
+                     "progress_bar_lines_from_loading": done.stderr.count("Loading weights"),
+                     "heavy_libraries_imported": report["imported"]})
         output.unlink()
     middle = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
     return {"command": f'python -m ltx_core generate --prompt "{DEMO_PROMPT}" --output demo.mp4',
@@ -115,7 +119,8 @@ def main(argv=None) -> dict:
             "missing_checkpoint": median_wall([*cli, "generate", "--prompt", "x", "--checkpoint", "no.safetensors"],
                                               args.repeats, cwd, 2),
             "refused_by_memory_plan": median_wall([*cli, "generate", "--prompt", "x", "--device", "cpu", "--width",
-                                                   "8192", "--height", "8192", "--frames", "257"], args.repeats, cwd, 2),
+                                                   "8192", "--height", "8192", "--frames", "257"],
+                                                  args.repeats, cwd, 2),
             "demo": demo(args.demo_repeats, cwd),
         }  # fmt: skip
     result["load_average_before_after"] = [round(v, 2) for v in (*load_before, *os.getloadavg())]

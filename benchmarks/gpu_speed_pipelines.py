@@ -16,7 +16,7 @@ from einops import rearrange
 
 from ltx_core.checkpoint.keymaps import vae_from_diffusers
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.sampling.guidance import guided_velocity
+from ltx_core.sampling.guidance import Guidance, guided_velocity
 from ltx_core.sampling.euler import sample
 from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.transformer import LTXVTransformer
@@ -172,13 +172,13 @@ def our_denoise(model, inputs: Inputs, guidance: float, dtype: torch.dtype, sequ
         return model(x.to(dtype), timesteps[:, :1], text.to(dtype), mask, coords[x.shape[0]]).float()
 
     if sequential_cfg:
-        def velocity(x, timesteps):
+        def velocity(x, timesteps, sigma):
             v_u = model_fn(x, timesteps, inputs.negative, inputs.negative_mask)
             v_c = model_fn(x, timesteps, inputs.text, inputs.text_mask)
             return v_u + guidance * (v_c - v_u)
     else:
         velocity = guided_velocity(model_fn, inputs.text, inputs.text_mask, inputs.negative,
-                                   inputs.negative_mask, guidance)
+                                   inputs.negative_mask, Guidance(guidance))
     sigmas = inputs.sigmas if steps is None else inputs.sigmas[-steps - 1:]
     mask = torch.ones(inputs.noise.shape[:2], device=inputs.noise.device)
     with torch.no_grad():

@@ -45,7 +45,9 @@ from ltx_core.sampling.conditioning import ConditionedLatent, condition_first_fr
 from ltx_core.sampling.denoise import denoise
 from ltx_core.errors import LTXVError
 from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core.sampling.guidance import Guidance
 from ltx_core.pipeline import Models, decode_frames, optimize_models
+from ltx_core.speed.optimize import Speed
 from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
@@ -71,14 +73,13 @@ class Case:
     first_frame: bool = False
     fp8: bool = False
     time_chunk: int | None = None
-    chunk_frames: int | None = None
 
     @property
     def name(self) -> str:
         levers = [lever for lever, on in (("cfg", self.guidance), ("stg", self.stg), ("image", self.first_frame),
                                           ("fp8", self.fp8)) if on]
         if self.stage in ("decode", "run"):
-            levers += [f"time_chunk={self.time_chunk}", f"chunk_frames={self.chunk_frames}"]
+            levers.append(f"time_chunk={self.time_chunk}")
         return f"{self.stage} {self.model} {self.width}x{self.height}x{self.frames} {' '.join(levers)}".strip()
 
 
@@ -107,7 +108,6 @@ GPU_CASES = [
     Case("decode", "2B-0.9.1", 768, 512, 121),
     Case("decode", "2B-0.9.1", 768, 512, 121, time_chunk=32),
     Case("decode", "2B-0.9.1", 768, 512, 121, time_chunk=8),
-    Case("decode", "2B-0.9.1", 768, 512, 121, time_chunk=32, chunk_frames=4),
     Case("sampling", "13B-0.9.7", 768, 512, 121),
     Case("sampling", "13B-0.9.7", 1216, 704, 121),
     Case("run", "13B-0.9.7", 768, 512, 121, time_chunk=32),
@@ -126,7 +126,7 @@ CPU_CASES = [
     Case("decode", "shipped", 256, 256, 25, time_chunk=32),
     Case("decode", "shipped", 256, 256, 25),
     Case("decode", "shipped", 512, 320, 49, time_chunk=8),
-    Case("decode", "tiny", 256, 256, 49, time_chunk=32, chunk_frames=2),
+    Case("decode", "tiny", 256, 256, 49, time_chunk=32),
     Case("decode", "tiny", 512, 512, 25, time_chunk=32),
     Case("text", "shipped", 256, 256, 25),
     Case("run", "shipped", 256, 256, 25, time_chunk=32),
@@ -207,8 +207,7 @@ def workload(case: Case, dtype: str, device: torch.device, weights=None) -> plan
     return planner.Workload(transformer, vae, case.width, case.height, case.frames, guidance=case.guidance,
                             stg=case.stg, per_token_timesteps=case.first_frame, steps=STEPS, dtype=dtype,
                             device=device.type, fp8=case.fp8, decode_time_chunk=case.time_chunk,
-                            decode_chunk_frames=case.chunk_frames, text_tokens=TEXT_TOKENS, text_encoder=t5,
-                            weights=weights)  # fmt: skip
+                            text_tokens=TEXT_TOKENS, text_encoder=t5, weights=weights)  # fmt: skip
 
 
 def text_inputs(width: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> TextEmbeddings:
@@ -234,7 +233,7 @@ def sample(transformer, case: Case, device: torch.device, dtype: torch.dtype):
     sigmas = flow_sigmas(STEPS, latent.num_tokens)
     stg = dict(stg_scale=1.0, stg_blocks=(min(19, transformer.cfg.num_layers - 1),)) if case.stg else {}
     return lambda: denoise(transformer, latent, text, text if case.guidance else None, sigmas,
-                           3.0 if case.guidance else 1.0, FRAME_RATE, generator, lambda *a: None, **stg)
+                           Guidance(3.0 if case.guidance else 1.0, **stg), FRAME_RATE, generator, lambda *a: None)
 
 
 def decode(vae, case: Case, device: torch.device):
@@ -246,7 +245,7 @@ def decode(vae, case: Case, device: torch.device):
     def run():
         try:
             return decode_frames(vae, latent, 0.05, 0.025, torch.Generator().manual_seed(2),
-                                 chunk_frames=case.chunk_frames, time_chunk=case.time_chunk)
+                                 time_chunk=case.time_chunk)
         except LTXVError:  # random weights that overflow: the decoder's peak was still reached
             return None
 
@@ -324,7 +323,7 @@ def fp8_transformer(case: Case, models: Models_):
     in place); without CUDA graphs, whose private pool holds no tensor of the run."""
     models.drop("transformer")
     fresh = build(LTXVTransformer, MODELS[case.model][0], models.dtype, models.device)
-    return optimize_models(Models(fresh, None, None), compile=False, fp8=True, cuda_graphs=False).transformer
+    return optimize_models(Models(fresh, None, None), Speed(fp8=True)).runner
 
 
 def run_whole(case: Case, models: Models_, dtype_name: str, device: torch.device) -> dict:

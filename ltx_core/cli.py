@@ -9,7 +9,7 @@ cheapest:
    estimate and the nearest settings that fit (`--ignore-memory-check` runs it anyway);
 3. the images and clips, the models, then generation with a progress bar, the video
    written atomically.
-Heavy modules (torch, transformers, PyAV) are imported only at the step that needs them.
+Heavy modules (torch, PyAV) are imported only at the step that needs them.
 
 Exit codes: 0 done, 2 a bad setting or model file (one line, no traceback), 130
 interrupted (no file written), 1 out of memory, 3 another rank of a torchrun run failed
@@ -19,19 +19,19 @@ interrupted (no file written), 1 out of memory, 3 another rank of a torchrun run
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
-from . import memory_plan as planner
+from . import __version__, cli_config
 from .errors import LTXVError, SettingsError
+from .cli_plan import check_memory, plan_run
+from .cli_request import build_request
 from .memory_plan import DEFAULT_DECODE_TIME_CHUNK, DTYPE_BYTES
-from .preflight import (check_device_name, check_dtype_name, check_fp8_device, check_model_path,
+from .preflight import (STG_MODES, check_device_name, check_dtype_name, check_fp8_device, check_model_path,
                         check_output_path, check_prompt, check_video_settings, default_model_paths,
-                        require_existing)
+                        parse_blocks, require_existing)
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -40,9 +40,7 @@ EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answerin
 FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
 # Sizes for the shipped tiny model, which was trained on 25-frame 256x256 clips.
 SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 # What the refusal of a run that does not fit ends with.
-IGNORE_ADVICE = " Pass --ignore-memory-check to run anyway."
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -52,7 +50,8 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The parser; `defaults` replace the flags' own (a release config's, `cli_config`)."""
     parser = _OneLineParser(prog="python -m ltx_core", description="LTX-Video inference without ComfyUI.")
     parser.add_argument("--version", action="version", version=f"ltx_core {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -66,22 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     models = generate.add_argument_group("models")
-    models.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="official single .safetensors file, or a diffusers folder (default: the shipped tiny model)",
-    )
-    models.add_argument(
-        "--text-encoder",
-        type=Path,
-        help="T5 encoder folder or .safetensors file (default: the "
-        "shipped one, or the diffusers folder's text_encoder/)",
-    )
-    models.add_argument(
-        "--tokenizer",
-        type=Path,
-        help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
-    )
+    models.add_argument("--checkpoint", type=Path, help="official single .safetensors file, or a diffusers folder "
+                        "(default: the config's, else the shipped tiny model)")  # fmt: skip
+    models.add_argument("--text-encoder", type=Path, help="T5 encoder folder or .safetensors file (default: the "
+                        "shipped one, or the diffusers folder's text_encoder/)")  # fmt: skip
+    models.add_argument("--tokenizer", type=Path, help="T5 tokenizer (spiece.model or its folder), where the text "
+                        "encoder does not hold one")  # fmt: skip
     models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
     models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
 
@@ -140,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="video-to-video: share of the schedule run on the source (default: %(default)s)")
     guide.add_argument("--stg-scale", type=float, default=0.0, help="spatiotemporal skip guidance, 0 = off "
                        "(Lightricks' 2B configs: 1; default: %(default)s)")  # fmt: skip
-    guide.add_argument("--stg-blocks", type=parse_blocks, default=(19,), help="comma-separated blocks STG "
+    guide.add_argument("--stg-blocks", type=block_list, default=(19,), help="comma-separated blocks STG "
                        "perturbs (default: 19, Lightricks' 2B)")  # fmt: skip
-    guide.add_argument("--stg-mode", default="attention_values", choices=("attention_values", "attention_skip"),
+    guide.add_argument("--stg-mode", default="attention_values", choices=STG_MODES,
                        help="how a perturbed block's self-attention is replaced (default: %(default)s)")
     guide.add_argument("--stg-rescale", type=float, default=0.7, help="STG guidance rescale, 0 or 1 = none "
                        "(default: %(default)s)")  # fmt: skip
@@ -161,9 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (a CUDA GPU with "
                        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
                        "and --dtype bf16")  # fmt: skip
-    speed.add_argument("--decode-chunk-frames", type=positive_int, metavar="N", help="decode N latent frames "
-                       "(8N video frames) at a time: the same frames, with decode memory that does not grow "
-                       "with the clip's length (default: the whole clip at once)")  # fmt: skip
     speed.add_argument("--decode-time-chunk", type=positive_int, metavar="N", help="compute each VAE decoder "
                        "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
                        "little more decode time (smaller N: less memory, more time; benchmarks/results/"
@@ -179,15 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "(a divisor of the attention heads; default: %(default)s)")
     parallel.add_argument("--cfg-parallel", type=int, default=1, help="ranks that split the guidance batch, "
                           "2 = cond and uncond apart; N = sequence x cfg (default: %(default)s)")
-    generate.set_defaults(run=run_generate)
+    cli_config.add_config_flags(generate)
+    generate.set_defaults(run=run_generate, **(defaults or {}))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
     try:
+        args = cli_config.apply_release_config(args, argv, build_parser)  # --config / --preset: its defaults
         return args.run(args)
     except LTXVError as error:  # SettingsError, CheckpointError: the message says it all
         print(f"error: {error}", file=sys.stderr)
@@ -245,6 +234,7 @@ def run_generate(args: argparse.Namespace) -> int:
     _apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     check_arguments(args)
+    cli_config.check_config_run(args)  # a config's paths and passes, with the flags given
     checkpoint, text_encoder, tokenizer = model_paths(args)
     require_existing(("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer),
                      *_input_files(args))  # fmt: skip
@@ -262,10 +252,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_device_name(args.device)
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
-    for flag in ("decode_chunk_frames", "decode_time_chunk"):
-        if getattr(args, flag) is not None and args.sequence_parallel * args.cfg_parallel > 1:
-            raise SettingsError(f"--{flag.replace('_', '-')} does not combine with --sequence-parallel or "
-                                "--cfg-parallel above 1: those runs already split the decode in time across the ranks")
+    if args.decode_time_chunk is not None and args.sequence_parallel * args.cfg_parallel > 1:
+        raise SettingsError("--decode-time-chunk does not combine with --sequence-parallel or --cfg-parallel "
+                            "above 1: those runs already split the decode in time across the ranks")
 
 
 def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -289,14 +278,17 @@ def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_enc
         check_fp8_device(device)  # names what FP8 needs
     request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
+    cli_config.check_before_loading(args, request, info, sources)  # the upsampler's header, allowed timesteps
     check_memory(args, plan_run(args, info, sources, text_encoder, device))
     run = init_parallel(parallel, device)  # 1 x 1: one process
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
+    models = cli_config.with_release_scheduler(models, args)  # a config's sampler, else the checkpoint's
+    upsampler = cli_config.load_upsampler(args, dtype, run.device)  # a multi-scale config's, else None
     request = replace(request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel,
                                                                              models.vae))
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
-    frames = _sample_with_progress(models, request, run.is_writer)
+    frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale)
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
     if run.is_writer:
         write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
@@ -304,7 +296,7 @@ def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_enc
     return EXIT_OK
 
 
-def _sample_with_progress(models, request, show: bool):
+def _sample_with_progress(models, request, show: bool, upsampler=None, multi_scale=None):
     from tqdm import tqdm
 
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not show) as bar:
@@ -313,115 +305,23 @@ def _sample_with_progress(models, request, show: bool):
             bar.total = total
             bar.update(step + 1 - bar.n)
 
-        return generate(models, request, callback=progress)
-
-
-# ---------------------------------------------------------------- the memory plan
-
-
-def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device) -> planner.MemoryPlan:
-    """The run's memory and time from the checkpoint's configs and the files' tensor
-    counts, before any weight is read."""
-    size = DTYPE_BYTES[args.dtype]
-    numel = lambda part: sum(_numel(sources[part].shape(name)) for name in sources[part].locations)  # noqa: E731
-    text_bytes, text_size = planner.text_encoder_weights(text_encoder, args.dtype)
-    weights = planner.WeightBytes(numel("transformer") * size, numel("vae") * size, text_bytes)
-    configs = info.configs
-    world = args.sequence_parallel * args.cfg_parallel
-    chunk = args.decode_time_chunk
-    if chunk is None and world == 1 and configs.vae.norm_layer != "group_norm":
-        chunk = DEFAULT_DECODE_TIME_CHUNK  # what `resolved_decode_time_chunk` will choose
-    work = planner.Workload(
-        configs.transformer, configs.vae, args.width, args.height, args.frames, guidance=args.cfg != 1.0,
-        stg=args.stg_scale > 0, per_token_timesteps=bool(args.image or args.condition),
-        keyframe_tokens=_keyframe_tokens(args), encode_frames=_encode_frames(args), steps=args.steps,
-        dtype=args.dtype, device=device.type, fp8=args.fp8, decode_time_chunk=chunk,
-        decode_chunk_frames=args.decode_chunk_frames, sequence_parallel=args.sequence_parallel,
-        cfg_parallel=args.cfg_parallel, text_encoder=text_size, weights=weights,
-    )  # fmt: skip
-    return planner.estimate(work)
-
-
-def _numel(shape) -> int:
-    count = 1
-    for side in shape:
-        count *= side
-    return count
-
-
-def _keyframe_tokens(args: argparse.Namespace) -> int:
-    """Extra tokens of the conditions placed elsewhere than frame 0: an image's latent
-    frame, a clip's first two (the rest replace the video's own)."""
-    grid = (args.height // 32) * (args.width // 32)
-    placed = [path for path, frame, _ in args.condition if frame != 0]
-    return sum(grid * (2 if path.suffix.lower() in VIDEO_SUFFIXES else 1) for path in placed)
-
-
-def _encode_frames(args: argparse.Namespace) -> int:
-    """The most frames the VAE encodes at once: a clip (at most the video's length) or an image."""
-    clips = [path for path, _, _ in args.condition if path.suffix.lower() in VIDEO_SUFFIXES]
-    if args.source_video is not None or clips:
-        return args.frames
-    return 1 if args.image is not None or args.condition else 0
-
-
-def check_memory(args: argparse.Namespace, plan: planner.MemoryPlan) -> None:
-    """Refuse a run that needs more memory than the device has free (unless
-    --ignore-memory-check), else say what it will take, before anything is loaded."""
-    available = planner.available_memory(_planned_device(args))
-    if not args.ignore_memory_check:
-        planner.check_fits(plan, available, _as_flags, IGNORE_ADVICE)
-    if os.environ.get("RANK", "0") == "0":  # one line per run, not per rank
-        free = "free memory unknown" if available is None else f"{planner.gib(available)} available"
-        beyond = available is not None and plan.peak_bytes > available
-        print(f"plan: {plan.describe()}; {free}" + ("; more than available, run as asked" if beyond else ""),
-              file=sys.stderr)
-
-
-def _planned_device(args: argparse.Namespace) -> str:
-    """The device whose memory counts: under torchrun each rank's own GPU."""
-    if args.device == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return args.device
-
-
-FLAGS = {"width": "--width", "height": "--height", "frames": "--frames", "decode_time_chunk": "--decode-time-chunk",
-         "decode_chunk_frames": "--decode-chunk-frames", "dtype": "--dtype"}
-
-
-def _as_flags(fit: planner.Fit) -> str | None:
-    """A `Fit` as the flags that make it, with why; None for one no flag makes (offloading)."""
-    if "models_stay" in fit.changes:
-        return None
-    words = []
-    for name, value in fit.changes.items():
-        if name in FLAGS:
-            words.append(f"{FLAGS[name]} {value}")
-        elif name == "fp8":
-            words.append("--fp8")
-        elif name == "guidance":
-            words.append("--cfg 1")
-        elif name == "stg" and "guidance" not in fit.changes:
-            words.append("--stg-scale 0")
-    why = fit.description.split("(", 1)[1].rstrip(")") if "(" in fit.description else fit.description
-    return f"{' '.join(words)} ({why})"
+        if multi_scale is None:
+            return generate(models, request, callback=progress)
+        return cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
 
 
 # ---------------------------------------------------------------- heavy steps, imported when reached
 
 
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device):
-    from transformers.utils import logging as transformers_logging
-
     from .checkpoint.loading import load_checkpoint
     from .pipeline import Models
     from .models.text_encoder import check_text_width, load_text_encoder
 
-    transformers_logging.disable_progress_bar()  # its weight-loading bar, one line per load
     transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
     encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
     check_text_width(encoder.width, transformer.cfg.caption_channels)
-    return Models(transformer=transformer, vae=vae, text_encoder=encoder), info
+    return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler), info
 
 
 def generate(models, request, callback=None):
@@ -430,10 +330,10 @@ def generate(models, request, callback=None):
     return run(models, request, callback=callback)
 
 
-def optimize_models(models, **levers):
+def optimize_models(models, speed):
     from .pipeline import optimize_models as optimize
 
-    return optimize(models, **levers)
+    return optimize(models, speed)
 
 
 def write_mp4(frames, output: Path, **options) -> Path:
@@ -454,13 +354,15 @@ def resolved_decode_time_chunk(asked: int | None, parallel, vae) -> int | None:
 
 
 def speed_up(models, args: argparse.Namespace, world_size: int):
-    """--compile / --fp8 applied once after loading (`pipeline.optimize_models`). CUDA graphs
-    only in a single process: a captured graph would replay the ranks' collectives."""
+    """--compile / --fp8 applied once after loading (`pipeline.optimize_models`), with the
+    levers `Speed.chosen` gives the loader node too; a model run across ranks gets no CUDA
+    graphs (a captured graph would replay the ranks' collectives)."""
+    from .speed.optimize import Speed
+
     if not (args.compile or args.fp8):
         return models
-    on_cuda = next(models.transformer.parameters()).device.type == "cuda"
-    return optimize_models(models, compile=args.compile, fp8=args.fp8, attention="auto" if on_cuda else "default",
-                           cuda_graphs=on_cuda and world_size == 1)  # fmt: skip
+    device = next(models.transformer.parameters()).device
+    return optimize_models(models, Speed.chosen(args.compile, args.fp8, device, stays_put=world_size == 1))
 
 
 def positive_int(text: str) -> int:
@@ -471,37 +373,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value
-
-
-def build_request(args: argparse.Namespace):
-    """The flags as a pipeline Request, which checks every setting (and the image)."""
-    from .pipeline import Request
-    from .video import load_image
-
-    return Request(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        frame_rate=args.fps,
-        steps=args.steps,
-        guidance_scale=args.cfg,
-        seed=args.seed,
-        decode_timestep=args.decode_timestep,
-        decode_noise_scale=args.decode_noise_scale,
-        first_frame=load_image(args.image) if args.image is not None else None,
-        conditions=tuple(_condition_item(*condition, args) for condition in args.condition),
-        source_video=_fitted_frames(args.source_video, args) if args.source_video is not None else None,
-        denoise_strength=args.denoise_strength,
-        stg_scale=args.stg_scale,
-        stg_blocks=args.stg_blocks if args.stg_scale > 0 else (),
-        stg_mode=args.stg_mode,
-        stg_rescale=args.stg_rescale,
-        decode_chunk_frames=args.decode_chunk_frames,
-        decode_time_chunk=args.decode_time_chunk,
-    )
-
 
 
 def parse_condition(text: str) -> tuple[Path, int, float]:
@@ -518,42 +389,11 @@ def parse_condition(text: str) -> tuple[Path, int, float]:
         ) from None
 
 
-def parse_blocks(text: str) -> tuple[int, ...]:
+def block_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of block indices, e.g. 19") from None
-
-
-def _read_frames(path: Path):
-    """An image (1 frame) or a video's frames, (F, H, W, 3) in [0, 1], as stored."""
-    from .video import load_image, read_video_frames
-
-    if not path.exists():
-        raise SettingsError(f"conditioning file {str(path)!r} does not exist")
-    return read_video_frames(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)[None]
-
-
-def _fitted_frames(path: Path, args: argparse.Namespace, frames=None):
-    """The file's frames fitted to the video's size."""
-    import torch
-
-    from .video import resize_center_crop
-
-    frames = _read_frames(path) if frames is None else frames
-    return torch.stack([resize_center_crop(frame.float(), args.width, args.height) for frame in frames])
-
-
-def _condition_item(path: Path, frame: int, strength: float, args: argparse.Namespace):
-    """A conditioning item, placed and checked before its frames are fitted to the video's
-    size (so a bad flag is the only message)."""
-    from .sampling.conditioning import ConditioningItem, check_item_position, check_strength
-
-    check_strength(strength)
-    frames = _read_frames(path)
-    start = frame if frame >= 0 else args.frames + frame - (len(frames) - 1)  # -1: ends on the last frame
-    check_item_position(start, len(frames), args.frames)
-    return ConditioningItem(_fitted_frames(path, args, frames), start, strength)
+        return parse_blocks(text)
+    except SettingsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _apply_size_defaults(args: argparse.Namespace) -> None:
@@ -582,27 +422,10 @@ def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
 
 def _video_metadata(args: argparse.Namespace, info) -> dict:
     """A readable comment and the settings that reproduce the video, as container tags."""
-    settings = {
-        name: getattr(args, name)
-        for name in (
-            "prompt",
-            "negative_prompt",
-            "width",
-            "height",
-            "frames",
-            "fps",
-            "steps",
-            "cfg",
-            "seed",
-            "decode_timestep",
-            "decode_noise_scale",
-            "dtype",
-            "fp8",  # changes the numbers; --compile, --decode-chunk-frames and --decode-time-chunk do not
-        )
-    }
-    settings.update(
-        checkpoint=info.path.name,
-        version=info.version,
-        image=args.image.name if args.image is not None else None,
-    )
+    names = ("prompt", "negative_prompt", "width", "height", "frames", "fps", "steps", "cfg", "seed",
+             "decode_timestep", "decode_noise_scale", "dtype", "fp8")  # fp8 changes the numbers, --compile does not
+    settings = {name: getattr(args, name) for name in names}
+    release = getattr(args, "release", None)  # its passes' settings replace steps and cfg
+    settings.update(checkpoint=info.path.name, version=info.version, image=args.image.name if args.image else None,
+                    release_config=Path(release.source).stem if release is not None else None)  # fmt: skip
     return {"comment": args.prompt, "ltx_core": settings}

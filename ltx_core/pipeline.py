@@ -3,7 +3,8 @@
     prompt -> T5 embeddings                          encode_text
     size (+ first frame, keyframes, source clip)
         -> latent with noise mask and keyframes      prepare_latent / encode_first_frame
-    token count -> sigmas (cut for video-to-video)   scheduler.flow_sigmas / denoise_sigmas
+    token count -> sigmas (the checkpoint's          scheduler.flow_sigmas / skip_steps /
+                  schedule, cut for video-to-video)    denoise_sigmas
     noise -> Euler steps of the DiT with CFG, STG    denoise (ltx_core.sampling.denoise)
     latent -> frames, last noise removed             decode_frames
 
@@ -16,13 +17,12 @@ noise, decode noise), so the same request gives the same frames on any device.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import partial
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from .speed.optimize import OptimizedTransformer, compile_vae_decoder, optimize_transformer
+from .speed.optimize import Speed, compile_vae_decoder, optimize_transformer
 from .sampling.conditioning import (
     ConditionedLatent,
     ConditioningItem,
@@ -34,19 +34,16 @@ from .sampling.conditioning import (
 )
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
 from .sampling.denoise import denoise, module_device, module_dtype
-from .sampling.guidance import check_stg
+from .sampling.guidance import Guidance
 from .errors import LTXVError, SettingsError, check_number, is_int
 # SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
 from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
-from .models.rope import VAE_SCALE
+from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig  # every published VAE
 from .sampling.euler import STRENGTH_RULES, Callback
-from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas
+from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, skip_steps
 from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
 from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
-from .vae_chunked import decode_in_chunks
 from .video import resize_center_crop
-
-FRAMES_PER_LATENT, PIXELS_PER_LATENT = VAE_SCALE[0], VAE_SCALE[1]  # every published VAE
 
 
 def default_decode_time_chunk(vae) -> int | None:
@@ -67,7 +64,7 @@ class Request:
     num_frames: int = 121
     frame_rate: float = 25.0
     steps: int = 40
-    guidance_scale: float = 3.0
+    guidance_scale: float | tuple[float, ...] = 3.0  # CFG; a tuple: one per guidance interval
     seed: int = 0
     decode_timestep: float = 0.05
     decode_noise_scale: float = 0.025
@@ -75,38 +72,84 @@ class Request:
     conditioning_strength: float = 1.0  # 1: the first frame is kept as given (t_c = 0)
     image_cond_noise_scale: float = 0.0  # Lightricks' re-noising of the first frame
     sigmas: tuple[float, ...] | None = None  # a schedule of one's own; replaces steps
+    # Lightricks' skip_initial/final_inference_steps: the scheduler's steps left out (with
+    # `steps`, not `sigmas`); the first ones only on a source_video, as its pipeline asserts
+    skip_initial_steps: int = 0
+    skip_final_steps: int = 0
+    stochastic_sampling: bool = False  # Lightricks' stochastic steps: each step re-noises its estimate
     max_tokens: int = 128
     conditions: tuple[ConditioningItem, ...] = ()  # keyframes, last frame, clips (any frame)
     source_video: Tensor | None = None  # (num_frames, H, W, 3) in [0, 1]: video-to-video
     denoise_strength: float = 1.0  # video-to-video: share of the schedule run (1: all)
-    stg_scale: float = 0.0  # spatiotemporal skip guidance (0: off); Lightricks' default 1
-    stg_blocks: tuple[int, ...] = ()  # blocks perturbed by STG (Lightricks' 2B: (19,))
-    stg_mode: str = "attention_values"  # or "attention_skip"
-    stg_rescale: float = 0.7  # Lightricks' rescaling_scale (0 or 1: no rescale)
-    strength_rule: str = "scaled"  # fractional strengths: "scaled" (ComfyUI) or "held" (Lightricks)
-    decode_chunk_frames: int | None = None  # decode in windows of this many latent frames (None: whole)
+    stg_scale: float | tuple[float, ...] = 0.0  # spatiotemporal skip guidance (0: off); Lightricks' default 1
+    stg_blocks: tuple[int, ...] | tuple[tuple[int, ...], ...] = ()  # perturbed by STG (Lightricks' 2B: (19,))
+    stg_mode: str = "attention_values"  # guidance.STG_MODES
+    stg_rescale: float | tuple[float, ...] = 0.7  # Lightricks' rescaling_scale (0 or 1: no rescale)
+    # the sigmas bounding each guidance interval (Lightricks' guidance_timesteps): the tuples
+    # above give one value per interval; see guidance.Guidance
+    guidance_timesteps: tuple[float, ...] | None = None
+    cfg_star_rescale: bool = False  # CFG-star (Lightricks' cfg_star_rescale)
+    strength_rule: str = "held"  # fractional strengths: "held" (Lightricks) or "scaled" (ComfyUI)
     decode_time_chunk: int | None = None  # each decoder layer this many frames at a time (None: whole)
 
     def __post_init__(self):
         check_prompt(self.prompt, self.negative_prompt)
+        scalar_cfg = not isinstance(self.guidance_scale, (tuple, list))  # a schedule is checked by Guidance
         check_video_settings(self.width, self.height, self.num_frames, self.frame_rate,
-                             self.steps if self.sigmas is None else None, self.guidance_scale, self.seed,
-                             self.decode_timestep, self.decode_noise_scale, PIXELS_PER_LATENT, FRAMES_PER_LATENT)
+                             self.steps if self.sigmas is None else None, self.guidance_scale if scalar_cfg else 1.0,
+                             self.seed, self.decode_timestep, self.decode_noise_scale, PIXELS_PER_LATENT,
+                             FRAMES_PER_LATENT)  # fmt: skip
         check_strength(self.conditioning_strength)
         check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
         if self.first_frame is not None:
             _check_image(self.first_frame)
         if self.sigmas is not None:
             explicit_sigmas(self.sigmas)
+        self._check_skipped_steps()
+        if not isinstance(self.stochastic_sampling, bool):
+            raise SettingsError(f"stochastic_sampling {self.stochastic_sampling!r} must be True or False")
         if not is_int(self.max_tokens) or self.max_tokens < 1:
             raise SettingsError(f"max_tokens {self.max_tokens!r} must be a whole number of at least 1")
         self._check_conditioning()
         if self.strength_rule not in STRENGTH_RULES:
             allowed = ", ".join(STRENGTH_RULES)
             raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {allowed}")
-        check_stg(self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale)
-        check_chunk_frames("decode_chunk_frames", self.decode_chunk_frames)
+        self.guidance()  # checks the guidance settings together
         check_time_chunk(self.decode_time_chunk, "decode_time_chunk")
+
+    @property
+    def sampled_steps(self) -> int:
+        """The steps of the schedule before any denoise strength cuts it."""
+        if self.sigmas is not None:
+            return len(explicit_sigmas(self.sigmas)) - 1
+        return self.steps - self.skip_initial_steps - self.skip_final_steps
+
+    def sigma_schedule(self, num_tokens: int, scheduler: SchedulerConfig = LTXV_SCHEDULER) -> Tensor:
+        """The sigmas the run steps through: its own, or the scheduler's for `num_tokens`
+        (paper 2.5.2: the shift grows with the token count) less the skipped steps, then cut
+        to the denoise strength."""
+        if self.sigmas is not None:
+            sigmas = explicit_sigmas(self.sigmas)
+        else:
+            sigmas = skip_steps(flow_sigmas(self.steps, num_tokens, scheduler), self.skip_initial_steps,
+                                self.skip_final_steps)  # fmt: skip
+        return denoise_sigmas(sigmas, self.denoise_strength)
+
+    def _check_skipped_steps(self) -> None:
+        skipped = (self.skip_initial_steps, self.skip_final_steps)
+        if skipped == (0, 0):
+            return
+        if self.sigmas is not None:
+            raise SettingsError(f"skip_initial_steps {skipped[0]} and skip_final_steps {skipped[1]} cut the "
+                                "scheduler's steps, not a schedule of one's own; allowed: 0 with sigmas")
+        skip_steps(torch.linspace(1, 0, self.steps + 1), *skipped)  # whole numbers that leave a step
+        if self.skip_initial_steps and self.source_video is None:
+            raise SettingsError(f"skip_initial_steps {self.skip_initial_steps} needs a source_video to start from "
+                                "(the skipped steps would replace it with noise); allowed: 0 without one")
+
+    def guidance(self) -> Guidance:
+        return Guidance(self.guidance_scale, self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale,
+                        self.guidance_timesteps, self.cfg_star_rescale)  # fmt: skip
 
     def _check_conditioning(self) -> None:
         for item in self.conditions:
@@ -120,17 +163,9 @@ class Request:
                     f"source_video of shape {tuple(source.frames.shape)} is not the video's "
                     f"({self.num_frames}, {self.height}, {self.width}, 3)"
                 )
-        steps = self.steps if self.sigmas is None else len(explicit_sigmas(self.sigmas)) - 1
-        denoise_sigmas(torch.linspace(1, 0, steps + 1), self.denoise_strength)  # keeps a step or says so
+        denoise_sigmas(torch.linspace(1, 0, self.sampled_steps + 1), self.denoise_strength)  # keeps a step or says so
         if self.denoise_strength != 1.0 and self.source_video is None:
             raise SettingsError(f"denoise_strength {self.denoise_strength} needs a source_video to start from")
-
-
-def check_chunk_frames(name: str, value) -> None:
-    """None (decode the whole latent at once) or a whole number of latent frames >= 1."""
-    if value is not None and (not is_int(value) or value < 1):
-        raise SettingsError(f"{name} {value!r} is not allowed; allowed: a whole number of latent frames >= 1 "
-                            "(None: decode the whole clip at once)")
 
 
 def _check_image(image) -> None:
@@ -144,39 +179,29 @@ class Models:
     transformer: torch.nn.Module  # ltx_core.models.transformer.LTXVTransformer
     vae: torch.nn.Module  # ltx_core.models.vae.CausalVideoVAE
     text_encoder: TextEncoder
+    # what calls the transformer (`run(fn, *inputs)`): None calls it as it is; the speed
+    # runner (`optimize_models`) or the parallel one (`parallel.distributed.parallelize`)
+    runner: object | None = None
+    # the schedule `steps` become sigmas by: the checkpoint's (`CheckpointInfo.configs.scheduler`,
+    # its `sampler` spacing and shift) or a release config's
+    scheduler: SchedulerConfig = LTXV_SCHEDULER
 
 
-def optimize_models(
-    models: Models,
-    *,
-    compile: bool = True,
-    fp8: bool = False,
-    compile_vae: bool = False,
-    attention: str = "default",
-    cuda_graphs: bool | None = None,
-    compile_backend: str = "inductor",
-) -> Models:
-    """The GPU speed levers (`ltx_core.speed.optimize`), applied once after loading, with the
-    models on their device: regional `torch.compile` of the DiT (`compile`), FP8 linear
-    layers (`fp8`, a GPU with FP8 tensor cores only), the VAE decoder compiled
-    (`compile_vae`: a much longer cold start for a faster decode, benchmarks/results/
-    gpu_speed.json), the SDPA backend (`attention`, 'auto' times them) and CUDA graphs
-    (None: on CUDA).
-
-    Opt-in: nothing here runs unless asked, so the fp32 CPU path stays the reference. The
-    transformer is changed in place (keep a fresh copy to save); the returned `Models`
-    holds the `OptimizedTransformer` that `generate` and `denoise` call like the model."""
-    if isinstance(models.transformer, OptimizedTransformer):
+def optimize_models(models: Models, speed: Speed) -> Models:
+    """`speed` applied once after loading, with the models on their device: the
+    transformer's levers (`speed.optimize.optimize_transformer`) and the VAE decoder
+    compiled where `speed.compile_vae` asks. Nothing runs unless asked, so the fp32 CPU path
+    stays the reference. The transformer is changed in place (keep a fresh copy to save);
+    the returned `Models` holds the runner that `generate` calls it through."""
+    if models.runner is not None:
         raise SettingsError("the transformer is already optimized; load the models again to choose other levers")
-    if fp8:
+    if speed.fp8:
         check_fp8_device(module_device(models.transformer))
-    if compile_vae:
-        compile_vae_decoder(models.vae, backend=compile_backend)
-    if not (compile or fp8 or attention != "default" or cuda_graphs):
+    if speed.compile_vae:
+        compile_vae_decoder(models.vae, backend=speed.compile_backend)
+    if not speed.changes_transformer:
         return models
-    fast = optimize_transformer(models.transformer, compile=compile, fp8=fp8, cuda_graphs=cuda_graphs,
-                                attention=attention, compile_backend=compile_backend)  # fmt: skip
-    return replace(models, transformer=fast)
+    return replace(models, runner=optimize_transformer(models.transformer, speed))
 
 
 # ---------------------------------------------------------------- stages
@@ -286,17 +311,12 @@ def decode_frames(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     mix_noise_denormalized: bool = False,
-    chunk_frames: int | None = None,
     time_chunk: int | None = None,
 ) -> Tensor:
     """Normalized latent (B, 128, f, h, w) -> frames (B, F, H, W, 3) in [0, 1]. A decoder
     with timestep conditioning removes the last noise at `timestep` after mixing in
     `decode_noise_scale` of fresh noise (paper 2.1); see `CausalVideoVAE.decode` for
     `mix_noise_denormalized` (diffusers' LTXPipeline: True).
-
-    `chunk_frames` decodes windows of that many latent frames along time (the causal
-    convolutions' reach added each side, `ltx_core.vae_chunked`): the same frames, with
-    decode memory set by the window instead of the clip's length. None: one whole decode.
 
     `time_chunk` computes each decoder layer that many frames (at the layer's frame rate)
     at a time (`CausalVideoVAE.decode`): the same frames, with a peak of about one layer's
@@ -305,14 +325,12 @@ def decode_frames(
 
     A decode that yields a NaN or an infinity (a damaged or overflowing model, a latent
     that was already non-finite) raises instead of returning frames that would turn black."""
-    check_chunk_frames("chunk_frames", chunk_frames)
     check_time_chunk(time_chunk)
     if isinstance(latent, ConditionedLatent):
         latent = latent.samples
     device = device or module_device(vae)
-    decode = vae.decode if chunk_frames is None else partial(decode_in_chunks, vae, chunk_frames=chunk_frames)
     with torch.no_grad():
-        video = decode(
+        video = vae.decode(
             latent.to(device=device, dtype=module_dtype(vae)), timestep, decode_noise_scale, generator,
             mix_noise_denormalized=mix_noise_denormalized, time_chunk=time_chunk,
         )  # (B, 3, F, H, W) in [-1, 1]
@@ -384,18 +402,16 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     # a T5 of the wrong width fails here, before any model runs
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
     generator = seeded_generator(req.seed)
-    negative = req.negative_prompt if req.guidance_scale != 1.0 else None
+    guidance = req.guidance()
+    negative = req.negative_prompt if guidance.needs_negative else None
     text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
     latent = prepare_latent(models.vae, req.num_frames, req.height, req.width,
                             req.first_frame, req.conditioning_strength, generator,
                             conditions=req.conditions, source_video=req.source_video)  # fmt: skip
-    # paper 2.5.2: the schedule's shift grows with the token count
-    sigmas = explicit_sigmas(req.sigmas) if req.sigmas is not None else flow_sigmas(req.steps, latent.num_tokens)
-    sigmas = denoise_sigmas(sigmas, req.denoise_strength)
-    latent = denoise(models.transformer, latent, text, negative_text, sigmas, req.guidance_scale,
+    sigmas = req.sigma_schedule(latent.num_tokens, models.scheduler)
+    latent = denoise(models.runner or models.transformer, latent, text, negative_text, sigmas, guidance,
                      req.frame_rate, generator, stop_on_non_finite(callback),
                      image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=_start_sigma(req, sigmas),
-                     stg_scale=req.stg_scale, stg_blocks=req.stg_blocks, stg_mode=req.stg_mode,
-                     stg_rescale=req.stg_rescale, strength_rule=req.strength_rule)  # fmt: skip
+                     strength_rule=req.strength_rule, stochastic=req.stochastic_sampling)  # fmt: skip
     return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator,
-                         chunk_frames=req.decode_chunk_frames, time_chunk=req.decode_time_chunk)[0]  # fmt: skip
+                         time_chunk=req.decode_time_chunk)[0]  # fmt: skip

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .errors import CheckpointError, SettingsError, check_number, is_int
+from .models.configs import FRAMES_PER_LATENT, PIXELS_PER_LATENT
 
 MP4_SUFFIX = ".mp4"
 SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds, as ComfyUI's seed widgets
@@ -21,8 +22,11 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # FP8 tensor cores, which `torch._scaled_mm` needs to be worth it: Ada (8.9) and Hopper (9.0) on.
 FP8_MIN_CAPABILITY = (8, 9)
-# The shipped tiny demo model; a module global so a test can point it elsewhere.
+# The shipped tiny demo model: its folder (a module global so a test can point it
+# elsewhere) and the names of its single-file checkpoint and T5 text-encoder folder there.
 SHIPPED_ASSETS = Path(__file__).parent / "assets"
+SHIPPED_CHECKPOINT = "ltxv-tiny.safetensors"
+SHIPPED_TEXT_ENCODER = "t5-tiny"
 
 
 # ---------------------------------------------------------------- settings
@@ -53,7 +57,7 @@ def check_multiple(name: str, value: int, multiple: int) -> None:
         )
 
 
-def check_num_frames(value: int, temporal_compression: int = 8, name: str = "num_frames") -> None:
+def check_num_frames(value: int, temporal_compression: int = FRAMES_PER_LATENT, name: str = "num_frames") -> None:
     """Frame counts are 8k + 1: the causal VAE keeps frame 0 alone, then 8 per latent."""
     step = temporal_compression
     if isinstance(value, bool) or not isinstance(value, int):
@@ -74,8 +78,8 @@ def check_unit(name: str, value) -> None:
 
 
 def check_video_settings(width, height, num_frames, frame_rate, steps, guidance_scale, seed,
-                         decode_timestep, decode_noise_scale, pixels_per_latent: int = 32,
-                         frames_per_latent: int = 8) -> None:
+                         decode_timestep, decode_noise_scale, pixels_per_latent: int = PIXELS_PER_LATENT,
+                         frames_per_latent: int = FRAMES_PER_LATENT) -> None:
     """The numbers of one video, in `pipeline.Request`'s order; `steps` None: a schedule
     of one's own replaces them."""
     check_multiple("width", width, pixels_per_latent)
@@ -182,7 +186,11 @@ def refuse_pickle(path: Path) -> None:
             "only .safetensors files are loaded (use the .safetensors release of the model)"
         )
     with path.open("rb") as file:
-        head = file.read(4)
+        head = file.read(9)
+    # a safetensors file opens with its header's length (8 bytes, little-endian), then "{";
+    # that length's first byte may be 0x80, so such a file is not taken for a pickle
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return
     # torch.save writes a zip archive ("PK\x03\x04") or a bare pickle (protocol byte 0x80)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         raise CheckpointError(
@@ -191,12 +199,32 @@ def refuse_pickle(path: Path) -> None:
         )
 
 
+def shipped_model_paths() -> tuple[Path, Path]:
+    """Where the shipped tiny demo model lives: (single-file checkpoint, T5 text-encoder folder)."""
+    return SHIPPED_ASSETS / SHIPPED_CHECKPOINT, SHIPPED_ASSETS / SHIPPED_TEXT_ENCODER
+
+
 def default_model_paths() -> tuple[Path, Path]:
-    """The shipped tiny demo model: (single-file checkpoint, T5 text-encoder folder)."""
-    checkpoint, text_encoder = SHIPPED_ASSETS / "ltxv-tiny.safetensors", SHIPPED_ASSETS / "t5-tiny"
+    """The shipped tiny demo model, for a run without model flags; where it is absent, an
+    error saying what to pass instead."""
+    checkpoint, text_encoder = shipped_model_paths()
     if not checkpoint.is_file() or not text_encoder.is_dir():
         raise CheckpointError(
             f"no shipped model found (looked for {checkpoint} and {text_encoder}/); "
             "pass --checkpoint and --text-encoder"
         )
     return checkpoint, text_encoder
+
+
+# STG's perturbations, Lightricks' `SkipLayerStrategy` (`guidance.perturbed_forward` says
+# what each does); here, without torch, so the CLI offers them before importing it.
+STG_MODES = ("attention_values", "attention_skip", "residual", "transformer_block")
+
+
+def parse_blocks(text: str) -> tuple[int, ...]:
+    """The one grammar of a block list, the CLI's `--stg-blocks` and the STG node's
+    `stg_blocks`: "19" or "18, 19" (";" also separates) -> (18, 19); "" -> ()."""
+    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise SettingsError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
+    return tuple(int(part) for part in parts)

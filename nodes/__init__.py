@@ -11,6 +11,7 @@ from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
 from .registry import install_example_inputs, register_model_folders
 from .sampling import LTXVCoreSampler, LTXVCoreScheduler
 from .text import LTXVCoreT5Encode
+from .upsample import LTXVCoreLatentUpsample, LTXVCoreReleaseSchedule, LTXVCoreUpsamplerLoader
 from .video import LTXVCoreSaveVideo
 
 register_model_folders()
@@ -19,14 +20,17 @@ install_example_inputs()
 NODE_CLASS_MAPPINGS = {
     "LTXVCoreCheckpointLoader": LTXVCoreCheckpointLoader,
     "LTXVCoreT5Loader": LTXVCoreT5Loader,
+    "LTXVCoreUpsamplerLoader": LTXVCoreUpsamplerLoader,
     "LTXVCoreT5Encode": LTXVCoreT5Encode,
     "LTXVCoreEmptyLatentVideo": LTXVCoreEmptyLatentVideo,
     "LTXVCoreVAEEncodeFirstFrame": LTXVCoreVAEEncodeFirstFrame,
     "LTXVCoreConditionFirstFrame": LTXVCoreConditionFirstFrame,
     "LTXVCoreAddGuide": LTXVCoreAddGuide,
     "LTXVCoreScheduler": LTXVCoreScheduler,
+    "LTXVCoreReleaseSchedule": LTXVCoreReleaseSchedule,
     "LTXVCoreSampler": LTXVCoreSampler,
     "LTXVCoreGuidedSampler": LTXVCoreGuidedSampler,
+    "LTXVCoreLatentUpsample": LTXVCoreLatentUpsample,
     "LTXVCoreDenoisingDecode": LTXVCoreDenoisingDecode,
     "LTXVCoreSaveVideo": LTXVCoreSaveVideo,
 }
@@ -34,14 +38,17 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LTXVCoreCheckpointLoader": "LTX-Video Checkpoint Loader",
     "LTXVCoreT5Loader": "LTX-Video T5 Loader",
+    "LTXVCoreUpsamplerLoader": "LTX-Video Latent Upsampler Loader",
     "LTXVCoreT5Encode": "LTX-Video T5 Text Encode",
     "LTXVCoreEmptyLatentVideo": "LTX-Video Empty Latent",
     "LTXVCoreVAEEncodeFirstFrame": "LTX-Video VAE Encode First Frame",
     "LTXVCoreConditionFirstFrame": "LTX-Video Condition On First Frame",
     "LTXVCoreAddGuide": "LTX-Video Add Keyframe / Guide",
     "LTXVCoreScheduler": "LTX-Video Flow Sigmas",
+    "LTXVCoreReleaseSchedule": "LTX-Video Release Schedule",
     "LTXVCoreSampler": "LTX-Video Sampler",
     "LTXVCoreGuidedSampler": "LTX-Video Sampler (STG, Keyframes)",
+    "LTXVCoreLatentUpsample": "LTX-Video Latent Upsample",
     "LTXVCoreDenoisingDecode": "LTX-Video Denoising VAE Decode",
     "LTXVCoreSaveVideo": "LTX-Video Save MP4",
 }

@@ -1,9 +1,19 @@
 """Denoising VAE decode: the decoder takes a timestep and removes the last bit of noise
-(paper 2.1.3); its noise draw follows the seed."""
+(paper 2.1.3); its noise draw follows the seed.
+
+Tone mapping (the 13B 0.9.8 distilled configs' `tone_map_compression_ratio`) sits here
+because the official pipeline applies it as part of decoding: to the latent after the
+decode noise is mixed in, just before the decoder. The VAE's decode mixes that noise
+itself, so with tone mapping the noise is mixed first here and the decode mixes none, in
+the order and with the draws of the core's multi-scale pipeline
+(`multiscale.decode_second_pass`), so a seed gives the command line's frames.
+"""
 
 from __future__ import annotations
 
 from ..ltx_core import pipeline as core_pipeline
+from ..ltx_core.models.vae_layers import spatial_noise
+from ..ltx_core.sampling import latent_ops as core_latent_ops
 from . import memory
 from .convert import SEED_MAX, frames_to_image, seeded_generator
 from .registry import CATEGORY, VAE_TYPE
@@ -25,16 +35,25 @@ class LTXVCoreDenoisingDecode:
             "decode_noise_scale": ("FLOAT", {"default": 0.025, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "Fresh noise mixed into the latent before decoding."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the decode noise."}),
         }, "optional": {
-            "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "Decode this many latent frames (8 video frames each) at a time: the same frames, with memory that does not grow with the clip's length. 0: the whole clip at once."}),
-            "time_chunk": ("INT", {"default": core_pipeline.DEFAULT_DECODE_TIME_CHUNK, "min": 0, "max": 1024, "tooltip": "Compute each decoder layer this many frames at a time: the same frames, with a much lower memory peak (32 on an H100: about half the decode memory at 768x512x121 for 4% more decode time). 0: whole layers (as a group-norm decoder always decodes)."}),
+            "time_chunk": ("INT", {"default": core_pipeline.DEFAULT_DECODE_TIME_CHUNK, "min": 0, "max": 1024, "tooltip": "Compute each decoder layer this many frames at a time: the same frames, with a much lower memory peak for a little more decode time (smaller: less memory, more time). 0: whole layers (as a group-norm decoder always decodes)."}),
+            "tone_map_compression": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Shrink the latent's large values smoothly before decoding, which tames over-bright, over-saturated spots (a release config's tone_map_compression_ratio: 0.6 in the 13B 0.9.8 distilled second pass). 0: off."}),
         }}  # fmt: skip
 
-    def decode(self, vae, latent, timestep, decode_noise_scale, seed, chunk_frames=0,
-               time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK):
+    # ComfyUI hands a node only the values of the inputs it declares, so a saved workflow
+    # that still holds an earlier version's input (chunk_frames) loads and runs without it.
+    def decode(self, vae, latent, timestep, decode_noise_scale, seed,
+               time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK, tone_map_compression=0.0):
+        time_chunk = (time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None
+        samples, generator = latent["samples"], seeded_generator(seed)
+        memory.refuse_what_never_fits(vae, "decode", samples.shape, decode_time_chunk=time_chunk)
+        if tone_map_compression:
+            if memory.core_model(vae).cfg.timestep_conditioning:  # only such decoders mix in noise
+                noise = spatial_noise(samples.shape, generator, samples)
+                samples, decode_noise_scale = samples * (1 - decode_noise_scale) + noise * decode_noise_scale, 0.0
+            samples = core_latent_ops.tone_map(samples, tone_map_compression)
         with memory.on_device(vae) as device:
             frames = core_pipeline.decode_frames(
-                memory.core_model(vae), latent["samples"], timestep=timestep, decode_noise_scale=decode_noise_scale,
-                generator=seeded_generator(seed), device=device, chunk_frames=chunk_frames or None,
-                time_chunk=(time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None,
+                memory.core_model(vae), samples, timestep=timestep, decode_noise_scale=decode_noise_scale,
+                generator=generator, device=device, time_chunk=time_chunk,
             )  # fmt: skip
         return (frames_to_image(frames),)

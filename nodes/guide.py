@@ -17,12 +17,13 @@ from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.sampling.conditioning import ConditioningItem
 from ..ltx_core.errors import SettingsError
 from ..ltx_core.sampling.euler import STRENGTH_RULES
-from ..ltx_core.sampling.guidance import STG_MODES
+from ..ltx_core.sampling.guidance import STG_MODES, Guidance
+from ..ltx_core.preflight import parse_blocks
 from ..ltx_core.video import resize_center_crop
 from . import memory
 from .convert import core_to_latent, latent_to_core
-from .registry import CATEGORY, VAE_TYPE
-from .sampling import LTXVCoreSampler, run_sampler, scheduler_config
+from .registry import CATEGORY, GUIDANCE_TYPE, VAE_TYPE
+from .sampling import LTXVCoreSampler, PassGuidance, run_sampler, scheduler_config
 
 MAX_FRAMES = 1025
 
@@ -79,7 +80,8 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
     DESCRIPTION = (
         "LTX-Video Sampler that also takes keyframe tokens (from LTX-Video Add Keyframe / Guide) and "
         "spatiotemporal skip guidance (STG, Lightricks' inference code): a third pass in the same batch "
-        "with the self-attention of the chosen blocks perturbed."
+        "with the self-attention of the chosen blocks perturbed. A guidance input (LTX-Video Release "
+        "Schedule) replaces cfg and the STG settings with a release config's per-step schedule."
     )
 
     @classmethod
@@ -88,23 +90,22 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
         inputs["required"] = {**inputs["required"],
             "stg_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip": "STG scale; 0 is plain CFG. Lightricks' 2B configs: 1.0."}),
             "stg_blocks": ("STRING", {"default": "19", "tooltip": "Comma-separated transformer blocks to perturb (Lightricks' 2B: 19; 13B: 42)."}),
-            "stg_mode": (list(STG_MODES), {"default": STG_MODES[0], "tooltip": "attention_values: the block's self-attention returns its values; attention_skip: it is bypassed."}),
+            "stg_mode": (list(STG_MODES), {"default": STG_MODES[0], "tooltip": "attention_values: the block's self-attention returns its values; attention_skip: it is bypassed; residual: its own residual is dropped, which LTX-Video's attention lacks, so only the rescale acts (as in Lightricks' code); transformer_block: the whole block is skipped."}),
             "stg_rescale": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Pull the guided velocity's spread back towards the conditional one (Lightricks' rescaling_scale; 0 or 1: none)."}),
-            "strength_rule": (list(STRENGTH_RULES), {"default": STRENGTH_RULES[0], "tooltip": "Tokens of strength below 1: scaled (timestep sigma * (1 - strength), ComfyUI) or held at 1 - strength until the schedule passes it (Lightricks, diffusers)."}),
+            "strength_rule": (list(STRENGTH_RULES), {"default": "held", "tooltip": "Tokens of strength below 1: held at 1 - strength until the schedule passes it (Lightricks, diffusers) or scaled (timestep sigma * (1 - strength), ComfyUI)."}),
+        }  # fmt: skip
+        inputs["optional"] = {**inputs["optional"],
+            "guidance": (GUIDANCE_TYPE, {"tooltip": "A release config pass's guidance (LTX-Video Release Schedule): its CFG and STG per step replace cfg, stg_scale, stg_blocks, stg_mode and stg_rescale, and it says whether the steps are stochastic."}),
         }  # fmt: skip
         return inputs
 
     def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate, dynamic_shift, base_shift,
-               max_shift, terminal, stg_scale, stg_blocks, stg_mode, stg_rescale, strength_rule, sigmas=None):  # fmt: skip
-        options = dict(stg_scale=stg_scale, stg_blocks=parse_blocks(stg_blocks), stg_mode=stg_mode,
-                       stg_rescale=stg_rescale, strength_rule=strength_rule)  # fmt: skip
+               max_shift, terminal, stg_scale, stg_blocks, stg_mode, stg_rescale, strength_rule, sigmas=None,
+               guidance=None):  # fmt: skip
+        if guidance is None:  # cfg and the STG widgets
+            guidance = PassGuidance(Guidance(cfg, stg_scale, parse_blocks(stg_blocks), stg_mode, stg_rescale))
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-        return (run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas, **options),)
+        return (run_sampler(model, positive, negative, latent, seed, steps, guidance.guidance, frame_rate, schedule,
+                            sigmas, strength_rule, guidance.stochastic),)  # fmt: skip
 
 
-def parse_blocks(text: str) -> tuple[int, ...]:
-    """"19" or "18, 19" -> (18, 19); anything else is refused with what is allowed."""
-    parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    if not all(part.isdigit() for part in parts):
-        raise SettingsError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
-    return tuple(int(part) for part in parts)

@@ -8,20 +8,23 @@ ComfyUI's built-in LTXV nodes; a conditioning frame's timestep travels as `noise
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import comfy.model_management
 
 from ..ltx_core.sampling import conditioning as core_conditioning
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.models.configs import LTXV_VAE_0_9_5
+from ..ltx_core.models.configs import FRAMES_PER_LATENT, LTXV_VAE_0_9_5, PIXELS_PER_LATENT
 from . import memory
 from .convert import core_to_latent, latent_to_core
 from .registry import CATEGORY, VAE_TYPE
 
 MAX_SIZE = 8192
 MAX_FRAMES = 1025
-# Every published LTX-Video VAE has this geometry (32 x 32 pixels, 8 frames, 128 channels
-# per latent cell): the empty latent needs no VAE wired in, as ComfyUI's own does not.
-LATENT_GEOMETRY = LTXV_VAE_0_9_5
+# The empty latent needs no VAE wired in, as ComfyUI's own does not: it takes the geometry
+# every published VAE shares (`configs.VAE_SCALE`) and their 128 latent channels.
+LATENT_GEOMETRY = SimpleNamespace(temporal_compression=FRAMES_PER_LATENT, spatial_compression=PIXELS_PER_LATENT,
+                                  latent_channels=LTXV_VAE_0_9_5.latent_channels)
 
 
 def size_widgets(default_width: int = 768, default_height: int = 512) -> dict:

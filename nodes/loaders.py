@@ -8,12 +8,14 @@ ComfyUI's memory manager.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import comfy.text_encoders
 import folder_paths
 
-from ..ltx_core.speed import optimize as core_acceleration
+from ..ltx_core.speed import optimize as core_speed
 from ..ltx_core.checkpoint import loading as core_checkpoint
+from ..ltx_core.checkpoint.single_file import SAFETENSORS_SUFFIX
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.models import text_encoder as core_text_encoder
 from . import memory
@@ -21,13 +23,9 @@ from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
-SAFETENSORS = ".safetensors"
-# The loader's speed levers (`ltx_core.speed.optimize`), off by default.
-OPTIMIZATIONS = {
-    "none": {"compile": False, "fp8": False},
-    "compile": {"compile": True, "fp8": False},
-    "compile+fp8": {"compile": True, "fp8": True},
-}
+
+# The loader's choice of `Speed.chosen(compile, fp8, ...)`, the CLI's --compile / --fp8.
+OPTIMIZATIONS = {"none": (False, False), "compile": (True, False), "compile+fp8": (True, True)}
 COMPILE_BACKEND = "inductor"  # torch.compile's; the CPU tests trace with "eager"
 
 
@@ -55,7 +53,7 @@ def _files(names: tuple[str, ...], inside_folder_models: list[str]) -> list[str]
     found = []
     for name in names:
         if name in folder_paths.folder_names_and_paths:
-            found += [f for f in folder_paths.get_filename_list(name) if f.lower().endswith(SAFETENSORS)]
+            found += [f for f in folder_paths.get_filename_list(name) if f.lower().endswith(SAFETENSORS_SUFFIX)]
     inside = tuple(folder.rstrip("/\\") + sep for folder in inside_folder_models for sep in ("/", "\\"))
     return [f for f in found if not f.startswith(inside)]
 
@@ -69,7 +67,7 @@ def _is_t5_folder(path: str) -> bool:
 
 
 def _is_shipped_checkpoint(entry: os.DirEntry) -> bool:
-    return entry.is_file() and entry.name.lower().endswith(SAFETENSORS)
+    return entry.is_file() and entry.name.lower().endswith(SAFETENSORS_SUFFIX)
 
 
 def _is_shipped_text_encoder(entry: os.DirEntry) -> bool:
@@ -82,8 +80,8 @@ SHIPPED_KIND = {CHECKPOINT_FOLDERS: _is_shipped_checkpoint, TEXT_ENCODER_FOLDERS
 
 
 def _shipped(names: tuple[str, ...]) -> list[str]:
-    if not os.path.isdir(ASSETS_DIR):
-        return []
+    if names not in SHIPPED_KIND or not os.path.isdir(ASSETS_DIR):
+        return []  # a kind the pack ships no file of (the latent upsamplers)
     return [entry.name for entry in os.scandir(ASSETS_DIR) if SHIPPED_KIND[names](entry)]
 
 
@@ -143,24 +141,28 @@ class LTXVCoreCheckpointLoader:
         return True
 
     def load(self, ckpt_name, dtype, device, optimization="none"):
-        levers = OPTIMIZATIONS[optimization]
         load_device, _ = memory.model_devices("diffusion", device)
-        if levers["fp8"]:
+        # ComfyUI moves the model between devices (no CUDA graphs) and calls the module
+        # itself, not the core's runner that would hold the attention backend
+        speed = replace(core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
+                        attention="default", compile_backend=COMPILE_BACKEND)  # fmt: skip
+        if speed.fp8:
             core_pipeline.check_fp8_device(load_device)  # before any weights are read
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
         loaded = core_checkpoint.load_checkpoint(path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu")
-        transformer = _optimized(loaded.transformer, levers, load_device)
-        return (memory.patcher(transformer, "diffusion", device), memory.patcher(loaded.vae, "vae", device))
+        transformer = _optimized(loaded.transformer, speed, load_device)
+        model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler)
+        return (model, memory.patcher(loaded.vae, "vae", device))
 
 
-def _optimized(transformer, levers: dict, load_device):
-    """The transformer with `levers` applied in place, on the device it will run on (FP8
-    weights are quantized there, the fused GELU is checked there). It stays a plain module
-    that ComfyUI moves between devices, so no CUDA graphs (they pin memory addresses)."""
-    if not any(levers.values()):
+def _optimized(transformer, speed, load_device):
+    """The transformer with `speed` applied in place, on the device it will run on (FP8
+    weights are quantized there, the fused kernels are checked there). It stays a plain
+    module for ComfyUI's memory manager."""
+    if not speed.changes_transformer:
         return transformer
     transformer.to(load_device)
-    core_acceleration.optimize_transformer(transformer, **levers, cuda_graphs=False, compile_backend=COMPILE_BACKEND)
+    core_speed.optimize_transformer(transformer, speed)
     return transformer
 
 

@@ -17,7 +17,9 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
+from ..ltx_core import memory_plan as planner
 from ..ltx_core.errors import SettingsError
+from ..ltx_core.models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig
 
 # "default": bfloat16 (as published) where the model runs on a GPU that has it, float32 on
 # the CPU, where bfloat16 matmuls are several times slower
@@ -62,24 +64,28 @@ def model_devices(kind: str, device: str) -> tuple[torch.device, torch.device]:
 class ManagedModel(torch.nn.Module):
     """A core model in the shape ComfyUI's `ModelPatcher` manages: it sets `device` on
     the module it holds (a read-only property on transformers' models) and reads
-    `get_dtype()`; its memory estimate is the state dict, which is the core model's."""
+    `get_dtype()`; its memory estimate is the state dict, which is the core model's.
+    A transformer also keeps its checkpoint's `scheduler` section here, which release
+    configs' "from_checkpoint" schedule means."""
 
-    def __init__(self, core: torch.nn.Module, device: torch.device):
+    def __init__(self, core: torch.nn.Module, device: torch.device, scheduler: SchedulerConfig | None = None):
         super().__init__()
         self.core = core
         self.device = device
+        self.scheduler = scheduler
 
     def get_dtype(self) -> torch.dtype:
         return next(self.core.parameters()).dtype
 
 
-def patcher(module: torch.nn.Module, kind: str, device: str) -> comfy.model_patcher.ModelPatcher:
+def patcher(module: torch.nn.Module, kind: str, device: str,
+            scheduler: SchedulerConfig | None = None) -> comfy.model_patcher.ModelPatcher:  # fmt: skip
     """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager.
     The plain `ModelPatcher`, not ComfyUI's dynamic one: the core's layers are torch's
     own, which ComfyUI can only move whole."""
     load_device, offload_device = model_devices(kind, device)
     module.to(offload_device)
-    managed = ManagedModel(module, offload_device)
+    managed = ManagedModel(module, offload_device, scheduler)
     return comfy.model_patcher.ModelPatcher(
         managed, load_device=load_device, offload_device=offload_device, size=weight_bytes(module)
     )
@@ -95,6 +101,14 @@ def weight_bytes(module: torch.nn.Module) -> int:
 def core_model(model: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
     """The core's model inside a patcher made by `patcher`."""
     return model.model.core
+
+
+def checkpoint_scheduler(model: comfy.model_patcher.ModelPatcher | None) -> SchedulerConfig:
+    """The schedule of the checkpoint a transformer came from (its metadata's scheduler
+    section); LTX-Video's published one where none is known."""
+    if model is None:
+        return LTXV_SCHEDULER
+    return model.model.scheduler or LTXV_SCHEDULER
 
 
 @contextmanager
@@ -117,3 +131,26 @@ def offload(model: comfy.model_patcher.ModelPatcher) -> None:
         if mm.current_loaded_models[index].model is model:
             mm.current_loaded_models.pop(index).model_unload()
     mm.soft_empty_cache()
+
+
+def refuse_what_never_fits(model: comfy.model_patcher.ModelPatcher, stage: str, latent_shape, **settings) -> None:
+    """Refuse a node's run (`stage`: "sampling" for the DiT, "decode" for the VAE) whose
+    memory plan exceeds all of its device's memory, before the model is moved there: the
+    error gives the estimate and the nearest sizes that fit instead of an out-of-memory
+    error minutes later. Only the whole memory counts, since ComfyUI frees other models
+    first; `settings` are `memory_plan.Workload` fields (guidance, stg, decode_time_chunk...)."""
+    device = torch.device(model.load_device)
+    if device.type not in ("cuda", "cpu"):
+        return  # the planner knows these two
+    core = core_model(model)
+    batch, _, frames, height, width = latent_shape
+    dit = stage == "sampling"
+    own = weight_bytes(core)
+    work = planner.Workload(
+        core.cfg if dit else None, None if dit else core.cfg, width * PIXELS_PER_LATENT, height * PIXELS_PER_LATENT,
+        (frames - 1) * FRAMES_PER_LATENT + 1, batch=batch, dtype=str(next(core.parameters()).dtype).split(".")[-1],
+        device=device.type, models_stay=False, stages=(stage,),
+        weights=planner.WeightBytes(own if dit else 0, 0 if dit else own, 0), **settings,
+    )  # fmt: skip
+    planner.check_fits(planner.estimate(work), planner.device_capacity(str(device)),
+                       advice=" (all of the device's memory counts: ComfyUI frees other models first)")

@@ -9,6 +9,8 @@ import shutil
 
 import folder_paths
 
+from ..ltx_core.preflight import SHIPPED_ASSETS
+
 CATEGORY = "LTX-Video"
 
 # The pack's own objects carry a prefix, so ComfyUI refuses to wire them into nodes of
@@ -16,23 +18,26 @@ CATEGORY = "LTX-Video"
 MODEL_TYPE = "LTXV_CORE_MODEL"
 VAE_TYPE = "LTXV_CORE_VAE"
 T5_TYPE = "LTXV_CORE_T5"
+UPSAMPLER_TYPE = "LTXV_CORE_UPSAMPLER"  # a latent upsampler (multi-scale pipelines)
+GUIDANCE_TYPE = "LTXV_CORE_GUIDANCE"  # one pass's guidance schedule from a release config
 
 # The tiny demo model ships inside the core package, so the shipped workflows run as
 # they are. Only the pack's loaders list it, each loader its own kind (loaders.py): as a
 # folder of ComfyUI's `checkpoints` or `text_encoders` it would also be offered by ComfyUI's
 # own loaders, which cannot load it, and the T5 folder by the checkpoint loader.
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ASSETS_DIR = os.path.join(PACK_DIR, "ltx_core", "assets")
+ASSETS_DIR = str(SHIPPED_ASSETS)
 # The images the shipped i2v / first_last workflows load by name (scripts/make_example_inputs.py).
 EXAMPLE_INPUTS_DIR = os.path.join(PACK_DIR, "workflows", "input")
 
 
 def register_model_folders() -> None:
     """Make sure every folder kind the loaders list exists in this ComfyUI (older copies
-    have no `text_encoders` or `diffusion_models`). The shipped assets are not added to any
+    have no `text_encoders`, `diffusion_models` or `latent_upscale_models`, the folder of
+    ComfyUI's own latent upscale model loader). The shipped assets are not added to any
     kind (see ASSETS_DIR)."""
     models_dir = folder_paths.models_dir
-    for kind in ("text_encoders", "diffusion_models"):
+    for kind in ("text_encoders", "diffusion_models", "latent_upscale_models"):
         if kind not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(kind, os.path.join(models_dir, kind))
 

@@ -3,11 +3,15 @@
 Progress goes to ComfyUI's progress bar with a cheap latent-to-RGB preview; Cancel in
 ComfyUI raises its `InterruptProcessingException` from the step callback, so the run
 stops before the next step and nothing is written.
+
+Given SIGMAS start where their first sigma says, as ComfyUI's own samplers do: at 1 from
+noise, below 1 from the input latent noised to that sigma (the second pass of a
+multi-scale pipeline, whose input is the upsampled first pass).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import comfy.model_management
 import comfy.utils
@@ -15,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..ltx_core.sampling import denoise as core_denoise
+from ..ltx_core.sampling import guidance as core_guidance
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.sampling import scheduler as core_scheduler
 from ..ltx_core.models.configs import LTXV_SCHEDULER
@@ -23,6 +28,15 @@ from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator,
 from .registry import CATEGORY, MODEL_TYPE
 
 PREVIEW_MAX_SIZE = 512  # ComfyUI's MAX_PREVIEW_RESOLUTION
+
+
+@dataclass(frozen=True)
+class PassGuidance:
+    """What travels on an `LTXV_CORE_GUIDANCE` wire: one pass of a release config, its
+    `Guidance` (per-interval CFG / STG schedules) and whether its steps are stochastic."""
+
+    guidance: core_guidance.Guidance
+    stochastic: bool = False
 
 
 def shift_widgets() -> dict:
@@ -91,28 +105,38 @@ class LTXVCoreSampler:
                 **shift_widgets(),
             },
             "optional": {
-                "sigmas": ("SIGMAS", {"tooltip": "A schedule of your own; replaces steps and the shift options."}),
+                "sigmas": ("SIGMAS", {"tooltip": "A schedule of your own; replaces steps and the shift options. Starting below 1 (a second pass), it starts from the input latent noised to its first sigma, as ComfyUI's samplers do."}),
             },
         }  # fmt: skip
 
     def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate,
                dynamic_shift, base_shift, max_shift, terminal, sigmas=None):  # fmt: skip
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-        return (run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas),)
+        guidance = core_guidance.Guidance(cfg_scale=cfg)
+        return (run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas),)
 
 
-def run_sampler(model, positive, negative, latent, seed, steps, cfg, frame_rate, schedule, sigmas, **options) -> dict:
+def run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas,
+                strength_rule: str = "scaled", stochastic: bool = False) -> dict:  # fmt: skip
     """The core's `denoise` on a `LATENT` (keyframe tokens included, dropped from the
-    result), with `options` such as STG passed on; the denoised `LATENT`."""
+    result) with `guidance` (a core `Guidance`); the denoised `LATENT`. Given `sigmas`
+    start at their first sigma (see the module's docstring)."""
     conditioned = latent_to_core(latent)
+    start_sigma = 1.0 if sigmas is None else float(sigmas[0])
     if sigmas is None:
         sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
     positive, negative = text_pair(positive, negative)
+    memory.refuse_what_never_fits(
+        model, "sampling", conditioned.samples.shape, guidance=guidance.needs_negative, stg=guidance.uses_stg,
+        per_token_timesteps=bool(conditioned.keyframes) or bool((conditioned.noise_mask != 1).any()),
+        keyframe_tokens=conditioned.num_keyframe_tokens, steps=len(sigmas) - 1,
+    )  # fmt: skip
     with memory.on_device(model) as device:
         result = core_denoise.denoise(
-            memory.core_model(model), conditioned, positive, negative, sigmas=sigmas, guidance=cfg,
+            memory.core_model(model), conditioned, positive, negative, sigmas=sigmas, guidance=guidance,
             frame_rate=frame_rate, generator=seeded_generator(seed),
-            callback=_progress_callback(len(sigmas) - 1), device=device, **options,
+            callback=_progress_callback(len(sigmas) - 1), device=device, strength_rule=strength_rule,
+            start_sigma=start_sigma, stochastic=stochastic,
         )  # fmt: skip
     return core_to_latent(result)
 

@@ -13,7 +13,7 @@ and `tokenizer/`), through diffusers' own model classes, mapped by `ltx_core.che
 
 Both build our models from tiny configs with the given seed, so the same
 (release, seed) gives the same weights in both layouts. Releases are the keys of
-`ltx_core.checkpoint.loading.ARCHITECTURE_OF_RELEASE`; 0.9.7 and 0.9.8 (13B) keep the 48 blocks
+`ltx_core.checkpoint.versions.ARCHITECTURE_OF_RELEASE`; 0.9.7 and 0.9.8 (13B) keep the 48 blocks
 that identify them, at tiny width.
 """
 
@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ltx_core.models import configs as C
-from ltx_core.checkpoint.loading import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
+from ltx_core.checkpoint.versions import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
 from ltx_core.checkpoint.writing import config_metadata, official_tensors
 from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
 from ltx_core.sampling.scheduler import LTXV_SCHEDULER

@@ -9,6 +9,8 @@ from ltx_core.speed.optimize import (
     attention_context,
     compile_regions,
     compile_vae_decoder,
+    FusedParts,
+    Speed,
     optimize_transformer,
     pick_attention_backend,
 )
@@ -69,9 +71,9 @@ def test_a_compiled_vae_decoder_decodes_whole_and_in_time_chunks_as_the_eager_on
 @torch.no_grad()
 def test_optimize_transformer_with_fp8_and_fusion_runs_on_cpu_close_to_the_original():
     reference, other = twin_models()
-    fast = optimize_transformer(other, compile=False, fp8=True)
+    fast = optimize_transformer(other, Speed(fp8=True))
     assert fast.levers["fp8_layers"] > 0 and fast.levers["attention"] == "default"
-    assert fast.cfg is other.cfg and next(fast.parameters()).device.type == "cpu"
+    assert fast.model is other and next(other.parameters()).device.type == "cpu"
     inputs = tiny_inputs(TINY_TRANSFORMER)
     assert relative_error(fast(*inputs), reference(*inputs)) < MODEL_RTOL
 
@@ -80,7 +82,7 @@ def test_attention_backend_names_are_checked():
     with pytest.raises(SettingsError, match="attention backend 'fa9'; allowed"):
         attention_context("fa9")
     with pytest.raises(SettingsError, match="attention backend 'fa9'; allowed"):
-        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), compile=False, attention="fa9")
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), Speed(attention="fa9"))
 
 
 def test_auto_attention_falls_back_to_the_default_order_off_cuda():
@@ -89,7 +91,7 @@ def test_auto_attention_falls_back_to_the_default_order_off_cuda():
 
 def test_cuda_graphs_refuse_a_model_on_the_cpu():
     with pytest.raises(SettingsError, match="cuda_graphs needs the model on a CUDA device"):
-        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), compile=False, cuda_graphs=True)
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), Speed(cuda_graphs=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
@@ -121,9 +123,8 @@ def test_the_gelu_epilogue_op_computes_linear_then_gelu_and_is_used_only_where_i
 
 
 def test_the_default_levers_fuse_the_fp8_feed_forward():
-    """optimize_transformer's defaults (the CLI's and the loader node's): with fp8 the
-    feed-forward's GELU + quantization in one op, same numbers as unfused. (The q/k/v
-    projections are fused in the model itself now; its lever was removed.)"""
+    """optimize_transformer's fused parts by default (the CLI's and the loader node's): with
+    fp8 the feed-forward's GELU + quantization in one op, same numbers as unfused."""
     from ltx_core.speed.fp8 import FP8FeedForward
 
     torch.manual_seed(0)
@@ -131,8 +132,8 @@ def test_the_default_levers_fuse_the_fp8_feed_forward():
     inputs = tiny_inputs(TINY_TRANSFORMER)
     unfused = LTXVTransformer(TINY_TRANSFORMER).eval()
     unfused.load_state_dict(plain.state_dict())
-    reference = optimize_transformer(unfused, compile=False, fp8=True, cuda_graphs=False, fp8_fused_gelu=False)
-    fast = optimize_transformer(plain, compile=False, fp8=True, cuda_graphs=False)
+    reference = optimize_transformer(unfused, Speed(fp8=True), FusedParts(fp8_feed_forward=False))
+    fast = optimize_transformer(plain, Speed(fp8=True))
     assert fast.levers["fp8_fused_feed_forwards"] == TINY_TRANSFORMER.num_layers
     assert "fp8_fused_feed_forwards" not in reference.levers
     assert all(hasattr(b.attn1, "to_qkv") and isinstance(b.ff.net[0], FP8FeedForward) for b in plain.transformer_blocks)

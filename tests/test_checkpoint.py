@@ -11,9 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx_core.checkpoint import loading as ck
 from ltx_core import preflight
+from ltx_core.checkpoint.loading import inspect_checkpoint, load_checkpoint, load_transformer, load_vae
+from ltx_core.checkpoint.tensors import SafetensorsHeader, non_finite_names
+from ltx_core.checkpoint.versions import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, CheckpointInfo, detect_version
 from ltx_core.errors import CheckpointError, SettingsError
+from ltx_core.models.configs import VAE_SCALE
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 
 from .fixtures_checkpoints import (
@@ -54,8 +57,8 @@ def rewritten(source: Path, target: Path, change=None, metadata=None) -> Path:
 def test_each_release_loads_from_the_official_file_with_its_architecture_version(tmp_path, release):
     """The version comes from tensors and metadata (the file name says nothing here)."""
     path = write_official_single_file(tmp_path / "model.safetensors", release)
-    loaded = ck.load_checkpoint(path)
-    assert loaded.version == ck.ARCHITECTURE_OF_RELEASE[release]
+    loaded = load_checkpoint(path)
+    assert loaded.version == ARCHITECTURE_OF_RELEASE[release]
     assert loaded.info.config_source == "metadata"
     assert loaded.configs.transformer == release_configs(release).transformer
     assert loaded.configs.vae == release_configs(release).vae
@@ -64,9 +67,9 @@ def test_each_release_loads_from_the_official_file_with_its_architecture_version
 @pytest.mark.parametrize("release", RELEASES)
 def test_detect_version_needs_only_the_tensor_names(tmp_path, release):
     path = write_official_single_file(tmp_path / "model.safetensors", release, metadata="missing")
-    header = ck.SafetensorsHeader(path)
+    header = SafetensorsHeader(path)
     assert header.metadata == {}
-    assert ck.detect_version(header.shapes) == ck.ARCHITECTURE_OF_RELEASE[release]
+    assert detect_version(header.shapes) == ARCHITECTURE_OF_RELEASE[release]
 
 
 def test_detect_version_refuses_metadata_that_contradicts_the_tensors(tmp_path):
@@ -75,7 +78,7 @@ def test_detect_version_refuses_metadata_that_contradicts_the_tensors(tmp_path):
     with pytest.raises(
         CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"
     ):
-        ck.detect_version(ck.SafetensorsHeader(tensors).shapes, metadata_of_0_9_0)
+        detect_version(SafetensorsHeader(tensors).shapes, metadata_of_0_9_0)
 
 
 def test_the_version_rules_look_at_the_vae_layout_and_the_transformer_depth():
@@ -84,11 +87,17 @@ def test_the_version_rules_look_at_the_vae_layout_and_the_transformer_depth():
     timestep = {"vae.decoder.last_scale_shift_table"}
     space_to_depth = {"vae.encoder.down_blocks.1.conv.conv.weight"}
     block_47 = {"model.diffusion_model.transformer_blocks.47.scale_shift_table"}
-    assert ck.detect_version(base) == "0.9.0"
-    assert ck.detect_version(base | timestep) == "0.9.1"
-    assert ck.detect_version(base | timestep | space_to_depth) == "0.9.5"
-    assert ck.detect_version(base | timestep | space_to_depth | block_47) == "0.9.7"
-    assert ck.detect_version(base | timestep | block_47) == "0.9.1"  # depth alone: not 13B's VAE
+    assert detect_version(base) == "0.9.0"
+    assert detect_version(base | timestep) == "0.9.1"
+    assert detect_version(base | timestep | space_to_depth) == "0.9.5"
+    assert detect_version(base | timestep | space_to_depth | block_47) == "0.9.7"
+    assert detect_version(base | timestep | block_47) == "0.9.1"  # depth alone: not 13B's VAE
+
+
+@pytest.mark.parametrize("version", sorted(STOCK_CONFIGS))
+def test_every_published_vae_has_the_geometry_code_without_a_vae_assumes(version):
+    vae = STOCK_CONFIGS[version].vae
+    assert (vae.temporal_compression, vae.spatial_compression, vae.spatial_compression) == VAE_SCALE
 
 
 # ---------------------------------------------------------------- both layouts
@@ -97,8 +106,8 @@ def test_the_version_rules_look_at_the_vae_layout_and_the_transformer_depth():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_single_file_and_diffusers_folder_of_the_same_weights_give_identical_outputs(tmp_path, family):
     """If a key map or a config translation were wrong, the two loads would differ."""
-    single = ck.load_checkpoint(write_official_single_file(tmp_path / "m.safetensors", family, seed=3))
-    folder = ck.load_checkpoint(write_diffusers_folder(tmp_path / "diffusers", family, seed=3))
+    single = load_checkpoint(write_official_single_file(tmp_path / "m.safetensors", family, seed=3))
+    folder = load_checkpoint(write_diffusers_folder(tmp_path / "diffusers", family, seed=3))
     assert folder.info.layout == "diffusers" and folder.version == single.version == family
     assert folder.configs.transformer == single.configs.transformer
     assert folder.configs.vae == single.configs.vae
@@ -122,7 +131,7 @@ def test_single_file_and_diffusers_folder_of_the_same_weights_give_identical_out
 
 
 def test_dtype_and_device_are_applied(official_file):
-    loaded = ck.load_checkpoint(official_file, dtype="bf16", device="cpu")
+    loaded = load_checkpoint(official_file, dtype="bf16", device="cpu")
     tensors = [*loaded.transformer.parameters(), *loaded.vae.parameters()]
     assert {t.dtype for t in tensors} == {torch.bfloat16}
     assert {t.device.type for t in tensors} == {"cpu"}
@@ -130,9 +139,9 @@ def test_dtype_and_device_are_applied(official_file):
 
 
 def test_load_transformer_and_load_vae_read_one_model_each(official_file):
-    transformer, info = ck.load_transformer(official_file)
-    vae, _ = ck.load_vae(official_file)
-    full = ck.load_checkpoint(official_file)
+    transformer, info = load_transformer(official_file)
+    vae, _ = load_vae(official_file)
+    full = load_checkpoint(official_file)
     assert info.version == "0.9.5"
     for name, tensor in full.vae.state_dict().items():
         assert torch.equal(vae.state_dict()[name], tensor)
@@ -145,7 +154,7 @@ def test_load_transformer_and_load_vae_read_one_model_each(official_file):
 
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint '.*nothing\.safetensors' does not exist"):
-        ck.load_checkpoint(tmp_path / "nothing.safetensors")
+        load_checkpoint(tmp_path / "nothing.safetensors")
 
 
 class WritesAMarker:
@@ -163,7 +172,7 @@ def test_pickles_are_refused_without_being_unpickled(tmp_path, name):
     marker = tmp_path / "unpickled"
     (tmp_path / name).write_bytes(pickle.dumps(WritesAMarker(marker), protocol=4))
     with pytest.raises(CheckpointError, match="pickle.*refused.*only .safetensors files are loaded"):
-        ck.load_checkpoint(tmp_path / name)
+        load_checkpoint(tmp_path / name)
     assert not marker.exists()
 
 
@@ -171,7 +180,7 @@ def test_torch_zip_pickle_named_safetensors_is_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     torch.save({"weight": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="is a PyTorch pickle despite its name"):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999, 40, 3])
@@ -181,7 +190,7 @@ def test_truncated_safetensors_file_is_named_truncated_or_corrupt(tmp_path, offi
     path = tmp_path / "cut.safetensors"
     path.write_bytes(data[:cut])
     with pytest.raises(CheckpointError, match=r"cut\.safetensors' is truncated or corrupt"):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_an_image_model_is_not_an_ltx_video_checkpoint(tmp_path):
@@ -199,12 +208,12 @@ def test_an_image_model_is_not_an_ltx_video_checkpoint(tmp_path):
         match=r"not an LTX-Video checkpoint: it looks like a Stable Diffusion UNet; "
         r"found 3 tensors under .*model\.diffusion_model\.input_blocks\.\*",
     ):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_a_t5_encoder_in_the_checkpoint_slot_is_named(tiny_t5_folder):
     with pytest.raises(CheckpointError, match="not an LTX-Video checkpoint: it looks like a T5 text encoder"):
-        ck.load_checkpoint(tiny_t5_folder / "model.safetensors")
+        load_checkpoint(tiny_t5_folder / "model.safetensors")
 
 
 def test_a_file_with_only_the_vae_says_the_transformer_is_missing(tmp_path, official_file):
@@ -216,7 +225,7 @@ def test_a_file_with_only_the_vae_says_the_transformer_is_missing(tmp_path, offi
     with pytest.raises(
         CheckpointError, match=r"holds no LTX-Video transformer \(no model\.diffusion_model\.\* tensors\)"
     ):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_missing_tensors_are_counted_and_named(tmp_path):
@@ -230,7 +239,7 @@ def test_missing_tensors_are_counted_and_named(tmp_path):
         match=r"lacks 2 of the \d+ transformer tensors its config needs, "
         r"e.g. transformer_blocks.1.attn1.to_k.weight, transformer_blocks.1.attn1.to_q.weight",
     ):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_a_missing_unused_vae_statistic_is_allowed(tmp_path):
@@ -238,7 +247,7 @@ def test_a_missing_unused_vae_statistic_is_allowed(tmp_path):
     path = write_official_single_file(
         tmp_path / "m.safetensors", "0.9.5", drop=("vae.per_channel_statistics.channel",)
     )
-    assert ck.load_checkpoint(path).version == "0.9.5"
+    assert load_checkpoint(path).version == "0.9.5"
 
 
 def test_unexpected_tensors_are_named(tmp_path, official_file):
@@ -248,7 +257,7 @@ def test_unexpected_tensors_are_named(tmp_path, official_file):
     with pytest.raises(
         CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"
     ):
-        ck.load_checkpoint(rewritten(official_file, tmp_path / "m.safetensors", add))
+        load_checkpoint(rewritten(official_file, tmp_path / "m.safetensors", add))
 
 
 def test_tensors_of_other_models_bundled_in_the_file_are_ignored_with_a_warning(tmp_path, official_file):
@@ -257,7 +266,7 @@ def test_tensors_of_other_models_bundled_in_the_file_are_ignored_with_a_warning(
 
     path = rewritten(official_file, tmp_path / "m.safetensors", bundle)
     with pytest.warns(UserWarning, match=r"1 tensors outside model\.diffusion_model\. and vae\. are ignored"):
-        assert ck.load_checkpoint(path).version == "0.9.5"
+        assert load_checkpoint(path).version == "0.9.5"
 
 
 def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, official_file):
@@ -272,7 +281,7 @@ def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, officia
         match=r"transformer tensor 'model\.diffusion_model\.proj_out\.weight' in "
         r"'.*m\.safetensors' has shape \[128, 8\], but the config asks for \[128, 16\]",
     ):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize(
@@ -296,15 +305,15 @@ def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_vers
             match=r"lacks \d+ of the \d+ transformer tensors .*the config is the "
             "stock 0.9.1 one, as the file's metadata is unreadable",
         ):
-            ck.load_checkpoint(path)
+            load_checkpoint(path)
 
 
 def test_stock_config_fallback_is_the_published_one_for_each_version(tmp_path):
     path = write_official_single_file(tmp_path / "m.safetensors", "0.9.7", metadata="missing")
     with pytest.warns(UserWarning, match="LTX-Video 0.9.7"):
-        info, *_ = ck.inspect_checkpoint(path)
+        info, *_ = inspect_checkpoint(path)
     assert info.config_source == "stock"
-    assert info.configs == ck.STOCK_CONFIGS["0.9.7"]
+    assert info.configs == STOCK_CONFIGS["0.9.7"]
     assert info.configs.transformer.num_layers == 48 and info.configs.transformer.attention_head_dim == 128
 
 
@@ -316,14 +325,14 @@ def test_metadata_with_unsupported_settings_is_refused_naming_the_file(tmp_path,
     with pytest.raises(
         CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"
     ):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 def test_non_safetensors_file_suffix_is_refused(tmp_path, official_file):
     path = tmp_path / "model.gguf"
     path.write_bytes(official_file.read_bytes())
     with pytest.raises(CheckpointError, match=r"is not a \.safetensors file"):
-        ck.load_checkpoint(path)
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "fp64", "float8", torch.int32])
@@ -331,13 +340,13 @@ def test_unknown_dtype_lists_the_allowed_names(official_file, dtype):
     with pytest.raises(
         SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"
     ):
-        ck.load_checkpoint(official_file, dtype=dtype)
+        load_checkpoint(official_file, dtype=dtype)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_asked_where_absent_is_refused_before_reading(official_file):
     with pytest.raises(SettingsError, match="device 'cuda' asked for, but no CUDA GPU is available"):
-        ck.load_checkpoint(official_file, device="cuda")
+        load_checkpoint(official_file, device="cuda")
 
 
 @pytest.mark.parametrize(
@@ -345,7 +354,7 @@ def test_cuda_asked_where_absent_is_refused_before_reading(official_file):
 )
 def test_unknown_device_is_refused(official_file, device, message):
     with pytest.raises(SettingsError, match=message):
-        ck.load_checkpoint(official_file, device=device)
+        load_checkpoint(official_file, device=device)
 
 
 def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(tmp_path, monkeypatch):
@@ -353,12 +362,12 @@ def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(t
     with pytest.raises(
         CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
     ):
-        ck.default_model_paths()
+        preflight.default_model_paths()
 
 
 def test_loaded_checkpoint_unpacks_as_transformer_vae_info(official_file):
-    transformer, vae, info = ck.load_checkpoint(official_file)
-    assert isinstance(info, ck.CheckpointInfo) and info.layout == "single_file"
+    transformer, vae, info = load_checkpoint(official_file)
+    assert isinstance(info, CheckpointInfo) and info.layout == "single_file"
     assert transformer.cfg == info.configs.transformer and vae.cfg == info.configs.vae
 
 
@@ -386,7 +395,7 @@ def with_value(key: str, value: float, index: int = 0):
 def test_a_non_finite_weight_is_refused_at_load_naming_the_tensor(tmp_path, official_file, key, value, named):
     damaged = rewritten(official_file, tmp_path / "damaged.safetensors", with_value(key, value, index=5))
     with pytest.raises(CheckpointError, match="tensor.* hold NaN or infinite values") as refused:
-        ck.load_checkpoint(damaged)
+        load_checkpoint(damaged)
     message = str(refused.value)
     assert f"{key} ({named} of " in message and "damaged.safetensors" in message
     assert "the file is damaged" in message and "download it again" in message
@@ -403,18 +412,18 @@ def test_every_non_finite_tensor_is_counted_and_the_first_named(tmp_path, offici
 
     damaged = rewritten(official_file, tmp_path / "damaged.safetensors", change)
     with pytest.raises(CheckpointError, match=r"8 transformer tensor\(s\) hold NaN .* and 3 more; the file is damaged"):
-        ck.load_transformer(damaged)
+        load_transformer(damaged)
 
 
 def test_a_finite_weight_beyond_fp16_says_to_load_in_bf16_or_fp32(tmp_path, official_file):
     key = "vae.decoder.conv_in.conv.weight"
     big = rewritten(official_file, tmp_path / "big.safetensors", with_value(key, 1e6))
     with pytest.raises(CheckpointError, match="finite in the file but overflow float16; load the model in bf16 or fp32"):
-        ck.load_vae(big, dtype="fp16")
-    ck.load_vae(big, dtype="bf16")  # bf16 has fp32's range
+        load_vae(big, dtype="fp16")
+    load_vae(big, dtype="bf16")  # bf16 has fp32's range
 
 
 def test_non_finite_names_looks_at_floating_tensors_only():
     state = {"a": torch.tensor([1.0, float("nan")]), "b": torch.tensor([1, 2]), "c": torch.empty(0),
              "d": torch.tensor([float("-inf")], dtype=torch.bfloat16), "e": torch.ones(3)}
-    assert ck.non_finite_names(state) == ["a", "d"]
+    assert non_finite_names(state) == ["a", "d"]

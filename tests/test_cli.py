@@ -8,14 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from dataclasses import replace
 
 import av
 import pytest
 import torch
 from PIL import Image
 
-from ltx_core.checkpoint import loading as ck
 from ltx_core import cli, preflight
+from ltx_core.speed.optimize import Speed
 from ltx_core.video import read_video_metadata
 
 from .fixtures_checkpoints import write_diffusers_folder, write_official_single_file
@@ -71,10 +72,6 @@ def assert_one_line(stderr: str) -> None:
             "width 500 is not a positive multiple of 32; nearest valid: 480 or 512",
         ),
         (
-            ("--prompt", "a fox", "--decode-chunk-frames", "0"),
-            "argument --decode-chunk-frames: '0' is not a whole number of at least 1",
-        ),
-        (
             ("--prompt", "a fox", "--decode-time-chunk", "-2"),
             "argument --decode-time-chunk: '-2' is not a whole number of at least 1",
         ),
@@ -104,7 +101,7 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
         (("--device", "mps"), "device 'mps' is not supported"),
         (("--image", "missing.png"), "image 'missing.png' does not exist"),
         (("--fp8", "--device", "cpu"), "fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9"),
-        (("--decode-chunk-frames", "2", "--cfg-parallel", "2"), "--decode-chunk-frames does not combine with"),
+        (("--decode-time-chunk", "2", "--cfg-parallel", "2"), "--decode-time-chunk does not combine with"),
         (("--decode-time-chunk", "8", "--sequence-parallel", "2"), "--decode-time-chunk does not combine with"),
     ],
 )
@@ -359,7 +356,7 @@ def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_siz
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "first.png"]
 
 
-SHIPPED_MODEL = Path(ck.__file__).parent / "assets" / "ltxv-tiny.safetensors"
+SHIPPED_MODEL = preflight.shipped_model_paths()[0]
 
 
 @pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped model is not in ltx_core/assets yet")
@@ -396,7 +393,6 @@ def test_help_documents_the_speed_flags(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--compile torch.compile the transformer's regions" in text
     assert "--fp8 FP8 linear layers in the transformer (a CUDA GPU with FP8 tensor cores" in text
-    assert "--decode-chunk-frames N decode N latent frames" in text
     assert "--decode-time-chunk N compute each VAE decoder layer N frames at a time" in text
 
 
@@ -413,16 +409,16 @@ def generated_frames(capsys, monkeypatch, tmp_path, checkpoint, text_encoder, *f
     return written[0]
 
 
-def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
+def test_decode_time_chunks_and_compile_give_the_frames_of_the_plain_run(
     capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
 ):
     """--compile reaches `optimize_models` (traced with Dynamo's 'eager' backend here: no C++
-    compiler on CI), --decode-chunk-frames and --decode-time-chunk the decode; none changes the frames."""
+    compiler on CI), --decode-time-chunk the decode; neither changes the frames."""
     calls = []
 
-    def eager_compile(models, **levers):
-        calls.append(levers)
-        return cli_optimize(models, **levers, compile_backend="eager")
+    def eager_compile(models, speed):
+        calls.append(speed)
+        return cli_optimize(models, replace(speed, compile_backend="eager"))
 
     cli_optimize = cli.optimize_models
     monkeypatch.setattr(cli, "optimize_models", eager_compile)
@@ -432,13 +428,11 @@ def test_decode_in_chunks_and_compile_give_the_frames_of_the_plain_run(
 
     plain = run()
     assert calls == []
-    chunked = run("--decode-chunk-frames", "1")
-    layer_chunked = run("--decode-time-chunk", "4")
+    chunked = run("--decode-time-chunk", "4")
     compiled = run("--compile")
-    assert calls == [dict(compile=True, fp8=False, attention="default", cuda_graphs=False)]
+    assert calls == [Speed(compile=True, fp8=False, attention="default", cuda_graphs=False)]  # the CPU's choice
     assert plain.shape == (25, 32, 32, 3)
     assert (chunked - plain).abs().max() <= SPEED_ATOL
-    assert (layer_chunked - plain).abs().max() <= SPEED_ATOL
     assert (compiled - plain).abs().max() <= SPEED_ATOL
 
 

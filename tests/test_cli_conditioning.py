@@ -54,7 +54,7 @@ def args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, *extra):  # noqa: F811
         (("--condition", "{image}@9"), r"conditioning frame index 9 with 1 frame\(s\) reaches past the clip of 9"),
         (("--condition", "{image}@4:1.5"), r"conditioning strength 1.5 is outside \[0, 1\]"),
         (("--condition", "missing.png@0"), r"conditioning file 'missing.png' does not exist"),
-        (("--stg-blocks", "a"), r"'a' is not a comma-separated list of block indices"),
+        (("--stg-blocks", "a"), r"stg_blocks 'a' must be block indices separated by commas, e.g. 19 or 18, 19"),
         (("--stg-scale", "1", "--stg-blocks", ""), r"stg_scale 1.0 needs stg_blocks"),
         (("--denoise-strength", "0.5"), r"denoise_strength 0.5 needs a source_video"),
     ],

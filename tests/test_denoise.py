@@ -7,6 +7,7 @@ import torch
 
 from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem, Keyframe
 from ltx_core.sampling.denoise import denoise, keyframe_coords, token_coords
+from ltx_core.sampling.guidance import Guidance
 from ltx_core.errors import SettingsError
 from ltx_core.pipeline import Models, condition_on_items, encode_text, prepare_latent
 from ltx_core.sampling.scheduler import flow_sigmas
@@ -150,3 +151,54 @@ def test_the_coordinates_are_built_once_not_every_step(models, text):
     recorder = Recorder(models.transformer)
     denoise_small(models, recorder, text)
     assert len(recorder.coords) == 3 and all(c is recorder.coords[0] for c in recorder.coords)
+
+
+# ---------------------------------------------------------------- Lightricks' defaults and options
+
+
+def partial_first_frame(models, strength=0.5):
+    image = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2))
+    return prepare_latent(models.vae, 9, 32, 64, first_frame=image, strength=strength)
+
+
+def test_partial_strength_tokens_follow_lightricks_held_rule_unless_told(models, text):
+    """The official rule by default: a first frame at strength 0.5 sits at timestep
+    min(sigma, 0.5); "scaled" (ComfyUI's sigma * 0.5) stays selectable."""
+    latent = partial_first_frame(models)
+    sigmas = flow_sigmas(3, latent.num_tokens)
+    run = lambda **rule: denoise(models.transformer, latent, *text, sigmas, 3.0, 25.0,  # noqa: E731
+                                 torch.Generator().manual_seed(0), **rule).samples  # fmt: skip
+    assert torch.equal(run(), run(strength_rule="held"))
+    assert not torch.equal(run(), run(strength_rule="scaled"))
+
+
+def test_stochastic_denoising_is_reproducible_and_differs_from_the_deterministic_run(models, text):
+    latent = prepare_latent(models.vae, 9, 32, 64)
+    sigmas = flow_sigmas(3, latent.num_tokens)
+    run = lambda stochastic, seed=0: denoise(models.transformer, latent, *text, sigmas, 3.0, 25.0,  # noqa: E731
+                                             torch.Generator().manual_seed(seed), stochastic=stochastic).samples
+    assert torch.equal(run(True), run(True)) and not torch.equal(run(True), run(True, seed=1))
+    assert (run(True) - run(False)).abs().max() > 1e-3
+
+
+def test_each_step_batches_and_perturbs_as_its_guidance_interval_says(models, text):
+    """The dev config's shape in small: no CFG or STG at first (one item), then CFG and STG
+    on block 0 (three items), then STG alone on block 1 (two items)."""
+    recorder = Recorder(models.transformer)
+    latent = prepare_latent(models.vae, 9, 32, 64)
+    guidance = Guidance(cfg_scale=(1.0, 3.0, 1.0), stg_scale=(0.0, 1.0, 2.0), stg_blocks=((), (0,), (1,)),
+                        stg_rescale=(1.0, 0.7, 1.0), guidance_timesteps=(1.0, 0.9, 0.3),
+                        cfg_star_rescale=True)  # fmt: skip
+    sigmas = torch.tensor([1.0, 0.95, 0.92, 0.6, 0.0])  # intervals 0, 1, 1, 2 (the first bound at or below)
+    perturbed_blocks = []
+    hooks = [block.attn1.register_forward_hook(lambda *a, i=i: perturbed_blocks.append(i))
+             for i, block in enumerate(models.transformer.transformer_blocks)]  # fmt: skip
+    try:
+        denoise(recorder, latent, *text, sigmas, guidance, 25.0, torch.Generator().manual_seed(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert [shape[0] for shape in recorder.timestep_shapes] == [1, 3, 3, 2]
+    # the plain forward calls every block's attention module; the attention_values
+    # replacement of a perturbed block calls its projections instead
+    assert perturbed_blocks == [0, 1] + [1] * 2 + [0] * 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx_core.checkpoint import loading as ck
+from ltx_core.checkpoint.loading import load_checkpoint
+from ltx_core.checkpoint.versions import STOCK_CONFIGS
 from ltx_core.checkpoint import diffusers_folder as df
 from ltx_core.errors import CheckpointError
 
@@ -21,7 +22,7 @@ FAMILIES = ("0.9.0", "0.9.1", "0.9.5")  # the three VAE layouts; 0.9.7 adds only
 def test_sharded_diffusers_transformer_loads_through_its_index(tmp_path):
     folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.5", seed=2, max_shard_size="20KB")
     assert len(list((folder / "transformer").glob("*.safetensors"))) > 1
-    loaded = ck.load_checkpoint(folder)
+    loaded = load_checkpoint(folder)
     expected, _ = random_models(release_configs("0.9.5"), seed=2)
     for name, tensor in expected.state_dict().items():
         assert torch.equal(loaded.transformer.state_dict()[name], tensor), name
@@ -29,7 +30,7 @@ def test_sharded_diffusers_transformer_loads_through_its_index(tmp_path):
 
 def test_diffusers_folder_reports_its_text_encoder_and_tokenizer(tmp_path, tiny_t5_folder):
     folder = write_diffusers_folder(tmp_path / "diffusers", "0.9.1", text_encoder=tiny_t5_folder)
-    info = ck.load_checkpoint(folder).info
+    info = load_checkpoint(folder).info
     assert info.text_encoder == folder / "text_encoder" and info.tokenizer == folder / "tokenizer"
 
 
@@ -41,10 +42,10 @@ def test_folder_without_the_diffusers_sub_folders_names_the_missing_ones(tmp_pat
     with pytest.raises(
         CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"
     ):
-        ck.load_checkpoint(tmp_path / "model")
+        load_checkpoint(tmp_path / "model")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="it lacks transformer/, vae/"):
-        ck.load_checkpoint(tmp_path / "empty")
+        load_checkpoint(tmp_path / "empty")
 
 
 def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
@@ -55,7 +56,7 @@ def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
     with pytest.raises(
         CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"
     ):
-        ck.load_checkpoint(tmp_path)
+        load_checkpoint(tmp_path)
 
 
 # ---------------------------------------------------------------- configs at real size
@@ -127,12 +128,12 @@ def test_published_diffusers_vae_configs_translate_to_the_stock_configs(tmp_path
     """The real sizes, which no tiny round trip exercises: the width arithmetic and the
     per-block layer counts must give exactly the published official config."""
     translated = df.vae_config_from_diffusers(PUBLISHED_DIFFUSERS_VAE[family], family, tmp_path)
-    assert translated == ck.STOCK_CONFIGS[family].vae
+    assert translated == STOCK_CONFIGS[family].vae
 
 
 @pytest.mark.parametrize("version", ["0.9.5", "0.9.7"])
 def test_published_diffusers_transformer_configs_translate_to_the_stock_configs(tmp_path, version):
-    stock = ck.STOCK_CONFIGS[version].transformer
+    stock = STOCK_CONFIGS[version].transformer
     translated = df.transformer_config_from_diffusers(
         PUBLISHED_DIFFUSERS_TRANSFORMER[version], stock, tmp_path
     )
@@ -144,7 +145,7 @@ def test_a_diffusers_transformer_with_another_activation_is_refused(tmp_path):
     with pytest.raises(
         CheckpointError, match="activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"
     ):
-        df.transformer_config_from_diffusers(config, ck.STOCK_CONFIGS["0.9.5"].transformer, tmp_path)
+        df.transformer_config_from_diffusers(config, STOCK_CONFIGS["0.9.5"].transformer, tmp_path)
 
 
 def test_a_diffusers_vae_config_of_another_layout_is_refused(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import traceback
 from dataclasses import replace
@@ -22,11 +23,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE
+from ltx_core.parallel.collectives import RankFailure
 from ltx_core.parallel.distributed import (
     ParallelLayout,
     ParallelRun,
     ParallelTransformer,
-    RankFailure,
     _shard,
     init_parallel,
     make_groups,
@@ -34,6 +35,7 @@ from ltx_core.parallel.distributed import (
 from ltx_core.parallel.split_decode import TimeSplitVAE, time_split
 from ltx_core.errors import SettingsError
 from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.guidance import Guidance
 from ltx_core.pipeline import prepare_latent
 from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import TextEmbeddings
@@ -91,8 +93,8 @@ def run_denoise(transformer, vae, stg: bool = False) -> torch.Tensor:
     text, negative = texts()
     sigmas = flow_sigmas(3, TOKENS)
     stg_settings = dict(stg_scale=1.0, stg_blocks=(1,)) if stg else {}
-    return denoise(transformer, latent, text, negative, sigmas, 3.0, 25.0, torch.Generator().manual_seed(5),
-                   **stg_settings).samples
+    return denoise(transformer, latent, text, negative, sigmas, Guidance(3.0, **stg_settings), 25.0,
+                   torch.Generator().manual_seed(5)).samples
 
 
 def run_decode(vae) -> torch.Tensor:
@@ -359,3 +361,15 @@ def test_shards_pad_tokens_with_zeros_and_the_batch_with_its_last_item():
 def test_rank_failure_is_a_runtime_error_not_a_bad_setting():
     """The CLI maps LTXVError (bad input) to exit 2; a dead rank is not the user's input."""
     assert issubclass(RankFailure, RuntimeError) and not issubclass(RankFailure, ValueError)
+
+
+def test_the_time_split_decode_stands_on_the_collectives_alone():
+    """No import cycle: the decode split needs nothing of the sharded transformer, and the
+    transformer side catches the collectives' own RankFailure."""
+    code = ("import sys; import ltx_core.parallel.split_decode; "
+            "assert 'ltx_core.parallel.distributed' not in sys.modules; "
+            "from ltx_core.parallel import collectives, distributed; "
+            "assert distributed.RankFailure is collectives.RankFailure")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr

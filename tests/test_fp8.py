@@ -182,10 +182,10 @@ def test_a_cpu_torch_without_row_wise_scaled_mm_is_refused_with_the_reason(monke
     """torch 2.11's CPU `_scaled_mm` takes only per-tensor scales: FP8 is refused up front,
     not left to fail inside the first forward."""
     from ltx_core.speed import fp8
-    from ltx_core.speed.optimize import optimize_transformer
+    from ltx_core.speed.optimize import Speed, optimize_transformer
     from ltx_core.errors import SettingsError
 
     assert fp8.fp8_supported("cpu")  # this torch (2.14) takes them
     monkeypatch.setattr(fp8, "_cpu_takes_row_wise_scales", lambda: False)
     with pytest.raises(SettingsError, match=r"_scaled_mm takes row-wise scales .* has neither"):
-        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), fp8=True, compile=False)
+        optimize_transformer(LTXVTransformer(TINY_TRANSFORMER), Speed(fp8=True))

@@ -218,7 +218,7 @@ def test_optimize_transformer_turns_the_kernel_on_at_the_2b_width_on_cuda():
     to the unfused one within bf16 rounding."""
     from dataclasses import replace
 
-    from ltx_core.speed.optimize import optimize_transformer
+    from ltx_core.speed.optimize import Speed, optimize_transformer
     from ltx_core.models.configs import LTXV_2B
 
     cfg = replace(LTXV_2B, num_layers=2, caption_channels=64)
@@ -226,7 +226,7 @@ def test_optimize_transformer_turns_the_kernel_on_at_the_2b_width_on_cuda():
     plain = LTXVTransformer(cfg).cuda().to(torch.bfloat16).eval()
     fast_model = LTXVTransformer(cfg).cuda().to(torch.bfloat16).eval()
     fast_model.load_state_dict(plain.state_dict())
-    fast = optimize_transformer(fast_model, compile=False, cuda_graphs=False)
+    fast = optimize_transformer(fast_model, Speed())
     assert fast.levers["fused_qk_rope"] == 2
     latent, sigma, text, mask, coords = (t.cuda() for t in tiny_inputs(cfg, frames=4, height=8, width=8))
     inputs = (latent.to(torch.bfloat16), sigma, text.to(torch.bfloat16), mask, coords)

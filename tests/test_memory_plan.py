@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_core.checkpoint import loading as ck
+from ltx_core.checkpoint.loading import DTYPES, load_checkpoint
+from ltx_core.checkpoint.tensors import SafetensorsHeader
+from ltx_core.preflight import shipped_model_paths
 from ltx_core.models import configs as C
 from ltx_core import memory_plan as planner
+from ltx_core.memory_plan.device import _meminfo_available
 from ltx_core.sampling.conditioning import condition_first_frame, empty_latent
 from ltx_core.sampling.denoise import denoise
 from ltx_core.errors import SettingsError
@@ -25,10 +28,9 @@ from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
-from ltx_core.vae_chunked import time_radius
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = REPO / "ltx_core" / "assets" / "ltxv-tiny.safetensors"
+SHIPPED = shipped_model_paths()[0]
 TOLERANCE = 0.15
 TRANSFORMERS = {"2B": C.LTXV_2B, "2B 0.9.5": C.LTXV_2B_0_9_5, "13B": C.LTXV_13B, "tiny": C.TINY_TRANSFORMER}
 VAES = {"0.9.0": C.LTXV_VAE_0_9_0, "0.9.1": C.LTXV_VAE_0_9_1, "0.9.5": C.LTXV_VAE_0_9_5,
@@ -50,17 +52,16 @@ def test_transformer_parameters_are_counted_from_the_config(name):
 
 
 @pytest.mark.parametrize("name", list(VAES))
-def test_vae_parameters_and_time_radius_are_counted_from_the_config(name):
+def test_vae_parameters_are_counted_from_the_config(name):
     with torch.device("meta"):
         vae = CausalVideoVAE(VAES[name])
     assert planner.vae_params(VAES[name]) == state_numel(vae)
-    assert planner.time_radius(VAES[name]) == time_radius(vae.decoder)
 
 
 def test_the_planners_copies_of_core_constants_agree_with_the_core():
     assert planner.DEFAULT_DECODE_TIME_CHUNK == DEFAULT_DECODE_TIME_CHUNK
-    assert tuple(planner.DTYPE_BYTES) == tuple(ck.DTYPES)
-    assert all(planner.DTYPE_BYTES[name] == torch.finfo(dtype).bits // 8 for name, dtype in ck.DTYPES.items())
+    assert tuple(planner.DTYPE_BYTES) == tuple(DTYPES)
+    assert all(planner.DTYPE_BYTES[name] == torch.finfo(dtype).bits // 8 for name, dtype in DTYPES.items())
 
 
 def test_text_encoder_weights_are_counted_from_the_file_headers(tiny_t5_folder):
@@ -77,7 +78,7 @@ def test_text_encoder_weights_are_counted_from_the_file_headers(tiny_t5_folder):
 
 def test_the_safetensors_header_is_read_without_torch_and_a_broken_file_gives_nothing(tmp_path):
     shapes = planner.safetensors_shapes(SHIPPED)
-    assert shapes == ck.SafetensorsHeader(SHIPPED).shapes
+    assert shapes == SafetensorsHeader(SHIPPED).shapes
     (tmp_path / "broken.safetensors").write_bytes(b"\xff" * 16)
     assert planner.safetensors_shapes(tmp_path / "broken.safetensors") == {}
 
@@ -100,7 +101,7 @@ def shipped():
     """The shipped tiny model, as the CLI runs it (fp32, CPU)."""
     if not SHIPPED.is_file():
         pytest.skip("the shipped model is not in ltx_core/assets")
-    return ck.load_checkpoint(SHIPPED)
+    return load_checkpoint(SHIPPED)
 
 
 def work_for(shipped, width, height, frames, **settings) -> planner.Workload:
@@ -133,15 +134,15 @@ def test_the_sampling_estimate_is_within_15_percent_of_a_real_run(shipped, size,
     assert planner.sampling_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
 
 
-@pytest.mark.parametrize(("size", "time_chunk", "chunk_frames"),
-                         [((256, 256, 25), DEFAULT_DECODE_TIME_CHUNK, None), ((256, 256, 25), None, None),
-                          ((512, 320, 49), 8, None), ((256, 256, 49), 32, 2)])  # fmt: skip
-def test_the_decode_estimate_is_within_15_percent_of_a_real_run(shipped, size, time_chunk, chunk_frames):
+@pytest.mark.parametrize(("size", "time_chunk"),
+                         [((256, 256, 25), DEFAULT_DECODE_TIME_CHUNK), ((256, 256, 25), None), ((512, 320, 49), 8),
+                          ((256, 256, 49), 32)])  # fmt: skip
+def test_the_decode_estimate_is_within_15_percent_of_a_real_run(shipped, size, time_chunk):
     width, height, frames = size
-    work = work_for(shipped, width, height, frames, decode_time_chunk=time_chunk, decode_chunk_frames=chunk_frames)
+    work = work_for(shipped, width, height, frames, decode_time_chunk=time_chunk)
     latent = torch.randn(1, 128, *work.latent_grid, generator=torch.Generator().manual_seed(1))
     measured = peak_of(lambda: decode_frames(shipped.vae, latent, generator=torch.Generator().manual_seed(2),
-                                             chunk_frames=chunk_frames, time_chunk=time_chunk))
+                                             time_chunk=time_chunk))
     assert planner.decode_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
 
 
@@ -207,6 +208,6 @@ def test_the_time_class_is_rough_words():
 def test_the_cpu_memory_is_read_from_meminfo_or_psutil(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   12000000 kB\n")
-    assert planner._meminfo_available(meminfo) == 12000000 * 1024
-    assert planner._meminfo_available(tmp_path / "absent") is None
+    assert _meminfo_available(meminfo) == 12000000 * 1024
+    assert _meminfo_available(tmp_path / "absent") is None
     assert planner.available_memory("cpu") > 0

@@ -23,6 +23,7 @@ from transformers import T5Config, T5EncoderModel
 
 from ltx_core.models import text_encoder as core_text_encoder
 from ltx_core import video as core_video
+from ltx_core.preflight import SHIPPED_CHECKPOINT
 
 from .conftest import TINY_T5
 from .host.comfy_env import COMFY_ROOT, REPO_ROOT, ensure_comfyui
@@ -30,9 +31,10 @@ from .test_text_encoder import reference_encoder, write_comfy_t5
 
 PACK_NAME = "ltxv_core_pack_under_test"
 NODE_IDS = (
-    "LTXVCoreCheckpointLoader", "LTXVCoreT5Loader", "LTXVCoreT5Encode", "LTXVCoreEmptyLatentVideo",
-    "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreAddGuide", "LTXVCoreScheduler",
-    "LTXVCoreSampler", "LTXVCoreGuidedSampler", "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
+    "LTXVCoreCheckpointLoader", "LTXVCoreT5Loader", "LTXVCoreUpsamplerLoader", "LTXVCoreT5Encode",
+    "LTXVCoreEmptyLatentVideo", "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreAddGuide",
+    "LTXVCoreScheduler", "LTXVCoreReleaseSchedule", "LTXVCoreSampler", "LTXVCoreGuidedSampler",
+    "LTXVCoreLatentUpsample", "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
 )  # fmt: skip
 # ComfyUI's own LTX-Video node ids (comfy_extras/nodes_lt.py and friends): never ours.
 COMFY_LTXV_IDS = {
@@ -195,6 +197,29 @@ def test_a_latent_of_comfyuis_own_ltxv_nodes_without_noise_mask_is_sampled_whole
     assert result["samples"].abs().sum() > 0, "every token was generated from noise"
 
 
+def test_a_run_beyond_all_of_the_devices_memory_is_refused_with_the_plan_before_the_model_moves(
+    pack, tiny_models, monkeypatch
+):
+    """The sampler and the decode node check the memory plan against the device's whole
+    memory (a small one here) and name the estimate and sizes that fit, sampling nothing."""
+    transformer, vae = tiny_models
+    planner = sys.modules[f"{PACK_NAME}.ltx_core.memory_plan"]
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    moved = []
+    monkeypatch.setattr(memory.mm, "load_models_gpu", lambda models, **kw: moved.append(models))
+    monkeypatch.setattr(planner, "device_capacity", lambda device: 2**20)  # 1 MiB
+    latent = {"samples": torch.zeros(1, 128, 17, 8, 8)}  # 256x256, 129 frames
+    text = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
+    fits = r"needs about .* at its peak \(sampling.*1 MiB is available on cpu. Nearest settings that fit: .*x.* with 129 frames"
+    with pytest.raises(ValueError, match=fits):
+        _node(pack, "LTXVCoreSampler").sample(transformer, text, text, latent, seed=3, steps=2, cfg=3.0,
+                                              frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
+                                              max_shift=2.05, terminal=0.1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"needs about .* at its peak \(decode.*all of the device's memory counts"):
+        _node(pack, "LTXVCoreDenoisingDecode").decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
+    assert moved == [], "refused before ComfyUI moved a model"
+
+
 # ---------------------------------------------------------------- progress, Cancel, memory
 
 
@@ -315,7 +340,6 @@ def test_a_failed_save_leaves_no_file_behind(pack, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- speed options (issue 6)
 
-SHIPPED_CHECKPOINT = "ltxv-tiny.safetensors"  # in the pack's assets folder, a checkpoints folder
 # Dynamo's traced graph and time-chunked decode compute the numbers of the plain run, up to
 # convolution algorithms picked per input size (see tests/test_pipeline.py).
 SPEED_ATOL = 1e-5
@@ -355,11 +379,9 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode
     (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)  # time chunk 32
     (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=0)
-    (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, chunk_frames=1)
-    (layer_chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
-    assert whole.shape == chunked.shape == layer_chunked.shape == default.shape == (41, 32, 64, 3)
+    (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
+    assert whole.shape == chunked.shape == default.shape == (41, 32, 64, 3)
     assert (whole - chunked).abs().max() <= SPEED_ATOL
-    assert (whole - layer_chunked).abs().max() <= SPEED_ATOL
     assert (whole - default).abs().max() <= SPEED_ATOL
     optional = _node(pack, "LTXVCoreDenoisingDecode").INPUT_TYPES()["optional"]
     assert optional["time_chunk"][1]["default"] == 32

@@ -10,6 +10,7 @@ from transformers import T5Config, T5EncoderModel
 
 from ltx_core.sampling.conditioning import ConditioningItem
 from ltx_core.errors import LTXVError, SettingsError
+from ltx_core.speed.optimize import Speed
 from ltx_core.pipeline import (
     Models,
     Request,
@@ -26,7 +27,7 @@ from ltx_core.models.text_encoder import TextEncoder, load_text_encoder
 from tests.conftest import TINY_T5
 
 # Time-chunked decode computes each frame from the inputs of the whole decode; only the
-# convolution algorithm picked per input size may round differently (as test_vae_chunked).
+# convolution algorithm picked per input size may round differently (as test_vae).
 CHUNK_ATOL = 1e-5
 # Dynamo's traced graph runs the same ops as the eager model ('eager' backend).
 COMPILE_ATOL = 1e-6
@@ -75,8 +76,6 @@ def count_forwards(module):
         ({"first_frame": torch.zeros(3, 32, 64)}, r"first_frame \(3, 32, 64\) is not an image"),
         ({"sigmas": (0.5, 0.7)}, "strictly decreasing"),
         ({"max_tokens": 0}, "max_tokens 0 must be a whole number of at least 1"),
-        ({"decode_chunk_frames": 0}, r"decode_chunk_frames 0 is not allowed; allowed: a whole number of latent"),
-        ({"decode_chunk_frames": 2.5}, "decode_chunk_frames 2.5 is not allowed"),
         ({"decode_time_chunk": 0}, r"decode_time_chunk 0 is not allowed; allowed: a whole number of frames >= 1"),
         ({"decode_time_chunk": -3}, "decode_time_chunk -3 is not allowed"),
     ],
@@ -112,6 +111,46 @@ def test_explicit_sigmas_replace_steps(models):
     finally:
         handle.remove()
     assert batches == [1, 1, 1]
+
+
+def test_the_models_scheduler_and_the_skipped_steps_give_the_sigmas(models, monkeypatch):
+    """`Models.scheduler` (the checkpoint's) is the schedule `steps` become, at the run's
+    token count, less the skipped steps (Lightricks' `retrieve_timesteps`)."""
+    from dataclasses import replace
+
+    from ltx_core import pipeline
+    from ltx_core.models.configs import SchedulerConfig
+    from ltx_core.sampling.scheduler import skip_steps
+
+    seen = []
+    real_denoise = pipeline.denoise
+    monkeypatch.setattr(pipeline, "denoise", lambda *a, **k: (seen.append(a[4]), real_denoise(*a, **k))[1])
+    quadratic = replace(models, scheduler=SchedulerConfig(sampler="linear-quadratic"))
+    plain = generate(models, Request(**{**SMALL, "steps": 4}, skip_final_steps=1))
+    generate(quadratic, Request(**{**SMALL, "steps": 4}, skip_final_steps=1))
+    tokens = 2 * 1 * 2  # 9 frames of 32x64
+    assert torch.equal(seen[0], skip_steps(flow_sigmas(4, tokens), 0, 1))
+    assert torch.equal(seen[1], skip_steps(flow_sigmas(4, tokens, quadratic.scheduler), 0, 1))
+    assert not torch.equal(seen[0], seen[1]) and plain.shape == (9, 32, 64, 3)
+
+
+def test_stochastic_sampling_is_seeded_and_changes_the_video(models):
+    stochastic = Request(**SMALL, seed=3, stochastic_sampling=True)
+    frames = generate(models, stochastic)
+    assert torch.equal(frames, generate(models, stochastic))
+    assert (frames - generate(models, Request(**SMALL, seed=3))).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(skip_initial_steps=1), "skip_initial_steps 1 needs a source_video to start from"),
+    (dict(skip_final_steps=2), "skipping 0 initial and 2 final steps of 2 leaves none"),
+    (dict(skip_final_steps=-1), "skip_final_inference_steps -1 must be a whole number >= 0"),
+    (dict(skip_final_steps=1, sigmas=(1.0, 0.5)), "cut the scheduler's steps, not a schedule of one's own"),
+    (dict(stochastic_sampling=1), "stochastic_sampling 1 must be True or False"),
+])  # fmt: skip
+def test_skipped_steps_and_stochastic_sampling_are_checked(change, message):
+    with pytest.raises(SettingsError, match=message):
+        Request(**SMALL, **change)
 
 
 @pytest.mark.parametrize(("guidance", "batch"), [(3.0, 2), (1.0, 1)])
@@ -268,9 +307,9 @@ def test_a_conditioning_clip_longer_than_the_video_is_refused():
 def test_decode_frames_in_time_chunks_gives_the_frames_of_the_whole_decode(models):
     latent = torch.randn(1, 128, 5, 1, 2, generator=torch.Generator().manual_seed(1))
     whole = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5))
-    for chunk_frames in (1, 2):
+    for time_chunk in (1, 2):
         chunked = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5),
-                                chunk_frames=chunk_frames)  # fmt: skip
+                                time_chunk=time_chunk)  # fmt: skip
         assert chunked.shape == whole.shape == (1, 33, 32, 64, 3)
         assert (chunked - whole).abs().max() <= CHUNK_ATOL
 
@@ -278,29 +317,26 @@ def test_decode_frames_in_time_chunks_gives_the_frames_of_the_whole_decode(model
 def test_a_request_decoded_in_chunks_gives_the_frames_of_the_whole_decode(models):
     request = dict(SMALL, num_frames=25, steps=1)
     whole = generate(models, Request(**request))
-    chunked = generate(models, Request(**request, decode_chunk_frames=1))
-    layer_chunked = generate(models, Request(**request, decode_time_chunk=2))
-    assert chunked.shape == whole.shape == layer_chunked.shape == (25, 32, 64, 3)
+    chunked = generate(models, Request(**request, decode_time_chunk=2))
+    assert chunked.shape == whole.shape == (25, 32, 64, 3)
     assert (chunked - whole).abs().max() <= CHUNK_ATOL
-    assert (layer_chunked - whole).abs().max() <= CHUNK_ATOL
 
 
-@pytest.mark.parametrize("option", ["chunk_frames", "time_chunk"])
 @pytest.mark.parametrize("value", [0, -2, 1.5, True])
-def test_decode_frames_refuses_a_chunk_that_is_not_a_whole_number_of_frames(models, option, value):
+def test_decode_frames_refuses_a_chunk_that_is_not_a_whole_number_of_frames(models, value):
     latent = torch.zeros(1, 128, 2, 1, 2)
-    with pytest.raises(SettingsError, match=rf"{option} {value!r} is not allowed; allowed: a whole number"):
-        decode_frames(models.vae, latent, **{option: value})
+    with pytest.raises(SettingsError, match=rf"time_chunk {value!r} is not allowed; allowed: a whole number"):
+        decode_frames(models.vae, latent, time_chunk=value)
 
 
 def test_fp8_on_the_cpu_is_refused_with_what_it_needs(models):
     with pytest.raises(SettingsError, match=r"fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9 "
                                             r"or newer.*the models are on cpu"):  # fmt: skip
-        optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder), fp8=True)
+        optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder), Speed(fp8=True))
 
 
 def test_no_lever_asked_leaves_the_models_as_they_are(models):
-    assert optimize_models(models, compile=False) is models
+    assert optimize_models(models, Speed()) is models
 
 
 @pytest.mark.parametrize("stg", [{}, {"stg_scale": 1.0, "stg_blocks": (1,)}])
@@ -308,12 +344,12 @@ def test_a_compiled_transformer_gives_the_frames_of_the_eager_one(models, stg):
     """Regional compile traced by Dynamo ('eager' backend: no C++ compiler needed on CPU);
     STG's perturbed batch runs the compiled model directly."""
     fast = optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder),
-                           compile=True, compile_backend="eager")  # fmt: skip
-    assert fast.transformer.levers["compile"] and not fast.transformer.levers["cuda_graphs"]
+                           Speed(compile=True, compile_backend="eager"))  # fmt: skip
+    assert fast.runner.levers["compile"] and not fast.runner.levers["cuda_graphs"]
     request = Request(**SMALL, **stg)
     assert (generate(fast, request) - generate(models, request)).abs().max() <= COMPILE_ATOL
     with pytest.raises(SettingsError, match="already optimized; load the models again"):
-        optimize_models(fast, compile=True)
+        optimize_models(fast, Speed(compile=True))
 
 
 def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch):

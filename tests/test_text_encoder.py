@@ -2,18 +2,24 @@
 encoding and every refusal; the numbers themselves are checked in parity/."""
 
 import base64
+import dataclasses
+import io
 import json
+import math
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import sentencepiece
 import torch
 from safetensors.torch import save_file
-from transformers import T5Config, T5EncoderModel
+from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration
 
 from ltx_core.errors import CheckpointError, SettingsError
+from ltx_core.models.t5 import T5_V1_1_XXL
 from ltx_core.models.text_encoder import (
     TextEncoder,
     check_text_width,
@@ -27,6 +33,7 @@ from tests.conftest import TINY_T5
 from tests.fixtures_checkpoints import header_of
 
 PROMPT = "a red fox jumps over the lazy dog"
+SHIPPED_T5 = Path(__file__).parents[1] / "ltx_core" / "assets" / "t5-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +66,11 @@ def test_a_single_safetensors_file_with_a_tokenizer_loads_the_same_encoder(encod
 
 def test_single_file_with_a_key_prefix_and_only_the_tied_embedding_name_loads(tmp_path, tiny_t5_folder, encoder):
     """ComfyUI-style files keep the embedding once and may prefix every key."""
-    state = {f"text_encoders.t5xxl.transformer.{key}": value for key, value in encoder.model.state_dict().items()
-             if key != "encoder.embed_tokens.weight"}
+    state = {
+        f"text_encoders.t5xxl.transformer.{key}": value
+        for key, value in encoder.model.state_dict().items()
+        if key != "encoder.embed_tokens.weight"
+    }
     save_file({k: v.clone() for k, v in state.items()}, tmp_path / "t5.safetensors")
     single = load_text_encoder(tmp_path / "t5.safetensors", tiny_t5_folder)
     assert single.model.encoder.embed_tokens.weight is single.model.shared.weight
@@ -78,17 +88,14 @@ def test_a_diffusers_root_folder_finds_text_encoder_and_tokenizer_subfolders(tmp
 
 def test_t5_xxl_config_is_read_off_its_tensor_shapes():
     """The published T5-XXL v1.1 file has no config; its shapes must give the right model."""
-    meta = lambda *shape: torch.empty(shape, device="meta")  # noqa: E731
+    meta = lambda *shape: torch.empty(shape, device="meta")
     state = {"shared.weight": meta(32128, 4096)}
     for layer in range(24):
         block = f"encoder.block.{layer}.layer."
         state[block + "0.SelfAttention.q.weight"] = meta(4096, 4096)
         state[block + "1.DenseReluDense.wi_0.weight"] = meta(10240, 4096)
     state["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = meta(32, 64)
-    config = t5_config_from_shapes(state)
-    assert (config.d_model, config.num_layers, config.num_heads, config.d_kv, config.d_ff) == (4096, 24, 64, 64, 10240)
-    assert (config.vocab_size, config.relative_attention_num_buckets) == (32128, 32)
-    assert config.is_gated_act and config.dense_act_fn == "gelu_new"
+    assert t5_config_from_shapes(state) == T5_V1_1_XXL
 
 
 def test_a_long_prompt_is_cut_with_a_warning_that_counts_the_cut_tokens(encoder):
@@ -133,6 +140,26 @@ def test_a_tokenizer_that_is_not_sentencepiece_is_refused(tmp_path, tiny_t5_fold
         load_tokenizer(tmp_path / "empty")
 
 
+def test_a_sentencepiece_model_without_t5s_special_ids_is_refused(tmp_path):
+    """T5 reads <pad> 0, </s> 1, <unk> 2; sentencepiece's defaults are <unk> 0, <s> 1, </s> 2."""
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter([PROMPT] * 20), model_writer=model,
+                                             vocab_size=30, hard_vocab_limit=False, minloglevel=2)  # fmt: skip
+    (tmp_path / "spiece.model").write_bytes(model.getvalue())
+    with pytest.raises(CheckpointError, match=r"starts with \['<unk>', '<s>', '</s>'\], not T5's"):
+        load_tokenizer(tmp_path / "spiece.model")
+
+
+def test_a_tokenizer_json_file_loads_as_its_folder_does(tmp_path, tiny_t5_folder):
+    """A folder's tokenizer.json comes before its spiece.model, as transformers reads them."""
+    tokenizer = load_tokenizer(tiny_t5_folder)
+    tokenizer.backend.save(str(tmp_path / "tokenizer.json"))
+    from_file = load_tokenizer(tmp_path / "tokenizer.json")
+    assert from_file(PROMPT).input_ids == tokenizer(PROMPT).input_ids and len(from_file) == len(tokenizer)
+    (tmp_path / "spiece.model").write_text("not read: tokenizer.json is there")
+    assert load_tokenizer(tmp_path)(PROMPT).input_ids == tokenizer(PROMPT).input_ids
+
+
 def test_pickle_files_are_refused_without_being_read(tmp_path):
     pickle = tmp_path / "t5.bin"
     pickle.write_bytes(b"\x80\x04not really")
@@ -168,8 +195,10 @@ def test_a_file_missing_a_layer_tensor_names_it(tmp_path, tiny_t5_folder, encode
 
 
 def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path, tiny_t5_folder, encoder):
-    state = {k: v[:100].clone() if "shared" in k or "embed_tokens" in k else v.clone()
-             for k, v in encoder.model.state_dict().items()}
+    state = {
+        k: v[:100].clone() if "shared" in k or "embed_tokens" in k else v.clone()
+        for k, v in encoder.model.state_dict().items()
+    }
     save_file(state, tmp_path / "t5.safetensors")
     with pytest.raises(CheckpointError, match="148 tokens but the text encoder .* embeds only 100"):
         load_text_encoder(tmp_path / "t5.safetensors", tiny_t5_folder)
@@ -179,6 +208,109 @@ def test_text_width_must_match_the_caption_projection():
     check_text_width(4096, 4096)
     with pytest.raises(SettingsError, match="text embeddings are 768 wide .* takes 4096"):
         check_text_width(768, 4096)
+
+
+def _copy_folder(source: Path, folder: Path, **config_changes) -> Path:
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return folder
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"feed_forward_proj": "gated-silu"},
+     "feed_forward_proj 'gated-silu' is not supported; supported: relu, gated-gelu"),
+    ({"model_type": "mt5"}, "is a 'mt5' model, not T5"),
+    ({"num_heads": 2}, "tensor encoder.block.0.layer.0.SelfAttention.k.weight has shape (32, 32), expected (16, 32)"),
+])  # fmt: skip
+def test_a_folder_whose_config_is_not_a_supported_t5_encoder_is_refused(tmp_path, tiny_t5_folder, change, message):
+    folder = _copy_folder(tiny_t5_folder, tmp_path / "t5", **change)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_text_encoder(folder)
+
+
+def test_sharded_and_whole_t5_folders_load_the_same_encoder(tmp_path, tiny_t5_folder, encoder):
+    """A sharded folder (model.safetensors.index.json) and a whole encoder-decoder T5's
+    folder (its decoder left out) hold the same encoder."""
+    reference = T5EncoderModel.from_pretrained(tiny_t5_folder)
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    whole = T5ForConditionalGeneration(T5Config(vocab_size=160, **{**TINY_T5, "is_encoder_decoder": True}))
+    whole.encoder.load_state_dict(reference.encoder.state_dict())
+    whole.save_pretrained(tmp_path / "whole")
+    for folder in ("sharded", "whole"):
+        loaded = load_text_encoder(tmp_path / folder, tiny_t5_folder)
+        torch.testing.assert_close(encode_prompt(loaded, [PROMPT]).embeds, encode_prompt(encoder, [PROMPT]).embeds,
+                                   atol=0, rtol=0)  # fmt: skip
+
+
+# ---------------------------------------------------------------- NaN and infinite weights
+
+
+def _spoiled(tmp_path: Path, encoder, key: str, value: float) -> Path:
+    state = {name: tensor.clone() for name, tensor in encoder.model.state_dict().items()}
+    state[key][0, :2] = value
+    if key == "shared.weight":
+        del state["encoder.embed_tokens.weight"]
+    save_file(state, tmp_path / "t5.safetensors")
+    return tmp_path / "t5.safetensors"
+
+
+@pytest.mark.parametrize("key", [Q_WEIGHT := "encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_infinity_are_refused_by_name(tmp_path, tiny_t5_folder, encoder, key, value):
+    """A NaN weight makes every prompt's embeddings NaN and every video black."""
+    path = _spoiled(tmp_path, encoder, key, value)
+    kind = "2 NaN and 0 infinite" if math.isnan(value) else "0 NaN and 2 infinite"
+    with pytest.raises(
+        CheckpointError,
+        match=rf"1 tensor\(s\) hold NaN or infinite values: {re.escape(key)} "
+        rf"\({kind} of \d+ values\); the file is damaged",
+    ):
+        load_text_encoder(path, tiny_t5_folder)
+
+
+def test_weights_that_overflow_fp16_are_refused_with_the_dtype_to_use(tmp_path, tiny_t5_folder, encoder):
+    path = _spoiled(tmp_path, encoder, Q_WEIGHT, 1e6)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{Q_WEIGHT} \(0 NaN and 2 infinite .*finite in the file but "
+        "overflow float16; load the text encoder in bf16 or fp32",
+    ):
+        load_text_encoder(path, tiny_t5_folder, dtype=torch.float16)
+    assert load_text_encoder(path, tiny_t5_folder, dtype=torch.bfloat16).width == 32
+
+
+def test_a_nan_in_a_folder_or_an_fp8_file_is_refused_by_its_stored_name(tmp_path, tiny_t5_folder, encoder):
+    folder = _copy_folder(tiny_t5_folder, tmp_path / "folder")
+    _spoiled(folder.parent, encoder, Q_WEIGHT, float("nan")).replace(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"text encoder {re.escape(str(folder))}: 1 tensor.*{Q_WEIGHT}"):
+        load_text_encoder(folder)
+    path = _rewrite(
+        tmp_path, encoder, "scaled_fp8", lambda t: t[Q + "weight"].view(torch.uint8)[0, 0].fill_(0x7F)
+    )  # e4m3fn's NaN
+    with pytest.raises(CheckpointError, match=rf"{Q}weight \(1 NaN and 0 infinite.*the file is damaged"):
+        load_text_encoder(path, tiny_t5_folder)
+
+
+# ---------------------------------------------------------------- imports
+
+
+def test_encoding_a_prompt_and_the_cli_import_neither_transformers_nor_diffusers():
+    """transformers takes seconds to import; the core's own T5 and tokenizer need none of it."""
+    code = (
+        "import sys\n"
+        "import ltx_core.cli, ltx_core.pipeline, ltx_core.checkpoint.loading\n"
+        "from ltx_core.models import text_encoder\n"
+        f"encoder = text_encoder.load_text_encoder({str(SHIPPED_T5)!r})\n"
+        "text_encoder.encode_prompt(encoder, ['a red circle slides to the left'])\n"
+        "print(sorted(name for name in ('transformers', 'diffusers') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "Loading weights" not in done.stderr  # transformers' progress bar
 
 
 @pytest.mark.parametrize("source", ["folder", "single file"])
@@ -247,11 +379,31 @@ def write_comfy_t5(path: Path, model, layout: str, prefix: str = "") -> dict[str
     return exact
 
 
+def transformers_config(config) -> T5Config:
+    """transformers' T5Config of our encoder's config (the same field names)."""
+    return T5Config(**dataclasses.asdict(config), is_encoder_decoder=False, use_cache=False, dropout_rate=0.0)
+
+
+class LastHiddenState(torch.nn.Module):
+    """transformers' T5EncoderModel called as the core's encoder is: ids -> last hidden state."""
+
+    def __init__(self, model: T5EncoderModel):
+        super().__init__()
+        self.reference, self.config = model, model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.reference.device
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.reference(input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 def reference_encoder(encoder, weights: dict[str, torch.Tensor]) -> TextEncoder:
     """transformers' T5EncoderModel holding `weights`, with `encoder`'s tokenizer."""
-    model = T5EncoderModel(encoder.model.config).eval()
+    model = T5EncoderModel(transformers_config(encoder.model.config)).eval()
     model.load_state_dict(weights, strict=True)
-    return TextEncoder(tokenizer=encoder.tokenizer, model=model)
+    return TextEncoder(tokenizer=encoder.tokenizer, model=LastHiddenState(model))
 
 
 def max_error(a: TextEncoder, b: TextEncoder) -> float:
@@ -262,8 +414,7 @@ def max_error(a: TextEncoder, b: TextEncoder) -> float:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("prefix", ["", COMFY_PREFIX])
-def test_comfyui_t5_files_load_their_exact_dequantized_weights(tmp_path, tiny_t5_folder, encoder, layout,
-                                                                prefix):
+def test_comfyui_t5_files_load_their_exact_dequantized_weights(tmp_path, tiny_t5_folder, encoder, layout, prefix):
     """t5xxl_fp16, t5xxl_fp8_e4m3fn, t5xxl_fp8_e4m3fn_scaled and ComfyUI's newer scaled layout:
     the loaded fp32 encoder matches transformers' own holding upcast values times scales
     (max abs error 0; allowed 1e-5)."""
@@ -332,8 +483,9 @@ def _nvfp4(tensors):
     ("comfy_quant", lambda t: t.update({Q + "comfy_quant": torch.tensor(list(b"{form"), dtype=torch.uint8)}),
      rf"tensor {Q}comfy_quant is not valid JSON"),
 ])  # fmt: skip
-def test_unsupported_or_damaged_quantization_is_refused_by_name(tmp_path, tiny_t5_folder, encoder, layout,
-                                                                change, message):
+def test_unsupported_or_damaged_quantization_is_refused_by_name(
+    tmp_path, tiny_t5_folder, encoder, layout, change, message
+):
     path = _rewrite(tmp_path, encoder, layout, change)
     with pytest.raises(CheckpointError, match=message):
         load_text_encoder(path, tiny_t5_folder)

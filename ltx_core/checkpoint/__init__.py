@@ -1,1 +1,1 @@
-"""Weight files: version detection and the strict build of the official single file, the diffusers folder, key maps, and writing the single file."""
+"""Weight files: `loading` (load_checkpoint and the strict build), `single_file` (the official single file), `diffusers_folder` (a diffusers folder), `versions` (version detection, the configs a file carries), `tensors` (safetensors headers, NaN/Inf checks), `keymaps` (prefixes and name maps), `writing` (the official single file out)."""

@@ -5,7 +5,7 @@ and AutoencoderKLLTXVideo settings) and their weights in safetensors, either one
 `diffusion_pytorch_model.safetensors` or shards listed by
 `diffusion_pytorch_model.safetensors.index.json`; `scheduler/` holds `scheduler_config.json`;
 `text_encoder/` and `tokenizer/` hold the T5 encoder. Here the configs become ours and the
-diffusers tensor names map to the official ones (through `keymaps`); `checkpoint` checks and
+diffusers tensor names map to the official ones (through `keymaps`); `loading` checks and
 loads the result as it does the official single file.
 """
 
@@ -16,21 +16,19 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .loading import (
-    PICKLE_SUFFIXES,
+from ..errors import CheckpointError, LTXVError
+from ..models.configs import LTXV_SCHEDULER, LTXV_VAE_BY_FAMILY, SchedulerConfig, TransformerConfig, VAEConfig
+from ..preflight import PICKLE_SUFFIXES
+from .keymaps import transformer_from_diffusers, vae_family_from_keys, vae_from_diffusers
+from .tensors import SafetensorsHeader, TensorSource
+from .versions import (
     STOCK_CONFIGS,
     CheckpointInfo,
     ModelConfigs,
-    SafetensorsHeader,
-    TensorSource,
     count_blocks,
     scheduler_config_from_metadata,
     version_with_size,
 )
-from ..models.configs import SchedulerConfig, TransformerConfig, VAEConfig
-from ..errors import CheckpointError, LTXVError
-from .keymaps import transformer_from_diffusers, vae_family_from_keys, vae_from_diffusers
-from ..sampling.scheduler import LTXV_SCHEDULER
 
 # Sub-folders of a diffusers LTX-Video folder; the first two hold the models loaded here.
 DIFFUSERS_MODEL_FOLDERS = ("transformer", "vae")
@@ -39,17 +37,23 @@ DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 
 
 def inspect_diffusers_folder(folder: Path) -> tuple[CheckpointInfo, dict[str, TensorSource]]:
-    """What `checkpoint.inspect_checkpoint` returns for a folder: its info (version from the
+    """What `loading.inspect_checkpoint` returns for a folder: its info (version from the
     tensor names, configs from the config.json files) and where each model's tensors are."""
     missing = [name for name in DIFFUSERS_MODEL_FOLDERS if not (folder / name).is_dir()]
+    if missing and (folder / "latent_upsampler").is_dir():
+        raise CheckpointError(
+            f"folder {str(folder)!r} is a diffusers LTX-Video latent upsampler (latent_upsampler/), not a "
+            "checkpoint; load it with the latent upsampler loader, "
+            "ltx_core.checkpoint.upsampler.load_latent_upsampler"
+        )
     if missing:
         raise CheckpointError(
             f"folder {str(folder)!r} is not a diffusers LTX-Video folder: it lacks "
             f"{', '.join(name + '/' for name in missing)} (expected transformer/, vae/, text_encoder/, "
             "tokenizer/, scheduler/); pass the official .safetensors file or the folder that holds them"
         )
-    transformer_config, transformer_headers = _diffusers_component(folder / "transformer")
-    vae_config, vae_headers = _diffusers_component(folder / "vae")
+    transformer_config, transformer_headers = diffusers_component(folder / "transformer")
+    vae_config, vae_headers = diffusers_component(folder / "vae")
     vae_keys = {key: key for header in vae_headers for key in header.shapes}
     transformer_keys = {key: key for header in transformer_headers for key in header.shapes}
     family = vae_family_from_keys(vae_keys)
@@ -88,7 +92,7 @@ def _diffusers_source(
     return TensorSource(part, {name: (header_of[key], key) for name, key in official_to_key.items()})
 
 
-def _diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
+def diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
     """config.json and the safetensors headers (one file, or the shards of an index)."""
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -155,7 +159,7 @@ def vae_config_from_diffusers(config: Mapping, family: str, folder: Path) -> VAE
     """diffusers' AutoencoderKLLTXVideo config.json -> VAEConfig: the family's block list
     (the layout diffusers' own converter assumes) with the layer counts, noise injection
     and widths of the config."""
-    stock = STOCK_CONFIGS[family].vae  # the VAE families are named as the versions
+    stock = LTXV_VAE_BY_FAMILY[family]
     try:
         encoder = _with_res_x(stock.encoder_block_list, config["layers_per_block"], None)
         decoder = _with_res_x(

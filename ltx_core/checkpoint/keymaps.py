@@ -1,4 +1,5 @@
-"""State-dict key maps between diffusers' names and the official single-file names.
+"""State-dict names: the prefixes of the two models in the official single file, and the
+key maps between diffusers' names and the official ones.
 
 Our modules carry the official checkpoint's names, so the official file loads with only
 its prefix stripped; a diffusers folder goes through the renames below. The maps are
@@ -8,14 +9,18 @@ data (ordered substring renames, applied in order), as Lightricks' own loader ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-# --- transformer keys ---
+from ..errors import CheckpointError
+from ..models.configs import VAEConfig
 
-# Prefix of the transformer's tensors in the official single `.safetensors` file.
+# Prefixes of the models' tensors in the official single `.safetensors` file.
 TRANSFORMER_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "vae."
+
+# --- transformer keys ---
 
 # diffusers `LTXVideoTransformer3DModel` name -> official `Transformer3DModel` name.
 # Every other key (transformer_blocks.N.attn1.to_q, ff.net.0.proj, scale_shift_table,
@@ -44,14 +49,6 @@ def transformer_from_diffusers(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 
 
 # --- vae keys ---
-
-from collections.abc import Iterable  # noqa: E402
-
-from ..models.configs import VAEConfig  # noqa: E402
-from ..errors import CheckpointError  # noqa: E402
-
-# Prefix of the VAE's tensors in the official single `.safetensors` file.
-VAE_PREFIX = "vae."
 
 # Official flat block -> diffusers module, per VAE family (`ltx_core.models.configs.LTXV_VAE_*`).
 # diffusers regroups the flat lists: each down block is [res_x, downsampler, res_x_y

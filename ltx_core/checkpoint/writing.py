@@ -1,6 +1,6 @@
 """Models -> the official single `.safetensors` file: both models' tensors under
 `model.diffusion_model.` and `vae.`, and the `config` metadata entry Lightricks' loaders
-read (the layout `checkpoint` loads)."""
+read (the layout `single_file` reads)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .loading import ARCHITECTURE_OF_RELEASE, ModelConfigs, detect_version
 from ..errors import CheckpointError
+from ..models.configs import LIGHTRICKS_SAMPLERS
 from .keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
+from .versions import ARCHITECTURE_OF_RELEASE, ModelConfigs, detect_version
 
 
 def official_tensors(
@@ -33,10 +34,6 @@ def official_tensors(
 def config_metadata(configs: ModelConfigs) -> dict:
     """The `config` metadata entry of the official file, as a dict: the sections Lightricks'
     classes read (`_class_name` + fields), the scheduler both as Lightricks' and ours."""
-    vae = {k: v for k, v in asdict(configs.vae).items() if v is not None}
-    for name in ("blocks", "encoder_blocks", "decoder_blocks"):
-        if name in vae:
-            vae[name] = [[block, dict(params)] for block, params in getattr(configs.vae, name)]
     scheduler = {
         "_class_name": "RectifiedFlowScheduler",
         "num_train_timesteps": 1000,
@@ -44,10 +41,12 @@ def config_metadata(configs: ModelConfigs) -> dict:
         "base_resolution": None,
         "target_shift_terminal": configs.scheduler.shift_terminal,
         **asdict(configs.scheduler),
+        # the key both schedulers share, in Lightricks' spelling, which ours also reads
+        "sampler": {ours: theirs for theirs, ours in LIGHTRICKS_SAMPLERS.items()}[configs.scheduler.sampler],
     }
     return {
         "transformer": {"_class_name": "Transformer3DModel", **asdict(configs.transformer)},
-        "vae": {"_class_name": "CausalVideoAutoencoder", **vae},
+        "vae": configs.vae.to_metadata(),
         "scheduler": scheduler,
     }
 

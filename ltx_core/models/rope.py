@@ -19,9 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SettingsError
-
-# The causal VAE's compression: 8 frames per latent frame, 32 x 32 pixels per token (2.1).
-VAE_SCALE = (8, 32, 32)
+from .configs import VAE_SCALE
 
 
 def latent_coords(

@@ -1,36 +1,38 @@
 """Prompt -> T5 tokens -> T5 v1.1 encoder embeddings and their attention mask.
 
-LTX-Video conditions on the last hidden state of the T5-XXL v1.1 encoder (paper 2.3).
-The model is transformers' own `T5EncoderModel`; this file only finds the weights and
-the sentencepiece tokenizer, and encodes prompts exactly as diffusers' `LTXPipeline`
-(`_get_t5_prompt_embeds`) does.
+LTX-Video conditions on the last hidden state of the T5-XXL v1.1 encoder (paper 2.3). The
+encoder is the core's own (`t5`), and so is its tokenizer (`t5_tokenizer`); this file
+finds the weights and the tokenizer, loads them strictly, and encodes prompts exactly as
+diffusers' `LTXPipeline` (`_get_t5_prompt_embeds`) does.
 
-Single files may be stored as ComfyUI's text encoders are: fp32/fp16/bf16, plain fp8
-(`t5xxl_fp8_e4m3fn`), or fp8 with one scale per weight (`t5xxl_fp8_e4m3fn_scaled`, and
-ComfyUI's newer `weight_scale` + `comfy_quant` layout); fp8 weights are dequantized once
-at load (value * scale) and the encoder runs in the requested dtype.
+Weights come from a Hugging Face folder (config.json and safetensors, sharded or not; or a
+diffusers root with text_encoder/ and tokenizer/) or from one safetensors file, stored as
+ComfyUI's text encoders are: fp32/fp16/bf16, plain fp8 (`t5xxl_fp8_e4m3fn`), or fp8 with
+one scale per weight (`t5xxl_fp8_e4m3fn_scaled`, and ComfyUI's newer `weight_scale` +
+`comfy_quant` layout); fp8 weights are dequantized once at load (value * scale) and the
+encoder runs in the requested dtype.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import sentencepiece
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import PreTrainedTokenizerBase, T5Config, T5EncoderModel, T5Tokenizer
 
+from ..checkpoint.tensors import NON_FINITE_NAMED, non_finite_names
 from ..errors import CheckpointError, SettingsError
+from ..preflight import PICKLE_SUFFIXES
+from .t5 import T5Config, T5EncoderModel
+from .t5_tokenizer import T5Tokenizer, from_sentencepiece, from_tokenizer_json
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SENTENCEPIECE_FILE = "spiece.model"
 TOKENIZER_JSON = "tokenizer.json"
+SHARD_INDEX = "model.safetensors.index.json"
 
 # Storage dtypes a single file's tensors may have; fp8 values convert exactly to fp16, bf16
 # and fp32, so an unscaled fp8 tensor is simply upcast.
@@ -45,11 +47,15 @@ WEIGHT_SCALES = ("scale_weight", "weight_scale")
 INPUT_SCALES = ("scale_input", "input_scale")
 COMFY_QUANT = "comfy_quant"
 QUANT_METADATA = "_quantization_metadata"
+# T5 v1.1's feed-forward output projections overflow in fp16: under fp16 weights they stay
+# in fp32, as transformers keeps them (`_keep_in_fp32_modules`), so fp16 numbers match its.
+FP32_UNDER_FP16 = ("wo",)
+EMBEDDING, TIED_EMBEDDING = "shared.weight", "encoder.embed_tokens.weight"
 
 
 @dataclass
 class TextEncoder:
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: T5Tokenizer
     model: T5EncoderModel
 
     @property
@@ -68,35 +74,20 @@ class TextEmbeddings:
 # ---------------------------------------------------------------- tokenizer
 
 
-def _check_sentencepiece(file: Path) -> None:
-    try:
-        sentencepiece.SentencePieceProcessor(model_file=str(file))
-    except (RuntimeError, OSError) as error:
-        raise CheckpointError(
-            f"tokenizer {file} is not a sentencepiece model ({error}); "
-            "expected T5's spiece.model"
-        ) from None
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """T5 tokenizer from a sentencepiece `spiece.model` file, or from a folder holding
-    `spiece.model` and/or `tokenizer.json` (a Hugging Face tokenizer folder)."""
+def load_tokenizer(path: str | Path) -> T5Tokenizer:
+    """T5 tokenizer from a sentencepiece `spiece.model` file or a `tokenizer.json`, or
+    from a folder holding either (a Hugging Face tokenizer folder; `tokenizer.json` first,
+    as transformers reads it)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"tokenizer {path} does not exist; give T5's spiece.model or its folder")
     if path.is_file():
-        _check_sentencepiece(path)
-        # transformers reads a sentencepiece model only from a folder, under its usual name
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copyfile(path, Path(folder) / SENTENCEPIECE_FILE)
-            return T5Tokenizer.from_pretrained(folder)
+        return from_tokenizer_json(path) if path.suffix.lower() == ".json" else from_sentencepiece(path)
+    if (path / TOKENIZER_JSON).is_file():
+        return from_tokenizer_json(path / TOKENIZER_JSON)
     if (path / SENTENCEPIECE_FILE).is_file():
-        _check_sentencepiece(path / SENTENCEPIECE_FILE)
-    elif not (path / TOKENIZER_JSON).is_file():
-        raise CheckpointError(
-            f"tokenizer folder {path} has neither {SENTENCEPIECE_FILE} nor {TOKENIZER_JSON}"
-        )
-    return T5Tokenizer.from_pretrained(path)
+        return from_sentencepiece(path / SENTENCEPIECE_FILE)
+    raise CheckpointError(f"tokenizer folder {path} has neither {SENTENCEPIECE_FILE} nor {TOKENIZER_JSON}")
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -111,7 +102,7 @@ def find_tokenizer_beside(path: str | Path) -> Path | None:
     return folder if _has_tokenizer(folder) else None
 
 
-# ---------------------------------------------------------------- encoder weights
+# ---------------------------------------------------------------- reading the files
 
 
 def _find_model_folder(path: Path) -> tuple[Path, Path | None]:
@@ -121,28 +112,56 @@ def _find_model_folder(path: Path) -> tuple[Path, Path | None]:
     return path, path if _has_tokenizer(path) else None
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
+def _folder_files(folder: Path) -> list[Path]:
+    """The folder's weight files: the shards its index names, else its safetensors."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"text encoder folder {folder} has no config.json")
-    if not list(folder.glob("*.safetensors")):
+    if (folder / SHARD_INDEX).is_file():
+        weight_map = _json((folder / SHARD_INDEX).read_bytes(), SHARD_INDEX, folder).get("weight_map", {})
+        return [folder / name for name in sorted(set(weight_map.values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
         found = sorted(p.name for p in folder.iterdir())[:8]
         raise CheckpointError(
             f"text encoder folder {folder} has no .safetensors weights (found {found}); "
             "only safetensors are loaded, never pickle files"
         )
-    config = T5Config.from_pretrained(folder)
-    if config.model_type != "t5":
-        raise CheckpointError(f"text encoder {folder} is a {config.model_type!r} model, not T5")
-    model = T5EncoderModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-    return model.to(device)
+    return files
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _folder_config(folder: Path) -> T5Config:
+    values = _json((folder / "config.json").read_bytes(), "config.json", folder)
+    if values.get("model_type") != "t5":
+        raise CheckpointError(f"text encoder {folder} is a {values.get('model_type')!r} model, not T5")
     try:
-        with safe_open(str(path), framework="pt") as file:
-            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"text encoder {path} is not a readable .safetensors file: {error}") from None
+        return T5Config.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"text encoder {folder}: config.json: {error}") from None
+
+
+@dataclass
+class _Files:
+    """The tensors of one or more safetensors files, their metadata, and each key's file
+    (to look at a stored value again for an error message)."""
+
+    state: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    where: dict[str, Path]
+
+
+def _read_safetensors(paths: list[Path]) -> _Files:
+    files = _Files({}, {}, {})
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                for key in file.keys():  # noqa: SIM118 (a safetensors file, no dict)
+                    files.state[key], files.where[key] = file.get_tensor(key), path
+                files.metadata.update(file.metadata() or {})
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"text encoder {path} is not a readable .safetensors file: {error}") from None
+    return files
 
 
 def _json(data: str | bytes, what: str, path: Path) -> dict:
@@ -153,6 +172,9 @@ def _json(data: str | bytes, what: str, path: Path) -> dict:
     if not isinstance(value, dict):
         raise CheckpointError(f"text encoder {path}: {what} is {value!r}, not a JSON object")
     return value
+
+
+# ---------------------------------------------------------------- fp8 weights
 
 
 def _quant_formats(state: dict[str, torch.Tensor], metadata: dict[str, str], prefix: str, path: Path) -> dict:
@@ -192,9 +214,7 @@ def _check_scale(key: str, scale: torch.Tensor, path: Path) -> None:
             "only one float scale per weight (per-tensor fp8) is supported"
         )
     if not torch.isfinite(scale.float()).all():
-        raise CheckpointError(
-            f"text encoder {path}: {key} is {scale.item()}, not a finite scale; the file is damaged"
-        )
+        raise CheckpointError(f"text encoder {path}: {key} is {scale.item()}, not a finite scale; the file is damaged")
 
 
 def _dequantize_weight(
@@ -212,9 +232,7 @@ def _dequantize_weight(
             f"{fmt or 'scaled fp8'}; the file is inconsistent"
         )
     if scale is None:
-        raise CheckpointError(
-            f"text encoder {path}: tensor {key} is declared {fmt or 'fp8'} but has no weight_scale"
-        )
+        raise CheckpointError(f"text encoder {path}: tensor {key} is declared {fmt or 'fp8'} but has no weight_scale")
     _check_scale(*scale, path)
     return weight.float() * scale[1].float().reshape(())
 
@@ -238,34 +256,38 @@ def _dequantize(state: dict[str, torch.Tensor], formats: dict, dtype: torch.dtyp
             )
 
 
-def _encoder_state(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The encoder's tensors, under transformers' names, from a single safetensors file
-    (also a whole T5 or a file whose keys carry a prefix such as ComfyUI's); scaled fp8
-    weights come dequantized in the dtype they load in (`_load_dtype`)."""
-    state, metadata = _read_safetensors(path)
+# ---------------------------------------------------------------- the encoder's tensors
+
+
+def _encoder_state(files: _Files, dtype: torch.dtype, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(the encoder's tensors under their module names, the key prefix of the files) from
+    T5 encoder weights (also a whole T5, or files whose keys carry a prefix such as
+    ComfyUI's); scaled fp8 weights come dequantized in the dtype they load in. The
+    tensors move out of `files`."""
     anchor = "encoder.block.0.layer.0.SelfAttention.q.weight"
-    prefix = next((key[: -len(anchor)] for key in state if key.endswith(anchor)), None)
+    prefix = next((key[: -len(anchor)] for key in files.state if key.endswith(anchor)), None)
     if prefix is None:
         raise CheckpointError(
-            f"{path} is not a T5 encoder: no '{anchor}' among its {len(state)} tensors "
-            f"(first keys: {sorted(state)[:4]})"
+            f"{path} is not a T5 encoder: no '{anchor}' among its {len(files.state)} tensors "
+            f"(first keys: {sorted(files.state)[:4]})"
         )
-    state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    state = {key[len(prefix) :]: value for key, value in files.state.items() if key.startswith(prefix)}
+    files.state.clear()
     # the `scaled_fp8` marker and the decoder's tensors drop out here
     state = {key: value for key, value in state.items() if key.split(".")[0] in ("shared", "encoder")}
-    _dequantize(state, _quant_formats(state, metadata, prefix, path), dtype, path)
+    _dequantize(state, _quant_formats(state, files.metadata, prefix, path), dtype, path)
     # the input embedding is stored once, under either of its two tied names
-    embedding = state.get("shared.weight", state.get("encoder.embed_tokens.weight"))
+    embedding = state.get(EMBEDDING, state.get(TIED_EMBEDDING))
     if embedding is None:
-        raise CheckpointError(f"text encoder {path} lacks the token embedding 'shared.weight'")
-    state["shared.weight"] = state["encoder.embed_tokens.weight"] = embedding
-    return state
+        raise CheckpointError(f"text encoder {path} lacks the token embedding '{EMBEDDING}'")
+    state[EMBEDDING] = state[TIED_EMBEDDING] = embedding
+    return state, prefix
 
 
 def t5_config_from_shapes(state: dict[str, torch.Tensor]) -> T5Config:
     """A T5 encoder's config read off its tensors (T5-XXL v1.1: d_model 4096, 24 layers,
     64 heads of 64, d_ff 10240, gated-gelu)."""
-    vocab_size, d_model = state["shared.weight"].shape
+    vocab_size, d_model = state[EMBEDDING].shape
     layers = {int(m.group(1)) for key in state if (m := re.match(r"encoder\.block\.(\d+)\.", key))}
     attention = "encoder.block.0.layer.0.SelfAttention."
     num_buckets, num_heads = state[attention + "relative_attention_bias.weight"].shape
@@ -280,26 +302,15 @@ def t5_config_from_shapes(state: dict[str, torch.Tensor]) -> T5Config:
         num_heads=num_heads,
         relative_attention_num_buckets=num_buckets,
         feed_forward_proj="gated-gelu" if gated else "relu",
-        is_encoder_decoder=False,
-        use_cache=False,
-        dropout_rate=0.0,
     )
 
 
 def _load_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
-    """T5's feed-forward output projections overflow in fp16; transformers keeps them
-    in fp32 (`_keep_in_fp32_modules`) when loading a folder, and so do we."""
-    keep_fp32 = T5EncoderModel._keep_in_fp32_modules or ()
-    keep = dtype == torch.float16 and any(f".{name}." in key for name in keep_fp32)
+    keep = dtype == torch.float16 and any(f".{name}." in key for name in FP32_UNDER_FP16)
     return torch.float32 if keep else dtype
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
-    state = _encoder_state(path, dtype)
-    config = t5_config_from_shapes(state)
-    with torch.device("meta"):
-        model = T5EncoderModel(config)
-    expected = model.state_dict()
+def _check_names_and_shapes(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: Path) -> None:
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(f"text encoder {path} misses {len(missing)} tensors, e.g. {missing[:3]}")
@@ -312,10 +323,77 @@ def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"text encoder {path} has {len(unexpected)} unknown tensors, e.g. {unexpected[:3]}")
-    state = {key: value.to(device=device, dtype=_load_dtype(key, dtype)) for key, value in state.items()}
+
+
+def _refuse_non_finite(
+    state: dict[str, torch.Tensor], files: _Files, prefix: str, dtype: torch.dtype, path: Path
+) -> None:
+    """An encoder with a NaN or an infinity in a weight turns every prompt into NaN
+    embeddings, and the video into black frames: refused at load, naming the tensors and
+    whether the file holds those values or the conversion to `dtype` made them."""
+    bad = non_finite_names({key: value for key, value in state.items() if key != TIED_EMBEDDING})
+    if not bad:
+        return
+    named = ", ".join(
+        f"{_stored_key(files, prefix, name)} ({_count_non_finite(state[name])})" for name in bad[:NON_FINITE_NAMED]
+    )
+    more = f" and {len(bad) - NON_FINITE_NAMED} more" if len(bad) > NON_FINITE_NAMED else ""
+    why = (
+        "the file is damaged (a broken download, or saved from a training run that diverged); download it again"
+        if any(_stored_non_finite(files, prefix, name) for name in bad[:NON_FINITE_NAMED])
+        else f"their values are finite in the file but overflow {str(dtype).removeprefix('torch.')}; "
+        "load the text encoder in bf16 or fp32"
+    )
+    raise CheckpointError(
+        f"text encoder {path}: {len(bad)} tensor(s) hold NaN or infinite values: {named}{more}; {why}"
+    )
+
+
+def _count_non_finite(tensor: torch.Tensor) -> str:
+    nan, inf = int(tensor.isnan().sum()), int(tensor.isinf().sum())
+    return f"{nan} NaN and {inf} infinite of {tensor.numel()} values"
+
+
+def _stored_key(files: _Files, prefix: str, name: str) -> str:
+    """The key the files store the encoder's tensor `name` under."""
+    tied = prefix + TIED_EMBEDDING
+    return tied if name == EMBEDDING and prefix + name not in files.where and tied in files.where else prefix + name
+
+
+def _stored_non_finite(files: _Files, prefix: str, name: str) -> bool:
+    """Whether the file's own values of `name` (fp8 ones before their scale) hold a NaN or
+    an infinity."""
+    key = _stored_key(files, prefix, name)
+    with safe_open(str(files.where[key]), framework="pt") as file:
+        return not bool(torch.isfinite(file.get_tensor(key).float()).all())
+
+
+def _build(
+    config: T5Config | None, files: _Files, dtype: torch.dtype, device: str | torch.device, path: Path
+) -> T5EncoderModel:
+    """The encoder holding the files' tensors, loaded strictly, in `dtype` on `device`;
+    `config` None: read off the tensors' shapes."""
+    state, prefix = _encoder_state(files, dtype, path)
+    with torch.device("meta"):
+        model = T5EncoderModel(config or t5_config_from_shapes(state))
+    _check_names_and_shapes(model.state_dict(), state, path)
+    del state[TIED_EMBEDDING]  # one tensor: converted once, under its first name
+    for key in list(state):
+        state[key] = state.pop(key).to(device=device, dtype=_load_dtype(key, dtype))
+    state[TIED_EMBEDDING] = state[EMBEDDING]
+    _refuse_non_finite(state, files, prefix, dtype, path)
     model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()
-    return model.eval()
+    return model.eval().requires_grad_(False)  # frozen, as LTX-Video uses it (paper 2.3)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
+    return _build(None, _read_safetensors([path]), dtype, device, path)
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, device: str | torch.device) -> T5EncoderModel:
+    weights = _folder_files(folder)
+    config = _folder_config(folder)
+    return _build(config, _read_safetensors(weights), dtype, device, folder)
 
 
 def load_text_encoder(
@@ -340,8 +418,7 @@ def load_text_encoder(
         model = _load_single_file(path, dtype, device)
     if tokenizer_path is None:
         raise CheckpointError(
-            f"no tokenizer for text encoder {path}: give tokenizer_path, T5's spiece.model "
-            "or a folder holding it"
+            f"no tokenizer for text encoder {path}: give tokenizer_path, T5's spiece.model or a folder holding it"
         )
     tokenizer = load_tokenizer(tokenizer_path)
     if len(tokenizer) > model.config.vocab_size:
@@ -349,14 +426,14 @@ def load_text_encoder(
             f"tokenizer {tokenizer_path} has {len(tokenizer)} tokens but the text encoder "
             f"{path} embeds only {model.config.vocab_size}; they are not a pair"
         )
-    return TextEncoder(tokenizer=tokenizer, model=model.eval())
+    return TextEncoder(tokenizer=tokenizer, model=model)
 
 
 # ---------------------------------------------------------------- encoding
 
 
-def _warn_on_truncation(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int) -> None:
-    for index, ids in enumerate(tokenizer(prompts, add_special_tokens=True).input_ids):
+def _warn_on_truncation(tokenizer: T5Tokenizer, prompts: list[str], max_tokens: int) -> None:
+    for index, ids in enumerate(tokenizer(prompts).input_ids):
         if len(ids) > max_tokens:
             warnings.warn(
                 f"prompt {index} is {len(ids)} tokens long; {len(ids) - max_tokens} tokens past "
@@ -369,7 +446,7 @@ def _warn_on_truncation(tokenizer: PreTrainedTokenizerBase, prompts: list[str], 
 UNREADABLE_NAMED = 10
 
 
-def unreadable_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]:
+def unreadable_words(tokenizer: T5Tokenizer, text: str) -> list[str]:
     """The words of `text` (split at white space, each once) that the tokenizer maps, in
     whole or in part, to its unknown token: T5 reads English, so other scripts and emoji
     become `<unk>` and steer nothing. Empty when the tokenizer has no unknown token."""
@@ -380,7 +457,7 @@ def unreadable_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]
     return [word for word in words if unknown in tokenizer(word, add_special_tokens=False).input_ids]
 
 
-def _warn_on_unreadable(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> None:
+def _warn_on_unreadable(tokenizer: T5Tokenizer, prompts: list[str]) -> None:
     for index, prompt in enumerate(prompts):
         words = unreadable_words(tokenizer, prompt)
         if words:
@@ -413,18 +490,11 @@ def encode_prompt(
                 raise SettingsError(f"prompt {index} is empty; describe the video to generate")
     _warn_on_truncation(encoder.tokenizer, prompts, max_tokens)
     _warn_on_unreadable(encoder.tokenizer, prompts)
-    tokens = encoder.tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=max_tokens,
-        truncation=True,
-        add_special_tokens=True,
-        return_tensors="pt",
-    )
+    ids, mask = encoder.tokenizer.padded(prompts, max_tokens)
     device = encoder.model.device
     with torch.no_grad():
-        embeds = encoder.model(tokens.input_ids.to(device)).last_hidden_state
-    return TextEmbeddings(embeds=embeds, mask=tokens.attention_mask.bool().to(device))
+        embeds = encoder.model(ids.to(device))
+    return TextEmbeddings(embeds=embeds, mask=mask.bool().to(device))
 
 
 def check_text_width(embeds_dim: int, caption_channels: int) -> None:

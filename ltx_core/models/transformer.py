@@ -197,6 +197,11 @@ def plain_self_attention(attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor]
     return attn(x, rope=rope, kernels=kernels)
 
 
+# What one block hands on, replaced for one forward (`LTXVTransformer.blocks`): called with
+# the block's input and its output, returns the tokens the next block gets.
+BlockOutput = Callable[[Tensor, Tensor], Tensor]
+
+
 class TransformerBlock(nn.Module):
     """Fig. 6: modulated self-attention with RoPE, plain cross-attention to the text,
     modulated feed-forward; shift/scale/gate come per token from AdaLN-single."""
@@ -259,18 +264,20 @@ class LTXVTransformer(nn.Module):
 
     def blocks(
         self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], context: Tensor, text_bias: Tensor | None,
-        self_attention: dict[int, SelfAttention] | None = None,
+        self_attention: dict[int, SelfAttention] | None = None, outputs: dict[int, BlockOutput] | None = None,
     ) -> Tensor:  # fmt: skip
-        """Every transformer block on the tokens; `self_attention` maps block indices to a
-        replacement of that block's self-attention for this call (how guidance perturbs it)."""
-        replaced = self_attention or {}
+        """Every transformer block on the tokens; for this call only, `self_attention` maps
+        block indices to a replacement of that block's self-attention and `outputs` to a
+        replacement of what it hands on (a caller that perturbs chosen blocks for some batch items)."""
+        replaced, handed_on = self_attention or {}, outputs or {}
         for index, block in enumerate(self.transformer_blocks):
-            x = block(x, modulation, rope, context, text_bias, self.kernels,
-                      replaced.get(index, plain_self_attention))  # fmt: skip
+            out = block(x, modulation, rope, context, text_bias, self.kernels,
+                        replaced.get(index, plain_self_attention))  # fmt: skip
+            x = handed_on[index](x, out) if index in handed_on else out
         return x
 
-    # `prepare`, each block and `finish` are the regions `acceleration.optimize_transformer`
-    # compiles: the 28 blocks share one compiled graph.
+    # `prepare`, each block and `finish` are the regions compiled for speed: the blocks
+    # share one compiled graph.
 
     def prepare(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor):
         """Inputs -> (tokens, modulation, timestep embedding, projected text, text bias, RoPE)."""

@@ -10,8 +10,8 @@ up to the order of floating-point sums.
   model's `use_kernels` seam). Cross-attention to the text, the feed-forward and
   the modulation stay local; the velocity is all-gathered at the end.
 - CFG parallel: the guidance forward's batch (uncond, cond) is split across the `cfg`
-  ranks and all-gathered afterwards (`sampler.guided_velocity` batches both halves).
-- Decode split in time: `distributed_vae.TimeSplitVAE` gives each rank a run of latent
+  ranks and all-gathered afterwards (`guidance.guided_velocity` batches both halves).
+- Decode split in time: `split_decode.TimeSplitVAE` gives each rank a run of latent
   frames and exchanges the frames each convolution needs at the borders.
 
 Ranks are laid out as `rank = cfg_index * sequence + sequence_index`, so 4 GPUs as 2-way
@@ -54,14 +54,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import SettingsError
+from .collectives import all_to_all, communicate, gather_along
+from .collectives import RankFailure  # noqa: F401 - what a caller of a parallel run catches, named from here too
+from .split_decode import TimeSplitVAE
 
 # How long a rank waits in a collective for the others (model loading happens before the
 # first one, so this also bounds how unevenly ranks may load): NCCL's own default.
 DEFAULT_TIMEOUT_S = 600.0
-
-
-class RankFailure(RuntimeError):
-    """Another rank of the run crashed, was killed or stopped answering."""
 
 
 # ---------------------------------------------------------------- layout and groups
@@ -169,37 +168,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------- collectives
-
-
-def communicate(op: Callable, *args, **kwargs):
-    """Run a collective; its failure means another rank is gone: say so plainly."""
-    try:
-        return op(*args, **kwargs)
-    except (RuntimeError, dist.DistError) as error:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RankFailure(
-            f"rank {rank} of {world}: {op.__name__} failed ({reason}); another rank crashed, was killed or did "
-            "not answer within the timeout, so the run is stopped and no video is written") from error
-
-
-def gather_along(tensor: Tensor, dim: int, group: dist.ProcessGroup | None) -> Tensor:
-    """All-gather equal-shaped pieces of the group's ranks and concatenate them in rank order."""
-    tensor = tensor.contiguous()
-    pieces = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
-    communicate(dist.all_gather, pieces, tensor, group=group)
-    return torch.cat(pieces, dim=dim)
-
-
-def _all_to_all(tensor: Tensor, group: dist.ProcessGroup) -> Tensor:
-    """Slice i of dim 0 goes to rank i; slice i of the result came from rank i."""
-    tensor = tensor.contiguous()
-    out = torch.empty_like(tensor)  # like a contiguous tensor: the collectives write densely
-    communicate(dist.all_to_all_single, out, tensor, group=group)
-    return out
-
-
 # ---------------------------------------------------------------- sequence parallel attention
 
 
@@ -207,7 +175,7 @@ def heads_to_tokens(qkv: Tensor, group: dist.ProcessGroup) -> Tensor:
     """(3, B, H, t, d): my t tokens, all heads -> (3, B, H/S, S*t, d): all tokens, my heads."""
     size = dist.get_world_size(group)
     send = qkv.unflatten(2, (size, -1)).movedim(2, 0)  # (S, 3, B, H/S, t, d): slice j for rank j
-    received = _all_to_all(send, group)  # slice j: rank j's tokens of my heads
+    received = all_to_all(send, group)  # slice j: rank j's tokens of my heads
     return received.movedim(0, 3).flatten(3, 4)
 
 
@@ -215,7 +183,7 @@ def tokens_to_heads(out: Tensor, group: dist.ProcessGroup) -> Tensor:
     """(B, H/S, S*t, d): all tokens, my heads -> (B, H, t, d): my tokens, all heads."""
     size = dist.get_world_size(group)
     send = out.unflatten(2, (size, -1)).movedim(2, 0)  # (S, B, H/S, t, d): rank j's tokens
-    received = _all_to_all(send, group)  # slice j: heads of group j for my tokens
+    received = all_to_all(send, group)  # slice j: heads of group j for my tokens
     return received.movedim(0, 1).flatten(1, 2)
 
 
@@ -267,13 +235,13 @@ def _shard(tensor: Tensor, dim: int, parts: int, index: int, pad_value: str = "z
 class ParallelTransformer:
     """The transformer's call signature, run sequence- and/or CFG-parallel over `run`'s
     groups; every rank gets the whole velocity. `model` is an `LTXVTransformer` or an
-    `acceleration.OptimizedTransformer` (its `.model` gets the attention hook).
+    `speed.optimize.OptimizedTransformer` (its `.model` gets the attention hook).
 
     Installing the hook changes the model's self-attention modules; `close()` restores
     them, after which the model runs single-process again."""
 
     def __init__(self, model, run: ParallelRun):
-        # `model` is an `LTXVTransformer` or a runner of one (`acceleration.OptimizedTransformer`)
+        # `model` is an `LTXVTransformer` or a runner of one (`speed.optimize.OptimizedTransformer`)
         self.inner = None if isinstance(model, torch.nn.Module) else model
         self.module = model if self.inner is None else model.model
         self.model = self.module
@@ -283,13 +251,6 @@ class ParallelTransformer:
         self._cfg_rank, self._sequence_rank = divmod(run.rank, run.layout.sequence)
         if run.sequence_group is not None:
             self._install_attention(run.sequence_group)
-
-    @property
-    def cfg(self):
-        return self.module.cfg
-
-    def parameters(self):  # the pipeline reads device and dtype from here
-        return self.module.parameters()
 
     def _install_attention(self, group: dist.ProcessGroup) -> None:
         heads, size = self.module.cfg.num_attention_heads, self.parallel.layout.sequence
@@ -355,12 +316,9 @@ class ParallelTransformer:
 def parallelize(models, run: ParallelRun):
     """`pipeline.Models` whose transformer and VAE decode run over `run`'s ranks; the text
     encoder stays replicated (one prompt costs little next to the DiT)."""
-    from .split_decode import TimeSplitVAE
-
     if run.world_size == 1:
         return models
-    transformer = models.transformer
+    runner = models.runner
     if run.sequence_group is not None or run.cfg_group is not None:
-        transformer = ParallelTransformer(transformer, run)
-    vae = TimeSplitVAE(models.vae) if run.world_size > 1 else models.vae
-    return replace(models, transformer=transformer, vae=vae)
+        runner = ParallelTransformer(models.runner or models.transformer, run)
+    return replace(models, runner=runner, vae=TimeSplitVAE(models.vae))

@@ -4,10 +4,10 @@ Each rank decodes a run of consecutive latent frames. The decoder's 3-D convolut
 pad time by repeating the edge frame; inside the clip that edge must be the neighbour's
 real frames instead, so before every time convolution each rank sends its border frames
 to its neighbours, point to point (one frame each side for the released non-causal
-decoders, two in front for a causal one), and pads with theirs. Everything else in the decoder is per
-position (pixel/layer norm, 1x1 shortcuts, depth-to-space) or per video (the timestep
-embedding, the injected noise, drawn per (H, W) and shared by all frames), so the pieces
-equal the single-process decode. Each temporal upsampler drops the first frame of the
+decoders, two in front for a causal one), and pads with theirs. Everything else in the
+decoder is per position (pixel/layer norm, 1x1 shortcuts, depth-to-space) or per video
+(the timestep embedding, the injected noise, drawn per (H, W) and shared by all frames),
+so the pieces equal the single-process decode. Each temporal upsampler drops the first frame of the
 clip (latent frame 0 holds one pixel frame, paper 2.1): only rank 0 owns it.
 
     vae = TimeSplitVAE(vae)            # group: the default one (all ranks)
@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .distributed import communicate, gather_along
+from .collectives import communicate, gather_along
 from ..errors import SettingsError
-from ..models.vae import CausalConv3d, DepthToSpaceUpsample, depth_to_space
+from ..models.vae_layers import CausalConv3d, DepthToSpaceUpsample, depth_to_space
 
 
 def time_split(frames: int, parts: int, min_frames: int) -> list[int] | None:

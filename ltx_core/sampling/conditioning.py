@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SettingsError
+from ..models.configs import FRAMES_PER_LATENT
 from ..preflight import check_multiple, check_num_frames, nearest_valid  # one home for the size rules
 
 
@@ -215,7 +216,7 @@ def condition_first_frame(
     return condition_frames(latent, first_frame_latent, 0, strength)
 
 
-def pixel_to_latent_frame(frame_index: int, num_frames: int, temporal_compression: int = 8) -> int:
+def pixel_to_latent_frame(frame_index: int, num_frames: int, temporal_compression: int = FRAMES_PER_LATENT) -> int:
     """Latent frame that starts at pixel frame `frame_index`: 0, or a multiple of 8 (the
     causal VAE's latent frame k covers pixel frames 8k - 7 .. 8k, so only its start and
     frame 0 begin a latent frame)."""
@@ -239,7 +240,7 @@ def add_keyframe(
     frames_latent: Tensor,
     frame_index: int,
     strength: float = 1.0,
-    temporal_compression: int = 8,
+    temporal_compression: int = FRAMES_PER_LATENT,
 ) -> ConditionedLatent:
     """Condition the video on encoded frames `(B or 1, C, n, h, w)` (an image: n = 1; a
     clip of 8(n - 1) + 1 frames) starting at pixel frame `frame_index`, as Lightricks'

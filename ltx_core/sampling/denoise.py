@@ -1,12 +1,13 @@
 """The DiT side of sampling (paper 2.4, 2.5): noise -> clean latent with `denoise`.
 
-Each token's timestep is `sigma * noise_mask`, so conditioning tokens (a kept first frame,
-strength < 1) sit at their own level; keyframe tokens go before the video's, with their
-own RoPE coordinates (`keyframe_coords`), and are dropped from the result. CFG's
+Each token's timestep follows its noise mask (`min(sigma, noise_mask)` by Lightricks' rule,
+or `sigma * noise_mask`), so conditioning tokens (a kept first frame, strength < 1) sit at
+their own level; keyframe tokens go before the video's, with their own RoPE coordinates
+(`keyframe_coords`), and are dropped from the result. CFG's
 unconditional pass and STG's perturbed pass ride in one batch with the conditional one
-(`guidance.guided_velocity`); Euler steps are `sampler.sample`. The transformer is called
+(`guidance.guided_velocity`); Euler steps are `euler.sample`. The transformer is called
 through a runner (`run(fn, *inputs)`): the plain module, or the speed and parallel runners
-of `acceleration` and `distributed`.
+(`speed.optimize`, `parallel.distributed`).
 
 This module does not import `pipeline`; `pipeline` composes it with the other stages and
 uses its `module_device` / `module_dtype`. The settings checks both use live in `errors`.
@@ -21,8 +22,8 @@ from einops import rearrange
 from torch import Tensor
 
 from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
-from ..errors import SettingsError, check_number
-from .guidance import check_stg, guided_velocity, perturbed_forward
+from ..errors import SettingsError
+from .guidance import Guidance, guided_velocity, perturbed_forward
 from ..models.rope import fractional_coords, latent_coords, pixel_coords
 from .euler import Callback, sample
 from ..models.text_encoder import TextEmbeddings, check_text_width
@@ -79,57 +80,98 @@ def denoise(
     text: TextEmbeddings,
     negative_text: TextEmbeddings | None,
     sigmas: Tensor,
-    guidance: float,
+    guidance: Guidance | float,
     frame_rate: float,
     generator: torch.Generator,
     callback: Callback | None = None,
+    *,
     causal_fix: bool | None = None,
     image_cond_noise_scale: float = 0.0,
     device: torch.device | str | None = None,
     start_sigma: float = 1.0,
-    stg_scale: float = 0.0,
-    stg_blocks: tuple[int, ...] = (),
-    stg_mode: str = "attention_values",
-    stg_rescale: float = 0.7,
-    strength_rule: str = "scaled",
+    strength_rule: str = "held",
+    stochastic: bool = False,
 ) -> ConditionedLatent:
     """Noise -> clean latent with the DiT (paper 2.4, 2.5): initial noise from `generator`
-    at each token's level, Euler steps with per-token timesteps `sigma * noise_mask`,
-    classifier-free guidance `guidance` in one batched forward (1: no negative pass).
+    at each token's level, then Euler steps (`euler.sample`) of the guided velocity
+    (`guidance.guided_velocity`; a number is CFG alone) with per-token timesteps from
+    each token's noise mask (`euler.STRENGTH_RULES`).
 
-    Keyframe tokens go before the video's (as in both references), with their own
-    coordinates and mask, and are dropped from the result. `start_sigma` < 1 starts from
-    `samples` noised to that level (video-to-video, with `denoise_sigmas`). STG
-    (`stg_scale` > 0) is a third item in the same batch, see `sampler.guided_velocity`.
-    `strength_rule` says how tokens of fractional strength move (`sampler.STRENGTH_RULES`).
-
-    `causal_fix` None takes the transformer config's `causal_temporal_positioning`
-    (see `token_coords`). `callback(step, total, x, denoised)` gets latents (B, C, f, h, w);
-    an exception raised in it stops sampling."""
+    `transformer` is the model or a runner of it (`run(fn, *inputs)`). Keyframe tokens go
+    before the video's (as in both references), with their own coordinates and mask, and
+    are dropped from the result. `start_sigma` < 1 starts from `samples` noised to that
+    level (video-to-video, with `denoise_sigmas`). `strength_rule` says how tokens of
+    fractional strength move (`euler.STRENGTH_RULES`; "held", Lightricks' rule, unless
+    told). `stochastic` takes Lightricks' stochastic steps, their noise from `generator`
+    after the initial noise. `causal_fix` None takes the
+    config's `causal_temporal_positioning` (see `token_coords`). `callback(step, total, x,
+    denoised)` gets latents (B, C, f, h, w); an exception raised in it stops sampling."""
+    guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
     runner = as_runner(transformer)
     module = runner.model
     _check_fits_transformer(module, latent, text)
-    check_number("guidance", guidance, 0.0, "a finite number >= 0 (1: no guidance)")
-    check_stg(stg_scale, stg_blocks, stg_mode, stg_rescale)
-    stg_forward = perturbed_forward(module, tuple(stg_blocks), stg_mode) if stg_scale > 0 else None
     device = torch.device(device) if device is not None else module_device(module)
-    dtype = module_dtype(module)
     latent = _on_device(latent, device)
-    batch, _, frames, height, width = latent.samples.shape
-    if causal_fix is None:
-        causal_fix = module.cfg.causal_temporal_positioning
-    coords = torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
-                        token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
-    extra = latent.num_keyframe_tokens
-    to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")  # noqa: E731
-    to_latent = lambda z: rearrange(z[:, extra:], "b (f h w) c -> b c f h w", f=frames, h=height, w=width)  # noqa: E731
+    tokens = TokenLayout(latent)
+    coords = all_coords(latent, frame_rate, module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix)
+    model_fn = _model_fn(runner, guidance, coords, latent, module_dtype(module))
+    embeds, mask = _batched(text, tokens.batch, device, module_dtype(module))
+    negative = (None, None)
+    if negative_text is not None:
+        negative = _batched(negative_text, tokens.batch, device, module_dtype(module))
+    velocity_fn = guided_velocity(model_fn, embeds, mask, *negative, guidance)
+    step_callback = None
+    if callback is not None:
+        step_callback = lambda i, n, x, denoised: callback(i, n, tokens.latent(x), tokens.latent(denoised))  # noqa: E731
+    x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
+    keyframes_init = initial_keyframes(latent, generator, start_sigma)
+    clean = [k.samples.expand(tokens.batch, -1, -1, -1, -1) for k in latent.keyframes]
+    keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
+    with torch.no_grad():
+        x = sample(velocity_fn, tokens.tokens(x_init, keyframes_init), sigmas,
+                   tokens.tokens(latent.noise_mask, keyframe_masks)[..., 0],
+                   clean_latent=tokens.tokens(latent.samples, clean), callback=step_callback,
+                   cond_noise_scale=image_cond_noise_scale, generator=generator,
+                   strength_rule=strength_rule, stochastic=stochastic)  # fmt: skip
+    return ConditionedLatent(tokens.latent(x), latent.noise_mask)
 
+
+class TokenLayout:
+    """Latents <-> the transformer's tokens: `b c f h w -> b (f h w) c`, keyframe tokens first."""
+
+    def __init__(self, latent: ConditionedLatent):
+        self.batch, _, self.frames, self.height, self.width = latent.samples.shape
+        self.extra = latent.num_keyframe_tokens
+
+    def tokens(self, video: Tensor, keyframes) -> Tensor:
+        return torch.cat([rearrange(z, "b c f h w -> b (f h w) c") for z in (*keyframes, video)], dim=1)
+
+    def latent(self, tokens: Tensor) -> Tensor:
+        return rearrange(tokens[:, self.extra:], "b (f h w) c -> b c f h w", f=self.frames, h=self.height,
+                         w=self.width)  # fmt: skip
+
+
+def all_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:
+    """RoPE coordinates (B, 3, T) of every token: the keyframes' first, then the video's."""
+    batch = latent.samples.shape[0]
+    return torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
+                      token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
+
+
+def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLatent, dtype: torch.dtype):
+    """`model_fn(x, timesteps, text, mask[, perturbed, blocks])` for `guided_velocity`: the
+    model's forward through the runner, or STG's perturbed forward of `blocks` for a batch
+    with perturbed items."""
+    module, batch = runner.model, latent.samples.shape[0]
+    # one perturbed forward per block set the steps perturb, each checked against the model now
+    stg_forwards = {blocks: perturbed_forward(module, blocks, guidance.stg_mode) for blocks in guidance.stg_block_sets}
     # Every token at the same level (no conditioning tokens): one timestep per video, so
     # AdaLN-single runs on B rows instead of B * T, with the same velocity. Checked once.
     shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
     batched_coords = {}  # repeat -> coords (repeat * B, 3, T), built once, not every step
 
-    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None):
+    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None,
+                 blocks: tuple[int, ...] = ()):  # fmt: skip
         repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond); 3 with STG
         if repeat not in batched_coords:
             batched_coords[repeat] = coords.repeat(repeat, 1, 1)
@@ -138,35 +180,9 @@ def denoise(
         inputs = (x.to(dtype), timesteps, embeds, mask, batched_coords[repeat])
         if perturbed is None:
             return runner.run(module, *inputs).float()
-        return runner.run(stg_forward, *inputs, perturbed).float()
+        return runner.run(stg_forwards[blocks], *inputs, perturbed).float()
 
-    embeds, mask = _batched(text, batch, device, dtype)
-    negative_embeds, negative_mask = (
-        _batched(negative_text, batch, device, dtype) if negative_text is not None else (None, None)
-    )
-    velocity_fn = guided_velocity(model_fn, embeds, mask, negative_embeds, negative_mask, guidance,
-                                  stg_scale, stg_rescale)  # fmt: skip
-    step_callback = None
-    if callback is not None:
-        step_callback = lambda i, n, x, denoised: callback(i, n, to_latent(x), to_latent(denoised))  # noqa: E731
-    x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
-    keyframes_init = initial_keyframes(latent, generator, start_sigma)
-    tokens = lambda video, keyframes: torch.cat([*map(to_tokens, keyframes), to_tokens(video)], dim=1)  # noqa: E731
-    clean = [k.samples.expand(batch, -1, -1, -1, -1) for k in latent.keyframes]
-    keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
-    with torch.no_grad():
-        x = sample(
-            velocity_fn,
-            tokens(x_init, keyframes_init),
-            sigmas,
-            tokens(latent.noise_mask, keyframe_masks)[..., 0],
-            clean_latent=tokens(latent.samples, clean),
-            callback=step_callback,
-            cond_noise_scale=image_cond_noise_scale,
-            generator=generator,
-            strength_rule=strength_rule,
-        )
-    return ConditionedLatent(to_latent(x), latent.noise_mask)
+    return model_fn
 
 
 def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:

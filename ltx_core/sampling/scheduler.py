@@ -4,6 +4,9 @@ so that the last step before 0 lands on `shift_terminal` (paper 2.5.2).
 This reproduces diffusers' `FlowMatchEulerDiscreteScheduler.set_timesteps` as
 `LTXPipeline` drives it: start from `linspace(1, 1/steps, steps)`, shift with
 `mu = calculate_shift(num_tokens, ...)`, stretch to the terminal value, append 0.
+Lightricks' `RectifiedFlowScheduler` is the same curve for its "SD3" shifting, and may
+start from its linear-quadratic spacing instead (the config's `sampler`). Its pipeline
+may also leave out the first or last steps of a schedule (`skip_steps`).
 The sampler only needs the resulting sigma tensor, as k-diffusion's samplers do.
 """
 
@@ -16,7 +19,10 @@ import numpy as np
 import torch
 
 from ..models.configs import LTXV_SCHEDULER, SchedulerConfig
-from ..errors import SettingsError
+from ..errors import SettingsError, is_int
+
+# Lightricks' `linear_quadratic_schedule` default: the noise level the linear part reaches.
+LINEAR_QUADRATIC_THRESHOLD = 0.025
 
 
 def token_count_shift(num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) -> float:
@@ -54,8 +60,35 @@ def _stretch_to_terminal(sigmas: torch.Tensor, terminal: float) -> torch.Tensor:
     return 1 - one_minus / (one_minus[-1] / (1 - terminal))
 
 
+def linear_quadratic_sigmas(steps: int, threshold: float = LINEAR_QUADRATIC_THRESHOLD) -> torch.Tensor:
+    """Lightricks' linear-quadratic spacing, `steps` fp32 sigmas from 1 (no final 0): the
+    first `steps // 2` steps lower sigma linearly to `1 - threshold`, then a quadratic in the
+    step index, continuous there in value and slope, brings it to 0 at step `steps`, so
+    half the steps refine the high-noise start (`rf.linear_quadratic_schedule`)."""
+    if steps == 1:
+        return torch.tensor([1.0])
+    linear = steps // 2
+    quadratic = steps - linear
+    # 1 - sigma = a i^2 + b i + c on the quadratic part
+    excess = linear - threshold * steps
+    a = excess / (linear * quadratic**2)
+    b = threshold / linear - 2 * excess / quadratic**2
+    c = a * linear**2
+    noise = [i * threshold / linear for i in range(linear)]
+    noise += [a * i**2 + b * i + c for i in range(linear, steps)]
+    # Python floats, then fp32, as the reference builds its tensor
+    return torch.tensor([1.0 - level for level in noise])
+
+
+def _unshifted(steps: int, sampler: str) -> torch.Tensor:
+    if sampler == "linear-quadratic":
+        return linear_quadratic_sigmas(steps)
+    return torch.from_numpy(np.linspace(1.0, 1.0 / steps, steps)).to(torch.float32)
+
+
 def flow_sigmas(steps: int, num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDULER) -> torch.Tensor:
-    """`steps + 1` descending fp32 sigmas from 1 to 0 for a latent of `num_tokens` tokens."""
+    """`steps + 1` descending fp32 sigmas from 1 to 0 for a latent of `num_tokens` tokens:
+    the config's `sampler` spacing, then its shift and stretch."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise SettingsError(f"steps {steps!r} must be a whole number of at least 1")
     if num_tokens < 1:
@@ -63,7 +96,7 @@ def flow_sigmas(steps: int, num_tokens: int, cfg: SchedulerConfig = LTXV_SCHEDUL
     # fp32 in diffusers' order of operations: with many tokens the terminal stretch divides
     # by a small `1 - sigma`, which turns fp32 rounding into ~1e-5 differences, so a more
     # precise computation would take other steps than the reference does
-    sigmas = torch.from_numpy(np.linspace(1.0, 1.0 / steps, steps)).to(torch.float32)
+    sigmas = _unshifted(steps, cfg.sampler)
     if cfg.use_dynamic_shifting:
         sigmas = _time_shift(sigmas, token_count_shift(num_tokens, cfg), cfg)
     else:
@@ -88,6 +121,22 @@ def explicit_sigmas(values: Sequence[float]) -> torch.Tensor:
     if sigmas.numel() < 2:
         raise SettingsError("sigmas [0] has no step to take; give at least one sigma above 0")
     return sigmas.to(torch.float32)
+
+
+def skip_steps(sigmas: torch.Tensor, initial: int = 0, final: int = 0) -> torch.Tensor:
+    """A schedule without its first `initial` and last `final` steps, as Lightricks'
+    `retrieve_timesteps` cuts `skip_initial_inference_steps` / `skip_final_inference_steps`:
+    the kept sigmas, then 0, because its scheduler always steps from the last kept sigma
+    to 0. Leaving out the last steps thus makes the final step longer, and leaving out
+    the first ones starts from a latent noised to the first kept sigma (a second pass)."""
+    steps = len(sigmas) - 1
+    for name, value in (("skip_initial_inference_steps", initial), ("skip_final_inference_steps", final)):
+        if not is_int(value) or value < 0:
+            raise SettingsError(f"{name} {value!r} must be a whole number >= 0")
+    if initial + final >= steps:
+        raise SettingsError(f"skipping {initial} initial and {final} final steps of {steps} leaves none; "
+                            f"allowed: together at most {steps - 1}")  # fmt: skip
+    return torch.cat([sigmas[initial : steps - final], sigmas.new_zeros(1)])
 
 
 def denoise_sigmas(sigmas: torch.Tensor, denoise_strength: float) -> torch.Tensor:

@@ -1,30 +1,22 @@
-"""Speed levers for the DiT on a GPU, each optional and measured by
-`benchmarks/bench_gpu_speed.py`:
+"""Speed levers for the DiT on a GPU, plugged in through the transformer's seams and
+chosen by one `Speed` setting (measured by `python -m benchmarks.bench_gpu_speed`):
 
 - regional `torch.compile`: `prepare`, each transformer block and `finish` are compiled
-  separately; the 28 blocks share one graph, so compiling costs one block, not 28, and
-  the norms, RoPE, modulation, gates and casts become a few fused kernels;
-- QK-norm + RoPE in one Triton pass per token (`ltx_core.speed.fused_qk_rope`);
-- FP8 linear layers (`ltx_core.speed.fp8`);
+  separately; the blocks share one graph, so compiling costs one block, not all, and the
+  norms, RoPE, modulation, gates and casts become a few fused kernels;
+- QK-norm + RoPE in one Triton pass per token (`fused_qk_rope`, through the
+  transformer's self-attention kernel seam);
+- FP8 linear layers (`fp8`);
 - the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
   the real shape;
 - CUDA graphs: the whole forward captured once per input shape and replayed, so no
   Python or launch gaps remain between kernels.
 
-    fast = optimize_transformer(transformer, compile=True, fp8=False)   # graphs on CUDA
-    velocity = fast(latent, timestep, text, text_mask, coords)   # as the transformer
+    fast = optimize_transformer(transformer, Speed.chosen(compile=True, fp8=False, device="cuda", stays_put=True))
+    velocity = fast.run(transformer, latent, timestep, text, text_mask, coords)
 
-Measured on one H100 (benchmarks/results/gpu_speed.json, 2B, 768x512x121, 20 steps, DiT
-time without / with batched CFG): all levers in bf16 (regional compile, CUDA graphs,
-cuDNN attention, GELU epilogue, fused q/k/v, fused QK-norm + RoPE) 1.12 / 2.22 s; without
-graphs 1.13 / 2.24, without the epilogue 1.16 / 2.29, without fused q/k/v 1.13 / 2.24,
-with QK-norm + RoPE left to Inductor 1.17 / 2.31, without compile and graphs 1.28 / 2.53.
-FP8 0.96 / 1.91 s (unfused q/k/v 0.97 / 1.93, the feed-forward's GELU + quantization left
-to Inductor 1.02 / 2.02, FP8 in the feed-forward only 1.02 / 2.04). Sequential CFG cost
-2.27 s against 2.22 s batched.
-
-Call it after the weights are loaded and the model sits on its device; it changes the
-model in place (fusion and FP8 replace layers), so keep an unmodified copy for saving.
+It changes the model in place (fusion and FP8 replace layers), so keep an unmodified copy
+for saving.
 """
 
 from __future__ import annotations
@@ -252,13 +244,6 @@ class OptimizedTransformer:
     def __post_init__(self):
         self._graphed = CUDAGraphForward(self._forward) if self.cuda_graphs else None
 
-    @property
-    def cfg(self):
-        return self.model.cfg
-
-    def parameters(self):  # the pipeline reads device and dtype from here
-        return self.model.parameters()
-
     def _forward(self, *args) -> Tensor:
         with attention_context(self.attention), torch.no_grad():
             return self.model(*args)
@@ -273,63 +258,90 @@ class OptimizedTransformer:
         return self.run(self.model, latent, timestep, text, text_mask, coords)
 
 
-def optimize_transformer(
-    model: nn.Module,
-    *,
-    compile: bool = True,
-    fp8: bool = False,
-    fused_gelu: bool = True,
-    fp8_fused_gelu: bool = True,
-    fused_qk_rope_kernel: bool = True,
-    cuda_graphs: bool | None = None,
-    attention: str = "default",
-    compile_mode: str | None = None,
-    compile_backend: str = "inductor",
-    fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE,
-    attention_shape: tuple[int, int, int, int] | None = None,
-) -> OptimizedTransformer:
-    """Apply the levers to `model` (in place) and return a callable with its signature.
+@dataclass(frozen=True)
+class Speed:
+    """The GPU speed a user chooses, the one setting the CLI (`--compile`, `--fp8`) and the
+    loader node (`optimization`) both turn into levers through `Speed.chosen`.
 
-    attention: an SDPA backend name, 'default' (PyTorch's own order) or 'auto' (time the
-    backends on `attention_shape` = (batch, heads, tokens, head_dim) and take the fastest).
-    cuda_graphs: capture the forward per input shape (None: on CUDA devices; inputs of a
-    new shape capture again). fused_gelu: the feed-forward's bias + GELU in the GEMM's epilogue
-    (bf16 only; skipped where the epilogue is not the tanh GELU). fp8_fused_gelu: with fp8, the
-    feed-forward's hidden bias + GELU + quantization in one pass (`fp8.FP8FeedForward`; skipped
-    where that kernel does not match its reference). fused_qk_rope_kernel: on CUDA, each
-    self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`; skipped where it
-    does not match its reference). compile_backend 'eager' only traces (CPU checks). fp8: needs
-    a GPU with FP8 tensor cores (Ada, Hopper) or the CPU."""
-    if attention not in ATTENTION_CHOICES:
-        raise SettingsError(f"attention backend {attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
+    compile: regional `torch.compile` of the DiT; fp8: FP8 linear layers (FP8 tensor cores,
+    or the CPU); cuda_graphs: the forward captured per input shape (one process, a model
+    that stays on its device); attention: an SDPA backend name, 'default' (PyTorch's order)
+    or 'auto' (the fastest on the model's self-attention shape); compile_vae: the VAE
+    decoder's layers compiled too (a longer cold start for a faster decode);
+    compile_backend: torch.compile's backend ('eager' only traces: the CPU tests)."""
+
+    compile: bool = False
+    fp8: bool = False
+    cuda_graphs: bool = False
+    attention: str = "default"
+    compile_vae: bool = False
+    compile_backend: str = "inductor"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_CHOICES:
+            raise SettingsError(f"attention backend {self.attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
+
+    @classmethod
+    def chosen(cls, compile: bool, fp8: bool, device: torch.device | str, stays_put: bool) -> Speed:
+        """The levers for a user's compile / fp8 choice on `device`. CUDA graphs pin memory
+        addresses and replay collectives, so only a model that `stays_put` (one process,
+        never moved by a memory manager) gets them; on CUDA the attention backend is timed."""
+        on_cuda = torch.device(device).type == "cuda"
+        if not (compile or fp8):
+            return cls()
+        return cls(compile=compile, fp8=fp8, cuda_graphs=on_cuda and stays_put,
+                   attention="auto" if on_cuda else "default")  # fmt: skip
+
+    @property
+    def changes_transformer(self) -> bool:
+        return self.compile or self.fp8 or self.cuda_graphs or self.attention != "default"
+
+
+@dataclass(frozen=True)
+class FusedParts:
+    """The fused kernels a `Speed` brings, each on where it matches its reference. They exist
+    apart only so the GPU benchmark can measure what each gives; users never set them.
+
+    gelu_epilogue: the feed-forward's bias + GELU in the GEMM's epilogue (bf16; FP8 layers
+    fuse it into their input quantization instead); fp8_feed_forward: with fp8, the hidden
+    bias + GELU + quantization in one pass (`fp8.FP8FeedForward`); qk_norm_rope: on CUDA,
+    each self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`);
+    fp8_keep_precise: layer name patterns left in bf16 under fp8."""
+
+    gelu_epilogue: bool = True
+    fp8_feed_forward: bool = True
+    qk_norm_rope: bool = True
+    fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE
+
+
+def optimize_transformer(model: nn.Module, speed: Speed, parts: FusedParts = FusedParts()) -> OptimizedTransformer:
+    """Apply `speed` to `model` (in place: fusion and FP8 replace layers) and return the
+    runner that calls it. Call it with the weights loaded and the model on its device."""
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    if cuda_graphs is None:
-        cuda_graphs = device.type == "cuda"
-    if cuda_graphs and device.type != "cuda":
+    if speed.cuda_graphs and device.type != "cuda":
         raise SettingsError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
-    if fp8 and not fp8_supported(device):
+    if speed.fp8 and not fp8_supported(device):
         raise SettingsError(f"fp8 needs FP8 tensor cores (compute capability 8.9+), or on the CPU a torch whose "
                             f"_scaled_mm takes row-wise scales (2.14 does); {device} with torch {torch.__version__} "
                             "has neither")
     model.eval().requires_grad_(False)
-    levers = dict(compile=compile, fp8=fp8, cuda_graphs=cuda_graphs)
-    if fused_gelu and not fp8:  # FP8 layers fuse the GELU into their input quantization instead
+    levers = dict(compile=speed.compile, fp8=speed.fp8, cuda_graphs=speed.cuda_graphs)
+    if parts.gelu_epilogue and not speed.fp8:
         levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
-    if fp8:
-        levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=fp8_keep_precise))
-        if fp8_fused_gelu and gelu_quantize_matches_reference(device):
+    if speed.fp8:
+        levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=parts.fp8_keep_precise))
+        if parts.fp8_feed_forward and gelu_quantize_matches_reference(device):
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
-    width = model.cfg.inner_dim
-    if fused_qk_rope_kernel and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype, width):
+    if parts.qk_norm_rope and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype, model.cfg.inner_dim):
         levers["fused_qk_rope"] = fused_qk_rope.enable(model)
-    if attention == "auto":
+    attention = speed.attention
+    if attention == "auto":  # the self-attention of a 768x512x121 video, the most common size
         cfg = model.cfg
-        shape = attention_shape or (1, cfg.num_attention_heads, 6144, cfg.attention_head_dim)
-        attention = pick_attention_backend(*shape, device=device)
+        attention = pick_attention_backend(1, cfg.num_attention_heads, 6144, cfg.attention_head_dim, device=device)
     levers["attention"] = attention
-    if compile:
-        compile_regions(model, compile_mode, compile_backend)
-    return OptimizedTransformer(model, attention, cuda_graphs, levers)
+    if speed.compile:
+        compile_regions(model, backend=speed.compile_backend)
+    return OptimizedTransformer(model, attention, speed.cuda_graphs, levers)
 
 
 def compile_vae_decoder(vae: nn.Module, backend: str = "inductor") -> None:

@@ -9,20 +9,18 @@ noise injection) with few, narrow layers.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from ..checkpoint.writing import save_single_file
 from ..models.configs import LTXV_2B_0_9_0, LTXV_VAE_0_9_1, TransformerConfig, VAEConfig
-from ..sampling.scheduler import LTXV_SCHEDULER
+from ..preflight import shipped_model_paths
 from .t5 import TINY_T5
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEMO_CHECKPOINT = ASSETS / "ltxv-tiny.safetensors"
-DEMO_TEXT_ENCODER = ASSETS / "t5-tiny"
+# Where the shipped files live is preflight's (the CLI finds them without importing torch).
+DEMO_CHECKPOINT, DEMO_TEXT_ENCODER = shipped_model_paths()
 
 DEMO_SIZE = dict(height=256, width=256, num_frames=25, frame_rate=24.0)
 
@@ -47,40 +45,9 @@ DEMO_TRANSFORMER: TransformerConfig = replace(
     cross_attention_dim=192, caption_channels=TINY_T5["d_model"])
 
 
-def _vae_metadata(cfg: VAEConfig) -> dict:
-    meta = {k: v for k, v in asdict(cfg).items() if v is not None}
-    for name in ("blocks", "encoder_blocks", "decoder_blocks"):
-        if name in meta:
-            meta[name] = [[block, dict(params)] for block, params in getattr(cfg, name)]
-    return {"_class_name": "CausalVideoAutoencoder", **meta}
-
-
-def single_file_metadata(transformer: TransformerConfig, vae: VAEConfig) -> dict[str, str]:
-    """The official file's metadata: `config` = JSON with transformer, vae and scheduler."""
-    config = {
-        "transformer": {"_class_name": "Transformer3DModel", **asdict(transformer)},
-        "vae": _vae_metadata(vae),
-        "scheduler": {"_class_name": "RectifiedFlowScheduler", "sampler": "LinearQuadratic",
-                      **asdict(LTXV_SCHEDULER)},
-    }
-    return {"config": json.dumps(config), "format": "pt"}
-
-
 def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str,
                          dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the official single-file layout (`model.diffusion_model.` + `vae.` prefixes,
-    metadata `config`), through `checkpoint_writing.save_single_file` where it exists."""
+    """Write the official single-file layout, metadata included (the 0.9.1 architecture)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from ..checkpoint.writing import save_single_file
-    except ImportError:
-        save_single_file = None
-    if save_single_file is not None:
-        return save_single_file(path, transformer, vae, version="0.9.1", dtype=dtype)
-    tensors = {f"model.diffusion_model.{k}": v for k, v in transformer.state_dict().items()}
-    tensors.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
-    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu()
-               for k, v in tensors.items()}
-    save_file(tensors, str(path), metadata=single_file_metadata(transformer.cfg, vae.cfg))
-    return path
+    return save_single_file(path, transformer, vae, version="0.9.1", dtype=dtype)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
 from ..models.text_encoder import encode_prompt, load_text_encoder
 from ..models.transformer import LTXVTransformer
 from ..models.vae import CausalVideoVAE
@@ -75,7 +76,7 @@ def save_resume_state(modules: dict[str, torch.nn.Module], folder: Path) -> list
 
 
 # Where each resumable module sits in the official single file (the shipped model).
-SINGLE_FILE_PREFIXES = {"vae": "vae.", "dit_ema": "model.diffusion_model."}
+SINGLE_FILE_PREFIXES = {"vae": VAE_PREFIX, "dit_ema": TRANSFORMER_PREFIX}
 
 
 def load_resume_state(module: torch.nn.Module, name: str, source: Path) -> bool:
@@ -339,7 +340,7 @@ def main(argv=None) -> None:
         ema = run_dit(args, vae, encoder, size, log).ema
     save_resume_state({"vae": vae, "dit_ema": ema}, args.out)
     ema = copy.deepcopy(ema).cpu()
-    save_demo_checkpoint(ema, vae.cpu(), args.out / "ltxv-tiny.safetensors")
+    save_demo_checkpoint(ema, vae.cpu(), args.out / DEMO_CHECKPOINT.name)
     log("saved " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB"
                              for p in sorted(args.out.glob("*.safetensors"))))
 

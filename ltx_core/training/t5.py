@@ -6,6 +6,9 @@ exactly as it reads T5-XXL.
 It is kept frozen at its seeded random initialization: the DiT's trained caption
 projection and cross-attention learn to read it (a random T5 still maps each word to a
 distinct, stable vector; paper 2.3 keeps its encoder frozen too).
+
+The shipped weights are transformers' T5 initialization at the seed, so building them
+again takes transformers (a test dependency); reading them takes only the core's `t5`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import T5Config, T5EncoderModel
 
 from .tokenizer import train_tokenizer
 
@@ -24,8 +26,14 @@ TINY_T5 = dict(vocab_size=256, d_model=256, d_kv=32, d_ff=512, num_layers=2, num
                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
 
-def build_tiny_t5(seed: int = 0) -> T5EncoderModel:
-    """The seeded random encoder (the same weights for the same seed on any machine)."""
+def build_tiny_t5(seed: int = 0):
+    """The seeded random encoder (the same weights for the same seed on any machine), as
+    transformers' T5EncoderModel, whose `save_pretrained` writes the shipped folder."""
+    try:
+        from transformers import T5Config, T5EncoderModel
+    except ImportError:
+        raise ImportError("building the tiny T5 again needs transformers (pip install transformers, or the "
+                          "package's [test] extra); loading the shipped one does not") from None
     torch.manual_seed(seed)  # transformers' initializers draw from the global RNG
     return T5EncoderModel(T5Config(**TINY_T5)).eval().requires_grad_(False)
 

@@ -1,7 +1,8 @@
 """A sentencepiece tokenizer trained on the synthetic captions, with T5's special ids.
 
-T5 expects pad = 0, eos = 1, unk = 2 and no bos, so `transformers`' T5 tokenizer reads the
-file exactly as it reads T5-XXL's `spiece.model` (the same loading path, paper 2.3).
+T5 expects pad = 0, eos = 1, unk = 2 and no bos, so the core's T5 tokenizer
+(`models.t5_tokenizer`, the same ids as transformers' T5Tokenizer) reads the file exactly
+as it reads T5-XXL's `spiece.model` (the same loading path, paper 2.3).
 """
 
 from __future__ import annotations

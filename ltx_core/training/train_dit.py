@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..models.rope import VAE_SCALE, fractional_coords, latent_coords, pixel_coords
+from ..models.configs import VAE_SCALE
+from ..models.rope import fractional_coords, latent_coords, pixel_coords
 from ..sampling.scheduler import token_count_shift
 from ..models.transformer import LTXVTransformer
 

@@ -214,12 +214,14 @@ class ComfyServer:
         self.models_dir = self.base / "models"
         self.checkpoints_dir = self.models_dir / "checkpoints"
         self.text_encoders_dir = self.models_dir / "text_encoders"
+        self.upscale_models_dir = self.models_dir / "latent_upscale_models"
         self.log_path = self.base / "server.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
-        for folder in (self.output_dir, self.input_dir, self.temp_dir, self.checkpoints_dir, self.text_encoders_dir):
+        for folder in (self.output_dir, self.input_dir, self.temp_dir, self.checkpoints_dir, self.text_encoders_dir,
+                       self.upscale_models_dir):  # fmt: skip
             folder.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "ComfyServer":
@@ -245,6 +247,7 @@ class ComfyServer:
             f"    base_path: {self.models_dir}\n"
             "    checkpoints: checkpoints\n"
             "    text_encoders: text_encoders\n"
+            "    latent_upscale_models: latent_upscale_models\n"
         )
         return path
 

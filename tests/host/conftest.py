@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from transformers import T5Config, T5EncoderModel
 
+from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
+
+from ..conftest import TINY_T5
 from ..fixtures_checkpoints import write_official_single_file
+from ..test_latent_upsampler import write_upsampler_file
+from ..test_text_encoder import write_comfy_t5
 from .comfy_env import REPO_ROOT, ComfyServer, comfyui_source, comfyui_version, ensure_comfyui
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -31,6 +38,17 @@ TEMPLATE_TITLES = {
     "first_last": "LTX-Video first and last frame",
     "extend": "LTX-Video extend a video",
 }
+# The multi-scale release pipelines (0.9.8 distilled): they need the release's checkpoint,
+# T5-XXL and spatial upsampler, which the pack does not ship, so they run on tiny models
+# placed under those names, and their pictures are cards naming the models
+# (make_ui_workflows.py), not frames of the demo model.
+MULTISCALE_WORKFLOW_NAMES = ("multiscale_t2v", "multiscale_i2v")
+MULTISCALE_TEMPLATE_TITLES = {
+    "multiscale_t2v": "LTX-Video multi-scale text to video",
+    "multiscale_i2v": "LTX-Video multi-scale image to video",
+}
+ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + MULTISCALE_WORKFLOW_NAMES
+ALL_TEMPLATE_TITLES = {**TEMPLATE_TITLES, **MULTISCALE_TEMPLATE_TITLES}
 
 # The names the shipped workflows use; the test server's folders come first in ComfyUI's
 # search order, so these random-weight files are the ones the workflows load.
@@ -39,6 +57,11 @@ TEXT_ENCODER_NAME = "t5-tiny"
 RELEASE = "0.9.5"  # tiny width, the layout of the current 2B release
 EXAMPLE_IMAGE_NAME = "ltxv-example.png"
 EXAMPLE_LAST_IMAGE_NAME = "ltxv-example-last.png"  # first_last's last frame
+# The multi-scale workflows' models (tiny random ones here: the checkpoint's layout is RELEASE's).
+MULTISCALE_CHECKPOINT_NAME = "ltxv-13b-0.9.8-distilled.safetensors"
+MULTISCALE_TEXT_ENCODER_NAME = "t5xxl_fp16.safetensors"  # ComfyUI's single file, ComfyUI's tokenizer
+UPSAMPLER_NAME = "ltxv-spatial-upscaler-0.9.8.safetensors"
+T5_VOCAB_SIZE = 32128  # T5's, which ComfyUI's own tokenizer gives ids of
 
 # Small enough for 2 CPU cores: 64 x 64 pixels, 9 frames (2 latent frames of 2 x 2 tokens).
 TEST_WIDTH, TEST_HEIGHT, TEST_FRAMES, TEST_STEPS = 64, 64, 9, 2
@@ -69,10 +92,20 @@ def comfy_server(comfy_root, tmp_path_factory, tiny_t5_folder):
     server = ComfyServer(tmp_path_factory.mktemp("comfy"))
     write_official_single_file(server.checkpoints_dir / CHECKPOINT_NAME, RELEASE)
     shutil.copytree(tiny_t5_folder, server.text_encoders_dir / TEXT_ENCODER_NAME)
+    multiscale_models(server)
     example_images(server.input_dir)
     server.start()
     yield server
     server.stop()
+
+
+def multiscale_models(server: ComfyServer) -> None:
+    """Tiny models under the names the multi-scale workflows load."""
+    write_official_single_file(server.checkpoints_dir / MULTISCALE_CHECKPOINT_NAME, RELEASE)
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=T5_VOCAB_SIZE, **TINY_T5)).eval()  # T5's vocabulary, a tiny width
+    write_comfy_t5(server.text_encoders_dir / MULTISCALE_TEXT_ENCODER_NAME, t5, "fp16")
+    write_upsampler_file(server.upscale_models_dir / UPSAMPLER_NAME, TINY_SPATIAL_UPSAMPLER)
 
 
 def example_images(input_dir: Path) -> None:
@@ -97,7 +130,7 @@ def api_workflow(name: str) -> dict:
 
 
 def ui_workflow(name: str) -> dict:
-    return json.loads((TEMPLATES_DIR / f"{TEMPLATE_TITLES[name]}.json").read_text())
+    return json.loads((TEMPLATES_DIR / f"{ALL_TEMPLATE_TITLES[name]}.json").read_text())
 
 
 def without_meta(prompt: dict) -> dict:

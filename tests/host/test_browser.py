@@ -18,7 +18,7 @@ import pytest
 
 from .browser import chromium, load_workflow, open_comfy_page, queue_in_page, screenshot, template_cards
 from .comfy_env import PACK_LINK_NAME, REPO_ROOT
-from .conftest import TEMPLATE_TITLES, WORKFLOW_NAMES, api_workflow, ui_workflow, without_meta
+from .conftest import ALL_TEMPLATE_TITLES, ALL_WORKFLOW_NAMES, api_workflow, ui_workflow, without_meta
 from .make_ui_workflows import VIEW
 
 pytestmark = [pytest.mark.comfy_server, pytest.mark.browser]
@@ -58,7 +58,7 @@ def loaded(page):
     return load
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", ALL_WORKFLOW_NAMES)
 def test_page_loads_the_ui_workflow_with_no_missing_node_type(loaded, name):
     result = loaded(name)
     assert result["missing"] == [] and not result["dialog"]
@@ -71,7 +71,7 @@ def _overlap(a: list[float], b: list[float]) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", ALL_WORKFLOW_NAMES)
 def test_no_two_nodes_overlap_once_the_images_show(loaded, name):
     result = loaded(name)
     assert result["imagesLoaded"], "every Load Image node shows its image"
@@ -81,7 +81,7 @@ def test_no_two_nodes_overlap_once_the_images_show(loaded, name):
     assert overlapping == [], {node: boxes[node] for pair in overlapping for node in pair}
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", ALL_WORKFLOW_NAMES)
 def test_the_graph_fits_a_window_and_opens_showing_all_of_it(loaded, name):
     bounds = loaded(name)["bounds"]
     zoom = min(WINDOW[0] / bounds["width"], WINDOW[1] / bounds["height"])
@@ -99,7 +99,7 @@ def test_the_templates_dialog_lists_each_workflow_by_title_with_its_picture(comf
     with chromium() as driver:
         open_comfy_page(driver, comfy_server.url)
         cards = template_cards(driver, PACK_LINK_NAME)
-    assert sorted(cards) == sorted(TEMPLATE_TITLES.values())
+    assert sorted(cards) == sorted(ALL_TEMPLATE_TITLES.values())
     for title, image in cards.items():
         # the page fetches the picture and shows it from a blob: URL, or shows its default one
         assert image["src"].startswith("blob:") and image["width"] == THUMBNAIL_WIDTH, (title, image)

@@ -20,11 +20,12 @@ from ltx_core import video as core_video
 from ..fixtures_checkpoints import write_diffusers_folder
 from .comfy_env import PromptRejected, assert_succeeded, status_messages
 from .conftest import (
+    ALL_WORKFLOW_NAMES,
     RELEASE,
     TEST_FRAMES,
     TEST_HEIGHT,
     TEST_WIDTH,
-    WORKFLOW_NAMES,
+    UPSAMPLER_NAME,
     api_workflow,
     nodes_of,
     small,
@@ -41,11 +42,13 @@ MAX_RERUN_DIFFERENCE = 1  # of 255: see test_the_same_graph_gives_the_same_frame
 EXPECTED_NODES = {
     "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
     "LTXVCoreT5Loader": ({"text_encoder_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_T5"]),
+    "LTXVCoreUpsamplerLoader": ({"upsampler_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_UPSAMPLER"]),
     "LTXVCoreT5Encode": ({"t5": "LTXV_CORE_T5", "text": "STRING", "max_tokens": "INT"}, {}, ["CONDITIONING"]),
     "LTXVCoreEmptyLatentVideo": ({"width": "INT", "height": "INT", "frames": "INT", "batch_size": "INT"}, {}, ["LATENT"]),
     "LTXVCoreVAEEncodeFirstFrame": ({"vae": "LTXV_CORE_VAE", "image": "IMAGE", "width": "INT", "height": "INT"}, {}, ["LATENT"]),
     "LTXVCoreConditionFirstFrame": ({"latent": "LATENT", "first_frame": "LATENT", "strength": "FLOAT"}, {}, ["LATENT"]),
     "LTXVCoreScheduler": ({"latent": "LATENT", "steps": "INT", "dynamic_shift": "BOOLEAN", "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT"}, {}, ["SIGMAS"]),
+    "LTXVCoreReleaseSchedule": ({"preset": COMBO, "pass_name": COMBO}, {"latent": "LATENT", "model": "LTXV_CORE_MODEL"}, ["SIGMAS", "LTXV_CORE_GUIDANCE"]),
     "LTXVCoreSampler": (
         {"model": "LTXV_CORE_MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT",
          "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
@@ -59,10 +62,11 @@ EXPECTED_NODES = {
          "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
          "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT", "stg_scale": "FLOAT", "stg_blocks": "STRING",
          "stg_mode": COMBO, "stg_rescale": "FLOAT", "strength_rule": COMBO},
-        {"sigmas": "SIGMAS"},
+        {"sigmas": "SIGMAS", "guidance": "LTXV_CORE_GUIDANCE"},
         ["LATENT"],
     ),
-    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"chunk_frames": "INT", "time_chunk": "INT"}, ["IMAGE"]),
+    "LTXVCoreLatentUpsample": ({"upsampler": "LTXV_CORE_UPSAMPLER", "vae": "LTXV_CORE_VAE", "latent": "LATENT", "adain_factor": "FLOAT", "tone_map_compression": "FLOAT"}, {}, ["LATENT"]),
+    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"time_chunk": "INT", "tone_map_compression": "FLOAT"}, ["IMAGE"]),
     "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
 }  # fmt: skip
 
@@ -96,14 +100,13 @@ def test_the_speed_options_are_off_unless_asked(object_info):
     optimization = object_info["LTXVCoreCheckpointLoader"]["input"]["optional"]["optimization"]
     assert optimization[0] == ["none", "compile", "compile+fp8"] and optimization[1]["default"] == "none"
     decode = object_info["LTXVCoreDenoisingDecode"]["input"]["optional"]
-    assert decode["chunk_frames"][1]["default"] == 0
     # each layer 32 frames at a time: the frames of the whole decode, less memory (0: whole)
     assert decode["time_chunk"][1]["default"] == 32 and decode["time_chunk"][1]["min"] == 0
 
 
 def test_the_guide_and_stg_choices_are_the_cores(object_info):
     guided = object_info["LTXVCoreGuidedSampler"]["input"]["required"]
-    assert guided["stg_mode"][0] == ["attention_values", "attention_skip"]
+    assert guided["stg_mode"][0] == ["attention_values", "attention_skip", "residual", "transformer_block"]
     assert guided["strength_rule"][0] == ["scaled", "held"]
     assert guided["stg_scale"][1]["default"] == 0.0, "STG is off unless asked for"
     frame_index = object_info["LTXVCoreAddGuide"]["input"]["required"]["frame_index"][1]
@@ -119,15 +122,17 @@ def test_size_widgets_step_by_the_vae_compression(object_info):
 def test_loaders_list_the_files_placed_in_the_model_folders(object_info):
     checkpoints = object_info["LTXVCoreCheckpointLoader"]["input"]["required"]["ckpt_name"][0]
     encoders = object_info["LTXVCoreT5Loader"]["input"]["required"]["text_encoder_name"][0]
+    upsamplers = object_info["LTXVCoreUpsamplerLoader"]["input"]["required"]["upsampler_name"][0]
     assert "ltxv-tiny.safetensors" in checkpoints
     assert "t5-tiny" in encoders
+    assert upsamplers == [UPSAMPLER_NAME], "models/latent_upscale_models, as ComfyUI's own loader lists it"
     assert not [name for name in encoders if name.startswith("t5-tiny/")], "files inside a T5 folder are not choices"
 
 
 # ---------------------------------------------------------------- shipped workflows
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", ALL_WORKFLOW_NAMES)
 def test_shipped_api_workflow_runs_and_leaves_an_mp4_of_the_asked_size(comfy_server, name):
     prompt, expected_frames = small_workflow(name)
     prompt_id = comfy_server.queue_prompt(prompt, workflow={"name": name})
@@ -141,6 +146,39 @@ def test_shipped_api_workflow_runs_and_leaves_an_mp4_of_the_asked_size(comfy_ser
     assert without_meta(json.loads(metadata["prompt"])) == without_meta(prompt), "the video carries its prompt"
     assert metadata["workflow"] == f'{{"name": "{name}"}}'
     assert not list(video.parent.glob(".*.part")), "no temporary file is left beside the video"
+
+
+def test_the_multiscale_second_pass_decodes_at_twice_the_first_pass_size(comfy_server):
+    """Without the final resize (ImageScale 0 x 0 keeps the size): the first pass at the
+    test size, the upsampled second pass and its decode at twice that."""
+    prompt, expected_frames = small_workflow("multiscale_i2v", filename_prefix="LTXV/multiscale_full_size")
+    _with_input(prompt, "ImageScale", width=0, height=0)
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    assert_succeeded(entry)
+    [video] = comfy_server.output_files(entry)
+    assert core_video.read_video_frames(video).shape == (expected_frames, 2 * TEST_HEIGHT, 2 * TEST_WIDTH, 3)
+
+
+def test_an_upsampler_missing_from_its_folder_is_refused_at_queue_time_naming_the_folder(comfy_server):
+    prompt = _with_input(small(api_workflow("multiscale_t2v")), "LTXVCoreUpsamplerLoader",
+                         upsampler_name="ltxv-spatial-upscaler-0.9.7.safetensors")  # fmt: skip
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.queue_prompt(prompt)
+    [details] = [error["details"] for node in rejected.value.body["node_errors"].values() for error in node["errors"]]
+    assert re.search(r"latent upsampler 'ltxv-spatial-upscaler-0\.9\.7\.safetensors' is not in the model folders "
+                     r"\('latent_upscale_models',\).*choose one of: ltxv-spatial-upscaler-0\.9\.8", details), details
+
+
+def test_a_saved_workflow_with_an_input_the_decoder_no_longer_has_still_runs(comfy_server):
+    """Earlier versions' decode node had `chunk_frames`; ComfyUI hands a node only the values
+    of the inputs it declares, so such a workflow still runs."""
+    prompt, expected_frames = small_workflow("t2v", filename_prefix="LTXV/old_input")
+    [decode] = nodes_of(prompt, "LTXVCoreDenoisingDecode")
+    decode["inputs"]["chunk_frames"] = 0
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    assert_succeeded(entry)
+    [video] = comfy_server.output_files(entry)
+    assert core_video.read_video_frames(video).shape[0] == expected_frames
 
 
 def _decoded_frames_as_png(prompt: dict, prefix: str) -> dict:

@@ -31,10 +31,10 @@ from .comfy_env import (
     status_messages,
 )
 from .conftest import (
-    TEMPLATE_TITLES,
+    ALL_TEMPLATE_TITLES,
+    ALL_WORKFLOW_NAMES,
     TEMPLATES_DIR,
     TEST_WIDTH,
-    WORKFLOW_NAMES,
     api_workflow,
     small,
     small_workflow,
@@ -50,13 +50,15 @@ SAMPLER_SETTINGS = ("steps", "cfg", "frame_rate", "dynamic_shift", "base_shift",
 KEPT_SETTINGS = {
     "LTXVCoreCheckpointLoader": ("dtype", "device", "optimization"),
     "LTXVCoreT5Loader": ("dtype", "device"),
+    "LTXVCoreUpsamplerLoader": ("dtype", "device"),
+    "LTXVCoreLatentUpsample": ("adain_factor", "tone_map_compression"),
     "LTXVCoreT5Encode": ("max_tokens",),
     "LTXVCoreEmptyLatentVideo": ("batch_size",),
     "LTXVCoreConditionFirstFrame": ("strength",),
     "LTXVCoreAddGuide": ("strength",),
     "LTXVCoreSampler": SAMPLER_SETTINGS,
     "LTXVCoreGuidedSampler": SAMPLER_SETTINGS + ("stg_mode", "stg_rescale", "strength_rule"),
-    "LTXVCoreDenoisingDecode": ("timestep", "decode_noise_scale", "chunk_frames", "time_chunk"),
+    "LTXVCoreDenoisingDecode": ("timestep", "decode_noise_scale", "time_chunk"),
     "LTXVCoreSaveVideo": ("frame_rate",),
 }  # fmt: skip
 
@@ -100,7 +102,7 @@ def _node_id(prompt: dict, class_type: str = "LTXVCoreEmptyLatentVideo") -> str:
 
 def test_the_templates_are_listed_by_title_and_served_with_their_pictures(comfy_server):
     listed = comfy_server.get("/workflow_templates")[PACK_LINK_NAME]
-    assert sorted(listed) == sorted(TEMPLATE_TITLES.values()), "the templates, and nothing of workflows/api/"
+    assert sorted(listed) == sorted(ALL_TEMPLATE_TITLES.values()), "the templates, and nothing of workflows/api/"
     for title in listed:
         served = f"/api/workflow_templates/{PACK_LINK_NAME}/{quote(title)}"
         assert json.loads(_get_bytes(comfy_server, served + ".json")) == json.loads(
@@ -209,7 +211,7 @@ def test_a_size_wired_from_another_node_is_taken_and_runs(comfy_server):
 
 def test_node_defaults_are_the_settings_the_shipped_workflows_keep(object_info):
     differing = []
-    for name in WORKFLOW_NAMES:
+    for name in ALL_WORKFLOW_NAMES:
         for node_id, node in api_workflow(name).items():
             for setting in KEPT_SETTINGS.get(node["class_type"], ()):
                 default = _inputs(object_info[node["class_type"]])[setting][1]["default"]

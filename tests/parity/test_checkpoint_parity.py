@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltx_core.checkpoint import loading as ck
+from ltx_core.checkpoint.loading import load_checkpoint
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 
 from ..fixtures_checkpoints import write_diffusers_folder, write_official_single_file
@@ -47,7 +47,7 @@ def test_transformer_matches_diffusers_from_single_file(files):
     reference = LTXVideoTransformer3DModel.from_single_file(
         str(single), config=str(config_folder), subfolder="transformer", local_files_only=True
     ).eval()
-    ours = ck.load_checkpoint(single).transformer
+    ours = load_checkpoint(single).transformer
     gen = torch.Generator().manual_seed(1)
     tokens = FRAMES * HEIGHT * WIDTH
     latent = torch.randn(1, tokens, ours.cfg.in_channels, generator=gen)
@@ -71,7 +71,7 @@ def vae_pair(files, request) -> tuple[AutoencoderKLLTXVideo, torch.nn.Module]:
     release, single, config_folder = files
     if release in ("0.9.5", "0.9.7"):
         request.applymarker(DIFFUSERS_CANNOT_MAP_TINY_0_9_5)
-    return diffusers_vae(single, config_folder), ck.load_checkpoint(single).vae
+    return diffusers_vae(single, config_folder), load_checkpoint(single).vae
 
 
 @torch.no_grad()

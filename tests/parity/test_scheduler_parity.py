@@ -1,14 +1,17 @@
 """`flow_sigmas` against diffusers' FlowMatchEulerDiscreteScheduler driven as LTXPipeline
-drives it; if this fails, every generation takes different steps than the reference."""
+drives it, and the linear-quadratic spacing against diffusers' LTXConditionPipeline copy of
+Lightricks' `linear_quadratic_schedule`; if this fails, every generation takes different
+steps than the reference."""
 
 import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+from diffusers.pipelines.ltx.pipeline_ltx_condition import linear_quadratic_schedule
 
-from ltx_core.models.configs import LTXV_SCHEDULER
-from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.models.configs import LTXV_SCHEDULER, SchedulerConfig
+from ltx_core.sampling.scheduler import flow_sigmas, linear_quadratic_sigmas
 
 pytestmark = pytest.mark.parity
 
@@ -54,3 +57,13 @@ def test_flow_sigmas_match_diffusers(steps, num_tokens):
     theirs = diffusers_sigmas(steps, num_tokens)
     assert ours.dtype == theirs.dtype == torch.float32
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 7, 8, 30, 40])
+def test_linear_quadratic_sigmas_match_diffusers(steps):
+    """The same Python-float arithmetic, so the same fp32 values, bit for bit; unshifted,
+    as the condition pipeline (and Lightricks' scheduler without shifting) uses them."""
+    theirs = linear_quadratic_schedule(steps)
+    assert torch.equal(linear_quadratic_sigmas(steps), theirs)
+    unshifted = SchedulerConfig(sampler="linear-quadratic", use_dynamic_shifting=False, shift_terminal=None)
+    assert torch.equal(flow_sigmas(steps, 4096, unshifted), torch.cat([theirs, torch.zeros(1)]))

@@ -35,7 +35,7 @@ SHIPPED = ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_assets_stay_under_the_package_limits(name):
-    from ltx_core.training.demo_model import ASSETS
+    from ltx_core.preflight import SHIPPED_ASSETS as ASSETS
     path = ASSETS / name
     if not path.exists():
         pytest.skip(f"{name} not shipped in this checkout")
