@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from ltx_core.checkpoint.loading import load_checkpoint
-from ltx_core.sampling.denoise import denoise
-from ltx_core.pipeline import decode_frames, encode_text, prepare_latent, seeded_generator
-from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import load_text_encoder
+from ltx_core.pipeline import decode_frames, encode_text, prepare_latent, seeded_generator
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 from ltx_core.video import write_mp4
 
@@ -46,14 +46,32 @@ def one_clip(out_dir: Path, repeat: int) -> dict[str, float]:
     encoder = timed(stages, "load_text_encoder", load_text_encoder, DEMO_TEXT_ENCODER)
     generator = seeded_generator(0)
     text, negative = timed(stages, "encode_text", encode_text, encoder, PROMPT, "")
-    latent = timed(stages, "prepare_latent", prepare_latent, vae, DEMO_SIZE["num_frames"],
-                   DEMO_SIZE["height"], DEMO_SIZE["width"], generator=generator)
+    latent = timed(
+        stages,
+        "prepare_latent",
+        prepare_latent,
+        vae,
+        DEMO_SIZE["num_frames"],
+        DEMO_SIZE["height"],
+        DEMO_SIZE["width"],
+        generator=generator,
+    )
     sigmas = flow_sigmas(STEPS, latent.num_tokens)
-    latent = timed(stages, "denoise", denoise, transformer, latent, text, negative, sigmas,
-                   GUIDANCE, DEMO_SIZE["frame_rate"], generator)
+    latent = timed(
+        stages,
+        "denoise",
+        denoise,
+        transformer,
+        latent,
+        text,
+        negative,
+        sigmas,
+        GUIDANCE,
+        DEMO_SIZE["frame_rate"],
+        generator,
+    )
     frames = timed(stages, "decode", decode_frames, vae, latent.samples, 0.05, 0.025, generator)
-    timed(stages, "write_mp4", write_mp4, frames[0], out_dir / f"demo_{repeat}.mp4",
-          DEMO_SIZE["frame_rate"])
+    timed(stages, "write_mp4", write_mp4, frames[0], out_dir / f"demo_{repeat}.mp4", DEMO_SIZE["frame_rate"])
     stages["total"] = sum(stages.values())
     return stages
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_measure import GIB, fresh_peak, timed
 from ltx_core.models.configs import LTXV_VAE_0_9_1
 from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
-
-from benchmarks.gpu_measure import GIB, fresh_peak, timed
 
 RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
 
@@ -30,8 +29,13 @@ RESULTS = Path(__file__).parent / "results" / "decode_time_chunks.json"
 def decode(vae, latent: torch.Tensor, time_chunk: int | None) -> torch.Tensor:
     """The decode `pipeline.decode_frames` runs (denoising decode at t = 0.05 with noise
     0.025), without its conversion to frames (the GPU image has no PyAV)."""
-    return vae.decode(latent, timestep=0.05, decode_noise_scale=0.025,
-                      generator=torch.Generator().manual_seed(0), time_chunk=time_chunk)
+    return vae.decode(
+        latent,
+        timestep=0.05,
+        decode_noise_scale=0.025,
+        generator=torch.Generator().manual_seed(0),
+        time_chunk=time_chunk,
+    )
 
 
 def measure(vae, latent: torch.Tensor, time_chunk: int | None, repeats: int, weights: int) -> tuple[dict, torch.Tensor]:

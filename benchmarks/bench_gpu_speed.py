@@ -29,34 +29,55 @@ import platform
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from ltx_core.speed import optimize as acceleration
-from ltx_core.speed import fused_qk_rope
-from ltx_core.models.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1
-from ltx_core.speed.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE
-from ltx_core.speed.fp8 import gelu_quantize_matches_reference
+from benchmarks.gpu_kernel_rates import gemm_rates, kernel_profile, qk_norm_rope_rates
+from benchmarks.gpu_measure import (
+    GIB,
+    error_stats,
+    fresh_peak,
+    live_cuda_tensors,
+    max_peak,
+    module_gib,
+    peak_gib,
+    sync,
+    timed,
+)
+from benchmarks.gpu_speed_pipelines import (
+    GUIDANCE,
+    MODES,
+    TIMES,
+    Inputs,
+    Setup,
+    build_diffusers,
+    diffusers_call,
+    diffusers_pipe,
+    diffusers_probe,
+    make_inputs,
+    on_cpu,
+    our_decode,
+    our_denoise,
+    our_generate,
+    our_probe,
+    ours_transformer,
+    ours_vae,
+)
 from ltx_core.checkpoint.keymaps import transformer_from_diffusers
+from ltx_core.models.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK
-
-from benchmarks.gpu_kernel_rates import gemm_rates, kernel_profile, qk_norm_rope_rates
-from benchmarks.gpu_measure import (GIB, error_stats, fresh_peak, live_cuda_tensors, max_peak, module_gib,
-                                    peak_gib, sync, timed)
-from benchmarks.gpu_speed_pipelines import (GUIDANCE, MODES, TIMES, Inputs, Setup, build_diffusers,
-                                            diffusers_call, diffusers_pipe, diffusers_probe, make_inputs,
-                                            on_cpu, our_decode, our_denoise, our_generate, our_probe,
-                                            ours_transformer, ours_vae)
+from ltx_core.speed import fused_qk_rope, optimize as acceleration
+from ltx_core.speed.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE, gelu_quantize_matches_reference
 
 # The targets (seconds, GiB).
-TARGETS = dict(ours_bf16_nocfg_s=1.35, ours_bf16_cfg_s=2.5, ours_fp8_nocfg_s=1.0, ours_fp8_cfg_s=1.8,
-               ours_peak_gib=8.0)
+TARGETS = dict(ours_bf16_nocfg_s=1.35, ours_bf16_cfg_s=2.5, ours_fp8_nocfg_s=1.0, ours_fp8_cfg_s=1.8, ours_peak_gib=8.0)
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -87,7 +108,7 @@ class Report:
         print(f"[{self.elapsed():6.1f}s] {name}", flush=True)
         try:
             yield True
-        except Exception as error:  # noqa: BLE001 - a failed variant must not lose the others
+        except Exception as error:
             self.data["errors"][name] = f"{type(error).__name__}: {error}"
             traceback.print_exc()
         finally:
@@ -129,10 +150,17 @@ def record_settings(b: Bench) -> None:
     import diffusers
 
     setup, dev = b.setup, b.dev
-    b.R.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-               torch=torch.__version__, size=f"{setup.width}x{setup.height}x{setup.frames}", steps=setup.steps,
-               guidance=GUIDANCE, text_tokens=setup.text_len, latent_tokens=setup.tokens, targets=TARGETS)
+    b.R.update(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        torch=torch.__version__,
+        size=f"{setup.width}x{setup.height}x{setup.frames}",
+        steps=setup.steps,
+        guidance=GUIDANCE,
+        text_tokens=setup.text_len,
+        latent_tokens=setup.tokens,
+        targets=TARGETS,
+    )
     b.R["diffusers"] = diffusers.__version__
 
 
@@ -149,10 +177,13 @@ def optimized(b: Bench, model, fp8=False, gelu=True, compile=True, graphs=None, 
     """`optimize_transformer` with the setup's backend and the chosen attention; `gelu` and
     `parts` turn fused kernels off one at a time (`FusedParts`) to measure what each gives."""
     setup = b.setup
-    speed = acceleration.Speed(compile=compile and setup.compile_backend != "none", fp8=fp8,
-                               cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
-                               attention=b.R["levers"].get("attention_choice", "default"),
-                               compile_backend=setup.compile_backend)  # fmt: skip
+    speed = acceleration.Speed(
+        compile=compile and setup.compile_backend != "none",
+        fp8=fp8,
+        cuda_graphs=setup.cuda_graphs if graphs is None else graphs,
+        attention=b.R["levers"].get("attention_choice", "default"),
+        compile_backend=setup.compile_backend,
+    )
     return acceleration.optimize_transformer(model, speed, acceleration.FusedParts(gelu_epilogue=gelu, **parts))
 
 
@@ -234,8 +265,12 @@ def choose_attention(b: Bench) -> None:
     if b.dev.type != "cuda":
         return
     cfg = b.setup.transformer_cfg
-    timings = {batch: acceleration.time_attention_backends(batch, cfg.num_attention_heads, b.setup.tokens,
-                                                           cfg.attention_head_dim) for batch in (1, 2)}
+    timings = {
+        batch: acceleration.time_attention_backends(
+            batch, cfg.num_attention_heads, b.setup.tokens, cfg.attention_head_dim
+        )
+        for batch in (1, 2)
+    }
     b.R["levers"]["attention_s_per_call"] = timings
     best = min(timings[1], key=timings[1].get)
     b.R["levers"]["attention_choice"] = best
@@ -264,14 +299,16 @@ def time_decode(b: Bench) -> None:
     reference = measure_decode(b, lever, "eager", None)
     first_chunk = b.chunks[0]
     lever["eager_chunked_vs_whole_frames"] = error_stats(
-        measure_decode(b, lever, f"eager_chunk{first_chunk}", first_chunk), reference)
+        measure_decode(b, lever, f"eager_chunk{first_chunk}", first_chunk), reference
+    )
     acceleration.compile_vae_decoder(b.vae, backend=b.setup.compile_backend)
     # the default chunk compiles first, on cold caches: its first decode is the
     # compilation a user's first clip pays (`vae_compile_extra_s`)
     chunks = sorted(set(b.chunks) | {DEFAULT_DECODE_TIME_CHUNK}, key=lambda c: c != DEFAULT_DECODE_TIME_CHUNK)
     for chunk in chunks:
         lever[f"compiled_chunk{chunk}_vs_eager_frames"] = error_stats(
-            measure_decode(b, lever, f"compiled_chunk{chunk}", chunk), reference)
+            measure_decode(b, lever, f"compiled_chunk{chunk}", chunk), reference
+        )
     lever["compiled_vs_eager_frames"] = error_stats(measure_decode(b, lever, "compiled", None), reference)
     choose_decode(b, lever, chunks)
     print(f"  decode: {lever}", flush=True)
@@ -329,7 +366,7 @@ def first_clip(b: Bench, v: dict, fast, model, name: str, guidance: float, fp8: 
     try:
         v[f"first_clip_{name}"] = clip(b, fast, guidance)[2]
         return fast, model
-    except Exception as error:  # noqa: BLE001 - fall back: graphs off, then compile off
+    except Exception as error:
         traceback.print_exc()
         v[f"fallback_{name}"] = f"{type(error).__name__}: {error}"[:2000]
     if fast.cuda_graphs:
@@ -357,23 +394,31 @@ def time_pipeline(b: Bench, tag: str, fp8: bool, gelu: bool = True) -> tuple:
     """Our whole pipeline: load, optimize, first clip (cold), then warm clips nocfg and cfg,
     into R["stages"][tag]; returns (fast, model)."""
     fresh_peak(b.dev)
-    v = b.R["stages"][tag] = {"baseline_allocated_gib": round(torch.cuda.memory_allocated(b.dev) / GIB, 3)
-                              if b.dev.type == "cuda" else None,
-                              "baseline_live_tensors": live_cuda_tensors()}
+    v = b.R["stages"][tag] = {
+        "baseline_allocated_gib": round(torch.cuda.memory_allocated(b.dev) / GIB, 3) if b.dev.type == "cuda" else None,
+        "baseline_live_tensors": live_cuda_tensors(),
+    }
     fast, model = cold_load(b, v, fp8, gelu)
     for name, guidance in MODES:
         fast, model = first_clip(b, v, fast, model, name, guidance, fp8)
         if name == "nocfg":
             # a user's first clip also pays the VAE's compilation, done in its own stage here
-            v["cold_start_s"] = (v["load_s"] + v["optimize_s"] + v["first_clip_nocfg"]["whole_s"]
-                                 + b.R["levers"].get("vae_compile_extra_s", 0.0))
+            v["cold_start_s"] = (
+                v["load_s"]
+                + v["optimize_s"]
+                + v["first_clip_nocfg"]["whole_s"]
+                + b.R["levers"].get("vae_compile_extra_s", 0.0)
+            )
             print(f"  {tag} cold start {v['cold_start_s']:.1f}s", flush=True)
         warm_clips(b, v, tag, fast, name, guidance)
     v["peak"] = max_peak(v["peak_nocfg"], v["peak_cfg"])
     v["weights_gib"] = round(module_gib(model, b.vae), 3)
     b.keep[f"{tag}_probe"] = our_probe(fast, b.inputs, torch.bfloat16).cpu()
-    print(f"  {tag} memory: {v['peak']}, weights {v['weights_gib']} GiB, "
-          f"baseline {v['baseline_allocated_gib']} GiB, live {v['baseline_live_tensors']}", flush=True)
+    print(
+        f"  {tag} memory: {v['peak']}, weights {v['weights_gib']} GiB, "
+        f"baseline {v['baseline_allocated_gib']} GiB, live {v['baseline_live_tensors']}",
+        flush=True,
+    )
     return fast, model
 
 
@@ -420,12 +465,14 @@ def time_low_memory(b: Bench) -> None:
     b.bf16_fast = None
     gc.collect()
     torch.cuda.empty_cache() if b.dev.type == "cuda" else None
-    lean = acceleration.OptimizedTransformer(b.bf16_model, b.R["levers"].get("attention_choice", "default"),
-                                             cuda_graphs=False)
-    saved_chunk, b.setup.decode_time_chunk = b.setup.decode_time_chunk, b.R["levers"].get(
-        "low_memory_decode_time_chunk")
-    v = b.R["stages"]["ours_bf16_low_memory"] = {"decode_time_chunk": b.setup.decode_time_chunk,
-                                                  "cuda_graphs": False}
+    lean = acceleration.OptimizedTransformer(
+        b.bf16_model, b.R["levers"].get("attention_choice", "default"), cuda_graphs=False
+    )
+    saved_chunk, b.setup.decode_time_chunk = (
+        b.setup.decode_time_chunk,
+        b.R["levers"].get("low_memory_decode_time_chunk"),
+    )
+    v = b.R["stages"]["ours_bf16_low_memory"] = {"decode_time_chunk": b.setup.decode_time_chunk, "cuda_graphs": False}
     try:
         for name, guidance in MODES:
             low_memory_mode(b, v, lean, name, guidance)
@@ -462,8 +509,9 @@ def time_dit(b: Bench, name: str, fast, baseline: str | None = None, label: str 
     lever = b.R["levers"][name] = {}
     for cfg_name, guidance in MODES:
         our_denoise(fast, b.inputs, guidance, torch.bfloat16, steps=2)
-        lever[f"dit_{cfg_name}_s"] = min(timed(lambda: our_denoise(fast, b.inputs, guidance, torch.bfloat16),
-                                               b.dev)[1] for _ in range(b.repeats))
+        lever[f"dit_{cfg_name}_s"] = min(
+            timed(lambda: our_denoise(fast, b.inputs, guidance, torch.bfloat16), b.dev)[1] for _ in range(b.repeats)
+        )
         if baseline is not None:
             lever[f"{label}_dit_{cfg_name}_s"] = b.R["stages"][baseline][cfg_name]["dit_s"]
     print(f"  {name}: {lever}", flush=True)
@@ -482,8 +530,7 @@ def no_cuda_graphs_lever(b: Bench) -> None:
 
 
 def sequential_cfg_lever(b: Bench) -> None:
-    seq = timed(lambda: our_denoise(b.bf16_fast, b.inputs, GUIDANCE, torch.bfloat16, sequential_cfg=True),
-                b.dev)[1]
+    seq = timed(lambda: our_denoise(b.bf16_fast, b.inputs, GUIDANCE, torch.bfloat16, sequential_cfg=True), b.dev)[1]
     b.R["levers"]["cfg_sequential_dit_s"] = seq
     b.R["levers"]["cfg_batched_dit_s"] = b.R["stages"]["ours_bf16"]["cfg"]["dit_s"]
 
@@ -506,7 +553,8 @@ def kernel_rates(b: Bench) -> None:
     b.R["fp8_gelu_quantize_kernel_matches_reference"] = gelu_quantize_matches_reference(b.dev)
     b.R["qk_norm_rope_us"] = qk_norm_rope_rates(b.setup.tokens, cfg.inner_dim)
     b.R["fused_qk_rope_kernel_matches_reference"] = fused_qk_rope.matches_reference(
-        b.dev, torch.bfloat16, cfg.inner_dim)
+        b.dev, torch.bfloat16, cfg.inner_dim
+    )
 
 
 # ---------------------------------------------------------------- the run
@@ -527,30 +575,56 @@ STAGES = (
     Stage("SDPA backends at the real shapes (one self-attention)", choose_attention),
     Stage("VAE decode: eager vs compiled blocks, whole vs time-chunked layers", time_decode),
     Stage("ours bf16: compile + CUDA graphs + chosen attention + GELU epilogue", time_ours_bf16),
-    Stage("kernel profile: one bf16 forward (compiled, no graphs)", partial(kernel_profile_stage, name="bf16"),
-          20),
+    Stage("kernel profile: one bf16 forward (compiled, no graphs)", partial(kernel_profile_stage, name="bf16"), 20),
     Stage("lever: CUDA graphs off (same compiled model)", no_cuda_graphs_lever, 30),
     Stage("lever: CFG as two sequential batch-1 passes", sequential_cfg_lever, 30),
     Stage("errors: ours bf16 vs ours fp32 and vs diffusers", bf16_errors),
     Stage("low memory: no CUDA graphs (their pool outlives the steps) + time-chunked decode", time_low_memory),
     Stage("free the bf16 model", free_bf16),
-    Stage("lever: no GELU epilogue (a fresh compiled model)",
-          partial(fresh_model_lever, name="no_gelu_epilogue", baseline="ours_bf16", label="with_epilogue",
-                  gelu=False), 60),
-    Stage("lever: QK-norm + RoPE left to Inductor, bf16 (a fresh model, recompiles)",
-          partial(fresh_model_lever, name="bf16_unfused_qk_rope", baseline="ours_bf16", label="fused",
-                  qk_norm_rope=False), 60),
-    Stage("lever: eager (no compile, no graphs)",
-          partial(fresh_model_lever, name="eager", gelu=False, compile=False, graphs=False), 40),
+    Stage(
+        "lever: no GELU epilogue (a fresh compiled model)",
+        partial(fresh_model_lever, name="no_gelu_epilogue", baseline="ours_bf16", label="with_epilogue", gelu=False),
+        60,
+    ),
+    Stage(
+        "lever: QK-norm + RoPE left to Inductor, bf16 (a fresh model, recompiles)",
+        partial(
+            fresh_model_lever, name="bf16_unfused_qk_rope", baseline="ours_bf16", label="fused", qk_norm_rope=False
+        ),
+        60,
+    ),
+    Stage(
+        "lever: eager (no compile, no graphs)",
+        partial(fresh_model_lever, name="eager", gelu=False, compile=False, graphs=False),
+        40,
+    ),
     Stage("ours FP8 (row-wise _scaled_mm) + compile + CUDA graphs", time_ours_fp8, 60),
     Stage("kernel profile: one FP8 forward (compiled, no graphs)", partial(kernel_profile_stage, name="fp8"), 20),
-    Stage("lever: FP8 only in the feed-forward (attention projections bf16)",
-          partial(fresh_model_lever, name="fp8_feed_forward_only", baseline="ours_fp8", label="all_linears",
-                  fp8=True, fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*")), 100),
+    Stage(
+        "lever: FP8 only in the feed-forward (attention projections bf16)",
+        partial(
+            fresh_model_lever,
+            name="fp8_feed_forward_only",
+            baseline="ours_fp8",
+            label="all_linears",
+            fp8=True,
+            fp8_keep_precise=FP8_KEEP_PRECISE + ("*.attn1.*", "*.attn2.*"),
+        ),
+        100,
+    ),
     Stage("GEMM rates at the model's shapes: bf16 vs FP8 row-wise, and the quantization", kernel_rates, 30),
-    Stage("lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)",
-          partial(fresh_model_lever, name="fp8_unfused_feed_forward", baseline="ours_fp8", label="fused",
-                  fp8=True, fp8_feed_forward=False), 90),
+    Stage(
+        "lever: FP8 feed-forward unfused (GELU + quantization left to Inductor)",
+        partial(
+            fresh_model_lever,
+            name="fp8_unfused_feed_forward",
+            baseline="ours_fp8",
+            label="fused",
+            fp8=True,
+            fp8_feed_forward=False,
+        ),
+        90,
+    ),
 )
 
 
@@ -576,16 +650,28 @@ def summarize(R: dict) -> None:
         s = R["stages"].get(tag) or {}
         for name in [mode for mode, _ in MODES if mode in s]:
             base = d.get(name, {}).get("whole_s")
-            rows.append([f"{tag} {name}", *(s[name].get(k) for k in TIMES),
-                         base / s[name]["whole_s"] if base else None])
+            rows.append(
+                [f"{tag} {name}", *(s[name].get(k) for k in TIMES), base / s[name]["whole_s"] if base else None]
+            )
     R["speedup_vs_diffusers"] = {r[0]: r[4] for r in rows}
     print("\n{:<22}{:>9}{:>9}{:>9}{:>11}".format("variant", "DiT s", "decode s", "whole s", "x diffusers"))
     for r in rows:
-        print("{:<22}".format(r[0]) + "".join("{:>9.3f}".format(x) if x is not None else "{:>9}".format("-")
-                                              for x in r[1:4]) + ("{:>11.2f}".format(r[4]) if r[4] else ""))
-    for key in ("ours_peak_gib", "ours_fp8_peak_gib", "diffusers_peak_gib", "cold_start_s",
-                "bf16_max_abs_err_vs_fp32", "fp8_max_abs_err_vs_bf16", "ours_low_memory_nocfg_s",
-                "ours_low_memory_cfg_s", "ours_low_memory_peak_gib"):
+        print(
+            f"{r[0]:<22}"
+            + "".join(f"{x:>9.3f}" if x is not None else "{:>9}".format("-") for x in r[1:4])
+            + (f"{r[4]:>11.2f}" if r[4] else "")
+        )
+    for key in (
+        "ours_peak_gib",
+        "ours_fp8_peak_gib",
+        "diffusers_peak_gib",
+        "cold_start_s",
+        "bf16_max_abs_err_vs_fp32",
+        "fp8_max_abs_err_vs_bf16",
+        "ours_low_memory_nocfg_s",
+        "ours_low_memory_cfg_s",
+        "ours_low_memory_peak_gib",
+    ):
         print(f"{key:<28}{R.get(key)}")
     print("levers:", json.dumps(R.get("levers"), default=str)[:1500])
     if R["errors"]:
@@ -601,10 +687,20 @@ def write_results(report: Report) -> None:
 def make_setup(tiny: bool) -> Setup:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if tiny:
-        return Setup(64, 64, 9, 2, 8, TINY_TRANSFORMER, TINY_VAE_0_9_1, "tiny", device,
-                     "inductor" if device.type == "cuda" else "eager", device.type == "cuda")
-    return Setup(768, 512, 121, 20, 128, LTXV_2B, LTXV_VAE_0_9_1, "real", device, "inductor",
-                 device.type == "cuda")
+        return Setup(
+            64,
+            64,
+            9,
+            2,
+            8,
+            TINY_TRANSFORMER,
+            TINY_VAE_0_9_1,
+            "tiny",
+            device,
+            "inductor" if device.type == "cuda" else "eager",
+            device.type == "cuda",
+        )
+    return Setup(768, 512, 121, 20, 128, LTXV_2B, LTXV_VAE_0_9_1, "real", device, "inductor", device.type == "cuda")
 
 
 def main(argv=None) -> None:
@@ -613,13 +709,16 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny configs and sizes (a dry run, CPU is fine)")
     parser.add_argument("--budget-s", type=float, default=470.0, help="skip optional stages past this")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--decode-time-chunks", default="8,16,32",
-                        help="time-chunked decodes measured against the whole decode (frames per chunk)")
+    parser.add_argument(
+        "--decode-time-chunks",
+        default="8,16,32",
+        help="time-chunked decodes measured against the whole decode (frames per chunk)",
+    )
     args = parser.parse_args(argv)
     report = Report(args.out, args.budget_s)
     try:
         run(make_setup(args.tiny), report, args.repeats, tuple(int(c) for c in args.decode_time_chunks.split(",")))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         report.data["errors"]["run"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()
         write_results(report)

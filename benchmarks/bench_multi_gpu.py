@@ -41,17 +41,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from ltx_core.speed.optimize import Speed, optimize_transformer
+from benchmarks.gpu_measure import GIB, fresh_peak, sync
 from ltx_core.models.configs import LTXV_2B_0_9_5, LTXV_VAE_0_9_5, TINY_TRANSFORMER, TINY_VAE
-from ltx_core.parallel.distributed import ParallelLayout, ParallelRun, ParallelTransformer, make_groups, parallelize
-from ltx_core.sampling.denoise import denoise
-from ltx_core.pipeline import Models, decode_frames, prepare_latent
-from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-
-from benchmarks.gpu_measure import GIB, fresh_peak, sync
+from ltx_core.parallel.distributed import ParallelLayout, ParallelRun, ParallelTransformer, make_groups, parallelize
+from ltx_core.pipeline import Models, decode_frames, prepare_latent
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.speed.optimize import Speed, optimize_transformer
 
 STEPS, GUIDANCE, FRAME_RATE, TEXT_TOKENS, SEED = 20, 3.0, 25.0, 128, 42
 SIZES = ("768x512x121", "1216x704x257")
@@ -85,8 +84,10 @@ def random_texts(caption_channels: int, device: torch.device) -> tuple[TextEmbed
     g = torch.Generator().manual_seed(SEED)
     mask = torch.zeros(1, TEXT_TOKENS, dtype=torch.bool)
     mask[:, :32] = True  # a prompt of 32 tokens, padded to 128 as the pipeline does
-    return tuple(TextEmbeddings(torch.randn(1, TEXT_TOKENS, caption_channels, generator=g).to(device), mask.to(device))
-                 for _ in range(2))
+    return tuple(
+        TextEmbeddings(torch.randn(1, TEXT_TOKENS, caption_channels, generator=g).to(device), mask.to(device))
+        for _ in range(2)
+    )
 
 
 def peaks_per_rank(device: torch.device) -> list[float] | None:
@@ -118,8 +119,16 @@ def measure(models: Models, size: str, steps: int, device: torch.device, entry: 
     tokens = entry["tokens"] = latent.num_tokens
 
     def run_denoise(step_count: int):
-        return denoise(models.runner or models.transformer, latent, text, negative, flow_sigmas(step_count, tokens), GUIDANCE,
-                       FRAME_RATE, torch.Generator().manual_seed(SEED)).samples
+        return denoise(
+            models.runner or models.transformer,
+            latent,
+            text,
+            negative,
+            flow_sigmas(step_count, tokens),
+            GUIDANCE,
+            FRAME_RATE,
+            torch.Generator().manual_seed(SEED),
+        ).samples
 
     def decode(z):
         return decode_frames(models.vae, z, generator=torch.Generator().manual_seed(SEED))
@@ -129,7 +138,7 @@ def measure(models: Models, size: str, steps: int, device: torch.device, entry: 
     denoised, seconds = timed(lambda: run_denoise(steps), device)
     entry.update(dit_s=round(seconds, 3), dit_peak_gib_per_gpu=peaks_per_rank(device))
     try:
-        decode(denoised[:, :, :2 * dist.get_world_size()])  # cuDNN's choices for these planes
+        decode(denoised[:, :, : 2 * dist.get_world_size()])  # cuDNN's choices for these planes
         fresh_peak(device)
         _, seconds = timed(lambda: decode(run_denoise(steps)), device)
         entry.update(pipeline_s=round(seconds, 3), pipeline_peak_gib_per_gpu=peaks_per_rank(device))
@@ -145,8 +154,13 @@ def rank_main(rank: int, world: int, init_file: str, options: dict, out_dir: str
     device = torch.device("cpu") if cpu else torch.device("cuda", rank)
     if not cpu:
         torch.cuda.set_device(device)
-    dist.init_process_group("gloo" if cpu else "nccl", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    dist.init_process_group(
+        "gloo" if cpu else "nccl",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+    )
     dtype = torch.float32 if cpu else torch.bfloat16
     models = build_models(options["tiny"], device, dtype)
     if options["compile"]:  # regional compile, as bench_gpu_speed; the collectives trace into the block graphs
@@ -196,8 +210,10 @@ def run_world(world: int, options: dict, out_dir: Path, timeout_s: float) -> tup
     init_file = out_dir / f"init{world}"
     init_file.unlink(missing_ok=True)
     context = mp.get_context("spawn")
-    processes = [context.Process(target=rank_main, args=(rank, world, str(init_file), options, str(out_dir)))
-                 for rank in range(world)]
+    processes = [
+        context.Process(target=rank_main, args=(rank, world, str(init_file), options, str(out_dir)))
+        for rank in range(world)
+    ]
     for process in processes:
         process.start()
     deadline = time.monotonic() + timeout_s
@@ -238,9 +254,12 @@ def summarize(entries: list[dict]) -> dict:
                     row[stage] = None  # out of memory or not run: see the entries
                     continue
                 best = min(candidates, key=lambda e: e[key])
-                row[stage] = dict(seconds=best[key], layout=f"sequence {best['sequence']} x cfg {best['cfg']}",
-                                  peak_gib_per_gpu=best[f"{stage}_peak_gib_per_gpu"],
-                                  speedup=round(one / best[key], 2) if one else None)
+                row[stage] = dict(
+                    seconds=best[key],
+                    layout=f"sequence {best['sequence']} x cfg {best['cfg']}",
+                    peak_gib_per_gpu=best[f"{stage}_peak_gib_per_gpu"],
+                    speedup=round(one / best[key], 2) if one else None,
+                )
             per_size[str(gpus)] = row
         summary[size] = per_size
     return summary
@@ -254,10 +273,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--tiny", action="store_true", help="tiny model and sizes (a dry run)")
     parser.add_argument("--cpu", action="store_true", help="processes on the CPU with gloo, fp32")
-    parser.add_argument("--compile", action="store_true", help="regional torch.compile of the DiT "
-                        "(acceleration.optimize_transformer; eager backend on the CPU)")
-    parser.add_argument("--latent-dir", type=Path, default=None, help="where the 1-GPU run leaves its latents "
-                        "for the others to compare with, across invocations (default: a temporary folder)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="regional torch.compile of the DiT (acceleration.optimize_transformer; eager backend on the CPU)",
+    )
+    parser.add_argument(
+        "--latent-dir",
+        type=Path,
+        default=None,
+        help="where the 1-GPU run leaves its latents "
+        "for the others to compare with, across invocations (default: a temporary folder)",
+    )
     parser.add_argument("--world-timeout-s", type=float, default=1800.0, help="per GPU count")
     args = parser.parse_args(argv)
     gpus = [int(g) for g in args.gpus.split(",")]
@@ -271,16 +298,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 def start_report(args: argparse.Namespace) -> dict:
     """The existing report at --out (other GPU counts and sizes stay) with this run's settings."""
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
-    report.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  device=device_name(args.cpu), torch=torch.__version__,
-                  model="tiny (4 heads), random weights" if args.tiny
-                  else "LTX-Video 2B 0.9.5 + VAE 0.9.5, random weights",
-                  dtype="fp32" if args.cpu else "bf16", compile=args.compile, steps=args.steps, guidance=GUIDANCE,
-                  targets=TARGETS,
-                  note="dit_s: the guided DiT steps; pipeline_s: steps + time-split decode, text encoder "
-                       "excluded; speed-ups against 1 GPU at the same size")
-    report["entries"] = [e for e in report.get("entries", [])
-                         if not (e["size"] in args.sizes and e["gpus"] in args.gpus)]
+    report.update(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=device_name(args.cpu),
+        torch=torch.__version__,
+        model="tiny (4 heads), random weights" if args.tiny else "LTX-Video 2B 0.9.5 + VAE 0.9.5, random weights",
+        dtype="fp32" if args.cpu else "bf16",
+        compile=args.compile,
+        steps=args.steps,
+        guidance=GUIDANCE,
+        targets=TARGETS,
+        note="dit_s: the guided DiT steps; pipeline_s: steps + time-split decode, text encoder "
+        "excluded; speed-ups against 1 GPU at the same size",
+    )
+    report["entries"] = [
+        e for e in report.get("entries", []) if not (e["size"] in args.sizes and e["gpus"] in args.gpus)
+    ]
     report["errors"] = {k: v for k, v in report.get("errors", {}).items() if int(k) not in args.gpus}
     return report
 
@@ -294,7 +327,7 @@ def run_worlds(args: argparse.Namespace, report: dict, latent_dir: Path) -> None
         (latent_dir / f"world{world}.jsonl").unlink(missing_ok=True)
         try:
             new, error = run_world(world, options, latent_dir, args.world_timeout_s)
-        except Exception:  # noqa: BLE001 - a failed world must not lose the others
+        except Exception:
             new, error = [], traceback.format_exc()
         report["entries"] += new
         if error:

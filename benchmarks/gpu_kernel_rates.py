@@ -8,12 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ltx_core.speed import optimize as acceleration
-from ltx_core.speed import fused_qk_rope
-from ltx_core.speed.fp8 import gelu_quantize_rows, quantize_rows
-from ltx_core.models.rope import apply_rope
-
 from benchmarks.gpu_speed_pipelines import Inputs
+from ltx_core.models.rope import apply_rope
+from ltx_core.speed import fused_qk_rope, optimize as acceleration
+from ltx_core.speed.fp8 import gelu_quantize_rows, quantize_rows
 
 
 def graphed_seconds(fn, calls: int = 10) -> float:
@@ -48,9 +46,11 @@ def qk_norm_rope_rates(tokens: int, width: int) -> dict:
         cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
         full = cos.repeat_interleave(2, -1), sin.repeat_interleave(2, -1)
         rows[f"batch{batch}"] = dict(
-            triton_us=round(1e6 * graphed_seconds(
-                lambda: fused_qk_rope.qk_norm_rope(q, k, weight, weight, cos, sin, 1e-5)), 1),
-            inductor_us=round(1e6 * graphed_seconds(lambda: compiled(q, k, *full)), 1))
+            triton_us=round(
+                1e6 * graphed_seconds(lambda: fused_qk_rope.qk_norm_rope(q, k, weight, weight, cos, sin, 1e-5)), 1
+            ),
+            inductor_us=round(1e6 * graphed_seconds(lambda: compiled(q, k, *full)), 1),
+        )
         print(f"  qk-norm + rope batch {batch}: {rows[f'batch{batch}']}", flush=True)
     return rows
 
@@ -62,22 +62,29 @@ def gemm_row(a: torch.Tensor, b: torch.Tensor, quantize) -> dict:
     bq, sb = quantize_rows(b)
     sb = sb.reshape(1, -1).contiguous()
     bf16 = acceleration.time_cuda(lambda: a @ b.t(), repeats=20)
-    fp8 = acceleration.time_cuda(lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb,
-                                                         out_dtype=torch.bfloat16), repeats=20)
+    fp8 = acceleration.time_cuda(
+        lambda: torch._scaled_mm(aq, bq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16), repeats=20
+    )
     quant = acceleration.time_cuda(lambda: quantize(a), repeats=20)
     flop = 2 * m * n * k
-    return dict(bf16_tflops=round(flop / bf16 / 1e12), fp8_tflops=round(flop / fp8 / 1e12),
-                bf16_us=round(bf16 * 1e6, 1), fp8_us=round(fp8 * 1e6, 1), quantize_us=round(quant * 1e6, 1))
+    return dict(
+        bf16_tflops=round(flop / bf16 / 1e12),
+        fp8_tflops=round(flop / fp8 / 1e12),
+        bf16_us=round(bf16 * 1e6, 1),
+        fp8_us=round(fp8 * 1e6, 1),
+        quantize_us=round(quant * 1e6, 1),
+    )
 
 
 def gelu_quantize_row(a: torch.Tensor, gelu_quantize_compiled) -> dict:
     """Bias + GELU + row quantization of `a`, Inductor's kernels against our Triton pass."""
     bias = torch.randn(a.shape[1], device="cuda", dtype=torch.bfloat16)
     return dict(
-        gelu_quantize_inductor_us=round(1e6 * acceleration.time_cuda(
-            lambda: gelu_quantize_compiled(a, bias), repeats=20), 1),
-        gelu_quantize_triton_us=round(1e6 * acceleration.time_cuda(
-            lambda: gelu_quantize_rows(a, bias), repeats=20), 1))
+        gelu_quantize_inductor_us=round(
+            1e6 * acceleration.time_cuda(lambda: gelu_quantize_compiled(a, bias), repeats=20), 1
+        ),
+        gelu_quantize_triton_us=round(1e6 * acceleration.time_cuda(lambda: gelu_quantize_rows(a, bias), repeats=20), 1),
+    )
 
 
 def gemm_rates(tokens: int) -> dict:
@@ -85,7 +92,8 @@ def gemm_rates(tokens: int) -> dict:
     rows = {}
     quantize = torch.compile(quantize_rows, dynamic=False)
     gelu_quantize_compiled = torch.compile(
-        lambda x, bias: quantize_rows(torch.nn.functional.gelu(x + bias, approximate="tanh")), dynamic=False)
+        lambda x, bias: quantize_rows(torch.nn.functional.gelu(x + bias, approximate="tanh")), dynamic=False
+    )
     for m in (tokens, 2 * tokens):
         for k, n in ((2048, 2048), (2048, 8192), (8192, 2048)):
             a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -122,8 +130,9 @@ def kernel_profile(name: str, model, attention: str, inputs: Inputs, R: dict, ou
         plain(*args)
         torch.cuda.synchronize()
     averages = prof.key_averages()
-    (out_dir / f"gpu_kernels_{name}.txt").write_text(averages.table(sort_by="cuda_time_total", row_limit=40,
-                                                                    max_name_column_width=100))
+    (out_dir / f"gpu_kernels_{name}.txt").write_text(
+        averages.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=100)
+    )
     totals: dict = {}
     for event in averages:
         if "cuda" not in str(getattr(event, "device_type", "cuda")).lower():

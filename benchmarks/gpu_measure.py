@@ -39,8 +39,10 @@ def peak_gib(device: torch.device) -> dict:
     """Peak allocated and reserved GiB since `fresh_peak`; {} off the GPU."""
     if device.type != "cuda":
         return {}
-    return dict(peak_allocated_gib=round(torch.cuda.max_memory_allocated(device) / GIB, 3),
-                peak_reserved_gib=round(torch.cuda.max_memory_reserved(device) / GIB, 3))
+    return dict(
+        peak_allocated_gib=round(torch.cuda.max_memory_allocated(device) / GIB, 3),
+        peak_reserved_gib=round(torch.cuda.max_memory_reserved(device) / GIB, 3),
+    )
 
 
 def max_peak(*peaks: dict) -> dict:
@@ -57,8 +59,11 @@ def error_stats(ours: torch.Tensor, reference: torch.Tensor) -> dict:
     """Largest and relative L2 difference of two outputs, beside the reference's range."""
     ours, reference = ours.float().flatten(), reference.float().flatten().to(ours.device)
     diff = ours - reference
-    return dict(max_abs=diff.abs().max().item(), rel_l2=(diff.norm() / reference.norm()).item(),
-                ref_max_abs=reference.abs().max().item())
+    return dict(
+        max_abs=diff.abs().max().item(),
+        rel_l2=(diff.norm() / reference.norm()).item(),
+        ref_max_abs=reference.abs().max().item(),
+    )
 
 
 def live_cuda_tensors(top: int = 8) -> dict:
@@ -76,11 +81,14 @@ def live_cuda_tensors(top: int = 8) -> dict:
                     continue
                 storage = obj.untyped_storage()
                 pointer = storage.data_ptr()
-            except Exception:  # noqa: BLE001 - a fake tensor (compile tracing), a subclass, a freed storage
+            except Exception:
                 continue
             if pointer not in seen:
                 seen.add(pointer)
                 found.append((storage.nbytes(), tuple(obj.shape), str(obj.dtype)))
     found.sort(reverse=True)
-    return {"total_gib": round(sum(f[0] for f in found) / GIB, 3), "count": len(found),
-            "largest": [{"shape": list(s), "dtype": d, "gib": round(n / GIB, 3)} for n, s, d in found[:top]]}
+    return {
+        "total_gib": round(sum(f[0] for f in found) / GIB, 3),
+        "count": len(found),
+        "largest": [{"shape": list(s), "dtype": d, "gib": round(n / GIB, 3)} for n, s, d in found[:top]],
+    }

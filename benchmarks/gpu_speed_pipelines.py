@@ -14,38 +14,55 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
+from benchmarks.gpu_measure import sync
 from ltx_core.checkpoint.keymaps import vae_from_diffusers
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
-from ltx_core.sampling.guidance import Guidance, guided_velocity
-from ltx_core.sampling.euler import sample
-from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-
-from benchmarks.gpu_measure import sync
+from ltx_core.sampling.euler import sample
+from ltx_core.sampling.guidance import Guidance, guided_velocity
+from ltx_core.sampling.scheduler import flow_sigmas
 
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
 MODES = (("nocfg", 1.0), ("cfg", GUIDANCE))  # the two guidance settings every variant is timed at
 TIMES = ("dit_s", "decode_s", "whole_s")  # what `our_generate` times
 # Lightricks/LTX-Video scheduler/scheduler_config.json, as tests/parity use it.
 PUBLISHED_SCHEDULER = dict(
-    base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05,
-    num_train_timesteps=1000, shift=1.0, shift_terminal=0.1, time_shift_type="exponential",
+    base_image_seq_len=1024,
+    base_shift=0.95,
+    max_image_seq_len=4096,
+    max_shift=2.05,
+    num_train_timesteps=1000,
+    shift=1.0,
+    shift_terminal=0.1,
+    time_shift_type="exponential",
     use_dynamic_shifting=True,
 )
 # diffusers' VAE 0.9.1 layout (scripts/convert_ltx_to_diffusers.py); tiny: tests/parity.
 DIFFUSERS_VAE = {
-    "real": dict(block_out_channels=(128, 256, 512, 512), decoder_block_out_channels=(256, 512, 1024),
-                 layers_per_block=(4, 3, 3, 3, 4), decoder_layers_per_block=(5, 6, 7, 8),
-                 spatio_temporal_scaling=(True, True, True, False),
-                 decoder_spatio_temporal_scaling=(True, True, True),
-                 decoder_inject_noise=(True, True, True, False), upsample_residual=(True, True, True),
-                 upsample_factor=(2, 2, 2), timestep_conditioning=True),
-    "tiny": dict(block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(16, 32, 64),
-                 layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
-                 decoder_spatio_temporal_scaling=(True, True, True),
-                 decoder_inject_noise=(True, True, True, False), upsample_residual=(True, True, True),
-                 upsample_factor=(2, 2, 2), timestep_conditioning=True),
+    "real": dict(
+        block_out_channels=(128, 256, 512, 512),
+        decoder_block_out_channels=(256, 512, 1024),
+        layers_per_block=(4, 3, 3, 3, 4),
+        decoder_layers_per_block=(5, 6, 7, 8),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(True, True, True, False),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+    ),
+    "tiny": dict(
+        block_out_channels=(8, 16, 32, 32),
+        decoder_block_out_channels=(16, 32, 64),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(True, True, True, False),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+    ),
 }
 
 
@@ -98,8 +115,16 @@ def make_inputs(setup: Setup) -> Inputs:
     negative_mask[:, : max(1, setup.text_len // 16)] = 1
     coords = fractional_coords(pixel_coords(latent_coords(f, h, w, 1), causal_fix=False), FRAME_RATE)
     probe = 0.5 * torch.randn(noise.shape, generator=g) + 0.5 * noise
-    return Inputs(noise.to(dev), text.to(dev, torch.bfloat16), mask.to(dev), negative.to(dev, torch.bfloat16),
-                  negative_mask.to(dev), coords.to(dev), flow_sigmas(setup.steps, setup.tokens), probe.to(dev))
+    return Inputs(
+        noise.to(dev),
+        text.to(dev, torch.bfloat16),
+        mask.to(dev),
+        negative.to(dev, torch.bfloat16),
+        negative_mask.to(dev),
+        coords.to(dev),
+        flow_sigmas(setup.steps, setup.tokens),
+        probe.to(dev),
+    )
 
 
 # ---------------------------------------------------------------- models
@@ -128,11 +153,16 @@ def build_diffusers(setup: Setup):
     g = torch.Generator(device=device).manual_seed(0)
     with torch.device(device):
         transformer = LTXVideoTransformer3DModel(
-            in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-            num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
-            cross_attention_dim=cfg.cross_attention_dim, num_layers=cfg.num_layers,
-            caption_channels=cfg.caption_channels, norm_eps=cfg.norm_eps,
-            norm_elementwise_affine=cfg.norm_elementwise_affine, attention_bias=cfg.attention_bias,
+            in_channels=cfg.in_channels,
+            out_channels=cfg.out_channels,
+            num_attention_heads=cfg.num_attention_heads,
+            attention_head_dim=cfg.attention_head_dim,
+            cross_attention_dim=cfg.cross_attention_dim,
+            num_layers=cfg.num_layers,
+            caption_channels=cfg.caption_channels,
+            norm_eps=cfg.norm_eps,
+            norm_elementwise_affine=cfg.norm_elementwise_affine,
+            attention_bias=cfg.attention_bias,
         ).eval()
         vae = AutoencoderKLLTXVideo(**DIFFUSERS_VAE[setup.vae_key]).eval()
     randomize_(transformer, g)
@@ -161,8 +191,9 @@ def ours_vae(diffusers_vae, setup: Setup) -> CausalVideoVAE:
 # ---------------------------------------------------------------- our pipeline
 
 
-def our_denoise(model, inputs: Inputs, guidance: float, dtype: torch.dtype, sequential_cfg: bool = False,
-                steps: int | None = None) -> torch.Tensor:
+def our_denoise(
+    model, inputs: Inputs, guidance: float, dtype: torch.dtype, sequential_cfg: bool = False, steps: int | None = None
+) -> torch.Tensor:
     """Noise tokens -> clean tokens with the core sampler. Text-to-video has noise mask 1
     everywhere, so every token shares the step's sigma: the model gets one timestep per
     video (B, 1), as diffusers' LTXPipeline passes, instead of (B, T)."""
@@ -172,14 +203,16 @@ def our_denoise(model, inputs: Inputs, guidance: float, dtype: torch.dtype, sequ
         return model(x.to(dtype), timesteps[:, :1], text.to(dtype), mask, coords[x.shape[0]]).float()
 
     if sequential_cfg:
+
         def velocity(x, timesteps, sigma):
             v_u = model_fn(x, timesteps, inputs.negative, inputs.negative_mask)
             v_c = model_fn(x, timesteps, inputs.text, inputs.text_mask)
             return v_u + guidance * (v_c - v_u)
     else:
-        velocity = guided_velocity(model_fn, inputs.text, inputs.text_mask, inputs.negative,
-                                   inputs.negative_mask, Guidance(guidance))
-    sigmas = inputs.sigmas if steps is None else inputs.sigmas[-steps - 1:]
+        velocity = guided_velocity(
+            model_fn, inputs.text, inputs.text_mask, inputs.negative, inputs.negative_mask, Guidance(guidance)
+        )
+    sigmas = inputs.sigmas if steps is None else inputs.sigmas[-steps - 1 :]
     mask = torch.ones(inputs.noise.shape[:2], device=inputs.noise.device)
     with torch.no_grad():
         return sample(velocity, inputs.noise, sigmas, mask)
@@ -189,8 +222,14 @@ def our_decode(vae, tokens: torch.Tensor, setup: Setup) -> torch.Tensor:
     f, h, w = setup.latent_shape
     latent = rearrange(tokens, "b (f h w) c -> b c f h w", f=f, h=h, w=w).to(torch.bfloat16)
     with torch.no_grad():
-        video = vae.decode(latent, DECODE_T, DECODE_NOISE, torch.Generator().manual_seed(SEED),
-                           mix_noise_denormalized=True, time_chunk=setup.decode_time_chunk)
+        video = vae.decode(
+            latent,
+            DECODE_T,
+            DECODE_NOISE,
+            torch.Generator().manual_seed(SEED),
+            mix_noise_denormalized=True,
+            time_chunk=setup.decode_time_chunk,
+        )
     # in place, as `pipeline.decode_frames` does: one fp32 copy of the clip, not three
     return rearrange(video.float().div_(2).add_(0.5).clamp_(0, 1), "b c f h w -> b f h w c")
 
@@ -229,18 +268,33 @@ def on_cpu(run: tuple) -> tuple:
 def diffusers_pipe(transformer, vae):
     from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
 
-    return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**PUBLISHED_SCHEDULER), vae=vae,
-                       text_encoder=None, tokenizer=None, transformer=transformer)
+    return LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**PUBLISHED_SCHEDULER),
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+    )
 
 
 def diffusers_call(pipe, inputs: Inputs, setup: Setup, guidance: float, output_type: str, steps: int | None = None):
     return pipe(
-        prompt_embeds=inputs.text, prompt_attention_mask=inputs.text_mask,
-        negative_prompt_embeds=inputs.negative, negative_prompt_attention_mask=inputs.negative_mask,
-        width=setup.width, height=setup.height, num_frames=setup.frames, frame_rate=FRAME_RATE,
-        num_inference_steps=steps or setup.steps, guidance_scale=guidance, latents=inputs.noise.clone(),
-        generator=torch.Generator().manual_seed(SEED), decode_timestep=DECODE_T,
-        decode_noise_scale=DECODE_NOISE, output_type=output_type, return_dict=False,
+        prompt_embeds=inputs.text,
+        prompt_attention_mask=inputs.text_mask,
+        negative_prompt_embeds=inputs.negative,
+        negative_prompt_attention_mask=inputs.negative_mask,
+        width=setup.width,
+        height=setup.height,
+        num_frames=setup.frames,
+        frame_rate=FRAME_RATE,
+        num_inference_steps=steps or setup.steps,
+        guidance_scale=guidance,
+        latents=inputs.noise.clone(),
+        generator=torch.Generator().manual_seed(SEED),
+        decode_timestep=DECODE_T,
+        decode_noise_scale=DECODE_NOISE,
+        output_type=output_type,
+        return_dict=False,
     )[0]
 
 
@@ -249,7 +303,13 @@ def diffusers_probe(transformer, inputs: Inputs, setup: Setup) -> torch.Tensor:
     f, h, w = setup.latent_shape
     with torch.no_grad():
         return transformer(
-            hidden_states=inputs.probe.to(torch.bfloat16), encoder_hidden_states=inputs.text,
-            timestep=torch.full((1,), 500.0, device=setup.device), encoder_attention_mask=inputs.text_mask,
-            num_frames=f, height=h, width=w, rope_interpolation_scale=(8 / FRAME_RATE, 32, 32), return_dict=False,
+            hidden_states=inputs.probe.to(torch.bfloat16),
+            encoder_hidden_states=inputs.text,
+            timestep=torch.full((1,), 500.0, device=setup.device),
+            encoder_attention_mask=inputs.text_mask,
+            num_frames=f,
+            height=h,
+            width=w,
+            rope_interpolation_scale=(8 / FRAME_RATE, 32, 32),
+            return_dict=False,
         )[0].float()

@@ -39,19 +39,19 @@ from types import SimpleNamespace
 
 import torch
 
-from ltx_core.models import configs as C
-from ltx_core import memory_plan as planner
-from ltx_core.sampling.conditioning import ConditionedLatent, condition_first_frame, empty_latent
-from ltx_core.sampling.denoise import denoise
-from ltx_core.errors import LTXVError
 from benchmarks.memory_probe import PeakLiveBytes
-from ltx_core.sampling.guidance import Guidance
-from ltx_core.pipeline import Models, decode_frames, optimize_models
-from ltx_core.speed.optimize import Speed
-from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core import memory_plan as planner
+from ltx_core.errors import LTXVError
+from ltx_core.models import configs as C
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
+from ltx_core.pipeline import Models, decode_frames, optimize_models
+from ltx_core.sampling.conditioning import ConditionedLatent, condition_first_frame, empty_latent
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.guidance import Guidance
+from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.speed.optimize import Speed
 
 RESULTS = Path(__file__).parent / "results" / "memory_planner.json"
 TARGET = 0.15
@@ -76,8 +76,11 @@ class Case:
 
     @property
     def name(self) -> str:
-        levers = [lever for lever, on in (("cfg", self.guidance), ("stg", self.stg), ("image", self.first_frame),
-                                          ("fp8", self.fp8)) if on]
+        levers = [
+            lever
+            for lever, on in (("cfg", self.guidance), ("stg", self.stg), ("image", self.first_frame), ("fp8", self.fp8))
+            if on
+        ]
         if self.stage in ("decode", "run"):
             levers.append(f"time_chunk={self.time_chunk}")
         return f"{self.stage} {self.model} {self.width}x{self.height}x{self.frames} {' '.join(levers)}".strip()
@@ -90,9 +93,19 @@ MODELS = {
     "13B-0.9.7": (C.LTXV_13B_0_9_7, C.LTXV_VAE_0_9_5, planner.T5_XXL),
     "tiny": (C.TINY_TRANSFORMER, C.TINY_VAE, planner.TextEncoderSize(0, 32, 4)),
     # the shipped demo model's published shape (ltx_core/assets/ltxv-tiny.safetensors metadata)
-    "shipped": (replace(C.TINY_TRANSFORMER, num_layers=5, num_attention_heads=4, attention_head_dim=48,
-                        caption_channels=256, cross_attention_dim=192, causal_temporal_positioning=False),
-                C.TINY_VAE_0_9_1, planner.TextEncoderSize(0, 256, 4)),
+    "shipped": (
+        replace(
+            C.TINY_TRANSFORMER,
+            num_layers=5,
+            num_attention_heads=4,
+            attention_head_dim=48,
+            caption_channels=256,
+            cross_attention_dim=192,
+            causal_temporal_positioning=False,
+        ),
+        C.TINY_VAE_0_9_1,
+        planner.TextEncoderSize(0, 256, 4),
+    ),
 }
 
 # Grouped by model (each group builds its models once), the most telling cases first.
@@ -134,10 +147,12 @@ CPU_CASES = [
 ]
 
 
-META_CASES = [Case("decode", model, width, height, frames, time_chunk=chunk)
-              for model in ("2B-0.9.1", "2B-0.9.5", "0.9.0")
-              for width, height, frames, chunks in ((768, 512, 121, (None, 32, 8)), (1216, 704, 257, (32, 8)))
-              for chunk in chunks]
+META_CASES = [
+    Case("decode", model, width, height, frames, time_chunk=chunk)
+    for model in ("2B-0.9.1", "2B-0.9.5", "0.9.0")
+    for width, height, frames, chunks in ((768, 512, 121, (None, 32, 8)), (1216, 704, 257, (32, 8)))
+    for chunk in chunks
+]
 MODELS["0.9.0"] = (C.LTXV_2B_0_9_0, C.LTXV_VAE_0_9_0, planner.T5_XXL)
 
 
@@ -165,9 +180,17 @@ def build(model_class, cfg, dtype: torch.dtype, device: torch.device):
 def build_t5(size: planner.TextEncoderSize, dtype: torch.dtype, device: torch.device):
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(vocab_size=32128, d_model=size.width, d_kv=size.width // size.heads,
-                      d_ff=size.width * 5 // 2, num_layers=24, num_heads=size.heads, feed_forward_proj="gated-gelu",
-                      is_encoder_decoder=False, use_cache=False)  # fmt: skip
+    config = T5Config(
+        vocab_size=32128,
+        d_model=size.width,
+        d_kv=size.width // size.heads,
+        d_ff=size.width * 5 // 2,
+        num_layers=24,
+        num_heads=size.heads,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
     torch.manual_seed(0)
     with torch.device(device), default_dtype(dtype):
         return T5EncoderModel(config).eval().requires_grad_(False)
@@ -204,10 +227,24 @@ def measured(fn, device: torch.device):
 
 def workload(case: Case, dtype: str, device: torch.device, weights=None) -> planner.Workload:
     transformer, vae, t5 = MODELS[case.model]
-    return planner.Workload(transformer, vae, case.width, case.height, case.frames, guidance=case.guidance,
-                            stg=case.stg, per_token_timesteps=case.first_frame, steps=STEPS, dtype=dtype,
-                            device=device.type, fp8=case.fp8, decode_time_chunk=case.time_chunk,
-                            text_tokens=TEXT_TOKENS, text_encoder=t5, weights=weights)  # fmt: skip
+    return planner.Workload(
+        transformer,
+        vae,
+        case.width,
+        case.height,
+        case.frames,
+        guidance=case.guidance,
+        stg=case.stg,
+        per_token_timesteps=case.first_frame,
+        steps=STEPS,
+        dtype=dtype,
+        device=device.type,
+        fp8=case.fp8,
+        decode_time_chunk=case.time_chunk,
+        text_tokens=TEXT_TOKENS,
+        text_encoder=t5,
+        weights=weights,
+    )
 
 
 def text_inputs(width: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator) -> TextEmbeddings:
@@ -216,8 +253,11 @@ def text_inputs(width: int, dtype: torch.dtype, device: torch.device, generator:
 
 
 def latent_for(case: Case, vae_cfg, device: torch.device) -> ConditionedLatent:
-    geometry = SimpleNamespace(temporal_compression=vae_cfg.temporal_compression,
-                               spatial_compression=vae_cfg.spatial_compression, latent_channels=vae_cfg.latent_channels)
+    geometry = SimpleNamespace(
+        temporal_compression=vae_cfg.temporal_compression,
+        spatial_compression=vae_cfg.spatial_compression,
+        latent_channels=vae_cfg.latent_channels,
+    )
     latent = empty_latent(1, case.frames, case.height, case.width, geometry, device=device)
     if case.first_frame:
         frame = torch.zeros(1, vae_cfg.latent_channels, 1, *latent.samples.shape[3:], device=device)
@@ -232,20 +272,29 @@ def sample(transformer, case: Case, device: torch.device, dtype: torch.dtype):
     latent = latent_for(case, MODELS[case.model][1], device)
     sigmas = flow_sigmas(STEPS, latent.num_tokens)
     stg = dict(stg_scale=1.0, stg_blocks=(min(19, transformer.cfg.num_layers - 1),)) if case.stg else {}
-    return lambda: denoise(transformer, latent, text, text if case.guidance else None, sigmas,
-                           Guidance(3.0 if case.guidance else 1.0, **stg), FRAME_RATE, generator, lambda *a: None)
+    return lambda: denoise(
+        transformer,
+        latent,
+        text,
+        text if case.guidance else None,
+        sigmas,
+        Guidance(3.0 if case.guidance else 1.0, **stg),
+        FRAME_RATE,
+        generator,
+        lambda *a: None,
+    )
 
 
 def decode(vae, case: Case, device: torch.device):
-    frames, height, width = planner.Workload(C.TINY_TRANSFORMER, vae.cfg, case.width, case.height,
-                                             case.frames).latent_grid
+    frames, height, width = planner.Workload(
+        C.TINY_TRANSFORMER, vae.cfg, case.width, case.height, case.frames
+    ).latent_grid
     latent = torch.randn(1, vae.cfg.latent_channels, frames, height, width, generator=torch.Generator().manual_seed(1))
     latent = latent.to(device)
 
     def run():
         try:
-            return decode_frames(vae, latent, 0.05, 0.025, torch.Generator().manual_seed(2),
-                                 time_chunk=case.time_chunk)
+            return decode_frames(vae, latent, 0.05, 0.025, torch.Generator().manual_seed(2), time_chunk=case.time_chunk)
         except LTXVError:  # random weights that overflow: the decoder's peak was still reached
             return None
 
@@ -275,9 +324,11 @@ class Models_:
             self.key = model
         if part not in self.parts:
             transformer, vae, t5 = MODELS[model]
-            make = {"transformer": lambda: build(LTXVTransformer, transformer, self.dtype, self.device),
-                    "vae": lambda: build(CausalVideoVAE, vae, self.dtype, self.device),
-                    "t5": lambda: build_t5(t5, self.dtype, self.device)}[part]
+            make = {
+                "transformer": lambda: build(LTXVTransformer, transformer, self.dtype, self.device),
+                "vae": lambda: build(CausalVideoVAE, vae, self.dtype, self.device),
+                "t5": lambda: build_t5(t5, self.dtype, self.device),
+            }[part]
             self.parts[part] = make()
         return self.parts[part]
 
@@ -295,14 +346,15 @@ def run_case(case: Case, models: Models_, dtype_name: str, device: torch.device)
         fn = sample(transformer, case, device, dtype)
         estimate = planner.sampling_bytes(workload(case, dtype_name, device))
         module = transformer.model if case.fp8 else transformer
-        planned = (planner.fp8_transformer_bytes if case.fp8 else
-                   lambda work: planner.weight_bytes(work)["transformer"])(workload(case, dtype_name, device))
+        planned = (
+            planner.fp8_transformer_bytes if case.fp8 else lambda work: planner.weight_bytes(work)["transformer"]
+        )(workload(case, dtype_name, device))
         weights = tensor_bytes(module), planned
     elif case.stage == "decode" and device.type == "meta":
         vae = models.get(case.model, "vae")
         work = workload(case, dtype_name, device)
         latent = torch.empty(1, vae.cfg.latent_channels, *work.latent_grid, device=device, dtype=dtype)
-        fn = lambda: vae.decode(latent, 0.05, 0.025, torch.Generator(), time_chunk=case.time_chunk)  # noqa: E731
+        fn = lambda: vae.decode(latent, 0.05, 0.025, torch.Generator(), time_chunk=case.time_chunk)
         estimate = planner.decoder_peak(work, *work.latent_grid, case.time_chunk)
         weights = tensor_bytes(vae), planner.weight_bytes(work)["vae"]
     elif case.stage == "decode":
@@ -314,8 +366,13 @@ def run_case(case: Case, models: Models_, dtype_name: str, device: torch.device)
         fn, estimate = encode_text(t5, device, 2), planner.text_bytes(workload(case, dtype_name, device))
         weights = tensor_bytes(t5), planner.weight_bytes(workload(case, dtype_name, device))["text_encoder"]
     _, peak, seconds = measured(fn, device)
-    return {"measured_bytes": peak, "estimate_bytes": int(estimate), "seconds": round(seconds, 3),
-            "weights_measured_bytes": weights[0], "weights_estimate_bytes": int(weights[1])}
+    return {
+        "measured_bytes": peak,
+        "estimate_bytes": int(estimate),
+        "seconds": round(seconds, 3),
+        "weights_measured_bytes": weights[0],
+        "weights_estimate_bytes": int(weights[1]),
+    }
 
 
 def fp8_transformer(case: Case, models: Models_):
@@ -352,9 +409,14 @@ def run_whole(case: Case, models: Models_, dtype_name: str, device: torch.device
         with PeakLiveBytes() as probe:
             whole()
         peak = probe.peak + weights.transformer + weights.vae + weights.text_encoder
-    return {"measured_bytes": peak, "estimate_bytes": plan.peak_bytes, "peak_stage": plan.peak_stage,
-            "seconds": round(time.perf_counter() - start, 3), "plan_seconds": round(plan.seconds, 1),
-            "stages_estimate_bytes": plan.stages}
+    return {
+        "measured_bytes": peak,
+        "estimate_bytes": plan.peak_bytes,
+        "peak_stage": plan.peak_stage,
+        "seconds": round(time.perf_counter() - start, 3),
+        "plan_seconds": round(plan.seconds, 1),
+        "stages_estimate_bytes": plan.stages,
+    }
 
 
 def earlier_h100_decodes(path: Path = RESULTS.parent / "gpu_speed.json") -> dict:
@@ -370,15 +432,24 @@ def earlier_h100_decodes(path: Path = RESULTS.parent / "gpu_speed.json") -> dict
         measured = decode[f"{name}_peak_above_weights_gib"] * 2**30
         work = planner.Workload(C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, device="cuda", decode_time_chunk=chunk)
         estimate = planner.decode_bytes(work)
-        rows.append({"case": f"decode 2B-0.9.1 768x512x121 time_chunk={chunk}", "measured_bytes": int(measured),
-                     "estimate_bytes": estimate, "error": round(estimate / measured - 1, 4)})
+        rows.append(
+            {
+                "case": f"decode 2B-0.9.1 768x512x121 time_chunk={chunk}",
+                "measured_bytes": int(measured),
+                "estimate_bytes": estimate,
+                "error": round(estimate / measured - 1, 4),
+            }
+        )
     return {"source": f"{path.name} ({earlier.get('device')}, {earlier.get('date')})", "rows": rows}
 
 
 def summary(rows: list[dict]) -> dict:
     errors = [abs(r["error"]) for r in rows if r.get("error") is not None]
-    return {"cases": len(rows), "max_abs_error": round(max(errors), 4) if errors else None,
-            "within_target": sum(e <= TARGET for e in errors)}
+    return {
+        "cases": len(rows),
+        "max_abs_error": round(max(errors), 4) if errors else None,
+        "within_target": sum(e <= TARGET for e in errors),
+    }
 
 
 def main(argv=None) -> dict:
@@ -394,13 +465,22 @@ def main(argv=None) -> dict:
     cases = {"cuda": GPU_CASES, "cpu": CPU_CASES, "meta": META_CASES}[device.type]
     cases = [c for c in cases if args.only is None or args.only in c.name]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": f"{device.type} ({name})", "torch": torch.__version__, "dtype": dtype_name,
-              "method": {"cuda": "torch.cuda.max_memory_allocated above the memory allocated before the stage",
-                         "cpu": "bytes of the tensors created inside the stage (PeakLiveBytes)",
-                         "meta": "bytes of the tensors created inside the VAE decoder, shapes only (PeakLiveBytes)"}[
-                  device.type],
-              "target": TARGET, "steps": STEPS, "rows": [], "errors": {}, "skipped": []}  # fmt: skip
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"{device.type} ({name})",
+        "torch": torch.__version__,
+        "dtype": dtype_name,
+        "method": {
+            "cuda": "torch.cuda.max_memory_allocated above the memory allocated before the stage",
+            "cpu": "bytes of the tensors created inside the stage (PeakLiveBytes)",
+            "meta": "bytes of the tensors created inside the VAE decoder, shapes only (PeakLiveBytes)",
+        }[device.type],
+        "target": TARGET,
+        "steps": STEPS,
+        "rows": [],
+        "errors": {},
+        "skipped": [],
+    }
     models, started = Models_(device, DTYPES[dtype_name]), time.perf_counter()
     for case in cases:
         if time.perf_counter() - started > args.budget_s:
@@ -408,7 +488,7 @@ def main(argv=None) -> dict:
             continue
         try:
             row = {"case": case.name, **run_case(case, models, dtype_name, device)}
-        except Exception as error:  # noqa: BLE001 - record it and go on with the next case
+        except Exception as error:
             result["errors"][case.name] = "".join(traceback.format_exception_only(error)).strip()[-2000:]
             print(f"{case.name}: FAILED {result['errors'][case.name]}", flush=True)
             continue
@@ -416,8 +496,11 @@ def main(argv=None) -> dict:
             row["error"] = round(row["estimate_bytes"] / row["measured_bytes"] - 1, 4)
         result["rows"].append(row)
         result["summary"] = summary(result["rows"])
-        print(f"{case.name}: estimate {row['estimate_bytes'] / 2**30:.3f} GiB, measured "
-              f"{(row['measured_bytes'] or 0) / 2**30:.3f} GiB, error {row.get('error')}", flush=True)
+        print(
+            f"{case.name}: estimate {row['estimate_bytes'] / 2**30:.3f} GiB, measured "
+            f"{(row['measured_bytes'] or 0) / 2**30:.3f} GiB, error {row.get('error')}",
+            flush=True,
+        )
         save(args.out, device, result)
     if device.type == "cpu":
         result["cuda_decodes_measured_earlier"] = earlier_h100_decodes()

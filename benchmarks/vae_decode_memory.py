@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ltx_core.models.configs import LTXV_VAE_0_9_1
 from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core.models.configs import LTXV_VAE_0_9_1
 from ltx_core.models.vae import CausalVideoVAE
 
 RESULTS = Path(__file__).parent / "results" / "vae_decode_memory.json"
@@ -59,8 +59,12 @@ def on_meta(chunks: list[int]) -> dict:
         vae = CausalVideoVAE(LTXV_VAE_0_9_1).to(torch.bfloat16).eval()
     latent = torch.empty(latent_shape(*GPU_BENCH_SIZE), device="meta", dtype=torch.bfloat16)
     peaks = {str(chunk): round(decode(vae, latent, chunk)[1] / GIB, 3) for chunk in [None, *chunks]}
-    return {"size": "x".join(map(str, GPU_BENCH_SIZE)), "dtype": "bf16", "peak_gib": peaks,
-            "budget_gib": round(BUDGET_GIB, 2)}
+    return {
+        "size": "x".join(map(str, GPU_BENCH_SIZE)),
+        "dtype": "bf16",
+        "peak_gib": peaks,
+        "budget_gib": round(BUDGET_GIB, 2),
+    }
 
 
 def random_vae(dtype: torch.dtype) -> CausalVideoVAE:
@@ -85,7 +89,9 @@ def on_cpu(size: tuple[int, int, int], time_chunk: int, dtype: torch.dtype, repe
         chunked_s.append(seconds)
     whole_s, chunked_s = min(whole_s), min(chunked_s)
     return {
-        "size": "x".join(map(str, size)), "dtype": str(dtype).removeprefix("torch."), "time_chunk": time_chunk,
+        "size": "x".join(map(str, size)),
+        "dtype": str(dtype).removeprefix("torch."),
+        "time_chunk": time_chunk,
         "repeats": repeats,
         "peak_mib": {"whole": round(whole_peak / 2**20, 1), "chunked": round(chunked_peak / 2**20, 1)},
         "peak_ratio_chunked_over_whole": round(chunked_peak / whole_peak, 3),

@@ -25,13 +25,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, cli_config
-from .errors import LTXVError, SettingsError
 from .cli_plan import check_memory, plan_run
 from .cli_request import build_request
+from .errors import LTXVError, SettingsError
 from .memory_plan import DEFAULT_DECODE_TIME_CHUNK, DTYPE_BYTES
-from .preflight import (STG_MODES, check_device_name, check_dtype_name, check_fp8_device, check_model_path,
-                        check_output_path, check_prompt, check_video_settings, default_model_paths,
-                        parse_blocks, require_existing)
+from .preflight import (
+    STG_MODES,
+    check_device_name,
+    check_dtype_name,
+    check_fp8_device,
+    check_model_path,
+    check_output_path,
+    check_prompt,
+    check_video_settings,
+    default_model_paths,
+    parse_blocks,
+    require_existing,
+)
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -65,12 +75,23 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         ),
     )
     models = generate.add_argument_group("models")
-    models.add_argument("--checkpoint", type=Path, help="official single .safetensors file, or a diffusers folder "
-                        "(default: the config's, else the shipped tiny model)")  # fmt: skip
-    models.add_argument("--text-encoder", type=Path, help="T5 encoder folder or .safetensors file (default: the "
-                        "shipped one, or the diffusers folder's text_encoder/)")  # fmt: skip
-    models.add_argument("--tokenizer", type=Path, help="T5 tokenizer (spiece.model or its folder), where the text "
-                        "encoder does not hold one")  # fmt: skip
+    models.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="official single .safetensors file, or a diffusers folder "
+        "(default: the config's, else the shipped tiny model)",
+    )
+    models.add_argument(
+        "--text-encoder",
+        type=Path,
+        help="T5 encoder folder or .safetensors file (default: the "
+        "shipped one, or the diffusers folder's text_encoder/)",
+    )
+    models.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
+    )
     models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
     models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
 
@@ -93,9 +114,7 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         type=int,
         help=f"8k + 1 (default {FULL_SIZE['frames']}, shipped model {SHIPPED_SIZE['frames']})",
     )
-    video.add_argument(
-        "--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)"
-    )
+    video.add_argument("--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)")
     video.add_argument("--steps", type=int, default=20, help="sampling steps (default: %(default)s)")
     video.add_argument(
         "--cfg",
@@ -118,53 +137,103 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     )
 
     guide = generate.add_argument_group("conditioning on any frames, video-to-video, STG")
-    guide.add_argument("--condition", action="append", type=parse_condition, default=[],
-                       metavar="IMAGE_OR_VIDEO@FRAME[:STRENGTH]",
-                       help="an image or an 8k + 1 frame video held from pixel FRAME on (negative: from the end, "
-                       "-1 = ends on the last frame) at STRENGTH (default 1); repeatable, e.g. "
-                       "first.png@0 last.png@-1")  # fmt: skip
-    guide.add_argument("--source-video", type=Path, help="video-to-video: start from this clip (its frame count "
-                       "and size must be the video's after fitting)")  # fmt: skip
-    guide.add_argument("--denoise-strength", type=float, default=1.0,
-                       help="video-to-video: share of the schedule run on the source (default: %(default)s)")
-    guide.add_argument("--stg-scale", type=float, default=0.0, help="spatiotemporal skip guidance, 0 = off "
-                       "(Lightricks' 2B configs: 1; default: %(default)s)")  # fmt: skip
-    guide.add_argument("--stg-blocks", type=block_list, default=(19,), help="comma-separated blocks STG "
-                       "perturbs (default: 19, Lightricks' 2B)")  # fmt: skip
-    guide.add_argument("--stg-mode", default="attention_values", choices=STG_MODES,
-                       help="how a perturbed block's self-attention is replaced (default: %(default)s)")
-    guide.add_argument("--stg-rescale", type=float, default=0.7, help="STG guidance rescale, 0 or 1 = none "
-                       "(default: %(default)s)")  # fmt: skip
+    guide.add_argument(
+        "--condition",
+        action="append",
+        type=parse_condition,
+        default=[],
+        metavar="IMAGE_OR_VIDEO@FRAME[:STRENGTH]",
+        help="an image or an 8k + 1 frame video held from pixel FRAME on (negative: from the end, "
+        "-1 = ends on the last frame) at STRENGTH (default 1); repeatable, e.g. "
+        "first.png@0 last.png@-1",
+    )
+    guide.add_argument(
+        "--source-video",
+        type=Path,
+        help="video-to-video: start from this clip (its frame count and size must be the video's after fitting)",
+    )
+    guide.add_argument(
+        "--denoise-strength",
+        type=float,
+        default=1.0,
+        help="video-to-video: share of the schedule run on the source (default: %(default)s)",
+    )
+    guide.add_argument(
+        "--stg-scale",
+        type=float,
+        default=0.0,
+        help="spatiotemporal skip guidance, 0 = off (Lightricks' 2B configs: 1; default: %(default)s)",
+    )
+    guide.add_argument(
+        "--stg-blocks",
+        type=block_list,
+        default=(19,),
+        help="comma-separated blocks STG perturbs (default: 19, Lightricks' 2B)",
+    )
+    guide.add_argument(
+        "--stg-mode",
+        default="attention_values",
+        choices=STG_MODES,
+        help="how a perturbed block's self-attention is replaced (default: %(default)s)",
+    )
+    guide.add_argument(
+        "--stg-rescale", type=float, default=0.7, help="STG guidance rescale, 0 or 1 = none (default: %(default)s)"
+    )
 
     output = generate.add_argument_group("output")
-    output.add_argument(
-        "--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)"
-    )
+    output.add_argument("--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)")
     output.add_argument(
         "--overwrite", action="store_true", help="replace an existing output file (otherwise it is refused)"
     )
     speed = generate.add_argument_group("speed on a GPU (off by default: the fp32 CPU run stays the reference)")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the transformer's regions, with CUDA "
-                       "graphs and the fastest attention backend on CUDA (the first step compiles; the later ones "
-                       "are faster, benchmarks/results/gpu_speed.json)")  # fmt: skip
-    speed.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (a CUDA GPU with "
-                       "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
-                       "and --dtype bf16")  # fmt: skip
-    speed.add_argument("--decode-time-chunk", type=positive_int, metavar="N", help="compute each VAE decoder "
-                       "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
-                       "little more decode time (smaller N: less memory, more time; benchmarks/results/"
-                       "decode_time_chunks.json); a number above the clip's frames: whole layers; default: "
-                       + str(DEFAULT_DECODE_TIME_CHUNK) + ", whole layers for a group-norm decoder and across "
-                       "ranks)")  # fmt: skip
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the transformer's regions, with CUDA "
+        "graphs and the fastest attention backend on CUDA (the first step compiles; the later ones "
+        "are faster, benchmarks/results/gpu_speed.json)",
+    )
+    speed.add_argument(
+        "--fp8",
+        action="store_true",
+        help="FP8 linear layers in the transformer (a CUDA GPU with "
+        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
+        "and --dtype bf16",
+    )
+    speed.add_argument(
+        "--decode-time-chunk",
+        type=positive_int,
+        metavar="N",
+        help="compute each VAE decoder "
+        "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
+        "little more decode time (smaller N: less memory, more time; benchmarks/results/"
+        "decode_time_chunks.json); a number above the clip's frames: whole layers; default: "
+        + str(DEFAULT_DECODE_TIME_CHUNK)
+        + ", whole layers for a group-norm decoder and across "
+        "ranks)",
+    )
     memory = generate.add_argument_group("memory")
-    memory.add_argument("--ignore-memory-check", action="store_true", help="run even where the memory plan says "
-                        "the run needs more memory than the device has free (it may then fail part-way, or swap "
-                        "for hours on a CPU)")  # fmt: skip
+    memory.add_argument(
+        "--ignore-memory-check",
+        action="store_true",
+        help="run even where the memory plan says "
+        "the run needs more memory than the device has free (it may then fail part-way, or swap "
+        "for hours on a CPU)",
+    )
     parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
-    parallel.add_argument("--sequence-parallel", type=int, default=1, help="ranks that split the video tokens "
-                          "(a divisor of the attention heads; default: %(default)s)")
-    parallel.add_argument("--cfg-parallel", type=int, default=1, help="ranks that split the guidance batch, "
-                          "2 = cond and uncond apart; N = sequence x cfg (default: %(default)s)")
+    parallel.add_argument(
+        "--sequence-parallel",
+        type=int,
+        default=1,
+        help="ranks that split the video tokens (a divisor of the attention heads; default: %(default)s)",
+    )
+    parallel.add_argument(
+        "--cfg-parallel",
+        type=int,
+        default=1,
+        help="ranks that split the guidance batch, "
+        "2 = cond and uncond apart; N = sequence x cfg (default: %(default)s)",
+    )
     cli_config.add_config_flags(generate)
     generate.set_defaults(run=run_generate, **(defaults or {}))
     return parser
@@ -213,11 +282,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _out_of_memory_message(args: argparse.Namespace) -> str:
-    return (f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
-            f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
-            + (", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)"
-               if _may_lower_time_chunk(args) else "")
-            + ". No video written.")
+    return (
+        f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
+        f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
+        + (
+            ", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)"
+            if _may_lower_time_chunk(args)
+            else ""
+        )
+        + ". No video written."
+    )
 
 
 def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
@@ -236,8 +310,9 @@ def run_generate(args: argparse.Namespace) -> int:
     check_arguments(args)
     cli_config.check_config_run(args)  # a config's paths and passes, with the flags given
     checkpoint, text_encoder, tokenizer = model_paths(args)
-    require_existing(("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer),
-                     *_input_files(args))  # fmt: skip
+    require_existing(
+        ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer), *_input_files(args)
+    )
     check_model_path(checkpoint)  # a pickle is refused unopened
     return _generate(args, output, checkpoint, text_encoder, tokenizer)
 
@@ -245,16 +320,27 @@ def run_generate(args: argparse.Namespace) -> int:
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything the flags say that can be checked without torch, each with what is allowed."""
     check_prompt(args.prompt, args.negative_prompt)
-    check_video_settings(args.width, args.height, args.frames, args.fps, args.steps, args.cfg, args.seed,
-                         args.decode_timestep, args.decode_noise_scale)
+    check_video_settings(
+        args.width,
+        args.height,
+        args.frames,
+        args.fps,
+        args.steps,
+        args.cfg,
+        args.seed,
+        args.decode_timestep,
+        args.decode_noise_scale,
+    )
     check_dtype_name(args.dtype, tuple(DTYPE_BYTES))
     if args.device is not None:
         check_device_name(args.device)
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
     if args.decode_time_chunk is not None and args.sequence_parallel * args.cfg_parallel > 1:
-        raise SettingsError("--decode-time-chunk does not combine with --sequence-parallel or --cfg-parallel "
-                            "above 1: those runs already split the decode in time across the ranks")
+        raise SettingsError(
+            "--decode-time-chunk does not combine with --sequence-parallel or --cfg-parallel "
+            "above 1: those runs already split the decode in time across the ranks"
+        )
 
 
 def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -263,8 +349,9 @@ def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     return files + [("conditioning file", path) for path, _, _ in args.condition]
 
 
-def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_encoder: Path,
-              tokenizer: Path | None) -> int:
+def _generate(
+    args: argparse.Namespace, output: Path, checkpoint: Path, text_encoder: Path, tokenizer: Path | None
+) -> int:
     import torch
 
     from .checkpoint.loading import inspect_checkpoint, resolve_device, resolve_dtype
@@ -284,8 +371,9 @@ def _generate(args: argparse.Namespace, output: Path, checkpoint: Path, text_enc
     models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
     models = cli_config.with_release_scheduler(models, args)  # a config's sampler, else the checkpoint's
     upsampler = cli_config.load_upsampler(args, dtype, run.device)  # a multi-scale config's, else None
-    request = replace(request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel,
-                                                                             models.vae))
+    request = replace(
+        request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel, models.vae)
+    )
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
     frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale)
@@ -315,8 +403,8 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
 
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device):
     from .checkpoint.loading import load_checkpoint
-    from .pipeline import Models
     from .models.text_encoder import check_text_width, load_text_encoder
+    from .pipeline import Models
 
     transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
     encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
@@ -422,10 +510,27 @@ def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
 
 def _video_metadata(args: argparse.Namespace, info) -> dict:
     """A readable comment and the settings that reproduce the video, as container tags."""
-    names = ("prompt", "negative_prompt", "width", "height", "frames", "fps", "steps", "cfg", "seed",
-             "decode_timestep", "decode_noise_scale", "dtype", "fp8")  # fp8 changes the numbers, --compile does not
+    names = (
+        "prompt",
+        "negative_prompt",
+        "width",
+        "height",
+        "frames",
+        "fps",
+        "steps",
+        "cfg",
+        "seed",
+        "decode_timestep",
+        "decode_noise_scale",
+        "dtype",
+        "fp8",
+    )  # fp8 changes the numbers, --compile does not
     settings = {name: getattr(args, name) for name in names}
     release = getattr(args, "release", None)  # its passes' settings replace steps and cfg
-    settings.update(checkpoint=info.path.name, version=info.version, image=args.image.name if args.image else None,
-                    release_config=Path(release.source).stem if release is not None else None)  # fmt: skip
+    settings.update(
+        checkpoint=info.path.name,
+        version=info.version,
+        image=args.image.name if args.image else None,
+        release_config=Path(release.source).stem if release is not None else None,
+    )
     return {"comment": args.prompt, "ltx_core": settings}

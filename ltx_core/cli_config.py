@@ -37,9 +37,13 @@ class _Unset:
 
 UNSET = _Unset()
 # The flags a config sets per pass: their dest -> (flag, the PassSettings field).
-PASS_FLAGS = {"steps": ("--steps", "num_inference_steps"), "cfg": ("--cfg", "guidance_scale"),
-              "stg_scale": ("--stg-scale", "stg_scale"), "stg_blocks": ("--stg-blocks", "skip_block_list"),
-              "stg_rescale": ("--stg-rescale", "rescaling_scale")}  # fmt: skip
+PASS_FLAGS = {
+    "steps": ("--steps", "num_inference_steps"),
+    "cfg": ("--cfg", "guidance_scale"),
+    "stg_scale": ("--stg-scale", "stg_scale"),
+    "stg_blocks": ("--stg-blocks", "skip_block_list"),
+    "stg_rescale": ("--stg-rescale", "rescaling_scale"),
+}
 # The official `precision` -> the --dtype it runs in here, and what differs.
 PRECISION_DTYPES = {"bfloat16": "bf16", "mixed_precision": "bf16", "float8_e4m3fn": "bf16"}
 PRECISION_NOTES = {
@@ -53,17 +57,33 @@ PRECISION_NOTES = {
 def add_config_flags(generate: argparse.ArgumentParser) -> None:
     group = generate.add_argument_group("Lightricks' release configs (the published settings of each model)")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, metavar="FILE.yaml", help="an official config file (configs/*.yaml "
-                        "of Lightricks/LTX-Video): its settings are the defaults, flags given win; its model paths "
-                        "resolve next to it")  # fmt: skip
-    source.add_argument("--preset", choices=release_config_names(), metavar="NAME", help="a shipped official "
-                        "config by name, its model files looked up in the working folder: "
-                        + ", ".join(release_config_names()))  # fmt: skip
-    group.add_argument("--upsampler", type=Path, help="the spatial upscaler a multi-scale config runs between its "
-                       "passes (default: the config's spatial_upscaler_model_path)")  # fmt: skip
-    group.add_argument("--stochastic-sampling", action=argparse.BooleanOptionalAction, default=None,
-                       help="Lightricks' stochastic steps, each re-noising its estimate (default: the config's, "
-                       "else off)")  # fmt: skip
+    source.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="an official config file (configs/*.yaml "
+        "of Lightricks/LTX-Video): its settings are the defaults, flags given win; its model paths "
+        "resolve next to it",
+    )
+    source.add_argument(
+        "--preset",
+        choices=release_config_names(),
+        metavar="NAME",
+        help="a shipped official "
+        "config by name, its model files looked up in the working folder: " + ", ".join(release_config_names()),
+    )
+    group.add_argument(
+        "--upsampler",
+        type=Path,
+        help="the spatial upscaler a multi-scale config runs between its "
+        "passes (default: the config's spatial_upscaler_model_path)",
+    )
+    group.add_argument(
+        "--stochastic-sampling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Lightricks' stochastic steps, each re-noising its estimate (default: the config's, else off)",
+    )
 
 
 # ---------------------------------------------------------------- reading the config
@@ -84,17 +104,24 @@ def apply_release_config(args: argparse.Namespace, argv: list[str], build_parser
     configured.release = release
     if release.is_multi_scale and configured.given:
         flags = ", ".join(PASS_FLAGS[dest][0] for dest in configured.given)
-        raise SettingsError(f"{flags} cannot be applied to a multi-scale config, which sets them per pass "
-                            f"(first_pass, second_pass in {release.source}); edit a copy of the file and pass it "
-                            "with --config")  # fmt: skip
+        raise SettingsError(
+            f"{flags} cannot be applied to a multi-scale config, which sets them per pass "
+            f"(first_pass, second_pass in {release.source}); edit a copy of the file and pass it "
+            "with --config"
+        )
     return configured
 
 
 def config_defaults(release: ReleaseConfig) -> dict:
     """The flags' defaults a config gives (argparse dests)."""
-    defaults = dict(checkpoint=release.checkpoint_path, dtype=PRECISION_DTYPES[release.precision],
-                    stg_mode=release.stg_mode, decode_timestep=release.decode_timestep,
-                    decode_noise_scale=release.decode_noise_scale, upsampler=release.spatial_upscaler_model_path)
+    defaults = dict(
+        checkpoint=release.checkpoint_path,
+        dtype=PRECISION_DTYPES[release.precision],
+        stg_mode=release.stg_mode,
+        decode_timestep=release.decode_timestep,
+        decode_noise_scale=release.decode_noise_scale,
+        upsampler=release.spatial_upscaler_model_path,
+    )
     if release.text_encoder_path is not None:  # a folder of that name next to the YAML
         defaults["text_encoder"] = release.text_encoder_path
     return defaults
@@ -122,8 +149,9 @@ def check_config_run(args: argparse.Namespace) -> None:
     _require_config_path(args.checkpoint, release.checkpoint_path, "checkpoint_path", "--checkpoint", release)
     _check_text_encoder(args, release)
     if release.is_multi_scale:
-        _require_config_path(args.upsampler, release.spatial_upscaler_model_path, "spatial_upscaler_model_path",
-                             "--upsampler", release)  # fmt: skip
+        _require_config_path(
+            args.upsampler, release.spatial_upscaler_model_path, "spatial_upscaler_model_path", "--upsampler", release
+        )
     try:
         if release.is_multi_scale:
             args.multi_scale = _multi_scale(release, args)
@@ -138,16 +166,20 @@ def _require_config_path(path: Path, configured: Path, field: str, flag: str, re
     if path.exists():
         return
     if path == configured:
-        raise SettingsError(f"{field} {str(path)!r} of release config {release.source} does not exist; put the "
-                            f"file there or pass {flag}")  # fmt: skip
+        raise SettingsError(
+            f"{field} {str(path)!r} of release config {release.source} does not exist; put the "
+            f"file there or pass {flag}"
+        )
     raise SettingsError(f"{flag} {str(path)!r} does not exist")
 
 
 def _check_text_encoder(args: argparse.Namespace, release: ReleaseConfig) -> None:
     if args.text_encoder is None and not (args.checkpoint / "text_encoder").is_dir():
-        raise SettingsError(f"release config {release.source} names the text encoder "
-                            f"{release.text_encoder_model_name_or_path!r}, which is no folder next to it; pass "
-                            "--text-encoder (the T5 v1.1 XXL encoder folder or .safetensors file)")  # fmt: skip
+        raise SettingsError(
+            f"release config {release.source} names the text encoder "
+            f"{release.text_encoder_model_name_or_path!r}, which is no folder next to it; pass "
+            "--text-encoder (the T5 v1.1 XXL encoder folder or .safetensors file)"
+        )
 
 
 def _base_pass(release: ReleaseConfig, args: argparse.Namespace) -> PassSettings:
@@ -165,8 +197,11 @@ def _multi_scale(release: ReleaseConfig, args: argparse.Namespace) -> MultiScale
     if args.stochastic_sampling is None:
         return settings
     flag = args.stochastic_sampling  # a run-level switch, as the config's top-level field is
-    return replace(settings, first_pass=replace(settings.first_pass, stochastic_sampling=flag),
-                   second_pass=replace(settings.second_pass, stochastic_sampling=flag))  # fmt: skip
+    return replace(
+        settings,
+        first_pass=replace(settings.first_pass, stochastic_sampling=flag),
+        second_pass=replace(settings.second_pass, stochastic_sampling=flag),
+    )
 
 
 def request_sampling(args: argparse.Namespace) -> dict:
@@ -174,14 +209,29 @@ def request_sampling(args: argparse.Namespace) -> dict:
     multi-scale run samples with its passes' own, `args.multi_scale`)."""
     p = getattr(args, "config_pass", None)
     if p is None:
-        return dict(steps=args.steps, guidance_scale=args.cfg, stg_scale=args.stg_scale,
-                    stg_blocks=args.stg_blocks if args.stg_scale > 0 else (), stg_mode=args.stg_mode,
-                    stg_rescale=args.stg_rescale, stochastic_sampling=bool(args.stochastic_sampling))  # fmt: skip
-    return dict(steps=p.num_inference_steps, sigmas=p.timesteps, skip_initial_steps=p.skip_initial_inference_steps,
-                skip_final_steps=p.skip_final_inference_steps, guidance_scale=p.guidance_scale, stg_scale=p.stg_scale,
-                stg_blocks=(p.skip_block_list or ()) if p.uses_stg else (), stg_mode=args.stg_mode,
-                stg_rescale=p.rescaling_scale, guidance_timesteps=p.guidance_timesteps,
-                cfg_star_rescale=p.cfg_star_rescale, stochastic_sampling=p.stochastic_sampling)  # fmt: skip
+        return dict(
+            steps=args.steps,
+            guidance_scale=args.cfg,
+            stg_scale=args.stg_scale,
+            stg_blocks=args.stg_blocks if args.stg_scale > 0 else (),
+            stg_mode=args.stg_mode,
+            stg_rescale=args.stg_rescale,
+            stochastic_sampling=bool(args.stochastic_sampling),
+        )
+    return dict(
+        steps=p.num_inference_steps,
+        sigmas=p.timesteps,
+        skip_initial_steps=p.skip_initial_inference_steps,
+        skip_final_steps=p.skip_final_inference_steps,
+        guidance_scale=p.guidance_scale,
+        stg_scale=p.stg_scale,
+        stg_blocks=(p.skip_block_list or ()) if p.uses_stg else (),
+        stg_mode=args.stg_mode,
+        stg_rescale=p.rescaling_scale,
+        guidance_timesteps=p.guidance_timesteps,
+        cfg_star_rescale=p.cfg_star_rescale,
+        stochastic_sampling=p.stochastic_sampling,
+    )
 
 
 @dataclass(frozen=True)
@@ -200,8 +250,13 @@ def planned_sampling(args: argparse.Namespace) -> PlannedSampling:
     passes = getattr(args, "multi_scale", None)
     if passes is not None:  # the second pass runs at twice the first's size: the larger one
         (height, width) = args.pass_sizes[-1]
-        return PlannedSampling(width, height, sum(p.steps for p in passes.passes),
-                               any(p.uses_cfg for p in passes.passes), any(p.uses_stg for p in passes.passes))
+        return PlannedSampling(
+            width,
+            height,
+            sum(p.steps for p in passes.passes),
+            any(p.uses_cfg for p in passes.passes),
+            any(p.uses_stg for p in passes.passes),
+        )
     p = getattr(args, "config_pass", None)
     if p is not None:
         return PlannedSampling(args.width, args.height, p.steps, p.uses_cfg, p.uses_stg)
@@ -219,9 +274,11 @@ def check_before_loading(args: argparse.Namespace, request, info, sources) -> No
 
         cfg, _ = inspect_latent_upsampler(args.upsampler)
         if not cfg.spatial_upsample or cfg.temporal_upsample:
-            raise SettingsError(f"--upsampler {str(args.upsampler)!r} is not a spatial upscaler ({cfg}); the "
-                                "multi-scale pipeline doubles the first pass in space only: pass "
-                                "ltxv-spatial-upscaler-*.safetensors")  # fmt: skip
+            raise SettingsError(
+                f"--upsampler {str(args.upsampler)!r} is not a spatial upscaler ({cfg}); the "
+                "multi-scale pipeline doubles the first pass in space only: pass "
+                "ltxv-spatial-upscaler-*.safetensors"
+            )
     allowed = allowed_inference_steps(sources)
     if allowed is not None:
         for where, sigmas in _run_sigmas(args, request, run_scheduler(args, info.configs.scheduler)):
@@ -244,22 +301,29 @@ def _run_sigmas(args: argparse.Namespace, request, scheduler):
     from .multiscale import pass_sigmas
 
     def tokens(size):
-        return ((request.num_frames - 1) // FRAMES_PER_LATENT + 1) * (size[0] // PIXELS_PER_LATENT) * (
-            size[1] // PIXELS_PER_LATENT)
+        return (
+            ((request.num_frames - 1) // FRAMES_PER_LATENT + 1)
+            * (size[0] // PIXELS_PER_LATENT)
+            * (size[1] // PIXELS_PER_LATENT)
+        )
 
     if args.multi_scale is None:
         return [("the run", request.sigma_schedule(tokens(args.pass_sizes[0]), scheduler))]
-    return [(name, pass_sigmas(settings, tokens(size), scheduler))
-            for name, settings, size in zip(("first_pass", "second_pass"), args.multi_scale.passes, args.pass_sizes)]
+    return [
+        (name, pass_sigmas(settings, tokens(size), scheduler))
+        for name, settings, size in zip(("first_pass", "second_pass"), args.multi_scale.passes, args.pass_sizes)
+    ]
 
 
 def _check_allowed(where: str, sigmas, allowed: list[float]) -> None:
     # the official pipeline's check: each timestep rounded to 4 places (the final 0 is no step)
     for sigma in sigmas[:-1].tolist():
         if round(sigma, 4) not in allowed:
-            raise SettingsError(f"timestep {round(sigma, 4)} of {where} is not one this checkpoint allows (its "
-                                f"metadata's allowed_inference_steps: {allowed}); a distilled model runs only its "
-                                "published timesteps: use its release config (--preset NAME or --config)")
+            raise SettingsError(
+                f"timestep {round(sigma, 4)} of {where} is not one this checkpoint allows (its "
+                f"metadata's allowed_inference_steps: {allowed}); a distilled model runs only its "
+                "published timesteps: use its release config (--preset NAME or --config)"
+            )
 
 
 def run_scheduler(args: argparse.Namespace, checkpoint_scheduler):

@@ -23,7 +23,7 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
     """The run's memory and time from the checkpoint's configs and the files' tensor
     counts, before any weight is read."""
     size = DTYPE_BYTES[args.dtype]
-    numel = lambda part: sum(_numel(sources[part].shape(name)) for name in sources[part].locations)  # noqa: E731
+    numel = lambda part: sum(_numel(sources[part].shape(name)) for name in sources[part].locations)
     text_bytes, text_size = planner.text_encoder_weights(text_encoder, args.dtype)
     # a multi-scale run's upsampler stays on the device beside the VAE
     vae_bytes = (numel("vae") + _upsampler_numel(args)) * size
@@ -35,13 +35,26 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
     if chunk is None and world == 1 and configs.vae.norm_layer != "group_norm":
         chunk = DEFAULT_DECODE_TIME_CHUNK  # what `resolved_decode_time_chunk` will choose
     work = planner.Workload(
-        configs.transformer, configs.vae, sampling.width, sampling.height, args.frames, guidance=sampling.guidance,
-        stg=sampling.stg, per_token_timesteps=bool(args.image or args.condition),
-        keyframe_tokens=_keyframe_tokens(args), encode_frames=_encode_frames(args), steps=sampling.steps,
-        dtype=args.dtype, device=device.type, fp8=args.fp8, decode_time_chunk=chunk,
-        sequence_parallel=args.sequence_parallel, cfg_parallel=args.cfg_parallel, text_encoder=text_size,
+        configs.transformer,
+        configs.vae,
+        sampling.width,
+        sampling.height,
+        args.frames,
+        guidance=sampling.guidance,
+        stg=sampling.stg,
+        per_token_timesteps=bool(args.image or args.condition),
+        keyframe_tokens=_keyframe_tokens(args),
+        encode_frames=_encode_frames(args),
+        steps=sampling.steps,
+        dtype=args.dtype,
+        device=device.type,
+        fp8=args.fp8,
+        decode_time_chunk=chunk,
+        sequence_parallel=args.sequence_parallel,
+        cfg_parallel=args.cfg_parallel,
+        text_encoder=text_size,
         weights=weights,
-    )  # fmt: skip
+    )
     return planner.estimate(work)
 
 
@@ -89,8 +102,10 @@ def check_memory(args: argparse.Namespace, plan: planner.MemoryPlan) -> None:
         free = "free memory unknown" if available is None else f"{planner.gib(available)} available"
         beyond = available is not None and plan.peak_bytes > available
         which = " (the second pass, the larger)" if getattr(args, "multi_scale", None) is not None else ""
-        print(f"plan{which}: {plan.describe()}; {free}" + ("; more than available, run as asked" if beyond else ""),
-              file=sys.stderr)
+        print(
+            f"plan{which}: {plan.describe()}; {free}" + ("; more than available, run as asked" if beyond else ""),
+            file=sys.stderr,
+        )
 
 
 def _planned_device(args: argparse.Namespace) -> str:
@@ -100,8 +115,13 @@ def _planned_device(args: argparse.Namespace) -> str:
     return args.device
 
 
-FLAGS = {"width": "--width", "height": "--height", "frames": "--frames", "decode_time_chunk": "--decode-time-chunk",
-         "dtype": "--dtype"}
+FLAGS = {
+    "width": "--width",
+    "height": "--height",
+    "frames": "--frames",
+    "decode_time_chunk": "--decode-time-chunk",
+    "dtype": "--dtype",
+}
 
 
 def _as_flags(fit: planner.Fit, args: argparse.Namespace | None = None) -> str | None:

@@ -58,8 +58,13 @@ from .video import resize_center_crop
 ADAIN_FACTOR = 1.0
 
 
-def generate_multiscale(models: Models, upsampler, request: Request, release: ReleaseConfig | MultiScaleSettings,
-                        callback: Callback | None = None) -> Tensor:  # fmt: skip
+def generate_multiscale(
+    models: Models,
+    upsampler,
+    request: Request,
+    release: ReleaseConfig | MultiScaleSettings,
+    callback: Callback | None = None,
+) -> Tensor:
     """Request -> frames (F, height, width, 3) in [0, 1] by the official two passes.
 
     `release` gives each pass's sampling (sigmas, guidance, stochastic steps) and the
@@ -76,16 +81,26 @@ def generate_multiscale(models: Models, upsampler, request: Request, release: Re
         request = replace(request, first_frame=_fitted_first_frame(request))
     generator = seeded_generator(request.seed)
     needs_negative = any(_guidance(settings, p).needs_negative for p in settings.passes)
-    text = encode_text(models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None,
-                       request.max_tokens)  # fmt: skip
+    text = encode_text(
+        models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None, request.max_tokens
+    )
     total = sum(p.steps for p in settings.passes)
-    first = run_pass(models, request, settings.first_pass, sizes[0], text, settings.stg_mode, generator,
-                     _counted(callback, 0, total))  # fmt: skip
+    first = run_pass(
+        models, request, settings.first_pass, sizes[0], text, settings.stg_mode, generator, _counted(callback, 0, total)
+    )
     upsampled = upsample_between_passes(upsampler, models.vae, first)
-    second = run_pass(models, request, settings.second_pass, sizes[1], text, settings.stg_mode, generator,
-                      _counted(callback, settings.first_pass.steps, total), start=upsampled)  # fmt: skip
-    frames = decode_second_pass(models.vae, second, request, settings.second_pass.tone_map_compression_ratio,
-                                generator)  # fmt: skip
+    second = run_pass(
+        models,
+        request,
+        settings.second_pass,
+        sizes[1],
+        text,
+        settings.stg_mode,
+        generator,
+        _counted(callback, settings.first_pass.steps, total),
+        start=upsampled,
+    )
+    frames = decode_second_pass(models.vae, second, request, settings.second_pass.tone_map_compression_ratio, generator)
     return resize_frames(frames, request.height, request.width)
 
 
@@ -95,15 +110,19 @@ def multi_scale_settings(release: ReleaseConfig | MultiScaleSettings) -> MultiSc
     if isinstance(release, ReleaseConfig) and release.is_multi_scale:
         return release.multi_scale()
     kind = f"a {release.pipeline_type} release config" if isinstance(release, ReleaseConfig) else repr(release)
-    raise SettingsError(f"the multi-scale pipeline runs two passes; {kind} has one. Allowed: a multi-scale "
-                        "ReleaseConfig or MultiScaleSettings (a base config runs pipeline.generate)")  # fmt: skip
+    raise SettingsError(
+        f"the multi-scale pipeline runs two passes; {kind} has one. Allowed: a multi-scale "
+        "ReleaseConfig or MultiScaleSettings (a base config runs pipeline.generate)"
+    )
 
 
 def _check_request(request: Request) -> None:
     # the official pipeline refuses media to start from beside the second pass's latent
     if request.source_video is not None or request.denoise_strength != 1.0:
-        raise SettingsError("video-to-video (source_video, denoise_strength) does not combine with the multi-scale "
-                            "pipeline, whose second pass starts from the upsampled first pass; run it single-pass")
+        raise SettingsError(
+            "video-to-video (source_video, denoise_strength) does not combine with the multi-scale "
+            "pipeline, whose second pass starts from the upsampled first pass; run it single-pass"
+        )
 
 
 def check_upsampler(upsampler, vae, num_frames: int, first: tuple[int, int], second: tuple[int, int]) -> None:
@@ -112,10 +131,12 @@ def check_upsampler(upsampler, vae, num_frames: int, first: tuple[int, int], sec
     frames = (num_frames - 1) // vae.temporal_compression + 1
     made = upsampler.cfg.upsampled_size(frames, first[0] // grid, first[1] // grid)
     if made != (frames, second[0] // grid, second[1] // grid):
-        raise SettingsError(f"the latent upsampler ({upsampler.cfg}) makes a latent of (frames, height, width) "
-                            f"{made} from the first pass; the second pass needs "
-                            f"{(frames, second[0] // grid, second[1] // grid)}: load a spatial upscaler "
-                            "(ltxv-spatial-upscaler-*.safetensors)")  # fmt: skip
+        raise SettingsError(
+            f"the latent upsampler ({upsampler.cfg}) makes a latent of (frames, height, width) "
+            f"{made} from the first pass; the second pass needs "
+            f"{(frames, second[0] // grid, second[1] // grid)}: load a spatial upscaler "
+            "(ltxv-spatial-upscaler-*.safetensors)"
+        )
 
 
 def _guidance(settings: MultiScaleSettings, pass_settings: PassSettings) -> Guidance:
@@ -142,9 +163,17 @@ def pass_sigmas(settings: PassSettings, num_tokens: int, scheduler: SchedulerCon
     return skip_steps(sigmas, settings.skip_initial_inference_steps, settings.skip_final_inference_steps)
 
 
-def run_pass(models: Models, request: Request, settings: PassSettings, size: tuple[int, int],
-             text: tuple[TextEmbeddings, TextEmbeddings | None], stg_mode: str, generator: torch.Generator,
-             callback: Callback | None = None, start: Tensor | None = None) -> Tensor:  # fmt: skip
+def run_pass(
+    models: Models,
+    request: Request,
+    settings: PassSettings,
+    size: tuple[int, int],
+    text: tuple[TextEmbeddings, TextEmbeddings | None],
+    stg_mode: str,
+    generator: torch.Generator,
+    callback: Callback | None = None,
+    start: Tensor | None = None,
+) -> Tensor:
     """One pass at `size` (height, width) -> its denoised normalized latent (B, C, f, h, w).
 
     Without `start` it begins from noise, as the first pass; with it (the upsampled
@@ -154,16 +183,27 @@ def run_pass(models: Models, request: Request, settings: PassSettings, size: tup
     sigmas = pass_sigmas(settings, latent.num_tokens, models.scheduler)
     guidance = Guidance(**settings.guidance_settings(stg_mode))
     prompt, negative = text
-    result = denoise(models.runner or models.transformer, latent, prompt, negative if guidance.needs_negative else None,
-                     sigmas, guidance, request.frame_rate, generator, stop_on_non_finite(callback),
-                     image_cond_noise_scale=request.image_cond_noise_scale,
-                     start_sigma=1.0 if start is None else float(sigmas[0]), strength_rule=request.strength_rule,
-                     stochastic=settings.stochastic_sampling)  # fmt: skip
+    result = denoise(
+        models.runner or models.transformer,
+        latent,
+        prompt,
+        negative if guidance.needs_negative else None,
+        sigmas,
+        guidance,
+        request.frame_rate,
+        generator,
+        stop_on_non_finite(callback),
+        image_cond_noise_scale=request.image_cond_noise_scale,
+        start_sigma=1.0 if start is None else float(sigmas[0]),
+        strength_rule=request.strength_rule,
+        stochastic=settings.stochastic_sampling,
+    )
     return result.samples
 
 
-def pass_latent(vae, request: Request, size: tuple[int, int], generator: torch.Generator,
-                start: Tensor | None = None) -> ConditionedLatent:  # fmt: skip
+def pass_latent(
+    vae, request: Request, size: tuple[int, int], generator: torch.Generator, start: Tensor | None = None
+) -> ConditionedLatent:
     """The latent a pass denoises: empty (or `start`), then the first frame and the
     conditioning items, each resized to the pass's size and encoded (the official
     pipeline resizes its conditioning media to each call's size)."""
@@ -171,8 +211,16 @@ def pass_latent(vae, request: Request, size: tuple[int, int], generator: torch.G
     first_frame = None if request.first_frame is None else resize_frames(_fitted_first_frame(request), height, width)
     items = tuple(replace(item, frames=resize_frames(item.frames, height, width)) for item in request.conditions)
     if start is None:
-        return prepare_latent(vae, request.num_frames, height, width, first_frame, request.conditioning_strength,
-                              generator, conditions=items)  # fmt: skip
+        return prepare_latent(
+            vae,
+            request.num_frames,
+            height,
+            width,
+            first_frame,
+            request.conditioning_strength,
+            generator,
+            conditions=items,
+        )
     latent = ConditionedLatent(start)
     if first_frame is not None:
         encoded = encode_first_frame(vae, first_frame, width, height, generator)
@@ -199,8 +247,9 @@ def upsample_between_passes(upsampler, vae, latent: Tensor) -> Tensor:
     return adain_filter(upsampled, latent, ADAIN_FACTOR)
 
 
-def decode_second_pass(vae, latent: Tensor, request: Request, tone_map_compression: float,
-                       generator: torch.Generator) -> Tensor:  # fmt: skip
+def decode_second_pass(
+    vae, latent: Tensor, request: Request, tone_map_compression: float, generator: torch.Generator
+) -> Tensor:
     """Latent -> frames (F, H, W, 3) in the official order: the decode noise mixed into the
     normalized latent, then tone mapping, then the denoising decode. Without tone mapping
     this is `pipeline.decode_frames`; with it the noise is mixed here first (the decoder's
@@ -211,8 +260,9 @@ def decode_second_pass(vae, latent: Tensor, request: Request, tone_map_compressi
             noise = spatial_noise(latent.shape, generator, latent)
             latent, noise_scale = latent * (1 - noise_scale) + noise * noise_scale, 0.0
         latent = tone_map(latent, tone_map_compression)
-    return decode_frames(vae, latent, request.decode_timestep, noise_scale, generator,
-                         time_chunk=request.decode_time_chunk)[0]  # fmt: skip
+    return decode_frames(
+        vae, latent, request.decode_timestep, noise_scale, generator, time_chunk=request.decode_time_chunk
+    )[0]
 
 
 def resize_frames(frames: Tensor, height: int, width: int) -> Tensor:

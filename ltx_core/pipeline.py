@@ -22,7 +22,13 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .speed.optimize import Speed, compile_vae_decoder, optimize_transformer
+from .errors import LTXVError, SettingsError, check_number, is_int
+from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig  # every published VAE
+from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
+from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
+
+# SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
+from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
 from .sampling.conditioning import (
     ConditionedLatent,
     ConditioningItem,
@@ -32,17 +38,13 @@ from .sampling.conditioning import (
     condition_first_frame,
     empty_latent,
 )
+
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
 from .sampling.denoise import denoise, module_device, module_dtype
-from .sampling.guidance import Guidance
-from .errors import LTXVError, SettingsError, check_number, is_int
-# SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
-from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
-from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig  # every published VAE
 from .sampling.euler import STRENGTH_RULES, Callback
+from .sampling.guidance import Guidance
 from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, skip_steps
-from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
-from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
+from .speed.optimize import Speed, compile_vae_decoder, optimize_transformer
 from .video import resize_center_crop
 
 
@@ -95,10 +97,19 @@ class Request:
     def __post_init__(self):
         check_prompt(self.prompt, self.negative_prompt)
         scalar_cfg = not isinstance(self.guidance_scale, (tuple, list))  # a schedule is checked by Guidance
-        check_video_settings(self.width, self.height, self.num_frames, self.frame_rate,
-                             self.steps if self.sigmas is None else None, self.guidance_scale if scalar_cfg else 1.0,
-                             self.seed, self.decode_timestep, self.decode_noise_scale, PIXELS_PER_LATENT,
-                             FRAMES_PER_LATENT)  # fmt: skip
+        check_video_settings(
+            self.width,
+            self.height,
+            self.num_frames,
+            self.frame_rate,
+            self.steps if self.sigmas is None else None,
+            self.guidance_scale if scalar_cfg else 1.0,
+            self.seed,
+            self.decode_timestep,
+            self.decode_noise_scale,
+            PIXELS_PER_LATENT,
+            FRAMES_PER_LATENT,
+        )
         check_strength(self.conditioning_strength)
         check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
         if self.first_frame is not None:
@@ -131,8 +142,9 @@ class Request:
         if self.sigmas is not None:
             sigmas = explicit_sigmas(self.sigmas)
         else:
-            sigmas = skip_steps(flow_sigmas(self.steps, num_tokens, scheduler), self.skip_initial_steps,
-                                self.skip_final_steps)  # fmt: skip
+            sigmas = skip_steps(
+                flow_sigmas(self.steps, num_tokens, scheduler), self.skip_initial_steps, self.skip_final_steps
+            )
         return denoise_sigmas(sigmas, self.denoise_strength)
 
     def _check_skipped_steps(self) -> None:
@@ -140,16 +152,27 @@ class Request:
         if skipped == (0, 0):
             return
         if self.sigmas is not None:
-            raise SettingsError(f"skip_initial_steps {skipped[0]} and skip_final_steps {skipped[1]} cut the "
-                                "scheduler's steps, not a schedule of one's own; allowed: 0 with sigmas")
+            raise SettingsError(
+                f"skip_initial_steps {skipped[0]} and skip_final_steps {skipped[1]} cut the "
+                "scheduler's steps, not a schedule of one's own; allowed: 0 with sigmas"
+            )
         skip_steps(torch.linspace(1, 0, self.steps + 1), *skipped)  # whole numbers that leave a step
         if self.skip_initial_steps and self.source_video is None:
-            raise SettingsError(f"skip_initial_steps {self.skip_initial_steps} needs a source_video to start from "
-                                "(the skipped steps would replace it with noise); allowed: 0 without one")
+            raise SettingsError(
+                f"skip_initial_steps {self.skip_initial_steps} needs a source_video to start from "
+                "(the skipped steps would replace it with noise); allowed: 0 without one"
+            )
 
     def guidance(self) -> Guidance:
-        return Guidance(self.guidance_scale, self.stg_scale, self.stg_blocks, self.stg_mode, self.stg_rescale,
-                        self.guidance_timesteps, self.cfg_star_rescale)  # fmt: skip
+        return Guidance(
+            self.guidance_scale,
+            self.stg_scale,
+            self.stg_blocks,
+            self.stg_mode,
+            self.stg_rescale,
+            self.guidance_timesteps,
+            self.cfg_star_rescale,
+        )
 
     def _check_conditioning(self) -> None:
         for item in self.conditions:
@@ -258,8 +281,11 @@ def condition_on_items(
     """Encode each conditioning item (in order, each posterior drawn from `generator`) and
     put it at its frame: frame 0 on the latent grid, elsewhere as keyframe tokens."""
     _, _, frames, height, width = latent.samples.shape
-    pixels = ((frames - 1) * vae.temporal_compression + 1, height * vae.spatial_compression,
-              width * vae.spatial_compression)  # fmt: skip
+    pixels = (
+        (frames - 1) * vae.temporal_compression + 1,
+        height * vae.spatial_compression,
+        width * vae.spatial_compression,
+    )
     for item in items:
         check_item_fits(item, *pixels, vae.temporal_compression)
         encoded = encode_frames(vae, item.frames, generator)  # on the VAE's device; placed on the latent's
@@ -289,8 +315,10 @@ def prepare_latent(
     if source_video is not None:
         source = encode_frames(vae, source_video, None, device)  # the posterior mean: no draw
         if source.shape[2:] != latent.samples.shape[2:]:
-            raise SettingsError(f"source_video of shape {tuple(source_video.shape)} is not the video's "
-                                f"({num_frames}, {height}, {width}, 3)")  # fmt: skip
+            raise SettingsError(
+                f"source_video of shape {tuple(source_video.shape)} is not the video's "
+                f"({num_frames}, {height}, {width}, 3)"
+            )
         latent = ConditionedLatent(source.expand_as(latent.samples).clone(), latent.noise_mask)
     if first_frame is not None:
         frame = encode_first_frame(vae, first_frame, width, height, generator, device)
@@ -331,8 +359,12 @@ def decode_frames(
     device = device or module_device(vae)
     with torch.no_grad():
         video = vae.decode(
-            latent.to(device=device, dtype=module_dtype(vae)), timestep, decode_noise_scale, generator,
-            mix_noise_denormalized=mix_noise_denormalized, time_chunk=time_chunk,
+            latent.to(device=device, dtype=module_dtype(vae)),
+            timestep,
+            decode_noise_scale,
+            generator,
+            mix_noise_denormalized=mix_noise_denormalized,
+            time_chunk=time_chunk,
         )  # (B, 3, F, H, W) in [-1, 1]
     refuse_non_finite("the decoded video", video, "decoding")
     # as diffusers' VideoProcessor.postprocess_video; in place, as the video is ours alone
@@ -367,9 +399,11 @@ def refuse_non_finite(what: str, tensor: Tensor, stage: str) -> None:
     low, high = torch.aminmax(tensor)
     if bool(torch.isfinite(low) & torch.isfinite(high)):
         return
-    raise LTXVError(f"{what} holds NaN or infinite values, so {stage} stopped and no video is made: the model "
-                    "overflowed its precision (fp16 does where bf16 and fp32 do not) or its weights are damaged; "
-                    "run it in bf16 or fp32, or load the checkpoint again")
+    raise LTXVError(
+        f"{what} holds NaN or infinite values, so {stage} stopped and no video is made: the model "
+        "overflowed its precision (fp16 does where bf16 and fp32 do not) or its weights are damaged; "
+        "run it in bf16 or fp32, or load the checkpoint again"
+    )
 
 
 def stop_on_non_finite(callback: Callback | None) -> Callback:
@@ -405,13 +439,38 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     guidance = req.guidance()
     negative = req.negative_prompt if guidance.needs_negative else None
     text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
-    latent = prepare_latent(models.vae, req.num_frames, req.height, req.width,
-                            req.first_frame, req.conditioning_strength, generator,
-                            conditions=req.conditions, source_video=req.source_video)  # fmt: skip
+    latent = prepare_latent(
+        models.vae,
+        req.num_frames,
+        req.height,
+        req.width,
+        req.first_frame,
+        req.conditioning_strength,
+        generator,
+        conditions=req.conditions,
+        source_video=req.source_video,
+    )
     sigmas = req.sigma_schedule(latent.num_tokens, models.scheduler)
-    latent = denoise(models.runner or models.transformer, latent, text, negative_text, sigmas, guidance,
-                     req.frame_rate, generator, stop_on_non_finite(callback),
-                     image_cond_noise_scale=req.image_cond_noise_scale, start_sigma=_start_sigma(req, sigmas),
-                     strength_rule=req.strength_rule, stochastic=req.stochastic_sampling)  # fmt: skip
-    return decode_frames(models.vae, latent.samples, req.decode_timestep, req.decode_noise_scale, generator,
-                         time_chunk=req.decode_time_chunk)[0]  # fmt: skip
+    latent = denoise(
+        models.runner or models.transformer,
+        latent,
+        text,
+        negative_text,
+        sigmas,
+        guidance,
+        req.frame_rate,
+        generator,
+        stop_on_non_finite(callback),
+        image_cond_noise_scale=req.image_cond_noise_scale,
+        start_sigma=_start_sigma(req, sigmas),
+        strength_rule=req.strength_rule,
+        stochastic=req.stochastic_sampling,
+    )
+    return decode_frames(
+        models.vae,
+        latent.samples,
+        req.decode_timestep,
+        req.decode_noise_scale,
+        generator,
+        time_chunk=req.decode_time_chunk,
+    )[0]

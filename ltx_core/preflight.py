@@ -77,9 +77,19 @@ def check_unit(name: str, value) -> None:
         raise SettingsError(f"{name} {value!r} is outside [0, 1]")
 
 
-def check_video_settings(width, height, num_frames, frame_rate, steps, guidance_scale, seed,
-                         decode_timestep, decode_noise_scale, pixels_per_latent: int = PIXELS_PER_LATENT,
-                         frames_per_latent: int = FRAMES_PER_LATENT) -> None:
+def check_video_settings(
+    width,
+    height,
+    num_frames,
+    frame_rate,
+    steps,
+    guidance_scale,
+    seed,
+    decode_timestep,
+    decode_noise_scale,
+    pixels_per_latent: int = PIXELS_PER_LATENT,
+    frames_per_latent: int = FRAMES_PER_LATENT,
+) -> None:
     """The numbers of one video, in `pipeline.Request`'s order; `steps` None: a schedule
     of one's own replaces them."""
     check_multiple("width", width, pixels_per_latent)
@@ -103,7 +113,7 @@ def check_dtype_name(name: str, allowed) -> None:
 
 
 def check_device_name(device: str) -> None:
-    """"cpu", "cuda" or "cuda:N" by name; whether a GPU is there is asked of torch later."""
+    """ "cpu", "cuda" or "cuda:N" by name; whether a GPU is there is asked of torch later."""
     if DEVICE_NAME.match(str(device)):
         return
     if re.match(r"^[a-z_]+(:\d+)?$", str(device)):
@@ -116,8 +126,10 @@ def check_fp8_device(device) -> None:
     `_scaled_mm` (slowly, for tests of `ltx_core.speed.fp8`), but a user asking for FP8 there
     wants speed it cannot give, so it is refused with what is needed. Torch is asked
     about the GPU only for a CUDA device."""
-    needed = ("a CUDA GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, e.g. RTX 4090 or L4, "
-              "or Hopper, e.g. H100)")
+    needed = (
+        "a CUDA GPU with FP8 tensor cores (compute capability 8.9 or newer: Ada, e.g. RTX 4090 or L4, "
+        "or Hopper, e.g. H100)"
+    )
     if not str(device).startswith("cuda"):
         raise SettingsError(f"fp8 needs {needed}; the models are on {device}. Leave fp8 off there.")
     import torch
@@ -126,8 +138,10 @@ def check_fp8_device(device) -> None:
     capability = torch.cuda.get_device_capability(device)
     if capability < FP8_MIN_CAPABILITY:
         name = torch.cuda.get_device_name(device)
-        raise SettingsError(f"fp8 needs {needed}; {device} ({name}) has compute capability "
-                            f"{capability[0]}.{capability[1]}. Leave fp8 off, or use compile alone.")
+        raise SettingsError(
+            f"fp8 needs {needed}; {device} ({name}) has compute capability "
+            f"{capability[0]}.{capability[1]}. Leave fp8 off, or use compile alone."
+        )
 
 
 # ---------------------------------------------------------------- paths
@@ -142,9 +156,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != MP4_SUFFIX:
-        raise SettingsError(
-            f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written"
-        )
+        raise SettingsError(f"output {str(path)!r} must end in {MP4_SUFFIX}; other containers are not written")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise SettingsError(

@@ -41,24 +41,65 @@ PIPELINE_TYPES = ("base", "multi-scale")
 SAMPLERS = ("from_checkpoint", "uniform", "linear-quadratic")
 PRECISIONS = ("bfloat16", "float8_e4m3fn", "mixed_precision")
 # The official script's short names of the STG modes, which it also accepts in any case.
-STG_MODE_ALIASES = {"stg_av": "attention_values", "stg_as": "attention_skip", "stg_r": "residual",
-                    "stg_t": "transformer_block"}  # fmt: skip
+STG_MODE_ALIASES = {
+    "stg_av": "attention_values",
+    "stg_as": "attention_skip",
+    "stg_r": "residual",
+    "stg_t": "transformer_block",
+}
 
 # What the pipeline's `__call__` takes per pass; with the official defaults (PassSettings).
-PASS_FIELDS = ("timesteps", "num_inference_steps", "skip_initial_inference_steps", "skip_final_inference_steps",
-               "guidance_scale", "stg_scale", "rescaling_scale", "guidance_timesteps", "skip_block_list",
-               "cfg_star_rescale", "tone_map_compression_ratio", "stochastic_sampling")  # fmt: skip
+PASS_FIELDS = (
+    "timesteps",
+    "num_inference_steps",
+    "skip_initial_inference_steps",
+    "skip_final_inference_steps",
+    "guidance_scale",
+    "stg_scale",
+    "rescaling_scale",
+    "guidance_timesteps",
+    "skip_block_list",
+    "cfg_star_rescale",
+    "tone_map_compression_ratio",
+    "stochastic_sampling",
+)
 MULTI_SCALE_FIELDS = ("downscale_factor", "spatial_upscaler_model_path", "first_pass", "second_pass")
-PROMPT_ENHANCER_FIELDS = ("prompt_enhancement_words_threshold", "prompt_enhancer_image_caption_model_name_or_path",
-                          "prompt_enhancer_llm_model_name_or_path")  # fmt: skip
-TOP_FIELDS = ("pipeline_type", "checkpoint_path", "precision", "text_encoder_model_name_or_path", "sampler",
-              "stg_mode", "decode_timestep", "decode_noise_scale", *MULTI_SCALE_FIELDS, *PASS_FIELDS,
-              *PROMPT_ENHANCER_FIELDS)  # fmt: skip
+PROMPT_ENHANCER_FIELDS = (
+    "prompt_enhancement_words_threshold",
+    "prompt_enhancer_image_caption_model_name_or_path",
+    "prompt_enhancer_llm_model_name_or_path",
+)
+TOP_FIELDS = (
+    "pipeline_type",
+    "checkpoint_path",
+    "precision",
+    "text_encoder_model_name_or_path",
+    "sampler",
+    "stg_mode",
+    "decode_timestep",
+    "decode_noise_scale",
+    *MULTI_SCALE_FIELDS,
+    *PASS_FIELDS,
+    *PROMPT_ENHANCER_FIELDS,
+)
 # Settings of the official script's command line that a config cannot hold (`seed` would be
 # swallowed unused by the pipeline's **kwargs; a size would clash with the script's own).
-COMMAND_LINE_FIELDS = ("seed", "prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate",
-                       "output_path", "offload_to_cpu", "input_media_path", "image_cond_noise_scale",
-                       "conditioning_media_paths", "conditioning_strengths", "conditioning_start_frames")  # fmt: skip
+COMMAND_LINE_FIELDS = (
+    "seed",
+    "prompt",
+    "negative_prompt",
+    "height",
+    "width",
+    "num_frames",
+    "frame_rate",
+    "output_path",
+    "offload_to_cpu",
+    "input_media_path",
+    "image_cond_noise_scale",
+    "conditioning_media_paths",
+    "conditioning_strengths",
+    "conditioning_start_frames",
+)
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "release_configs"
 # Every YAML of the official configs/ folder, by its file name: "ltxv-13b-0.9.8-distilled".
@@ -112,8 +153,9 @@ class ReleaseConfig:
         _check_fraction("decode_noise_scale", self.decode_noise_scale, "the noise mixed in before decoding")
         for name in ("checkpoint_path_raw", "text_encoder_model_name_or_path"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise SettingsError(f"{name.removesuffix('_raw')} {getattr(self, name)!r} is not allowed; "
-                                    "allowed: a file name or path")  # fmt: skip
+                raise SettingsError(
+                    f"{name.removesuffix('_raw')} {getattr(self, name)!r} is not allowed; allowed: a file name or path"
+                )
         if self.pipeline_type == "multi-scale":
             self._check_multi_scale()
         else:
@@ -179,8 +221,9 @@ def load_preset(name: str, model_dir=".") -> ReleaseConfig:
     """A shipped official config by name; its model file names resolve in `model_dir`."""
     if name not in PRESETS:
         raise SettingsError(f"release config {name!r} is not known; known: {', '.join(PRESETS)}")
-    return parse_release_config(PRESETS[name].read_text(encoding="utf-8"), str(PRESETS[name]),
-                                Path(model_dir).resolve())  # fmt: skip
+    return parse_release_config(
+        PRESETS[name].read_text(encoding="utf-8"), str(PRESETS[name]), Path(model_dir).resolve()
+    )
 
 
 def parse_release_config(text: str, source: str, base_dir: Path) -> ReleaseConfig:
@@ -205,15 +248,25 @@ def _build(fields: dict, base_dir: Path, source: str) -> ReleaseConfig:
     upscaler, upscaler_raw = _model_path(fields, "spatial_upscaler_model_path", base_dir, required=False)
     text_encoder = _required(fields, "text_encoder_model_name_or_path")
     return ReleaseConfig(
-        pipeline_type=pipeline_type, checkpoint_path=checkpoint, checkpoint_path_raw=checkpoint_raw,
-        precision=_required(fields, "precision"), text_encoder_model_name_or_path=text_encoder,
-        first_pass=first, second_pass=second, downscale_factor=fields.get("downscale_factor"),
-        spatial_upscaler_model_path=upscaler, spatial_upscaler_model_path_raw=upscaler_raw,
-        text_encoder_path=_local_folder(text_encoder, base_dir), sampler=fields.get("sampler"),
+        pipeline_type=pipeline_type,
+        checkpoint_path=checkpoint,
+        checkpoint_path_raw=checkpoint_raw,
+        precision=_required(fields, "precision"),
+        text_encoder_model_name_or_path=text_encoder,
+        first_pass=first,
+        second_pass=second,
+        downscale_factor=fields.get("downscale_factor"),
+        spatial_upscaler_model_path=upscaler,
+        spatial_upscaler_model_path_raw=upscaler_raw,
+        text_encoder_path=_local_folder(text_encoder, base_dir),
+        sampler=fields.get("sampler"),
         stochastic_sampling=fields.get("stochastic_sampling", False),
-        stg_mode=fields.get("stg_mode", "attention_values"), decode_timestep=fields.get("decode_timestep", 0.0),
-        decode_noise_scale=fields.get("decode_noise_scale"), source=source, notes=tuple(notes),
-    )  # fmt: skip
+        stg_mode=fields.get("stg_mode", "attention_values"),
+        decode_timestep=fields.get("decode_timestep", 0.0),
+        decode_noise_scale=fields.get("decode_noise_scale"),
+        source=source,
+        notes=tuple(notes),
+    )
 
 
 def _passes(fields: dict, pipeline_type: str, notes: list[str]) -> tuple[PassSettings, PassSettings | None]:
@@ -224,14 +277,18 @@ def _passes(fields: dict, pipeline_type: str, notes: list[str]) -> tuple[PassSet
                 raise SettingsError(f"{name} is read only when pipeline_type is multi-scale, not base")
         single = _pass_settings(shared, "", notes)
         if single.skip_initial_inference_steps:
-            notes.append("skip_initial_inference_steps needs an input video to denoise (video-to-video): "
-                         "the official pipeline refuses it otherwise")  # fmt: skip
+            notes.append(
+                "skip_initial_inference_steps needs an input video to denoise (video-to-video): "
+                "the official pipeline refuses it otherwise"
+            )
         return single, None
     first = _pass_settings(_pass_fields(fields, "first_pass", shared), "first_pass", notes)
     second = _pass_settings(_pass_fields(fields, "second_pass", shared), "second_pass", notes)
     if first.tone_map_compression_ratio:
-        notes.append("first_pass.tone_map_compression_ratio is ignored: the official pipeline tone-maps only "
-                     "the latent it decodes, the second pass's")  # fmt: skip
+        notes.append(
+            "first_pass.tone_map_compression_ratio is ignored: the official pipeline tone-maps only "
+            "the latent it decodes, the second pass's"
+        )
     return first, second
 
 
@@ -245,8 +302,9 @@ def _refuse_unknown(fields: dict, known: tuple[str, ...], scope: str) -> None:
         elif scope and name in TOP_FIELDS:
             hint = f" ({name} is a top-level field)"
         where = f"{scope}." if scope else ""
-        raise SettingsError(f"unknown field '{where}{name}'{hint}; the known fields of {scope or 'a config'}: "
-                            f"{', '.join(known)}")  # fmt: skip
+        raise SettingsError(
+            f"unknown field '{where}{name}'{hint}; the known fields of {scope or 'a config'}: {', '.join(known)}"
+        )
 
 
 def _pass_fields(fields: dict, name: str, shared: dict) -> dict:
@@ -266,8 +324,11 @@ def _pass_settings(values: dict, name: str, notes: list[str]) -> PassSettings:
     values = dict(values)
     if values.get("timesteps") is not None:
         # the official pipeline takes the published sigmas and ignores the step counts
-        given = [field for field in ("num_inference_steps", "skip_initial_inference_steps",
-                                     "skip_final_inference_steps") if values.pop(field, None) is not None]  # fmt: skip
+        given = [
+            field
+            for field in ("num_inference_steps", "skip_initial_inference_steps", "skip_final_inference_steps")
+            if values.pop(field, None) is not None
+        ]
         if given:
             notes.append(f"{where}{', '.join(given)} ignored: {where}timesteps are given, as in the official pipeline")
     values = _cfg_at_least_one(values, where, notes)
@@ -286,8 +347,10 @@ def _cfg_at_least_one(values: dict, where: str, notes: list[str]) -> dict:
     if scale is None or raised == items:
         return values
     values["guidance_scale"] = raised if isinstance(scale, list) else raised[0]
-    notes.append(f"{where}guidance_scale {scale} read as {values['guidance_scale']}: the official pipeline runs "
-                 "classifier-free guidance only above 1")  # fmt: skip
+    notes.append(
+        f"{where}guidance_scale {scale} read as {values['guidance_scale']}: the official pipeline runs "
+        "classifier-free guidance only above 1"
+    )
     return values
 
 
@@ -296,10 +359,15 @@ def _enhancer_notes(fields: dict) -> list[str]:
     if not read:
         return []
     threshold = fields.get("prompt_enhancement_words_threshold")
-    official = (f"the official script rewrites prompts under {threshold} words with an image captioner and an LLM"
-                if _is_number(threshold) and threshold > 0 else "enhancement is off in this file")  # fmt: skip
-    return [f"{', '.join(read)} read and ignored: this project ships no prompt-enhancer models, so prompts are "
-            f"used as written ({official})"]  # fmt: skip
+    official = (
+        f"the official script rewrites prompts under {threshold} words with an image captioner and an LLM"
+        if _is_number(threshold) and threshold > 0
+        else "enhancement is off in this file"
+    )
+    return [
+        f"{', '.join(read)} read and ignored: this project ships no prompt-enhancer models, so prompts are "
+        f"used as written ({official})"
+    ]
 
 
 def _model_path(fields: dict, name: str, base_dir: Path, required: bool) -> tuple[Path | None, str | None]:
@@ -336,7 +404,8 @@ def _stg_mode(value) -> str:
     mode = value.lower() if isinstance(value, str) else value
     mode = STG_MODE_ALIASES.get(mode, mode)
     if mode not in STG_MODES:
-        raise SettingsError(f"stg_mode {value!r} is not known; allowed: {', '.join(STG_MODES)} "
-                            f"(or the official short names {', '.join(STG_MODE_ALIASES)})")  # fmt: skip
+        raise SettingsError(
+            f"stg_mode {value!r} is not known; allowed: {', '.join(STG_MODES)} "
+            f"(or the official short names {', '.join(STG_MODE_ALIASES)})"
+        )
     return mode
-

@@ -53,8 +53,14 @@ class PassSettings:
     stochastic_sampling: bool = False
 
     def __post_init__(self):
-        for name in ("timesteps", "guidance_timesteps", "guidance_scale", "stg_scale", "rescaling_scale",
-                     "skip_block_list"):  # fmt: skip
+        for name in (
+            "timesteps",
+            "guidance_timesteps",
+            "guidance_scale",
+            "stg_scale",
+            "rescaling_scale",
+            "skip_block_list",
+        ):
             self._set(name, _tuples(getattr(self, name)))
         intervals = self._check_guidance_timesteps()
         if self.timesteps is not None:
@@ -83,8 +89,10 @@ class PassSettings:
         # the official `retrieve_timesteps` cuts skipped steps from the scheduler's own sigmas only
         for name in ("skip_initial_inference_steps", "skip_final_inference_steps"):
             if getattr(self, name) != 0:
-                raise SettingsError(f"{name} {getattr(self, name)!r} has no effect with timesteps; "
-                                    "allowed: 0, or num_inference_steps instead of timesteps")  # fmt: skip
+                raise SettingsError(
+                    f"{name} {getattr(self, name)!r} has no effect with timesteps; "
+                    "allowed: 0, or num_inference_steps instead of timesteps"
+                )
 
     def _check_steps(self) -> None:
         steps = self.num_inference_steps
@@ -95,17 +103,21 @@ class PassSettings:
             if not is_int(value) or value < 0:
                 raise SettingsError(f"{name} {value!r} is not allowed; allowed: a whole number >= 0")
         if self.skip_initial_inference_steps + self.skip_final_inference_steps >= steps:
-            raise SettingsError(f"skip_initial_inference_steps {self.skip_initial_inference_steps} and "
-                                f"skip_final_inference_steps {self.skip_final_inference_steps} leave none of "
-                                f"num_inference_steps {steps}; allowed: together at most {steps - 1}")  # fmt: skip
+            raise SettingsError(
+                f"skip_initial_inference_steps {self.skip_initial_inference_steps} and "
+                f"skip_final_inference_steps {self.skip_final_inference_steps} leave none of "
+                f"num_inference_steps {steps}; allowed: together at most {steps - 1}"
+            )
 
     def _check_stg_has_blocks(self) -> None:
         # the official pipeline runs STG with nothing perturbed here, which only wastes a pass
         for index in range(len(self.guidance_timesteps or (None,))):
             if _pick(self.stg_scale, index) > 0 and not self.blocks_at(index):
                 where = "" if self.guidance_timesteps is None else f" in interval {index}"
-                raise SettingsError(f"stg_scale {_pick(self.stg_scale, index)}{where} needs skip_block_list, the "
-                                    "blocks STG perturbs; allowed: a block list, or stg_scale 0")  # fmt: skip
+                raise SettingsError(
+                    f"stg_scale {_pick(self.stg_scale, index)}{where} needs skip_block_list, the "
+                    "blocks STG perturbs; allowed: a block list, or stg_scale 0"
+                )
 
     @property
     def uses_timesteps(self) -> bool:
@@ -136,9 +148,15 @@ class PassSettings:
 
     def guidance_settings(self, stg_mode: str) -> dict:
         """The keyword arguments of `sampling.guidance.Guidance` for this pass."""
-        return dict(cfg_scale=self.guidance_scale, stg_scale=self.stg_scale, stg_blocks=self.skip_block_list or (),
-                    stg_mode=stg_mode, stg_rescale=self.rescaling_scale, guidance_timesteps=self.guidance_timesteps,
-                    cfg_star_rescale=self.cfg_star_rescale)  # fmt: skip
+        return dict(
+            cfg_scale=self.guidance_scale,
+            stg_scale=self.stg_scale,
+            stg_blocks=self.skip_block_list or (),
+            stg_mode=stg_mode,
+            stg_rescale=self.rescaling_scale,
+            guidance_timesteps=self.guidance_timesteps,
+            cfg_star_rescale=self.cfg_star_rescale,
+        )
 
 
 # ---------------------------------------------------------------- two passes
@@ -161,17 +179,23 @@ class MultiScaleSettings:
                 raise SettingsError(f"{name} {getattr(self, name)!r} is not allowed; allowed: PassSettings")
         factor = self.downscale_factor
         if not _is_number(factor) or not 0 < factor <= 1:
-            raise SettingsError(f"downscale_factor {factor!r} is not allowed; allowed: a number in (0, 1], the "
-                                "first pass's size over the requested size")  # fmt: skip
+            raise SettingsError(
+                f"downscale_factor {factor!r} is not allowed; allowed: a number in (0, 1], the "
+                "first pass's size over the requested size"
+            )
         if self.first_pass.skip_initial_inference_steps:
             # the official pipeline asserts: skipped first steps need a latent to start from
-            raise SettingsError("first_pass.skip_initial_inference_steps needs a latent to start from, which the "
-                                "first pass has not; allowed: 0")  # fmt: skip
+            raise SettingsError(
+                "first_pass.skip_initial_inference_steps needs a latent to start from, which the "
+                "first pass has not; allowed: 0"
+            )
         if self.second_pass.starts_at_one:
             # the official pipeline noises the upsampled latent to the pass's first sigma
-            raise SettingsError("second_pass starts at sigma 1, which would replace the upsampled first-pass latent "
-                                "with noise; allowed: timesteps starting below 1, or skip_initial_inference_steps "
-                                ">= 1")  # fmt: skip
+            raise SettingsError(
+                "second_pass starts at sigma 1, which would replace the upsampled first-pass latent "
+                "with noise; allowed: timesteps starting below 1, or skip_initial_inference_steps "
+                ">= 1"
+            )
         if self.stg_mode not in STG_MODES:
             raise SettingsError(f"stg_mode {self.stg_mode!r} is not known; allowed: {', '.join(STG_MODES)}")
 
@@ -196,9 +220,11 @@ def _floor_to_grid(name: str, size: int, factor: float) -> int:
     scaled = int(size * factor)
     floored = scaled - scaled % PIXELS_PER_LATENT
     if floored < PIXELS_PER_LATENT:
-        raise SettingsError(f"{name} {size} times downscale_factor {factor} is {scaled} pixels, under one "
-                            f"{PIXELS_PER_LATENT}-pixel latent; allowed: a {name} of at least "
-                            f"{math.ceil(PIXELS_PER_LATENT / factor)}")  # fmt: skip
+        raise SettingsError(
+            f"{name} {size} times downscale_factor {factor} is {scaled} pixels, under one "
+            f"{PIXELS_PER_LATENT}-pixel latent; allowed: a {name} of at least "
+            f"{math.ceil(PIXELS_PER_LATENT / factor)}"
+        )
     return floored
 
 
@@ -237,8 +263,9 @@ def _sigmas(name: str, values, allowed: str, low_open: bool = False) -> tuple[fl
     if not ok or (low_open and min(values) <= 0):
         raise SettingsError(f"{name} {_show(values)} is not allowed; allowed: a non-empty list of sigmas {allowed}")
     if any(later >= earlier for earlier, later in zip(values, values[1:])):
-        raise SettingsError(f"{name} {_show(values)} is not allowed; allowed: strictly decreasing sigmas, "
-                            "from high noise down")  # fmt: skip
+        raise SettingsError(
+            f"{name} {_show(values)} is not allowed; allowed: strictly decreasing sigmas, from high noise down"
+        )
     return tuple(float(v) for v in values)
 
 
@@ -254,17 +281,21 @@ def _scale(name: str, value, intervals: int | None) -> Scale:
 
 def _check_scale(name: str, value) -> None:
     if not _is_number(value) or value < 0:
-        raise SettingsError(f"{name} {value!r} is not allowed; allowed: a finite number >= 0, or a list of them "
-                            "with guidance_timesteps")  # fmt: skip
+        raise SettingsError(
+            f"{name} {value!r} is not allowed; allowed: a finite number >= 0, or a list of them with guidance_timesteps"
+        )
 
 
 def _check_count(name: str, values: tuple, intervals: int | None) -> None:
     if intervals is None:
-        raise SettingsError(f"{name} {_show(values)} gives one value per interval, which needs guidance_timesteps; "
-                            "allowed: one number, or a list as long as guidance_timesteps")  # fmt: skip
+        raise SettingsError(
+            f"{name} {_show(values)} gives one value per interval, which needs guidance_timesteps; "
+            "allowed: one number, or a list as long as guidance_timesteps"
+        )
     if len(values) != intervals:
-        raise SettingsError(f"{name} has {len(values)} values for {intervals} guidance_timesteps; "
-                            "allowed: one value per interval")  # fmt: skip
+        raise SettingsError(
+            f"{name} has {len(values)} values for {intervals} guidance_timesteps; allowed: one value per interval"
+        )
 
 
 def _blocks(value, intervals: int | None) -> Blocks | None:
@@ -273,8 +304,10 @@ def _blocks(value, intervals: int | None) -> Blocks | None:
     if value is None:
         return None
     if not isinstance(value, tuple):
-        raise SettingsError(f"skip_block_list {value!r} is not allowed; allowed: a list of block indices, or one "
-                            "such list per guidance interval")  # fmt: skip
+        raise SettingsError(
+            f"skip_block_list {value!r} is not allowed; allowed: a list of block indices, or one "
+            "such list per guidance interval"
+        )
     if not value or not isinstance(value[0], tuple):
         return _block_indices("skip_block_list", value)
     _check_count("skip_block_list", value, intervals)

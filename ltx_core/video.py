@@ -116,8 +116,9 @@ def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
                 entry.unlink()
             except OSError:  # gone meanwhile, or (Windows) still open by its writer
                 continue
-            warnings.warn(f"removed {str(entry)!r}, a partial file an interrupted run left for {str(path)!r}",
-                          stacklevel=2)
+            warnings.warn(
+                f"removed {str(entry)!r}, a partial file an interrupted run left for {str(path)!r}", stacklevel=2
+            )
             removed.append(entry)
     return removed
 
@@ -161,9 +162,7 @@ def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     height, width = shape[1:3]
     if height % 2 or width % 2:
         # yuv420p stores colour at half resolution, so both sides must be even
-        raise SettingsError(
-            f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height"
-        )
+        raise SettingsError(f"frame size {width}x{height} has an odd side; yuv420p mp4 needs even width and height")
     if isinstance(frames, torch.Tensor):
         if frames.dtype == torch.uint8:
             return np.ascontiguousarray(frames.cpu().numpy())
@@ -248,9 +247,7 @@ def _open_video(path: str | os.PathLike):
     try:
         return av.open(str(path))
     except av.error.FFmpegError as error:
-        raise SettingsError(
-            f"video {str(path)!r} could not be opened (not a video, or corrupt): {error}"
-        ) from error
+        raise SettingsError(f"video {str(path)!r} could not be opened (not a video, or corrupt): {error}") from error
 
 
 def _decoded_frames(path: str | os.PathLike):

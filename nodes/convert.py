@@ -15,11 +15,10 @@ from dataclasses import replace
 import comfy.model_management
 import torch
 
-from ..ltx_core.sampling import conditioning as core_conditioning
-from ..ltx_core.models import text_encoder as core_text_encoder
 from ..ltx_core.errors import SettingsError
+from ..ltx_core.models import text_encoder as core_text_encoder
 from ..ltx_core.pipeline import SEED_MAX, seeded_generator  # noqa: F401 (the nodes' seeds are the core's)
-
+from ..ltx_core.sampling import conditioning as core_conditioning
 
 PROMPT_IS_EMPTY = "ltxv_core_prompt_is_empty"  # our key in the conditioning's dict
 # ComfyUI's text conditioning for LTX-Video: its CLIPTextEncode on an `ltxv` CLIPLoader
@@ -61,7 +60,9 @@ def conditioning_to_embeddings(conditioning: list, name: str, required: bool = F
         raise SettingsError(f"{name} conditioning is empty; connect an LTX-Video T5 Text Encode node")
     embeds, extras = conditioning[0][0], conditioning[0][1]
     if required and extras.get(PROMPT_IS_EMPTY):
-        raise SettingsError(f"{name} prompt is empty; describe the video to generate (only the negative prompt may be empty)")
+        raise SettingsError(
+            f"{name} prompt is empty; describe the video to generate (only the negative prompt may be empty)"
+        )
     mask = _real_tokens(extras.get("attention_mask"), embeds, name)
     return core_text_encoder.TextEmbeddings(embeds=embeds, mask=mask)
 
@@ -92,8 +93,10 @@ def text_pair(positive: list, negative: list):
     tokens (and ours pad to their max_tokens), so the two may differ; ComfyUI's sampler then
     runs them in separate model calls. The shorter gets masked zero tokens, which take no
     attention, so each prompt's velocity is the same as alone."""
-    texts = (conditioning_to_embeddings(positive, "positive", required=True),
-             conditioning_to_embeddings(negative, "negative"))  # fmt: skip
+    texts = (
+        conditioning_to_embeddings(positive, "positive", required=True),
+        conditioning_to_embeddings(negative, "negative"),
+    )
     length = max(text.embeds.shape[1] for text in texts)
     return tuple(_padded(text, length) for text in texts)
 

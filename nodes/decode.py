@@ -41,8 +41,16 @@ class LTXVCoreDenoisingDecode:
 
     # ComfyUI hands a node only the values of the inputs it declares, so a saved workflow
     # that still holds an earlier version's input (chunk_frames) loads and runs without it.
-    def decode(self, vae, latent, timestep, decode_noise_scale, seed,
-               time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK, tone_map_compression=0.0):
+    def decode(
+        self,
+        vae,
+        latent,
+        timestep,
+        decode_noise_scale,
+        seed,
+        time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK,
+        tone_map_compression=0.0,
+    ):
         time_chunk = (time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None
         samples, generator = latent["samples"], seeded_generator(seed)
         memory.refuse_what_never_fits(vae, "decode", samples.shape, decode_time_chunk=time_chunk)
@@ -53,7 +61,12 @@ class LTXVCoreDenoisingDecode:
             samples = core_latent_ops.tone_map(samples, tone_map_compression)
         with memory.on_device(vae) as device:
             frames = core_pipeline.decode_frames(
-                memory.core_model(vae), samples, timestep=timestep, decode_noise_scale=decode_noise_scale,
-                generator=generator, device=device, time_chunk=time_chunk,
-            )  # fmt: skip
+                memory.core_model(vae),
+                samples,
+                timestep=timestep,
+                decode_noise_scale=decode_noise_scale,
+                generator=generator,
+                device=device,
+                time_chunk=time_chunk,
+            )
         return (frames_to_image(frames),)

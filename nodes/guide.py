@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.sampling.conditioning import ConditioningItem
 from ..ltx_core.errors import SettingsError
+from ..ltx_core.preflight import parse_blocks
+from ..ltx_core.sampling.conditioning import ConditioningItem
 from ..ltx_core.sampling.euler import STRENGTH_RULES
 from ..ltx_core.sampling.guidance import STG_MODES, Guidance
-from ..ltx_core.preflight import parse_blocks
 from ..ltx_core.video import resize_center_crop
 from . import memory
 from .convert import core_to_latent, latent_to_core
@@ -99,13 +99,44 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
         }  # fmt: skip
         return inputs
 
-    def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate, dynamic_shift, base_shift,
-               max_shift, terminal, stg_scale, stg_blocks, stg_mode, stg_rescale, strength_rule, sigmas=None,
-               guidance=None):  # fmt: skip
+    def sample(
+        self,
+        model,
+        positive,
+        negative,
+        latent,
+        seed,
+        steps,
+        cfg,
+        frame_rate,
+        dynamic_shift,
+        base_shift,
+        max_shift,
+        terminal,
+        stg_scale,
+        stg_blocks,
+        stg_mode,
+        stg_rescale,
+        strength_rule,
+        sigmas=None,
+        guidance=None,
+    ):
         if guidance is None:  # cfg and the STG widgets
             guidance = PassGuidance(Guidance(cfg, stg_scale, parse_blocks(stg_blocks), stg_mode, stg_rescale))
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
-        return (run_sampler(model, positive, negative, latent, seed, steps, guidance.guidance, frame_rate, schedule,
-                            sigmas, strength_rule, guidance.stochastic),)  # fmt: skip
-
-
+        return (
+            run_sampler(
+                model,
+                positive,
+                negative,
+                latent,
+                seed,
+                steps,
+                guidance.guidance,
+                frame_rate,
+                schedule,
+                sigmas,
+                strength_rule,
+                guidance.stochastic,
+            ),
+        )

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import comfy.model_management
 
-from ..ltx_core.sampling import conditioning as core_conditioning
 from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.models.configs import FRAMES_PER_LATENT, LTXV_VAE_0_9_5, PIXELS_PER_LATENT
+from ..ltx_core.sampling import conditioning as core_conditioning
 from . import memory
 from .convert import core_to_latent, latent_to_core
 from .registry import CATEGORY, VAE_TYPE
@@ -23,8 +23,11 @@ MAX_SIZE = 8192
 MAX_FRAMES = 1025
 # The empty latent needs no VAE wired in, as ComfyUI's own does not: it takes the geometry
 # every published VAE shares (`configs.VAE_SCALE`) and their 128 latent channels.
-LATENT_GEOMETRY = SimpleNamespace(temporal_compression=FRAMES_PER_LATENT, spatial_compression=PIXELS_PER_LATENT,
-                                  latent_channels=LTXV_VAE_0_9_5.latent_channels)
+LATENT_GEOMETRY = SimpleNamespace(
+    temporal_compression=FRAMES_PER_LATENT,
+    spatial_compression=PIXELS_PER_LATENT,
+    latent_channels=LTXV_VAE_0_9_5.latent_channels,
+)
 
 
 def size_widgets(default_width: int = 768, default_height: int = 512) -> dict:

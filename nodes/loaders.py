@@ -13,11 +13,11 @@ from dataclasses import replace
 import comfy.text_encoders
 import folder_paths
 
-from ..ltx_core.speed import optimize as core_speed
+from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.checkpoint import loading as core_checkpoint
 from ..ltx_core.checkpoint.single_file import SAFETENSORS_SUFFIX
-from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.models import text_encoder as core_text_encoder
+from ..ltx_core.speed import optimize as core_speed
 from . import memory
 from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 
@@ -144,12 +144,17 @@ class LTXVCoreCheckpointLoader:
         load_device, _ = memory.model_devices("diffusion", device)
         # ComfyUI moves the model between devices (no CUDA graphs) and calls the module
         # itself, not the core's runner that would hold the attention backend
-        speed = replace(core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
-                        attention="default", compile_backend=COMPILE_BACKEND)  # fmt: skip
+        speed = replace(
+            core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
+            attention="default",
+            compile_backend=COMPILE_BACKEND,
+        )
         if speed.fp8:
             core_pipeline.check_fp8_device(load_device)  # before any weights are read
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
-        loaded = core_checkpoint.load_checkpoint(path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu")
+        loaded = core_checkpoint.load_checkpoint(
+            path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu"
+        )
         transformer = _optimized(loaded.transformer, speed, load_device)
         model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler)
         return (model, memory.patcher(loaded.vae, "vae", device))
@@ -193,7 +198,9 @@ class LTXVCoreT5Loader:
 
     def load(self, text_encoder_name, dtype, device):
         path = _resolve(TEXT_ENCODER_FOLDERS, text_encoder_name)
-        encoder = core_text_encoder.load_text_encoder(path, _tokenizer_for(path), dtype=memory.weight_dtype(dtype, "text_encoder", device), device="cpu")
+        encoder = core_text_encoder.load_text_encoder(
+            path, _tokenizer_for(path), dtype=memory.weight_dtype(dtype, "text_encoder", device), device="cpu"
+        )
         return (memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", device)),)
 
 

@@ -78,8 +78,9 @@ class ManagedModel(torch.nn.Module):
         return next(self.core.parameters()).dtype
 
 
-def patcher(module: torch.nn.Module, kind: str, device: str,
-            scheduler: SchedulerConfig | None = None) -> comfy.model_patcher.ModelPatcher:  # fmt: skip
+def patcher(
+    module: torch.nn.Module, kind: str, device: str, scheduler: SchedulerConfig | None = None
+) -> comfy.model_patcher.ModelPatcher:
     """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager.
     The plain `ModelPatcher`, not ComfyUI's dynamic one: the core's layers are torch's
     own, which ComfyUI can only move whole."""
@@ -147,10 +148,21 @@ def refuse_what_never_fits(model: comfy.model_patcher.ModelPatcher, stage: str, 
     dit = stage == "sampling"
     own = weight_bytes(core)
     work = planner.Workload(
-        core.cfg if dit else None, None if dit else core.cfg, width * PIXELS_PER_LATENT, height * PIXELS_PER_LATENT,
-        (frames - 1) * FRAMES_PER_LATENT + 1, batch=batch, dtype=str(next(core.parameters()).dtype).split(".")[-1],
-        device=device.type, models_stay=False, stages=(stage,),
-        weights=planner.WeightBytes(own if dit else 0, 0 if dit else own, 0), **settings,
-    )  # fmt: skip
-    planner.check_fits(planner.estimate(work), planner.device_capacity(str(device)),
-                       advice=" (all of the device's memory counts: ComfyUI frees other models first)")
+        core.cfg if dit else None,
+        None if dit else core.cfg,
+        width * PIXELS_PER_LATENT,
+        height * PIXELS_PER_LATENT,
+        (frames - 1) * FRAMES_PER_LATENT + 1,
+        batch=batch,
+        dtype=str(next(core.parameters()).dtype).split(".")[-1],
+        device=device.type,
+        models_stay=False,
+        stages=(stage,),
+        weights=planner.WeightBytes(own if dit else 0, 0 if dit else own, 0),
+        **settings,
+    )
+    planner.check_fits(
+        planner.estimate(work),
+        planner.device_capacity(str(device)),
+        advice=" (all of the device's memory counts: ComfyUI frees other models first)",
+    )

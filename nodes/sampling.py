@@ -18,11 +18,9 @@ import comfy.utils
 import torch
 from PIL import Image
 
-from ..ltx_core.sampling import denoise as core_denoise
-from ..ltx_core.sampling import guidance as core_guidance
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.sampling import scheduler as core_scheduler
 from ..ltx_core.models.configs import LTXV_SCHEDULER
+from ..ltx_core.sampling import denoise as core_denoise, guidance as core_guidance, scheduler as core_scheduler
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator, text_pair
 from .registry import CATEGORY, MODEL_TYPE
@@ -109,15 +107,41 @@ class LTXVCoreSampler:
             },
         }  # fmt: skip
 
-    def sample(self, model, positive, negative, latent, seed, steps, cfg, frame_rate,
-               dynamic_shift, base_shift, max_shift, terminal, sigmas=None):  # fmt: skip
+    def sample(
+        self,
+        model,
+        positive,
+        negative,
+        latent,
+        seed,
+        steps,
+        cfg,
+        frame_rate,
+        dynamic_shift,
+        base_shift,
+        max_shift,
+        terminal,
+        sigmas=None,
+    ):
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
         guidance = core_guidance.Guidance(cfg_scale=cfg)
         return (run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas),)
 
 
-def run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas,
-                strength_rule: str = "scaled", stochastic: bool = False) -> dict:  # fmt: skip
+def run_sampler(
+    model,
+    positive,
+    negative,
+    latent,
+    seed,
+    steps,
+    guidance,
+    frame_rate,
+    schedule,
+    sigmas,
+    strength_rule: str = "scaled",
+    stochastic: bool = False,
+) -> dict:
     """The core's `denoise` on a `LATENT` (keyframe tokens included, dropped from the
     result) with `guidance` (a core `Guidance`); the denoised `LATENT`. Given `sigmas`
     start at their first sigma (see the module's docstring)."""
@@ -127,17 +151,31 @@ def run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_
         sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
     positive, negative = text_pair(positive, negative)
     memory.refuse_what_never_fits(
-        model, "sampling", conditioned.samples.shape, guidance=guidance.needs_negative, stg=guidance.uses_stg,
+        model,
+        "sampling",
+        conditioned.samples.shape,
+        guidance=guidance.needs_negative,
+        stg=guidance.uses_stg,
         per_token_timesteps=bool(conditioned.keyframes) or bool((conditioned.noise_mask != 1).any()),
-        keyframe_tokens=conditioned.num_keyframe_tokens, steps=len(sigmas) - 1,
-    )  # fmt: skip
+        keyframe_tokens=conditioned.num_keyframe_tokens,
+        steps=len(sigmas) - 1,
+    )
     with memory.on_device(model) as device:
         result = core_denoise.denoise(
-            memory.core_model(model), conditioned, positive, negative, sigmas=sigmas, guidance=guidance,
-            frame_rate=frame_rate, generator=seeded_generator(seed),
-            callback=_progress_callback(len(sigmas) - 1), device=device, strength_rule=strength_rule,
-            start_sigma=start_sigma, stochastic=stochastic,
-        )  # fmt: skip
+            memory.core_model(model),
+            conditioned,
+            positive,
+            negative,
+            sigmas=sigmas,
+            guidance=guidance,
+            frame_rate=frame_rate,
+            generator=seeded_generator(seed),
+            callback=_progress_callback(len(sigmas) - 1),
+            device=device,
+            strength_rule=strength_rule,
+            start_sigma=start_sigma,
+            stochastic=stochastic,
+        )
     return core_to_latent(result)
 
 

@@ -91,7 +91,9 @@ class LTXVCoreLatentUpsample:
         "frame) again after it, at the new size, as the official pipeline does."
     )
     RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The latent at twice the height and width (twice the frames, less one, for a temporal upsampler), its noise_mask carried over.",)  # fmt: skip
+    OUTPUT_TOOLTIPS = (
+        "The latent at twice the height and width (twice the frames, less one, for a temporal upsampler), its noise_mask carried over.",
+    )
     FUNCTION = "upsample"
 
     @classmethod
@@ -110,9 +112,12 @@ class LTXVCoreLatentUpsample:
         _check_upsamplable(conditioned, model.cfg.in_channels)
         with torch.no_grad(), memory.on_device(upsampler) as device:
             samples = core_latent_ops.upsample_latent(
-                model, memory.core_model(vae), conditioned.samples.to(device), adain_factor=adain_factor,
+                model,
+                memory.core_model(vae),
+                conditioned.samples.to(device),
+                adain_factor=adain_factor,
                 tone_map_compression=tone_map_compression,
-            )  # fmt: skip
+            )
         mask = _upsampled_mask(conditioned.noise_mask, model.cfg.factors)
         return (core_to_latent(ConditionedLatent(samples, mask)),)
 
@@ -120,13 +125,17 @@ class LTXVCoreLatentUpsample:
 def _check_upsamplable(conditioned: ConditionedLatent, channels: int) -> None:
     found = conditioned.samples.shape[1]
     if found != channels:
-        raise SettingsError(f"latent has {found} channels but the latent upsampler takes {channels}; connect an "
-                            "LTX-Video latent (a sampler's output)")  # fmt: skip
+        raise SettingsError(
+            f"latent has {found} channels but the latent upsampler takes {channels}; connect an "
+            "LTX-Video latent (a sampler's output)"
+        )
     if conditioned.keyframes:
-        raise SettingsError(f"latent carries {len(conditioned.keyframes)} keyframe(s) from LTX-Video Add Keyframe / "
-                            "Guide, which would stay at the old size; add the guides to the upsampled latent instead "
-                            "(the official multi-scale pipeline encodes its conditioning frames again for the second "
-                            "pass)")  # fmt: skip
+        raise SettingsError(
+            f"latent carries {len(conditioned.keyframes)} keyframe(s) from LTX-Video Add Keyframe / "
+            "Guide, which would stay at the old size; add the guides to the upsampled latent instead "
+            "(the official multi-scale pipeline encodes its conditioning frames again for the second "
+            "pass)"
+        )
 
 
 def _upsampled_mask(mask: torch.Tensor, factors: tuple[int, int, int]) -> torch.Tensor:
@@ -154,7 +163,7 @@ class LTXVCoreReleaseSchedule:
         "The pass's sigmas: the published timesteps, or its steps on the latent's token count less the skipped "
         "ones. A second pass starts below 1, from the upsampled latent noised to its first sigma.",
         "The pass's CFG and STG per step, for the sampler's guidance input.",
-    )  # fmt: skip
+    )
     FUNCTION = "schedule"
 
     @classmethod
@@ -172,9 +181,11 @@ class LTXVCoreReleaseSchedule:
         config = load_preset(preset)
         settings = _pass_of(config, preset, pass_name)
         if not settings.uses_timesteps and latent is None:
-            raise SettingsError(f"the {pass_name} pass of {preset} takes {settings.num_inference_steps} steps "
-                                "shifted by the latent's token count; connect the latent it samples to this "
-                                "node's latent input")  # fmt: skip
+            raise SettingsError(
+                f"the {pass_name} pass of {preset} takes {settings.num_inference_steps} steps "
+                "shifted by the latent's token count; connect the latent it samples to this "
+                "node's latent input"
+            )
         tokens = 1 if latent is None else latent_to_core(latent).num_tokens  # published timesteps ignore it
         sigmas = pass_sigmas(settings, tokens, config.scheduler(memory.checkpoint_scheduler(model)))
         guidance = Guidance(**settings.guidance_settings(config.stg_mode))
@@ -186,10 +197,13 @@ def _pass_of(config, preset: str, pass_name: str):
         raise SettingsError(f"pass_name {pass_name!r} is not known; allowed: {', '.join(PASSES)}")
     if config.second_pass is None:
         if pass_name != "single":
-            raise SettingsError(f"{preset} is a one-pass config; pass_name {pass_name!r} is not allowed; "
-                                "allowed: single")
+            raise SettingsError(
+                f"{preset} is a one-pass config; pass_name {pass_name!r} is not allowed; allowed: single"
+            )
         return config.first_pass
     if pass_name == "single":
-        raise SettingsError(f"{preset} is a multi-scale config of two passes; pass_name 'single' is not allowed; "
-                            "allowed: first (at about 2/3 of the size) or second (after LTX-Video Latent Upsample)")
+        raise SettingsError(
+            f"{preset} is a multi-scale config of two passes; pass_name 'single' is not allowed; "
+            "allowed: first (at about 2/3 of the size) or second (after LTX-Video Latent Upsample)"
+        )
     return config.first_pass if pass_name == "first" else config.second_pass

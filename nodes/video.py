@@ -39,7 +39,9 @@ class LTXVCoreSaveVideo:
             filename_prefix, output_dir, width, height
         )
         filename = f"{name}_{counter:05}_.mp4"
-        core_video.write_mp4(images, os.path.join(folder, filename), fps=frame_rate, metadata=_metadata(prompt, extra_pnginfo))
+        core_video.write_mp4(
+            images, os.path.join(folder, filename), fps=frame_rate, metadata=_metadata(prompt, extra_pnginfo)
+        )
         result = {"filename": filename, "subfolder": subfolder, "type": "output", "format": "video/mp4"}
         return {"ui": {"images": [result], "animated": (True,)}}
 

@@ -15,9 +15,14 @@ from PIL import Image
 from ltx_core.training import data
 
 OUT = Path(__file__).resolve().parent.parent / "workflows" / "input"
-SPEC = data.ClipSpec(main=data.Shape("yellow", "square", "up", "fast", x=0.5, y=0.76, size=0.14),
-                     background="dark blue", background_style="gradient", texture_phase=0.0,
-                     caption_template=0, phrase_choice=0)
+SPEC = data.ClipSpec(
+    main=data.Shape("yellow", "square", "up", "fast", x=0.5, y=0.76, size=0.14),
+    background="dark blue",
+    background_style="gradient",
+    texture_phase=0.0,
+    caption_template=0,
+    phrase_choice=0,
+)
 
 
 def main() -> None:

@@ -27,12 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from ltx_core import video as core_video  # noqa: E402
+
 # the templates' titles and folders, where the tests that check them keep them
 from tests.host.conftest import API_WORKFLOWS_DIR, TEMPLATE_TITLES, TEMPLATES_DIR  # noqa: E402
 
 ASSETS = REPO_ROOT / "ltx_core" / "assets"
 INPUTS = REPO_ROOT / "workflows" / "input"  # the images the workflows load by name
-CLI_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+CLI_DTYPES = {"default": "fp32", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # default: fp32 on the CPU
 JPEG_QUALITY = 90
 
 
@@ -83,8 +84,12 @@ class Workflow:
             "--decode-timestep": decode["timestep"], "--decode-noise-scale": decode["decode_noise_scale"],
         }  # fmt: skip
         if "stg_scale" in sampler:
-            options.update({f"--{key.replace('_', '-')}": sampler[key]
-                            for key in ("stg_scale", "stg_blocks", "stg_mode", "stg_rescale")})  # fmt: skip
+            options.update(
+                {
+                    f"--{key.replace('_', '-')}": sampler[key]
+                    for key in ("stg_scale", "stg_blocks", "stg_mode", "stg_rescale")
+                }
+            )
         conditions = []
         latent = self.node(sampler["latent"])
         while latent["class_type"] != "LTXVCoreEmptyLatentVideo":

@@ -28,13 +28,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ltx_core.models import configs as C
+from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
 from ltx_core.checkpoint.versions import ARCHITECTURE_OF_RELEASE, STOCK_CONFIGS, ModelConfigs
 from ltx_core.checkpoint.writing import config_metadata, official_tensors
-from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_family, vae_from_diffusers
-from ltx_core.sampling.scheduler import LTXV_SCHEDULER
+from ltx_core.models import configs as C
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
+from ltx_core.sampling.scheduler import LTXV_SCHEDULER
 
 RELEASES = tuple(ARCHITECTURE_OF_RELEASE)
 
@@ -161,9 +161,7 @@ def diffusers_vae_kwargs(cfg: C.VAEConfig) -> dict:
         latent_channels=cfg.latent_channels,
         patch_size=cfg.patch_size,
         timestep_conditioning=cfg.timestep_conditioning,
-        layers_per_block=tuple(
-            dict(p)["num_layers"] for name, p in cfg.encoder_block_list if name == "res_x"
-        ),
+        layers_per_block=tuple(dict(p)["num_layers"] for name, p in cfg.encoder_block_list if name == "res_x"),
         decoder_layers_per_block=tuple(p["num_layers"] for p in decoder_res),
         decoder_inject_noise=tuple(bool(p.get("inject_noise", False)) for p in decoder_res),
     )
@@ -191,9 +189,7 @@ def diffusers_vae_kwargs(cfg: C.VAEConfig) -> dict:
     }
 
 
-def _into_diffusers(
-    reference: torch.nn.Module, ours: torch.nn.Module, official_names: dict[str, str]
-) -> None:
+def _into_diffusers(reference: torch.nn.Module, ours: torch.nn.Module, official_names: dict[str, str]) -> None:
     """Load our tensors into the diffusers model, strictly: official_names maps
     official name -> diffusers name (what keymaps gives for each diffusers key)."""
     ours_state = ours.state_dict()
@@ -220,9 +216,7 @@ def write_diffusers_folder(
     path.mkdir(parents=True, exist_ok=True)
 
     reference = LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(configs.transformer)).eval()
-    _into_diffusers(
-        reference, transformer, transformer_from_diffusers({k: k for k in reference.state_dict()})
-    )
+    _into_diffusers(reference, transformer, transformer_from_diffusers({k: k for k in reference.state_dict()}))
     reference.save_pretrained(
         path / "transformer",
         safe_serialization=True,
@@ -230,9 +224,7 @@ def write_diffusers_folder(
     )
 
     reference_vae = AutoencoderKLLTXVideo(**diffusers_vae_kwargs(configs.vae)).eval()
-    _into_diffusers(
-        reference_vae, vae, vae_from_diffusers({k: k for k in reference_vae.state_dict()}, configs.vae)
-    )
+    _into_diffusers(reference_vae, vae, vae_from_diffusers({k: k for k in reference_vae.state_dict()}, configs.vae))
     reference_vae.save_pretrained(path / "vae", safe_serialization=True)
 
     (path / "scheduler").mkdir(exist_ok=True)
@@ -242,9 +234,7 @@ def write_diffusers_folder(
         shutil.copytree(text_encoder, path / "text_encoder", dirs_exist_ok=True)
         (path / "tokenizer").mkdir(exist_ok=True)
         shutil.copy(Path(text_encoder) / "spiece.model", path / "tokenizer" / "spiece.model")
-    (path / "model_index.json").write_text(
-        json.dumps({"_class_name": "LTXPipeline", "_diffusers_version": "0.42.1"})
-    )
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "LTXPipeline", "_diffusers_version": "0.42.1"}))
     return path
 
 

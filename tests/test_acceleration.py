@@ -4,20 +4,20 @@ backend choice need a GPU and are exercised by benchmarks/bench_gpu_speed.py).""
 import pytest
 import torch
 
+from ltx_core.errors import SettingsError
+from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.speed.optimize import (
     CUDAGraphForward,
+    FusedParts,
+    Speed,
     attention_context,
     compile_regions,
     compile_vae_decoder,
-    FusedParts,
-    Speed,
     optimize_transformer,
     pick_attention_backend,
 )
-from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_1
-from ltx_core.errors import SettingsError
-from ltx_core.models.transformer import LTXVTransformer
-from ltx_core.models.vae import CausalVideoVAE
 from tests.test_fp8 import MODEL_RTOL, relative_error, tiny_inputs
 
 # Fusing projections concatenates the same weights: only the GEMM's summation order may move.
@@ -113,8 +113,9 @@ def test_the_gelu_epilogue_op_computes_linear_then_gelu_and_is_used_only_where_i
     from ltx_core.speed.optimize import fuse_gelu_epilogues, gelu_epilogue_is_tanh, linear_gelu_tanh
 
     x, w, b = torch.randn(3, 5, 16), torch.randn(32, 16), torch.randn(32)
-    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b), approximate="tanh" if
-                                        gelu_epilogue_is_tanh("cpu") else "none")
+    expected = torch.nn.functional.gelu(
+        torch.nn.functional.linear(x, w, b), approximate="tanh" if gelu_epilogue_is_tanh("cpu") else "none"
+    )
     assert torch.allclose(linear_gelu_tanh(x, w, b), expected, atol=1e-5)
     model = LTXVTransformer(TINY_TRANSFORMER)
     swapped = fuse_gelu_epilogues(model)

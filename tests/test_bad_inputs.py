@@ -17,14 +17,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltx_core import cli
-from ltx_core import memory_plan as planner
-from ltx_core.sampling.conditioning import ConditionedLatent
+from ltx_core import cli, memory_plan as planner
 from ltx_core.errors import SettingsError
-from ltx_core.sampling.denoise import denoise
-from ltx_core.pipeline import decode_frames
-from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.pipeline import decode_frames
+from ltx_core.sampling.conditioning import ConditionedLatent
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.scheduler import flow_sigmas
 
 from .fixtures_checkpoints import header_of, write_official_single_file
 
@@ -58,16 +57,23 @@ def test_inputs_made_elsewhere_are_moved_to_the_models_device_and_dtype(tiny_tra
     text = tiny_text(torch.Generator().manual_seed(0))
     half_text = TextEmbeddings(text.embeds.half(), text.mask)
     samples = torch.randn(1, 128, 2, 1, 2, generator=torch.Generator().manual_seed(1))
-    run = lambda latent, t: denoise(  # noqa: E731
-        tiny_transformer, ConditionedLatent(latent), t, t, flow_sigmas(2, 4), 3.0, 25.0,
-        torch.Generator().manual_seed(2), device=torch.device("cpu"),
-    )  # fmt: skip
+    run = lambda latent, t: denoise(
+        tiny_transformer,
+        ConditionedLatent(latent),
+        t,
+        t,
+        flow_sigmas(2, 4),
+        3.0,
+        25.0,
+        torch.Generator().manual_seed(2),
+        device=torch.device("cpu"),
+    )
     own = run(samples, text)
     elsewhere = run(samples.double(), half_text)
     assert elsewhere.samples.dtype == torch.float32 and elsewhere.samples.device == own.samples.device
     assert torch.equal(elsewhere.samples, own.samples)
 
-    decode = lambda latent: decode_frames(tiny_vae, latent, generator=torch.Generator().manual_seed(3))  # noqa: E731
+    decode = lambda latent: decode_frames(tiny_vae, latent, generator=torch.Generator().manual_seed(3))
     assert torch.equal(decode(own.samples.double()), decode(own.samples))
 
 
@@ -111,9 +117,11 @@ def one_line(stderr: str) -> str:
 
 @pytest.mark.parametrize(
     ("key", "value", "counted"),
-    [("model.diffusion_model.transformer_blocks.1.ff.net.2.weight", float("nan"), "1 NaN and 0 infinite"),
-     ("vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight", float("inf"), "0 NaN and 1 infinite")],
-)  # fmt: skip
+    [
+        ("model.diffusion_model.transformer_blocks.1.ff.net.2.weight", float("nan"), "1 NaN and 0 infinite"),
+        ("vae.decoder.up_blocks.0.res_blocks.0.conv1.conv.weight", float("inf"), "0 NaN and 1 infinite"),
+    ],
+)
 def test_31_a_checkpoint_with_nan_or_inf_is_refused_before_sampling_naming_the_tensor(
     capsys, tmp_path, monkeypatch, tiny_file, tiny_t5_folder, key, value, counted
 ):
@@ -121,8 +129,16 @@ def test_31_a_checkpoint_with_nan_or_inf_is_refused_before_sampling_naming_the_t
     checkpoint = damaged(tiny_file, tmp_path / "damaged.safetensors", key, value)
     out = tmp_path / "out"
     out.mkdir()
-    code, err = run_cli(capsys, "--checkpoint", str(checkpoint), "--text-encoder", str(tiny_t5_folder),
-                        "--output", str(out / "o.mp4"), *SMALL)
+    code, err = run_cli(
+        capsys,
+        "--checkpoint",
+        str(checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(out / "o.mp4"),
+        *SMALL,
+    )
     assert code == 2
     assert f"{key} ({counted} of " in one_line(err) and "hold NaN or infinite values" in err
     assert "the file is damaged" in err
@@ -136,8 +152,16 @@ def test_31_a_latent_that_turns_nan_while_sampling_stops_the_run_with_no_file(
 
     real = LTXVTransformer.forward
     monkeypatch.setattr(LTXVTransformer, "forward", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
-    code, err = run_cli(capsys, "--checkpoint", str(tiny_file), "--text-encoder", str(tiny_t5_folder),
-                        "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_cli(
+        capsys,
+        "--checkpoint",
+        str(tiny_file),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 2
     assert "the latent after sampling step 1 of 2 holds NaN or infinite values, so sampling stopped" in err
     assert "no video is made" in err and not (tmp_path / "o.mp4").exists()
@@ -151,8 +175,16 @@ def test_31_a_decode_that_turns_infinite_stops_the_run_with_no_file(
 
     real = CausalVideoVAE.decode
     monkeypatch.setattr(CausalVideoVAE, "decode", lambda self, *a, **k: real(self, *a, **k) / 0.0)
-    code, err = run_cli(capsys, "--checkpoint", str(tiny_file), "--text-encoder", str(tiny_t5_folder),
-                        "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_cli(
+        capsys,
+        "--checkpoint",
+        str(tiny_file),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 2 and "the decoded video holds NaN or infinite values, so decoding stopped" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -166,8 +198,19 @@ def test_32_a_size_far_beyond_the_memory_is_refused_before_loading_with_what_fit
     monkeypatch.setattr(planner, "available_memory", lambda device: 16 * planner.GIB)
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
     started = time.perf_counter()
-    code, err = run_cli(capsys, "--device", "cpu", "--width", str(width), "--height", str(height),
-                        "--frames", str(frames), "--output", str(tmp_path / "o.mp4"))
+    code, err = run_cli(
+        capsys,
+        "--device",
+        "cpu",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--frames",
+        str(frames),
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 2 and time.perf_counter() - started < 10
     assert f"error: {width}x{height}, {frames} frames in fp32 on cpu needs about " in one_line(err)
     assert "at its peak (decode; by stage: load" in err and "but 16.0 GiB is available on cpu" in err
@@ -180,22 +223,57 @@ def test_32_a_size_far_beyond_the_memory_is_refused_before_loading_with_what_fit
 def test_32_the_suggested_size_runs_within_the_memory(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(planner, "available_memory", lambda device: 16 * planner.GIB)
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
-    _, err = run_cli(capsys, "--device", "cpu", "--width", "8192", "--height", "8192", "--frames", "257",
-                     "--output", str(tmp_path / "o.mp4"))
-    width, height = (int(v) for v in err.split("Nearest settings that fit: --width ")[1].split(" (")[0]
-                     .split(" --height "))  # fmt: skip
+    _, err = run_cli(
+        capsys,
+        "--device",
+        "cpu",
+        "--width",
+        "8192",
+        "--height",
+        "8192",
+        "--frames",
+        "257",
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
+    width, height = (
+        int(v) for v in err.split("Nearest settings that fit: --width ")[1].split(" (")[0].split(" --height ")
+    )
     sentinel = SettingsError("stopped after the plan")
     monkeypatch.setattr(cli, "load_models", lambda *a: (_ for _ in ()).throw(sentinel))
-    code, err = run_cli(capsys, "--device", "cpu", "--width", str(width), "--height", str(height),
-                        "--frames", "257", "--output", str(tmp_path / "o.mp4"))
+    code, err = run_cli(
+        capsys,
+        "--device",
+        "cpu",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--frames",
+        "257",
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 2 and "stopped after the plan" in err and f"plan: {width}x{height}, 257 frames" in err
 
 
 def test_32_the_estimate_comes_first_and_the_check_can_be_overridden(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(planner, "available_memory", lambda device: 16 * planner.GIB)
     monkeypatch.setattr(cli, "load_models", lambda *a: (_ for _ in ()).throw(SettingsError("stopped before loading")))
-    code, err = run_cli(capsys, "--device", "cpu", "--width", "2048", "--height", "2048", "--frames", "257",
-                        "--ignore-memory-check", "--output", str(tmp_path / "o.mp4"))
+    code, err = run_cli(
+        capsys,
+        "--device",
+        "cpu",
+        "--width",
+        "2048",
+        "--height",
+        "2048",
+        "--frames",
+        "257",
+        "--ignore-memory-check",
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 2 and "stopped before loading" in err
     plan = next(line for line in err.splitlines() if line.startswith("plan: "))
     assert plan.startswith("plan: 2048x2048, 257 frames in fp32 on cpu needs about ")
@@ -204,11 +282,26 @@ def test_32_the_estimate_comes_first_and_the_check_can_be_overridden(capsys, tmp
 
 
 def test_33_words_the_tokenizer_cannot_read_are_named_in_a_warning(capsys, tmp_path):
-    code, err = run_cli(capsys, "--prompt", "a red ball 猫が走る قطة تجري 🐱 rolls", "--width", "32", "--height", "32",
-                        "--frames", "9", "--steps", "1", "--output", str(tmp_path / "o.mp4"))
+    code, err = run_cli(
+        capsys,
+        "--prompt",
+        "a red ball 猫が走る قطة تجري 🐱 rolls",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames",
+        "9",
+        "--steps",
+        "1",
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 0, err
-    assert ("warning: prompt 0: the text encoder's tokenizer cannot read '猫が走る', 'قطة', 'تجري', '🐱'; they reach "
-            "the model as its unknown token and do not steer the video") in err
+    assert (
+        "warning: prompt 0: the text encoder's tokenizer cannot read '猫が走る', 'قطة', 'تجري', '🐱'; they reach "
+        "the model as its unknown token and do not steer the video"
+    ) in err
 
 
 def test_33_the_function_a_node_can_log_with_names_only_the_unreadable_words():
@@ -225,28 +318,49 @@ def test_34_a_stale_part_file_of_the_output_is_cleaned_by_the_next_run(capsys, t
     for part in (stale, other):
         part.write_bytes(b"half a video")
         os.utime(part, (time.time() - 3600,) * 2)
-    code, err = run_cli(capsys, "--checkpoint", str(tiny_file), "--text-encoder", str(tiny_t5_folder),
-                        "--output", str(tmp_path / "o.mp4"), *SMALL)
+    code, err = run_cli(
+        capsys,
+        "--checkpoint",
+        str(tiny_file),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        *SMALL,
+    )
     assert code == 0, err
     assert f"warning: removed {str(stale)!r}, a partial file an interrupted run left" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.0123abcd.part", "o.mp4"]
 
 
-@pytest.mark.parametrize("args", [("--version",), ("generate", "--help"),
-                                  ("generate", "--prompt", "x", "--width", "500"),
-                                  ("generate", "--prompt", "x", "--frames", "24"),
-                                  ("generate", "--prompt", "x", "--checkpoint", "missing.safetensors"),
-                                  ("generate", "--prompt", "x", "--output", "no/such/folder/o.mp4"),
-                                  ("generate", "--prompt", "x", "--dtype", "int8"),
-                                  ("generate", "--prompt", "x", "--image", "missing.png"),
-                                  ("generate", "--prompt", "x", "--fp8", "--device", "cpu")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("generate", "--help"),
+        ("generate", "--prompt", "x", "--width", "500"),
+        ("generate", "--prompt", "x", "--frames", "24"),
+        ("generate", "--prompt", "x", "--checkpoint", "missing.safetensors"),
+        ("generate", "--prompt", "x", "--output", "no/such/folder/o.mp4"),
+        ("generate", "--prompt", "x", "--dtype", "int8"),
+        ("generate", "--prompt", "x", "--image", "missing.png"),
+        ("generate", "--prompt", "x", "--fp8", "--device", "cpu"),
+    ],
+)
 def test_flag_and_file_errors_are_answered_without_importing_torch(tmp_path, args):
     """What makes them answer in well under a second (benchmarks/results/cli_startup.json)."""
-    code = ("import sys\nfrom ltx_core import cli\ntry:\n    code = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    code = e.code\nheavy = sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[0].split(',')))\n"
-            "print(code, heavy)")
-    done = subprocess.run([sys.executable, "-c", code.replace("sys.argv[0]", repr(",".join(HEAVY))), *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    code = (
+        "import sys\nfrom ltx_core import cli\ntry:\n    code = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    code = e.code\nheavy = sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[0].split(',')))\n"
+        "print(code, heavy)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("sys.argv[0]", repr(",".join(HEAVY))), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.stdout.strip().splitlines()[-1] in ("0 []", "2 []"), (done.stdout, done.stderr)
     assert list(tmp_path.iterdir()) == []

@@ -9,8 +9,18 @@ import sys
 
 import pytest
 
-BENCHMARKS = ("bench_cpu_demo", "bench_decode_chunks", "bench_gpu_speed", "bench_multi_gpu", "cli_startup",
-              "memory_planner", "gpu_kernel_rates", "gpu_measure", "gpu_speed_pipelines", "vae_decode_memory")
+BENCHMARKS = (
+    "bench_cpu_demo",
+    "bench_decode_chunks",
+    "bench_gpu_speed",
+    "bench_multi_gpu",
+    "cli_startup",
+    "memory_planner",
+    "gpu_kernel_rates",
+    "gpu_measure",
+    "gpu_speed_pipelines",
+    "vae_decode_memory",
+)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

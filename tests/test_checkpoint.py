@@ -75,9 +75,7 @@ def test_detect_version_needs_only_the_tensor_names(tmp_path, release):
 def test_detect_version_refuses_metadata_that_contradicts_the_tensors(tmp_path):
     tensors = write_official_single_file(tmp_path / "a.safetensors", "0.9.5")
     metadata_of_0_9_0 = header_of(write_official_single_file(tmp_path / "b.safetensors", "0.9.0"))[1]
-    with pytest.raises(
-        CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"
-    ):
+    with pytest.raises(CheckpointError, match="metadata config describes LTX-Video 0.9.0 but its tensors are 0.9.5"):
         detect_version(SafetensorsHeader(tensors).shapes, metadata_of_0_9_0)
 
 
@@ -127,7 +125,6 @@ def test_single_file_and_diffusers_folder_of_the_same_weights_give_identical_out
                 out_a = a.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(1))
                 out_b = b.decode(latent, 0.05, 0.025, torch.Generator().manual_seed(1))
             torch.testing.assert_close(out_a, out_b, atol=ATOL, rtol=0, msg=model)
-
 
 
 def test_dtype_and_device_are_applied(official_file):
@@ -244,9 +241,7 @@ def test_missing_tensors_are_counted_and_named(tmp_path):
 
 def test_a_missing_unused_vae_statistic_is_allowed(tmp_path):
     """diffusers folders and some exports lack these; nothing computes with them."""
-    path = write_official_single_file(
-        tmp_path / "m.safetensors", "0.9.5", drop=("vae.per_channel_statistics.channel",)
-    )
+    path = write_official_single_file(tmp_path / "m.safetensors", "0.9.5", drop=("vae.per_channel_statistics.channel",))
     assert load_checkpoint(path).version == "0.9.5"
 
 
@@ -254,9 +249,7 @@ def test_unexpected_tensors_are_named(tmp_path, official_file):
     def add(tensors):
         return {**tensors, "vae.decoder.extra.weight": torch.zeros(3)}
 
-    with pytest.raises(
-        CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"
-    ):
+    with pytest.raises(CheckpointError, match="has 1 vae tensors its config does not use, e.g. decoder.extra.weight"):
         load_checkpoint(rewritten(official_file, tmp_path / "m.safetensors", add))
 
 
@@ -291,15 +284,11 @@ def test_a_wrongly_shaped_tensor_names_the_key_and_both_shapes(tmp_path, officia
         ("not-json", "has a `config` metadata entry that is not JSON"),
     ],
 )
-def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_version(
-    tmp_path, metadata, problem
-):
+def test_unreadable_metadata_falls_back_to_the_stock_config_of_the_detected_version(tmp_path, metadata, problem):
     """The tiny file then fails the strict check against the stock 2B config (28 blocks):
     the warning and the error both say what happened."""
     path = write_official_single_file(tmp_path / "m.safetensors", "0.9.1", metadata=metadata)
-    with pytest.warns(
-        UserWarning, match=f"{problem}; its tensors are LTX-Video 0.9.1: using that version's stock"
-    ):
+    with pytest.warns(UserWarning, match=f"{problem}; its tensors are LTX-Video 0.9.1: using that version's stock"):
         with pytest.raises(
             CheckpointError,
             match=r"lacks \d+ of the \d+ transformer tensors .*the config is the "
@@ -322,9 +311,7 @@ def test_metadata_with_unsupported_settings_is_refused_naming_the_file(tmp_path,
     config = json.loads(metadata["config"])
     config["transformer"]["activation_fn"] = "geglu"
     path = rewritten(official_file, tmp_path / "m.safetensors", metadata={"config": json.dumps(config)})
-    with pytest.raises(
-        CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"
-    ):
+    with pytest.raises(CheckpointError, match=r"m\.safetensors': its metadata config cannot be used: .*activation_fn"):
         load_checkpoint(path)
 
 
@@ -337,9 +324,7 @@ def test_non_safetensors_file_suffix_is_refused(tmp_path, official_file):
 
 @pytest.mark.parametrize("dtype", ["int8", "fp64", "float8", torch.int32])
 def test_unknown_dtype_lists_the_allowed_names(official_file, dtype):
-    with pytest.raises(
-        SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"
-    ):
+    with pytest.raises(SettingsError, match=r"is not supported; allowed: fp32, float32, bf16, bfloat16, fp16"):
         load_checkpoint(official_file, dtype=dtype)
 
 
@@ -349,9 +334,7 @@ def test_cuda_asked_where_absent_is_refused_before_reading(official_file):
         load_checkpoint(official_file, device="cuda")
 
 
-@pytest.mark.parametrize(
-    ("device", "message"), [("mps", "is not supported"), ("tpu", "is not a device name")]
-)
+@pytest.mark.parametrize(("device", "message"), [("mps", "is not supported"), ("tpu", "is not a device name")])
 def test_unknown_device_is_refused(official_file, device, message):
     with pytest.raises(SettingsError, match=message):
         load_checkpoint(official_file, device=device)
@@ -359,9 +342,7 @@ def test_unknown_device_is_refused(official_file, device, message):
 
 def test_default_model_paths_say_what_to_pass_when_the_shipped_model_is_absent(tmp_path, monkeypatch):
     monkeypatch.setattr(preflight, "SHIPPED_ASSETS", tmp_path)
-    with pytest.raises(
-        CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"
-    ):
+    with pytest.raises(CheckpointError, match="no shipped model found .*; pass --checkpoint and --text-encoder"):
         preflight.default_model_paths()
 
 
@@ -402,8 +383,11 @@ def test_a_non_finite_weight_is_refused_at_load_naming_the_tensor(tmp_path, offi
 
 
 def test_every_non_finite_tensor_is_counted_and_the_first_named(tmp_path, official_file):
-    keys = [f"model.diffusion_model.transformer_blocks.{block}.{name}" for block in (0, 1)
-            for name in ("attn1.to_q.weight", "attn1.to_k.weight", "ff.net.2.weight", "scale_shift_table")]
+    keys = [
+        f"model.diffusion_model.transformer_blocks.{block}.{name}"
+        for block in (0, 1)
+        for name in ("attn1.to_q.weight", "attn1.to_k.weight", "ff.net.2.weight", "scale_shift_table")
+    ]
 
     def change(tensors):
         for key in keys:
@@ -418,12 +402,19 @@ def test_every_non_finite_tensor_is_counted_and_the_first_named(tmp_path, offici
 def test_a_finite_weight_beyond_fp16_says_to_load_in_bf16_or_fp32(tmp_path, official_file):
     key = "vae.decoder.conv_in.conv.weight"
     big = rewritten(official_file, tmp_path / "big.safetensors", with_value(key, 1e6))
-    with pytest.raises(CheckpointError, match="finite in the file but overflow float16; load the model in bf16 or fp32"):
+    with pytest.raises(
+        CheckpointError, match="finite in the file but overflow float16; load the model in bf16 or fp32"
+    ):
         load_vae(big, dtype="fp16")
     load_vae(big, dtype="bf16")  # bf16 has fp32's range
 
 
 def test_non_finite_names_looks_at_floating_tensors_only():
-    state = {"a": torch.tensor([1.0, float("nan")]), "b": torch.tensor([1, 2]), "c": torch.empty(0),
-             "d": torch.tensor([float("-inf")], dtype=torch.bfloat16), "e": torch.ones(3)}
+    state = {
+        "a": torch.tensor([1.0, float("nan")]),
+        "b": torch.tensor([1, 2]),
+        "c": torch.empty(0),
+        "d": torch.tensor([float("-inf")], dtype=torch.bfloat16),
+        "e": torch.ones(3),
+    }
     assert non_finite_names(state) == ["a", "d"]

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from ltx_core.checkpoint.loading import load_checkpoint
 from ltx_core.checkpoint import writing as cw
+from ltx_core.checkpoint.loading import load_checkpoint
 from ltx_core.errors import CheckpointError
 
 from .fixtures_checkpoints import header_of, random_models, release_configs
@@ -19,11 +19,7 @@ def test_save_single_file_round_trips_weights_configs_and_version(tmp_path):
     transformer, vae = random_models(release_configs("0.9.1"), seed=5)
     path = cw.save_single_file(tmp_path / "out.safetensors", transformer, vae, version="0.9.1")
     loaded = load_checkpoint(path)
-    assert (
-        loaded.version == "0.9.1"
-        and loaded.configs.vae == vae.cfg
-        and loaded.configs.transformer == transformer.cfg
-    )
+    assert loaded.version == "0.9.1" and loaded.configs.vae == vae.cfg and loaded.configs.transformer == transformer.cfg
     for name, tensor in vae.state_dict().items():
         assert torch.equal(loaded.vae.state_dict()[name], tensor), name
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from dataclasses import replace
 
 import av
 import pytest
@@ -50,8 +50,19 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
 
 def generate_fox(capsys, checkpoint, text_encoder, output) -> tuple[int, str]:
     """A small "a fox" run of the CLI on the given tiny models."""
-    return run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(checkpoint),
-                    "--text-encoder", str(text_encoder), "--output", str(output), *SMALL)
+    return run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(checkpoint),
+        "--text-encoder",
+        str(text_encoder),
+        "--output",
+        str(output),
+        *SMALL,
+    )
 
 
 def assert_one_line(stderr: str) -> None:
@@ -105,9 +116,7 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
         (("--decode-time-chunk", "8", "--sequence-parallel", "2"), "--decode-time-chunk does not combine with"),
     ],
 )
-def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(
-    capsys, tmp_path, monkeypatch, args, message
-):
+def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
     code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", "out.mp4", *args)
@@ -402,9 +411,29 @@ def generated_frames(capsys, monkeypatch, tmp_path, checkpoint, text_encoder, *f
     write = cli.write_mp4
     monkeypatch.setattr(cli, "write_mp4", lambda frames, *a, **k: (written.append(frames), write(frames, *a, **k)))
     output = tmp_path / f"o{len(list(tmp_path.iterdir()))}.mp4"
-    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--checkpoint", str(checkpoint),
-                         "--text-encoder", str(text_encoder), "--output", str(output), "--device", "cpu",
-                         "--width", "32", "--height", "32", "--frames", "25", "--steps", "2", *flags)  # fmt: skip
+    code, err = run_main(
+        capsys,
+        "generate",
+        "--prompt",
+        "a fox",
+        "--checkpoint",
+        str(checkpoint),
+        "--text-encoder",
+        str(text_encoder),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames",
+        "25",
+        "--steps",
+        "2",
+        *flags,
+    )
     assert code == 0, err
     return written[0]
 
@@ -447,8 +476,9 @@ def test_the_decode_is_time_chunked_by_default_except_across_ranks(
 
     requests = []
     real_generate = cli.generate
-    monkeypatch.setattr(cli, "generate", lambda models, request, **k: (requests.append(request),
-                                                                        real_generate(models, request, **k))[1])
+    monkeypatch.setattr(
+        cli, "generate", lambda models, request, **k: (requests.append(request), real_generate(models, request, **k))[1]
+    )
     generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder)
     generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, "--decode-time-chunk", "3")
     assert [r.decode_time_chunk for r in requests] == [DEFAULT_DECODE_TIME_CHUNK, 3]
@@ -462,8 +492,9 @@ def test_the_decode_is_time_chunked_by_default_except_across_ranks(
     assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 2), vae) is None
     assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1), vae) == DEFAULT_DECODE_TIME_CHUNK
     # group norm's statistics span every frame: such a decoder decodes whole layers by default
-    group_norm = CausalVideoVAE(replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32,
-                                        decoder_base_channels=32))
+    group_norm = CausalVideoVAE(
+        replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32)
+    )
     assert not group_norm.decoder.can_chunk_time
     assert cli.resolved_decode_time_chunk(None, ParallelLayout(1, 1), group_norm) is None
 

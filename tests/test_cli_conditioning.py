@@ -41,9 +41,20 @@ def test_a_condition_flag_parses_as_path_frame_and_strength(text, parsed):
     assert cli.parse_condition(text) == parsed
 
 
-def args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, *extra):  # noqa: F811
-    return ("generate", "--prompt", "a red fox jumps over the lazy dog", "--checkpoint", str(tiny_checkpoint),
-            "--text-encoder", str(tiny_t5_folder), "--output", str(tmp_path / "out.mp4"), *SMALL, *extra)  # fmt: skip
+def args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, *extra):
+    return (
+        "generate",
+        "--prompt",
+        "a red fox jumps over the lazy dog",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--text-encoder",
+        str(tiny_t5_folder),
+        "--output",
+        str(tmp_path / "out.mp4"),
+        *SMALL,
+        *extra,
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,7 +71,14 @@ def args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, *extra):  # noqa: F811
     ],
 )
 def test_bad_conditioning_flags_are_one_line_errors_before_loading_a_model(
-    capsys, monkeypatch, tiny_checkpoint, tiny_t5_folder, tmp_path, image, extra, message  # noqa: F811
+    capsys,
+    monkeypatch,
+    tiny_checkpoint,
+    tiny_t5_folder,
+    tmp_path,
+    image,
+    extra,
+    message,
 ):
     monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
     extra = [part.format(image=image) for part in extra]
@@ -74,18 +92,44 @@ def test_bad_conditioning_flags_are_one_line_errors_before_loading_a_model(
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_first_and_last_frame_with_stg_and_a_clip_writes_the_video(capsys, tiny_checkpoint, tiny_t5_folder, tmp_path,  # noqa: F811
-                                                                   image, clip):  # fmt: skip
-    code, stderr = run_main(capsys, *args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, "--frames", "17",
-                                              "--condition", f"{image}@0", "--condition", f"{image}@-1:0.8",
-                                              "--condition", f"{clip}@8", "--stg-scale", "1", "--stg-blocks", "0",
-                                              "--stg-mode", "attention_skip"))  # fmt: skip
+def test_first_and_last_frame_with_stg_and_a_clip_writes_the_video(
+    capsys,
+    tiny_checkpoint,
+    tiny_t5_folder,
+    tmp_path,
+    image,
+    clip,
+):
+    code, stderr = run_main(
+        capsys,
+        *args_for(
+            tiny_checkpoint,
+            tiny_t5_folder,
+            tmp_path,
+            "--frames",
+            "17",
+            "--condition",
+            f"{image}@0",
+            "--condition",
+            f"{image}@-1:0.8",
+            "--condition",
+            f"{clip}@8",
+            "--stg-scale",
+            "1",
+            "--stg-blocks",
+            "0",
+            "--stg-mode",
+            "attention_skip",
+        ),
+    )
     assert code == cli.EXIT_OK, stderr
     assert read_video_frames(tmp_path / "out.mp4").shape == (17, 32, 32, 3)
 
 
-def test_video_to_video_from_a_source_clip_writes_the_video(capsys, tiny_checkpoint, tiny_t5_folder, tmp_path, clip):  # noqa: F811
-    code, stderr = run_main(capsys, *args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, "--source-video", str(clip),
-                                              "--denoise-strength", "0.5"))  # fmt: skip
+def test_video_to_video_from_a_source_clip_writes_the_video(capsys, tiny_checkpoint, tiny_t5_folder, tmp_path, clip):
+    code, stderr = run_main(
+        capsys,
+        *args_for(tiny_checkpoint, tiny_t5_folder, tmp_path, "--source-video", str(clip), "--denoise-strength", "0.5"),
+    )
     assert code == cli.EXIT_OK, stderr
     assert read_video_frames(tmp_path / "out.mp4").shape == (9, 32, 32, 3)

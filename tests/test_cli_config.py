@@ -111,8 +111,20 @@ def test_the_configs_settings_are_the_defaults_and_flags_given_win(capsys, tmp_p
     config = write_config(model_folder, MULTI_SCALE)
     common = ["--config", str(config), *SIZE, "--overwrite", "--output", str(tmp_path / "o.mp4")]
     assert run_main(capsys, *common)[0] == 0
-    assert run_main(capsys, *common, "--decode-timestep", "0.1", "--stg-mode", "residual",
-                    "--stochastic-sampling", "--dtype", "fp32")[0] == 0  # fmt: skip
+    assert (
+        run_main(
+            capsys,
+            *common,
+            "--decode-timestep",
+            "0.1",
+            "--stg-mode",
+            "residual",
+            "--stochastic-sampling",
+            "--dtype",
+            "fp32",
+        )[0]
+        == 0
+    )
     (request, settings), (flagged, flagged_settings) = runs
     assert settings.first_pass.timesteps == (1.0, 0.9, 0.7) and settings.second_pass.tone_map_compression_ratio == 0.6
     assert (request.decode_timestep, request.decode_noise_scale, settings.stg_mode) == (0.05, 0.025, "attention_values")
@@ -136,14 +148,16 @@ def test_the_configs_precision_is_the_dtype_unless_one_is_given(model_folder):
     assert parsed("--checkpoint", "other.safetensors").checkpoint == Path("other.safetensors")
 
 
-def test_a_preset_finds_its_model_files_in_the_working_folder(capsys, tmp_path, model_folder, monkeypatch,
-                                                               tiny_t5_folder):  # fmt: skip
+def test_a_preset_finds_its_model_files_in_the_working_folder(
+    capsys, tmp_path, model_folder, monkeypatch, tiny_t5_folder
+):
     runs = captured_runs(monkeypatch)
     shutil.copy(model_folder / "tiny.safetensors", tmp_path / "ltxv-2b-0.9.8-distilled.safetensors")
     shutil.copy(model_folder / "upscaler.safetensors", tmp_path / "ltxv-spatial-upscaler-0.9.8.safetensors")
     monkeypatch.chdir(tmp_path)
-    code, err = run_main(capsys, "--preset", "ltxv-2b-0.9.8-distilled", "--text-encoder", str(tiny_t5_folder),
-                         *SIZE, "--output", "o.mp4")  # fmt: skip
+    code, err = run_main(
+        capsys, "--preset", "ltxv-2b-0.9.8-distilled", "--text-encoder", str(tiny_t5_folder), *SIZE, "--output", "o.mp4"
+    )
     assert code == 0, err
     ((request, settings),) = runs
     assert settings.first_pass.timesteps == (1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725)
@@ -162,8 +176,12 @@ def test_a_base_config_runs_the_single_pass_with_its_settings(capsys, tmp_path, 
     (request, settings), (flagged, _) = runs
     assert settings is None
     assert (request.steps, request.skip_final_steps, request.guidance_scale) == (4, 1, 2.5)
-    assert (request.stg_scale, request.stg_blocks, request.stg_rescale, request.stg_mode) == (1.0, (1,), 0.5,
-                                                                                              "attention_skip")
+    assert (request.stg_scale, request.stg_blocks, request.stg_rescale, request.stg_mode) == (
+        1.0,
+        (1,),
+        0.5,
+        "attention_skip",
+    )
     assert request.stochastic_sampling and request.decode_timestep == 0.04 and request.decode_noise_scale == 0.04
     assert (flagged.steps, flagged.skip_final_steps, flagged.guidance_scale, flagged.stg_scale) == (3, 1, 1.0, 1.0)
     assert not flagged.stochastic_sampling
@@ -189,46 +207,78 @@ def test_an_unknown_preset_is_one_line_from_the_command_line(capsys, tmp_path):
     assert_one_line(err)
 
 
-@pytest.mark.parametrize("change, flags, message", [
-    ({"spatial_upscaler_model_path": "missing.safetensors"}, [],
-     "spatial_upscaler_model_path '{folder}/missing.safetensors' of release config {config} does not exist; put the "
-     "file there or pass --upsampler"),
-    ({}, ["--upsampler", "{folder}/nope.safetensors"], "--upsampler '{folder}/nope.safetensors' does not exist"),
-    ({"spatial_upscaler_model_path": None}, [], "spatial_upscaler_model_path is missing; a multi-scale config needs"),
-    ({"checkpoint_path": "gone.safetensors"}, [],
-     "checkpoint_path '{folder}/gone.safetensors' of release config {config} does not exist; put the file there or "
-     "pass --checkpoint"),
-    ({"text_encoder_model_name_or_path": "PixArt-alpha/PixArt-XL-2-1024-MS"}, [],
-     "names the text encoder 'PixArt-alpha/PixArt-XL-2-1024-MS', which is no folder next to it; pass --text-encoder"),
-    ({}, ["--steps", "4", "--cfg", "2"], "--steps, --cfg cannot be applied to a multi-scale config, which sets them "
-                                         "per pass"),
-    ({}, ["--width", "32"], "width 32 times downscale_factor 0.6666666 is 21 pixels"),
-    ({"first_pass": {"skip_initial_inference_steps": 1, "num_inference_steps": 4, "stg_scale": 0}}, [],
-     "first_pass.skip_initial_inference_steps needs a latent to start from"),
-])  # fmt: skip
-def test_bad_multi_scale_runs_are_one_line_before_any_model_is_loaded(capsys, tmp_path, model_folder, no_loading,
-                                                                       change, flags, message):  # fmt: skip
+@pytest.mark.parametrize(
+    "change, flags, message",
+    [
+        (
+            {"spatial_upscaler_model_path": "missing.safetensors"},
+            [],
+            "spatial_upscaler_model_path '{folder}/missing.safetensors' of release config {config} does not exist; put the "
+            "file there or pass --upsampler",
+        ),
+        ({}, ["--upsampler", "{folder}/nope.safetensors"], "--upsampler '{folder}/nope.safetensors' does not exist"),
+        (
+            {"spatial_upscaler_model_path": None},
+            [],
+            "spatial_upscaler_model_path is missing; a multi-scale config needs",
+        ),
+        (
+            {"checkpoint_path": "gone.safetensors"},
+            [],
+            "checkpoint_path '{folder}/gone.safetensors' of release config {config} does not exist; put the file there or "
+            "pass --checkpoint",
+        ),
+        (
+            {"text_encoder_model_name_or_path": "PixArt-alpha/PixArt-XL-2-1024-MS"},
+            [],
+            "names the text encoder 'PixArt-alpha/PixArt-XL-2-1024-MS', which is no folder next to it; pass --text-encoder",
+        ),
+        (
+            {},
+            ["--steps", "4", "--cfg", "2"],
+            "--steps, --cfg cannot be applied to a multi-scale config, which sets them per pass",
+        ),
+        ({}, ["--width", "32"], "width 32 times downscale_factor 0.6666666 is 21 pixels"),
+        (
+            {"first_pass": {"skip_initial_inference_steps": 1, "num_inference_steps": 4, "stg_scale": 0}},
+            [],
+            "first_pass.skip_initial_inference_steps needs a latent to start from",
+        ),
+    ],
+)
+def test_bad_multi_scale_runs_are_one_line_before_any_model_is_loaded(
+    capsys, tmp_path, model_folder, no_loading, change, flags, message
+):
     fields = {key: value for key, value in {**MULTI_SCALE, **change}.items() if value is not None}
     config = write_config(model_folder, fields, "bad.yaml")
     fill = dict(folder=model_folder, config=config)
-    code, err = run_main(capsys, "--config", str(config), *SIZE, *[flag.format(**fill) for flag in flags],
-                         "--output", str(tmp_path / "o.mp4"))  # fmt: skip
+    code, err = run_main(
+        capsys,
+        "--config",
+        str(config),
+        *SIZE,
+        *[flag.format(**fill) for flag in flags],
+        "--output",
+        str(tmp_path / "o.mp4"),
+    )
     assert code == 2
     assert message.format(**fill) in err
     assert_one_line(err)
 
 
 def test_an_upsampler_without_a_multi_scale_config_is_refused(capsys, tmp_path, model_folder, no_loading):
-    code, err = run_main(capsys, "--upsampler", str(model_folder / "upscaler.safetensors"), "--output",
-                         str(tmp_path / "o.mp4"))  # fmt: skip
+    code, err = run_main(
+        capsys, "--upsampler", str(model_folder / "upscaler.safetensors"), "--output", str(tmp_path / "o.mp4")
+    )
     assert code == 2 and "--upsampler is read only with a multi-scale release config" in err
 
 
 def test_a_temporal_upscaler_is_refused_before_loading(capsys, tmp_path, model_folder, no_loading):
     temporal = write_upsampler_file(tmp_path / "temporal.safetensors", TINY_TEMPORAL_UPSAMPLER)
     config = write_config(model_folder, MULTI_SCALE)
-    code, err = run_main(capsys, "--config", str(config), *SIZE, "--upsampler", str(temporal), "--output",
-                         str(tmp_path / "o.mp4"))  # fmt: skip
+    code, err = run_main(
+        capsys, "--config", str(config), *SIZE, "--upsampler", str(temporal), "--output", str(tmp_path / "o.mp4")
+    )
     assert code == 2 and "is not a spatial upscaler" in err
     assert_one_line(err)
 
@@ -259,8 +309,9 @@ def test_timesteps_a_distilled_checkpoint_does_not_allow_are_refused_before_load
     assert code == 2 and "timestep 0.75 of second_pass is not one this checkpoint allows" in err
     assert "allowed_inference_steps: [1.0, 0.9, 0.7]" in err
     assert_one_line(err)
-    code, err = run_main(capsys, "--checkpoint", str(checkpoint), "--text-encoder", str(model_folder / "t5"),
-                         "--steps", "2", *common[2:])  # fmt: skip
+    code, err = run_main(
+        capsys, "--checkpoint", str(checkpoint), "--text-encoder", str(model_folder / "t5"), "--steps", "2", *common[2:]
+    )
     assert code == 2 and "of the run is not one this checkpoint allows" in err
 
 
@@ -278,6 +329,8 @@ def test_the_plans_size_advice_is_the_asked_size_whose_second_pass_fits():
     class Args:
         multi_scale = type("Settings", (), {"downscale_factor": 0.6666666})()
 
-    assert cli_plan._as_flags(Fit({"width": 960, "height": 640}, "960x640 (the largest size)"), Args()) == \
-        "--width 768 --height 512 (the largest size)"  # fmt: skip
+    assert (
+        cli_plan._as_flags(Fit({"width": 960, "height": 640}, "960x640 (the largest size)"), Args())
+        == "--width 768 --height 512 (the largest size)"
+    )
     assert cli_plan._as_flags(Fit({"guidance": False, "stg": False}, "guidance 1 (one pass)"), Args()) is None

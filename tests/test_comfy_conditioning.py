@@ -25,21 +25,27 @@ from .test_nodes import PACK_NAME, pack, tiny_models  # noqa: F401 (fixtures)
 # its own tokenizer (comfy/text_encoders/t5_tokenizer) gives.
 COMFY_TINY_T5 = dict(d_model=32, d_kv=8, d_ff=10240, num_layers=24, num_heads=4)
 LONG_PROMPT = "a red fox jumps over the lazy dog in the snow, " * 20  # past ComfyUI's 128 tokens
-SAMPLER = dict(seed=3, steps=2, cfg=3.0, frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05,
-               terminal=0.1)  # fmt: skip
+SAMPLER = dict(
+    seed=3, steps=2, cfg=3.0, frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05, terminal=0.1
+)
 CORE_LATENT = {"samples": torch.zeros(1, 128, 2, 1, 2)}  # as ComfyUI's EmptyLTXVLatentVideo gives
 
 
 @pytest.fixture(scope="module")
-def comfy_t5(pack):  # noqa: F811
+def comfy_t5(pack):
     """ComfyUI's own LTXV text encoder and tokenizer, as its CLIPLoader (type ltxv) makes
     them, on seeded tiny T5 weights (a transformers T5 encoder's state dict)."""
     import comfy.sd
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
-    config = T5Config(relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-                      use_cache=False, **COMFY_TINY_T5)  # fmt: skip
+    config = T5Config(
+        relative_attention_num_buckets=32,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+        **COMFY_TINY_T5,
+    )
     state = {k: v for k, v in T5EncoderModel(config).state_dict().items() if not k.startswith("encoder.embed_tokens")}
     options = {"t5xxl_model_config": COMFY_TINY_T5}
     return comfy.sd.load_text_encoder_state_dicts([state], clip_type=comfy.sd.CLIPType.LTXV, model_options=options)
@@ -60,7 +66,7 @@ def comfy_text_encode(comfy_t5):
 
 
 @pytest.fixture(scope="module")
-def comfy_ltxv(pack, tmp_path_factory):  # noqa: F811
+def comfy_ltxv(pack, tmp_path_factory):
     """ComfyUI's own LTXV model (model_base.LTXV) from a tiny official-layout checkpoint,
     as its CheckpointLoaderSimple loads it."""
     import comfy.sd
@@ -71,7 +77,7 @@ def comfy_ltxv(pack, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def pack_t5(pack, tiny_t5_folder):  # noqa: F811
+def pack_t5(pack, tiny_t5_folder):
     from ltx_core.models import text_encoder as core_text_encoder
 
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
@@ -79,11 +85,11 @@ def pack_t5(pack, tiny_t5_folder):  # noqa: F811
     return memory.LoadedT5(encoder, memory.patcher(encoder.model, "text_encoder", "cpu"))
 
 
-def pack_encode(pack, t5, text: str, max_tokens: int = 128) -> list:  # noqa: F811
+def pack_encode(pack, t5, text: str, max_tokens: int = 128) -> list:
     return pack.NODE_CLASS_MAPPINGS["LTXVCoreT5Encode"]().encode(t5, text, max_tokens)[0]
 
 
-def pack_sample(pack, transformer, positive: list, negative: list) -> torch.Tensor:  # noqa: F811
+def pack_sample(pack, transformer, positive: list, negative: list) -> torch.Tensor:
     sampler = pack.NODE_CLASS_MAPPINGS["LTXVCoreSampler"]()
     return sampler.sample(transformer, positive, negative, CORE_LATENT, **SAMPLER)[0]["samples"]
 
@@ -97,15 +103,16 @@ def comfy_sample(model, positive: list, negative: list) -> torch.Tensor:
     noise = comfy.sample.prepare_noise(latent, 3)
     sampler = comfy.samplers.sampler_object("euler")
     sigmas = torch.tensor([1.0, 0.6, 0.0])
-    return comfy.sample.sample_custom(model, noise, 3.0, sampler, sigmas, positive, negative, latent,
-                                      disable_pbar=True, seed=3)  # fmt: skip
+    return comfy.sample.sample_custom(
+        model, noise, 3.0, sampler, sigmas, positive, negative, latent, disable_pbar=True, seed=3
+    )
 
 
 def with_embeds(conditioning: list, embeds: torch.Tensor) -> list:
     return [[embeds, dict(conditioning[0][1])]]
 
 
-def pack_form(pack, embeds: torch.Tensor, real: torch.Tensor) -> list:  # noqa: F811
+def pack_form(pack, embeds: torch.Tensor, real: torch.Tensor) -> list:
     """`embeds` and their mask of real tokens as the pack's T5 Encode hands them on."""
     convert = sys.modules[f"{PACK_NAME}.nodes.convert"]
     text_encoder = sys.modules[f"{PACK_NAME}.ltx_core.models.text_encoder"]
@@ -115,7 +122,7 @@ def pack_form(pack, embeds: torch.Tensor, real: torch.Tensor) -> list:  # noqa: 
 # ---------------------------------------------------------------- one form
 
 
-def test_the_pack_t5_encode_gives_the_form_of_comfyuis_own_t5_encode(pack, comfy_text_encode, pack_t5):  # noqa: F811
+def test_the_pack_t5_encode_gives_the_form_of_comfyuis_own_t5_encode(pack, comfy_text_encode, pack_t5):
     """ComfyUI's: embeddings (1, 128, D) float32, {"pooled_output": None, "attention_mask":
     (1, 128) long}, 1 on the prompt's tokens and </s>. The pack's T5 Encode gives the same
     (with its own flag for an empty prompt on top)."""
@@ -139,7 +146,9 @@ def test_the_pack_t5_encode_gives_the_form_of_comfyuis_own_t5_encode(pack, comfy
 
 
 def test_comfyuis_t5_conditioning_samples_as_the_pack_own_of_the_same_embeddings(
-    pack, tiny_models, comfy_text_encode  # noqa: F811
+    pack,
+    tiny_models,
+    comfy_text_encode,
 ):
     """A positive prompt past 128 tokens keeps all its tokens in ComfyUI (here 300 and more)
     while the negative has 128: the sampler takes both, and gives the latent of the pack's
@@ -152,15 +161,23 @@ def test_comfyuis_t5_conditioning_samples_as_the_pack_own_of_the_same_embeddings
     for conditioning in (positive, negative):
         embeds, mask = conditioning[0][0], conditioning[0][1]["attention_mask"]
         missing = long - embeds.shape[1]
-        padded.append(pack_form(pack, torch.cat([embeds, torch.zeros(1, missing, embeds.shape[2])], dim=1),
-                                torch.cat([mask, torch.zeros(1, missing, dtype=mask.dtype)], dim=1)))  # fmt: skip
+        padded.append(
+            pack_form(
+                pack,
+                torch.cat([embeds, torch.zeros(1, missing, embeds.shape[2])], dim=1),
+                torch.cat([mask, torch.zeros(1, missing, dtype=mask.dtype)], dim=1),
+            )
+        )
     from_comfy = pack_sample(pack, transformer, positive, negative)
     assert torch.equal(from_comfy, pack_sample(pack, transformer, *padded))
     assert not torch.equal(from_comfy, pack_sample(pack, transformer, negative, negative)), "the prompt counts"
 
 
 def test_the_sampler_attends_to_the_prompt_tokens_comfyuis_own_ltxv_model_attends_to(
-    pack, tiny_models, comfy_text_encode, comfy_ltxv  # noqa: F811
+    pack,
+    tiny_models,
+    comfy_text_encode,
+    comfy_ltxv,
 ):
     """ComfyUI's LTXV model never attends to the padding of ComfyUI's T5 conditioning but
     attends to </s>; so does the pack's sampler. Without a mask (which ComfyUI's LTXV model
@@ -187,7 +204,7 @@ def test_the_sampler_attends_to_the_prompt_tokens_comfyuis_own_ltxv_model_attend
     assert not torch.equal(pack_run(unmasked_at_padding), pack_run(unmasked)), "no mask: every token is attended"
 
 
-def test_a_float_attention_mask_is_refused_with_a_message(pack, tiny_models):  # noqa: F811
+def test_a_float_attention_mask_is_refused_with_a_message(pack, tiny_models):
     """ComfyUI's LTXV model takes a float mask for an additive bias, not for 0/1 flags."""
     transformer, _ = tiny_models
     text = [[torch.zeros(1, 8, 32), {"attention_mask": torch.ones(1, 8)}]]
@@ -198,12 +215,14 @@ def test_a_float_attention_mask_is_refused_with_a_message(pack, tiny_models):  #
 # ---------------------------------------------------------------- the pack's encoder -> ComfyUI's sampler
 
 
-def test_the_pack_t5_conditioning_samples_in_comfyuis_own_ltxv_model(pack, pack_t5, comfy_ltxv):  # noqa: F811
+def test_the_pack_t5_conditioning_samples_in_comfyuis_own_ltxv_model(pack, pack_t5, comfy_ltxv):
     """ComfyUI's SamplerCustom on its own LTXV model takes the pack's T5 Encode output and
     samples as from ComfyUI's own form of the same embeddings and masks."""
     positive, negative = pack_encode(pack, pack_t5, "a red fox"), pack_encode(pack, pack_t5, "")
     sampled = comfy_sample(comfy_ltxv, positive, negative)
-    comfy_form = [[[c[0][0], {"pooled_output": None, "attention_mask": c[0][1]["attention_mask"].long()}]]
-                  for c in (positive, negative)]  # fmt: skip
+    comfy_form = [
+        [[c[0][0], {"pooled_output": None, "attention_mask": c[0][1]["attention_mask"].long()}]]
+        for c in (positive, negative)
+    ]
     assert sampled.shape == (1, 128, 2, 2, 2) and torch.isfinite(sampled).all()
     assert torch.equal(sampled, comfy_sample(comfy_ltxv, *comfy_form))

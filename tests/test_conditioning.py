@@ -5,21 +5,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ltx_core.errors import SettingsError
 from ltx_core.sampling.conditioning import (
     PREFIX_LATENT_FRAMES,
     ConditionedLatent,
     ConditioningItem,
     add_keyframe,
-    initial_keyframes,
     check_multiple,
     check_num_frames,
     condition_first_frame,
     condition_frames,
     empty_latent,
+    initial_keyframes,
     initial_latent,
     pixel_to_latent_frame,
 )
-from ltx_core.errors import SettingsError
 
 # The published VAE's geometry, without building a VAE.
 GEOMETRY = SimpleNamespace(temporal_compression=8, spatial_compression=32, latent_channels=128)

@@ -5,13 +5,13 @@ latents and text refused, and one timestep per video where every token shares it
 import pytest
 import torch
 
+from ltx_core.errors import SettingsError
+from ltx_core.models.text_encoder import TextEmbeddings, load_text_encoder
+from ltx_core.pipeline import Models, condition_on_items, encode_text, prepare_latent
 from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem, Keyframe
 from ltx_core.sampling.denoise import denoise, keyframe_coords, token_coords
 from ltx_core.sampling.guidance import Guidance
-from ltx_core.errors import SettingsError
-from ltx_core.pipeline import Models, condition_on_items, encode_text, prepare_latent
 from ltx_core.sampling.scheduler import flow_sigmas
-from ltx_core.models.text_encoder import TextEmbeddings, load_text_encoder
 
 # One timestep per video instead of per token: the same numbers through AdaLN-single,
 # whose GEMM on B rows instead of B * T may round differently (BLAS picks kernels by
@@ -39,8 +39,15 @@ def test_a_first_frame_at_strength_one_comes_out_of_denoising_unchanged(models, 
     image = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2))
     latent = prepare_latent(models.vae, 17, 32, 64, first_frame=image)
     assert (latent.noise_mask[:, :, 0] == 0).all() and (latent.noise_mask[:, :, 1:] == 1).all()
-    out = denoise(models.transformer, latent, *text, flow_sigmas(3, latent.num_tokens), 3.0, 25.0,
-                  torch.Generator().manual_seed(0))  # fmt: skip
+    out = denoise(
+        models.transformer,
+        latent,
+        *text,
+        flow_sigmas(3, latent.num_tokens),
+        3.0,
+        25.0,
+        torch.Generator().manual_seed(0),
+    )
     assert torch.equal(out.samples[:, :, 0], latent.samples[:, :, 0])
     assert not torch.equal(out.samples[:, :, 1:], latent.samples[:, :, 1:])
 
@@ -70,8 +77,18 @@ def test_denoise_takes_the_causal_fix_from_the_transformer_config_unless_told(mo
     """The tiny transformer is 0.9.5-like (causal_temporal_positioning=True)."""
     assert models.transformer.cfg.causal_temporal_positioning
     latent = ConditionedLatent(torch.zeros(1, 128, 2, 1, 2))
-    run = lambda fix: denoise(models.transformer, latent, *text, flow_sigmas(2, 4), 3.0, 25.0,  # noqa: E731
-                              torch.Generator().manual_seed(0), causal_fix=fix).samples  # fmt: skip
+    run = lambda fix: (
+        denoise(
+            models.transformer,
+            latent,
+            *text,
+            flow_sigmas(2, 4),
+            3.0,
+            25.0,
+            torch.Generator().manual_seed(0),
+            causal_fix=fix,
+        ).samples
+    )
     assert torch.equal(run(None), run(True)) and not torch.equal(run(None), run(False))
 
 
@@ -81,8 +98,16 @@ def test_denoise_gives_keyframe_tokens_to_the_transformer_and_drops_them_after(m
     handle = models.transformer.register_forward_pre_hook(lambda mod, args: tokens.append(tuple(args[4].shape)))
     seen = []
     try:
-        out = denoise(models.transformer, latent, *text, flow_sigmas(2, latent.num_tokens), 3.0, 25.0,
-                      torch.Generator().manual_seed(0), callback=lambda i, n, x, d: seen.append(tuple(x.shape)))  # fmt: skip
+        out = denoise(
+            models.transformer,
+            latent,
+            *text,
+            flow_sigmas(2, latent.num_tokens),
+            3.0,
+            25.0,
+            torch.Generator().manual_seed(0),
+            callback=lambda i, n, x, d: seen.append(tuple(x.shape)),
+        )
     finally:
         handle.remove()
     assert tokens == [(2, 3, 2 + 4)] * 2, "coords of 2 keyframe tokens before the video's 4, for (uncond, cond)"
@@ -166,8 +191,18 @@ def test_partial_strength_tokens_follow_lightricks_held_rule_unless_told(models,
     min(sigma, 0.5); "scaled" (ComfyUI's sigma * 0.5) stays selectable."""
     latent = partial_first_frame(models)
     sigmas = flow_sigmas(3, latent.num_tokens)
-    run = lambda **rule: denoise(models.transformer, latent, *text, sigmas, 3.0, 25.0,  # noqa: E731
-                                 torch.Generator().manual_seed(0), **rule).samples  # fmt: skip
+    run = lambda **rule: (
+        denoise(
+            models.transformer,
+            latent,
+            *text,
+            sigmas,
+            3.0,
+            25.0,
+            torch.Generator().manual_seed(0),
+            **rule,
+        ).samples
+    )
     assert torch.equal(run(), run(strength_rule="held"))
     assert not torch.equal(run(), run(strength_rule="scaled"))
 
@@ -175,8 +210,18 @@ def test_partial_strength_tokens_follow_lightricks_held_rule_unless_told(models,
 def test_stochastic_denoising_is_reproducible_and_differs_from_the_deterministic_run(models, text):
     latent = prepare_latent(models.vae, 9, 32, 64)
     sigmas = flow_sigmas(3, latent.num_tokens)
-    run = lambda stochastic, seed=0: denoise(models.transformer, latent, *text, sigmas, 3.0, 25.0,  # noqa: E731
-                                             torch.Generator().manual_seed(seed), stochastic=stochastic).samples
+    run = lambda stochastic, seed=0: (
+        denoise(
+            models.transformer,
+            latent,
+            *text,
+            sigmas,
+            3.0,
+            25.0,
+            torch.Generator().manual_seed(seed),
+            stochastic=stochastic,
+        ).samples
+    )
     assert torch.equal(run(True), run(True)) and not torch.equal(run(True), run(True, seed=1))
     assert (run(True) - run(False)).abs().max() > 1e-3
 
@@ -186,13 +231,20 @@ def test_each_step_batches_and_perturbs_as_its_guidance_interval_says(models, te
     on block 0 (three items), then STG alone on block 1 (two items)."""
     recorder = Recorder(models.transformer)
     latent = prepare_latent(models.vae, 9, 32, 64)
-    guidance = Guidance(cfg_scale=(1.0, 3.0, 1.0), stg_scale=(0.0, 1.0, 2.0), stg_blocks=((), (0,), (1,)),
-                        stg_rescale=(1.0, 0.7, 1.0), guidance_timesteps=(1.0, 0.9, 0.3),
-                        cfg_star_rescale=True)  # fmt: skip
+    guidance = Guidance(
+        cfg_scale=(1.0, 3.0, 1.0),
+        stg_scale=(0.0, 1.0, 2.0),
+        stg_blocks=((), (0,), (1,)),
+        stg_rescale=(1.0, 0.7, 1.0),
+        guidance_timesteps=(1.0, 0.9, 0.3),
+        cfg_star_rescale=True,
+    )
     sigmas = torch.tensor([1.0, 0.95, 0.92, 0.6, 0.0])  # intervals 0, 1, 1, 2 (the first bound at or below)
     perturbed_blocks = []
-    hooks = [block.attn1.register_forward_hook(lambda *a, i=i: perturbed_blocks.append(i))
-             for i, block in enumerate(models.transformer.transformer_blocks)]  # fmt: skip
+    hooks = [
+        block.attn1.register_forward_hook(lambda *a, i=i: perturbed_blocks.append(i))
+        for i, block in enumerate(models.transformer.transformer_blocks)
+    ]
     try:
         denoise(recorder, latent, *text, sigmas, guidance, 25.0, torch.Generator().manual_seed(0))
     finally:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ltx_core.checkpoint import diffusers_folder as df
 from ltx_core.checkpoint.loading import load_checkpoint
 from ltx_core.checkpoint.versions import STOCK_CONFIGS
-from ltx_core.checkpoint import diffusers_folder as df
 from ltx_core.errors import CheckpointError
 
 from .fixtures_checkpoints import random_models, release_configs, write_diffusers_folder
@@ -39,9 +39,7 @@ def test_diffusers_folder_reports_its_text_encoder_and_tokenizer(tmp_path, tiny_
 
 def test_folder_without_the_diffusers_sub_folders_names_the_missing_ones(tmp_path):
     (tmp_path / "model" / "vae").mkdir(parents=True)
-    with pytest.raises(
-        CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"
-    ):
+    with pytest.raises(CheckpointError, match=r"is not a diffusers LTX-Video folder: it lacks transformer/ \(expected"):
         load_checkpoint(tmp_path / "model")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="it lacks transformer/, vae/"):
@@ -53,9 +51,7 @@ def test_diffusers_folder_holding_only_pickles_is_refused(tmp_path):
         (tmp_path / part).mkdir()
         (tmp_path / part / "config.json").write_text("{}")
         (tmp_path / part / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04N.")
-    with pytest.raises(
-        CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"
-    ):
+    with pytest.raises(CheckpointError, match=r"only pickles \(diffusion_pytorch_model.bin\), which are refused"):
         load_checkpoint(tmp_path)
 
 
@@ -116,10 +112,12 @@ _TRANSFORMER_COMMON = dict(
     norm_elementwise_affine=False,
 )
 PUBLISHED_DIFFUSERS_TRANSFORMER = {
-    "0.9.5": dict(num_layers=28, num_attention_heads=32, attention_head_dim=64, cross_attention_dim=2048,
-                  **_TRANSFORMER_COMMON),
-    "0.9.7": dict(num_layers=48, num_attention_heads=32, attention_head_dim=128, cross_attention_dim=4096,
-                  **_TRANSFORMER_COMMON),
+    "0.9.5": dict(
+        num_layers=28, num_attention_heads=32, attention_head_dim=64, cross_attention_dim=2048, **_TRANSFORMER_COMMON
+    ),
+    "0.9.7": dict(
+        num_layers=48, num_attention_heads=32, attention_head_dim=128, cross_attention_dim=4096, **_TRANSFORMER_COMMON
+    ),
 }
 
 
@@ -134,23 +132,17 @@ def test_published_diffusers_vae_configs_translate_to_the_stock_configs(tmp_path
 @pytest.mark.parametrize("version", ["0.9.5", "0.9.7"])
 def test_published_diffusers_transformer_configs_translate_to_the_stock_configs(tmp_path, version):
     stock = STOCK_CONFIGS[version].transformer
-    translated = df.transformer_config_from_diffusers(
-        PUBLISHED_DIFFUSERS_TRANSFORMER[version], stock, tmp_path
-    )
+    translated = df.transformer_config_from_diffusers(PUBLISHED_DIFFUSERS_TRANSFORMER[version], stock, tmp_path)
     assert translated == stock
 
 
 def test_a_diffusers_transformer_with_another_activation_is_refused(tmp_path):
     config = {**PUBLISHED_DIFFUSERS_TRANSFORMER["0.9.5"], "activation_fn": "geglu"}
-    with pytest.raises(
-        CheckpointError, match="activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"
-    ):
+    with pytest.raises(CheckpointError, match="activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"):
         df.transformer_config_from_diffusers(config, STOCK_CONFIGS["0.9.5"].transformer, tmp_path)
 
 
 def test_a_diffusers_vae_config_of_another_layout_is_refused(tmp_path):
     config = {**PUBLISHED_DIFFUSERS_VAE["0.9.1"], "layers_per_block": (4, 3, 3)}
-    with pytest.raises(
-        CheckpointError, match=r"does not describe an LTX-Video 0.9.1 VAE: 3 layer counts for 5"
-    ):
+    with pytest.raises(CheckpointError, match=r"does not describe an LTX-Video 0.9.1 VAE: 3 layer counts for 5"):
         df.vae_config_from_diffusers(config, "0.9.1", tmp_path)

@@ -22,7 +22,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from ltx_core.errors import SettingsError
 from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.parallel.collectives import RankFailure
 from ltx_core.parallel.distributed import (
     ParallelLayout,
@@ -33,14 +37,10 @@ from ltx_core.parallel.distributed import (
     make_groups,
 )
 from ltx_core.parallel.split_decode import TimeSplitVAE, time_split
-from ltx_core.errors import SettingsError
+from ltx_core.pipeline import prepare_latent
 from ltx_core.sampling.denoise import denoise
 from ltx_core.sampling.guidance import Guidance
-from ltx_core.pipeline import prepare_latent
 from ltx_core.sampling.scheduler import flow_sigmas
-from ltx_core.models.text_encoder import TextEmbeddings
-from ltx_core.models.transformer import LTXVTransformer
-from ltx_core.models.vae import CausalVideoVAE
 
 ATOL = 1e-5  # fp32; the ranks sum in another order than one process
 # 4 heads of 4 channels (16 wide, as TINY_TRANSFORMER): 4-way sequence parallel needs 4 heads.
@@ -49,8 +49,21 @@ CAUSAL_VAE = replace(TINY_VAE, causal_decoder=True)  # two border frames in fron
 TOKENS = 9  # divisible by neither 2 nor 4: the sequence split pads
 LAYOUTS = {2: ((2, 1), (1, 2)), 4: ((4, 1), (2, 2))}  # (sequence, cfg)
 JOIN_TIMEOUT_S = 120
-CLI_ARGS = ["generate", "--prompt", "a fox", "--device", "cpu", "--width", "32", "--height", "64",
-            "--frames", "9", "--steps", "4"]
+CLI_ARGS = [
+    "generate",
+    "--prompt",
+    "a fox",
+    "--device",
+    "cpu",
+    "--width",
+    "32",
+    "--height",
+    "64",
+    "--frames",
+    "9",
+    "--steps",
+    "4",
+]
 
 
 # ---------------------------------------------------------------- what every process builds
@@ -81,8 +94,10 @@ def forward_inputs() -> tuple:
 def texts() -> tuple[TextEmbeddings, TextEmbeddings]:
     g = torch.Generator().manual_seed(4)
     mask = torch.ones(1, 6, dtype=torch.bool)
-    return (TextEmbeddings(torch.randn(1, 6, CONFIG.caption_channels, generator=g), mask),
-            TextEmbeddings(torch.randn(1, 6, CONFIG.caption_channels, generator=g), mask))
+    return (
+        TextEmbeddings(torch.randn(1, 6, CONFIG.caption_channels, generator=g), mask),
+        TextEmbeddings(torch.randn(1, 6, CONFIG.caption_channels, generator=g), mask),
+    )
 
 
 def run_denoise(transformer, vae, stg: bool = False) -> torch.Tensor:
@@ -93,8 +108,16 @@ def run_denoise(transformer, vae, stg: bool = False) -> torch.Tensor:
     text, negative = texts()
     sigmas = flow_sigmas(3, TOKENS)
     stg_settings = dict(stg_scale=1.0, stg_blocks=(1,)) if stg else {}
-    return denoise(transformer, latent, text, negative, sigmas, Guidance(3.0, **stg_settings), 25.0,
-                   torch.Generator().manual_seed(5)).samples
+    return denoise(
+        transformer,
+        latent,
+        text,
+        negative,
+        sigmas,
+        Guidance(3.0, **stg_settings),
+        25.0,
+        torch.Generator().manual_seed(5),
+    ).samples
 
 
 def run_decode(vae) -> torch.Tensor:
@@ -109,9 +132,13 @@ def run_decode(vae) -> torch.Tensor:
 def single_process_outputs() -> dict[str, torch.Tensor]:
     transformer, vae, causal_vae = tiny_models()
     with torch.no_grad():
-        return {"forward": transformer(*forward_inputs()), "denoise": run_denoise(transformer, vae),
-                "denoisestg": run_denoise(transformer, vae, stg=True),
-                "decode": run_decode(vae), "decode_causal": run_decode(causal_vae)}
+        return {
+            "forward": transformer(*forward_inputs()),
+            "denoise": run_denoise(transformer, vae),
+            "denoisestg": run_denoise(transformer, vae, stg=True),
+            "decode": run_decode(vae),
+            "decode_causal": run_decode(causal_vae),
+        }
 
 
 # ---------------------------------------------------------------- spawned ranks
@@ -148,8 +175,9 @@ def _cli_rank(rank: int, world: int, init_file: Path, out: Path, port: int, fail
     from ltx_core import cli
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     real_generate = cli.generate
 
     def generate(models, request, callback=None):
@@ -185,11 +213,17 @@ def _hanging_rank(rank: int, world: int, init_file: Path, out: Path, timeout_s: 
     import time
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     layout = ParallelLayout(sequence=2)
-    parallel = ParallelTransformer(tiny_models()[0], ParallelRun(layout, rank, torch.device("cpu"),
-                                                                 *make_groups(layout, timeout_s)))
+    parallel = ParallelTransformer(
+        tiny_models()[0], ParallelRun(layout, rank, torch.device("cpu"), *make_groups(layout, timeout_s))
+    )
     if rank == 1:
         time.sleep(hang_s)
         os._exit(0)
@@ -217,8 +251,10 @@ def spawn(target, world: int, tmp_path: Path, *args) -> list[int | None]:
     exit codes (None: still running at the timeout, then killed)."""
     context = mp.get_context("spawn")
     init_file = tmp_path / "init"
-    processes = [context.Process(target=_catching, args=(target, rank, world, init_file, tmp_path, *args))
-                 for rank in range(world)]
+    processes = [
+        context.Process(target=_catching, args=(target, rank, world, init_file, tmp_path, *args))
+        for rank in range(world)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -312,15 +348,21 @@ def test_a_rank_that_stops_answering_fails_the_others_at_the_collective_timeout(
 def test_a_sequence_split_that_does_not_divide_the_heads_names_the_sizes_that_do():
     layout = ParallelLayout(sequence=3)
     run = ParallelRun(layout, 0, torch.device("cpu"), sequence_group=object(), cfg_group=None)
-    with pytest.raises(SettingsError, match=r"sequence-parallel 3 does not divide the model's 4 attention heads; "
-                                            r"allowed sizes: 1, 2, 4"):
+    with pytest.raises(
+        SettingsError,
+        match=r"sequence-parallel 3 does not divide the model's 4 attention heads; "
+        r"allowed sizes: 1, 2, 4",
+    ):
         ParallelTransformer(LTXVTransformer(CONFIG), run)
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ((0, 1), "sequence-parallel size 0 must be a whole number of at least 1"),
-    ((1, -2), "cfg-parallel size -2 must be a whole number of at least 1"),
-])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((0, 1), "sequence-parallel size 0 must be a whole number of at least 1"),
+        ((1, -2), "cfg-parallel size -2 must be a whole number of at least 1"),
+    ],
+)
 def test_bad_parallel_sizes_are_refused(sizes, message):
     with pytest.raises(SettingsError, match=message):
         ParallelLayout(*sizes)
@@ -366,10 +408,17 @@ def test_rank_failure_is_a_runtime_error_not_a_bad_setting():
 def test_the_time_split_decode_stands_on_the_collectives_alone():
     """No import cycle: the decode split needs nothing of the sharded transformer, and the
     transformer side catches the collectives' own RankFailure."""
-    code = ("import sys; import ltx_core.parallel.split_decode; "
-            "assert 'ltx_core.parallel.distributed' not in sys.modules; "
-            "from ltx_core.parallel import collectives, distributed; "
-            "assert distributed.RankFailure is collectives.RankFailure")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    code = (
+        "import sys; import ltx_core.parallel.split_decode; "
+        "assert 'ltx_core.parallel.distributed' not in sys.modules; "
+        "from ltx_core.parallel import collectives, distributed; "
+        "assert distributed.RankFailure is collectives.RankFailure"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
     assert done.returncode == 0, done.stderr

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from ltx_core.models.configs import TINY_TRANSFORMER
-from ltx_core.speed.fp8 import FP8_DTYPE, FP8_MAX, KEEP_PRECISE, FP8Linear, convert_to_fp8, quantize_rows
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.speed.fp8 import FP8_DTYPE, FP8_MAX, KEEP_PRECISE, FP8Linear, convert_to_fp8, quantize_rows
 
 # e4m3 keeps 3 mantissa bits: a value rounds by at most 2**-4 of itself (half an ulp).
 E4M3_RELATIVE_STEP = 2.0**-4
@@ -24,7 +24,9 @@ def relative_error(ours, reference):
 
 
 def test_quantize_rows_scales_each_row_to_the_fp8_range_and_reconstructs_within_one_rounding_step():
-    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * torch.tensor([[1e-3], [1.0], [30.0], [1e3], [0.5]])
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0)) * torch.tensor(
+        [[1e-3], [1.0], [30.0], [1e3], [0.5]]
+    )
     values, scale = quantize_rows(x)
     assert values.dtype == FP8_DTYPE and scale.shape == (5, 1)
     assert torch.allclose(values.float().abs().amax(dim=1), torch.full((5,), FP8_MAX))
@@ -181,9 +183,9 @@ def test_the_epilogue_bias_on_cuda_gives_the_separately_added_bias():
 def test_a_cpu_torch_without_row_wise_scaled_mm_is_refused_with_the_reason(monkeypatch):
     """torch 2.11's CPU `_scaled_mm` takes only per-tensor scales: FP8 is refused up front,
     not left to fail inside the first forward."""
+    from ltx_core.errors import SettingsError
     from ltx_core.speed import fp8
     from ltx_core.speed.optimize import Speed, optimize_transformer
-    from ltx_core.errors import SettingsError
 
     assert fp8.fp8_supported("cpu")  # this torch (2.14) takes them
     monkeypatch.setattr(fp8, "_cpu_takes_row_wise_scales", lambda: False)

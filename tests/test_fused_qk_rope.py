@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltx_core.speed import fused_qk_rope
-from ltx_core.speed.optimize import compile_regions
-from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.errors import SettingsError
+from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.models.rope import rope_cos_sin, rope_pair_cos_sin
 from ltx_core.models.transformer import LTXVTransformer, SelfAttentionKernels
+from ltx_core.speed import fused_qk_rope
+from ltx_core.speed.optimize import compile_regions
 from tests.test_fp8 import tiny_inputs
 
 triton = pytest.importorskip("triton", reason="Triton ships with CUDA builds of torch; the kernel needs it")
@@ -43,8 +43,7 @@ def interpreted(call: str) -> None:
     must be chosen before Triton is imported; its assertion, if any, fails this test."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     code = f"import tests.test_fused_qk_rope as checks; checks.{call}"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -61,15 +60,22 @@ def test_pair_tables_are_the_channel_tables_at_even_channels_with_padding_pairs_
         assert not (sin[..., padding:] == 0).all()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda q, k, qw, kw, c, s: (q, k[:, :-1], qw, kw, c, s), r"q \(2, 7, 90\) .* and k \(2, 6, 90\)"),
-    (lambda q, k, qw, kw, c, s: (q, k.double(), qw, kw, c, s),
-     r"allowed: the same \(batch, tokens, even width\) and dtype"),
-    (lambda q, k, qw, kw, c, s: (q, k, qw[:-2], kw, c, s), r"norm weights \(88,\), \(90,\); allowed: \(90,\)"),
-    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c.repeat(1, 1, 2), s),
-     r"cos table \(2, 7, 90\); allowed: \(2 or 1, 7, 45\)"),
-    (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c, s[:, :3]), r"sin table \(2, 3, 45\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda q, k, qw, kw, c, s: (q, k[:, :-1], qw, kw, c, s), r"q \(2, 7, 90\) .* and k \(2, 6, 90\)"),
+        (
+            lambda q, k, qw, kw, c, s: (q, k.double(), qw, kw, c, s),
+            r"allowed: the same \(batch, tokens, even width\) and dtype",
+        ),
+        (lambda q, k, qw, kw, c, s: (q, k, qw[:-2], kw, c, s), r"norm weights \(88,\), \(90,\); allowed: \(90,\)"),
+        (
+            lambda q, k, qw, kw, c, s: (q, k, qw, kw, c.repeat(1, 1, 2), s),
+            r"cos table \(2, 7, 90\); allowed: \(2 or 1, 7, 45\)",
+        ),
+        (lambda q, k, qw, kw, c, s: (q, k, qw, kw, c, s[:, :3]), r"sin table \(2, 3, 45\)"),
+    ],
+)
 def test_inputs_of_the_wrong_shape_are_refused_before_the_kernel_reads_them(change, message):
     with pytest.raises(SettingsError, match=message):
         fused_qk_rope.qk_norm_rope(*change(*qk_inputs()), 1e-5)
@@ -218,8 +224,8 @@ def test_optimize_transformer_turns_the_kernel_on_at_the_2b_width_on_cuda():
     to the unfused one within bf16 rounding."""
     from dataclasses import replace
 
-    from ltx_core.speed.optimize import Speed, optimize_transformer
     from ltx_core.models.configs import LTXV_2B
+    from ltx_core.speed.optimize import Speed, optimize_transformer
 
     cfg = replace(LTXV_2B, num_layers=2, caption_channels=64)
     torch.manual_seed(0)

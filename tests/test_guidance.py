@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from ltx_core.errors import SettingsError
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.models.text_encoder import TextEmbeddings
+from ltx_core.pipeline import Request, prepare_latent
 from ltx_core.sampling.denoise import denoise
 from ltx_core.sampling.guidance import STG_MODES, Guidance, GuidanceStep, combine, guided_velocity, perturbed_forward
-from ltx_core.pipeline import Request, prepare_latent
-from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.sampling.scheduler import flow_sigmas
-from ltx_core.models.text_encoder import TextEmbeddings
 
 ATOL = 1e-5  # the same fp32 operations in the same order, up to batching
 FRAMES, HEIGHT, WIDTH = 2, 1, 2
@@ -91,10 +91,12 @@ def test_the_perturbed_item_equals_a_forward_with_that_block_perturbed_by_hand(
 def test_the_strategies_that_change_the_prediction_perturb_differently(tiny_transformer, inputs):
     latent, timestep, text, mask, coords = inputs
     perturbed = torch.tensor([True, True])
-    outs = [perturbed_forward(tiny_transformer, (0,), mode)(latent, timestep, text, mask, coords, perturbed)
-            for mode in ("attention_values", "attention_skip", "transformer_block")]  # fmt: skip
+    outs = [
+        perturbed_forward(tiny_transformer, (0,), mode)(latent, timestep, text, mask, coords, perturbed)
+        for mode in ("attention_values", "attention_skip", "transformer_block")
+    ]
     for i, first in enumerate(outs):
-        for second in outs[i + 1:]:
+        for second in outs[i + 1 :]:
             assert (first - second).abs().max() > 1e-3
 
 
@@ -120,8 +122,14 @@ def test_guidance_mixes_the_three_predictions_as_lightricks_pipeline(guidance, r
     predictions = {name: torch.randn(TOKENS, 8, generator=g) for name in ("uncond", "cond", "perturbed")}
     calls = []
     text, negative = torch.ones(1, 3, 2), -torch.ones(1, 3, 2)
-    velocity = guided_velocity(fake_model(predictions, calls), text, torch.ones(1, 3), negative, torch.ones(1, 3),
-                               Guidance(guidance, stg_scale=2.0, stg_blocks=(0,), stg_rescale=rescale))  # fmt: skip
+    velocity = guided_velocity(
+        fake_model(predictions, calls),
+        text,
+        torch.ones(1, 3),
+        negative,
+        torch.ones(1, 3),
+        Guidance(guidance, stg_scale=2.0, stg_blocks=(0,), stg_rescale=rescale),
+    )
     out = velocity(torch.zeros(1, TOKENS, 8), torch.ones(1, TOKENS), 1.0)
     u, c, p = predictions["uncond"], predictions["cond"], predictions["perturbed"]
     expected = (u + guidance * (c - u) if guidance != 1.0 else c) + 2.0 * (c - p)
@@ -141,8 +149,16 @@ def run(tiny_transformer, tiny_vae):
     sigmas = flow_sigmas(2, latent.num_tokens)
 
     def denoised(**stg):
-        return denoise(tiny_transformer, latent, prompt, negative, sigmas, Guidance(3.0, **stg), 25.0,
-                       torch.Generator().manual_seed(0)).samples  # fmt: skip
+        return denoise(
+            tiny_transformer,
+            latent,
+            prompt,
+            negative,
+            sigmas,
+            Guidance(3.0, **stg),
+            25.0,
+            torch.Generator().manual_seed(0),
+        ).samples
 
     return denoised
 
@@ -163,8 +179,11 @@ def test_stg_changes_the_result(run, mode):
     [
         ({"stg_scale": 1.0}, r"stg_scale 1.0 needs stg_blocks"),
         ({"stg_scale": -1.0, "stg_blocks": (0,)}, r"stg_scale -1.0 is not allowed; allowed: a finite number >= 0"),
-        ({"stg_scale": 1.0, "stg_blocks": (0,), "stg_mode": "stg_r"}, r"stg_mode 'stg_r' is not known; allowed: "
-         "attention_values, attention_skip, residual, transformer_block"),
+        (
+            {"stg_scale": 1.0, "stg_blocks": (0,), "stg_mode": "stg_r"},
+            r"stg_mode 'stg_r' is not known; allowed: "
+            "attention_values, attention_skip, residual, transformer_block",
+        ),
         ({"stg_scale": 1.0, "stg_blocks": (-1,)}, r"stg_blocks \(-1,\) must be block indices"),
         ({"stg_rescale": float("nan")}, r"stg_rescale nan is not allowed"),
     ],
@@ -219,9 +238,13 @@ def test_a_step_gets_the_interval_lightricks_pipeline_maps_its_sigma_to(sigma, i
     guidance = Guidance(**DEV_FIRST_PASS)
     assert guidance.interval_of(sigma) == interval
     step = guidance.at(sigma)
-    expected = GuidanceStep(DEV_FIRST_PASS["cfg_scale"][interval], DEV_FIRST_PASS["stg_scale"][interval],
-                            DEV_FIRST_PASS["stg_blocks"][interval], DEV_FIRST_PASS["stg_rescale"][interval],
-                            cfg_star_rescale=True)  # fmt: skip
+    expected = GuidanceStep(
+        DEV_FIRST_PASS["cfg_scale"][interval],
+        DEV_FIRST_PASS["stg_scale"][interval],
+        DEV_FIRST_PASS["stg_blocks"][interval],
+        DEV_FIRST_PASS["stg_rescale"][interval],
+        cfg_star_rescale=True,
+    )
     assert step == expected
 
 
@@ -238,8 +261,13 @@ def test_single_values_hold_for_every_step_and_a_flat_block_list_for_every_inter
 
 
 def test_lists_are_kept_as_tuples_so_the_guidance_stays_hashable_and_frozen():
-    guidance = Guidance(**{**DEV_FIRST_PASS, "cfg_scale": [1, 1, 6, 8, 6, 1, 1],
-                           "stg_blocks": [[], [11, 25, 35, 39], [22, 35, 39], [28], [28], [28], [28]]})  # fmt: skip
+    guidance = Guidance(
+        **{
+            **DEV_FIRST_PASS,
+            "cfg_scale": [1, 1, 6, 8, 6, 1, 1],
+            "stg_blocks": [[], [11, 25, 35, 39], [22, 35, 39], [28], [28], [28], [28]],
+        }
+    )
     assert guidance == Guidance(**DEV_FIRST_PASS) and hash(guidance) == hash(Guidance(**DEV_FIRST_PASS))
 
 
@@ -295,12 +323,18 @@ def test_cfg_star_then_stg_and_rescale_as_lightricks_pipeline():
     ("change", "message"),
     [
         ({"cfg_scale": (1.0, 3.0)}, r"cfg_scale \[1.0, 3.0\] gives one value per interval; it needs guidance_time"),
-        ({"cfg_scale": (1.0, 3.0), "guidance_timesteps": (1.0, 0.5, 0.2)},
-         "cfg_scale has 2 values for 3 guidance_timesteps; allowed: one value per interval"),
-        ({"stg_scale": (0.0, -1.0), "stg_blocks": (1,), "guidance_timesteps": (1.0, 0.5)},
-         r"stg_scale\[1\] -1.0 is not allowed; allowed: a finite number >= 0"),
-        ({"stg_scale": (0.0, 1.0), "stg_blocks": ((1,), ()), "guidance_timesteps": (1.0, 0.5)},
-         "stg_scale 1.0 needs stg_blocks"),
+        (
+            {"cfg_scale": (1.0, 3.0), "guidance_timesteps": (1.0, 0.5, 0.2)},
+            "cfg_scale has 2 values for 3 guidance_timesteps; allowed: one value per interval",
+        ),
+        (
+            {"stg_scale": (0.0, -1.0), "stg_blocks": (1,), "guidance_timesteps": (1.0, 0.5)},
+            r"stg_scale\[1\] -1.0 is not allowed; allowed: a finite number >= 0",
+        ),
+        (
+            {"stg_scale": (0.0, 1.0), "stg_blocks": ((1,), ()), "guidance_timesteps": (1.0, 0.5)},
+            "stg_scale 1.0 needs stg_blocks",
+        ),
         ({"stg_blocks": ((1,), (-2,)), "guidance_timesteps": (1.0, 0.5)}, r"stg_blocks\[1\] \[?\(?-2"),
         ({"stg_blocks": ((1,), (2,))}, "it needs guidance_timesteps"),
         ({"guidance_timesteps": (0.5, 0.9)}, "guidance_timesteps .* must be strictly decreasing"),

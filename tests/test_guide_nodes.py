@@ -5,21 +5,25 @@ video-extension graphs lose their keyframes or refuse good input."""
 from __future__ import annotations
 
 import importlib
-import sys
 
 import pytest
 import torch
 
 from .test_nodes import PACK_NAME, pack, tiny_models  # noqa: F401 (fixtures)
 
-TEXT = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)),
-         {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
-SAMPLER = dict(seed=3, steps=2, cfg=3.0, frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05,
-               terminal=0.1)  # fmt: skip
+TEXT = [
+    [
+        torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)),
+        {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
+    ]
+]
+SAMPLER = dict(
+    seed=3, steps=2, cfg=3.0, frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05, terminal=0.1
+)
 
 
 @pytest.fixture(scope="module")
-def guide(pack):  # noqa: F811
+def guide(pack):
     return importlib.import_module(f"{PACK_NAME}.nodes.guide")
 
 
@@ -27,9 +31,10 @@ KEYFRAMES_KEY = "ltxv_core_keyframes"  # the pack's key in the LATENT dict (node
 
 
 @pytest.fixture
-def empty(pack):  # noqa: F811
-    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(width=64, height=32, frames=17,
-                                                                               batch_size=1)  # fmt: skip
+def empty(pack):
+    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(
+        width=64, height=32, frames=17, batch_size=1
+    )
     return latent
 
 
@@ -54,7 +59,7 @@ def test_a_clip_at_minus_1_ends_on_the_last_frame(guide, tiny_models, empty):
     assert prefix.frame_index == 8 and prefix.samples.shape[2] == 2
 
 
-def test_the_guided_sampler_uses_the_keyframes_and_returns_the_video_latent_only(pack, guide, tiny_models, empty):  # noqa: F811
+def test_the_guided_sampler_uses_the_keyframes_and_returns_the_video_latent_only(pack, guide, tiny_models, empty):
     transformer, vae = tiny_models
     (guided,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1), 8, 1.0)
     sampler = guide.LTXVCoreGuidedSampler()
@@ -69,7 +74,9 @@ def test_the_guided_sampler_uses_the_keyframes_and_returns_the_video_latent_only
     assert (perturbed["samples"] - plain["samples"]).abs().max() > 1e-4
 
 
-def test_the_plain_sampler_uses_the_keyframes_a_latent_carries_as_the_guided_one_at_stg_0(pack, guide, tiny_models, empty):  # noqa: F811
+def test_the_plain_sampler_uses_the_keyframes_a_latent_carries_as_the_guided_one_at_stg_0(
+    pack, guide, tiny_models, empty
+):
     transformer, vae = tiny_models
     (guided,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1), -1, 1.0)
     plain = pack.NODE_CLASS_MAPPINGS["LTXVCoreSampler"]()
@@ -82,7 +89,7 @@ def test_the_plain_sampler_uses_the_keyframes_a_latent_carries_as_the_guided_one
     assert KEYFRAMES_KEY not in with_keyframe
 
 
-def test_conditioning_the_first_frame_after_a_guide_keeps_its_keyframes(pack, guide, tiny_models, empty):  # noqa: F811
+def test_conditioning_the_first_frame_after_a_guide_keeps_its_keyframes(pack, guide, tiny_models, empty):
     _, vae = tiny_models
     (guided,) = guide.LTXVCoreAddGuide().add(vae, empty, images(1), -1, 0.8)
     frame = {"samples": torch.randn(1, 128, 1, 1, 2, generator=torch.Generator().manual_seed(4))}
@@ -108,7 +115,12 @@ def test_frames_of_another_size_are_fitted_to_the_video(guide, tiny_models, empt
         (9, 4, 1.0, r"conditioning clip at frame 4 does not start a latent frame"),
         (1, 8, 1.5, r"conditioning strength 1.5 is outside \[0, 1\]"),
         (0, 0, 1.0, r"conditioning item \(0, 32, 64, 3\) is not an image or a clip"),
-        (1, -18, 1.0, r"frame_index -18 puts the 1 conditioning frame\(s\) before the first frame of the 17-frame video; .* down to -17"),
+        (
+            1,
+            -18,
+            1.0,
+            r"frame_index -18 puts the 1 conditioning frame\(s\) before the first frame of the 17-frame video; .* down to -17",
+        ),
         (9, -10, 1.0, r"frame_index -10 puts the 9 conditioning frame\(s\) before .* down to -9"),
     ],
 )

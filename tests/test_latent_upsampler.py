@@ -31,8 +31,12 @@ from .fixtures_checkpoints import write_official_single_file
 
 TINY_BOTH = replace(TINY_SPATIAL_UPSAMPLER, temporal_upsample=True)
 TINY_PER_FRAME = replace(TINY_SPATIAL_UPSAMPLER, dims=2)
-TINY = {"spatial": TINY_SPATIAL_UPSAMPLER, "temporal": TINY_TEMPORAL_UPSAMPLER, "both": TINY_BOTH,
-        "per-frame": TINY_PER_FRAME}
+TINY = {
+    "spatial": TINY_SPATIAL_UPSAMPLER,
+    "temporal": TINY_TEMPORAL_UPSAMPLER,
+    "both": TINY_BOTH,
+    "per-frame": TINY_PER_FRAME,
+}
 # Equal weights give equal outputs up to CPU kernel choice (see test_checkpoint.ATOL).
 ATOL = 1e-5
 
@@ -47,8 +51,9 @@ def random_upsampler(cfg: LatentUpsamplerConfig, seed: int = 0) -> LatentUpsampl
     return model
 
 
-def write_upsampler_file(path: Path, cfg: LatentUpsamplerConfig, seed: int = 0, metadata: bool = True,
-                         change=None) -> Path:
+def write_upsampler_file(
+    path: Path, cfg: LatentUpsamplerConfig, seed: int = 0, metadata: bool = True, change=None
+) -> Path:
     """An official-layout upsampler file; `change(tensors)` edits the tensors first."""
     tensors = {k: v.contiguous() for k, v in random_upsampler(cfg, seed).state_dict().items()}
     if change:
@@ -102,7 +107,8 @@ def test_upsampled_sizes():
 
 
 @pytest.mark.parametrize(
-    "cfg", [LTXV_SPATIAL_UPSCALER_0_9_7, LTXV_SPATIAL_UPSCALER_0_9_8, LTXV_TEMPORAL_UPSCALER_0_9_7])
+    "cfg", [LTXV_SPATIAL_UPSCALER_0_9_7, LTXV_SPATIAL_UPSCALER_0_9_8, LTXV_TEMPORAL_UPSCALER_0_9_7]
+)
 def test_published_configs_build_with_the_official_tensor_names(cfg):
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in LatentUpsampler(cfg).state_dict().items()}
@@ -120,23 +126,29 @@ def test_config_metadata_round_trip_and_diffusers_class_name():
     assert LatentUpsamplerConfig.from_metadata(diffusers) == TINY_SPATIAL_UPSAMPLER
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"mid_channels": 48}, "mid_channels 48 is not a multiple of 32"),
-    ({"spatial_upsample": False}, "neither spatial_upsample nor temporal_upsample"),
-    ({"temporal_upsample": True, "dims": 2}, "temporal_upsample needs dims 3"),
-    ({"dims": 1}, "dims 1 is not allowed"),
-    ({"num_blocks_per_stage": 0}, "num_blocks_per_stage is 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"mid_channels": 48}, "mid_channels 48 is not a multiple of 32"),
+        ({"spatial_upsample": False}, "neither spatial_upsample nor temporal_upsample"),
+        ({"temporal_upsample": True, "dims": 2}, "temporal_upsample needs dims 3"),
+        ({"dims": 1}, "dims 1 is not allowed"),
+        ({"num_blocks_per_stage": 0}, "num_blocks_per_stage is 0"),
+    ],
+)
 def test_bad_configs_are_refused(change, message):
     with pytest.raises(SettingsError, match=message):
         replace(TINY_SPATIAL_UPSAMPLER, **change)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c.pop("dims"), "lacks dims"),
-    (lambda c: c.update(_class_name="CausalVideoAutoencoder"), "_class_name 'CausalVideoAutoencoder'"),
-    (lambda c: c.update(spatial_scale=1.5, rational_resampler=True), "LTX-2 upsampler"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.pop("dims"), "lacks dims"),
+        (lambda c: c.update(_class_name="CausalVideoAutoencoder"), "_class_name 'CausalVideoAutoencoder'"),
+        (lambda c: c.update(spatial_scale=1.5, rational_resampler=True), "LTX-2 upsampler"),
+    ],
+)
 def test_bad_config_metadata_is_refused(edit, message):
     config = TINY_SPATIAL_UPSAMPLER.to_metadata()
     edit(config)
@@ -191,12 +203,20 @@ def _drop(name):
     return lambda tensors: tensors.pop(name)
 
 
-@pytest.mark.parametrize("change, message", [
-    (_drop("final_conv.bias"), r"lacks 1 of the \d+ latent upsampler tensors .* final_conv.bias"),
-    (lambda t: t.update(extra=torch.zeros(1)), r"has 1 latent upsampler tensors its config does not use, e.g. extra"),
-    (lambda t: t.update({"final_conv.bias": torch.zeros(64)}),
-     r"latent upsampler tensor 'final_conv.bias' in .* has shape \[64\], but the config asks for \[128\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_drop("final_conv.bias"), r"lacks 1 of the \d+ latent upsampler tensors .* final_conv.bias"),
+        (
+            lambda t: t.update(extra=torch.zeros(1)),
+            r"has 1 latent upsampler tensors its config does not use, e.g. extra",
+        ),
+        (
+            lambda t: t.update({"final_conv.bias": torch.zeros(64)}),
+            r"latent upsampler tensor 'final_conv.bias' in .* has shape \[64\], but the config asks for \[128\]",
+        ),
+    ],
+)
 def test_strict_load_names_the_file_and_the_key(tmp_path, change, message):
     path = write_upsampler_file(tmp_path / "up.safetensors", TINY_SPATIAL_UPSAMPLER, change=change)
     with pytest.raises(CheckpointError, match=message):
@@ -212,21 +232,28 @@ def test_config_metadata_that_does_not_match_the_tensors_is_refused(tmp_path):
         load_latent_upsampler(path)
 
 
-@pytest.mark.parametrize("value, what", [(float("nan"), "1 NaN and 0 infinite"),
-                                         (float("inf"), "0 NaN and 1 infinite")])
+@pytest.mark.parametrize(
+    "value, what", [(float("nan"), "1 NaN and 0 infinite"), (float("inf"), "0 NaN and 1 infinite")]
+)
 def test_non_finite_weights_are_refused(tmp_path, value, what):
     def poison(tensors):
         tensors["res_blocks.0.conv1.weight"][0, 0, 0, 0, 0] = value
+
     path = write_upsampler_file(tmp_path / "up.safetensors", TINY_SPATIAL_UPSAMPLER, change=poison)
-    with pytest.raises(CheckpointError, match=f"1 latent upsampler tensor.* hold NaN or infinite values: "
-                                              f"res_blocks.0.conv1.weight \\({what}"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"1 latent upsampler tensor.* hold NaN or infinite values: res_blocks.0.conv1.weight \\({what}",
+    ):
         load_latent_upsampler(path)
 
 
 def test_full_checkpoint_is_refused_as_an_upsampler_and_the_reverse(tmp_path):
     checkpoint = write_official_single_file(tmp_path / "ltxv.safetensors", "0.9.5")
-    with pytest.raises(CheckpointError, match="is an LTX-Video model checkpoint .*not a latent upsampler; load it as "
-                                              "the checkpoint, and pass here an ltxv-spatial-upscaler"):
+    with pytest.raises(
+        CheckpointError,
+        match="is an LTX-Video model checkpoint .*not a latent upsampler; load it as "
+        "the checkpoint, and pass here an ltxv-spatial-upscaler",
+    ):
         load_latent_upsampler(checkpoint)
     upsampler = write_upsampler_file(tmp_path / "ltxv-spatial-upscaler.safetensors", TINY_SPATIAL_UPSAMPLER)
     with pytest.raises(CheckpointError, match="looks like an LTX-Video latent upsampler .*load_latent_upsampler"):
@@ -253,8 +280,9 @@ def test_a_header_length_with_the_pickle_protocol_byte_is_no_pickle(tmp_path):
     tensors = random_upsampler(TINY_SPATIAL_UPSAMPLER).state_dict()
     path = tmp_path / "up.safetensors"
     for pad in range(256):
-        save_file(tensors, str(path), metadata={"config": json.dumps(TINY_SPATIAL_UPSAMPLER.to_metadata()),
-                                                "pad": "x" * pad})
+        save_file(
+            tensors, str(path), metadata={"config": json.dumps(TINY_SPATIAL_UPSAMPLER.to_metadata()), "pad": "x" * pad}
+        )
         if path.read_bytes()[:1] == b"\x80":
             break
     assert path.read_bytes()[:1] == b"\x80"
@@ -321,12 +349,15 @@ def test_tone_map():
     assert abs(float(tone_map(torch.tensor(0.1), 1.0)) - 0.1) < 0.004
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: tone_map(latent(), 1.5), "tone-map compression 1.5 is not allowed; allowed: a number from 0 to 1"),
-    (lambda: tone_map(latent(), -0.1), "tone-map compression -0.1 is not allowed"),
-    (lambda: adain_filter(latent(), latent(), float("nan")), "AdaIN factor nan is not allowed"),
-    (lambda: adain_filter(latent(), latent()[:, :64], 1.0), r"does not match the latent's \(1, 128\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: tone_map(latent(), 1.5), "tone-map compression 1.5 is not allowed; allowed: a number from 0 to 1"),
+        (lambda: tone_map(latent(), -0.1), "tone-map compression -0.1 is not allowed"),
+        (lambda: adain_filter(latent(), latent(), float("nan")), "AdaIN factor nan is not allowed"),
+        (lambda: adain_filter(latent(), latent()[:, :64], 1.0), r"does not match the latent's \(1, 128\)"),
+    ],
+)
 def test_bad_settings_are_refused(call, message):
     with pytest.raises(SettingsError, match=message):
         call()

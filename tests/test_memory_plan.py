@@ -13,28 +13,34 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core import memory_plan as planner
 from ltx_core.checkpoint.loading import DTYPES, load_checkpoint
 from ltx_core.checkpoint.tensors import SafetensorsHeader
-from ltx_core.preflight import shipped_model_paths
-from ltx_core.models import configs as C
-from ltx_core import memory_plan as planner
-from ltx_core.memory_plan.device import _meminfo_available
-from ltx_core.sampling.conditioning import condition_first_frame, empty_latent
-from ltx_core.sampling.denoise import denoise
 from ltx_core.errors import SettingsError
-from benchmarks.memory_probe import PeakLiveBytes
-from ltx_core.pipeline import decode_frames
-from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.memory_plan.device import _meminfo_available
+from ltx_core.models import configs as C
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK, CausalVideoVAE
+from ltx_core.pipeline import decode_frames
+from ltx_core.preflight import shipped_model_paths
+from ltx_core.sampling.conditioning import condition_first_frame, empty_latent
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.scheduler import flow_sigmas
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = shipped_model_paths()[0]
 TOLERANCE = 0.15
 TRANSFORMERS = {"2B": C.LTXV_2B, "2B 0.9.5": C.LTXV_2B_0_9_5, "13B": C.LTXV_13B, "tiny": C.TINY_TRANSFORMER}
-VAES = {"0.9.0": C.LTXV_VAE_0_9_0, "0.9.1": C.LTXV_VAE_0_9_1, "0.9.5": C.LTXV_VAE_0_9_5,
-        "tiny 0.9.0": C.TINY_VAE_0_9_0, "tiny 0.9.1": C.TINY_VAE_0_9_1, "tiny 0.9.5": C.TINY_VAE_0_9_5}
+VAES = {
+    "0.9.0": C.LTXV_VAE_0_9_0,
+    "0.9.1": C.LTXV_VAE_0_9_1,
+    "0.9.5": C.LTXV_VAE_0_9_5,
+    "tiny 0.9.0": C.TINY_VAE_0_9_0,
+    "tiny 0.9.1": C.TINY_VAE_0_9_1,
+    "tiny 0.9.5": C.TINY_VAE_0_9_5,
+}
 
 
 def state_numel(model: torch.nn.Module) -> int:
@@ -68,8 +74,10 @@ def test_text_encoder_weights_are_counted_from_the_file_headers(tiny_t5_folder):
     from ltx_core.models.text_encoder import load_text_encoder
 
     encoder = load_text_encoder(tiny_t5_folder)
-    held = {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
-            for tensor in encoder.model.state_dict().values()}  # the tied embedding once
+    held = {
+        tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes()
+        for tensor in encoder.model.state_dict().values()
+    }  # the tied embedding once
     size, shape = planner.text_encoder_weights(tiny_t5_folder, "fp32")
     assert size == sum(held.values())
     assert (shape.width, shape.heads) == (encoder.width, encoder.model.config.num_heads)
@@ -84,11 +92,18 @@ def test_the_safetensors_header_is_read_without_torch_and_a_broken_file_gives_no
 
 
 def test_planning_imports_no_torch():
-    code = ("import sys; from ltx_core import memory_plan as m, preflight; from ltx_core.models import configs as c; "
-            "p = m.estimate(m.Workload(c.LTXV_13B, c.LTXV_VAE_0_9_5, 8192, 8192, 257)); "
-            "assert p.peak_bytes > 0; print(sorted(x for x in sys.modules if x.split('.')[0] == 'torch'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys; from ltx_core import memory_plan as m, preflight; from ltx_core.models import configs as c; "
+        "p = m.estimate(m.Workload(c.LTXV_13B, c.LTXV_VAE_0_9_5, 8192, 8192, 257)); "
+        "assert p.peak_bytes > 0; print(sorted(x for x in sys.modules if x.split('.')[0] == 'torch'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -105,8 +120,9 @@ def shipped():
 
 
 def work_for(shipped, width, height, frames, **settings) -> planner.Workload:
-    return planner.Workload(shipped.transformer.cfg, shipped.vae.cfg, width, height, frames, dtype="fp32",
-                            device="cpu", **settings)
+    return planner.Workload(
+        shipped.transformer.cfg, shipped.vae.cfg, width, height, frames, dtype="fp32", device="cpu", **settings
+    )
 
 
 def peak_of(fn) -> int:
@@ -115,9 +131,15 @@ def peak_of(fn) -> int:
     return probe.peak
 
 
-@pytest.mark.parametrize(("size", "guidance", "first_frame"),
-                         [((256, 256, 25), True, False), ((256, 256, 25), False, False),
-                          ((256, 256, 25), True, True), ((512, 320, 49), True, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "guidance", "first_frame"),
+    [
+        ((256, 256, 25), True, False),
+        ((256, 256, 25), False, False),
+        ((256, 256, 25), True, True),
+        ((512, 320, 49), True, False),
+    ],
+)
 def test_the_sampling_estimate_is_within_15_percent_of_a_real_run(shipped, size, guidance, first_frame):
     transformer, vae = shipped.transformer, shipped.vae
     width, height, frames = size
@@ -125,24 +147,37 @@ def test_the_sampling_estimate_is_within_15_percent_of_a_real_run(shipped, size,
     if first_frame:
         latent = condition_first_frame(latent, torch.zeros_like(latent.samples[:, :, :1]), 1.0)
     generator = torch.Generator().manual_seed(0)
-    text = TextEmbeddings(torch.randn(1, 128, transformer.cfg.caption_channels, generator=generator),
-                          torch.ones(1, 128, dtype=torch.bool))
-    measured = peak_of(lambda: denoise(transformer, latent, text, text if guidance else None,
-                                       flow_sigmas(2, latent.num_tokens), 3.0 if guidance else 1.0, 25.0,
-                                       generator, lambda *a: None))  # fmt: skip
+    text = TextEmbeddings(
+        torch.randn(1, 128, transformer.cfg.caption_channels, generator=generator), torch.ones(1, 128, dtype=torch.bool)
+    )
+    measured = peak_of(
+        lambda: denoise(
+            transformer,
+            latent,
+            text,
+            text if guidance else None,
+            flow_sigmas(2, latent.num_tokens),
+            3.0 if guidance else 1.0,
+            25.0,
+            generator,
+            lambda *a: None,
+        )
+    )
     work = work_for(shipped, width, height, frames, guidance=guidance, per_token_timesteps=first_frame)
     assert planner.sampling_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
 
 
-@pytest.mark.parametrize(("size", "time_chunk"),
-                         [((256, 256, 25), DEFAULT_DECODE_TIME_CHUNK), ((256, 256, 25), None), ((512, 320, 49), 8),
-                          ((256, 256, 49), 32)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "time_chunk"),
+    [((256, 256, 25), DEFAULT_DECODE_TIME_CHUNK), ((256, 256, 25), None), ((512, 320, 49), 8), ((256, 256, 49), 32)],
+)
 def test_the_decode_estimate_is_within_15_percent_of_a_real_run(shipped, size, time_chunk):
     width, height, frames = size
     work = work_for(shipped, width, height, frames, decode_time_chunk=time_chunk)
     latent = torch.randn(1, 128, *work.latent_grid, generator=torch.Generator().manual_seed(1))
-    measured = peak_of(lambda: decode_frames(shipped.vae, latent, generator=torch.Generator().manual_seed(2),
-                                             time_chunk=time_chunk))
+    measured = peak_of(
+        lambda: decode_frames(shipped.vae, latent, generator=torch.Generator().manual_seed(2), time_chunk=time_chunk)
+    )
     assert planner.decode_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
 
 
@@ -190,8 +225,9 @@ def test_any_size_gives_a_finite_estimate_and_time(width, height, frames):
 
 
 def test_levers_that_keep_the_video_come_first():
-    work = planner.Workload(C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, dtype="fp32", device="cuda",
-                            decode_time_chunk=None)
+    work = planner.Workload(
+        C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, dtype="fp32", device="cuda", decode_time_chunk=None
+    )
     need = planner.estimate(work).peak_bytes
     fits = planner.nearest_fits(work, int(need * 0.9))
     assert fits[0].changes == {"decode_time_chunk": 8}

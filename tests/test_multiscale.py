@@ -41,8 +41,16 @@ FIRST = PassSettings(timesteps=(1.0, 0.9, 0.7), guidance_scale=3.0, stg_scale=0.
 SECOND = PassSettings(timesteps=(0.9, 0.7), guidance_scale=1.0, stg_scale=0.0, tone_map_compression_ratio=0.6)
 SETTINGS = MultiScaleSettings(FIRST, SECOND, OFFICIAL_FACTOR)
 # 96x64 asked: the first pass at 32x32, the second at 64x64, the frames resized to 96x64
-SMALL = dict(prompt="a red fox jumps over the lazy dog", negative_prompt="blurry", width=96, height=64,
-             num_frames=9, seed=3, decode_timestep=0.05, decode_noise_scale=0.025)  # fmt: skip
+SMALL = dict(
+    prompt="a red fox jumps over the lazy dog",
+    negative_prompt="blurry",
+    width=96,
+    height=64,
+    num_frames=9,
+    seed=3,
+    decode_timestep=0.05,
+    decode_noise_scale=0.025,
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +163,12 @@ def test_conditioning_is_encoded_again_at_each_passs_size(models, upsampler, mon
     request = Request(**SMALL, first_frame=image(64, 96), conditions=(keyframe,))
     generate_multiscale(models, upsampler, request, SETTINGS)
     sizes = [(name, size) for name, size, _ in encoded]
-    assert sizes == [("encode_first_frame", (32, 32)), ("encode_frames", (32, 32)),
-                     ("encode_first_frame", (64, 64)), ("encode_frames", (64, 64))]  # fmt: skip
+    assert sizes == [
+        ("encode_first_frame", (32, 32)),
+        ("encode_frames", (32, 32)),
+        ("encode_first_frame", (64, 64)),
+        ("encode_frames", (64, 64)),
+    ]
     second = starts[1]
     assert second.samples.shape[-2:] == (2, 2) and second.keyframes[0].samples.shape[-2:] == (2, 2)
     assert torch.equal(second.samples[:, :, :1], encoded[2][2]) and (second.noise_mask[:, :, 0] == 0).all()
@@ -178,26 +190,45 @@ def hand_chained(models, upsampler, request: Request, first_frame: torch.Tensor)
     (h1, w1), (h2, w2) = multi_scale_sizes(request.height, request.width, OFFICIAL_FACTOR)
 
     def stretched(height, width):
-        return F.interpolate(first_frame.permute(2, 0, 1)[None], size=(height, width), mode="bilinear",
-                             align_corners=False)[0].permute(1, 2, 0)  # fmt: skip
+        return F.interpolate(
+            first_frame.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", align_corners=False
+        )[0].permute(1, 2, 0)
 
     latent = prepare_latent(vae, request.num_frames, h1, w1, stretched(h1, w1), 1.0, generator)
-    first = denoise(transformer, latent, text, negative, explicit_sigmas(FIRST.timesteps), Guidance(cfg_scale=3.0),
-                    request.frame_rate, generator).samples  # fmt: skip
+    first = denoise(
+        transformer,
+        latent,
+        text,
+        negative,
+        explicit_sigmas(FIRST.timesteps),
+        Guidance(cfg_scale=3.0),
+        request.frame_rate,
+        generator,
+    ).samples
     with torch.no_grad():
         upsampled = vae.normalize(upsampler(vae.denormalize(first)))
     upsampled = adain_filter(upsampled, first, 1.0)
     frame = encode_first_frame(vae, stretched(h2, w2), w2, h2, generator)
     latent = condition_first_frame(ConditionedLatent(upsampled), frame, 1.0)
     sigmas = explicit_sigmas(SECOND.timesteps)
-    second = denoise(transformer, latent, text, None, sigmas, Guidance(cfg_scale=1.0), request.frame_rate, generator,
-                     start_sigma=float(sigmas[0])).samples  # fmt: skip
+    second = denoise(
+        transformer,
+        latent,
+        text,
+        None,
+        sigmas,
+        Guidance(cfg_scale=1.0),
+        request.frame_rate,
+        generator,
+        start_sigma=float(sigmas[0]),
+    ).samples
     noise = torch.randn(second.shape, generator=generator)
     scale = request.decode_noise_scale
     mapped = tone_map(second * (1 - scale) + noise * scale, SECOND.tone_map_compression_ratio)
     frames = decode_frames(vae, mapped, request.decode_timestep, 0.0, generator)[0]
-    return F.interpolate(frames.permute(0, 3, 1, 2), size=(request.height, request.width), mode="bilinear",
-                         align_corners=False).permute(0, 2, 3, 1)  # fmt: skip
+    return F.interpolate(
+        frames.permute(0, 3, 1, 2), size=(request.height, request.width), mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
 
 
 def test_the_official_order_matches_a_reference_chained_by_hand(models, upsampler):
@@ -220,8 +251,9 @@ def test_tone_mapping_acts_after_the_decode_noise_and_before_the_decode(models):
         ratio = 0.0 if tone_map_first else ratio
         return decode_second_pass(models.vae, start, request, ratio, torch.Generator().manual_seed(9))
 
-    plain = decode_frames(models.vae, latent, request.decode_timestep, request.decode_noise_scale,
-                          torch.Generator().manual_seed(9))[0]  # fmt: skip
+    plain = decode_frames(
+        models.vae, latent, request.decode_timestep, request.decode_noise_scale, torch.Generator().manual_seed(9)
+    )[0]
     assert torch.equal(decoded(0.0), plain)
     assert (decoded(0.6) - decoded(0.6, tone_map_first=True)).abs().max() > 1e-4
     assert (decoded(0.6) - plain).abs().max() > 1e-3
@@ -232,8 +264,14 @@ def test_each_pass_takes_the_models_scheduler_at_its_own_token_count(models, ups
     (the shift grows with the tokens), less its skipped steps, as `retrieve_timesteps`."""
     seen = []
     real_denoise = multiscale.denoise
-    monkeypatch.setattr(multiscale, "denoise", lambda t, latent, p, n, sigmas, *a, **k: (
-        seen.append((latent.num_tokens, sigmas)), real_denoise(t, latent, p, n, sigmas, *a, **k))[1])  # fmt: skip
+    monkeypatch.setattr(
+        multiscale,
+        "denoise",
+        lambda t, latent, p, n, sigmas, *a, **k: (
+            seen.append((latent.num_tokens, sigmas)),
+            real_denoise(t, latent, p, n, sigmas, *a, **k),
+        )[1],
+    )
     scheduler = SchedulerConfig(sampler="linear-quadratic")
     first = PassSettings(num_inference_steps=4, skip_final_inference_steps=1, guidance_scale=1.0, stg_scale=0.0)
     second = PassSettings(num_inference_steps=4, skip_initial_inference_steps=2, guidance_scale=1.0, stg_scale=0.0)
@@ -262,13 +300,18 @@ def test_what_the_pipeline_cannot_run_is_refused_before_any_work(models, upsampl
         generate_multiscale(models, upsampler, Request(**{**SMALL, "width": 32}), SETTINGS)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(second_pass=FIRST), "second_pass starts at sigma 1"),
-    (dict(first_pass=PassSettings(num_inference_steps=4, skip_initial_inference_steps=1, stg_scale=0.0)),
-     "first_pass.skip_initial_inference_steps needs a latent to start from"),
-    (dict(downscale_factor=0.0), "downscale_factor 0.0 is not allowed"),
-    (dict(stg_mode="skip"), "stg_mode 'skip' is not known"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(second_pass=FIRST), "second_pass starts at sigma 1"),
+        (
+            dict(first_pass=PassSettings(num_inference_steps=4, skip_initial_inference_steps=1, stg_scale=0.0)),
+            "first_pass.skip_initial_inference_steps needs a latent to start from",
+        ),
+        (dict(downscale_factor=0.0), "downscale_factor 0.0 is not allowed"),
+        (dict(stg_mode="skip"), "stg_mode 'skip' is not known"),
+    ],
+)
 def test_settings_the_official_pipeline_cannot_chain_are_refused(change, message):
     with pytest.raises(SettingsError, match=message):
         MultiScaleSettings(**{**dict(first_pass=FIRST, second_pass=SECOND, downscale_factor=0.5), **change})

@@ -23,8 +23,12 @@ from .test_latent_upsampler import write_upsampler_file, write_upsampler_folder
 from .test_nodes import PACK_NAME, pack, tiny_models  # noqa: F401 (fixtures)
 
 KEYFRAMES_KEY = "ltxv_core_keyframes"
-NEGATIVE = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(9)),
-             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
+NEGATIVE = [
+    [
+        torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(9)),
+        {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
+    ]
+]
 STG = dict(stg_scale=0.0, stg_blocks="", stg_mode="attention_values", stg_rescale=0.7, strength_rule="held")
 DISTILLED = "ltxv-13b-0.9.8-distilled"
 # its published timesteps (ltx_core/assets/release_configs/ltxv-13b-0.9.8-distilled.yaml)
@@ -33,12 +37,12 @@ SECOND_PASS = [0.9094, 0.7250, 0.4219]
 
 
 @pytest.fixture(scope="module")
-def upsample(pack):  # noqa: F811
+def upsample(pack):
     return importlib.import_module(f"{PACK_NAME}.nodes.upsample")
 
 
 @pytest.fixture(scope="module")
-def core(pack):  # noqa: F811
+def core(pack):
     return sys.modules[f"{PACK_NAME}.ltx_core"]
 
 
@@ -64,13 +68,14 @@ def spatial(upsample, upscale_folder):
     return upsampler
 
 
-def _empty(pack, width=64, height=32, frames=17):  # noqa: F811
-    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(width=width, height=height,
-                                                                               frames=frames, batch_size=1)  # fmt: skip
+def _empty(pack, width=64, height=32, frames=17):
+    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(
+        width=width, height=height, frames=frames, batch_size=1
+    )
     return latent
 
 
-def _first_pass_like(pack, seed=1):  # noqa: F811
+def _first_pass_like(pack, seed=1):
     """A sampled-looking latent (random values) with its first frame held, as i2v leaves it."""
     latent = _empty(pack)
     latent["samples"] = torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(seed))
@@ -106,8 +111,11 @@ def test_an_upsampler_not_in_the_folder_is_refused_at_queue_time_naming_the_fold
 
 def test_a_full_checkpoint_given_as_the_upsampler_is_refused_saying_what_it_is(upsample, upscale_folder):
     write_official_single_file(upscale_folder / "ltxv-13b-0.9.8-distilled.safetensors", "0.9.5")
-    with pytest.raises(ValueError, match=r"is an LTX-Video model checkpoint \(transformer and VAE\), not a latent "
-                                         r"upsampler; load it as the checkpoint"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"is an LTX-Video model checkpoint \(transformer and VAE\), not a latent "
+        r"upsampler; load it as the checkpoint",
+    ):
         upsample.LTXVCoreUpsamplerLoader().load("ltxv-13b-0.9.8-distilled.safetensors", "float32", "cpu")
 
 
@@ -115,15 +123,21 @@ def test_a_full_checkpoint_given_as_the_upsampler_is_refused_saying_what_it_is(u
 
 
 def test_the_upsample_doubles_the_latent_as_the_core_does_and_carries_its_noise_mask(
-    pack, upsample, core, tiny_models, spatial  # noqa: F811
+    pack,
+    upsample,
+    core,
+    tiny_models,
+    spatial,
 ):
     _, vae = tiny_models
     latent = _first_pass_like(pack)
-    (upsampled,) = upsample.LTXVCoreLatentUpsample().upsample(spatial, vae, latent, adain_factor=1.0,
-                                                              tone_map_compression=0.0)  # fmt: skip
+    (upsampled,) = upsample.LTXVCoreLatentUpsample().upsample(
+        spatial, vae, latent, adain_factor=1.0, tone_map_compression=0.0
+    )
     assert upsampled["samples"].shape == (1, 128, 3, 2, 4)
     expected = _module(core, "sampling.latent_ops").upsample_latent(
-        spatial.model.core, vae.model.core, latent["samples"], adain_factor=1.0)
+        spatial.model.core, vae.model.core, latent["samples"], adain_factor=1.0
+    )
     assert torch.equal(upsampled["samples"], expected)
     mask = upsampled["noise_mask"]
     assert mask.shape == (1, 1, 3, 2, 4) and (mask[:, :, 0] == 0).all() and (mask[:, :, 1:] == 1).all()
@@ -133,17 +147,22 @@ def test_the_upsample_doubles_the_latent_as_the_core_does_and_carries_its_noise_
         assert torch.allclose(before, after, atol=1e-4)
 
 
-def test_adain_and_tone_mapping_change_the_upsampled_latent(pack, upsample, tiny_models, spatial):  # noqa: F811
+def test_adain_and_tone_mapping_change_the_upsampled_latent(pack, upsample, tiny_models, spatial):
     _, vae = tiny_models
     latent = _first_pass_like(pack)
     node = upsample.LTXVCoreLatentUpsample()
-    results = [node.upsample(spatial, vae, latent, adain, tone)[0]["samples"] for adain, tone in
-               ((1.0, 0.0), (0.0, 0.0), (1.0, 0.6))]  # fmt: skip
+    results = [
+        node.upsample(spatial, vae, latent, adain, tone)[0]["samples"]
+        for adain, tone in ((1.0, 0.0), (0.0, 0.0), (1.0, 0.6))
+    ]
     assert (results[0] - results[1]).abs().max() > 1e-3 and (results[0] - results[2]).abs().max() > 1e-3
 
 
 def test_a_temporal_upsampler_gives_each_frames_mask_to_the_frames_it_became(
-    pack, upsample, tiny_models, upscale_folder  # noqa: F811
+    pack,
+    upsample,
+    tiny_models,
+    upscale_folder,
 ):
     _, vae = tiny_models
     write_upsampler_file(upscale_folder / "temporal.safetensors", TINY_TEMPORAL_UPSAMPLER)
@@ -157,7 +176,7 @@ def test_a_temporal_upsampler_gives_each_frames_mask_to_the_frames_it_became(
     assert upsampled["noise_mask"][0, 0, :, 0, 0].tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
 
 
-def test_a_latent_of_other_channels_is_refused_naming_both_counts(upsample, tiny_models, spatial):  # noqa: F811
+def test_a_latent_of_other_channels_is_refused_naming_both_counts(upsample, tiny_models, spatial):
     _, vae = tiny_models
     image_latent = {"samples": torch.zeros(1, 16, 3, 1, 2)}  # e.g. another video model's
     with pytest.raises(ValueError, match="latent has 16 channels but the latent upsampler takes 128"):
@@ -165,7 +184,10 @@ def test_a_latent_of_other_channels_is_refused_naming_both_counts(upsample, tiny
 
 
 def test_a_latent_with_keyframes_is_refused_saying_to_add_the_guides_after_the_upsample(
-    pack, upsample, tiny_models, spatial  # noqa: F811
+    pack,
+    upsample,
+    tiny_models,
+    spatial,
 ):
     _, vae = tiny_models
     image = torch.rand(1, 32, 64, 3, generator=torch.Generator().manual_seed(2))
@@ -181,8 +203,10 @@ def test_a_latent_with_keyframes_is_refused_saying_to_add_the_guides_after_the_u
 def test_the_schedule_gives_the_presets_published_timesteps_and_guidance(upsample, core):
     node = upsample.LTXVCoreReleaseSchedule()
     release = _module(core, "release_config").load_preset(DISTILLED)
-    for pass_name, timesteps, settings in (("first", FIRST_PASS, release.first_pass),
-                                           ("second", SECOND_PASS, release.second_pass)):  # fmt: skip
+    for pass_name, timesteps, settings in (
+        ("first", FIRST_PASS, release.first_pass),
+        ("second", SECOND_PASS, release.second_pass),
+    ):
         sigmas, wire = node.schedule(DISTILLED, pass_name)
         assert torch.allclose(sigmas, torch.tensor([*timesteps, 0.0]))
         assert torch.equal(sigmas, _module(core, "sampling.scheduler").explicit_sigmas(settings.timesteps))
@@ -191,7 +215,7 @@ def test_the_schedule_gives_the_presets_published_timesteps_and_guidance(upsampl
         assert not wire.stochastic and not wire.guidance.needs_negative, "distilled: no CFG"
 
 
-def test_a_pass_of_steps_counts_the_latents_tokens_and_drops_the_skipped_steps(pack, upsample, core):  # noqa: F811
+def test_a_pass_of_steps_counts_the_latents_tokens_and_drops_the_skipped_steps(pack, upsample, core):
     """ltxv-13b-0.9.8-dev: 30 steps less the last 3, then a second pass from step 17 of 30."""
     scheduler = _module(core, "sampling.scheduler")
     node = upsample.LTXVCoreReleaseSchedule()
@@ -206,8 +230,13 @@ def test_a_pass_of_steps_counts_the_latents_tokens_and_drops_the_skipped_steps(p
         node.schedule("ltxv-13b-0.9.8-dev", "first")
 
 
-def test_from_checkpoint_means_the_schedule_of_the_loaded_checkpoints_metadata(pack, upsample, core, tmp_path,  # noqa: F811
-                                                                              monkeypatch):  # fmt: skip
+def test_from_checkpoint_means_the_schedule_of_the_loaded_checkpoints_metadata(
+    pack,
+    upsample,
+    core,
+    tmp_path,
+    monkeypatch,
+):
     import folder_paths
 
     write_official_single_file(tmp_path / "ltxv.safetensors", "0.9.5")
@@ -228,7 +257,7 @@ def test_from_checkpoint_means_the_schedule_of_the_loaded_checkpoints_metadata(p
     assert (sigmas - default).abs().max() > 1e-3
 
 
-def test_one_pass_configs_take_single_and_bring_their_stochastic_steps(pack, upsample):  # noqa: F811
+def test_one_pass_configs_take_single_and_bring_their_stochastic_steps(pack, upsample):
     sigmas, wire = upsample.LTXVCoreReleaseSchedule().schedule("ltxv-2b-0.9.6-distilled", "single", _empty(pack))
     assert len(sigmas) == 8 + 1 and sigmas[0] == 1.0 and sigmas[-1] == 0.0 and wire.stochastic
 
@@ -249,7 +278,7 @@ def test_a_pass_the_preset_does_not_have_is_refused_with_the_ones_it_has(upsampl
 # ---------------------------------------------------------------- sampling with it
 
 
-def test_the_guidance_input_replaces_the_samplers_cfg_and_stg_widgets(pack, upsample, tiny_models):  # noqa: F811
+def test_the_guidance_input_replaces_the_samplers_cfg_and_stg_widgets(pack, upsample, tiny_models):
     transformer, _ = tiny_models
     sigmas, wire = upsample.LTXVCoreReleaseSchedule().schedule(DISTILLED, "first")
     sampler = pack.NODE_CLASS_MAPPINGS["LTXVCoreGuidedSampler"]()
@@ -265,23 +294,34 @@ def test_the_guidance_input_replaces_the_samplers_cfg_and_stg_widgets(pack, upsa
 
 
 def test_a_second_pass_starts_from_the_upsampled_latent_noised_to_its_first_sigma(
-    pack, upsample, core, tiny_models, spatial  # noqa: F811
+    pack,
+    upsample,
+    core,
+    tiny_models,
+    spatial,
 ):
     transformer, vae = tiny_models
     (upsampled,) = upsample.LTXVCoreLatentUpsample().upsample(spatial, vae, _first_pass_like(pack), 1.0, 0.0)
     sigmas, wire = upsample.LTXVCoreReleaseSchedule().schedule(DISTILLED, "second", upsampled)
     (second,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreGuidedSampler"]().sample(
-        transformer, TEXT, TEXT, upsampled, **SAMPLER, **STG, sigmas=sigmas, guidance=wire)
+        transformer, TEXT, TEXT, upsampled, **SAMPLER, **STG, sigmas=sigmas, guidance=wire
+    )
     convert = sys.modules[f"{PACK_NAME}.nodes.convert"]
     expected = _module(core, "sampling.denoise").denoise(
-        transformer.model.core, convert.latent_to_core(upsampled), *convert.text_pair(TEXT, TEXT), sigmas,
-        wire.guidance, SAMPLER["frame_rate"], torch.Generator().manual_seed(SAMPLER["seed"]),
-        start_sigma=float(sigmas[0]))
+        transformer.model.core,
+        convert.latent_to_core(upsampled),
+        *convert.text_pair(TEXT, TEXT),
+        sigmas,
+        wire.guidance,
+        SAMPLER["frame_rate"],
+        torch.Generator().manual_seed(SAMPLER["seed"]),
+        start_sigma=float(sigmas[0]),
+    )
     assert torch.equal(second["samples"], expected.samples)
     assert torch.equal(second["samples"][:, :, 0], upsampled["samples"][:, :, 0]), "the held first frame stays"
 
 
-def test_tone_mapping_at_decode_gives_the_frames_of_the_cores_multiscale_decode(pack, core, tiny_models):  # noqa: F811
+def test_tone_mapping_at_decode_gives_the_frames_of_the_cores_multiscale_decode(pack, core, tiny_models):
     """In the official order (decode noise, tone map, decoder) with the same draws, so a
     seed gives the command line's frames."""
     _, vae = tiny_models
@@ -292,12 +332,13 @@ def test_tone_mapping_at_decode_gives_the_frames_of_the_cores_multiscale_decode(
     (plain,) = decode(vae, latent, **settings)
     request = SimpleNamespace(decode_timestep=0.05, decode_noise_scale=0.025, decode_time_chunk=32)
     expected = _module(core, "multiscale").decode_second_pass(
-        vae.model.core, latent["samples"], request, 0.6, _module(core, "pipeline").seeded_generator(5))
+        vae.model.core, latent["samples"], request, 0.6, _module(core, "pipeline").seeded_generator(5)
+    )
     assert torch.equal(mapped, expected) and (mapped - plain).abs().max() > 1e-3
 
 
 @pytest.mark.filterwarnings("ignore:image of 128x64 was center-cropped")  # the first pass's guide, resized
-def test_the_whole_chain_makes_a_video_of_twice_the_first_pass_size(pack, upsample, tiny_models, spatial):  # noqa: F811
+def test_the_whole_chain_makes_a_video_of_twice_the_first_pass_size(pack, upsample, tiny_models, spatial):
     transformer, vae = tiny_models
     nodes = pack.NODE_CLASS_MAPPINGS
     schedule, sampler = upsample.LTXVCoreReleaseSchedule(), nodes["LTXVCoreGuidedSampler"]()

@@ -21,8 +21,8 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.models import text_encoder as core_text_encoder
 from ltx_core import video as core_video
+from ltx_core.models import text_encoder as core_text_encoder
 from ltx_core.preflight import SHIPPED_CHECKPOINT
 
 from .conftest import TINY_T5
@@ -31,11 +31,22 @@ from .test_text_encoder import reference_encoder, write_comfy_t5
 
 PACK_NAME = "ltxv_core_pack_under_test"
 NODE_IDS = (
-    "LTXVCoreCheckpointLoader", "LTXVCoreT5Loader", "LTXVCoreUpsamplerLoader", "LTXVCoreT5Encode",
-    "LTXVCoreEmptyLatentVideo", "LTXVCoreVAEEncodeFirstFrame", "LTXVCoreConditionFirstFrame", "LTXVCoreAddGuide",
-    "LTXVCoreScheduler", "LTXVCoreReleaseSchedule", "LTXVCoreSampler", "LTXVCoreGuidedSampler",
-    "LTXVCoreLatentUpsample", "LTXVCoreDenoisingDecode", "LTXVCoreSaveVideo",
-)  # fmt: skip
+    "LTXVCoreCheckpointLoader",
+    "LTXVCoreT5Loader",
+    "LTXVCoreUpsamplerLoader",
+    "LTXVCoreT5Encode",
+    "LTXVCoreEmptyLatentVideo",
+    "LTXVCoreVAEEncodeFirstFrame",
+    "LTXVCoreConditionFirstFrame",
+    "LTXVCoreAddGuide",
+    "LTXVCoreScheduler",
+    "LTXVCoreReleaseSchedule",
+    "LTXVCoreSampler",
+    "LTXVCoreGuidedSampler",
+    "LTXVCoreLatentUpsample",
+    "LTXVCoreDenoisingDecode",
+    "LTXVCoreSaveVideo",
+)
 # ComfyUI's own LTX-Video node ids (comfy_extras/nodes_lt.py and friends): never ours.
 COMFY_LTXV_IDS = {
     "EmptyLTXVLatentVideo", "LTXVImgToVideo", "LTXVImgToVideoInplace", "LTXVScheduler", "LTXVConditioning",
@@ -126,7 +137,10 @@ def test_node_ids_carry_the_pack_prefix_and_never_reuse_comfyuis_ltxv_ids(pack):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"width": 100, "height": 64, "frames": 9}, "width 100 is not a positive multiple of 32; nearest valid: 96 or 128"),
+        (
+            {"width": 100, "height": 64, "frames": 9},
+            "width 100 is not a positive multiple of 32; nearest valid: 96 or 128",
+        ),
         ({"width": 64, "height": 500, "frames": 9}, "nearest valid: 480 or 512"),
         ({"width": 64, "height": 64, "frames": 100}, r"frames 100 is not 8k \+ 1 .*nearest valid: 97 or 105"),
         ({"width": 64, "height": 64, "frames": 24}, "nearest valid: 17 or 25"),
@@ -164,7 +178,9 @@ def tiny_models(pack):
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     configs = importlib.import_module(f"{core.__name__}.models.configs")
     torch.manual_seed(0)
-    transformer = importlib.import_module(f"{core.__name__}.models.transformer").LTXVTransformer(configs.TINY_TRANSFORMER)
+    transformer = importlib.import_module(f"{core.__name__}.models.transformer").LTXVTransformer(
+        configs.TINY_TRANSFORMER
+    )
     vae = importlib.import_module(f"{core.__name__}.models.vae").CausalVideoVAE(configs.TINY_VAE)
     return memory.patcher(transformer.eval(), "diffusion", "cpu"), memory.patcher(vae.eval(), "vae", "cpu")
 
@@ -179,20 +195,49 @@ def test_conditioning_of_another_width_into_the_sampler_names_both_widths(pack, 
     transformer, _ = tiny_models
     (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=32, height=32, frames=1, batch_size=1)
     clip_like = [[torch.zeros(1, 77, 768), {}]]  # e.g. a CLIP text encoder's output
-    with pytest.raises(ValueError, match="text embeddings are 768 wide but the transformer's caption projection takes 32"):
-        _node(pack, "LTXVCoreSampler").sample(transformer, clip_like, clip_like, latent, seed=0, steps=1, cfg=1.0,
-                                              frame_rate=25.0, dynamic_shift=True, base_shift=0.95, max_shift=2.05,
-                                              terminal=0.1)  # fmt: skip
+    with pytest.raises(
+        ValueError, match="text embeddings are 768 wide but the transformer's caption projection takes 32"
+    ):
+        _node(pack, "LTXVCoreSampler").sample(
+            transformer,
+            clip_like,
+            clip_like,
+            latent,
+            seed=0,
+            steps=1,
+            cfg=1.0,
+            frame_rate=25.0,
+            dynamic_shift=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            terminal=0.1,
+        )
 
 
 def test_a_latent_of_comfyuis_own_ltxv_nodes_without_noise_mask_is_sampled_whole(pack, tiny_models):
     """ComfyUI's EmptyLTXVLatentVideo gives {"samples": zeros (B, 128, f, h/32, w/32)} only."""
     transformer, _ = tiny_models
     comfy_latent = {"samples": torch.zeros(1, 128, 2, 1, 2)}
-    text = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
-    (result,) = _node(pack, "LTXVCoreSampler").sample(transformer, text, text, comfy_latent, seed=3, steps=2, cfg=1.0,
-                                                      frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
-                                                      max_shift=2.05, terminal=0.1)  # fmt: skip
+    text = [
+        [
+            torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)),
+            {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
+        ]
+    ]
+    (result,) = _node(pack, "LTXVCoreSampler").sample(
+        transformer,
+        text,
+        text,
+        comfy_latent,
+        seed=3,
+        steps=2,
+        cfg=1.0,
+        frame_rate=25.0,
+        dynamic_shift=True,
+        base_shift=0.95,
+        max_shift=2.05,
+        terminal=0.1,
+    )
     assert result["samples"].shape == (1, 128, 2, 1, 2)
     assert result["samples"].abs().sum() > 0, "every token was generated from noise"
 
@@ -209,12 +254,28 @@ def test_a_run_beyond_all_of_the_devices_memory_is_refused_with_the_plan_before_
     monkeypatch.setattr(memory.mm, "load_models_gpu", lambda models, **kw: moved.append(models))
     monkeypatch.setattr(planner, "device_capacity", lambda device: 2**20)  # 1 MiB
     latent = {"samples": torch.zeros(1, 128, 17, 8, 8)}  # 256x256, 129 frames
-    text = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
+    text = [
+        [
+            torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)),
+            {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
+        ]
+    ]
     fits = r"needs about .* at its peak \(sampling.*1 MiB is available on cpu. Nearest settings that fit: .*x.* with 129 frames"
     with pytest.raises(ValueError, match=fits):
-        _node(pack, "LTXVCoreSampler").sample(transformer, text, text, latent, seed=3, steps=2, cfg=3.0,
-                                              frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
-                                              max_shift=2.05, terminal=0.1)  # fmt: skip
+        _node(pack, "LTXVCoreSampler").sample(
+            transformer,
+            text,
+            text,
+            latent,
+            seed=3,
+            steps=2,
+            cfg=3.0,
+            frame_rate=25.0,
+            dynamic_shift=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            terminal=0.1,
+        )
     with pytest.raises(ValueError, match=r"needs about .* at its peak \(decode.*all of the device's memory counts"):
         _node(pack, "LTXVCoreDenoisingDecode").decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
     assert moved == [], "refused before ComfyUI moved a model"
@@ -230,7 +291,11 @@ def test_each_step_moves_comfyuis_progress_bar_with_a_preview(pack, monkeypatch)
     sampling = sys.modules[f"{PACK_NAME}.nodes.sampling"]
     monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Auto)
     updates = []
-    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
+    monkeypatch.setattr(
+        comfy.utils,
+        "PROGRESS_BAR_HOOK",
+        lambda value, total, preview, node_id=None: updates.append((value, total, preview)),
+    )
     on_step = sampling._progress_callback(3)
     latent = torch.randn(1, 128, 2, 3, 4, generator=torch.Generator().manual_seed(0))
     on_step(0, 3, latent, latent)
@@ -261,7 +326,9 @@ def test_a_model_sits_on_its_device_only_while_its_node_runs(pack):
 
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     module = torch.nn.Linear(4, 4)
-    patcher = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cpu"), offload_device=torch.device("meta"))
+    patcher = comfy.model_patcher.ModelPatcher(
+        module, load_device=torch.device("cpu"), offload_device=torch.device("meta")
+    )
     with memory.on_device(patcher) as device:
         assert device == torch.device("cpu") and module.weight.device.type == "cpu"
         assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
@@ -318,7 +385,9 @@ def test_save_video_writes_numbered_mp4s_listed_like_comfyuis_outputs(pack, tmp_
     frames = torch.rand(9, 64, 96, 3, generator=torch.Generator().manual_seed(0))
     saver = _node(pack, "LTXVCoreSaveVideo")
     prompt, workflow = {"1": {"class_type": "LTXVCoreSaveVideo"}}, {"nodes": []}
-    results = [saver.save(frames, 24.0, "LTXV/clip", prompt=prompt, extra_pnginfo={"workflow": workflow}) for _ in range(2)]
+    results = [
+        saver.save(frames, 24.0, "LTXV/clip", prompt=prompt, extra_pnginfo={"workflow": workflow}) for _ in range(2)
+    ]
     listed = [result["ui"]["images"][0] for result in results]
     assert [item["filename"] for item in listed] == ["clip_00001_.mp4", "clip_00002_.mp4"]
     assert all(item["subfolder"] == "LTXV" and item["type"] == "output" for item in listed)
@@ -363,12 +432,30 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
     assert compiled.model.core.transformer_blocks[0]._compiled_call_impl is not None
     assert plain.model.core.transformer_blocks[0]._compiled_call_impl is None
     width = plain.model.core.cfg.caption_channels
-    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)), {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]
+    text = [
+        [
+            torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
+            {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
+        ]
+    ]
     (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
-    sampled = [_node(pack, "LTXVCoreSampler").sample(model, text, text, latent, seed=3, steps=2, cfg=3.0,
-                                                     frame_rate=25.0, dynamic_shift=True, base_shift=0.95,
-                                                     max_shift=2.05, terminal=0.1)[0]["samples"]
-               for model in (plain, compiled)]  # fmt: skip
+    sampled = [
+        _node(pack, "LTXVCoreSampler").sample(
+            model,
+            text,
+            text,
+            latent,
+            seed=3,
+            steps=2,
+            cfg=3.0,
+            frame_rate=25.0,
+            dynamic_shift=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            terminal=0.1,
+        )[0]["samples"]
+        for model in (plain, compiled)
+    ]
     assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
 
 
@@ -397,7 +484,8 @@ def test_a_group_norm_decoder_decodes_whole_layers_whatever_the_time_chunk(pack)
     configs = importlib.import_module(f"{core.__name__}.models.configs")
     torch.manual_seed(0)
     model = importlib.import_module(f"{core.__name__}.models.vae").CausalVideoVAE(
-        replace(configs.TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32))
+        replace(configs.TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32)
+    )
     vae = memory.patcher(model.eval(), "vae", "cpu")
     latent = {"samples": torch.randn(1, 128, 6, 1, 2, generator=torch.Generator().manual_seed(2))}
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode

@@ -49,8 +49,10 @@ def _resolve(package: str, level: int, module: str | None) -> str:
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the modules of `package` it imports (itself excluded)."""
     known = modules(package)
-    return {name: {target for target in imported_names(path, name) if target in known and target != name}
-            for name, path in known.items()}
+    return {
+        name: {target for target in imported_names(path, name) if target in known and target != name}
+        for name, path in known.items()
+    }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -62,7 +64,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target)
         stack.pop()
@@ -108,8 +110,11 @@ MAX_MODULE_LINES = 460
 
 
 def test_no_module_of_the_core_is_longer_than_a_reader_can_hold():
-    long = {name: lines for name, path in modules(PACKAGE).items()
-            if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    long = {
+        name: lines
+        for name, path in modules(PACKAGE).items()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}, f"split these by what they hold: {long}"
 
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.sampling.conditioning import ConditioningItem
 from ltx_core.errors import LTXVError, SettingsError
-from ltx_core.speed.optimize import Speed
+from ltx_core.models.text_encoder import TextEncoder, load_text_encoder
 from ltx_core.pipeline import (
     Models,
     Request,
@@ -22,8 +21,9 @@ from ltx_core.pipeline import (
     latent_preview,
     optimize_models,
 )
+from ltx_core.sampling.conditioning import ConditioningItem
 from ltx_core.sampling.scheduler import denoise_sigmas, flow_sigmas
-from ltx_core.models.text_encoder import TextEncoder, load_text_encoder
+from ltx_core.speed.optimize import Speed
 from tests.conftest import TINY_T5
 
 # Time-chunked decode computes each frame from the inputs of the whole decode; only the
@@ -99,7 +99,7 @@ def test_the_same_request_gives_the_same_frames_and_another_seed_others(models):
     request = Request(**SMALL, seed=3)
     frames = generate(models, request)
     assert frames.shape == (9, 32, 64, 3) and frames.dtype == torch.float32
-    assert 0 <= frames.min() and frames.max() <= 1
+    assert frames.min() >= 0 and frames.max() <= 1
     assert torch.equal(frames, generate(models, request))
     assert not torch.equal(frames, generate(models, Request(**SMALL, seed=4)))
 
@@ -141,13 +141,16 @@ def test_stochastic_sampling_is_seeded_and_changes_the_video(models):
     assert (frames - generate(models, Request(**SMALL, seed=3))).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (dict(skip_initial_steps=1), "skip_initial_steps 1 needs a source_video to start from"),
-    (dict(skip_final_steps=2), "skipping 0 initial and 2 final steps of 2 leaves none"),
-    (dict(skip_final_steps=-1), "skip_final_inference_steps -1 must be a whole number >= 0"),
-    (dict(skip_final_steps=1, sigmas=(1.0, 0.5)), "cut the scheduler's steps, not a schedule of one's own"),
-    (dict(stochastic_sampling=1), "stochastic_sampling 1 must be True or False"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(skip_initial_steps=1), "skip_initial_steps 1 needs a source_video to start from"),
+        (dict(skip_final_steps=2), "skipping 0 initial and 2 final steps of 2 leaves none"),
+        (dict(skip_final_steps=-1), "skip_final_inference_steps -1 must be a whole number >= 0"),
+        (dict(skip_final_steps=1, sigmas=(1.0, 0.5)), "cut the scheduler's steps, not a schedule of one's own"),
+        (dict(stochastic_sampling=1), "stochastic_sampling 1 must be True or False"),
+    ],
+)
 def test_skipped_steps_and_stochastic_sampling_are_checked(change, message):
     with pytest.raises(SettingsError, match=message):
         Request(**SMALL, **change)
@@ -183,7 +186,7 @@ def test_the_callback_sees_latents_and_an_exception_in_it_stops_within_one_step(
 def test_decode_frames_is_seeded_and_in_the_users_layout(models):
     latent = torch.randn(1, 128, 2, 1, 2, generator=torch.Generator().manual_seed(1))
     frames = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5))
-    assert frames.shape == (1, 9, 32, 64, 3) and 0 <= frames.min() and frames.max() <= 1
+    assert frames.shape == (1, 9, 32, 64, 3) and frames.min() >= 0 and frames.max() <= 1
     assert torch.equal(frames, decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5)))
 
 
@@ -202,7 +205,6 @@ def test_a_first_frame_of_another_size_is_fitted_with_a_warning(models):
     with pytest.warns(UserWarning, match="image of 50x40 was center-cropped to the aspect of 64x32 and resized"):
         latent = encode_first_frame(models.vae, torch.rand(2, 40, 50, 3), 64, 32)
     assert latent.shape == (1, 128, 1, 1, 2)
-
 
 
 def test_a_text_encoder_of_the_wrong_width_is_refused_before_anything_runs(models):
@@ -228,12 +230,18 @@ def clip(count: int, seed: int = 3, height: int = 32, width: int = 64) -> torch.
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"conditions": (ConditioningItem(clip(1), 9),)},
-         r"conditioning frame index 9 with 1 frame\(s\) reaches past the clip of 9 frames; allowed: 0 to 8"),
-        ({"conditions": (ConditioningItem(clip(1, height=64), 8),)},
-         r"conditioning item of 64x64 pixels is not the video's 64x32; resize it first"),
-        ({"num_frames": 17, "conditions": (ConditioningItem(clip(9), 4),)},
-         r"conditioning clip at frame 4 does not start a latent frame"),
+        (
+            {"conditions": (ConditioningItem(clip(1), 9),)},
+            r"conditioning frame index 9 with 1 frame\(s\) reaches past the clip of 9 frames; allowed: 0 to 8",
+        ),
+        (
+            {"conditions": (ConditioningItem(clip(1, height=64), 8),)},
+            r"conditioning item of 64x64 pixels is not the video's 64x32; resize it first",
+        ),
+        (
+            {"num_frames": 17, "conditions": (ConditioningItem(clip(9), 4),)},
+            r"conditioning clip at frame 4 does not start a latent frame",
+        ),
         ({"conditions": (clip(1),)}, r"conditions holds a Tensor; allowed: ConditioningItem"),
         ({"source_video": clip(1)}, r"source_video of shape \(1, 32, 64, 3\) is not the video's \(9, 32, 64, 3\)"),
         ({"source_video": clip(9), "denoise_strength": 0.0}, r"denoise_strength 0.0 is outside \(0, 1\]"),
@@ -308,8 +316,9 @@ def test_decode_frames_in_time_chunks_gives_the_frames_of_the_whole_decode(model
     latent = torch.randn(1, 128, 5, 1, 2, generator=torch.Generator().manual_seed(1))
     whole = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5))
     for time_chunk in (1, 2):
-        chunked = decode_frames(models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5),
-                                time_chunk=time_chunk)  # fmt: skip
+        chunked = decode_frames(
+            models.vae, latent, 0.05, 0.025, torch.Generator().manual_seed(5), time_chunk=time_chunk
+        )
         assert chunked.shape == whole.shape == (1, 33, 32, 64, 3)
         assert (chunked - whole).abs().max() <= CHUNK_ATOL
 
@@ -330,8 +339,11 @@ def test_decode_frames_refuses_a_chunk_that_is_not_a_whole_number_of_frames(mode
 
 
 def test_fp8_on_the_cpu_is_refused_with_what_it_needs(models):
-    with pytest.raises(SettingsError, match=r"fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9 "
-                                            r"or newer.*the models are on cpu"):  # fmt: skip
+    with pytest.raises(
+        SettingsError,
+        match=r"fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9 "
+        r"or newer.*the models are on cpu",
+    ):
         optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder), Speed(fp8=True))
 
 
@@ -343,8 +355,10 @@ def test_no_lever_asked_leaves_the_models_as_they_are(models):
 def test_a_compiled_transformer_gives_the_frames_of_the_eager_one(models, stg):
     """Regional compile traced by Dynamo ('eager' backend: no C++ compiler needed on CPU);
     STG's perturbed batch runs the compiled model directly."""
-    fast = optimize_models(Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder),
-                           Speed(compile=True, compile_backend="eager"))  # fmt: skip
+    fast = optimize_models(
+        Models(copy.deepcopy(models.transformer), models.vae, models.text_encoder),
+        Speed(compile=True, compile_backend="eager"),
+    )
     assert fast.runner.levers["compile"] and not fast.runner.levers["cuda_graphs"]
     request = Request(**SMALL, **stg)
     assert (generate(fast, request) - generate(models, request)).abs().max() <= COMPILE_ATOL
@@ -355,8 +369,11 @@ def test_a_compiled_transformer_gives_the_frames_of_the_eager_one(models, stg):
 def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_naming_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
-    with pytest.raises(SettingsError, match=r"fp8 needs .*; cuda:0 \(NVIDIA A100-SXM4-80GB\) has compute capability "
-                                            r"8\.0\. Leave fp8 off, or use compile alone"):  # fmt: skip
+    with pytest.raises(
+        SettingsError,
+        match=r"fp8 needs .*; cuda:0 \(NVIDIA A100-SXM4-80GB\) has compute capability "
+        r"8\.0\. Leave fp8 off, or use compile alone",
+    ):
         check_fp8_device("cuda:0")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
     check_fp8_device("cuda:0")  # Hopper: accepted
@@ -377,15 +394,20 @@ def test_a_latent_that_turns_nan_stops_generate_at_the_step_that_broke(models, m
     monkeypatch.setattr(models.transformer, "forward", broken)
     seen = []
     request = Request("a fox", width=32, height=32, num_frames=9, steps=4, guidance_scale=1.0)
-    with pytest.raises(LTXVError, match=r"^the latent after sampling step 2 of 4 holds NaN or infinite values, so "
-                                        r"sampling stopped and no video is made: .* run it in bf16 or fp32"):
+    with pytest.raises(
+        LTXVError,
+        match=r"^the latent after sampling step 2 of 4 holds NaN or infinite values, so "
+        r"sampling stopped and no video is made: .* run it in bf16 or fp32",
+    ):
         generate(models, request, callback=lambda step, *a: seen.append(step))
     assert seen == [0] and len(forwards) == 2
 
 
 def test_a_decode_that_turns_non_finite_is_refused(models, monkeypatch):
     real = models.vae.decode
-    monkeypatch.setattr(models.vae, "decode", lambda *a, **k: real(*a, **k).index_fill(2, torch.tensor([1]), float("inf")))
+    monkeypatch.setattr(
+        models.vae, "decode", lambda *a, **k: real(*a, **k).index_fill(2, torch.tensor([1]), float("inf"))
+    )
     latent = torch.randn(1, 128, 2, 1, 1, generator=torch.Generator().manual_seed(0))
     with pytest.raises(LTXVError, match="^the decoded video holds NaN or infinite values, so decoding stopped"):
         decode_frames(models.vae, latent, generator=torch.Generator().manual_seed(1))

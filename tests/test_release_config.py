@@ -26,29 +26,63 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Every YAML in the configs/ folder of Lightricks/LTX-Video.
 OFFICIAL_NAMES = (
-    "ltxv-13b-0.9.8-dev-fp8", "ltxv-13b-0.9.8-dev", "ltxv-13b-0.9.8-distilled-fp8", "ltxv-13b-0.9.8-distilled",
-    "ltxv-2b-0.9.1", "ltxv-2b-0.9.5", "ltxv-2b-0.9.6-dev", "ltxv-2b-0.9.6-distilled",
-    "ltxv-2b-0.9.8-distilled-fp8", "ltxv-2b-0.9.8-distilled", "ltxv-2b-0.9",
-)  # fmt: skip
+    "ltxv-13b-0.9.8-dev-fp8",
+    "ltxv-13b-0.9.8-dev",
+    "ltxv-13b-0.9.8-distilled-fp8",
+    "ltxv-13b-0.9.8-distilled",
+    "ltxv-2b-0.9.1",
+    "ltxv-2b-0.9.5",
+    "ltxv-2b-0.9.6-dev",
+    "ltxv-2b-0.9.6-distilled",
+    "ltxv-2b-0.9.8-distilled-fp8",
+    "ltxv-2b-0.9.8-distilled",
+    "ltxv-2b-0.9",
+)
 
 UPSCALER = "ltxv-spatial-upscaler-0.9.8.safetensors"
-SHARED = dict(stg_mode="attention_values", decode_timestep=0.05, decode_noise_scale=0.025, sampler="from_checkpoint",
-              text_encoder_model_name_or_path="PixArt-alpha/PixArt-XL-2-1024-MS")  # fmt: skip
+SHARED = dict(
+    stg_mode="attention_values",
+    decode_timestep=0.05,
+    decode_noise_scale=0.025,
+    sampler="from_checkpoint",
+    text_encoder_model_name_or_path="PixArt-alpha/PixArt-XL-2-1024-MS",
+)
 
-DISTILLED_FIRST = PassSettings(timesteps=(1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725), guidance_scale=1.0,
-                               stg_scale=0.0, rescaling_scale=1.0, skip_block_list=(42,))  # fmt: skip
-DISTILLED_SECOND = PassSettings(timesteps=(0.9094, 0.725, 0.4219), guidance_scale=1.0, stg_scale=0.0,
-                                rescaling_scale=1.0, skip_block_list=(42,), tone_map_compression_ratio=0.6)  # fmt: skip
+DISTILLED_FIRST = PassSettings(
+    timesteps=(1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725),
+    guidance_scale=1.0,
+    stg_scale=0.0,
+    rescaling_scale=1.0,
+    skip_block_list=(42,),
+)
+DISTILLED_SECOND = PassSettings(
+    timesteps=(0.9094, 0.725, 0.4219),
+    guidance_scale=1.0,
+    stg_scale=0.0,
+    rescaling_scale=1.0,
+    skip_block_list=(42,),
+    tone_map_compression_ratio=0.6,
+)
 DEV_FIRST = PassSettings(
-    num_inference_steps=30, skip_final_inference_steps=3, cfg_star_rescale=True,
-    guidance_scale=(1.0, 1.0, 6.0, 8.0, 6.0, 1.0, 1.0), stg_scale=(0.0, 0.0, 4.0, 4.0, 4.0, 2.0, 1.0),
+    num_inference_steps=30,
+    skip_final_inference_steps=3,
+    cfg_star_rescale=True,
+    guidance_scale=(1.0, 1.0, 6.0, 8.0, 6.0, 1.0, 1.0),
+    stg_scale=(0.0, 0.0, 4.0, 4.0, 4.0, 2.0, 1.0),
     rescaling_scale=(1.0, 1.0, 0.5, 0.5, 1.0, 1.0, 1.0),
     guidance_timesteps=(1.0, 0.996, 0.9933, 0.985, 0.9767, 0.9008, 0.618),
     skip_block_list=((), (11, 25, 35, 39), (22, 35, 39), (28,), (28,), (28,), (28,)),
-)  # fmt: skip
-DEV_SECOND = PassSettings(num_inference_steps=30, skip_initial_inference_steps=17, guidance_scale=(1.0,),
-                          stg_scale=(1.0,), rescaling_scale=(1.0,), guidance_timesteps=(1.0,), skip_block_list=(27,),
-                          cfg_star_rescale=True)  # fmt: skip
+)
+DEV_SECOND = PassSettings(
+    num_inference_steps=30,
+    skip_initial_inference_steps=17,
+    guidance_scale=(1.0,),
+    stg_scale=(1.0,),
+    rescaling_scale=(1.0,),
+    guidance_timesteps=(1.0,),
+    skip_block_list=(27,),
+    cfg_star_rescale=True,
+)
 
 # name -> what the official script would use, written out by hand from the published files.
 EXPECTED = {
@@ -150,8 +184,10 @@ def test_every_preset_builds_the_cores_guidance_and_notes_the_prompt_enhancer(na
     for settings in config.passes:
         Guidance(**settings.guidance_settings(config.stg_mode))
     assert config.source == str(PRESETS[name])
-    assert any("prompt_enhancer_llm_model_name_or_path" in note and "no prompt-enhancer models" in note
-               for note in config.notes)  # fmt: skip
+    assert any(
+        "prompt_enhancer_llm_model_name_or_path" in note and "no prompt-enhancer models" in note
+        for note in config.notes
+    )
 
 
 def test_the_dev_schedule_picks_each_steps_guidance_as_the_official_pipeline_does():
@@ -177,8 +213,10 @@ def test_the_multi_scale_pass_sizes_follow_the_official_pipeline():
 
 
 def test_reading_a_config_imports_no_torch():
-    code = ("import sys\nfrom ltx_core.release_config import load_preset\n"
-            "load_preset('ltxv-13b-0.9.8-dev')\nprint('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys\nfrom ltx_core.release_config import load_preset\n"
+        "load_preset('ltxv-13b-0.9.8-dev')\nprint('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -219,14 +257,19 @@ def test_a_preset_resolves_its_model_names_in_the_model_folder(tmp_path):
 
 
 def test_fields_left_out_take_the_official_defaults(tmp_path):
-    fields = {"checkpoint_path": "m.safetensors", "precision": "bfloat16", "skip_block_list": [19],
-              "text_encoder_model_name_or_path": "PixArt-alpha/PixArt-XL-2-1024-MS"}  # fmt: skip
+    fields = {
+        "checkpoint_path": "m.safetensors",
+        "precision": "bfloat16",
+        "skip_block_list": [19],
+        "text_encoder_model_name_or_path": "PixArt-alpha/PixArt-XL-2-1024-MS",
+    }
     config = load_release_config(write_config(tmp_path, fields))
     assert config.pipeline_type == "base" and config.sampler == "from_checkpoint"
     assert config.stg_mode == "attention_values" and config.stochastic_sampling is False
     assert (config.decode_timestep, config.decode_noise_scale) == (0.0, 0.0)
-    assert config.first_pass == PassSettings(num_inference_steps=20, guidance_scale=4.5, stg_scale=1.0,
-                                             rescaling_scale=0.7, skip_block_list=(19,))  # fmt: skip
+    assert config.first_pass == PassSettings(
+        num_inference_steps=20, guidance_scale=4.5, stg_scale=1.0, rescaling_scale=0.7, skip_block_list=(19,)
+    )
     assert config.notes == ()
 
 
@@ -322,8 +365,10 @@ DELETE = object()
 
 BAD_VALUES = [
     (_set("pipeline_type", "two-pass"), "pipeline_type 'two-pass' is not known; allowed: base, multi-scale"),
-    (_set("stg_mode", "skip_all"), "stg_mode 'skip_all' is not known; allowed: attention_values, attention_skip, "
-                                   "residual, transformer_block"),
+    (
+        _set("stg_mode", "skip_all"),
+        "stg_mode 'skip_all' is not known; allowed: attention_values, attention_skip, residual, transformer_block",
+    ),
     (_set("sampler", "euler"), "sampler 'euler' is not known; allowed: from_checkpoint, uniform, linear-quadratic"),
     (_set("precision", "float16"), "precision 'float16' is not known; allowed: bfloat16, float8_e4m3fn, mixed_prec"),
     (_set("decode_timestep", 1.5), "decode_timestep 1.5 is not allowed; allowed: a number in [0, 1]"),
@@ -341,29 +386,45 @@ BAD_VALUES = [
     (_set("text_encoder_model_name_or_path", DELETE), "text_encoder_model_name_or_path is missing"),
     (_set("first_pass.guidance_scale", [1, 6, 8]), "first_pass.guidance_scale has 3 values for 7 guidance_timesteps"),
     (_set("first_pass.skip_block_list", [[28]] * 6), "first_pass.skip_block_list has 6 values for 7 guidance_timest"),
-    (_set("first_pass.stg_scale", [0, 0, 4, 4, 4, 2, -1]), "first_pass.stg_scale[6] -1 is not allowed; allowed: a "
-                                                           "finite number >= 0"),
+    (
+        _set("first_pass.stg_scale", [0, 0, 4, 4, 4, 2, -1]),
+        "first_pass.stg_scale[6] -1 is not allowed; allowed: a finite number >= 0",
+    ),
     (_set("first_pass.rescaling_scale", "high"), "first_pass.rescaling_scale 'high' is not allowed"),
-    (_set("first_pass.guidance_timesteps", [1.0, 0.99, 0.995, 0.98, 0.97, 0.9, 0.6]),
-     "first_pass.guidance_timesteps [1.0, 0.99, 0.995, 0.98, 0.97, 0.9, 0.6] is not allowed; allowed: strictly "
-     "decreasing"),
-    (_set("second_pass.guidance_timesteps", DELETE), "second_pass.guidance_scale [1] gives one value per interval, "
-                                                     "which needs guidance_timesteps"),
-    (_set("first_pass.skip_block_list", [[], [11], [22], [28], [28], [28], [-1]]),
-     "first_pass.skip_block_list[6] [-1] is not allowed; allowed: block indices, whole numbers >= 0"),
-    (_set("first_pass.skip_block_list", [[], [11], [], [28], [28], [28], [28]]),
-     "first_pass.stg_scale 4.0 in interval 2 needs skip_block_list"),
+    (
+        _set("first_pass.guidance_timesteps", [1.0, 0.99, 0.995, 0.98, 0.97, 0.9, 0.6]),
+        "first_pass.guidance_timesteps [1.0, 0.99, 0.995, 0.98, 0.97, 0.9, 0.6] is not allowed; allowed: strictly "
+        "decreasing",
+    ),
+    (
+        _set("second_pass.guidance_timesteps", DELETE),
+        "second_pass.guidance_scale [1] gives one value per interval, which needs guidance_timesteps",
+    ),
+    (
+        _set("first_pass.skip_block_list", [[], [11], [22], [28], [28], [28], [-1]]),
+        "first_pass.skip_block_list[6] [-1] is not allowed; allowed: block indices, whole numbers >= 0",
+    ),
+    (
+        _set("first_pass.skip_block_list", [[], [11], [], [28], [28], [28], [28]]),
+        "first_pass.stg_scale 4.0 in interval 2 needs skip_block_list",
+    ),
     (_set("first_pass.num_inference_steps", 0), "first_pass.num_inference_steps 0 is not allowed; allowed: a whole"),
-    (_set("first_pass.skip_final_inference_steps", 30), "first_pass.skip_initial_inference_steps 0 and "
-                                                        "skip_final_inference_steps 30 leave none"),
+    (
+        _set("first_pass.skip_final_inference_steps", 30),
+        "first_pass.skip_initial_inference_steps 0 and skip_final_inference_steps 30 leave none",
+    ),
     (_set("second_pass.skip_initial_inference_steps", 0), "second_pass starts at sigma 1"),
     (_set("first_pass.cfg_star_rescale", "yes"), "first_pass.cfg_star_rescale 'yes' is not allowed; allowed: true"),
-    (_set("second_pass.tone_map_compression_ratio", 1.5), "second_pass.tone_map_compression_ratio 1.5 is not "
-                                                          "allowed; allowed: a number in [0, 1]"),
-    (_set("first_pass.timesteps", [1.0, 0.5, 0.0]), "first_pass.timesteps [1.0, 0.5, 0.0] is not allowed; allowed: "
-                                                    "a non-empty list of sigmas in (0, 1]"),
+    (
+        _set("second_pass.tone_map_compression_ratio", 1.5),
+        "second_pass.tone_map_compression_ratio 1.5 is not allowed; allowed: a number in [0, 1]",
+    ),
+    (
+        _set("first_pass.timesteps", [1.0, 0.5, 0.0]),
+        "first_pass.timesteps [1.0, 0.5, 0.0] is not allowed; allowed: a non-empty list of sigmas in (0, 1]",
+    ),
     (_set("pipeline_type", "base"), "downscale_factor is read only when pipeline_type is multi-scale, not base"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("change, message", BAD_VALUES, ids=[m[:40] for _, m in BAD_VALUES])
@@ -403,16 +464,25 @@ def test_a_base_config_with_passes_is_refused(tmp_path):
         load_release_config(write_config(tmp_path, fields))
     first = load_preset("ltxv-2b-0.9.5").first_pass
     with pytest.raises(SettingsError, match="second_pass is read only when pipeline_type is multi-scale"):
-        ReleaseConfig(pipeline_type="base", checkpoint_path=Path("m"), checkpoint_path_raw="m",
-                      precision="bfloat16", text_encoder_model_name_or_path="t5", first_pass=first,
-                      second_pass=first)  # fmt: skip
+        ReleaseConfig(
+            pipeline_type="base",
+            checkpoint_path=Path("m"),
+            checkpoint_path_raw="m",
+            precision="bfloat16",
+            text_encoder_model_name_or_path="t5",
+            first_pass=first,
+            second_pass=first,
+        )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("- pipeline_type: base\n", "holds list, not a mapping of fields"),
-    ("", "holds NoneType, not a mapping of fields"),
-    ("pipeline_type: [base\n", "is not valid YAML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- pipeline_type: base\n", "holds list, not a mapping of fields"),
+        ("", "holds NoneType, not a mapping of fields"),
+        ("pipeline_type: [base\n", "is not valid YAML"),
+    ],
+)
 def test_a_file_that_is_not_a_yaml_mapping_is_refused(tmp_path, text, message):
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")

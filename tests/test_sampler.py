@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ltx_core.errors import SettingsError
-from ltx_core.sampling.guidance import Guidance, guided_velocity
 from ltx_core.sampling.euler import sample
+from ltx_core.sampling.guidance import Guidance, guided_velocity
 from ltx_core.sampling.scheduler import flow_sigmas
 
 B, T, C = 2, 6, 4
@@ -64,8 +64,13 @@ def test_partially_conditioned_tokens_reach_clean_from_their_own_noise_level(cle
 def test_callback_sees_every_step_with_the_denoised_estimate(clean_and_noise):
     clean, noise = clean_and_noise
     calls = []
-    sample(straight_flow(clean, noise), noise, flow_sigmas(3, T), torch.ones(B, T),
-           callback=lambda i, n, x, denoised: calls.append((i, n, denoised.clone())))
+    sample(
+        straight_flow(clean, noise),
+        noise,
+        flow_sigmas(3, T),
+        torch.ones(B, T),
+        callback=lambda i, n, x, denoised: calls.append((i, n, denoised.clone())),
+    )
     assert [(i, n) for i, n, _ in calls] == [(0, 3), (1, 3), (2, 3)]
     for _, _, denoised in calls:
         torch.testing.assert_close(denoised, clean, atol=1e-5, rtol=0)
@@ -106,10 +111,11 @@ def test_guidance_runs_one_batched_forward_with_uncond_first():
 
 def test_guidance_scale_one_skips_the_unconditional_pass():
     calls = []
-    model = lambda x, t, text, mask: calls.append(x.shape[0]) or x  # noqa: E731
+    model = lambda x, t, text, mask: calls.append(x.shape[0]) or x
     text = torch.ones(1, 3, 1)
-    v = guided_velocity(model, text, torch.ones(1, 3), None, None, Guidance(1.0))(torch.ones(1, T, C), torch.ones(1, T),
-                                                                                  1.0)  # fmt: skip
+    v = guided_velocity(model, text, torch.ones(1, 3), None, None, Guidance(1.0))(
+        torch.ones(1, T, C), torch.ones(1, T), 1.0
+    )
     assert calls == [1] and torch.equal(v, torch.ones(1, T, C))
 
 
@@ -125,9 +131,16 @@ def test_conditioning_tokens_are_renoised_by_sigma_squared_from_the_generator(cl
     mask[:, 0] = 0
     sigmas = torch.tensor([1.0, 0.5, 0.0])
     seen = []
-    velocity = lambda x, t, s: seen.append(x.clone()) or torch.zeros_like(x)  # noqa: E731
-    out = sample(velocity, noise, sigmas, mask, clean_latent=clean, cond_noise_scale=0.1,
-                 generator=torch.Generator().manual_seed(7))
+    velocity = lambda x, t, s: seen.append(x.clone()) or torch.zeros_like(x)
+    out = sample(
+        velocity,
+        noise,
+        sigmas,
+        mask,
+        clean_latent=clean,
+        cond_noise_scale=0.1,
+        generator=torch.Generator().manual_seed(7),
+    )
     g = torch.Generator().manual_seed(7)
     first, second = torch.randn(B, T, C, generator=g), torch.randn(B, T, C, generator=g)
     torch.testing.assert_close(seen[0][:, 0], clean[:, 0] + 0.1 * first[:, 0])
@@ -162,9 +175,13 @@ def test_the_held_rule_freezes_a_partial_token_until_the_schedule_passes_its_lev
     mask = torch.tensor([[1.0, 0.5, 0.0, 1.0, 1.0, 1.0]]).expand(B, T)
     sigmas = torch.tensor([1.0, 0.75, 0.25, 0.0])
     seen, after = [], []
-    velocity = lambda x, timesteps, s: (seen.append(timesteps[0].tolist()), torch.ones_like(x))[1]  # noqa: E731
+    velocity = lambda x, timesteps, s: (seen.append(timesteps[0].tolist()), torch.ones_like(x))[1]
     sample(velocity, noise, sigmas, mask, callback=lambda i, n, x, d: after.append(x.clone()), strength_rule="held")
-    assert seen == [[1.0, 0.5, 0.0, 1.0, 1.0, 1.0], [0.75, 0.5, 0.0, 0.75, 0.75, 0.75], [0.25, 0.25, 0.0, 0.25, 0.25, 0.25]]
+    assert seen == [
+        [1.0, 0.5, 0.0, 1.0, 1.0, 1.0],
+        [0.75, 0.5, 0.0, 0.75, 0.75, 0.75],
+        [0.25, 0.25, 0.0, 0.25, 0.25, 0.25],
+    ]
     held = [x[:, 1] for x in after]
     assert torch.equal(held[0], noise[:, 1]) and torch.equal(held[1], noise[:, 1])  # frozen while sigma >= 0.5
     torch.testing.assert_close(held[2], noise[:, 1] - 0.25)  # then one step from 0.25 to 0
@@ -198,8 +215,15 @@ def test_a_stochastic_step_noises_the_estimate_afresh_to_the_next_sigma(clean_an
     velocity = torch.randn(B, T, C, generator=torch.Generator().manual_seed(11))
     sigmas = torch.tensor([1.0, 0.6, 0.0])
     after = []
-    out = sample(lambda x, t, s: velocity, noise, sigmas, torch.ones(B, T), generator=torch.Generator().manual_seed(5),
-                 stochastic=True, callback=lambda i, n, x, d: after.append(x.clone()))  # fmt: skip
+    out = sample(
+        lambda x, t, s: velocity,
+        noise,
+        sigmas,
+        torch.ones(B, T),
+        generator=torch.Generator().manual_seed(5),
+        stochastic=True,
+        callback=lambda i, n, x, d: after.append(x.clone()),
+    )
     draw = torch.randn(B, T, C, generator=torch.Generator().manual_seed(5))
     x0 = noise - 1.0 * velocity
     first = 0.4 * x0 + 0.6 * draw
@@ -209,10 +233,16 @@ def test_a_stochastic_step_noises_the_estimate_afresh_to_the_next_sigma(clean_an
 
 def test_stochastic_sampling_is_reproducible_with_a_seed_and_differs_from_deterministic(clean_and_noise):
     clean, noise = clean_and_noise
-    velocity = lambda x, t, s: 0.5 * x  # noqa: E731 - a velocity that depends on x
+    velocity = lambda x, t, s: 0.5 * x
     sigmas = flow_sigmas(4, T)
-    run = lambda seed: sample(velocity, noise, sigmas, torch.ones(B, T), generator=torch.Generator().manual_seed(seed),  # noqa: E731
-                              stochastic=True)  # fmt: skip
+    run = lambda seed: sample(
+        velocity,
+        noise,
+        sigmas,
+        torch.ones(B, T),
+        generator=torch.Generator().manual_seed(seed),
+        stochastic=True,
+    )
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
     deterministic = sample(velocity, noise, sigmas, torch.ones(B, T), generator=torch.Generator().manual_seed(1))
@@ -222,9 +252,15 @@ def test_stochastic_sampling_is_reproducible_with_a_seed_and_differs_from_determ
 def test_stochastic_sampling_on_the_exact_velocity_still_lands_on_the_clean_latent(clean_and_noise):
     """Each step's fresh noise starts a new straight path to the same clean latent."""
     clean, noise = clean_and_noise
-    towards_clean = lambda x, t, s: (x - clean) / t[..., None]  # noqa: E731 - x0 = x - t v = clean
-    out = sample(towards_clean, noise, flow_sigmas(5, T), torch.ones(B, T),
-                 generator=torch.Generator().manual_seed(0), stochastic=True)  # fmt: skip
+    towards_clean = lambda x, t, s: (x - clean) / t[..., None]
+    out = sample(
+        towards_clean,
+        noise,
+        flow_sigmas(5, T),
+        torch.ones(B, T),
+        generator=torch.Generator().manual_seed(0),
+        stochastic=True,
+    )
     torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
 
 
@@ -233,9 +269,16 @@ def test_stochastic_sampling_keeps_clean_tokens_and_held_ones_until_their_level(
     clean, noise = clean_and_noise
     mask = torch.tensor([[0.0, 0.5, 1.0, 1.0, 1.0, 1.0]]).expand(B, T)
     after = []
-    sample(lambda x, t, s: torch.ones_like(x), noise, torch.tensor([1.0, 0.75, 0.25, 0.0]), mask,
-           generator=torch.Generator().manual_seed(3), strength_rule=rule, stochastic=True,
-           callback=lambda i, n, x, d: after.append(x.clone()))  # fmt: skip
+    sample(
+        lambda x, t, s: torch.ones_like(x),
+        noise,
+        torch.tensor([1.0, 0.75, 0.25, 0.0]),
+        mask,
+        generator=torch.Generator().manual_seed(3),
+        strength_rule=rule,
+        stochastic=True,
+        callback=lambda i, n, x, d: after.append(x.clone()),
+    )
     assert all(torch.equal(x[:, 0], noise[:, 0]) for x in after)  # mask 0: never moved
     if rule == "held":  # frozen while sigma >= 0.5, then x0 noised to 0, then done
         assert torch.equal(after[0][:, 1], noise[:, 1]) and torch.equal(after[1][:, 1], noise[:, 1])

@@ -9,10 +9,18 @@ import torch
 
 from ltx_core.checkpoint.versions import ModelConfigs, configs_from_metadata, scheduler_config_from_metadata
 from ltx_core.checkpoint.writing import config_metadata
-from ltx_core.models.configs import LTXV_SCHEDULER, TINY_TRANSFORMER, TINY_VAE, SchedulerConfig
 from ltx_core.errors import CheckpointError, SettingsError
-from ltx_core.sampling.scheduler import (_huge_time_shift, _time_shift, denoise_sigmas, explicit_sigmas, flow_sigmas,
-                                         linear_quadratic_sigmas, skip_steps, token_count_shift)
+from ltx_core.models.configs import LTXV_SCHEDULER, TINY_TRANSFORMER, TINY_VAE, SchedulerConfig
+from ltx_core.sampling.scheduler import (
+    _huge_time_shift,
+    _time_shift,
+    denoise_sigmas,
+    explicit_sigmas,
+    flow_sigmas,
+    linear_quadratic_sigmas,
+    skip_steps,
+    token_count_shift,
+)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 8, 40])
@@ -205,9 +213,14 @@ def test_skipping_every_step_or_a_negative_count_is_refused(initial, final, mess
 
 # ---------------------------------------------------------------- the checkpoint's sampler
 
-LIGHTRICKS_SD3 = {"_class_name": "RectifiedFlowScheduler", "_diffusers_version": "0.25.1",
-                  "num_train_timesteps": 1000, "shifting": "SD3", "base_resolution": None,
-                  "target_shift_terminal": 0.1}  # fmt: skip
+LIGHTRICKS_SD3 = {
+    "_class_name": "RectifiedFlowScheduler",
+    "_diffusers_version": "0.25.1",
+    "num_train_timesteps": 1000,
+    "shifting": "SD3",
+    "base_resolution": None,
+    "target_shift_terminal": 0.1,
+}
 
 
 def test_the_metadata_sampler_sets_the_spacing():
@@ -221,16 +234,22 @@ def test_the_metadata_sampler_sets_the_spacing():
 
 def test_metadata_without_shifting_gives_the_spacing_unshifted():
     """`shifting: null` (Lightricks' default): `shift_timesteps` returns the spacing as it is."""
-    unshifted = scheduler_config_from_metadata({"_class_name": "RectifiedFlowScheduler", "shifting": None,
-                                                "sampler": "LinearQuadratic"})  # fmt: skip
+    unshifted = scheduler_config_from_metadata(
+        {"_class_name": "RectifiedFlowScheduler", "shifting": None, "sampler": "LinearQuadratic"}
+    )
     assert torch.equal(flow_sigmas(8, 1500, unshifted), torch.cat([linear_quadratic_sigmas(8), torch.zeros(1)]))
 
 
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"sampler": "Constant"}, (r"scheduler sampler 'Constant' is not supported; allowed: Uniform \(uniform\), "
-                                   r"LinearQuadratic \(linear-quadratic\)")),
+        (
+            {"sampler": "Constant"},
+            (
+                r"scheduler sampler 'Constant' is not supported; allowed: Uniform \(uniform\), "
+                r"LinearQuadratic \(linear-quadratic\)"
+            ),
+        ),
         ({"shifting": "SimpleDiffusion"}, "scheduler shifting 'SimpleDiffusion' is not supported; allowed: SD3 or nu"),
     ],
 )

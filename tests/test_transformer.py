@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltx_core.models.configs import LTXV_2B, LTXV_2B_0_9_5, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.errors import SettingsError
+from ltx_core.models.configs import LTXV_2B, LTXV_2B_0_9_5, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
 
@@ -22,17 +22,36 @@ def official_metadata(**changes):
     """config["transformer"] as the official 2B 0.9.x single file carries it; a change to
     `...` removes that key, as in a file that lacks it."""
     metadata = {
-        "_class_name": "Transformer3DModel", "_diffusers_version": "0.25.1",
-        "_name_or_path": "PixArt-alpha/PixArt-XL-2-256x256", "activation_fn": "gelu-approximate",
-        "attention_bias": True, "attention_head_dim": 64, "attention_type": "default",
-        "caption_channels": 4096, "cross_attention_dim": 2048, "double_self_attention": False,
-        "dropout": 0.0, "in_channels": 128, "norm_elementwise_affine": False, "norm_eps": 1e-06,
-        "norm_num_groups": 32, "num_attention_heads": 32, "num_embeds_ada_norm": 1000,
-        "num_layers": 28, "num_vector_embeds": None, "only_cross_attention": False,
-        "out_channels": 128, "project_to_2d_pos": True, "upcast_attention": False,
-        "use_linear_projection": False, "qk_norm": "rms_norm", "standardization_norm": "rms_norm",
-        "positional_embedding_type": "rope", "positional_embedding_theta": 10000.0,
-        "positional_embedding_max_pos": [20, 2048, 2048], "timestep_scale_multiplier": 1000,
+        "_class_name": "Transformer3DModel",
+        "_diffusers_version": "0.25.1",
+        "_name_or_path": "PixArt-alpha/PixArt-XL-2-256x256",
+        "activation_fn": "gelu-approximate",
+        "attention_bias": True,
+        "attention_head_dim": 64,
+        "attention_type": "default",
+        "caption_channels": 4096,
+        "cross_attention_dim": 2048,
+        "double_self_attention": False,
+        "dropout": 0.0,
+        "in_channels": 128,
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-06,
+        "norm_num_groups": 32,
+        "num_attention_heads": 32,
+        "num_embeds_ada_norm": 1000,
+        "num_layers": 28,
+        "num_vector_embeds": None,
+        "only_cross_attention": False,
+        "out_channels": 128,
+        "project_to_2d_pos": True,
+        "upcast_attention": False,
+        "use_linear_projection": False,
+        "qk_norm": "rms_norm",
+        "standardization_norm": "rms_norm",
+        "positional_embedding_type": "rope",
+        "positional_embedding_theta": 10000.0,
+        "positional_embedding_max_pos": [20, 2048, 2048],
+        "timestep_scale_multiplier": 1000,
     }
     metadata.update(changes)
     return {key: value for key, value in metadata.items() if value is not ...}
@@ -106,8 +125,9 @@ def test_the_model_multiplies_sigmas_by_the_timestep_scale_multiplier(model):
     latent, sigma, text, mask, coords = inputs()
     unscaled = LTXVTransformer(replace(TINY_TRANSFORMER, timestep_scale_multiplier=None)).eval()
     unscaled.load_state_dict(model.state_dict())
-    torch.testing.assert_close(unscaled(latent, sigma * 1000, text, mask, coords),
-                               model(latent, sigma, text, mask, coords), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        unscaled(latent, sigma * 1000, text, mask, coords), model(latent, sigma, text, mask, coords), atol=ATOL, rtol=0
+    )
 
 
 @torch.no_grad()
@@ -118,12 +138,15 @@ def test_positions_reach_the_output_through_rope(model):
     assert not torch.allclose(model(latent, sigma, text, mask, coords_24), out_25, atol=1e-4)
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("timestep", torch.ones(2, 3), r"timestep has shape \(2, 3\); allowed: \(2,\) or \(2, 12\)"),
-    ("coords", torch.zeros(2, 3, 5), r"coords have shape \(2, 3, 5\); allowed: \(2, 3, 12\)"),
-    ("text", torch.zeros(2, 5, 7), r"text embeddings have shape \(2, 5, 7\); allowed: \(2, length, 32\)"),
-    ("mask", torch.ones(2, 4), r"text_mask has shape \(2, 4\); allowed: \(2, 5\)"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("timestep", torch.ones(2, 3), r"timestep has shape \(2, 3\); allowed: \(2,\) or \(2, 12\)"),
+        ("coords", torch.zeros(2, 3, 5), r"coords have shape \(2, 3, 5\); allowed: \(2, 3, 12\)"),
+        ("text", torch.zeros(2, 5, 7), r"text embeddings have shape \(2, 5, 7\); allowed: \(2, length, 32\)"),
+        ("mask", torch.ones(2, 4), r"text_mask has shape \(2, 4\); allowed: \(2, 5\)"),
+    ],
+)
 def test_inputs_of_the_wrong_shape_are_named_in_the_error(model, name, value, message):
     latent, sigma, text, mask, coords = inputs()
     args = {"timestep": sigma, "coords": coords, "text": text, "mask": mask} | {name: value}
@@ -166,8 +189,9 @@ def test_the_13b_config_is_48_blocks_4096_wide():
 def test_official_metadata_gives_the_published_configs():
     assert TransformerConfig.from_metadata(official_metadata()) == LTXV_2B
     assert TransformerConfig.from_metadata(official_metadata(causal_temporal_positioning=True)) == LTXV_2B_0_9_5
-    big = official_metadata(num_layers=48, attention_head_dim=128, cross_attention_dim=4096,
-                            causal_temporal_positioning=True)
+    big = official_metadata(
+        num_layers=48, attention_head_dim=128, cross_attention_dim=4096, causal_temporal_positioning=True
+    )
     assert TransformerConfig.from_metadata(big) == LTXV_13B
 
 
@@ -179,21 +203,38 @@ def test_absent_metadata_fields_take_lightricks_defaults():
     assert isinstance(cfg.positional_embedding_max_pos, tuple)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"qk_norm": "layer_norm"}, r"qk_norm 'layer_norm' is not supported; allowed: 'rms_norm'"),
-    ({"standardization_norm": ...}, r"standardization_norm 'layer_norm' is not supported; allowed: 'rms_norm'"),
-    ({"adaptive_norm": "single_scale"}, r"adaptive_norm 'single_scale' is not supported"),
-    ({"activation_fn": "geglu"}, r"activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"),
-    ({"positional_embedding_type": "absolute"}, r"positional_embedding_type 'absolute' is not supported; allowed: 'rope'"),
-    ({"only_cross_attention": True}, r"only_cross_attention True is not supported; allowed: False"),
-    ({"in_channels": ...}, r"transformer metadata lacks in_channels"),
-    ({"positional_embedding_theta": ..., "caption_channels": ...}, r"lacks caption_channels, positional_embedding_theta"),
-    ({"cross_attention_dim": 4096}, r"cross_attention_dim 4096 must equal num_attention_heads \* attention_head_dim = 2048"),
-    ({"num_layers": 0}, r"num_layers is 0; allowed: a positive integer"),
-    ({"num_attention_heads": 3, "attention_head_dim": 21, "cross_attention_dim": 63},
-     r"attention_head_dim = 63 is odd; allowed: an even width \(RoPE rotates channels in pairs\)"),
-    ({"positional_embedding_max_pos": [20, 2048]}, r"positional_embedding_max_pos is \(20, 2048\); allowed: a tuple of three"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"qk_norm": "layer_norm"}, r"qk_norm 'layer_norm' is not supported; allowed: 'rms_norm'"),
+        ({"standardization_norm": ...}, r"standardization_norm 'layer_norm' is not supported; allowed: 'rms_norm'"),
+        ({"adaptive_norm": "single_scale"}, r"adaptive_norm 'single_scale' is not supported"),
+        ({"activation_fn": "geglu"}, r"activation_fn 'geglu' is not supported; allowed: 'gelu-approximate'"),
+        (
+            {"positional_embedding_type": "absolute"},
+            r"positional_embedding_type 'absolute' is not supported; allowed: 'rope'",
+        ),
+        ({"only_cross_attention": True}, r"only_cross_attention True is not supported; allowed: False"),
+        ({"in_channels": ...}, r"transformer metadata lacks in_channels"),
+        (
+            {"positional_embedding_theta": ..., "caption_channels": ...},
+            r"lacks caption_channels, positional_embedding_theta",
+        ),
+        (
+            {"cross_attention_dim": 4096},
+            r"cross_attention_dim 4096 must equal num_attention_heads \* attention_head_dim = 2048",
+        ),
+        ({"num_layers": 0}, r"num_layers is 0; allowed: a positive integer"),
+        (
+            {"num_attention_heads": 3, "attention_head_dim": 21, "cross_attention_dim": 63},
+            r"attention_head_dim = 63 is odd; allowed: an even width \(RoPE rotates channels in pairs\)",
+        ),
+        (
+            {"positional_embedding_max_pos": [20, 2048]},
+            r"positional_embedding_max_pos is \(20, 2048\); allowed: a tuple of three",
+        ),
+    ],
+)
 def test_an_unsupported_metadata_value_is_refused_with_what_is_allowed(changes, message):
     with pytest.raises(SettingsError, match=message):
         TransformerConfig.from_metadata(official_metadata(**changes))
@@ -221,11 +262,14 @@ def test_fused_projections_compute_the_checkpoints_separate_layers_and_keep_thei
     assert not any("to_qkv" in key or "to_kv" in key for key in state)
     x = torch.randn(2, 5, TINY_TRANSFORMER.inner_dim)
     text = torch.randn(2, 3, TINY_TRANSFORMER.cross_attention_dim)
-    separate = lambda name, inp: F.linear(inp, state[prefix + name + ".weight"], state[prefix + name + ".bias"])  # noqa: E731
+    separate = lambda name, inp: F.linear(inp, state[prefix + name + ".weight"], state[prefix + name + ".bias"])
     self_qkv = model.transformer_blocks[0].attn1.project(x)
     cross_qkv = model.transformer_blocks[0].attn2.project(x, text)
-    for got, (name, inp) in zip((*self_qkv, *cross_qkv), [(f"attn1.{n}", x) for n in ("to_q", "to_k", "to_v")]
-                                + [("attn2.to_q", x), ("attn2.to_k", text), ("attn2.to_v", text)]):  # fmt: skip
+    for got, (name, inp) in zip(
+        (*self_qkv, *cross_qkv),
+        [(f"attn1.{n}", x) for n in ("to_q", "to_k", "to_v")]
+        + [("attn2.to_q", x), ("attn2.to_k", text), ("attn2.to_v", text)],
+    ):
         torch.testing.assert_close(got, separate(name, inp), atol=1e-6, rtol=0)
     other = LTXVTransformer(TINY_TRANSFORMER)
     other.load_state_dict(state, strict=True)

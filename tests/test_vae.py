@@ -9,6 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from benchmarks.memory_probe import PeakLiveBytes
+from ltx_core.checkpoint.keymaps import vae_family, vae_family_from_keys
+from ltx_core.errors import CheckpointError, SettingsError
 from ltx_core.models.configs import (
     LTXV_VAE_0_9_0,
     LTXV_VAE_0_9_1,
@@ -18,9 +21,6 @@ from ltx_core.models.configs import (
     TINY_VAE_0_9_5,
     VAEConfig,
 )
-from ltx_core.errors import CheckpointError, SettingsError
-from ltx_core.checkpoint.keymaps import vae_family, vae_family_from_keys
-from benchmarks.memory_probe import PeakLiveBytes
 from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.models.vae_layers import ResnetBlock3D
 
@@ -84,8 +84,9 @@ def test_normalize_and_denormalize_are_inverse_per_channel():
     z = torch.randn(2, 128, 2, 3, 4)
     assert torch.allclose(vae.denormalize(vae.normalize(z)), z, atol=ATOL)
     stats = vae.per_channel_statistics
-    expected = (z - stats.get_buffer("mean-of-means").view(1, -1, 1, 1, 1)) / stats.get_buffer(
-        "std-of-means").view(1, -1, 1, 1, 1)
+    expected = (z - stats.get_buffer("mean-of-means").view(1, -1, 1, 1, 1)) / stats.get_buffer("std-of-means").view(
+        1, -1, 1, 1, 1
+    )
     assert torch.allclose(vae.normalize(z), expected)
 
 
@@ -136,8 +137,7 @@ def test_the_decode_noise_is_mixed_into_the_normalized_latent_unless_asked_other
     s = 0.25
     normalized = vae.decode(vae.normalize(vae.denormalize(latent) * (1 - s) + noise * s), 0.05, 0.0)
     default = vae.decode(latent, 0.05, s, torch.Generator().manual_seed(5))
-    denorm = vae.decode(latent, 0.05, s, torch.Generator().manual_seed(5),
-                        mix_noise_denormalized=True)
+    denorm = vae.decode(latent, 0.05, s, torch.Generator().manual_seed(5), mix_noise_denormalized=True)
     assert torch.allclose(denorm, normalized, atol=ATOL)
     mixed_first = vae.decode(latent * (1 - s) + noise * s, 0.05, 0.0)
     assert torch.allclose(default, mixed_first, atol=ATOL)
@@ -153,29 +153,33 @@ def test_sampling_the_posterior_draws_from_the_generator():
     assert not torch.allclose(a, vae.encode(clip), atol=1e-7)
 
 
-@pytest.mark.parametrize(("shape", "message"), [
-    ((1, 3, 24, 32, 32), r"frame count 24 is not 8k\+1; nearest valid: 17 or 25"),
-    ((1, 3, 0, 32, 32), r"frame count 0 is not 8k\+1; nearest valid: 1"),
-    ((1, 3, 9, 500, 32), r"height 500 is not a multiple of 32; nearest valid: 480 or 512"),
-    ((1, 3, 9, 32, 20), r"width 20 is not a multiple of 32; nearest valid: 32"),
-    ((1, 4, 9, 32, 32), r"video has 4 channels; the VAE takes 3 \(RGB\)"),
-    ((3, 9, 32, 32), r"video must be 5-D \(B, C, F, H, W\)"),
-])
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((1, 3, 24, 32, 32), r"frame count 24 is not 8k\+1; nearest valid: 17 or 25"),
+        ((1, 3, 0, 32, 32), r"frame count 0 is not 8k\+1; nearest valid: 1"),
+        ((1, 3, 9, 500, 32), r"height 500 is not a multiple of 32; nearest valid: 480 or 512"),
+        ((1, 3, 9, 32, 20), r"width 20 is not a multiple of 32; nearest valid: 32"),
+        ((1, 4, 9, 32, 32), r"video has 4 channels; the VAE takes 3 \(RGB\)"),
+        ((3, 9, 32, 32), r"video must be 5-D \(B, C, F, H, W\)"),
+    ],
+)
 def test_encode_refuses_bad_videos_with_a_clear_message(shape, message):
     vae = tiny_vae("0.9.0")
     with pytest.raises(SettingsError, match=message):
         vae.encode(torch.zeros(shape))
 
 
-@pytest.mark.parametrize(("latent_shape", "kwargs", "message"), [
-    ((1, 16, 2, 1, 1), {}, r"latent of shape \(1, 16, 2, 1, 1\) is not an LTX-Video latent"),
-    ((1, 128, 2, 1), {}, r"this VAE takes \(B, 128, frames, height, width\)"),
-    ((1, 128, 2, 1, 1), {"timestep": 1.5}, r"decode timestep 1.5 is outside \[0, 1\]"),
-    ((1, 128, 2, 1, 1), {"decode_noise_scale": -0.1},
-     r"decode_noise_scale -0.1 is outside \[0, 1\]"),
-])
-def test_decode_refuses_bad_latents_and_settings_with_a_clear_message(latent_shape, kwargs,
-                                                                     message):
+@pytest.mark.parametrize(
+    ("latent_shape", "kwargs", "message"),
+    [
+        ((1, 16, 2, 1, 1), {}, r"latent of shape \(1, 16, 2, 1, 1\) is not an LTX-Video latent"),
+        ((1, 128, 2, 1), {}, r"this VAE takes \(B, 128, frames, height, width\)"),
+        ((1, 128, 2, 1, 1), {"timestep": 1.5}, r"decode timestep 1.5 is outside \[0, 1\]"),
+        ((1, 128, 2, 1, 1), {"decode_noise_scale": -0.1}, r"decode_noise_scale -0.1 is outside \[0, 1\]"),
+    ],
+)
+def test_decode_refuses_bad_latents_and_settings_with_a_clear_message(latent_shape, kwargs, message):
     vae = tiny_vae("0.9.1")
     with pytest.raises(SettingsError, match=message):
         vae.decode(torch.zeros(latent_shape), **kwargs)
@@ -187,13 +191,29 @@ def test_decode_refuses_bad_latents_and_settings_with_a_clear_message(latent_sha
 # `config["vae"]` of ltx-video-2b-v0.9.safetensors as Lightricks quotes it
 # (`ltx_video/utils/diffusers_config_mapping.py`, OURS_VAE_CONFIG).
 METADATA_0_9_0 = {
-    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3,
+    "_class_name": "CausalVideoAutoencoder",
+    "dims": 3,
+    "in_channels": 3,
+    "out_channels": 3,
     "latent_channels": 128,
-    "blocks": [["res_x", 4], ["compress_all", 1], ["res_x_y", 1], ["res_x", 3],
-               ["compress_all", 1], ["res_x_y", 1], ["res_x", 3], ["compress_all", 1],
-               ["res_x", 3], ["res_x", 4]],
-    "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4,
-    "latent_log_var": "uniform", "use_quant_conv": False, "causal_decoder": False,
+    "blocks": [
+        ["res_x", 4],
+        ["compress_all", 1],
+        ["res_x_y", 1],
+        ["res_x", 3],
+        ["compress_all", 1],
+        ["res_x_y", 1],
+        ["res_x", 3],
+        ["compress_all", 1],
+        ["res_x", 3],
+        ["res_x", 4],
+    ],
+    "scaling_factor": 1.0,
+    "norm_layer": "pixel_norm",
+    "patch_size": 4,
+    "latent_log_var": "uniform",
+    "use_quant_conv": False,
+    "causal_decoder": False,
 }
 
 
@@ -202,26 +222,34 @@ def test_metadata_of_the_0_9_0_file_reads_as_the_0_9_0_config():
 
 
 def test_absent_metadata_fields_take_lightricks_defaults():
-    cfg = VAEConfig.from_metadata({"dims": 3, "latent_channels": 128,
-                                   "blocks": [["res_x", 1]], "double_z": True})
+    cfg = VAEConfig.from_metadata({"dims": 3, "latent_channels": 128, "blocks": [["res_x", 1]], "double_z": True})
     assert cfg.spatial_padding_mode == "zeros"  # not ComfyUI's "reflect"
-    assert (cfg.norm_layer, cfg.latent_log_var, cfg.use_quant_conv) == (
-        "group_norm", "per_channel", True)
+    assert (cfg.norm_layer, cfg.latent_log_var, cfg.use_quant_conv) == ("group_norm", "per_channel", True)
     assert (cfg.patch_size, cfg.encoder_base_channels, cfg.timestep_conditioning) == (1, 128, False)
 
 
-@pytest.mark.parametrize(("metadata", "error", "message"), [
-    ({**METADATA_0_9_0, "_class_name": "AutoencoderKL"}, CheckpointError,
-     "_class_name 'AutoencoderKL' is not 'CausalVideoAutoencoder'"),
-    ({k: v for k, v in METADATA_0_9_0.items() if k != "latent_channels"}, CheckpointError,
-     "lacks latent_channels"),
-    ({**METADATA_0_9_0, "blocks": [["attn_res_x", 1]]}, SettingsError,
-     "block 'attn_res_x' is not supported"),
-    ({**METADATA_0_9_0, "norm_layer": "batch_norm"}, SettingsError,
-     "norm_layer='batch_norm' is not supported; allowed: 'pixel_norm'"),
-    ({**METADATA_0_9_0, "use_quant_conv": True}, SettingsError,
-     "latent_log_var='uniform' requires use_quant_conv=False"),
-])
+@pytest.mark.parametrize(
+    ("metadata", "error", "message"),
+    [
+        (
+            {**METADATA_0_9_0, "_class_name": "AutoencoderKL"},
+            CheckpointError,
+            "_class_name 'AutoencoderKL' is not 'CausalVideoAutoencoder'",
+        ),
+        ({k: v for k, v in METADATA_0_9_0.items() if k != "latent_channels"}, CheckpointError, "lacks latent_channels"),
+        ({**METADATA_0_9_0, "blocks": [["attn_res_x", 1]]}, SettingsError, "block 'attn_res_x' is not supported"),
+        (
+            {**METADATA_0_9_0, "norm_layer": "batch_norm"},
+            SettingsError,
+            "norm_layer='batch_norm' is not supported; allowed: 'pixel_norm'",
+        ),
+        (
+            {**METADATA_0_9_0, "use_quant_conv": True},
+            SettingsError,
+            "latent_log_var='uniform' requires use_quant_conv=False",
+        ),
+    ],
+)
 def test_unsupported_metadata_is_refused_with_a_clear_message(metadata, error, message):
     with pytest.raises(error, match=message):
         VAEConfig.from_metadata(metadata)
@@ -245,11 +273,9 @@ def test_real_configs_have_the_keys_diffusers_and_comfyui_detect_releases_by(fam
     """Facts about the official files, from diffusers' `infer_diffusers_model_type` and
     ComfyUI's `VAE.__init__` detection: our names and widths must match them."""
     shapes = real_shapes(family)
-    assert shapes["decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"][0] == (
-        512 if family == "0.9.0" else 1024)
+    assert shapes["decoder.up_blocks.0.res_blocks.0.conv1.conv.weight"][0] == (512 if family == "0.9.0" else 1024)
     assert ("decoder.up_blocks.9.res_blocks.0.conv1.conv.weight" in shapes) == (family == "0.9.0")
-    assert ("decoder.last_time_embedder.timestep_embedder.linear_1.weight" in shapes) == (
-        family != "0.9.0")
+    assert ("decoder.last_time_embedder.timestep_embedder.linear_1.weight" in shapes) == (family != "0.9.0")
     assert ("encoder.down_blocks.1.conv.conv.bias" in shapes) == (family == "0.9.5")
     assert (shapes["encoder.conv_out.conv.weight"][1] == 2048) == (family == "0.9.5")
     assert shapes["per_channel_statistics.mean-of-means"] == (128,)
@@ -274,12 +300,15 @@ def test_a_config_survives_the_round_trip_through_json_metadata(family):
     assert VAEConfig.from_metadata(metadata) == REAL[family]
 
 
-@pytest.mark.parametrize("changes", [
-    {"spatial_padding_mode": "reflect"},
-    {"norm_layer": "group_norm", "encoder_base_channels": 32, "decoder_base_channels": 32},
-    {"norm_layer": "layer_norm"},
-    {"latent_log_var": "per_channel", "use_quant_conv": True},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"spatial_padding_mode": "reflect"},
+        {"norm_layer": "group_norm", "encoder_base_channels": 32, "decoder_base_channels": 32},
+        {"norm_layer": "layer_norm"},
+        {"latent_log_var": "per_channel", "use_quant_conv": True},
+    ],
+)
 @torch.no_grad()
 def test_other_settings_lightricks_code_accepts_build_and_keep_the_shapes(changes):
     torch.manual_seed(0)
@@ -328,14 +357,18 @@ def test_time_chunked_layers_of_a_causal_decoder_read_two_frames_in_front(time_c
 @pytest.mark.parametrize("time_chunk", [0, -1, 1.5, True, "4"])
 def test_a_time_chunk_that_is_not_a_whole_number_of_frames_is_refused(time_chunk):
     vae = tiny_vae("0.9.1")
-    with pytest.raises(SettingsError, match=rf"time_chunk {time_chunk!r} is not allowed; allowed: a whole "
-                                            r"number of frames >= 1 \(None: "):
+    with pytest.raises(
+        SettingsError,
+        match=rf"time_chunk {time_chunk!r} is not allowed; allowed: a whole "
+        r"number of frames >= 1 \(None: ",
+    ):
         vae.decode(torch.zeros(1, 128, 2, 1, 2), time_chunk=time_chunk)
 
 
 def test_time_chunks_refuse_a_group_norm_decoder_whose_statistics_span_all_frames():
-    vae = CausalVideoVAE(replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32,
-                                 decoder_base_channels=32))
+    vae = CausalVideoVAE(
+        replace(TINY_VAE_0_9_0, norm_layer="group_norm", encoder_base_channels=32, decoder_base_channels=32)
+    )
     with pytest.raises(SettingsError, match="time_chunk needs a pixel- or layer-norm decoder"):
         vae.decode(torch.zeros(1, 128, 2, 1, 2), time_chunk=2)
 

@@ -31,9 +31,7 @@ def smooth_frames(count: int = 9, height: int = 32, width: int = 64) -> torch.Te
     y = torch.linspace(0, 1, height)[:, None]
     x = torch.linspace(0, 1, width)[None, :]
     frames = [
-        torch.stack(
-            [x.expand(height, width), y.expand(height, width), torch.full((height, width), t / count)], -1
-        )
+        torch.stack([x.expand(height, width), y.expand(height, width), torch.full((height, width), t / count)], -1)
         for t in range(count)
     ]
     return torch.stack(frames)
@@ -296,9 +294,13 @@ def part(folder, name: str, age_s: float = 3600.0):
 
 def test_only_old_unlocked_part_files_of_the_same_output_are_removed(tmp_path):
     stale = part(tmp_path, ".clip.0123abcd.part")
-    kept = [part(tmp_path, ".clip.0123abcd.part.bak"), part(tmp_path, ".clip.0123ABCD.part"),
-            part(tmp_path, ".clip.0123abc.part"), part(tmp_path, ".clip2.0123abcd.part"),
-            part(tmp_path, "clip.0123abcd.part")]
+    kept = [
+        part(tmp_path, ".clip.0123abcd.part.bak"),
+        part(tmp_path, ".clip.0123ABCD.part"),
+        part(tmp_path, ".clip.0123abc.part"),
+        part(tmp_path, ".clip2.0123abcd.part"),
+        part(tmp_path, "clip.0123abcd.part"),
+    ]
     young = part(tmp_path, ".clip.fedcba98.part", age_s=1.0)
     link = tmp_path / ".clip.11111111.part"
     link.symlink_to(kept[0])
@@ -326,10 +328,17 @@ def test_the_part_file_of_a_writer_killed_with_sigkill_is_removed_by_the_next_wr
     """kill -9 runs no cleanup: the part file stays, but the kernel drops the dead writer's
     lock, so the next write of the same output removes it."""
     writer = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ltx_core import video; "
-         "name, lock = video._new_hidden_file(Path(sys.argv[1])); print(name, flush=True); time.sleep(120)",
-         str(tmp_path / "clip.mp4")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from ltx_core import video; "
+            "name, lock = video._new_hidden_file(Path(sys.argv[1])); print(name, flush=True); time.sleep(120)",
+            str(tmp_path / "clip.mp4"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     name = writer.stdout.readline().strip()
     os.utime(name, (time.time() - 3600,) * 2)
     assert video._locked_by_another(Path(name))

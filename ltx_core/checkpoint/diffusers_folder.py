@@ -69,9 +69,7 @@ def inspect_diffusers_folder(folder: Path) -> tuple[CheckpointInfo, dict[str, Te
         ),
         "vae": _diffusers_source("vae", vae_headers, vae_from_diffusers(vae_keys, configs.vae)),
     }
-    present = {
-        name: folder / name if (folder / name).is_dir() else None for name in ("text_encoder", "tokenizer")
-    }
+    present = {name: folder / name if (folder / name).is_dir() else None for name in ("text_encoder", "tokenizer")}
     info = CheckpointInfo(
         folder,
         "diffusers",
@@ -84,9 +82,7 @@ def inspect_diffusers_folder(folder: Path) -> tuple[CheckpointInfo, dict[str, Te
     return info, sources
 
 
-def _diffusers_source(
-    part: str, headers: list[SafetensorsHeader], official_to_key: Mapping[str, str]
-) -> TensorSource:
+def _diffusers_source(part: str, headers: list[SafetensorsHeader], official_to_key: Mapping[str, str]) -> TensorSource:
     # keymaps rename keys only; mapping each key to itself gives official name -> file key
     header_of = {key: header for header in headers for key in header.shapes}
     return TensorSource(part, {name: (header_of[key], key) for name, key in official_to_key.items()})
@@ -106,9 +102,7 @@ def diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (ValueError, KeyError, AttributeError) as error:
-            raise CheckpointError(
-                f"{str(index)!r} is not a safetensors index (no weight_map): {error}"
-            ) from error
+            raise CheckpointError(f"{str(index)!r} is not a safetensors index (no weight_map): {error}") from error
         files = [folder / shard for shard in shards]
         absent = [str(file) for file in files if not file.is_file()]
         if absent:
@@ -124,9 +118,7 @@ def diffusers_component(folder: Path) -> tuple[dict, list[SafetensorsHeader]]:
     return config, [SafetensorsHeader(file) for file in files]
 
 
-def transformer_config_from_diffusers(
-    config: Mapping, stock: TransformerConfig, folder: Path
-) -> TransformerConfig:
+def transformer_config_from_diffusers(config: Mapping, stock: TransformerConfig, folder: Path) -> TransformerConfig:
     """diffusers' LTXVideoTransformer3DModel config.json -> TransformerConfig, on the
     detected version's stock config (diffusers keeps RoPE settings and the causal time
     fix in the pipeline, not the config)."""
@@ -134,8 +126,7 @@ def transformer_config_from_diffusers(
     for name, allowed in unsupported.items():
         if config.get(name, allowed) != allowed:
             raise CheckpointError(
-                f"{str(folder / 'transformer')!r}: {name} {config[name]!r} is not supported; "
-                f"allowed: {allowed!r}"
+                f"{str(folder / 'transformer')!r}: {name} {config[name]!r} is not supported; allowed: {allowed!r}"
             )
     copied = (
         "num_layers",

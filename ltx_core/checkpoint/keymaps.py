@@ -128,13 +128,12 @@ VAE_DIFFUSERS_TO_OFFICIAL_LEAVES = {
 # - 0.9.1 is the rest; it alone injects noise (`...res_blocks.N.per_channel_scale1`).
 _VAE_FAMILY_KEYS = {  # family -> (official key, diffusers key) that only it (and later) has
     "timestep": ("decoder.last_scale_shift_table", "decoder.scale_shift_table"),
-    "0.9.5": ("encoder.down_blocks.1.conv.conv.weight",
-              "encoder.down_blocks.0.downsamplers.0.conv.conv.weight"),
+    "0.9.5": ("encoder.down_blocks.1.conv.conv.weight", "encoder.down_blocks.0.downsamplers.0.conv.conv.weight"),
 }
 
 
 def vae_family(cfg: VAEConfig) -> str:
-    """"0.9.0", "0.9.1" or "0.9.5" (0.9.5-0.9.8) from a config's block layout; tiny
+    """ "0.9.0", "0.9.1" or "0.9.5" (0.9.5-0.9.8) from a config's block layout; tiny
     configs of the same layout belong to the same family."""
     if any(name.endswith("_res") for name, _ in cfg.encoder_block_list):
         return "0.9.5"
@@ -154,7 +153,7 @@ def _official_key(key: str, diffusers_to_official: Mapping[str, str]) -> str:
     """Longest diffusers module prefix -> its official block, then the leaf renames."""
     for prefix in sorted(diffusers_to_official, key=len, reverse=True):
         if key == prefix or key.startswith(prefix + "."):
-            key = diffusers_to_official[prefix] + key[len(prefix):]
+            key = diffusers_to_official[prefix] + key[len(prefix) :]
             break
     for old, new in VAE_DIFFUSERS_TO_OFFICIAL_LEAVES.items():
         key = key.replace(old, new)
@@ -166,13 +165,16 @@ def vae_from_diffusers(state_dict: Mapping[str, Tensor], cfg: VAEConfig) -> dict
     (`CausalVideoVAE`'s), for the family of `cfg`."""
     family = vae_family(cfg)
     table = VAE_OFFICIAL_TO_DIFFUSERS[family]
-    expected = {"encoder": sum(k.startswith("encoder.") for k in table),
-                "decoder": sum(k.startswith("decoder.up_blocks.") for k in table)}
+    expected = {
+        "encoder": sum(k.startswith("encoder.") for k in table),
+        "decoder": sum(k.startswith("decoder.up_blocks.") for k in table),
+    }
     found = {"encoder": len(cfg.encoder_block_list), "decoder": len(cfg.decoder_block_list)}
     if found != expected:
         raise CheckpointError(
             f"VAE config with {found['encoder']} encoder / {found['decoder']} decoder blocks "
             f"does not have the layout of the LTX-Video {family} VAE "
-            f"({expected['encoder']} / {expected['decoder']}); no diffusers key map for it")
+            f"({expected['encoder']} / {expected['decoder']}); no diffusers key map for it"
+        )
     diffusers_to_official = {d: o for o, d in table.items()}
     return {_official_key(k, diffusers_to_official): v for k, v in state_dict.items()}

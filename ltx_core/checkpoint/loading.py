@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import CheckpointError, SettingsError
 from ..models.transformer import LTXVTransformer
 from ..models.vae import CausalVideoVAE, PerChannelStatistics
+
 # path checks that need no torch live in preflight (the CLI runs them before importing torch)
 from ..preflight import check_model_path
 from .diffusers_folder import inspect_diffusers_folder
@@ -59,9 +60,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise SettingsError(
-            f"device {str(device)!r} is not a device name; allowed: cpu, cuda, cuda:N"
-        ) from error
+        raise SettingsError(f"device {str(device)!r} is not a device name; allowed: cpu, cuda, cuda:N") from error
     if resolved.type == "cpu":
         return resolved
     if resolved.type != "cuda":
@@ -70,9 +69,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise SettingsError(f"device {str(device)!r} asked for, but no CUDA GPU is available here; use cpu")
     count = torch.cuda.device_count()
     if resolved.index is not None and resolved.index >= count:
-        raise SettingsError(
-            f"device {str(device)!r} does not exist; this machine has cuda:0 to cuda:{count - 1}"
-        )
+        raise SettingsError(f"device {str(device)!r} does not exist; this machine has cuda:0 to cuda:{count - 1}")
     return resolved
 
 

@@ -30,9 +30,7 @@ def inspect_single_file(path: Path) -> tuple[CheckpointInfo, dict[str, TensorSou
     """What `loading.inspect_checkpoint` returns for a file: its info (version from the
     tensors, configs from the metadata or the version's stock ones) and each model's tensors."""
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a .safetensors file; only .safetensors are loaded"
-        )
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a .safetensors file; only .safetensors are loaded")
     header = SafetensorsHeader(path)
     version = detect_version(header.shapes, header.metadata, source=repr(str(path)))
     problem = config_metadata_problem(header.metadata)
@@ -41,14 +39,15 @@ def inspect_single_file(path: Path) -> tuple[CheckpointInfo, dict[str, TensorSou
     else:
         # stacklevel 3: the line that called `loading.inspect_checkpoint`
         warnings.warn(
-            f"{str(path)!r} {problem}; its tensors are LTX-Video {version}: using that version's stock "
-            "configuration",
+            f"{str(path)!r} {problem}; its tensors are LTX-Video {version}: using that version's stock configuration",
             stacklevel=3,
         )
         configs = STOCK_CONFIGS[version]
     _warn_of_other_tensors(header, path)
-    sources = {part: _prefixed_source(header, part, prefix)
-               for part, prefix in (("transformer", TRANSFORMER_PREFIX), ("vae", VAE_PREFIX))}
+    sources = {
+        part: _prefixed_source(header, part, prefix)
+        for part, prefix in (("transformer", TRANSFORMER_PREFIX), ("vae", VAE_PREFIX))
+    }
     info = CheckpointInfo(path, "single_file", version, configs, "stock" if problem else "metadata")
     return info, sources
 
@@ -65,4 +64,4 @@ def _warn_of_other_tensors(header: SafetensorsHeader, path: Path) -> None:
 
 
 def _prefixed_source(header: SafetensorsHeader, part: str, prefix: str) -> TensorSource:
-    return TensorSource(part, {k[len(prefix):]: (header, k) for k in header.shapes if k.startswith(prefix)})
+    return TensorSource(part, {k[len(prefix) :]: (header, k) for k in header.shapes if k.startswith(prefix)})

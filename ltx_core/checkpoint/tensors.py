@@ -28,17 +28,15 @@ class SafetensorsHeader:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as file:
                 self.metadata: dict[str, str] = file.metadata() or {}
-                self.shapes: dict[str, tuple[int, ...]] = {
-                    k: tuple(file.get_slice(k).get_shape()) for k in file.keys()
-                }
+                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}
         except SafetensorError as error:
             raise CheckpointError(
-                f"{str(path)!r} is truncated or corrupt: safetensors cannot read it ({error}); "
-                "download it again"
+                f"{str(path)!r} is truncated or corrupt: safetensors cannot read it ({error}); download it again"
             ) from error
 
-    def read(self, keys: Iterable[str], dtype: torch.dtype | None = None,
-             device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def read(
+        self, keys: Iterable[str], dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """The tensors `keys` in `dtype` (None: as stored) on `device`."""
         try:
             with safe_open(str(self.path), framework="pt", device="cpu") as file:
@@ -107,15 +105,20 @@ def refuse_non_finite(source: TensorSource, state: dict[str, torch.Tensor], dtyp
     bad = non_finite_names(state)
     if not bad:
         return
-    named = ", ".join(f"{source.locations[name][1]} ({_count_non_finite(state[name])})"
-                      for name in bad[:NON_FINITE_NAMED])
+    named = ", ".join(
+        f"{source.locations[name][1]} ({_count_non_finite(state[name])})" for name in bad[:NON_FINITE_NAMED]
+    )
     more = f" and {len(bad) - NON_FINITE_NAMED} more" if len(bad) > NON_FINITE_NAMED else ""
     in_file = any(bool(_holds_non_finite(source.stored(name))) for name in bad[:NON_FINITE_NAMED])
-    why = ("the file is damaged (a broken download, or saved from a training run that diverged); download it again"
-           if in_file else f"their values are finite in the file but overflow {str(dtype).removeprefix('torch.')}; "
-           "load the model in bf16 or fp32")
-    raise CheckpointError(f"{source.label()}: {len(bad)} {source.part} tensor(s) hold NaN or infinite values: "
-                          f"{named}{more}; {why}")
+    why = (
+        "the file is damaged (a broken download, or saved from a training run that diverged); download it again"
+        if in_file
+        else f"their values are finite in the file but overflow {str(dtype).removeprefix('torch.')}; "
+        "load the model in bf16 or fp32"
+    )
+    raise CheckpointError(
+        f"{source.label()}: {len(bad)} {source.part} tensor(s) hold NaN or infinite values: {named}{more}; {why}"
+    )
 
 
 def _count_non_finite(tensor: torch.Tensor) -> str:

@@ -55,8 +55,9 @@ def inspect_latent_upsampler(path: str | Path) -> tuple[LatentUpsamplerConfig, T
 
 def _inspect_single_file(path: Path) -> tuple[LatentUpsamplerConfig, TensorSource]:
     if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"latent upsampler {str(path)!r} is not a .safetensors file; only .safetensors "
-                              "are loaded")
+        raise CheckpointError(
+            f"latent upsampler {str(path)!r} is not a .safetensors file; only .safetensors are loaded"
+        )
     header = SafetensorsHeader(path)
     where = repr(str(path))
     _require_upsampler(header.shapes, where)
@@ -68,13 +69,20 @@ def _inspect_folder(folder: Path) -> tuple[LatentUpsamplerConfig, TensorSource]:
     component = folder / DIFFUSERS_SUBFOLDER if (folder / DIFFUSERS_SUBFOLDER).is_dir() else folder
     if not (component / "config.json").is_file():
         if any((folder / name).is_dir() for name in ("transformer", "vae")):
-            raise CheckpointError(f"folder {str(folder)!r} is a diffusers LTX-Video model folder (transformer/, "
-                                  f"vae/), not a latent upsampler; load it as the checkpoint, and pass here "
-                                  f"{UPSAMPLER_FILES} or a diffusers folder holding {DIFFUSERS_SUBFOLDER}/")
-        lacks = (f"its {DIFFUSERS_SUBFOLDER}/ has no config.json" if component != folder
-                 else f"it holds neither {DIFFUSERS_SUBFOLDER}/ nor config.json")
-        raise CheckpointError(f"folder {str(folder)!r} is not a diffusers latent upsampler: {lacks}; "
-                              f"pass {UPSAMPLER_FILES} or such a folder")
+            raise CheckpointError(
+                f"folder {str(folder)!r} is a diffusers LTX-Video model folder (transformer/, "
+                f"vae/), not a latent upsampler; load it as the checkpoint, and pass here "
+                f"{UPSAMPLER_FILES} or a diffusers folder holding {DIFFUSERS_SUBFOLDER}/"
+            )
+        lacks = (
+            f"its {DIFFUSERS_SUBFOLDER}/ has no config.json"
+            if component != folder
+            else f"it holds neither {DIFFUSERS_SUBFOLDER}/ nor config.json"
+        )
+        raise CheckpointError(
+            f"folder {str(folder)!r} is not a diffusers latent upsampler: {lacks}; "
+            f"pass {UPSAMPLER_FILES} or such a folder"
+        )
     config, headers = diffusers_component(component)
     where = repr(str(component))
     header_of = {key: header for header in headers for key in header.shapes}
@@ -87,10 +95,14 @@ def _require_upsampler(shapes: Mapping[str, tuple[int, ...]], where: str) -> Non
     if all(marker in shapes for marker in MARKERS):
         return
     if any(key.startswith((TRANSFORMER_PREFIX, VAE_PREFIX)) for key in shapes):
-        raise CheckpointError(f"{where} is an LTX-Video model checkpoint (transformer and VAE), not a latent "
-                              f"upsampler; load it as the checkpoint, and pass here {UPSAMPLER_FILES}")
-    raise CheckpointError(f"{where} is not an LTX-Video latent upsampler (it lacks {' and '.join(MARKERS)}): "
-                          f"{describe_keys(shapes)}; pass {UPSAMPLER_FILES}")
+        raise CheckpointError(
+            f"{where} is an LTX-Video model checkpoint (transformer and VAE), not a latent "
+            f"upsampler; load it as the checkpoint, and pass here {UPSAMPLER_FILES}"
+        )
+    raise CheckpointError(
+        f"{where} is not an LTX-Video latent upsampler (it lacks {' and '.join(MARKERS)}): "
+        f"{describe_keys(shapes)}; pass {UPSAMPLER_FILES}"
+    )
 
 
 def _config_of_single_file(header: SafetensorsHeader, where: str) -> LatentUpsamplerConfig:
@@ -101,8 +113,10 @@ def _config_of_single_file(header: SafetensorsHeader, where: str) -> LatentUpsam
     except (KeyError, TypeError, ValueError):
         cfg = config_from_shapes(header.shapes, where)
         # stacklevel 5: the line that called load_latent_upsampler
-        warnings.warn(f"{where} has no readable `config` metadata entry; using the config its tensor shapes "
-                      f"describe: {cfg}", stacklevel=5)
+        warnings.warn(
+            f"{where} has no readable `config` metadata entry; using the config its tensor shapes describe: {cfg}",
+            stacklevel=5,
+        )
         return cfg
     return _config(config, where)
 
@@ -122,8 +136,13 @@ def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], where: str = "late
     growth = shapes[MARKERS[1]][0] // mid
     blocks = {int(m.group(1)) for m in map(re.compile(r"^res_blocks\.(\d+)\.").match, shapes) if m}
     try:
-        return LatentUpsamplerConfig(in_channels=in_channels, mid_channels=mid,
-                                     num_blocks_per_stage=max(blocks, default=-1) + 1, dims=len(kernel),
-                                     spatial_upsample=growth in (4, 8), temporal_upsample=growth in (2, 8))
+        return LatentUpsamplerConfig(
+            in_channels=in_channels,
+            mid_channels=mid,
+            num_blocks_per_stage=max(blocks, default=-1) + 1,
+            dims=len(kernel),
+            spatial_upsample=growth in (4, 8),
+            temporal_upsample=growth in (2, 8),
+        )
     except LTXVError as error:
         raise CheckpointError(f"{where}: its tensors describe no latent upsampler: {error}") from error

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError, LTXVError
 from ..models.configs import (
+    LIGHTRICKS_SAMPLERS,
     LTXV_2B_0_9_0,
     LTXV_2B_0_9_5,
     LTXV_13B_0_9_7,
@@ -26,7 +27,6 @@ from ..models.configs import (
     LTXV_VAE_0_9_0,
     LTXV_VAE_0_9_1,
     LTXV_VAE_0_9_5,
-    LIGHTRICKS_SAMPLERS,
     SCHEDULE_SAMPLERS,
     SchedulerConfig,
     TransformerConfig,
@@ -106,8 +106,7 @@ KNOWN_OTHER_MODELS = (
     (re.compile(r"^(model\.diffusion_model\.)?joint_blocks\."), "a Stable Diffusion 3 transformer"),
     (
         re.compile(r"^time_embed\.emb\.timestep_embedder\."),
-        "one file of a diffusers LTX-Video transformer "
-        "(pass the diffusers folder holding transformer/ and vae/)",
+        "one file of a diffusers LTX-Video transformer (pass the diffusers folder holding transformer/ and vae/)",
     ),
     (
         re.compile(r"^(decoder\.conv_in\.conv\.|latents_mean$)"),
@@ -121,9 +120,7 @@ KNOWN_OTHER_MODELS = (
 )
 
 
-def detect_version(
-    keys: Iterable[str], metadata: Mapping[str, str] | None = None, source: str = "checkpoint"
-) -> str:
+def detect_version(keys: Iterable[str], metadata: Mapping[str, str] | None = None, source: str = "checkpoint") -> str:
     """The architecture version ("0.9.0", "0.9.1", "0.9.5" or "0.9.7") of an official
     single-file checkpoint, from its tensor names and, where readable, its metadata.
 
@@ -233,9 +230,7 @@ def config_metadata_problem(metadata: Mapping[str, str] | None) -> str | None:
         config = json.loads(text)
     except (TypeError, ValueError):
         return "has a `config` metadata entry that is not JSON"
-    if not isinstance(config, dict) or not all(
-        isinstance(config.get(part), dict) for part in ("transformer", "vae")
-    ):
+    if not isinstance(config, dict) or not all(isinstance(config.get(part), dict) for part in ("transformer", "vae")):
         return "has a `config` metadata entry without `transformer` and `vae` sections"
     return None
 

@@ -72,9 +72,7 @@ def save_single_file(
     metadata = {"config": json.dumps(config_metadata(configs)), "format": "pt"}
     detected = detect_version(tensors, metadata, source=repr(str(path)))
     if version is not None and ARCHITECTURE_OF_RELEASE.get(version, version) != detected:
-        raise CheckpointError(
-            f"refusing to write {str(path)!r} as LTX-Video {version}: its tensors are {detected}"
-        )
+        raise CheckpointError(f"refusing to write {str(path)!r} as LTX-Video {version}: its tensors are {detected}")
     temporary = path.with_name(f".{path.name}.part")
     try:
         save_file(tensors, str(temporary), metadata=metadata)

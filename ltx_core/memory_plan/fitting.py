@@ -22,8 +22,10 @@ def check_fits(plan: MemoryPlan, available: int | None, name_fit=None, advice: s
     name_fit = name_fit or (lambda fit: fit.description)
     named = [name_fit(fit) for fit in nearest_fits(plan.workload, available)]  # None: not offered by the caller
     options = "; ".join(filter(None, named)) or "none of the sizes or levers tried; use a device with more memory"
-    raise SettingsError(f"{plan.describe()}, but {gib(available)} is available on {plan.workload.device}. "
-                        f"Nearest settings that fit: {options}.{advice}")
+    raise SettingsError(
+        f"{plan.describe()}, but {gib(available)} is available on {plan.workload.device}. "
+        f"Nearest settings that fit: {options}.{advice}"
+    )
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,12 @@ def nearest_fits(work: Workload, available: int) -> list[Fit]:
     fits = [fit for fit in _levers(work) if _fits(replace(work, **fit.changes), available)]
     size = largest_size(work, available)
     if size is not None:
-        fits.append(Fit({"width": size[0], "height": size[1]},
-                        f"{size[0]}x{size[1]} with {work.frames} frames (the largest size at this aspect)"))
+        fits.append(
+            Fit(
+                {"width": size[0], "height": size[1]},
+                f"{size[0]}x{size[1]} with {work.frames} frames (the largest size at this aspect)",
+            )
+        )
     frames = most_frames(work, available)
     if frames is not None:
         fits.append(Fit({"frames": frames}, f"{work.width}x{work.height} with {frames} frames (the most that fit)"))
@@ -54,7 +60,9 @@ def _fits(work: Workload, available: int) -> bool:
 
 def _levers(work: Workload) -> list[Fit]:
     levers = []
-    chunkable = work.vae is not None and work.vae.norm_layer != "group_norm" and work.sequence_parallel * work.cfg_parallel == 1
+    chunkable = (
+        work.vae is not None and work.vae.norm_layer != "group_norm" and work.sequence_parallel * work.cfg_parallel == 1
+    )
     if chunkable and (work.decode_time_chunk is None or work.decode_time_chunk > 8):
         levers.append(Fit({"decode_time_chunk": 8}, "decode_time_chunk 8 (the same frames, less decode memory)"))
     if work.dtype_bytes == 4:
@@ -62,8 +70,12 @@ def _levers(work: Workload) -> list[Fit]:
     if work.device == "cuda" and not work.fp8:
         levers.append(Fit({"fp8": True}, "fp8 (FP8 linear layers, a GPU with FP8 tensor cores)"))
     if work.models_stay:
-        levers.append(Fit({"models_stay": False}, "offload: each model on the device only while it runs, as "
-                          "ComfyUI moves them (the same frames)"))
+        levers.append(
+            Fit(
+                {"models_stay": False},
+                "offload: each model on the device only while it runs, as ComfyUI moves them (the same frames)",
+            )
+        )
     if work.guidance or work.stg:
         levers.append(Fit({"guidance": False, "stg": False}, "guidance 1 without STG (one pass, other results)"))
     return levers

@@ -22,8 +22,11 @@ def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
             header = json.loads(file.read(length))
     except (OSError, ValueError):
         return {}
-    return {key: tuple(entry["shape"]) for key, entry in header.items()
-            if key != "__metadata__" and isinstance(entry, dict) and "shape" in entry}
+    return {
+        key: tuple(entry["shape"])
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and "shape" in entry
+    }
 
 
 def text_encoder_weights(path: str | Path, dtype: str) -> tuple[int, TextEncoderSize]:

@@ -13,10 +13,17 @@ from .workload import KERNEL_VOLUME, TIMESTEP_FEATURES
 def transformer_params(cfg: TransformerConfig) -> int:
     """Parameters of `LTXVTransformer(cfg)`."""
     dim = cfg.inner_dim
-    linear = lambda n_in, n_out, bias=True: n_in * n_out + (n_out if bias else 0)  # noqa: E731
-    outside = (linear(cfg.in_channels, dim) + linear(TIMESTEP_FEATURES, dim) + linear(dim, dim)
-               + linear(dim, 6 * dim) + linear(cfg.caption_channels, dim) + linear(dim, dim)
-               + 2 * dim + linear(dim, cfg.out_channels))
+    linear = lambda n_in, n_out, bias=True: n_in * n_out + (n_out if bias else 0)
+    outside = (
+        linear(cfg.in_channels, dim)
+        + linear(TIMESTEP_FEATURES, dim)
+        + linear(dim, dim)
+        + linear(dim, 6 * dim)
+        + linear(cfg.caption_channels, dim)
+        + linear(dim, dim)
+        + 2 * dim
+        + linear(dim, cfg.out_channels)
+    )
     linears, _ = block_linear_params(cfg)
     # per block: the attentions' biases and QK-norm weights, the feed-forward's biases, the
     # modulation table, the norms' weights where they have them
@@ -55,9 +62,16 @@ def _timestep_mlp(dim: int) -> int:
 
 def vae_params(cfg: VAEConfig) -> int:
     """Parameters and statistics of `CausalVideoVAE(cfg)`."""
-    return encoder_params(cfg) + decoder_params(cfg) + 5 * cfg.latent_channels + (
-        (2 * cfg.latent_channels) ** 2 + 2 * cfg.latent_channels + cfg.latent_channels**2 + cfg.latent_channels
-        if cfg.use_quant_conv else 0)
+    return (
+        encoder_params(cfg)
+        + decoder_params(cfg)
+        + 5 * cfg.latent_channels
+        + (
+            (2 * cfg.latent_channels) ** 2 + 2 * cfg.latent_channels + cfg.latent_channels**2 + cfg.latent_channels
+            if cfg.use_quant_conv
+            else 0
+        )
+    )
 
 
 def encoder_params(cfg: VAEConfig) -> int:

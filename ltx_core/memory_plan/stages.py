@@ -68,25 +68,39 @@ def estimate(work: Workload) -> MemoryPlan:
     resident_for["write"] = resident_for["decode"]
     stages = {}
     for name in _stages_run(work):
-        stages[name] = (total if stay else max(weights.values())) if name == "load" else resident_for[name] + made[name]()
+        stages[name] = (
+            (total if stay else max(weights.values())) if name == "load" else resident_for[name] + made[name]()
+        )
     return MemoryPlan(work, weights, stages, seconds(work))
 
 
 def _stages_run(work: Workload) -> tuple[str, ...]:
     if work.stages is not None:
         return work.stages
-    return ("load", "text", *(("encode",) if work.encode_frames else ()), "sampling", "decode",
-            *(("write",) if work.device == "cpu" else ()))  # on a GPU the frames are written from host memory
+    return (
+        "load",
+        "text",
+        *(("encode",) if work.encode_frames else ()),
+        "sampling",
+        "decode",
+        *(("write",) if work.device == "cpu" else ()),
+    )  # on a GPU the frames are written from host memory
 
 
 def weight_bytes(work: Workload) -> dict[str, int]:
     """Bytes of the three models' weights in the run's dtype."""
     if work.weights is not None:
-        return {"transformer": work.weights.transformer, "vae": work.weights.vae,
-                "text_encoder": work.weights.text_encoder}
+        return {
+            "transformer": work.weights.transformer,
+            "vae": work.weights.vae,
+            "text_encoder": work.weights.text_encoder,
+        }
     size = work.dtype_bytes
-    return {"transformer": transformer_params(work.transformer) * size, "vae": vae_params(work.vae) * size,
-            "text_encoder": work.text_encoder.params * size}
+    return {
+        "transformer": transformer_params(work.transformer) * size,
+        "vae": vae_params(work.vae) * size,
+        "text_encoder": work.text_encoder.params * size,
+    }
 
 
 def fp8_transformer_bytes(work: Workload) -> int:

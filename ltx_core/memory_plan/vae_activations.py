@@ -91,8 +91,19 @@ def upsampler(name: str, params: dict, channels: int, frames: int, height: int, 
     stride = VAE_DECODER_STRIDES[name]
     factor = params.get("multiplier", 1) if name == "compress_all" else 1
     dropped = 1 if stride[0] == 2 else 0  # latent frame 0 holds one pixel frame, not two
-    return Layer("upsample", channels, channels // factor, frames, frames * stride[0] - dropped, height, width,
-                 height * stride[1], width * stride[2], repeats=math.prod(stride) // factor, time_stride=stride[0])
+    return Layer(
+        "upsample",
+        channels,
+        channels // factor,
+        frames,
+        frames * stride[0] - dropped,
+        height,
+        width,
+        height * stride[1],
+        width * stride[2],
+        repeats=math.prod(stride) // factor,
+        time_stride=stride[0],
+    )
 
 
 # ---------------------------------------------------------------- the decode
@@ -117,8 +128,10 @@ def decoder_peak(work: Workload, frames: int, height: int, width: int, time_chun
     b, size = work.batch, work.dtype_bytes
     latents = DECODE_LATENTS * b * work.vae.latent_channels * frames * height * width * size
     layers = decoder_layers(work.vae, frames, height, width)
-    peaks = [layer.size_in(b, size) + layer_extra(layer, b, size, time_chunk) + _workspace(work, layer, time_chunk)
-             for layer in layers]
+    peaks = [
+        layer.size_in(b, size) + layer_extra(layer, b, size, time_chunk) + _workspace(work, layer, time_chunk)
+        for layer in layers
+    ]
     peaks.append(_finish_peak(work, layers[-1], time_chunk))
     return latents + max(peaks)
 
@@ -142,7 +155,7 @@ def layer_extra(layer: Layer, batch: int, size: int, chunk: int | None) -> float
         if not chunked:
             return RESNET_WHOLE_IN * size_in + RESNET_WHOLE_OUT * size_out
         modulated = RESNET_CHUNK_TIMESTEP if layer.timestep else 0.0
-        per_frame = ((RESNET_CHUNK_IN + modulated) * size_in + (RESNET_CHUNK_OUT + modulated) * size_out)
+        per_frame = (RESNET_CHUNK_IN + modulated) * size_in + (RESNET_CHUNK_OUT + modulated) * size_out
         return size_out + (chunk + 2) * per_frame / layer.frames_in
     if not chunked:  # upsampler
         return UPSAMPLE_WHOLE * layer.repeats * size_in

@@ -75,8 +75,11 @@ class Workload:
     @property
     def latent_grid(self) -> tuple[int, int, int]:
         """(frames, height, width) of the latent."""
-        return ((self.frames - 1) // FRAMES_PER_LATENT + 1, self.height // PIXELS_PER_LATENT,
-                self.width // PIXELS_PER_LATENT)
+        return (
+            (self.frames - 1) // FRAMES_PER_LATENT + 1,
+            self.height // PIXELS_PER_LATENT,
+            self.width // PIXELS_PER_LATENT,
+        )
 
     @property
     def tokens(self) -> int:
@@ -112,8 +115,10 @@ class MemoryPlan:
         """One line: the peak, where it is, and the time class."""
         work = self.workload
         parts = ", ".join(f"{name} {gib(size)}" for name, size in self.stages.items())
-        return (f"{work.width}x{work.height}, {work.frames} frames in {work.dtype} on {work.device} needs about "
-                f"{gib(self.peak_bytes)} at its peak ({self.peak_stage}; by stage: {parts}); {self.time_class}")
+        return (
+            f"{work.width}x{work.height}, {work.frames} frames in {work.dtype} on {work.device} needs about "
+            f"{gib(self.peak_bytes)} at its peak ({self.peak_stage}; by stage: {parts}); {self.time_class}"
+        )
 
 
 def gib(size: float) -> str:

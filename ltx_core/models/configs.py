@@ -11,6 +11,25 @@ from dataclasses import dataclass, field, fields, replace  # noqa: F401 (replace
 
 from ..errors import SettingsError
 
+# The VAE's configs live in `vae_config`; they are gathered here so every config is found in one place.
+from .vae_config import (
+    FRAMES_PER_LATENT as FRAMES_PER_LATENT,
+    LTXV_VAE_0_9_0 as LTXV_VAE_0_9_0,
+    LTXV_VAE_0_9_1 as LTXV_VAE_0_9_1,
+    LTXV_VAE_0_9_5 as LTXV_VAE_0_9_5,
+    LTXV_VAE_BY_FAMILY as LTXV_VAE_BY_FAMILY,
+    PIXELS_PER_LATENT as PIXELS_PER_LATENT,
+    TINY_VAE as TINY_VAE,
+    TINY_VAE_0_9_0 as TINY_VAE_0_9_0,
+    TINY_VAE_0_9_1 as TINY_VAE_0_9_1,
+    TINY_VAE_0_9_5 as TINY_VAE_0_9_5,
+    VAE_DECODER_STRIDES as VAE_DECODER_STRIDES,
+    VAE_ENCODER_STRIDES as VAE_ENCODER_STRIDES,
+    VAE_SCALE as VAE_SCALE,
+    VAEBlock as VAEBlock,
+    VAEConfig as VAEConfig,
+)
+
 # ---------------------------------------------------------------- transformer section
 
 # The one value each setting takes in every published checkpoint, and the only one
@@ -85,38 +104,52 @@ class TransformerConfig:
         return self.num_attention_heads * self.attention_head_dim
 
     def __post_init__(self):
-        for name in ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels",
-                     "out_channels", "caption_channels", "cross_attention_dim"):
+        for name in (
+            "num_layers",
+            "num_attention_heads",
+            "attention_head_dim",
+            "in_channels",
+            "out_channels",
+            "caption_channels",
+            "cross_attention_dim",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SettingsError(f"transformer config: {name} is {value!r}; "
-                                    "allowed: a positive integer")
+                raise SettingsError(f"transformer config: {name} is {value!r}; allowed: a positive integer")
         for name, allowed in _TRANSFORMER_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise SettingsError(
                     f"transformer config: {name} {getattr(self, name)!r} is not supported; "
                     f"allowed: {', '.join(map(repr, allowed))} (every published LTX-Video "
-                    "checkpoint uses it)")
+                    "checkpoint uses it)"
+                )
         if self.cross_attention_dim != self.inner_dim:
             # The caption projection maps text to the model width, so attn2's keys and
             # values take inner_dim inputs (Lightricks' Transformer3DModel).
             raise SettingsError(
                 f"transformer config: cross_attention_dim {self.cross_attention_dim} must "
-                f"equal num_attention_heads * attention_head_dim = {self.inner_dim}")
+                f"equal num_attention_heads * attention_head_dim = {self.inner_dim}"
+            )
         if self.inner_dim % 2:  # RoPE rotates channel pairs across the full width (2.2.1)
             raise SettingsError(
                 f"transformer config: num_attention_heads * attention_head_dim = {self.inner_dim} is odd; "
-                "allowed: an even width (RoPE rotates channels in pairs)")
+                "allowed: an even width (RoPE rotates channels in pairs)"
+            )
         max_pos = self.positional_embedding_max_pos
-        if (not isinstance(max_pos, tuple) or len(max_pos) != 3
-                or not all(isinstance(v, (int, float)) and v > 0 for v in max_pos)):
+        if (
+            not isinstance(max_pos, tuple)
+            or len(max_pos) != 3
+            or not all(isinstance(v, (int, float)) and v > 0 for v in max_pos)
+        ):
             raise SettingsError(
                 f"transformer config: positional_embedding_max_pos is {max_pos!r}; allowed: "
-                "a tuple of three positive numbers (frames, height, width)")
+                "a tuple of three positive numbers (frames, height, width)"
+            )
         if not self.positional_embedding_theta > 1:
             raise SettingsError(
                 f"transformer config: positional_embedding_theta is "
-                f"{self.positional_embedding_theta!r}; allowed: a number above 1")
+                f"{self.positional_embedding_theta!r}; allowed: a number above 1"
+            )
 
     @classmethod
     def from_metadata(cls, transformer_config: dict) -> TransformerConfig:
@@ -129,18 +162,20 @@ class TransformerConfig:
         if not isinstance(transformer_config, dict):
             raise SettingsError(
                 f"transformer metadata is a {type(transformer_config).__name__}; allowed: "
-                "the dict under the checkpoint metadata's config['transformer']")
+                "the dict under the checkpoint metadata's config['transformer']"
+            )
         settings = {**_LIGHTRICKS_TRANSFORMER_DEFAULTS, **transformer_config}
         for name, value in _TRANSFORMER_FIXED.items():
             if settings[name] != value:
-                raise SettingsError(f"transformer metadata: {name} {settings[name]!r} is not "
-                                    f"supported; allowed: {value!r}")
-        required = ("in_channels", "caption_channels", "positional_embedding_theta",
-                    "positional_embedding_max_pos")
+                raise SettingsError(
+                    f"transformer metadata: {name} {settings[name]!r} is not supported; allowed: {value!r}"
+                )
+        required = ("in_channels", "caption_channels", "positional_embedding_theta", "positional_embedding_max_pos")
         missing = [name for name in required if settings.get(name) is None]
         if missing:
-            raise SettingsError(f"transformer metadata lacks {', '.join(missing)}; "
-                                "an official LTX-Video file names them all")
+            raise SettingsError(
+                f"transformer metadata lacks {', '.join(missing)}; an official LTX-Video file names them all"
+            )
         if settings["out_channels"] is None:
             settings["out_channels"] = settings["in_channels"]
         if isinstance(settings["positional_embedding_max_pos"], list):
@@ -154,34 +189,19 @@ LTXV_2B_0_9_0 = TransformerConfig()
 # 0.9.5, 0.9.6 and the 0.9.8 2B models: the same weights' layout, causal time coordinates.
 LTXV_2B_0_9_5 = replace(LTXV_2B_0_9_0, causal_temporal_positioning=True)
 # 0.9.7 and 0.9.8 13B: 48 layers, 32 heads x 128 = 4096 wide.
-LTXV_13B_0_9_7 = replace(LTXV_2B_0_9_5, num_layers=48, attention_head_dim=128,
-                         cross_attention_dim=4096)
+LTXV_13B_0_9_7 = replace(LTXV_2B_0_9_5, num_layers=48, attention_head_dim=128, cross_attention_dim=4096)
 LTXV_2B = LTXV_2B_0_9_0
 LTXV_13B = LTXV_13B_0_9_7
 # 2 heads x 8 = 16 wide: 16 % 6 == 4, so RoPE pads as in the 13B model (4096 % 6 == 4).
-TINY_TRANSFORMER = replace(LTXV_2B_0_9_5, num_layers=2, num_attention_heads=2,
-                           attention_head_dim=8, caption_channels=32, cross_attention_dim=16)
-
-
-# ---------------------------------------------------------------- vae section
-# In `vae_config`, gathered here so every config is found in one place.
-from .vae_config import (  # noqa: E402
-    FRAMES_PER_LATENT as FRAMES_PER_LATENT,
-    LTXV_VAE_0_9_0 as LTXV_VAE_0_9_0,
-    LTXV_VAE_0_9_1 as LTXV_VAE_0_9_1,
-    LTXV_VAE_0_9_5 as LTXV_VAE_0_9_5,
-    LTXV_VAE_BY_FAMILY as LTXV_VAE_BY_FAMILY,
-    PIXELS_PER_LATENT as PIXELS_PER_LATENT,
-    TINY_VAE as TINY_VAE,
-    TINY_VAE_0_9_0 as TINY_VAE_0_9_0,
-    TINY_VAE_0_9_1 as TINY_VAE_0_9_1,
-    TINY_VAE_0_9_5 as TINY_VAE_0_9_5,
-    VAE_DECODER_STRIDES as VAE_DECODER_STRIDES,
-    VAE_ENCODER_STRIDES as VAE_ENCODER_STRIDES,
-    VAE_SCALE as VAE_SCALE,
-    VAEBlock as VAEBlock,
-    VAEConfig as VAEConfig,
+TINY_TRANSFORMER = replace(
+    LTXV_2B_0_9_5,
+    num_layers=2,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    caption_channels=32,
+    cross_attention_dim=16,
 )
+
 
 # ---------------------------------------------------------------- scheduler section
 
@@ -216,10 +236,7 @@ class SchedulerConfig:
         if self.sampler not in SCHEDULE_SAMPLERS:
             raise ValueError(f"scheduler sampler {self.sampler!r} is unknown; allowed: {', '.join(SCHEDULE_SAMPLERS)}")
         if self.time_shift_type not in ("exponential", "linear"):
-            raise ValueError(
-                f"time_shift_type {self.time_shift_type!r} is unknown; "
-                "allowed: 'exponential' or 'linear'"
-            )
+            raise ValueError(f"time_shift_type {self.time_shift_type!r} is unknown; allowed: 'exponential' or 'linear'")
         if self.shift_terminal is not None and not 0.0 <= self.shift_terminal < 1.0:
             raise ValueError(f"shift_terminal {self.shift_terminal} must be in [0, 1) or None")
 

@@ -46,17 +46,21 @@ class LatentUpsamplerConfig:
             if not is_int(value) or value < 1:
                 raise SettingsError(f"latent upsampler config: {name} is {value!r}; allowed: a positive integer")
         if self.mid_channels % NORM_GROUPS:
-            raise SettingsError(f"latent upsampler config: mid_channels {self.mid_channels} is not a multiple "
-                                f"of {NORM_GROUPS} (its GroupNorm has {NORM_GROUPS} groups)")
+            raise SettingsError(
+                f"latent upsampler config: mid_channels {self.mid_channels} is not a multiple "
+                f"of {NORM_GROUPS} (its GroupNorm has {NORM_GROUPS} groups)"
+            )
         if self.dims not in (2, 3):
             raise SettingsError(f"latent upsampler config: dims {self.dims!r} is not allowed; allowed: 2 or 3")
         for name in ("spatial_upsample", "temporal_upsample"):
             if not isinstance(getattr(self, name), bool):
-                raise SettingsError(f"latent upsampler config: {name} is {getattr(self, name)!r}; "
-                                    "allowed: true or false")
+                raise SettingsError(
+                    f"latent upsampler config: {name} is {getattr(self, name)!r}; allowed: true or false"
+                )
         if not (self.spatial_upsample or self.temporal_upsample):
-            raise SettingsError("latent upsampler config: neither spatial_upsample nor temporal_upsample is "
-                                "set; allowed: one or both")
+            raise SettingsError(
+                "latent upsampler config: neither spatial_upsample nor temporal_upsample is set; allowed: one or both"
+            )
         if self.temporal_upsample and self.dims == 2:
             # per-frame (2D) blocks see no time axis to upsample; the official code breaks too
             raise SettingsError("latent upsampler config: temporal_upsample needs dims 3, not 2")
@@ -84,12 +88,15 @@ class LatentUpsamplerConfig:
             raise SettingsError(f"latent upsampler config is a {type(config).__name__}; allowed: a JSON object")
         class_name = config.get("_class_name", CLASS_NAMES[0])
         if class_name not in CLASS_NAMES:
-            raise SettingsError(f"latent upsampler config: _class_name {class_name!r} is not "
-                                f"{' or '.join(map(repr, CLASS_NAMES))}")
+            raise SettingsError(
+                f"latent upsampler config: _class_name {class_name!r} is not {' or '.join(map(repr, CLASS_NAMES))}"
+            )
         if config.get("rational_resampler") or config.get("spatial_scale", 2.0) != 2.0:
             # LTX-2's upsamplers add these (ComfyUI reads them); no LTX-Video one has them
-            raise SettingsError(f"latent upsampler config: spatial_scale {config.get('spatial_scale')!r} with a "
-                                "rational resampler is an LTX-2 upsampler; allowed: the LTX-Video x2 upsamplers")
+            raise SettingsError(
+                f"latent upsampler config: spatial_scale {config.get('spatial_scale')!r} with a "
+                "rational resampler is an LTX-2 upsampler; allowed: the LTX-Video x2 upsamplers"
+            )
         names = [f.name for f in fields(cls)]
         missing = [name for name in names if name not in config]
         if missing:
@@ -176,8 +183,7 @@ class LatentUpsampler(nn.Module):
         self.initial_norm = nn.GroupNorm(NORM_GROUPS, mid)
         self.res_blocks = nn.ModuleList(ResBlock(mid, cfg.dims) for _ in range(cfg.num_blocks_per_stage))
         self.upsampler = _upsampling_layer(cfg)
-        self.post_upsample_res_blocks = nn.ModuleList(
-            ResBlock(mid, cfg.dims) for _ in range(cfg.num_blocks_per_stage))
+        self.post_upsample_res_blocks = nn.ModuleList(ResBlock(mid, cfg.dims) for _ in range(cfg.num_blocks_per_stage))
         self.final_conv = _conv(cfg.dims, mid, cfg.in_channels)
 
     def forward(self, latent: Tensor) -> Tensor:

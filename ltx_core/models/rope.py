@@ -90,9 +90,7 @@ def rope_pair_cos_sin(
     return cos, sin
 
 
-def rope_cos_sin(
-    coords: Tensor, dim: int, theta: float, max_pos: tuple[float, float, float]
-) -> tuple[Tensor, Tensor]:
+def rope_cos_sin(coords: Tensor, dim: int, theta: float, max_pos: tuple[float, float, float]) -> tuple[Tensor, Tensor]:
     """cos and sin for rotating `dim`-wide queries and keys, each (B, T, dim) in fp32: the
     pair angles of `rope_pair_cos_sin`, each repeated for the two channels it rotates
     (Lightricks' layout, which `apply_rope` takes)."""

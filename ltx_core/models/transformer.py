@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .configs import TransformerConfig
 from ..errors import SettingsError
+from .configs import TransformerConfig
 from .rope import apply_rope, rope_cos_sin, rope_pair_cos_sin
 
 # Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).
@@ -166,9 +166,14 @@ class Attention(nn.Module):
         return (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, rope: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None,
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
         kernels: SelfAttentionKernels = TORCH_KERNELS,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         """QK-norm, RoPE and attention of projected q, k, v -> (B, T, D), before `to_out`."""
         if rope is not None and kernels.qk_norm_rope is not None:
             q, k = kernels.qk_norm_rope(q, k, self.q_norm.weight, self.k_norm.weight, *rope, QK_NORM_EPS)
@@ -181,9 +186,13 @@ class Attention(nn.Module):
         return rearrange(out, "b h n d -> b n (h d)")
 
     def forward(
-        self, x: Tensor, context: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
-        bias: Tensor | None = None, kernels: SelfAttentionKernels = TORCH_KERNELS,
-    ) -> Tensor:  # fmt: skip
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
+        kernels: SelfAttentionKernels = TORCH_KERNELS,
+    ) -> Tensor:
         return self.to_out[0](self.attend(*self.project(x, context), rope, bias, kernels))
 
 
@@ -192,8 +201,9 @@ class Attention(nn.Module):
 SelfAttention = Callable[["Attention", Tensor, tuple[Tensor, Tensor], SelfAttentionKernels], Tensor]
 
 
-def plain_self_attention(attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor],
-                         kernels: SelfAttentionKernels) -> Tensor:  # fmt: skip
+def plain_self_attention(
+    attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor], kernels: SelfAttentionKernels
+) -> Tensor:
     return attn(x, rope=rope, kernels=kernels)
 
 
@@ -211,16 +221,23 @@ class TransformerBlock(nn.Module):
         dim = cfg.inner_dim
         self.norm1 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
         self.attn1 = Attention(dim, dim, cfg.num_attention_heads, cfg.attention_bias, self_attention=True)
-        self.attn2 = Attention(dim, cfg.cross_attention_dim, cfg.num_attention_heads, cfg.attention_bias,
-                               self_attention=False)
+        self.attn2 = Attention(
+            dim, cfg.cross_attention_dim, cfg.num_attention_heads, cfg.attention_bias, self_attention=False
+        )
         self.norm2 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
         self.ff = FeedForward(dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
     def forward(
-        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], text: Tensor, text_bias: Tensor | None,
-        kernels: SelfAttentionKernels = TORCH_KERNELS, self_attention: SelfAttention = plain_self_attention,
-    ) -> Tensor:  # fmt: skip
+        self,
+        x: Tensor,
+        modulation: Tensor,
+        rope: tuple[Tensor, Tensor],
+        text: Tensor,
+        text_bias: Tensor | None,
+        kernels: SelfAttentionKernels = TORCH_KERNELS,
+        self_attention: SelfAttention = plain_self_attention,
+    ) -> Tensor:
         # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
         ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
@@ -253,8 +270,9 @@ class LTXVTransformer(nn.Module):
         previous, self.kernels = self.kernels, kernels
         return previous
 
-    def forward(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
-                coords: Tensor) -> Tensor:  # fmt: skip
+    def forward(
+        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor
+    ) -> Tensor:
         """latent (B, T, in_channels); timestep sigmas in [0, 1], (B, T) per token or (B,);
         text (B, L, caption_channels); text_mask (B, L), 1 = keep, or None; coords (B, 3, T)
         from `rope.fractional_coords` (seconds, pixels, pixels). Returns (B, T, out_channels)."""
@@ -263,16 +281,23 @@ class LTXVTransformer(nn.Module):
         return self.finish(self.blocks(x, modulation, rope, context, text_bias), embedded_t)
 
     def blocks(
-        self, x: Tensor, modulation: Tensor, rope: tuple[Tensor, Tensor], context: Tensor, text_bias: Tensor | None,
-        self_attention: dict[int, SelfAttention] | None = None, outputs: dict[int, BlockOutput] | None = None,
-    ) -> Tensor:  # fmt: skip
+        self,
+        x: Tensor,
+        modulation: Tensor,
+        rope: tuple[Tensor, Tensor],
+        context: Tensor,
+        text_bias: Tensor | None,
+        self_attention: dict[int, SelfAttention] | None = None,
+        outputs: dict[int, BlockOutput] | None = None,
+    ) -> Tensor:
         """Every transformer block on the tokens; for this call only, `self_attention` maps
         block indices to a replacement of that block's self-attention and `outputs` to a
         replacement of what it hands on (a caller that perturbs chosen blocks for some batch items)."""
         replaced, handed_on = self_attention or {}, outputs or {}
         for index, block in enumerate(self.transformer_blocks):
-            out = block(x, modulation, rope, context, text_bias, self.kernels,
-                        replaced.get(index, plain_self_attention))  # fmt: skip
+            out = block(
+                x, modulation, rope, context, text_bias, self.kernels, replaced.get(index, plain_self_attention)
+            )
             x = handed_on[index](x, out) if index in handed_on else out
         return x
 
@@ -295,8 +320,9 @@ class LTXVTransformer(nn.Module):
         text_bias = text_attention_bias(text_mask, x.dtype)  # (B, 1, 1, L)
         # RoPE in fp32, cast to the model's dtype once, as Lightricks' precompute_freqs_cis does.
         tables = rope_cos_sin if self.kernels.qk_norm_rope is None else rope_pair_cos_sin
-        cos, sin = tables(coords, x.shape[-1], self.cfg.positional_embedding_theta,
-                          self.cfg.positional_embedding_max_pos)
+        cos, sin = tables(
+            coords, x.shape[-1], self.cfg.positional_embedding_theta, self.cfg.positional_embedding_max_pos
+        )
         rope = (cos.to(x.dtype), sin.to(x.dtype))  # each (B, T, D), or (B, T, D / 2) as pairs
         return x, modulation, embedded_t, context, text_bias, rope
 
@@ -310,17 +336,23 @@ class LTXVTransformer(nn.Module):
         """The shapes `forward` takes, refused with what is allowed."""
         cfg = self.cfg
         if latent.ndim != 3 or latent.shape[-1] != cfg.in_channels:
-            raise SettingsError(f"latent tokens have shape {tuple(latent.shape)}; "
-                                f"allowed: (batch, tokens, {cfg.in_channels})")
+            raise SettingsError(
+                f"latent tokens have shape {tuple(latent.shape)}; allowed: (batch, tokens, {cfg.in_channels})"
+            )
         batch, tokens = latent.shape[:2]
         if tuple(timestep.shape) not in ((batch,), (batch, 1), (batch, tokens)):
-            raise SettingsError(f"timestep has shape {tuple(timestep.shape)}; allowed: "
-                                f"({batch},) or ({batch}, {tokens}) for {tokens} tokens")
+            raise SettingsError(
+                f"timestep has shape {tuple(timestep.shape)}; allowed: "
+                f"({batch},) or ({batch}, {tokens}) for {tokens} tokens"
+            )
         if text.ndim != 3 or text.shape[0] != batch or text.shape[-1] != cfg.caption_channels:
-            raise SettingsError(f"text embeddings have shape {tuple(text.shape)}; allowed: "
-                                f"({batch}, length, {cfg.caption_channels})")
+            raise SettingsError(
+                f"text embeddings have shape {tuple(text.shape)}; allowed: ({batch}, length, {cfg.caption_channels})"
+            )
         if text_mask is not None and tuple(text_mask.shape) != tuple(text.shape[:2]):
-            raise SettingsError(f"text_mask has shape {tuple(text_mask.shape)}; "
-                                f"allowed: {tuple(text.shape[:2])}, one entry per text token")
+            raise SettingsError(
+                f"text_mask has shape {tuple(text_mask.shape)}; "
+                f"allowed: {tuple(text.shape[:2])}, one entry per text token"
+            )
         if tuple(coords.shape) != (batch, 3, tokens):
             raise SettingsError(f"coords have shape {tuple(coords.shape)}; allowed: ({batch}, 3, {tokens})")

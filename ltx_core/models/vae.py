@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..errors import SettingsError
 from .configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
 from .vae_layers import (
     CausalConv3d,
@@ -34,7 +35,6 @@ from .vae_layers import (
     time_chunks,
     time_window,
 )
-from ..errors import SettingsError
 
 # The decode time chunk the CLI and the decode node use unless told otherwise (see
 # `pipeline.default_decode_time_chunk`): each decoder layer 32 frames at a time gives the
@@ -46,17 +46,17 @@ DEFAULT_DECODE_TIME_CHUNK = 32
 
 def check_time_chunk(time_chunk, name: str = "time_chunk") -> None:
     """None (every decoder layer on the whole clip at once) or a whole number >= 1."""
-    if time_chunk is not None and (not isinstance(time_chunk, int) or isinstance(time_chunk, bool)
-                                   or time_chunk < 1):
-        raise SettingsError(f"{name} {time_chunk!r} is not allowed; allowed: a whole number of "
-                            "frames >= 1 (None: each decoder layer on the whole clip at once)")
+    if time_chunk is not None and (not isinstance(time_chunk, int) or isinstance(time_chunk, bool) or time_chunk < 1):
+        raise SettingsError(
+            f"{name} {time_chunk!r} is not allowed; allowed: a whole number of "
+            "frames >= 1 (None: each decoder layer on the whole clip at once)"
+        )
 
 
 # ---------------------------------------------------------------------- encoder, decoder
 
 
-def _encoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
-                   ) -> tuple[nn.Module, int]:
+def _encoder_block(name: str, params: dict, channels: int, cfg: VAEConfig) -> tuple[nn.Module, int]:
     """One encoder entry of the block list -> (module, output channels)."""
     pad = cfg.spatial_padding_mode
     stride = VAE_ENCODER_STRIDES[name]
@@ -77,8 +77,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.patch_size = cfg.patch_size
         channels = cfg.encoder_base_channels
-        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size**2, channels,
-                                    padding_mode=cfg.spatial_padding_mode)
+        self.conv_in = CausalConv3d(
+            cfg.in_channels * cfg.patch_size**2, channels, padding_mode=cfg.spatial_padding_mode
+        )
         self.down_blocks = nn.ModuleList()
         for name, params in cfg.encoder_block_list:
             block, channels = _encoder_block(name, dict(params), channels, cfg)
@@ -87,8 +88,7 @@ class Encoder(nn.Module):
         # mean channels, then the log-variance: one shared channel ("uniform",
         # "constant") or one per latent channel ("per_channel")
         extra = cfg.latent_channels if cfg.latent_log_var == "per_channel" else 1
-        self.conv_out = CausalConv3d(channels, cfg.latent_channels + extra,
-                                     padding_mode=cfg.spatial_padding_mode)
+        self.conv_out = CausalConv3d(channels, cfg.latent_channels + extra, padding_mode=cfg.spatial_padding_mode)
 
     def forward(self, video: Tensor) -> Tensor:
         """(B, C, F, H, W) -> moments (B, latent + extra, f, h, w); always causal."""
@@ -100,14 +100,14 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
-def _decoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
-                   ) -> tuple[nn.Module, int]:
+def _decoder_block(name: str, params: dict, channels: int, cfg: VAEConfig) -> tuple[nn.Module, int]:
     """One decoder entry (walked in reverse) -> (module, output channels)."""
     pad = cfg.spatial_padding_mode
     noise = params.get("inject_noise", False)
     if name == "res_x":
-        return UNetMidBlock3D(channels, params["num_layers"], cfg.norm_layer, pad, noise,
-                              cfg.timestep_conditioning), channels
+        return UNetMidBlock3D(
+            channels, params["num_layers"], cfg.norm_layer, pad, noise, cfg.timestep_conditioning
+        ), channels
     if name == "res_x_y":
         out = channels // params.get("multiplier", 2)
         return ResnetBlock3D(channels, out, cfg.norm_layer, pad, noise), out
@@ -115,8 +115,7 @@ def _decoder_block(name: str, params: dict, channels: int, cfg: VAEConfig
     if name != "compress_all":
         return DepthToSpaceUpsample(channels, stride, pad), channels
     factor = params.get("multiplier", 1)
-    return DepthToSpaceUpsample(channels, stride, pad, params.get("residual", False),
-                                factor), channels // factor
+    return DepthToSpaceUpsample(channels, stride, pad, params.get("residual", False), factor), channels // factor
 
 
 class Decoder(nn.Module):
@@ -133,15 +132,19 @@ class Decoder(nn.Module):
             block, channels = _decoder_block(name, dict(params), channels, cfg)
             self.up_blocks.append(block)
         self.conv_norm_out = make_norm(cfg.norm_layer, channels)
-        self.conv_out = CausalConv3d(channels, cfg.out_channels * cfg.patch_size**2,
-                                     padding_mode=pad)
+        self.conv_out = CausalConv3d(channels, cfg.out_channels * cfg.patch_size**2, padding_mode=pad)
         if cfg.timestep_conditioning:
             self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
             self.last_time_embedder = TimestepEmbedder(channels * 2)
             self.last_scale_shift_table = nn.Parameter(torch.randn(2, channels) / channels**0.5)
 
-    def forward(self, z: Tensor, timestep: Tensor | None = None,
-                generator: torch.Generator | None = None, time_chunk: int | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        timestep: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        time_chunk: int | None = None,
+    ) -> Tensor:
         """Raw latent (B, C, f, h, w) and timestep (B,) sigmas -> (B, 3, F, H, W).
 
         time_chunk: run every resnet block, upsampler and the output stage this many
@@ -182,8 +185,10 @@ class Decoder(nn.Module):
 
     def _check_chunkable(self) -> None:
         if not self.can_chunk_time:
-            raise SettingsError("time_chunk needs a pixel- or layer-norm decoder (every released "
-                                "VAE); this one uses group norm, whose statistics span all frames")
+            raise SettingsError(
+                "time_chunk needs a pixel- or layer-norm decoder (every released "
+                "VAE); this one uses group norm, whose statistics span all frames"
+            )
 
     def _layers(self, timestep: Tensor | None, dtype: torch.dtype):
         """(resnet block or upsampler, its timestep embedding) in order. A mid block's
@@ -197,8 +202,14 @@ class Decoder(nn.Module):
             else:
                 yield block, None
 
-    def _run_layer(self, block: nn.Module, x: Tensor, embed: Tensor | None,
-                   generator: torch.Generator | None, time_chunk: int | None) -> Tensor:
+    def _run_layer(
+        self,
+        block: nn.Module,
+        x: Tensor,
+        embed: Tensor | None,
+        generator: torch.Generator | None,
+        time_chunk: int | None,
+    ) -> Tensor:
         if isinstance(block, ResnetBlock3D):
             if time_chunk is None:
                 return block(x, self.causal, embed, generator)
@@ -207,8 +218,7 @@ class Decoder(nn.Module):
             return block(x, self.causal)
         return block.forward_chunked(x, self.causal, time_chunk)
 
-    def _last_modulation(self, timestep: Tensor | None, dtype: torch.dtype
-                         ) -> tuple[Tensor, Tensor] | None:
+    def _last_modulation(self, timestep: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
         """(shift, scale) of the output stage, each (B, C, 1, 1, 1); None without timestep
         conditioning."""
         if not self.timestep_conditioning:
@@ -216,8 +226,9 @@ class Decoder(nn.Module):
         embed = self.last_time_embedder(timestep, dtype).unflatten(1, (2, -1))
         return (self.last_scale_shift_table[None, :, :, None, None, None] + embed).unbind(dim=1)
 
-    def _finish(self, x: Tensor, modulation: tuple[Tensor, Tensor] | None,
-                pads: tuple[int, int] | None = None) -> Tensor:
+    def _finish(
+        self, x: Tensor, modulation: tuple[Tensor, Tensor] | None, pads: tuple[int, int] | None = None
+    ) -> Tensor:
         """norm -> last modulation -> SiLU -> conv_out -> unpatchify; `pads`: a chunk's
         edge repeats (None: the whole clip, through conv_out's own forward, which the
         time-split decode replaces)."""
@@ -230,13 +241,13 @@ class Decoder(nn.Module):
         p = self.patch_size
         return rearrange(x, "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
 
-    def _finish_chunked(self, x: Tensor, modulation: tuple[Tensor, Tensor] | None,
-                        time_chunk: int) -> Tensor:
+    def _finish_chunked(self, x: Tensor, modulation: tuple[Tensor, Tensor] | None, time_chunk: int) -> Tensor:
         frames, p = x.shape[2], self.patch_size
         if time_chunk >= frames:
             return self._finish(x, modulation)
-        out = x.new_empty(x.shape[0], self.conv_out.conv.out_channels // p**2, frames,
-                          x.shape[3] * p, x.shape[4] * p)  # the video: unpatchified, so contiguous
+        out = x.new_empty(
+            x.shape[0], self.conv_out.conv.out_channels // p**2, frames, x.shape[3] * p, x.shape[4] * p
+        )  # the video: unpatchified, so contiguous
         for start, end in time_chunks(frames, time_chunk):
             lo, hi, pads = time_window(start, end, frames, self.conv_out.time_padding(self.causal))
             out[:, :, start:end] = self._finish(x[:, :, lo:hi], modulation, pads)
@@ -325,8 +336,7 @@ class CausalVideoVAE(nn.Module):
     def denormalize(self, z: Tensor) -> Tensor:
         return self.per_channel_statistics.denormalize(z)
 
-    def encode(self, video: Tensor, generator: torch.Generator | None = None,
-               sample: bool = False) -> Tensor:
+    def encode(self, video: Tensor, generator: torch.Generator | None = None, sample: bool = False) -> Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> normalized latent (B, 128, (F-1)/8 + 1, H/32, W/32):
         the posterior mean, or a draw from it with `sample=True`."""
         self._check_video(video)
@@ -349,9 +359,16 @@ class CausalVideoVAE(nn.Module):
             return mean, moments[:, c:].expand_as(mean)
         return mean, torch.full_like(mean, -30.0)  # "constant": a near-zero variance
 
-    def decode(self, latent: Tensor, timestep: float | Tensor = 0.05,
-               decode_noise_scale: float = 0.025, generator: torch.Generator | None = None,
-               *, mix_noise_denormalized: bool = False, time_chunk: int | None = None) -> Tensor:
+    def decode(
+        self,
+        latent: Tensor,
+        timestep: float | Tensor = 0.05,
+        decode_noise_scale: float = 0.025,
+        generator: torch.Generator | None = None,
+        *,
+        mix_noise_denormalized: bool = False,
+        time_chunk: int | None = None,
+    ) -> Tensor:
         """Normalized latent (B, 128, f, h, w) -> video (B, 3, 8(f-1) + 1, 32h, 32w).
 
         A timestep-conditioned decoder (0.9.1+) first takes the latent to
@@ -380,34 +397,34 @@ class CausalVideoVAE(nn.Module):
         timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
         return self._decode_raw(z, timestep.expand(latent.shape[0]), generator, time_chunk)
 
-    def _decode_raw(self, z: Tensor, timestep: Tensor | None, generator: torch.Generator,
-                    time_chunk: int | None = None) -> Tensor:
+    def _decode_raw(
+        self, z: Tensor, timestep: Tensor | None, generator: torch.Generator, time_chunk: int | None = None
+    ) -> Tensor:
         if self.cfg.use_quant_conv:
             z = self.post_quant_conv(z)
         return self.decoder(z, timestep, generator, time_chunk=time_chunk)
 
     def _check_video(self, video: Tensor) -> None:
         if video.ndim != 5:
-            raise SettingsError(
-                f"video must be 5-D (B, C, F, H, W); got shape {tuple(video.shape)}")
+            raise SettingsError(f"video must be 5-D (B, C, F, H, W); got shape {tuple(video.shape)}")
         _, channels, frames, height, width = video.shape
         if channels != self.cfg.in_channels:
-            raise SettingsError(f"video has {channels} channels; the VAE takes "
-                                f"{self.cfg.in_channels} (RGB)")
+            raise SettingsError(f"video has {channels} channels; the VAE takes {self.cfg.in_channels} (RGB)")
         t, s = self.temporal_compression, self.spatial_compression
         if frames < 1 or (frames - 1) % t:
-            raise SettingsError(f"frame count {frames} is not {t}k+1; nearest valid: "
-                                f"{_nearest_valid(frames, t, 1)}")
+            raise SettingsError(f"frame count {frames} is not {t}k+1; nearest valid: {_nearest_valid(frames, t, 1)}")
         for name, size in (("height", height), ("width", width)):
             if size < 1 or size % s:
-                raise SettingsError(f"{name} {size} is not a multiple of {s}; nearest "
-                                    f"valid: {_nearest_valid(size, s, 0)}")
+                raise SettingsError(
+                    f"{name} {size} is not a multiple of {s}; nearest valid: {_nearest_valid(size, s, 0)}"
+                )
 
     def _check_latent(self, latent: Tensor) -> None:
         if latent.ndim != 5 or latent.shape[1] != self.latent_channels:
             raise SettingsError(
                 f"latent of shape {tuple(latent.shape)} is not an LTX-Video latent; this "
-                f"VAE takes (B, {self.latent_channels}, frames, height, width)")
+                f"VAE takes (B, {self.latent_channels}, frames, height, width)"
+            )
 
 
 def _mix(z: Tensor, noise: Tensor, scale: float) -> Tensor:
@@ -418,4 +435,3 @@ def _check_unit_range(name: str, value: float | Tensor) -> None:
     values = torch.as_tensor(value, dtype=torch.float64)
     if not bool(((values >= 0) & (values <= 1)).all()):
         raise SettingsError(f"{name} {value} is outside [0, 1]")
-

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import CheckpointError, SettingsError
 
-
 # (time, height, width) stride of each encoder block; the decoder mirrors the list in
 # reverse (Lightricks `causal_video_autoencoder.Encoder` / `Decoder`).
 VAE_ENCODER_STRIDES: dict[str, tuple[int, int, int]] = {
@@ -95,23 +94,23 @@ class VAEConfig:
             object.__setattr__(self, "dims", tuple(self.dims))
         for name, allowed in _VAE_CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise SettingsError(f"VAE {name}={getattr(self, name)!r} is not supported; "
-                                    f"allowed: {', '.join(map(repr, allowed))}")
+                raise SettingsError(
+                    f"VAE {name}={getattr(self, name)!r} is not supported; allowed: {', '.join(map(repr, allowed))}"
+                )
         if self.use_quant_conv and self.latent_log_var != "per_channel":
-            raise SettingsError(f"VAE latent_log_var={self.latent_log_var!r} requires "
-                                "use_quant_conv=False (as in Lightricks' code)")
+            raise SettingsError(
+                f"VAE latent_log_var={self.latent_log_var!r} requires use_quant_conv=False (as in Lightricks' code)"
+            )
         self._check_blocks("encoder", self.encoder_block_list, VAE_ENCODER_STRIDES)
         self._check_blocks("decoder", self.decoder_block_list, VAE_DECODER_STRIDES)
 
     @staticmethod
     def _check_blocks(half: str, blocks, known: Mapping[str, Any]) -> None:
         if not blocks:
-            raise SettingsError(f"VAE config has no {half} blocks: set `blocks` or "
-                                f"`{half}_blocks`")
+            raise SettingsError(f"VAE config has no {half} blocks: set `blocks` or `{half}_blocks`")
         for name, _ in blocks:
             if name not in known:
-                raise SettingsError(f"VAE {half} block {name!r} is not supported; "
-                                    f"allowed: {', '.join(known)}")
+                raise SettingsError(f"VAE {half} block {name!r} is not supported; allowed: {', '.join(known)}")
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> VAEConfig:
@@ -119,8 +118,9 @@ class VAEConfig:
         not fields (`_class_name`, `double_z`, ...) are dropped after use."""
         class_name = metadata.get("_class_name", "CausalVideoAutoencoder")
         if class_name != "CausalVideoAutoencoder":
-            raise CheckpointError(f"VAE metadata _class_name {class_name!r} is not "
-                                  "'CausalVideoAutoencoder' (the LTX-Video causal VAE)")
+            raise CheckpointError(
+                f"VAE metadata _class_name {class_name!r} is not 'CausalVideoAutoencoder' (the LTX-Video causal VAE)"
+            )
         missing = [k for k in ("dims", "latent_channels") if k not in metadata]
         if missing:
             raise CheckpointError(f"VAE metadata lacks {', '.join(missing)}")
@@ -180,15 +180,27 @@ class VAEConfig:
 # identical to ComfyUI `VideoVAE.guess_config(version=0)`; diffusers' 0.9.0 config
 # (layers_per_block (4, 3, 3, 3, 4), block_out_channels (128, 256, 512, 512)) agrees.
 LTXV_VAE_0_9_0 = VAEConfig(
-    dims=3, in_channels=3, out_channels=3, latent_channels=128,
+    dims=3,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=128,
     blocks=(
-        ("res_x", 4), ("compress_all", 1), ("res_x_y", 1),
-        ("res_x", 3), ("compress_all", 1), ("res_x_y", 1),
-        ("res_x", 3), ("compress_all", 1), ("res_x", 3),
+        ("res_x", 4),
+        ("compress_all", 1),
+        ("res_x_y", 1),
+        ("res_x", 3),
+        ("compress_all", 1),
+        ("res_x_y", 1),
+        ("res_x", 3),
+        ("compress_all", 1),
+        ("res_x", 3),
         ("res_x", 4),
     ),
-    norm_layer="pixel_norm", patch_size=4, latent_log_var="uniform",
-    use_quant_conv=False, causal_decoder=False,
+    norm_layer="pixel_norm",
+    patch_size=4,
+    latent_log_var="uniform",
+    use_quant_conv=False,
+    causal_decoder=False,
 )
 
 # 0.9.1 (ltx-video-2b-v0.9.1): the 0.9.0 encoder; a wider timestep-conditioned decoder
@@ -198,11 +210,20 @@ LTXV_VAE_0_9_0 = VAEConfig(
 # its 0.9.1 config (decoder_block_out_channels (256, 512, 1024), decoder layers
 # (5, 6, 7, 8), decoder_inject_noise (True, True, True, False), upsample_factor 2).
 LTXV_VAE_0_9_1 = VAEConfig(
-    dims=3, in_channels=3, out_channels=3, latent_channels=128,
+    dims=3,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=128,
     encoder_blocks=(
-        ("res_x", {"num_layers": 4}), ("compress_all", {}), ("res_x_y", 1),
-        ("res_x", {"num_layers": 3}), ("compress_all", {}), ("res_x_y", 1),
-        ("res_x", {"num_layers": 3}), ("compress_all", {}), ("res_x", {"num_layers": 3}),
+        ("res_x", {"num_layers": 4}),
+        ("compress_all", {}),
+        ("res_x_y", 1),
+        ("res_x", {"num_layers": 3}),
+        ("compress_all", {}),
+        ("res_x_y", 1),
+        ("res_x", {"num_layers": 3}),
+        ("compress_all", {}),
+        ("res_x", {"num_layers": 3}),
         ("res_x", {"num_layers": 4}),
     ),
     decoder_blocks=(
@@ -214,8 +235,12 @@ LTXV_VAE_0_9_1 = VAEConfig(
         ("compress_all", {"residual": True, "multiplier": 2}),
         ("res_x", {"num_layers": 8, "inject_noise": False}),
     ),
-    norm_layer="pixel_norm", patch_size=4, latent_log_var="uniform",
-    use_quant_conv=False, causal_decoder=False, timestep_conditioning=True,
+    norm_layer="pixel_norm",
+    patch_size=4,
+    latent_log_var="uniform",
+    use_quant_conv=False,
+    causal_decoder=False,
+    timestep_conditioning=True,
 )
 
 # 0.9.5 and later (0.9.5, 0.9.6, 0.9.7, 0.9.8; 2B and 13B share this VAE layout): a new
@@ -225,12 +250,19 @@ LTXV_VAE_0_9_1 = VAEConfig(
 # (128, 256, 512, 1024, 2048), layers (4, 6, 6, 2, 2), downsample_type spatial,
 # temporal, spatiotemporal, spatiotemporal; decoder layers (5, 5, 5, 5)).
 LTXV_VAE_0_9_5 = VAEConfig(
-    dims=3, in_channels=3, out_channels=3, latent_channels=128,
+    dims=3,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=128,
     encoder_blocks=(
-        ("res_x", {"num_layers": 4}), ("compress_space_res", {"multiplier": 2}),
-        ("res_x", {"num_layers": 6}), ("compress_time_res", {"multiplier": 2}),
-        ("res_x", {"num_layers": 6}), ("compress_all_res", {"multiplier": 2}),
-        ("res_x", {"num_layers": 2}), ("compress_all_res", {"multiplier": 2}),
+        ("res_x", {"num_layers": 4}),
+        ("compress_space_res", {"multiplier": 2}),
+        ("res_x", {"num_layers": 6}),
+        ("compress_time_res", {"multiplier": 2}),
+        ("res_x", {"num_layers": 6}),
+        ("compress_all_res", {"multiplier": 2}),
+        ("res_x", {"num_layers": 2}),
+        ("compress_all_res", {"multiplier": 2}),
         ("res_x", {"num_layers": 2}),
     ),
     decoder_blocks=(
@@ -242,8 +274,12 @@ LTXV_VAE_0_9_5 = VAEConfig(
         ("compress_all", {"residual": True, "multiplier": 2}),
         ("res_x", {"num_layers": 5, "inject_noise": False}),
     ),
-    norm_layer="pixel_norm", patch_size=4, latent_log_var="uniform",
-    use_quant_conv=False, causal_decoder=False, timestep_conditioning=True,
+    norm_layer="pixel_norm",
+    patch_size=4,
+    latent_log_var="uniform",
+    use_quant_conv=False,
+    causal_decoder=False,
+    timestep_conditioning=True,
 )
 LTXV_VAE_BY_FAMILY = {"0.9.0": LTXV_VAE_0_9_0, "0.9.1": LTXV_VAE_0_9_1, "0.9.5": LTXV_VAE_0_9_5}
 
@@ -257,15 +293,23 @@ FRAMES_PER_LATENT, PIXELS_PER_LATENT = VAE_SCALE[0], VAE_SCALE[1]
 def _tiny_vae(cfg: VAEConfig) -> VAEConfig:
     """Same block list (so patch 4, 32x32x8 compression and the diffusers key layout
     hold), one layer per block, 8 base channels; latent_channels stays 128."""
+
     def one_layer(blocks):
         if blocks is None:
             return None
-        return tuple((name, {**dict(params), "num_layers": 1} if "num_layers" in dict(params)
-                      else dict(params)) for name, params in blocks)
-    return replace(cfg, blocks=one_layer(cfg.blocks),
-                   encoder_blocks=one_layer(cfg.encoder_blocks),
-                   decoder_blocks=one_layer(cfg.decoder_blocks),
-                   encoder_base_channels=8, decoder_base_channels=8)
+        return tuple(
+            (name, {**dict(params), "num_layers": 1} if "num_layers" in dict(params) else dict(params))
+            for name, params in blocks
+        )
+
+    return replace(
+        cfg,
+        blocks=one_layer(cfg.blocks),
+        encoder_blocks=one_layer(cfg.encoder_blocks),
+        decoder_blocks=one_layer(cfg.decoder_blocks),
+        encoder_base_channels=8,
+        decoder_base_channels=8,
+    )
 
 
 TINY_VAE_0_9_0 = _tiny_vae(LTXV_VAE_0_9_0)

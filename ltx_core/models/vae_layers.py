@@ -29,13 +29,24 @@ class CausalConv3d(nn.Module):
     """3-D conv padded in time by repeating edge frames: causal = the first frame twice in
     front, so output frame t sees input frames <= t (Lightricks `causal_conv3d.py`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int | tuple[int, int, int] = 1, padding_mode: str = "zeros"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int | tuple[int, int, int] = 1,
+        padding_mode: str = "zeros",
+    ):
         super().__init__()
         self.time_kernel_size = kernel_size
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=(0, kernel_size // 2, kernel_size // 2),
-                              padding_mode=padding_mode)
+        self.conv = nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(0, kernel_size // 2, kernel_size // 2),
+            padding_mode=padding_mode,
+        )
 
     def time_padding(self, causal: bool = True) -> tuple[int, int]:
         """Frames repeated (in front, behind) of the clip: what one output frame reads
@@ -59,8 +70,7 @@ def time_chunks(frames: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, frames)) for start in range(0, frames, size)]
 
 
-def time_window(start: int, end: int, frames: int, pads: tuple[int, int]
-                ) -> tuple[int, int, tuple[int, int]]:
+def time_window(start: int, end: int, frames: int, pads: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
     """For output frames [start, end) of a time conv padded by `pads` (front, back) on a
     clip of `frames`: the input frames [lo, hi) it reads, clamped to the clip, and the
     edge repeats that window still needs. Those are nonzero only where the window meets
@@ -143,8 +153,7 @@ class TimestepEmbedder(nn.Module):
 def spatial_noise(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
     """Standard normal noise drawn on the generator's device, so a CPU generator gives the
     same numbers whatever device the model runs on."""
-    noise = torch.randn(shape, generator=generator, device=generator.device,
-                        dtype=torch.float32)
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     return noise.to(device=like.device, dtype=like.dtype)
 
 
@@ -156,9 +165,15 @@ class ResnetBlock3D(nn.Module):
     decoder adds per-channel-scaled spatial noise after each conv (StyleGAN's explicit
     noise inputs) and modulates both norms by the timestep (AdaLN)."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm_layer: str,
-                 padding_mode: str, inject_noise: bool = False,
-                 timestep_conditioning: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: str,
+        padding_mode: str,
+        inject_noise: bool = False,
+        timestep_conditioning: bool = False,
+    ):
         super().__init__()
         self.inject_noise = inject_noise
         self.timestep_conditioning = timestep_conditioning
@@ -172,8 +187,9 @@ class ResnetBlock3D(nn.Module):
             self.per_channel_scale1 = nn.Parameter(torch.zeros(in_channels, 1, 1))
             self.per_channel_scale2 = nn.Parameter(torch.zeros(in_channels, 1, 1))
         self.norm3 = LayerNorm(in_channels) if in_channels != out_channels else None
-        self.conv_shortcut = (nn.Conv3d(in_channels, out_channels, kernel_size=1)
-                              if in_channels != out_channels else None)
+        self.conv_shortcut = (
+            nn.Conv3d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        )
         if timestep_conditioning:
             self.scale_shift_table = nn.Parameter(torch.randn(4, in_channels) / in_channels**0.5)
 
@@ -181,8 +197,7 @@ class ResnetBlock3D(nn.Module):
         """timestep_embed (B, 4C, 1, 1, 1) -> shift1, scale1, shift2, scale2 (B, C, 1, 1, 1)."""
         if not self.timestep_conditioning:
             return None
-        ada = (self.scale_shift_table[None, :, :, None, None, None]
-               + timestep_embed.unflatten(1, (4, -1)))
+        ada = self.scale_shift_table[None, :, :, None, None, None] + timestep_embed.unflatten(1, (4, -1))
         return ada.unbind(dim=1)
 
     @staticmethod
@@ -202,8 +217,7 @@ class ResnetBlock3D(nn.Module):
             h = h * (1 + ada[1]) + ada[0]
         return F.silu(h)
 
-    def _conv2_input(self, h: Tensor, ada: tuple[Tensor, ...] | None,
-                     noise1: Tensor | None) -> Tensor:
+    def _conv2_input(self, h: Tensor, ada: tuple[Tensor, ...] | None, noise1: Tensor | None) -> Tensor:
         if noise1 is not None:
             h = self._add_noise(h, noise1, self.per_channel_scale1)
         h = self.norm2(h)
@@ -218,8 +232,13 @@ class ResnetBlock3D(nn.Module):
             x = self.conv_shortcut(self.norm3(x))
         return x + h
 
-    def forward(self, x: Tensor, causal: bool = True, timestep_embed: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        causal: bool = True,
+        timestep_embed: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         ada = self._modulation(timestep_embed)
         h = self.conv1(self._conv1_input(x, ada), causal)
         noise1 = self._draw_noise(h, generator) if self.inject_noise else None
@@ -227,8 +246,9 @@ class ResnetBlock3D(nn.Module):
         noise2 = self._draw_noise(h, generator) if self.inject_noise else None
         return self._output(x, h, noise2)
 
-    def forward_chunked(self, x: Tensor, causal: bool, timestep_embed: Tensor | None,
-                        generator: torch.Generator | None, time_chunk: int) -> Tensor:
+    def forward_chunked(
+        self, x: Tensor, causal: bool, timestep_embed: Tensor | None, generator: torch.Generator | None, time_chunk: int
+    ) -> Tensor:
         """`forward`, `time_chunk` output frames at a time, written into one preallocated
         output: alive at once are the input, the output and one chunk's temporaries. Each
         chunk reads the input frames its two convs reach (`time_window`); the noise is
@@ -236,19 +256,24 @@ class ResnetBlock3D(nn.Module):
         frames = x.shape[2]
         if time_chunk >= frames:  # one chunk: a preallocated output would only add a copy
             return self(x, causal, timestep_embed, generator)
-        noises = ((self._draw_noise(x, generator), self._draw_noise(x, generator))
-                  if self.inject_noise else (None, None))
+        noises = (self._draw_noise(x, generator), self._draw_noise(x, generator)) if self.inject_noise else (None, None)
         out = empty_in_layout(x, x.shape[0], self.conv2.conv.out_channels, *x.shape[2:])
         for start, end in time_chunks(frames, time_chunk):
             mid_lo, mid_hi, pads2 = time_window(start, end, frames, self.conv2.time_padding(causal))
             lo, hi, pads1 = time_window(mid_lo, mid_hi, frames, self.conv1.time_padding(causal))
-            out[:, :, start:end] = self.forward_window(x[:, :, lo:hi], causal, timestep_embed,
-                                                       *noises, pads1, pads2)
+            out[:, :, start:end] = self.forward_window(x[:, :, lo:hi], causal, timestep_embed, *noises, pads1, pads2)
         return out
 
-    def forward_window(self, x: Tensor, causal: bool, timestep_embed: Tensor | None,
-                       noise1: Tensor | None, noise2: Tensor | None,
-                       pads1: tuple[int, int], pads2: tuple[int, int]) -> Tensor:
+    def forward_window(
+        self,
+        x: Tensor,
+        causal: bool,
+        timestep_embed: Tensor | None,
+        noise1: Tensor | None,
+        noise2: Tensor | None,
+        pads1: tuple[int, int],
+        pads2: tuple[int, int],
+    ) -> Tensor:
         """One chunk's output frames from the input window its convs reach; `pads1`,
         `pads2`: the edge repeats each conv still needs. Only small ints vary between
         chunks, so a compiled version (`compile_vae_decoder`) keeps a few graphs."""
@@ -256,29 +281,36 @@ class ResnetBlock3D(nn.Module):
         h = self.conv1.forward_padded(self._conv1_input(x, ada), pads1)
         h = self.conv2.forward_padded(self._conv2_input(h, ada, noise1), pads2)
         # the chunk's own input frames start after the frames the convs read in front
-        first = sum(conv.time_padding(causal)[0] - pads[0]
-                    for conv, pads in ((self.conv1, pads1), (self.conv2, pads2)))
-        return self._output(x[:, :, first:first + h.shape[2]], h, noise2)
+        first = sum(conv.time_padding(causal)[0] - pads[0] for conv, pads in ((self.conv1, pads1), (self.conv2, pads2)))
+        return self._output(x[:, :, first : first + h.shape[2]], h, noise2)
 
 
 class UNetMidBlock3D(nn.Module):
     """A `res_x` entry: `num_layers` same-width resnet blocks sharing one timestep
     embedding (`time_embedder`, only with timestep conditioning)."""
 
-    def __init__(self, channels: int, num_layers: int, norm_layer: str, padding_mode: str,
-                 inject_noise: bool = False, timestep_conditioning: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        num_layers: int,
+        norm_layer: str,
+        padding_mode: str,
+        inject_noise: bool = False,
+        timestep_conditioning: bool = False,
+    ):
         super().__init__()
         self.time_embedder = TimestepEmbedder(channels * 4) if timestep_conditioning else None
         self.res_blocks = nn.ModuleList(
-            ResnetBlock3D(channels, channels, norm_layer, padding_mode, inject_noise,
-                          timestep_conditioning)
-            for _ in range(num_layers))
+            ResnetBlock3D(channels, channels, norm_layer, padding_mode, inject_noise, timestep_conditioning)
+            for _ in range(num_layers)
+        )
 
     def embed(self, timestep: Tensor | None, dtype: torch.dtype) -> Tensor | None:
         return None if self.time_embedder is None else self.time_embedder(timestep, dtype)
 
-    def forward(self, x: Tensor, causal: bool = True, timestep: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, causal: bool = True, timestep: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         embed = self.embed(timestep, x.dtype)
         for block in self.res_blocks:
             x = block(x, causal, embed, generator)
@@ -289,26 +321,22 @@ class UNetMidBlock3D(nn.Module):
 
 
 def space_to_depth(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
-    return rearrange(x, "b c (d p1) (h p2) (w p3) -> b (c p1 p2 p3) d h w",
-                     p1=stride[0], p2=stride[1], p3=stride[2])
+    return rearrange(x, "b c (d p1) (h p2) (w p3) -> b (c p1 p2 p3) d h w", p1=stride[0], p2=stride[1], p3=stride[2])
 
 
 def depth_to_space(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
-    return rearrange(x, "b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)",
-                     p1=stride[0], p2=stride[1], p3=stride[2])
+    return rearrange(x, "b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)", p1=stride[0], p2=stride[1], p3=stride[2])
 
 
 class SpaceToDepthDownsample(nn.Module):
     """0.9.5+ encoder downsampler: conv then space-to-depth, plus a parameter-free skip
     (space-to-depth of the input, averaged over channel groups to the output width)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int],
-                 padding_mode: str):
+    def __init__(self, in_channels: int, out_channels: int, stride: tuple[int, int, int], padding_mode: str):
         super().__init__()
         self.stride = stride
         self.group_size = in_channels * prod(stride) // out_channels
-        self.conv = CausalConv3d(in_channels, out_channels // prod(stride),
-                                 padding_mode=padding_mode)
+        self.conv = CausalConv3d(in_channels, out_channels // prod(stride), padding_mode=padding_mode)
 
     def forward(self, x: Tensor, causal: bool = True) -> Tensor:
         if self.stride[0] == 2:
@@ -322,14 +350,19 @@ class DepthToSpaceUpsample(nn.Module):
     """Decoder upsampler: conv to stride-product times the channels, then depth-to-space;
     `residual` (0.9.1+) adds the depth-to-space of the input, repeated to the width."""
 
-    def __init__(self, in_channels: int, stride: tuple[int, int, int], padding_mode: str,
-                 residual: bool = False, out_channels_reduction_factor: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        stride: tuple[int, int, int],
+        padding_mode: str,
+        residual: bool = False,
+        out_channels_reduction_factor: int = 1,
+    ):
         super().__init__()
         self.stride = stride
         self.residual = residual
         self.repeats = prod(stride) // out_channels_reduction_factor
-        self.conv = CausalConv3d(in_channels, in_channels * self.repeats,
-                                 padding_mode=padding_mode)
+        self.conv = CausalConv3d(in_channels, in_channels * self.repeats, padding_mode=padding_mode)
 
     @property
     def dropped_frames(self) -> int:
@@ -354,13 +387,19 @@ class DepthToSpaceUpsample(nn.Module):
         frames, (st, sh, sw), drop = x.shape[2], self.stride, self.dropped_frames
         if time_chunk >= frames:
             return self(x, causal)
-        out = empty_in_layout(x, x.shape[0], self.conv.conv.out_channels // prod(self.stride),
-                              frames * st - drop, x.shape[3] * sh, x.shape[4] * sw)
+        out = empty_in_layout(
+            x,
+            x.shape[0],
+            self.conv.conv.out_channels // prod(self.stride),
+            frames * st - drop,
+            x.shape[3] * sh,
+            x.shape[4] * sw,
+        )
         for start, end in time_chunks(frames, time_chunk):
             lo, hi, pads = time_window(start, end, frames, self.conv.time_padding(causal))
             piece = self.forward_window(x[:, :, lo:hi], causal, pads)
             skip = drop if start == 0 else 0
-            out[:, :, start * st - drop + skip:end * st - drop] = piece[:, :, skip:]
+            out[:, :, start * st - drop + skip : end * st - drop] = piece[:, :, skip:]
         return out
 
     def forward_window(self, x: Tensor, causal: bool, pads: tuple[int, int]) -> Tensor:
@@ -369,5 +408,5 @@ class DepthToSpaceUpsample(nn.Module):
         out = depth_to_space(self.conv.forward_padded(x, pads), self.stride)
         if self.residual:
             first = self.conv.time_padding(causal)[0] - pads[0]
-            out = self._add_residual(out, x[:, :, first:first + out.shape[2] // self.stride[0]])
+            out = self._add_residual(out, x[:, :, first : first + out.shape[2] // self.stride[0]])
         return out

@@ -28,7 +28,8 @@ def communicate(op: Callable, *args, **kwargs):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RankFailure(
             f"rank {rank} of {world}: {op.__name__} failed ({reason}); another rank crashed, was killed or did "
-            "not answer within the timeout, so the run is stopped and no video is written") from error
+            "not answer within the timeout, so the run is stopped and no video is written"
+        ) from error
 
 
 def gather_along(tensor: Tensor, dim: int, group: dist.ProcessGroup | None) -> Tensor:

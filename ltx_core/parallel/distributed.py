@@ -54,8 +54,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import SettingsError
-from .collectives import all_to_all, communicate, gather_along
-from .collectives import RankFailure  # noqa: F401 - what a caller of a parallel run catches, named from here too
+from .collectives import (
+    RankFailure,  # noqa: F401 - what a caller of a parallel run catches, named from here too
+    all_to_all,
+    communicate,
+    gather_along,
+)
 from .split_decode import TimeSplitVAE
 
 # How long a rank waits in a collective for the others (model loading happens before the
@@ -112,15 +116,17 @@ def layout_ranks(layout: ParallelLayout) -> tuple[list[list[int]], list[list[int
     return sequence_groups, cfg_groups
 
 
-def make_groups(layout: ParallelLayout, timeout_s: float = DEFAULT_TIMEOUT_S
-                ) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
+def make_groups(
+    layout: ParallelLayout, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[dist.ProcessGroup | None, dist.ProcessGroup | None]:
     """This rank's (sequence group, cfg group) on the initialized default group; every
     rank must call it (group creation is collective). A size-1 split gets None."""
     if dist.get_world_size() != layout.world_size:
         raise SettingsError(
             f"sequence-parallel {layout.sequence} x cfg-parallel {layout.cfg} = {layout.world_size} ranks, "
             f"but the run has {dist.get_world_size()}; launch with --nproc-per-node {layout.world_size} "
-            f"or choose sizes whose product is {dist.get_world_size()}")
+            f"or choose sizes whose product is {dist.get_world_size()}"
+        )
     timeout = datetime.timedelta(seconds=timeout_s)
     sequence_lists, cfg_lists = layout_ranks(layout)
     sequence_group, _ = dist.new_subgroups_by_enumeration(sequence_lists, timeout=timeout)
@@ -128,8 +134,9 @@ def make_groups(layout: ParallelLayout, timeout_s: float = DEFAULT_TIMEOUT_S
     return (sequence_group if layout.sequence > 1 else None, cfg_group if layout.cfg > 1 else None)
 
 
-def init_parallel(layout: ParallelLayout, device: str | torch.device | None = None,
-                  timeout_s: float = DEFAULT_TIMEOUT_S) -> ParallelRun:
+def init_parallel(
+    layout: ParallelLayout, device: str | torch.device | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> ParallelRun:
     """Join the run torchrun started (RANK, WORLD_SIZE, MASTER_ADDR, LOCAL_RANK in the
     environment; or a default group already initialized) and build the groups. A 1 x 1
     layout outside torchrun is a plain single-process run (nothing is initialized).
@@ -146,10 +153,12 @@ def init_parallel(layout: ParallelLayout, device: str | torch.device | None = No
         if "WORLD_SIZE" not in os.environ:
             raise SettingsError(
                 f"sequence-parallel {layout.sequence} x cfg-parallel {layout.cfg} needs {layout.world_size} "
-                f"processes; launch with torchrun --nproc-per-node {layout.world_size} -m ltx_core generate ...")
+                f"processes; launch with torchrun --nproc-per-node {layout.world_size} -m ltx_core generate ..."
+            )
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None
+        )
     sequence_group, cfg_group = make_groups(layout, timeout_s)
     return ParallelRun(layout, dist.get_rank(), device, sequence_group, cfg_group)
 
@@ -225,9 +234,9 @@ def _shard(tensor: Tensor, dim: int, parts: int, index: int, pad_value: str = "z
     extra = _padded(length, parts) - length
     if extra:
         if pad_value == "zeros":
-            filler = tensor.new_zeros(*tensor.shape[:dim], extra, *tensor.shape[dim + 1:])
+            filler = tensor.new_zeros(*tensor.shape[:dim], extra, *tensor.shape[dim + 1 :])
         else:
-            filler = tensor.narrow(dim, length - 1, 1).expand(*tensor.shape[:dim], extra, *tensor.shape[dim + 1:])
+            filler = tensor.narrow(dim, length - 1, 1).expand(*tensor.shape[:dim], extra, *tensor.shape[dim + 1 :])
         tensor = torch.cat([tensor, filler], dim=dim)
     return tensor.chunk(parts, dim=dim)[index]
 
@@ -256,8 +265,10 @@ class ParallelTransformer:
         heads, size = self.module.cfg.num_attention_heads, self.parallel.layout.sequence
         if heads % size:
             allowed = [n for n in range(1, heads + 1) if heads % n == 0]
-            raise SettingsError(f"sequence-parallel {size} does not divide the model's {heads} attention heads; "
-                                f"allowed sizes: {', '.join(map(str, allowed))}")
+            raise SettingsError(
+                f"sequence-parallel {size} does not divide the model's {heads} attention heads; "
+                f"allowed sizes: {', '.join(map(str, allowed))}"
+            )
         if isinstance(self.module.kernels.attention, UlyssesAttention):
             raise RuntimeError("this transformer already runs sequence-parallel; close() that wrapper first")
         self.attention = UlyssesAttention(group, inner=self.module.kernels.attention)
@@ -270,12 +281,21 @@ class ParallelTransformer:
         self.module.use_kernels(self._own_kernels)
         self.attention = None
 
-    def __call__(self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
-                 coords: Tensor) -> Tensor:
+    def __call__(
+        self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor
+    ) -> Tensor:
         return self.run(self.module, latent, timestep, text, text_mask, coords)
 
-    def run(self, fn, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
-            *extra: Tensor) -> Tensor:
+    def run(
+        self,
+        fn,
+        latent: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None,
+        coords: Tensor,
+        *extra: Tensor,
+    ) -> Tensor:
         """`fn(latent, timestep, text, text_mask, coords, *extra)` (the model's forward or
         guidance's perturbed forward) over the ranks; `extra` tensors are per batch item."""
         self.module.check_inputs(latent, timestep, text, text_mask, coords)  # the messages of one process
@@ -292,14 +312,28 @@ class ParallelTransformer:
         """This CFG rank's share of every per-item input (the batch padded with repeats)."""
         parts = self.parallel.layout.cfg
         if batch < parts:
-            warnings.warn(f"cfg-parallel {parts} with a batch of {batch} (guidance off?): ranks repeat work; "
-                          "sequence parallelism would use them better", stacklevel=3)
-        return [_shard(value, 0, parts, self._cfg_rank, "repeat")
-                if isinstance(value, Tensor) and value.ndim and value.shape[0] == batch else value
-                for value in inputs]
+            warnings.warn(
+                f"cfg-parallel {parts} with a batch of {batch} (guidance off?): ranks repeat work; "
+                "sequence parallelism would use them better",
+                stacklevel=3,
+            )
+        return [
+            _shard(value, 0, parts, self._cfg_rank, "repeat")
+            if isinstance(value, Tensor) and value.ndim and value.shape[0] == batch
+            else value
+            for value in inputs
+        ]
 
-    def _sequence_forward(self, fn, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None,
-                          coords: Tensor, *extra: Tensor) -> Tensor:
+    def _sequence_forward(
+        self,
+        fn,
+        latent: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None,
+        coords: Tensor,
+        *extra: Tensor,
+    ) -> Tensor:
         inner = self.inner.run if self.inner is not None else (lambda f, *a: f(*a))
         if self.parallel.sequence_group is None:
             return inner(fn, latent, timestep, text, text_mask, coords, *extra)
@@ -308,8 +342,9 @@ class ParallelTransformer:
         if timestep.ndim == 2 and timestep.shape[1] == tokens:  # per-token sigmas follow their tokens
             timestep = _shard(timestep, 1, parts, index)
         self.attention.tokens = tokens
-        out = inner(fn, _shard(latent, 1, parts, index), timestep, text, text_mask,
-                    _shard(coords, 2, parts, index), *extra)  # (B, T'/S, C)
+        out = inner(
+            fn, _shard(latent, 1, parts, index), timestep, text, text_mask, _shard(coords, 2, parts, index), *extra
+        )  # (B, T'/S, C)
         return gather_along(out, 1, self.parallel.sequence_group)[:, :tokens]
 
 

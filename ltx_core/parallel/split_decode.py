@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .collectives import communicate, gather_along
 from ..errors import SettingsError
 from ..models.vae_layers import CausalConv3d, DepthToSpaceUpsample, depth_to_space
+from .collectives import communicate, gather_along
 
 
 def time_split(frames: int, parts: int, min_frames: int) -> list[int] | None:
@@ -50,7 +50,7 @@ def exchange_borders(x: Tensor, front: int, back: int, group: dist.ProcessGroup 
         before = x.new_empty(*x.shape[:2], front, *x.shape[3:])  # dense: the collectives write so
         ops.append(dist.P2POp(dist.irecv, before, peer(rank - 1), group))
     if front and rank < size - 1:
-        ops.append(dist.P2POp(dist.isend, x[:, :, x.shape[2] - front:].contiguous(), peer(rank + 1), group))
+        ops.append(dist.P2POp(dist.isend, x[:, :, x.shape[2] - front :].contiguous(), peer(rank + 1), group))
     if back and rank > 0:
         ops.append(dist.P2POp(dist.isend, x[:, :, :back].contiguous(), peer(rank - 1), group))
     if back and rank < size - 1:
@@ -68,8 +68,10 @@ def _halo_conv(conv: CausalConv3d, group: dist.ProcessGroup | None, x: Tensor, c
     pad = conv.time_kernel_size - 1
     front, back = (pad, 0) if causal else (pad // 2, pad // 2)
     if x.shape[2] < max(front, back):
-        raise RuntimeError(f"a time shard of {x.shape[2]} frames cannot lend the {max(front, back)} border frames "
-                           "its neighbour's convolution needs")
+        raise RuntimeError(
+            f"a time shard of {x.shape[2]} frames cannot lend the {max(front, back)} border frames "
+            "its neighbour's convolution needs"
+        )
     before, after = exchange_borders(x, front, back, group)
     return conv.conv(torch.cat([before, x, after], dim=2))
 
@@ -86,8 +88,10 @@ def _time_sharded(decoder: nn.Module, group: dist.ProcessGroup | None):
     patched = []
     for module in decoder.modules():
         if isinstance(module, nn.GroupNorm):
-            raise SettingsError("this VAE's decoder uses group norm, whose statistics span all frames; "
-                                "the time-split decode takes pixel- or layer-norm decoders (every released VAE)")
+            raise SettingsError(
+                "this VAE's decoder uses group norm, whose statistics span all frames; "
+                "the time-split decode takes pixel- or layer-norm decoders (every released VAE)"
+            )
         if isinstance(module, CausalConv3d):
             if module.conv.stride[0] != 1:
                 raise SettingsError("the time-split decode takes decoders without strided time convolutions")
@@ -140,12 +144,20 @@ class TimeSplitVAE:
         finally:
             del decoder.forward
 
-    def _decode_shard(self, whole, z: Tensor, timestep: Tensor | None = None,
-                      generator: torch.Generator | None = None, time_chunk: int | None = None) -> Tensor:
+    def _decode_shard(
+        self,
+        whole,
+        z: Tensor,
+        timestep: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        time_chunk: int | None = None,
+    ) -> Tensor:
         """Decoder.forward on this rank's frames of the raw latent z, gathered."""
         if time_chunk is not None:  # its windows would read past the shard, where the neighbours' frames are
-            raise SettingsError("time_chunk does not combine with the time-split decode across ranks, "
-                                "which already splits the decode in time; leave it None")
+            raise SettingsError(
+                "time_chunk does not combine with the time-split decode across ranks, "
+                "which already splits the decode in time; leave it None"
+            )
         decoder, group = self.vae.decoder, self.group
         sizes = time_split(z.shape[2], dist.get_world_size(group), 2 if decoder.causal else 1)
         if sizes is None:
@@ -153,5 +165,5 @@ class TimeSplitVAE:
         rank = dist.get_rank(group)
         start = sum(sizes[:rank])
         with _time_sharded(decoder, group):
-            piece = whole(z[:, :, start:start + sizes[rank]], timestep, generator)
+            piece = whole(z[:, :, start : start + sizes[rank]], timestep, generator)
         return gather_frames(piece, group)

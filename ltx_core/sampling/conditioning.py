@@ -38,7 +38,6 @@ from ..errors import SettingsError
 from ..models.configs import FRAMES_PER_LATENT
 from ..preflight import check_multiple, check_num_frames, nearest_valid  # one home for the size rules
 
-
 # Latent frames of a multi-frame item away from frame 0 that become extra tokens
 # (Lightricks' and diffusers' `num_prefix_latent_frames`).
 PREFIX_LATENT_FRAMES = 2
@@ -132,8 +131,7 @@ class ConditionedLatent:
 def check_strength(strength: float) -> None:
     if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise SettingsError(
-            f"conditioning strength {strength!r} is outside [0, 1] "
-            "(1: the frame is kept as given, 0: it is ignored)"
+            f"conditioning strength {strength!r} is outside [0, 1] (1: the frame is kept as given, 0: it is ignored)"
         )
 
 
@@ -191,7 +189,7 @@ def condition_frames(
     samples = latent.samples
     _check_fits(frames_latent, samples)
     total, count = samples.shape[2], frames_latent.shape[2]
-    if not 0 <= latent_frame_index or latent_frame_index + count > total:
+    if not latent_frame_index >= 0 or latent_frame_index + count > total:
         raise SettingsError(
             f"conditioning latent frames {latent_frame_index}..{latent_frame_index + count - 1} fall "
             f"outside the clip's {total} latent frames; allowed start: 0 to {total - count}"
@@ -318,6 +316,7 @@ def initial_keyframes(latent: ConditionedLatent, generator: torch.Generator, sta
         _noised(k.samples.expand(batch, -1, -1, -1, -1), torch.tensor(start_sigma * (1.0 - k.strength)), generator)
         for k in latent.keyframes
     ]
+
 
 def check_item_position(frame_index: int, count: int, num_frames: int, step: int = 8) -> None:
     """`count` conditioning frames starting at `frame_index` must lie inside the clip, and a

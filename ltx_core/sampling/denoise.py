@@ -21,12 +21,12 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
 from ..errors import SettingsError
-from .guidance import Guidance, guided_velocity, perturbed_forward
 from ..models.rope import fractional_coords, latent_coords, pixel_coords
-from .euler import Callback, sample
 from ..models.text_encoder import TextEmbeddings, check_text_width
+from .conditioning import ConditionedLatent, Keyframe, initial_keyframes, initial_latent
+from .euler import Callback, sample
+from .guidance import Guidance, guided_velocity, perturbed_forward
 
 
 def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:
@@ -113,7 +113,9 @@ def denoise(
     device = torch.device(device) if device is not None else module_device(module)
     latent = _on_device(latent, device)
     tokens = TokenLayout(latent)
-    coords = all_coords(latent, frame_rate, module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix)
+    coords = all_coords(
+        latent, frame_rate, module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
+    )
     model_fn = _model_fn(runner, guidance, coords, latent, module_dtype(module))
     embeds, mask = _batched(text, tokens.batch, device, module_dtype(module))
     negative = (None, None)
@@ -122,17 +124,24 @@ def denoise(
     velocity_fn = guided_velocity(model_fn, embeds, mask, *negative, guidance)
     step_callback = None
     if callback is not None:
-        step_callback = lambda i, n, x, denoised: callback(i, n, tokens.latent(x), tokens.latent(denoised))  # noqa: E731
+        step_callback = lambda i, n, x, denoised: callback(i, n, tokens.latent(x), tokens.latent(denoised))
     x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
     keyframes_init = initial_keyframes(latent, generator, start_sigma)
     clean = [k.samples.expand(tokens.batch, -1, -1, -1, -1) for k in latent.keyframes]
     keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
     with torch.no_grad():
-        x = sample(velocity_fn, tokens.tokens(x_init, keyframes_init), sigmas,
-                   tokens.tokens(latent.noise_mask, keyframe_masks)[..., 0],
-                   clean_latent=tokens.tokens(latent.samples, clean), callback=step_callback,
-                   cond_noise_scale=image_cond_noise_scale, generator=generator,
-                   strength_rule=strength_rule, stochastic=stochastic)  # fmt: skip
+        x = sample(
+            velocity_fn,
+            tokens.tokens(x_init, keyframes_init),
+            sigmas,
+            tokens.tokens(latent.noise_mask, keyframe_masks)[..., 0],
+            clean_latent=tokens.tokens(latent.samples, clean),
+            callback=step_callback,
+            cond_noise_scale=image_cond_noise_scale,
+            generator=generator,
+            strength_rule=strength_rule,
+            stochastic=stochastic,
+        )
     return ConditionedLatent(tokens.latent(x), latent.noise_mask)
 
 
@@ -147,15 +156,21 @@ class TokenLayout:
         return torch.cat([rearrange(z, "b c f h w -> b (f h w) c") for z in (*keyframes, video)], dim=1)
 
     def latent(self, tokens: Tensor) -> Tensor:
-        return rearrange(tokens[:, self.extra:], "b (f h w) c -> b c f h w", f=self.frames, h=self.height,
-                         w=self.width)  # fmt: skip
+        return rearrange(
+            tokens[:, self.extra :], "b (f h w) c -> b c f h w", f=self.frames, h=self.height, w=self.width
+        )
 
 
 def all_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -> Tensor:
     """RoPE coordinates (B, 3, T) of every token: the keyframes' first, then the video's."""
     batch = latent.samples.shape[0]
-    return torch.cat([*(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
-                      token_coords(latent, frame_rate, causal_fix)], dim=2)  # fmt: skip
+    return torch.cat(
+        [
+            *(keyframe_coords(k, batch, frame_rate, causal_fix) for k in latent.keyframes),
+            token_coords(latent, frame_rate, causal_fix),
+        ],
+        dim=2,
+    )
 
 
 def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLatent, dtype: torch.dtype):
@@ -170,8 +185,14 @@ def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLat
     shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
     batched_coords = {}  # repeat -> coords (repeat * B, 3, T), built once, not every step
 
-    def model_fn(x: Tensor, timesteps: Tensor, embeds: Tensor, mask: Tensor, perturbed: Tensor | None = None,
-                 blocks: tuple[int, ...] = ()):  # fmt: skip
+    def model_fn(
+        x: Tensor,
+        timesteps: Tensor,
+        embeds: Tensor,
+        mask: Tensor,
+        perturbed: Tensor | None = None,
+        blocks: tuple[int, ...] = (),
+    ):
         repeat = x.shape[0] // batch  # 2 under guidance: (uncond, cond); 3 with STG
         if repeat not in batched_coords:
             batched_coords[repeat] = coords.repeat(repeat, 1, 1)
@@ -187,8 +208,9 @@ def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLat
 
 def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
     keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
-    return ConditionedLatent(latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device),
-                             keyframes)  # fmt: skip
+    return ConditionedLatent(
+        latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device), keyframes
+    )
 
 
 # ---------------------------------------------------------------- where a model lives, shared with pipeline

@@ -53,8 +53,9 @@ def _token_step(strength_rule: str, sigma: Tensor, sigma_next: Tensor, mask: Ten
     return sigma * mask, (sigma_next - sigma) * mask, mask > 0
 
 
-def _stochastic_step(x: Tensor, denoised: Tensor, next_timesteps: Tensor, moving: Tensor,
-                     generator: torch.Generator) -> Tensor:  # fmt: skip
+def _stochastic_step(
+    x: Tensor, denoised: Tensor, next_timesteps: Tensor, moving: Tensor, generator: torch.Generator
+) -> Tensor:
     """Lightricks' `RectifiedFlowScheduler.step(stochastic_sampling=True)`: each moving
     token's estimate x0 noised afresh to its next timestep (fresh noise from `generator`,
     not the velocity's own), the others kept; the last step (to 0) is x0 itself."""

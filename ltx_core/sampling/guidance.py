@@ -100,8 +100,9 @@ class Guidance:
             raise SettingsError(f"cfg_star_rescale {self.cfg_star_rescale!r} must be True or False")
         for step in self.intervals:
             if step.with_stg and not step.stg_blocks:
-                raise SettingsError(f"stg_scale {step.stg_scale} needs stg_blocks, the blocks to perturb "
-                                    "(e.g. (19,) for the 2B model)")  # fmt: skip
+                raise SettingsError(
+                    f"stg_scale {step.stg_scale} needs stg_blocks, the blocks to perturb (e.g. (19,) for the 2B model)"
+                )
 
     def interval_of(self, sigma: float) -> int:
         """The interval of a step at `sigma`, by Lightricks' rule: the first whose
@@ -127,8 +128,9 @@ class Guidance:
             return value[index] if isinstance(value, tuple) else value
 
         blocks = self.stg_blocks[index] if _per_interval_blocks(self.stg_blocks) else self.stg_blocks
-        return GuidanceStep(pick(self.cfg_scale), pick(self.stg_scale), blocks, pick(self.stg_rescale),
-                            self.cfg_star_rescale)  # fmt: skip
+        return GuidanceStep(
+            pick(self.cfg_scale), pick(self.stg_scale), blocks, pick(self.stg_rescale), self.cfg_star_rescale
+        )
 
     @property
     def uses_stg(self) -> bool:
@@ -155,18 +157,23 @@ def _interval_bounds(values) -> tuple[float, ...] | None:
     if not ok:
         raise SettingsError(f"guidance_timesteps {values!r} must be a non-empty list of sigmas in [0, 1]")
     if any(later >= earlier for earlier, later in zip(values, values[1:])):
-        raise SettingsError(f"guidance_timesteps {list(values)} must be strictly decreasing: each bounds an "
-                            "interval of the schedule, from high noise down")  # fmt: skip
+        raise SettingsError(
+            f"guidance_timesteps {list(values)} must be strictly decreasing: each bounds an "
+            "interval of the schedule, from high noise down"
+        )
     return tuple(float(v) for v in values)
 
 
 def _check_count(name: str, values, intervals: int | None) -> None:
     if intervals is None:
-        raise SettingsError(f"{name} {list(values)} gives one value per interval; it needs guidance_timesteps, "
-                            "the sigmas that bound the intervals")  # fmt: skip
+        raise SettingsError(
+            f"{name} {list(values)} gives one value per interval; it needs guidance_timesteps, "
+            "the sigmas that bound the intervals"
+        )
     if len(values) != intervals:
-        raise SettingsError(f"{name} has {len(values)} values for {intervals} guidance_timesteps; "
-                            "allowed: one value per interval")  # fmt: skip
+        raise SettingsError(
+            f"{name} has {len(values)} values for {intervals} guidance_timesteps; allowed: one value per interval"
+        )
 
 
 def _scale_schedule(name: str, value, intervals: int | None, allowed: str) -> Scale:
@@ -241,8 +248,9 @@ def perturbed_forward(model, blocks: tuple[int, ...], mode: str) -> Callable[...
         raise SettingsError(f"stg_mode {mode!r} is not known; allowed: {', '.join(STG_MODES)}")
     check_stg_blocks(blocks, len(model.transformer_blocks))
 
-    def forward(latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor,
-                perturbed: Tensor) -> Tensor:  # fmt: skip
+    def forward(
+        latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor, perturbed: Tensor
+    ) -> Tensor:
         model.check_inputs(latent, timestep, text, text_mask, coords)
         if tuple(perturbed.shape) != (latent.shape[0],):
             raise SettingsError(f"perturbed has shape {tuple(perturbed.shape)}; allowed: ({latent.shape[0]},)")
@@ -321,8 +329,9 @@ def cfg_star(v_cond: Tensor, v_uncond: Tensor) -> Tensor:
     return v_uncond * alpha.view(batch, *([1] * (v_uncond.ndim - 1)))
 
 
-def combine(step: GuidanceStep, v_cond: Tensor, v_uncond: Tensor | None = None,
-            v_perturbed: Tensor | None = None) -> Tensor:  # fmt: skip
+def combine(
+    step: GuidanceStep, v_cond: Tensor, v_uncond: Tensor | None = None, v_perturbed: Tensor | None = None
+) -> Tensor:
     """Lightricks' `LTXVideoPipeline.__call__` guidance of one step: with CFG,
     v = v_u + g (v_c - v_u) (v_u first CFG-star scaled if asked), else v = v_c; with STG,
     v += s (v_c - v_p), then, unless the rescale is 1 (Lightricks skips it there),

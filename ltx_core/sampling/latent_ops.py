@@ -18,8 +18,14 @@ from ..models.latent_upsampler import LatentUpsampler
 from ..models.vae import CausalVideoVAE, PerChannelStatistics
 
 
-def upsample_latent(upsampler: LatentUpsampler, vae: CausalVideoVAE | PerChannelStatistics, latent: Tensor, *,
-                    adain_factor: float = 0.0, tone_map_compression: float = 0.0) -> Tensor:
+def upsample_latent(
+    upsampler: LatentUpsampler,
+    vae: CausalVideoVAE | PerChannelStatistics,
+    latent: Tensor,
+    *,
+    adain_factor: float = 0.0,
+    tone_map_compression: float = 0.0,
+) -> Tensor:
     """Normalized latent (B, C, f, h, w) -> normalized upsampled latent, of
     `upsampler.cfg.upsampled_size(f, h, w)`, in `latent`'s dtype and on its device. `vae`
     is the VAE the latent belongs to (or its `per_channel_statistics`, all that is used).
@@ -58,8 +64,10 @@ def adain_filter(latent: Tensor, reference: Tensor, factor: float = 1.0) -> Tens
     """
     _check_adain_factor(factor)
     if latent.shape[:2] != reference.shape[:2]:
-        raise SettingsError(f"AdaIN reference of batch and channels {tuple(reference.shape[:2])} does not "
-                            f"match the latent's {tuple(latent.shape[:2])}")
+        raise SettingsError(
+            f"AdaIN reference of batch and channels {tuple(reference.shape[:2])} does not "
+            f"match the latent's {tuple(latent.shape[:2])}"
+        )
     dims = tuple(range(2, latent.dim()))
     ref_std, ref_mean = torch.std_mean(reference.to(latent), dim=dims, keepdim=True)
     std, mean = torch.std_mean(latent, dim=dims, keepdim=True)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..models.configs import LTXV_SCHEDULER, SchedulerConfig
 from ..errors import SettingsError, is_int
+from ..models.configs import LTXV_SCHEDULER, SchedulerConfig
 
 # Lightricks' `linear_quadratic_schedule` default: the noise level the linear part reaches.
 LINEAR_QUADRATIC_THRESHOLD = 0.025
@@ -134,8 +134,10 @@ def skip_steps(sigmas: torch.Tensor, initial: int = 0, final: int = 0) -> torch.
         if not is_int(value) or value < 0:
             raise SettingsError(f"{name} {value!r} must be a whole number >= 0")
     if initial + final >= steps:
-        raise SettingsError(f"skipping {initial} initial and {final} final steps of {steps} leaves none; "
-                            f"allowed: together at most {steps - 1}")  # fmt: skip
+        raise SettingsError(
+            f"skipping {initial} initial and {final} final steps of {steps} leaves none; "
+            f"allowed: together at most {steps - 1}"
+        )
     return torch.cat([sigmas[initial : steps - final], sigmas.new_zeros(1)])
 
 

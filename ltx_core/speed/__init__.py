@@ -1,1 +1,3 @@
-"""GPU speed, plugged in through the transformer's seams: regional compile, CUDA graphs, the attention backend, FP8 linear layers and the fused QK-norm + RoPE kernel."""
+"""GPU speed, plugged in through the transformer's seams: regional compile, CUDA graphs,
+the attention backend, FP8 linear layers and the fused QK-norm + RoPE kernel.
+"""

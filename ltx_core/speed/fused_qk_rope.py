@@ -27,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..op_names import op_name
 from ..errors import SettingsError
 from ..models.rope import apply_rope
+from ..op_names import op_name
 
 
 @torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())
-def qk_norm_rope(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor,
-                 eps: float) -> tuple[Tensor, Tensor]:
+def qk_norm_rope(
+    q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
     (B, T, D // 2); the results are contiguous, in q's dtype."""
     _check_shapes(q, k, q_weight, k_weight, cos, sin)
@@ -48,16 +49,21 @@ def qk_norm_rope(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: 
 def _check_shapes(q, k, q_weight, k_weight, cos, sin) -> None:
     """The shapes the kernel reads, refused with the reason before any memory is touched."""
     if q.ndim != 3 or q.shape != k.shape or q.dtype != k.dtype or q.shape[-1] % 2:
-        raise SettingsError(f"qk_norm_rope: q {tuple(q.shape)} {q.dtype} and k {tuple(k.shape)} {k.dtype}; "
-                            "allowed: the same (batch, tokens, even width) and dtype")
+        raise SettingsError(
+            f"qk_norm_rope: q {tuple(q.shape)} {q.dtype} and k {tuple(k.shape)} {k.dtype}; "
+            "allowed: the same (batch, tokens, even width) and dtype"
+        )
     batch, tokens, width = q.shape
     if q_weight.shape != (width,) or k_weight.shape != (width,):
-        raise SettingsError(f"qk_norm_rope: norm weights {tuple(q_weight.shape)}, {tuple(k_weight.shape)}; "
-                            f"allowed: ({width},)")
+        raise SettingsError(
+            f"qk_norm_rope: norm weights {tuple(q_weight.shape)}, {tuple(k_weight.shape)}; allowed: ({width},)"
+        )
     for name, table in (("cos", cos), ("sin", sin)):
         if table.ndim != 3 or table.shape[0] not in (1, batch) or table.shape[1:] != (tokens, width // 2):
-            raise SettingsError(f"qk_norm_rope: {name} table {tuple(table.shape)}; allowed: "
-                                f"({batch} or 1, {tokens}, {width // 2}), one angle per channel pair")
+            raise SettingsError(
+                f"qk_norm_rope: {name} table {tuple(table.shape)}; allowed: "
+                f"({batch} or 1, {tokens}, {width // 2}), one angle per channel pair"
+            )
 
 
 @qk_norm_rope.register_fake
@@ -65,8 +71,9 @@ def _(q, k, q_weight, k_weight, cos, sin, eps):
     return q.new_empty(q.shape), k.new_empty(k.shape)
 
 
-def qk_norm_rope_reference(q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor,
-                           eps: float) -> tuple[Tensor, Tensor]:
+def qk_norm_rope_reference(
+    q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
     """The unfused math, as `transformer.Attention` runs it."""
     cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
     rotated_q = apply_rope(F.rms_norm(q, q.shape[-1:], q_weight, eps), cos, sin)
@@ -85,8 +92,21 @@ def build_kernel():
     import triton.language as tl
 
     @triton.jit
-    def qk_norm_rope_kernel(q_ptr, k_ptr, q_weight_ptr, k_weight_ptr, cos_ptr, sin_ptr, q_out_ptr, k_out_ptr,
-               q_row_stride, k_row_stride, P, eps, BLOCK: tl.constexpr):
+    def qk_norm_rope_kernel(
+        q_ptr,
+        k_ptr,
+        q_weight_ptr,
+        k_weight_ptr,
+        cos_ptr,
+        sin_ptr,
+        q_out_ptr,
+        k_out_ptr,
+        q_row_stride,
+        k_row_stride,
+        P,
+        eps,
+        BLOCK: tl.constexpr,
+    ):
         row = tl.program_id(0).to(tl.int64)  # one token: q, k and its angles read once
         pairs = tl.arange(0, BLOCK)
         channels = tl.arange(0, 2 * BLOCK)  # contiguous loads and stores, split into pairs
@@ -103,8 +123,11 @@ def build_kernel():
             x = x * inverse_rms * tl.load(w_ptr + channels, mask=inside, other=0.0).to(tl.float32)
             even, odd = tl.split(tl.reshape(x, (BLOCK, 2)))
             rotated = tl.join(even * cos - odd * sin, odd * cos + even * sin)  # (BLOCK, 2)
-            tl.store(out_ptr + row * 2 * P + channels, tl.reshape(rotated, (2 * BLOCK,)).to(out_ptr.dtype.element_ty),
-                     mask=inside)
+            tl.store(
+                out_ptr + row * 2 * P + channels,
+                tl.reshape(rotated, (2 * BLOCK,)).to(out_ptr.dtype.element_ty),
+                mask=inside,
+            )
 
     kernel = qk_norm_rope_kernel
     if not _interpreting():  # the warps per token that run fastest, timed once per width on first use
@@ -125,15 +148,27 @@ def _rows(x: Tensor) -> tuple[Tensor, int]:
 
 
 def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
-    triton, kernel = (build_kernel() if _interpreting() else _kernel())
+    triton, kernel = build_kernel() if _interpreting() else _kernel()
     (q, q_stride), (k, k_stride) = _rows(q), _rows(k)
     cos, sin = cos.contiguous(), sin.contiguous()
     batch, tokens, width = q.shape
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     grid = (batch * tokens,)
-    args = (q, k, q_weight.contiguous(), k_weight.contiguous(), cos, sin, q_out, k_out, q_stride, k_stride,
-            width // 2, eps)
+    args = (
+        q,
+        k,
+        q_weight.contiguous(),
+        k_weight.contiguous(),
+        cos,
+        sin,
+        q_out,
+        k_out,
+        q_stride,
+        k_stride,
+        width // 2,
+        eps,
+    )
     block = triton.next_power_of_2(width // 2)
     if q.is_cuda:
         with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors'
@@ -159,13 +194,16 @@ def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfl
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
     try:
         got = qk_norm_rope(q, k, q_weight, k_weight, cos, sin, 1e-5)
-    except Exception:  # noqa: BLE001 - any failure to build or run the kernel: not usable here
+    except Exception:
         return False
-    exact = qk_norm_rope_reference(q.float(), k.float(), q_weight.float(), k_weight.float(), cos.float(),
-                                   sin.float(), 1e-5)
+    exact = qk_norm_rope_reference(
+        q.float(), k.float(), q_weight.float(), k_weight.float(), cos.float(), sin.float(), 1e-5
+    )
     step = torch.finfo(dtype).eps
-    return all(bool(((g.float() - e).abs() <= 1e-4 * e.abs().amax(-1, keepdim=True) + step * e.abs()).all())
-               for g, e in zip(got, exact))
+    return all(
+        bool(((g.float() - e).abs() <= 1e-4 * e.abs().amax(-1, keepdim=True) + step * e.abs()).all())
+        for g, e in zip(got, exact)
+    )
 
 
 def enable(model: nn.Module) -> int:

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import fused_qk_rope
-from ..op_names import op_name
 from ..errors import SettingsError
-from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 from ..models.transformer import GELUProjection
+from ..op_names import op_name
+from . import fused_qk_rope
+from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
 # Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs
@@ -83,16 +83,25 @@ def time_cuda(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
     return sorted(times)[len(times) // 2]
 
 
-def time_attention_backends(batch: int, heads: int, tokens: int, head_dim: int,
-                            device: torch.device | str = "cuda",
-                            dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+def time_attention_backends(
+    batch: int,
+    heads: int,
+    tokens: int,
+    head_dim: int,
+    device: torch.device | str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict[str, float]:
     """Median seconds of one self-attention of this shape per SDPA backend; a backend that
     cannot run it is left out. q, k, v are strided views of (B, T, H*D), as the model makes."""
     from torch.nn.attention import sdpa_kernel
 
     g = torch.Generator(device=device).manual_seed(0)
-    q, k, v = (torch.randn(batch, tokens, heads * head_dim, generator=g, device=device, dtype=dtype)
-               .unflatten(-1, (heads, head_dim)).transpose(1, 2) for _ in range(3))
+    q, k, v = (
+        torch.randn(batch, tokens, heads * head_dim, generator=g, device=device, dtype=dtype)
+        .unflatten(-1, (heads, head_dim))
+        .transpose(1, 2)
+        for _ in range(3)
+    )
     results = {}
     for name, backend in _sdpa_backends().items():
         if name == "math":
@@ -105,8 +114,9 @@ def time_attention_backends(batch: int, heads: int, tokens: int, head_dim: int,
     return results
 
 
-def pick_attention_backend(batch: int, heads: int, tokens: int, head_dim: int,
-                           device: torch.device | str = "cuda") -> str:
+def pick_attention_backend(
+    batch: int, heads: int, tokens: int, head_dim: int, device: torch.device | str = "cuda"
+) -> str:
     """The fastest SDPA backend for this self-attention shape ('default' off CUDA)."""
     if torch.device(device).type != "cuda":
         return "default"
@@ -289,8 +299,9 @@ class Speed:
         on_cuda = torch.device(device).type == "cuda"
         if not (compile or fp8):
             return cls()
-        return cls(compile=compile, fp8=fp8, cuda_graphs=on_cuda and stays_put,
-                   attention="auto" if on_cuda else "default")  # fmt: skip
+        return cls(
+            compile=compile, fp8=fp8, cuda_graphs=on_cuda and stays_put, attention="auto" if on_cuda else "default"
+        )
 
     @property
     def changes_transformer(self) -> bool:
@@ -321,9 +332,11 @@ def optimize_transformer(model: nn.Module, speed: Speed, parts: FusedParts = Fus
     if speed.cuda_graphs and device.type != "cuda":
         raise SettingsError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
     if speed.fp8 and not fp8_supported(device):
-        raise SettingsError(f"fp8 needs FP8 tensor cores (compute capability 8.9+), or on the CPU a torch whose "
-                            f"_scaled_mm takes row-wise scales (2.14 does); {device} with torch {torch.__version__} "
-                            "has neither")
+        raise SettingsError(
+            f"fp8 needs FP8 tensor cores (compute capability 8.9+), or on the CPU a torch whose "
+            f"_scaled_mm takes row-wise scales (2.14 does); {device} with torch {torch.__version__} "
+            "has neither"
+        )
     model.eval().requires_grad_(False)
     levers = dict(compile=speed.compile, fp8=speed.fp8, cuda_graphs=speed.cuda_graphs)
     if parts.gelu_epilogue and not speed.fp8:
@@ -332,7 +345,11 @@ def optimize_transformer(model: nn.Module, speed: Speed, parts: FusedParts = Fus
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=parts.fp8_keep_precise))
         if parts.fp8_feed_forward and gelu_quantize_matches_reference(device):
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
-    if parts.qk_norm_rope and device.type == "cuda" and fused_qk_rope.matches_reference(device, dtype, model.cfg.inner_dim):
+    if (
+        parts.qk_norm_rope
+        and device.type == "cuda"
+        and fused_qk_rope.matches_reference(device, dtype, model.cfg.inner_dim)
+    ):
         levers["fused_qk_rope"] = fused_qk_rope.enable(model)
     attention = speed.attention
     if attention == "auto":  # the self-attention of a 768x512x121 video, the most common size

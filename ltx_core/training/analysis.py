@@ -96,5 +96,6 @@ def read_clip(frames: torch.Tensor) -> ClipReading:
     color = _nearest_color(frames[masks].mean(0))
     fills = torch.tensor([_fill_ratio(m) for m in masks])
     motion, speed = _motion(cx, cy, area, height / height)
-    return ClipReading(color, _shape_from_fill(float(fills.median())), motion, speed,
-                       float(area.mean() / masks[0].numel()))
+    return ClipReading(
+        color, _shape_from_fill(float(fills.median())), motion, speed, float(area.mean() / masks[0].numel())
+    )

@@ -44,8 +44,7 @@ TRAVEL = {"slow": 0.25, "fast": 0.5}
 SCALE = {"slow": 1.5, "fast": 2.0}
 BOUNCES = {"slow": 1, "fast": 2}
 SECOND_SHAPE_PROBABILITY = 0.25
-CORNERS = {"top left": (0.2, 0.2), "top right": (0.8, 0.2),
-           "bottom left": (0.2, 0.8), "bottom right": (0.8, 0.8)}
+CORNERS = {"top left": (0.2, 0.2), "top right": (0.8, 0.2), "bottom left": (0.2, 0.8), "bottom right": (0.8, 0.8)}
 
 
 def is_heldout(color: str, shape: str, motion: str) -> bool:
@@ -117,8 +116,7 @@ def sample_clip_spec(seed: int, index: int, heldout: bool = False) -> ClipSpec:
     """The clip `index` of the stream `seed`: training combinations only, or held-out only."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
     while True:
-        color, shape, motion = (_pick(list(SHAPE_COLORS), gen), _pick(SHAPES, gen),
-                                _pick(MOTIONS, gen))
+        color, shape, motion = (_pick(list(SHAPE_COLORS), gen), _pick(SHAPES, gen), _pick(MOTIONS, gen))
         if is_heldout(color, shape, motion) == heldout:
             break
     speed = _pick(SPEEDS, gen)
@@ -127,11 +125,16 @@ def sample_clip_spec(seed: int, index: int, heldout: bool = False) -> ClipSpec:
     second = corner = None
     if not heldout and float(torch.rand((), generator=gen)) < SECOND_SHAPE_PROBABILITY:
         second, corner = _second_shape(main, gen)
-    return ClipSpec(main=main, background=_pick(list(BACKGROUND_COLORS), gen),
-                    background_style=_pick(BACKGROUND_STYLES, gen),
-                    texture_phase=_uniform(0.0, 2 * math.pi, gen), second=second,
-                    second_corner=corner, caption_template=int(torch.randint(6, (1,), generator=gen)),
-                    phrase_choice=int(torch.randint(3, (1,), generator=gen)))
+    return ClipSpec(
+        main=main,
+        background=_pick(list(BACKGROUND_COLORS), gen),
+        background_style=_pick(BACKGROUND_STYLES, gen),
+        texture_phase=_uniform(0.0, 2 * math.pi, gen),
+        second=second,
+        second_corner=corner,
+        caption_template=int(torch.randint(6, (1,), generator=gen)),
+        phrase_choice=int(torch.randint(3, (1,), generator=gen)),
+    )
 
 
 def _second_shape(main: Shape, gen: torch.Generator) -> tuple[Shape | None, str | None]:
@@ -169,8 +172,11 @@ CAPTION_TEMPLATES = (
 
 def _background_phrase(spec: ClipSpec) -> str:
     name = spec.background
-    return {"plain": f"a plain {name} background", "gradient": f"a {name} gradient background",
-            "textured": f"a textured {name} background"}[spec.background_style]
+    return {
+        "plain": f"a plain {name} background",
+        "gradient": f"a {name} gradient background",
+        "textured": f"a textured {name} background",
+    }[spec.background_style]
 
 
 def caption(spec: ClipSpec) -> str:
@@ -179,9 +185,13 @@ def caption(spec: ClipSpec) -> str:
     m = spec.main
     speed = "" if m.motion == "still" else SPEED_WORDS[m.speed][spec.phrase_choice]
     text = CAPTION_TEMPLATES[spec.caption_template].format(
-        color=m.color, Color=m.color.capitalize(), shape=m.shape,
-        motion=MOTION_PHRASES[m.motion][spec.phrase_choice], speed=speed,
-        background=_background_phrase(spec))
+        color=m.color,
+        Color=m.color.capitalize(),
+        shape=m.shape,
+        motion=MOTION_PHRASES[m.motion][spec.phrase_choice],
+        speed=speed,
+        background=_background_phrase(spec),
+    )
     if spec.second is not None:
         s = spec.second
         text += f" A small {s.color} {s.shape} stays still in the {spec.second_corner}."
@@ -238,12 +248,14 @@ def _background(spec: ClipSpec, py: torch.Tensor, px: torch.Tensor) -> torch.Ten
         ramp = (math.cos(a) * (px - 0.5) + math.sin(a) * (py - 0.5)) * 0.9 + 0.5  # ~[0, 1]
         return (base * (0.45 + 0.9 * ramp)).clamp(0.0, 0.4)
     wave = torch.sin(2 * math.pi * 3 * px + spec.texture_phase) * torch.sin(
-        2 * math.pi * 3 * py + 2 * spec.texture_phase)
+        2 * math.pi * 3 * py + 2 * spec.texture_phase
+    )
     return (base + 0.06 * wave).clamp(0.0, 0.4)
 
 
-def render_clip(spec: ClipSpec, num_frames: int = 25, height: int = 256, width: int = 256,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def render_clip(
+    spec: ClipSpec, num_frames: int = 25, height: int = 256, width: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(3, F, H, W) in [-1, 1]. Edges are anti-aliased over one pixel."""
     py = ((torch.arange(height, device=device) + 0.5) / height).view(height, 1)
     px = ((torch.arange(width, device=device) + 0.5) / height).view(1, width)
@@ -260,8 +272,9 @@ def render_clip(spec: ClipSpec, num_frames: int = 25, height: int = 256, width: 
     return video * 2 - 1
 
 
-def render_batch(specs: list[ClipSpec], num_frames: int = 25, height: int = 256,
-                 width: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
+def render_batch(
+    specs: list[ClipSpec], num_frames: int = 25, height: int = 256, width: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(B, 3, F, H, W) in [-1, 1]."""
     return torch.stack([render_clip(s, num_frames, height, width, device) for s in specs])
 

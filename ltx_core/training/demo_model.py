@@ -28,8 +28,9 @@ DEMO_SIZE = dict(height=256, width=256, num_frames=25, frame_rate=24.0)
 def _with_layers(blocks, layers: list[int]):
     """The official block list with each `res_x`'s layer count replaced, in order."""
     counts = iter(layers)
-    return tuple((name, {**dict(p), "num_layers": next(counts)}) if name == "res_x" else (name, dict(p))
-                 for name, p in blocks)
+    return tuple(
+        (name, {**dict(p), "num_layers": next(counts)}) if name == "res_x" else (name, dict(p)) for name, p in blocks
+    )
 
 
 # 0.9.1 layout; encoder res_x layers (full res .. latent res), decoder listed full res first.
@@ -37,16 +38,24 @@ DEMO_VAE: VAEConfig = replace(
     LTXV_VAE_0_9_1,
     encoder_blocks=_with_layers(LTXV_VAE_0_9_1.encoder_blocks, [2, 2, 1, 1, 1]),
     decoder_blocks=_with_layers(LTXV_VAE_0_9_1.decoder_blocks, [2, 2, 2, 1]),
-    encoder_base_channels=16, decoder_base_channels=12)
+    encoder_base_channels=16,
+    decoder_base_channels=12,
+)
 
 # 0.9.1's transformer layout (no causal time fix), 5 blocks of 4 heads x 48.
 DEMO_TRANSFORMER: TransformerConfig = replace(
-    LTXV_2B_0_9_0, num_layers=5, num_attention_heads=4, attention_head_dim=48,
-    cross_attention_dim=192, caption_channels=TINY_T5["d_model"])
+    LTXV_2B_0_9_0,
+    num_layers=5,
+    num_attention_heads=4,
+    attention_head_dim=48,
+    cross_attention_dim=192,
+    caption_channels=TINY_T5["d_model"],
+)
 
 
-def save_demo_checkpoint(transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str,
-                         dtype: torch.dtype = torch.bfloat16) -> Path:
+def save_demo_checkpoint(
+    transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str, dtype: torch.dtype = torch.bfloat16
+) -> Path:
     """Write the official single-file layout, metadata included (the 0.9.1 architecture)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,7 @@ class PairDiscriminator(nn.Module):
         super().__init__()
         layers, channels = [], 2 * in_channels
         for out, stride in ((width, (1, 2, 2)), (2 * width, (2, 2, 2)), (4 * width, (2, 2, 2))):
-            layers += [nn.Conv3d(channels, out, 3, stride=stride, padding=1),
-                       nn.GroupNorm(8, out), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv3d(channels, out, 3, stride=stride, padding=1), nn.GroupNorm(8, out), nn.LeakyReLU(0.2)]
             channels = out
         layers.append(nn.Conv3d(channels, 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -57,23 +56,23 @@ class PairDiscriminator(nn.Module):
         return self.net(torch.cat([first, second], dim=1))  # (B, 1, f, h, w) logits
 
 
-def discriminator_loss(disc: PairDiscriminator, original: torch.Tensor,
-                       reconstruction: torch.Tensor) -> torch.Tensor:
+def discriminator_loss(disc: PairDiscriminator, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     """The critic learns to tell which of the pair is the original, in both orders."""
     reconstruction = reconstruction.detach()
     real_first = disc(original, reconstruction)
     fake_first = disc(reconstruction, original)
-    return (F.binary_cross_entropy_with_logits(real_first, torch.ones_like(real_first))
-            + F.binary_cross_entropy_with_logits(fake_first, torch.zeros_like(fake_first)))
+    return F.binary_cross_entropy_with_logits(
+        real_first, torch.ones_like(real_first)
+    ) + F.binary_cross_entropy_with_logits(fake_first, torch.zeros_like(fake_first))
 
 
-def generator_gan_loss(disc: PairDiscriminator, original: torch.Tensor,
-                       reconstruction: torch.Tensor) -> torch.Tensor:
+def generator_gan_loss(disc: PairDiscriminator, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     """The decoder is rewarded when the critic takes its reconstruction for the original."""
     fake_first = disc(reconstruction, original)
     real_first = disc(original, reconstruction)
-    return (F.binary_cross_entropy_with_logits(fake_first, torch.ones_like(fake_first))
-            + F.binary_cross_entropy_with_logits(real_first, torch.zeros_like(real_first)))
+    return F.binary_cross_entropy_with_logits(
+        fake_first, torch.ones_like(fake_first)
+    ) + F.binary_cross_entropy_with_logits(real_first, torch.zeros_like(real_first))
 
 
 def uniform_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -28,11 +28,8 @@ from ..checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
 from ..models.text_encoder import encode_prompt, load_text_encoder
 from ..models.transformer import LTXVTransformer
 from ..models.vae import CausalVideoVAE
-from . import data
-from . import train_dit
-from . import train_vae
-from .demo_model import (DEMO_CHECKPOINT, DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE,
-                         save_demo_checkpoint)
+from . import data, train_dit, train_vae
+from .demo_model import DEMO_CHECKPOINT, DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 from .t5 import write_text_encoder
 from .tokenizer import DEFAULT_NEGATIVE_PROMPT
 
@@ -57,8 +54,11 @@ SHARD_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
 
 def save_resume_state(modules: dict[str, torch.nn.Module], folder: Path) -> list[Path]:
     """fp32 weights of every module, keys prefixed by its name, in shards under 15 MiB."""
-    tensors = {f"{name}.{k}": v.detach().float().contiguous().cpu()
-               for name, module in modules.items() for k, v in module.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().float().contiguous().cpu()
+        for name, module in modules.items()
+        for k, v in module.state_dict().items()
+    }
     shards, current, size = [], {}, 0
     for key, value in tensors.items():
         nbytes = value.numel() * 4
@@ -85,12 +85,11 @@ def load_resume_state(module: torch.nn.Module, name: str, source: Path) -> bool:
     session resumes from what was shipped). False when there are none."""
     if source.is_file():
         prefix = SINGLE_FILE_PREFIXES[name]
-        state = {k[len(prefix):]: v for k, v in load_file(str(source)).items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in load_file(str(source)).items() if k.startswith(prefix)}
     else:
         state = {}
         for path in sorted(source.glob("resume.*.safetensors")):
-            state.update({k[len(name) + 1:]: v for k, v in load_file(str(path)).items()
-                          if k.startswith(name + ".")})
+            state.update({k[len(name) + 1 :]: v for k, v in load_file(str(path)).items() if k.startswith(name + ".")})
     if not state:
         return False
     module.load_state_dict(state, strict=True)
@@ -109,9 +108,16 @@ def vae_psnr(vae: CausalVideoVAE, videos: torch.Tensor, denoise: bool) -> float:
 
 
 @torch.no_grad()
-def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device, batch: int = 32,
-                  keyframes: bool = True, first: int = 0
-                  ) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
+def build_latents(
+    vae: CausalVideoVAE,
+    count: int,
+    seed: int,
+    size: dict,
+    device,
+    batch: int = 32,
+    keyframes: bool = True,
+    first: int = 0,
+) -> tuple[torch.Tensor, list[str], torch.Tensor | None, torch.Tensor | None]:
     """Normalized posterior means of `count` training clips (the stream's from clip `first`
     on), their captions, and (with `keyframes`) one frame of each clip encoded alone (a
     keyframe image: the last frame or, as often, a random other one) with its pixel frame
@@ -126,8 +132,11 @@ def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             latents.append(vae.encode(video).to(torch.bfloat16))
             if keyframes:
-                index = torch.where(torch.rand(len(specs), generator=gen) < 0.5, frames - 1,
-                                    torch.randint(1, frames, (len(specs),), generator=gen))
+                index = torch.where(
+                    torch.rand(len(specs), generator=gen) < 0.5,
+                    frames - 1,
+                    torch.randint(1, frames, (len(specs),), generator=gen),
+                )
                 frame = video[torch.arange(len(specs)), :, index.to(device)][:, :, None]  # (B, 3, 1, H, W)
                 frame_latents.append(vae.encode(frame).to(torch.bfloat16))
                 indices.append(index)
@@ -141,8 +150,7 @@ def build_latents(vae: CausalVideoVAE, count: int, seed: int, size: dict, device
 def embed_captions(encoder, captions: list[str], batch: int = 256):
     texts, masks = [], []
     for start in range(0, len(captions), batch):
-        emb = encode_prompt(encoder, captions[start:start + batch], max_tokens=TEXT_MAX_TOKENS,
-                            allow_empty=True)
+        emb = encode_prompt(encoder, captions[start : start + batch], max_tokens=TEXT_MAX_TOKENS, allow_empty=True)
         texts.append(emb.embeds[:, :TEXT_KEEP_TOKENS].to(torch.bfloat16))
         masks.append(emb.mask[:, :TEXT_KEEP_TOKENS])
     return torch.cat(texts), torch.cat(masks)
@@ -160,36 +168,66 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", type=Path)
-    p.add_argument("--text-encoder", type=Path, default=DEMO_TEXT_ENCODER,
-                   help="the shipped tiny T5 folder, made here once and carried as it is")
+    p.add_argument(
+        "--text-encoder",
+        type=Path,
+        default=DEMO_TEXT_ENCODER,
+        help="the shipped tiny T5 folder, made here once and carried as it is",
+    )
     p.add_argument("--skip-vae", action="store_true")
-    p.add_argument("--decoder-only", action="store_true",
-                   help="fine-tune the VAE decoder alone: the latent space (and a DiT trained "
-                        "on it) stays valid")
-    p.add_argument("--skip-dit", action="store_true",
-                   help="keep the resumed DiT as it is (needs --resume)")
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="fine-tune the VAE decoder alone: the latent space (and a DiT trained on it) stays valid",
+    )
+    p.add_argument("--skip-dit", action="store_true", help="keep the resumed DiT as it is (needs --resume)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_vae_arguments(p)
     p.add_argument("--dit-seconds", type=float, default=240)
     p.add_argument("--dit-steps", type=int, default=100_000)
     p.add_argument("--dit-batch", type=int, default=256)
     p.add_argument("--dit-lr", type=float, default=5e-4)
-    p.add_argument("--keyframe-probability", type=float, default=0.3,
-                   help="share of DiT batches that carry a keyframe image as extra tokens")
-    p.add_argument("--keyframe-first-frame-probability", type=float, default=None,
-                   help="in keyframe batches, the share that also give the first frame "
-                        "(first + last frame runs); default: as in other batches (0.3)")
-    p.add_argument("--keyframe-loss-weight", type=float, default=1.0,
-                   help="loss weight of the latent frame that holds the keyframe's frame")
-    p.add_argument("--keyframe-caption-dropout", type=float, default=None,
-                   help="caption dropout in keyframe batches (default: as in other batches, 0.1)")
-    p.add_argument("--dit-oversample", action="append", default=[], metavar="MOTION=FACTOR",
-                   help="draw clips of this motion FACTOR times as often in DiT batches "
-                        "(e.g. bounce=3, the class the held-out reading gets wrong most)")
+    p.add_argument(
+        "--keyframe-probability",
+        type=float,
+        default=0.3,
+        help="share of DiT batches that carry a keyframe image as extra tokens",
+    )
+    p.add_argument(
+        "--keyframe-first-frame-probability",
+        type=float,
+        default=None,
+        help="in keyframe batches, the share that also give the first frame "
+        "(first + last frame runs); default: as in other batches (0.3)",
+    )
+    p.add_argument(
+        "--keyframe-loss-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the latent frame that holds the keyframe's frame",
+    )
+    p.add_argument(
+        "--keyframe-caption-dropout",
+        type=float,
+        default=None,
+        help="caption dropout in keyframe batches (default: as in other batches, 0.1)",
+    )
+    p.add_argument(
+        "--dit-oversample",
+        action="append",
+        default=[],
+        metavar="MOTION=FACTOR",
+        help="draw clips of this motion FACTOR times as often in DiT batches "
+        "(e.g. bounce=3, the class the held-out reading gets wrong most)",
+    )
     p.add_argument("--clips", type=int, default=16384)
-    p.add_argument("--clip-start", type=int, default=0,
-                   help="first clip of the training stream, so that a resumed call trains on clips "
-                        "no earlier call saw (each call otherwise draws the same first --clips)")
+    p.add_argument(
+        "--clip-start",
+        type=int,
+        default=0,
+        help="first clip of the training stream, so that a resumed call trains on clips "
+        "no earlier call saw (each call otherwise draws the same first --clips)",
+    )
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--frames", type=int, default=25)
@@ -227,14 +265,19 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log) -> train_vae.VAEState:
     """Train `vae` as the options say; when the encoder trained, recompute the exact latent
     statistics (so `encode` gives unit-scale latents again)."""
     device = torch.device(args.device)
-    settings = train_vae.VAETrainSettings(steps=args.vae_steps, batch_size=args.vae_batch,
-                                          num_frames=args.vae_frames, height=size["height"],
-                                          width=size["width"], crop=args.vae_crop,
-                                          learning_rate=args.vae_lr,
-                                          warmup_steps=20 if args.resume else 100,
-                                          train_encoder=not args.decoder_only,
-                                          first_frame_weight=args.vae_first_frame_weight,
-                                          last_frame_weight=args.vae_last_frame_weight)
+    settings = train_vae.VAETrainSettings(
+        steps=args.vae_steps,
+        batch_size=args.vae_batch,
+        num_frames=args.vae_frames,
+        height=size["height"],
+        width=size["width"],
+        crop=args.vae_crop,
+        learning_rate=args.vae_lr,
+        warmup_steps=20 if args.resume else 100,
+        train_encoder=not args.decoder_only,
+        first_frame_weight=args.vae_first_frame_weight,
+        last_frame_weight=args.vae_last_frame_weight,
+    )
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, args.vae_seconds, log=log, autocast=device.type == "cuda")
     log(f"vae trained {state.step} steps of batch {settings.batch_size}")
@@ -274,34 +317,53 @@ def motion_weights(specs: list[data.ClipSpec], factors: dict[str, float]) -> tor
 def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     device = torch.device(args.device)
     latents, captions, keyframes, keyframe_indices = build_latents(
-        vae, args.clips, seed=CLIP_SEED, size=size, device=device, keyframes=args.keyframe_probability > 0,
-        first=args.clip_start)
+        vae,
+        args.clips,
+        seed=CLIP_SEED,
+        size=size,
+        device=device,
+        keyframes=args.keyframe_probability > 0,
+        first=args.clip_start,
+    )
     texts, masks = embed_captions(encoder, captions)
     null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
-    log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, "
-        f"texts {tuple(texts.shape)}")
+    log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, texts {tuple(texts.shape)}")
     torch.manual_seed(0)
     model = LTXVTransformer(DEMO_TRANSFORMER).to(device)
     # the EMA weights are the only DiT weights kept: a resumed run starts from them
     resumed = args.resume is not None and load_resume_state(model, "dit_ema", args.resume)
-    settings = train_dit.DiTTrainSettings(steps=args.dit_steps, batch_size=args.dit_batch,
-                                          learning_rate=args.dit_lr,
-                                          warmup_steps=100 if resumed else 300,
-                                          ema_start_step=0 if resumed else 300,
-                                          frame_rate=size["frame_rate"],
-                                          keyframe_probability=args.keyframe_probability,
-                                          keyframe_first_frame_probability=args.keyframe_first_frame_probability,
-                                          keyframe_frame_weight=args.keyframe_loss_weight,
-                                          keyframe_caption_dropout=args.keyframe_caption_dropout)
+    settings = train_dit.DiTTrainSettings(
+        steps=args.dit_steps,
+        batch_size=args.dit_batch,
+        learning_rate=args.dit_lr,
+        warmup_steps=100 if resumed else 300,
+        ema_start_step=0 if resumed else 300,
+        frame_rate=size["frame_rate"],
+        keyframe_probability=args.keyframe_probability,
+        keyframe_first_frame_probability=args.keyframe_first_frame_probability,
+        keyframe_frame_weight=args.keyframe_loss_weight,
+        keyframe_caption_dropout=args.keyframe_caption_dropout,
+    )
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions
         weights = motion_weights(data.training_specs(CLIP_SEED, args.clip_start, args.clips), args.dit_oversample)
         log(f"dit oversampling {args.dit_oversample}: {float(weights.ne(1).float().mean()):.1%} of clips weighted")
-    train_dit.train_dit(state, latents, texts, masks, null_texts, null_masks, settings,
-                        args.dit_seconds, log=log, autocast=device.type == "cuda",
-                        keyframes=keyframes, keyframe_indices=keyframe_indices,
-                        clip_weights=weights)
+    train_dit.train_dit(
+        state,
+        latents,
+        texts,
+        masks,
+        null_texts,
+        null_masks,
+        settings,
+        args.dit_seconds,
+        log=log,
+        autocast=device.type == "cuda",
+        keyframes=keyframes,
+        keyframe_indices=keyframe_indices,
+        clip_weights=weights,
+    )
     log(f"dit trained {state.step} steps of batch {settings.batch_size}")
     return state
 
@@ -327,8 +389,7 @@ def main(argv=None) -> None:
         log("vae resumed")
     if not args.skip_vae:
         run_vae(args, vae, size, log)
-    heldout = data.render_batch(data.heldout_specs(8), size["num_frames"], size["height"],
-                                size["width"], device)
+    heldout = data.render_batch(data.heldout_specs(8), size["num_frames"], size["height"], size["width"], device)
     for denoise in (False, True):
         log(f"vae held-out psnr (denoising decode {denoise}): {vae_psnr(vae, heldout, denoise):.2f} dB")
 
@@ -341,8 +402,10 @@ def main(argv=None) -> None:
     save_resume_state({"vae": vae, "dit_ema": ema}, args.out)
     ema = copy.deepcopy(ema).cpu()
     save_demo_checkpoint(ema, vae.cpu(), args.out / DEMO_CHECKPOINT.name)
-    log("saved " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB"
-                             for p in sorted(args.out.glob("*.safetensors"))))
+    log(
+        "saved "
+        + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB" for p in sorted(args.out.glob("*.safetensors")))
+    )
 
 
 if __name__ == "__main__":

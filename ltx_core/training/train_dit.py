@@ -28,8 +28,8 @@ from einops import rearrange
 
 from ..models.configs import VAE_SCALE
 from ..models.rope import fractional_coords, latent_coords, pixel_coords
-from ..sampling.scheduler import token_count_shift
 from ..models.transformer import LTXVTransformer
+from ..sampling.scheduler import token_count_shift
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ class DiTTrainSettings:
 # ---------------------------------------------------------------- timesteps (2.5.2)
 
 
-def clamped_logit_normal_pdf(mu: float, grid: int = 4096, low: float = 0.005,
-                             high: float = 0.999) -> torch.Tensor:
+def clamped_logit_normal_pdf(mu: float, grid: int = 4096, low: float = 0.005, high: float = 0.999) -> torch.Tensor:
     """Probabilities of `grid` equal bins of t in (0, 1) for t = sigmoid(mu + N(0, 1)),
     the pdf held at least at its value at the 0.5 and 99.9 percentiles beyond them, so
     no timestep is starved (paper Fig. 10)."""
@@ -94,16 +93,17 @@ class TimestepSampler:
 # ---------------------------------------------------------------- one step
 
 
-def token_coords(latent_shape: tuple[int, ...], causal_fix: bool, frame_rate: float,
-                 device: torch.device | str) -> torch.Tensor:
+def token_coords(
+    latent_shape: tuple[int, ...], causal_fix: bool, frame_rate: float, device: torch.device | str
+) -> torch.Tensor:
     """RoPE coordinates of a (B, C, f, h, w) latent's tokens, as the pipeline builds them."""
     batch, _, f, h, w = latent_shape
-    return fractional_coords(pixel_coords(latent_coords(f, h, w, batch, device),
-                                          causal_fix=causal_fix), frame_rate)
+    return fractional_coords(pixel_coords(latent_coords(f, h, w, batch, device), causal_fix=causal_fix), frame_rate)
 
 
-def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSettings,
-                  generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def noised_tokens(
+    latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSettings, generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
     """(x_t, per-token t, velocity target, loss weight) for normalized latents (B, C, f, h, w).
 
     Random draws come from `generator`, which lives on the latent's device. Half of the
@@ -130,8 +130,13 @@ def noised_tokens(latent: torch.Tensor, t: torch.Tensor, settings: DiTTrainSetti
     return (1 - s) * x0 + s * noise, per_token, noise - x0, weight
 
 
-def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings: DiTTrainSettings,
-                    causal_fix: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def keyframe_tokens(
+    keyframe: torch.Tensor,
+    frame_index: torch.Tensor,
+    settings: DiTTrainSettings,
+    causal_fix: bool,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, ...]:
     """(tokens, per-token t, coords) of encoded frames (B, C, 1, h, w) placed at pixel
     frames `frame_index` (B,), as `denoise.keyframe_coords` places a conditioning image;
     half at t = 0 (strength 1), half at a small random t with the matching noise."""
@@ -139,8 +144,7 @@ def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings:
     device = keyframe.device
     x0 = rearrange(keyframe, "b c f h w -> b (f h w) c").float()
     t_k = torch.rand(batch, generator=generator, device=device) * settings.max_first_frame_t
-    t_k = torch.where(torch.rand(batch, generator=generator, device=device) < 0.5,
-                      torch.zeros_like(t_k), t_k)
+    t_k = torch.where(torch.rand(batch, generator=generator, device=device) < 0.5, torch.zeros_like(t_k), t_k)
     s = t_k.view(batch, 1, 1)
     tokens = (1 - s) * x0 + s * torch.randn(x0.shape, generator=generator, device=device)
     pixels = pixel_coords(latent_coords(f, h, w, batch, device), causal_fix=causal_fix)
@@ -149,8 +153,9 @@ def keyframe_tokens(keyframe: torch.Tensor, frame_index: torch.Tensor, settings:
     return tokens, t_k.view(batch, 1).expand(batch, f * h * w), coords
 
 
-def keyframe_frame_weights(latent_shape: tuple[int, ...], frame_index: torch.Tensor,
-                           frame_weight: float) -> torch.Tensor:
+def keyframe_frame_weights(
+    latent_shape: tuple[int, ...], frame_index: torch.Tensor, frame_weight: float
+) -> torch.Tensor:
     """(B, T) loss weights: `frame_weight` for the tokens of the latent frame that holds pixel
     frame `frame_index` (B,), 1 elsewhere. The causal VAE's latent frame 0 is pixel frame 0
     and latent frame i > 0 holds pixel frames 8i-7 .. 8i (paper 2.1), so the frame is ceil(k / 8)."""
@@ -162,10 +167,17 @@ def keyframe_frame_weights(latent_shape: tuple[int, ...], frame_index: torch.Ten
     return 1.0 + (frame_weight - 1.0) * hit.float()
 
 
-def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
-             text_mask: torch.Tensor, sampler: TimestepSampler, settings: DiTTrainSettings,
-             generator: torch.Generator, keyframe: torch.Tensor | None = None,
-             keyframe_index: torch.Tensor | None = None) -> torch.Tensor:
+def dit_loss(
+    model: LTXVTransformer,
+    latent: torch.Tensor,
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    sampler: TimestepSampler,
+    settings: DiTTrainSettings,
+    generator: torch.Generator,
+    keyframe: torch.Tensor | None = None,
+    keyframe_index: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Velocity MSE over the generated (non-conditioning) tokens of one batch; with
     `keyframe` (B, C, 1, h, w) at pixel frames `keyframe_index` (B,), those frames'
     tokens go first, as conditioning."""
@@ -180,13 +192,19 @@ def dit_loss(model: LTXVTransformer, latent: torch.Tensor, text: torch.Tensor,
         k_tokens, k_t, k_coords = keyframe_tokens(keyframe, keyframe_index, settings, causal_fix, generator)
         x_t, per_token = torch.cat([k_tokens, x_t], 1), torch.cat([k_t, per_token], 1)
         coords = torch.cat([k_coords, coords], 2)
-    pred = model(x_t, per_token, text, text_mask, coords)[:, x_t.shape[1] - target.shape[1]:]
+    pred = model(x_t, per_token, text, text_mask, coords)[:, x_t.shape[1] - target.shape[1] :]
     err = F.mse_loss(pred.float(), target, reduction="none").mean(-1)  # (B, T)
     return (err * weight).sum() / weight.sum().clamp(min=1)
 
 
-def drop_captions(text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tensor,
-                  null_mask: torch.Tensor, p: float, generator: torch.Generator):
+def drop_captions(
+    text: torch.Tensor,
+    mask: torch.Tensor,
+    null_text: torch.Tensor,
+    null_mask: torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+):
     """Replace each caption by one of the `null` prompts (rows of null_text) with chance p."""
     batch, device = text.shape[0], text.device
     drop = torch.rand(batch, generator=generator, device=device) < p
@@ -199,13 +217,15 @@ def drop_captions(text: torch.Tensor, mask: torch.Tensor, null_text: torch.Tenso
 # ---------------------------------------------------------------- the loop
 
 
-def draw_batch(count: int, batch_size: int, generator: torch.Generator,
-               weights: torch.Tensor | None = None) -> torch.Tensor:
+def draw_batch(
+    count: int, batch_size: int, generator: torch.Generator, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Indices of a batch of clips, uniform or in proportion to `weights` (with replacement)."""
     if weights is None:
         return torch.randint(count, (batch_size,), generator=generator, device=generator.device)
-    return torch.multinomial(weights.to(generator.device, torch.float32), batch_size,
-                             replacement=True, generator=generator)
+    return torch.multinomial(
+        weights.to(generator.device, torch.float32), batch_size, replacement=True, generator=generator
+    )
 
 
 @torch.no_grad()
@@ -229,23 +249,37 @@ class DiTState:
     step: int = 0
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "step": self.step}
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+        }
 
 
 def new_state(model: LTXVTransformer, settings: DiTTrainSettings) -> DiTState:
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  betas=(0.9, 0.99), weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, betas=(0.9, 0.99), weight_decay=settings.weight_decay
+    )
     return DiTState(model, ema, optimizer)
 
 
-def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks: torch.Tensor,
-              null_texts: torch.Tensor, null_masks: torch.Tensor, settings: DiTTrainSettings,
-              time_budget_s: float | None = None, log=print, autocast: bool = False,
-              keyframes: torch.Tensor | None = None,
-              keyframe_indices: torch.Tensor | None = None,
-              clip_weights: torch.Tensor | None = None) -> DiTState:
+def train_dit(
+    state: DiTState,
+    latents: torch.Tensor,
+    texts: torch.Tensor,
+    masks: torch.Tensor,
+    null_texts: torch.Tensor,
+    null_masks: torch.Tensor,
+    settings: DiTTrainSettings,
+    time_budget_s: float | None = None,
+    log=print,
+    autocast: bool = False,
+    keyframes: torch.Tensor | None = None,
+    keyframe_indices: torch.Tensor | None = None,
+    clip_weights: torch.Tensor | None = None,
+) -> DiTState:
     """Train from `state.step` to `settings.steps` (or until the time budget runs out).
 
     latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L);
@@ -268,8 +302,7 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         dropout = settings.caption_dropout
         if use_keyframes and settings.keyframe_caption_dropout is not None:
             dropout = settings.keyframe_caption_dropout
-        text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks,
-                                   dropout, generator)
+        text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks, dropout, generator)
         elapsed = time.monotonic() - start
         progress = max(state.step / settings.steps, elapsed / time_budget_s if time_budget_s else 0.0)
         lr = learning_rate(state.step, progress, settings)
@@ -278,8 +311,9 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         keyframe = keyframes[idx].float() if use_keyframes else None
         keyframe_index = keyframe_indices[idx] if use_keyframes else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = dit_loss(model, latents[idx].float(), text, mask, sampler, settings, generator,
-                            keyframe, keyframe_index)
+            loss = dit_loss(
+                model, latents[idx].float(), text, mask, sampler, settings, generator, keyframe, keyframe_index
+            )
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -289,7 +323,9 @@ def train_dit(state: DiTState, latents: torch.Tensor, texts: torch.Tensor, masks
         state.step += 1
         losses.append(loss.detach())
         if state.step % 100 == 0 or state.step == settings.steps:
-            log(f"dit step {state.step} loss {torch.stack(losses).mean().item():.4f} "
-                f"lr {lr:.2e} {time.monotonic() - start:.0f}s")
+            log(
+                f"dit step {state.step} loss {torch.stack(losses).mean().item():.4f} "
+                f"lr {lr:.2e} {time.monotonic() - start:.0f}s"
+            )
             losses = []
     return state

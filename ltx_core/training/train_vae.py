@@ -72,11 +72,11 @@ def new_state(vae: CausalVideoVAE, settings: VAETrainSettings) -> VAEState:
     vae.encoder.requires_grad_(settings.train_encoder)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     return VAEState(
-        vae, disc,
-        torch.optim.AdamW(trainable, lr=settings.learning_rate, betas=(0.9, 0.99),
-                          weight_decay=0.0),
-        torch.optim.AdamW(disc.parameters(), lr=settings.learning_rate, betas=(0.5, 0.99),
-                          weight_decay=0.0))
+        vae,
+        disc,
+        torch.optim.AdamW(trainable, lr=settings.learning_rate, betas=(0.9, 0.99), weight_decay=0.0),
+        torch.optim.AdamW(disc.parameters(), lr=settings.learning_rate, betas=(0.5, 0.99), weight_decay=0.0),
+    )
 
 
 @torch.no_grad()
@@ -93,9 +93,9 @@ def encode_moments(vae: CausalVideoVAE, video: torch.Tensor) -> tuple[torch.Tens
     return vae._split_moments(vae.encoder(video))
 
 
-def reconstruct(vae: CausalVideoVAE, video: torch.Tensor, t: torch.Tensor,
-                generator: torch.Generator, train_encoder: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reconstruct(
+    vae: CausalVideoVAE, video: torch.Tensor, t: torch.Tensor, generator: torch.Generator, train_encoder: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(reconstruction, posterior mean, log-variance) through the denoising decode at t (B,)."""
     with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
         mean, logvar = encode_moments(vae, video)
@@ -108,8 +108,9 @@ def reconstruct(vae: CausalVideoVAE, video: torch.Tensor, t: torch.Tensor,
     return vae.decoder(z_t.to(mean.dtype), t.to(mean.dtype), generator), mean, logvar
 
 
-def decode_timesteps(batch: int, settings: VAETrainSettings, generator: torch.Generator,
-                     device: torch.device) -> torch.Tensor:
+def decode_timesteps(
+    batch: int, settings: VAETrainSettings, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     t = torch.rand(batch, generator=generator, device=device) * settings.max_decode_t
     clean = torch.rand(batch, generator=generator, device=device) < settings.clean_decode_probability
     return torch.where(clean, torch.zeros_like(t), t)
@@ -128,16 +129,21 @@ def _progress(step: int, elapsed: float, settings: VAETrainSettings, budget: flo
     return max(by_steps, elapsed / budget) if budget else by_steps
 
 
-def vae_step(state: VAEState, video: torch.Tensor, settings: VAETrainSettings,
-             generator: torch.Generator, autocast: bool, use_gan: bool) -> dict[str, torch.Tensor]:
+def vae_step(
+    state: VAEState,
+    video: torch.Tensor,
+    settings: VAETrainSettings,
+    generator: torch.Generator,
+    autocast: bool,
+    use_gan: bool,
+) -> dict[str, torch.Tensor]:
     """One generator update (and one critic update once the GAN is on)."""
     vae, device = state.vae, video.device
     t = decode_timesteps(video.shape[0], settings, generator, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         recon, mean, logvar = reconstruct(vae, video, t, generator, settings.train_encoder)
         recon = recon.float()
-        losses = {"mse": F.mse_loss(recon, video), "dwt": dwt_l1_loss(recon, video),
-                  "kl": uniform_kl(mean, logvar)}
+        losses = {"mse": F.mse_loss(recon, video), "dwt": dwt_l1_loss(recon, video), "kl": uniform_kl(mean, logvar)}
         if settings.first_frame_weight:
             losses["mse0"] = F.mse_loss(recon[:, :, 0], video[:, :, 0])
         if settings.last_frame_weight:
@@ -146,10 +152,14 @@ def vae_step(state: VAEState, video: torch.Tensor, settings: VAETrainSettings,
             state.disc.requires_grad_(False)
             losses["gan"] = generator_gan_loss(state.disc, video, recon)
             state.disc.requires_grad_(True)
-    total = (settings.mse_weight * losses["mse"] + settings.dwt_weight * losses["dwt"]
-             + settings.kl_weight * losses["kl"] + settings.gan_weight * losses.get("gan", 0.0)
-             + settings.first_frame_weight * losses.get("mse0", 0.0)
-             + settings.last_frame_weight * losses.get("mse_last", 0.0))
+    total = (
+        settings.mse_weight * losses["mse"]
+        + settings.dwt_weight * losses["dwt"]
+        + settings.kl_weight * losses["kl"]
+        + settings.gan_weight * losses.get("gan", 0.0)
+        + settings.first_frame_weight * losses.get("mse0", 0.0)
+        + settings.last_frame_weight * losses.get("mse_last", 0.0)
+    )
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
@@ -172,13 +182,16 @@ def training_videos(step: int, settings: VAETrainSettings, device: torch.device)
         return video
     # a crop per step (seeded by the step), on the 32-pixel grid the full frames use
     gen = torch.Generator().manual_seed(step)
-    top, left = (int(torch.randint((size - settings.crop) // 32 + 1, (1,), generator=gen)) * 32
-                 for size in (settings.height, settings.width))
-    return video[..., top:top + settings.crop, left:left + settings.crop]
+    top, left = (
+        int(torch.randint((size - settings.crop) // 32 + 1, (1,), generator=gen)) * 32
+        for size in (settings.height, settings.width)
+    )
+    return video[..., top : top + settings.crop, left : left + settings.crop]
 
 
-def train_vae(state: VAEState, settings: VAETrainSettings, time_budget_s: float | None = None,
-              log=print, autocast: bool = False) -> VAEState:
+def train_vae(
+    state: VAEState, settings: VAETrainSettings, time_budget_s: float | None = None, log=print, autocast: bool = False
+) -> VAEState:
     """Train from `state.step` to `settings.steps` or until the time budget runs out."""
     device = next(state.vae.parameters()).device
     state.vae.train()
@@ -199,8 +212,11 @@ def train_vae(state: VAEState, settings: VAETrainSettings, time_budget_s: float 
         if state.step % 100 == 0 or state.step == settings.steps:
             mean = {k: float(sum(w.get(k, 0.0) for w in window)) / len(window) for k in window[-1]}
             psnr = -10 * math.log10(max(mean["mse"] / 4, 1e-12))  # [-1, 1] -> [0, 1] units
-            line = (f"vae step {state.step} " + " ".join(f"{k} {v:.4f}" for k, v in mean.items())
-                    + f" psnr {psnr:.1f} {time.monotonic() - start:.0f}s")
+            line = (
+                f"vae step {state.step} "
+                + " ".join(f"{k} {v:.4f}" for k, v in mean.items())
+                + f" psnr {psnr:.1f} {time.monotonic() - start:.0f}s"
+            )
             state.log.append(line)
             log(line)
             window = []
@@ -211,8 +227,7 @@ def train_vae(state: VAEState, settings: VAETrainSettings, time_budget_s: float 
 def final_statistics(vae: CausalVideoVAE, videos: list[torch.Tensor]) -> None:
     """Exact per-channel mean and std of the posterior means over `videos` (each (B,3,F,H,W)),
     written to the official buffers so `encode` returns unit-scale latents."""
-    means = torch.cat([encode_moments(vae, v)[0].float().transpose(0, 1).flatten(1)
-                       for v in videos], dim=1)  # (C, N)
+    means = torch.cat([encode_moments(vae, v)[0].float().transpose(0, 1).flatten(1) for v in videos], dim=1)  # (C, N)
     stats = vae.per_channel_statistics
     stats.get_buffer("mean-of-means").copy_(means.mean(1))
     stats.get_buffer("std-of-means").copy_(means.std(1).clamp(min=1e-3))

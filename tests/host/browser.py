@@ -111,7 +111,9 @@ function serializedGraph() {  // typed arrays (positions, sizes) as JSON lists, 
 }
 """
 
-_LOAD_SCRIPT = _HELPERS + """
+_LOAD_SCRIPT = (
+    _HELPERS
+    + """
 const [graphData, done] = [arguments[0], arguments[arguments.length - 1]];
 // for the screenshot: the whole graph, right of the page's side bar and below its top bar
 async function fitGraphIntoView() {
@@ -138,6 +140,7 @@ async function fitGraphIntoView() {
     done({missing, dialog, imagesLoaded, boxes, bounds, output: prompt.output});
 })().catch((error) => done({error: String(error && error.stack || error)}));
 """
+)
 
 
 def load_workflow(driver, workflow: dict) -> dict:
@@ -222,7 +225,9 @@ def template_cards(driver, category: str) -> dict[str, dict]:
     return result
 
 
-_FROM_API_SCRIPT = _HELPERS + """
+_FROM_API_SCRIPT = (
+    _HELPERS
+    + """
 const [apiData, fileName, bands, gap, view] = arguments, done = arguments[arguments.length - 1];
 const byId = (id) => app.graph.getNodeById(Number(id)) ?? app.graph.getNodeById(String(id));
 function layOut() {
@@ -283,11 +288,10 @@ function layOut() {
     done(JSON.stringify({graph: JSON.parse(serializedGraph()), ds}));
 })().catch((error) => done(JSON.stringify({error: String(error && error.stack || error)})));
 """
+)
 
 
-def ui_workflow_from_api(
-    driver, api_workflow: dict, name: str, bands: list[dict], gap: int, view: dict
-) -> dict:
+def ui_workflow_from_api(driver, api_workflow: dict, name: str, bands: list[dict], gap: int, view: dict) -> dict:
     """The page's own UI-format serialization of an API-format prompt (node ids kept),
     opened under the file name `name` and laid out in `bands`, top to bottom ([{"title":
     str or None, "columns": [[node id, ...], ...]}]; a titled band is a group) with `gap`

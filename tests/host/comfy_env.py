@@ -220,17 +220,37 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
-        for folder in (self.output_dir, self.input_dir, self.temp_dir, self.checkpoints_dir, self.text_encoders_dir,
-                       self.upscale_models_dir):  # fmt: skip
+        for folder in (
+            self.output_dir,
+            self.input_dir,
+            self.temp_dir,
+            self.checkpoints_dir,
+            self.text_encoders_dir,
+            self.upscale_models_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> "ComfyServer":
+    def start(self) -> ComfyServer:
         command = [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-            "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
-            "--temp-directory", str(self.temp_dir), "--extra-model-paths-config", str(self._model_paths_yaml()),
-            "--disable-auto-launch", "--preview-method", "auto",
-        ]  # fmt: skip
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--output-directory",
+            str(self.output_dir),
+            "--input-directory",
+            str(self.input_dir),
+            "--temp-directory",
+            str(self.temp_dir),
+            "--extra-model-paths-config",
+            str(self._model_paths_yaml()),
+            "--disable-auto-launch",
+            "--preview-method",
+            "auto",
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
         if self.python_path:
             env["PYTHONPATH"] = os.pathsep.join(map(str, self.python_path))

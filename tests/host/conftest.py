@@ -148,8 +148,14 @@ def small(prompt: dict, **overrides) -> dict:
     seed=3 sets the sampler's and decoder's). A clip's last frames picked for a guide
     (extend's ImageFromBatch) stay its last frames at the new frame count."""
     prompt = copy.deepcopy(prompt)
-    settings = {"width": TEST_WIDTH, "height": TEST_HEIGHT, "frames": TEST_FRAMES, "steps": TEST_STEPS,
-                "stg_blocks": TEST_STG_BLOCKS, **overrides}  # fmt: skip
+    settings = {
+        "width": TEST_WIDTH,
+        "height": TEST_HEIGHT,
+        "frames": TEST_FRAMES,
+        "steps": TEST_STEPS,
+        "stg_blocks": TEST_STG_BLOCKS,
+        **overrides,
+    }
     for node in prompt.values():
         for key, value in settings.items():
             if key in node["inputs"] and not isinstance(node["inputs"][key], list):

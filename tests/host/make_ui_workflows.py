@@ -22,7 +22,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .browser import chromium, open_comfy_page, ui_workflow_from_api
 from .comfy_env import REPO_ROOT, ComfyServer, ensure_comfyui
-from .conftest import ALL_TEMPLATE_TITLES, API_WORKFLOWS_DIR, MULTISCALE_TEMPLATE_TITLES, TEMPLATES_DIR, multiscale_models
+from .conftest import (
+    ALL_TEMPLATE_TITLES,
+    API_WORKFLOWS_DIR,
+    MULTISCALE_TEMPLATE_TITLES,
+    TEMPLATES_DIR,
+    multiscale_models,
+)
 
 # Node ids of the API workflows in columns, left to right, each column top to bottom:
 # models and inputs, prompts, latents and keyframes, sampler, decode and save. A long
@@ -63,8 +69,12 @@ def card(name: str) -> Path:
     """The picture of a template whose models the pack does not ship: its title and the
     model files its loaders name, on a plain background."""
     prompt = json.loads((API_WORKFLOWS_DIR / f"{name}.json").read_text())
-    models = [value for node in prompt.values() for key, value in node["inputs"].items()
-              if key in ("ckpt_name", "text_encoder_name", "upsampler_name")]  # fmt: skip
+    models = [
+        value
+        for node in prompt.values()
+        for key, value in node["inputs"].items()
+        if key in ("ckpt_name", "text_encoder_name", "upsampler_name")
+    ]
     image = Image.new("RGB", (CARD_SIZE, CARD_SIZE), CARD_BACKGROUND)
     draw = ImageDraw.Draw(image)
     title, text = ImageFont.load_default(size=22), ImageFont.load_default(size=13)

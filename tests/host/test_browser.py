@@ -91,7 +91,7 @@ def test_the_graph_fits_a_window_and_opens_showing_all_of_it(loaded, name):
     ds = ui_workflow(name)["extra"]["ds"]
     left, top = ((bounds[side] + ds["offset"][i]) * ds["scale"] for i, side in enumerate(("left", "top")))
     right, bottom = left + bounds["width"] * ds["scale"], top + bounds["height"] * ds["scale"]
-    shown = 0 <= left and right <= VIEW["width"] and 0 <= top and bottom <= VIEW["height"]
+    shown = left >= 0 and right <= VIEW["width"] and top >= 0 and bottom <= VIEW["height"]
     assert shown, f"the saved view shows {left:.0f}..{right:.0f} x {top:.0f}..{bottom:.0f} of the page"
 
 

@@ -12,11 +12,12 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
-import torch
 
 from ltx_core import video as core_video
+
 from ..fixtures_checkpoints import write_diffusers_folder
 from .comfy_env import PromptRejected, assert_succeeded, status_messages
 from .conftest import (
@@ -160,13 +161,19 @@ def test_the_multiscale_second_pass_decodes_at_twice_the_first_pass_size(comfy_s
 
 
 def test_an_upsampler_missing_from_its_folder_is_refused_at_queue_time_naming_the_folder(comfy_server):
-    prompt = _with_input(small(api_workflow("multiscale_t2v")), "LTXVCoreUpsamplerLoader",
-                         upsampler_name="ltxv-spatial-upscaler-0.9.7.safetensors")  # fmt: skip
+    prompt = _with_input(
+        small(api_workflow("multiscale_t2v")),
+        "LTXVCoreUpsamplerLoader",
+        upsampler_name="ltxv-spatial-upscaler-0.9.7.safetensors",
+    )
     with pytest.raises(PromptRejected) as rejected:
         comfy_server.queue_prompt(prompt)
     [details] = [error["details"] for node in rejected.value.body["node_errors"].values() for error in node["errors"]]
-    assert re.search(r"latent upsampler 'ltxv-spatial-upscaler-0\.9\.7\.safetensors' is not in the model folders "
-                     r"\('latent_upscale_models',\).*choose one of: ltxv-spatial-upscaler-0\.9\.8", details), details
+    assert re.search(
+        r"latent upsampler 'ltxv-spatial-upscaler-0\.9\.7\.safetensors' is not in the model folders "
+        r"\('latent_upscale_models',\).*choose one of: ltxv-spatial-upscaler-0\.9\.8",
+        details,
+    ), details
 
 
 def test_a_saved_workflow_with_an_input_the_decoder_no_longer_has_still_runs(comfy_server):
@@ -194,8 +201,11 @@ def test_a_diffusers_folder_is_listed_as_one_checkpoint_and_runs(comfy_server):
     names = choices["input"]["required"]["ckpt_name"][0]
     assert "ltxv-tiny-diffusers" in names
     assert not [name for name in names if name.startswith("ltxv-tiny-diffusers/")], "its files are not choices"
-    prompt = _with_input(small(api_workflow("t2v"), filename_prefix="LTXV/diffusers"), "LTXVCoreCheckpointLoader",
-                         ckpt_name="ltxv-tiny-diffusers")  # fmt: skip
+    prompt = _with_input(
+        small(api_workflow("t2v"), filename_prefix="LTXV/diffusers"),
+        "LTXVCoreCheckpointLoader",
+        ckpt_name="ltxv-tiny-diffusers",
+    )
     entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
     assert_succeeded(entry)
     assert core_video.read_video_frames(comfy_server.output_files(entry)[0]).shape[0] == TEST_FRAMES
@@ -232,12 +242,18 @@ def _with_input(prompt: dict, class_type: str, **inputs) -> dict:
     "class_type, inputs, message",
     [
         # sizes off the VAE's grid fail in their node: test_user_facing.py
-        ("LTXVCoreCheckpointLoader", {"ckpt_name": "no-such-model.safetensors"}, r"no-such-model\.safetensors.*not in the model folders"),
+        (
+            "LTXVCoreCheckpointLoader",
+            {"ckpt_name": "no-such-model.safetensors"},
+            r"no-such-model\.safetensors.*not in the model folders",
+        ),
         ("LTXVCoreT5Loader", {"text_encoder_name": "no-such-t5"}, r"no-such-t5.*not in the model folders"),
     ],
     ids=["missing-checkpoint", "missing-text-encoder"],
 )
-def test_a_bad_setting_is_refused_at_queue_time_with_a_message_naming_the_fix(comfy_server, class_type, inputs, message):
+def test_a_bad_setting_is_refused_at_queue_time_with_a_message_naming_the_fix(
+    comfy_server, class_type, inputs, message
+):
     prompt = _with_input(small(api_workflow("t2v")), class_type, **inputs)
     with pytest.raises(PromptRejected) as rejected:
         comfy_server.queue_prompt(prompt)

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.comfy_server
 ASSETS = REPO_ROOT / "ltx_core" / "assets"
 # An `ltx_core` that leaves a mark and fails when imported: any absolute import of the core
 # from the pack would pick it up first.
-FOREIGN_CORE = "import pathlib\npathlib.Path(__file__).with_name('imported').touch()\nraise ImportError('foreign ltx_core')\n"
+FOREIGN_CORE = (
+    "import pathlib\npathlib.Path(__file__).with_name('imported').touch()\nraise ImportError('foreign ltx_core')\n"
+)
 
 
 @pytest.fixture(scope="module")

@@ -177,15 +177,24 @@ def test_a_size_out_of_range_is_refused_by_comfyuis_own_check_once_on_its_widget
 @pytest.mark.parametrize(
     "workflow, class_type, widget, value, message",
     [
-        ("t2v", "LTXVCoreEmptyLatentVideo", "width", 100,
-         r"^width 100 is not a positive multiple of 32; nearest valid: 96 or 128"),
-        ("t2v", "LTXVCoreEmptyLatentVideo", "frames", 100,
-         r"^frames 100 is not 8k \+ 1 .*; nearest valid: 97 or 105"),
-        ("i2v", "LTXVCoreVAEEncodeFirstFrame", "height", 500,
-         r"^height 500 is not a positive multiple of 32; nearest valid: 480 or 512"),
+        (
+            "t2v",
+            "LTXVCoreEmptyLatentVideo",
+            "width",
+            100,
+            r"^width 100 is not a positive multiple of 32; nearest valid: 96 or 128",
+        ),
+        ("t2v", "LTXVCoreEmptyLatentVideo", "frames", 100, r"^frames 100 is not 8k \+ 1 .*; nearest valid: 97 or 105"),
+        (
+            "i2v",
+            "LTXVCoreVAEEncodeFirstFrame",
+            "height",
+            500,
+            r"^height 500 is not a positive multiple of 32; nearest valid: 480 or 512",
+        ),
     ],
     ids=["width", "frames", "encode-height"],
-)  # fmt: skip
+)
 def test_a_size_off_the_vae_grid_fails_in_its_node_with_one_message_naming_the_widget(
     comfy_server, workflow, class_type, widget, value, message
 ):
@@ -216,8 +225,10 @@ def test_node_defaults_are_the_settings_the_shipped_workflows_keep(object_info):
             for setting in KEPT_SETTINGS.get(node["class_type"], ()):
                 default = _inputs(object_info[node["class_type"]])[setting][1]["default"]
                 if node["inputs"][setting] != default:
-                    differing.append(f"{name} {node_id} {node['class_type']}.{setting}: "
-                                     f"{node['inputs'][setting]!r}, default {default!r}")  # fmt: skip
+                    differing.append(
+                        f"{name} {node_id} {node['class_type']}.{setting}: "
+                        f"{node['inputs'][setting]!r}, default {default!r}"
+                    )
     assert differing == []
 
 
@@ -240,4 +251,3 @@ def test_the_readme_node_table_names_each_node_by_its_display_name(object_info):
     table = dict(re.findall(r"^\| `(LTXVCore\w+)` \| ([^|]+?) \|", readme, re.MULTILINE))
     shown = {node: info["display_name"] for node, info in object_info.items() if node.startswith("LTXVCore")}
     assert table == shown
-

@@ -10,8 +10,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
 
-from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_5, TransformerConfig, VAEConfig
 from ltx_core.checkpoint.keymaps import transformer_from_diffusers, vae_from_diffusers
+from ltx_core.models.configs import TINY_TRANSFORMER, TINY_VAE_0_9_5, TransformerConfig, VAEConfig
 from ltx_core.models.text_encoder import TextEmbeddings
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE

@@ -79,9 +79,7 @@ def test_vae_encoder_matches_diffusers_from_single_file(files, request):
     reference, ours = vae_pair(files, request)
     video = torch.rand(1, 3, 9, 32, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
     raw = reference.encode(video).latent_dist.mean
-    expected = (raw - reference.latents_mean.view(1, -1, 1, 1, 1)) / reference.latents_std.view(
-        1, -1, 1, 1, 1
-    )
+    expected = (raw - reference.latents_mean.view(1, -1, 1, 1, 1)) / reference.latents_std.view(1, -1, 1, 1, 1)
     torch.testing.assert_close(ours.encode(video), expected, atol=ATOL, rtol=0)
 
 
@@ -93,9 +91,7 @@ def test_vae_decoder_matches_diffusers_from_single_file(files, request):
     latent = torch.randn(1, 128, 2, 1, 2, generator=torch.Generator().manual_seed(3))
     generator = torch.Generator().manual_seed(9)
     torch.randn(latent.shape, generator=generator)  # ours draws the (unused) mix noise first
-    denormalized = latent * reference.latents_std.view(1, -1, 1, 1, 1) + reference.latents_mean.view(
-        1, -1, 1, 1, 1
-    )
+    denormalized = latent * reference.latents_std.view(1, -1, 1, 1, 1) + reference.latents_mean.view(1, -1, 1, 1, 1)
     with torch.random.fork_rng():
         torch.default_generator.set_state(generator.get_state())
         timestep = torch.full((1,), 0.05) if reference.config.timestep_conditioning else None

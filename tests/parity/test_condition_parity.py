@@ -19,10 +19,10 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, LTXConditionPipeline
 from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 
-from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem
 from ltx_core.models.configs import TINY_TRANSFORMER
-from ltx_core.sampling.denoise import denoise
 from ltx_core.pipeline import condition_on_items, prepare_latent
+from ltx_core.sampling.conditioning import ConditionedLatent, ConditioningItem
+from ltx_core.sampling.denoise import denoise
 from ltx_core.sampling.scheduler import denoise_sigmas, explicit_sigmas
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
@@ -43,8 +43,11 @@ def models(vae_pair):
     reference = diffusers_transformer(TINY_TRANSFORMER)
     pipe = LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
-        vae=vae_pair[0], text_encoder=None, tokenizer=None, transformer=reference,
-    )  # fmt: skip
+        vae=vae_pair[0],
+        text_encoder=None,
+        tokenizer=None,
+        transformer=reference,
+    )
     return pipe, ours_from_diffusers_transformer(reference, TINY_TRANSFORMER), vae_pair[1]
 
 
@@ -56,12 +59,23 @@ def frames(count: int, seed: int) -> torch.Tensor:
 def reference_latent(pipe, texts, conditions, **kwargs) -> torch.Tensor:
     prompt, negative = texts
     return pipe(
-        conditions=conditions, prompt_embeds=prompt.embeds, prompt_attention_mask=prompt.mask,
-        negative_prompt_embeds=negative.embeds, negative_prompt_attention_mask=negative.mask,
-        width=WIDTH, height=HEIGHT, num_frames=FRAMES, frame_rate=FRAME_RATE, num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE, image_cond_noise_scale=0.0, generator=torch.Generator().manual_seed(SEED),
-        output_type="latent", return_dict=False, **kwargs,
-    )[0]  # fmt: skip
+        conditions=conditions,
+        prompt_embeds=prompt.embeds,
+        prompt_attention_mask=prompt.mask,
+        negative_prompt_embeds=negative.embeds,
+        negative_prompt_attention_mask=negative.mask,
+        width=WIDTH,
+        height=HEIGHT,
+        num_frames=FRAMES,
+        frame_rate=FRAME_RATE,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        image_cond_noise_scale=0.0,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="latent",
+        return_dict=False,
+        **kwargs,
+    )[0]
 
 
 def our_items(conditions) -> list[ConditioningItem]:
@@ -83,9 +97,18 @@ def our_latent(models, texts, conditions, source_latent=None, denoise_strength=1
         latent = condition_on_items(vae, ConditionedLatent(source_latent), our_items(conditions), posteriors)
     sigmas = denoise_sigmas(explicit_sigmas(pipe.scheduler.sigmas.tolist()), denoise_strength)
     prompt, negative = texts
-    result = denoise(transformer, latent, prompt, negative, sigmas, GUIDANCE, FRAME_RATE,
-                     torch.Generator().manual_seed(SEED), start_sigma=float(sigmas[0]),
-                     strength_rule="held")  # fmt: skip
+    result = denoise(
+        transformer,
+        latent,
+        prompt,
+        negative,
+        sigmas,
+        GUIDANCE,
+        FRAME_RATE,
+        torch.Generator().manual_seed(SEED),
+        start_sigma=float(sigmas[0]),
+        strength_rule="held",
+    )
     return result.samples
 
 
@@ -135,5 +158,5 @@ def test_video_to_video_with_a_denoise_strength_matches_ltx_condition_pipeline(m
     assert_matches(ours, theirs)
     full = reference_latent(models[0], texts, conditions)
     generated = slice(1, None)  # latent frame 0 is the clean first frame in both
-    distance = lambda latent: (latent - source)[:, :, generated].abs().mean()  # noqa: E731
+    distance = lambda latent: (latent - source)[:, :, generated].abs().mean()
     assert distance(theirs) < distance(full), "a partial denoise stays nearer the source than a full one"

@@ -71,10 +71,16 @@ def test_upsample_latent_matches_the_diffusers_pipeline(upsampler_pair, vae_pair
     pipeline = LTXLatentUpsamplePipeline(vae=reference_vae, latent_upsampler=reference)
     pipeline.set_progress_bar_config(disable=True)
     latent = normalized_latent()
-    expected = pipeline(latents=latent, adain_factor=adain_factor, tone_map_compression_ratio=tone_map_compression,
-                        output_type="latent", return_dict=False)[0]
-    actual = upsample_latent(ours, our_vae, latent, adain_factor=adain_factor,
-                             tone_map_compression=tone_map_compression)
+    expected = pipeline(
+        latents=latent,
+        adain_factor=adain_factor,
+        tone_map_compression_ratio=tone_map_compression,
+        output_type="latent",
+        return_dict=False,
+    )[0]
+    actual = upsample_latent(
+        ours, our_vae, latent, adain_factor=adain_factor, tone_map_compression=tone_map_compression
+    )
     torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
 
 

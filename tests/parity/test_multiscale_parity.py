@@ -71,15 +71,19 @@ def pipelines(vae_pair, tiny_t5_folder, tmp_path_factory):
     """(diffusers' condition and upsample pipelines, our models and upsampler), the same weights."""
     transformer = diffusers_transformer(TINY_TRANSFORMER)  # the causal time fix, as LTXConditionPipeline
     condition = LTXConditionPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False), vae=vae_pair[0],
-        text_encoder=None, tokenizer=None, transformer=transformer,
-    )  # fmt: skip
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
+        vae=vae_pair[0],
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+    )
     reference_upsampler = diffusers_upsampler(TINY_SPATIAL_UPSAMPLER)
     folder = tmp_path_factory.mktemp("upsampler")
     reference_upsampler.save_pretrained(folder / "latent_upsampler", safe_serialization=True)
     upsample = LTXLatentUpsamplePipeline(vae=vae_pair[0], latent_upsampler=reference_upsampler)
-    ours = Models(ours_from_diffusers_transformer(transformer, TINY_TRANSFORMER), vae_pair[1],
-                  load_text_encoder(tiny_t5_folder))  # fmt: skip
+    ours = Models(
+        ours_from_diffusers_transformer(transformer, TINY_TRANSFORMER), vae_pair[1], load_text_encoder(tiny_t5_folder)
+    )
     return condition, upsample, ours, load_latent_upsampler(folder)
 
 
@@ -88,21 +92,43 @@ def diffusers_chain(condition, upsample, text_encoder) -> dict:
     (h1, w1), (h2, w2) = multi_scale_sizes(HEIGHT, WIDTH, FACTOR)
     generator = torch.Generator().manual_seed(SEED)
     prompt, negative = encode_text(text_encoder, PROMPT, NEGATIVE, MAX_TOKENS)
-    common = dict(prompt_embeds=prompt.embeds, prompt_attention_mask=prompt.mask,
-                  negative_prompt_embeds=negative.embeds, negative_prompt_attention_mask=negative.mask,
-                  num_frames=FRAMES, frame_rate=FRAME_RATE, generator=generator, return_dict=False)  # fmt: skip
-    first = condition(**common, width=w1, height=h1, timesteps=FIRST_TIMESTEPS, guidance_scale=FIRST_CFG,
-                      output_type="latent")[0]  # fmt: skip
+    common = dict(
+        prompt_embeds=prompt.embeds,
+        prompt_attention_mask=prompt.mask,
+        negative_prompt_embeds=negative.embeds,
+        negative_prompt_attention_mask=negative.mask,
+        num_frames=FRAMES,
+        frame_rate=FRAME_RATE,
+        generator=generator,
+        return_dict=False,
+    )
+    first = condition(
+        **common, width=w1, height=h1, timesteps=FIRST_TIMESTEPS, guidance_scale=FIRST_CFG, output_type="latent"
+    )[0]
     first_sigmas = condition.scheduler.sigmas.tolist()[:-1]  # the final 0 is the core's to append
     upsampled = upsample(latents=first, adain_factor=1.0, output_type="latent", return_dict=False)[0]
-    frames = condition(**common, width=w2, height=h2, latents=upsampled, timesteps=SECOND_TIMESTEPS,
-                       denoise_strength=SECOND_STRENGTH, guidance_scale=1.0, decode_timestep=DECODE_TIMESTEP,
-                       decode_noise_scale=0.0, output_type="pt")[0]  # fmt: skip
+    frames = condition(
+        **common,
+        width=w2,
+        height=h2,
+        latents=upsampled,
+        timesteps=SECOND_TIMESTEPS,
+        denoise_strength=SECOND_STRENGTH,
+        guidance_scale=1.0,
+        decode_timestep=DECODE_TIMESTEP,
+        decode_noise_scale=0.0,
+        output_type="pt",
+    )[0]
     second_sigmas = condition.scheduler.sigmas.tolist()[1:-1]  # the kept tail, without the final 0
     # the official pipeline's resize of the decoded frames: (B, F, 3, h, w) -> (F, H, W, 3)
     resized = F.interpolate(frames[0], size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
-    return dict(first=first, upsampled=upsampled, frames=resized.permute(0, 2, 3, 1),
-                first_sigmas=first_sigmas, second_sigmas=second_sigmas)  # fmt: skip
+    return dict(
+        first=first,
+        upsampled=upsampled,
+        frames=resized.permute(0, 2, 3, 1),
+        first_sigmas=first_sigmas,
+        second_sigmas=second_sigmas,
+    )
 
 
 @torch.no_grad()
@@ -114,14 +140,26 @@ def test_a_two_pass_run_matches_diffusers_chained_pipelines(pipelines, monkeypat
         PassSettings(timesteps=tuple(theirs["first_sigmas"]), guidance_scale=FIRST_CFG, stg_scale=0.0),
         PassSettings(timesteps=tuple(theirs["second_sigmas"]), guidance_scale=1.0, stg_scale=0.0),
         FACTOR,
-    )  # fmt: skip
+    )
     between = []  # our first-pass latent and the upsampled one, to say which stage differs
     real_upsample = multiscale.upsample_between_passes
-    monkeypatch.setattr(multiscale, "upsample_between_passes",
-                        lambda up, vae, latent: between.extend([latent, real_upsample(up, vae, latent)]) or between[1])
-    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, width=WIDTH, height=HEIGHT, num_frames=FRAMES,
-                      frame_rate=FRAME_RATE, seed=SEED, max_tokens=MAX_TOKENS, decode_timestep=DECODE_TIMESTEP,
-                      decode_noise_scale=0.0)  # fmt: skip
+    monkeypatch.setattr(
+        multiscale,
+        "upsample_between_passes",
+        lambda up, vae, latent: between.extend([latent, real_upsample(up, vae, latent)]) or between[1],
+    )
+    request = Request(
+        prompt=PROMPT,
+        negative_prompt=NEGATIVE,
+        width=WIDTH,
+        height=HEIGHT,
+        num_frames=FRAMES,
+        frame_rate=FRAME_RATE,
+        seed=SEED,
+        max_tokens=MAX_TOKENS,
+        decode_timestep=DECODE_TIMESTEP,
+        decode_noise_scale=0.0,
+    )
     ours = generate_multiscale(models, upsampler, request, settings)
     assert theirs["first"].abs().max() > 0.1, "a vacuous run would match anything"
     assert (between[0] - theirs["first"]).abs().max() <= ATOL, "the first pass differs"

@@ -16,11 +16,11 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from einops import rearrange
 from transformers import T5EncoderModel, T5Tokenizer
 
-from ltx_core.sampling.denoise import denoise
-from ltx_core.pipeline import Models, Request, decode_frames, generate, prepare_latent
 from ltx_core.models.configs import TINY_TRANSFORMER
-from ltx_core.sampling.scheduler import explicit_sigmas, flow_sigmas
 from ltx_core.models.text_encoder import load_text_encoder
+from ltx_core.pipeline import Models, Request, decode_frames, generate, prepare_latent
+from ltx_core.sampling.denoise import denoise
+from ltx_core.sampling.scheduler import explicit_sigmas, flow_sigmas
 
 from .conftest import diffusers_transformer, ours_from_diffusers_transformer
 
@@ -33,10 +33,16 @@ SLOW_FRAME_RATE = 2
 
 # Lightricks/LTX-Video scheduler/scheduler_config.json
 PUBLISHED_SCHEDULER = dict(
-    base_image_seq_len=1024, base_shift=0.95, max_image_seq_len=4096, max_shift=2.05,
-    num_train_timesteps=1000, shift=1.0, shift_terminal=0.1, time_shift_type="exponential",
+    base_image_seq_len=1024,
+    base_shift=0.95,
+    max_image_seq_len=4096,
+    max_shift=2.05,
+    num_train_timesteps=1000,
+    shift=1.0,
+    shift_terminal=0.1,
+    time_shift_type="exponential",
     use_dynamic_shifting=True,
-)  # fmt: skip
+)
 
 
 def reference_pipeline(cls, transformer_pair, vae_pair, text_encoder=None, tokenizer=None):
@@ -58,14 +64,23 @@ def image():
 def reference_call(pipe, texts, guidance, output_type, frame_rate=FRAME_RATE, **kwargs):
     prompt, negative = texts
     return pipe(
-        prompt_embeds=prompt.embeds, prompt_attention_mask=prompt.mask,
-        negative_prompt_embeds=negative.embeds, negative_prompt_attention_mask=negative.mask,
-        width=WIDTH, height=HEIGHT, num_frames=FRAMES, frame_rate=frame_rate,
-        num_inference_steps=STEPS, guidance_scale=guidance,
+        prompt_embeds=prompt.embeds,
+        prompt_attention_mask=prompt.mask,
+        negative_prompt_embeds=negative.embeds,
+        negative_prompt_attention_mask=negative.mask,
+        width=WIDTH,
+        height=HEIGHT,
+        num_frames=FRAMES,
+        frame_rate=frame_rate,
+        num_inference_steps=STEPS,
+        guidance_scale=guidance,
         generator=torch.Generator().manual_seed(SEED),
-        decode_timestep=DECODE_TIMESTEP, decode_noise_scale=DECODE_NOISE_SCALE,
-        output_type=output_type, return_dict=False, **kwargs,
-    )[0]  # fmt: skip
+        decode_timestep=DECODE_TIMESTEP,
+        decode_noise_scale=DECODE_NOISE_SCALE,
+        output_type=output_type,
+        return_dict=False,
+        **kwargs,
+    )[0]
 
 
 def our_run(transformer_pair, vae_pair, texts, guidance, first_frame=None):
@@ -75,10 +90,20 @@ def our_run(transformer_pair, vae_pair, texts, guidance, first_frame=None):
     generator = torch.Generator().manual_seed(SEED)
     latent = prepare_latent(vae, FRAMES, HEIGHT, WIDTH, first_frame=first_frame, generator=generator)
     sigmas = flow_sigmas(STEPS, latent.num_tokens)
-    latent = denoise(transformer, latent, prompt, negative if guidance != 1 else None, sigmas,
-                     guidance, FRAME_RATE, generator, causal_fix=False)  # fmt: skip
-    frames = decode_frames(vae, latent.samples, DECODE_TIMESTEP, DECODE_NOISE_SCALE, generator,
-                           mix_noise_denormalized=True)  # fmt: skip
+    latent = denoise(
+        transformer,
+        latent,
+        prompt,
+        negative if guidance != 1 else None,
+        sigmas,
+        guidance,
+        FRAME_RATE,
+        generator,
+        causal_fix=False,
+    )
+    frames = decode_frames(
+        vae, latent.samples, DECODE_TIMESTEP, DECODE_NOISE_SCALE, generator, mix_noise_denormalized=True
+    )
     return rearrange(latent.samples, "b c f h w -> b (f h w) c"), frames
 
 
@@ -127,12 +152,26 @@ def test_generate_from_prompts_matches_the_diffusers_pipelines(transformer_pair,
     (t5, tokenizer), encoder = t5_pair
     cls = LTXImageToVideoPipeline if with_image else LTXPipeline
     pipe = reference_pipeline(cls, transformer_pair, vae_pair, t5, tokenizer)
-    settings = dict(prompt="a red fox jumps over the lazy dog", negative_prompt="blurry",
-                    width=WIDTH, height=HEIGHT, num_frames=FRAMES, frame_rate=FRAME_RATE,
-                    guidance_scale=3.0, decode_timestep=DECODE_TIMESTEP, decode_noise_scale=0.0)  # fmt: skip
+    settings = dict(
+        prompt="a red fox jumps over the lazy dog",
+        negative_prompt="blurry",
+        width=WIDTH,
+        height=HEIGHT,
+        num_frames=FRAMES,
+        frame_rate=FRAME_RATE,
+        guidance_scale=3.0,
+        decode_timestep=DECODE_TIMESTEP,
+        decode_noise_scale=0.0,
+    )
     extra = {"image": image} if with_image else {}
-    theirs = pipe(**settings, **extra, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(SEED),
-                  output_type="pt", return_dict=False)[0]  # fmt: skip
+    theirs = pipe(
+        **settings,
+        **extra,
+        num_inference_steps=STEPS,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="pt",
+        return_dict=False,
+    )[0]
     first_frame = image[0].permute(1, 2, 0) if with_image else None
     request = Request(**settings, steps=STEPS, seed=SEED, first_frame=first_frame)
     ours = generate(Models(transformer_pair[1], vae_pair[1], encoder), request)
@@ -153,11 +192,15 @@ def test_causal_time_and_hard_first_frame_match_ltx_condition_pipeline(vae_pair,
     transformer = diffusers_transformer(cfg)
     pipe = LTXConditionPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False),
-        vae=vae_pair[0], text_encoder=None, tokenizer=None, transformer=transformer,
-    )  # fmt: skip
+        vae=vae_pair[0],
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+    )
     condition = LTXVideoCondition(image=image, frame_index=0, strength=1.0)
-    theirs = reference_call(pipe, texts, 3.0, "latent", frame_rate=SLOW_FRAME_RATE, conditions=[condition],
-                            image_cond_noise_scale=0.0)  # fmt: skip
+    theirs = reference_call(
+        pipe, texts, 3.0, "latent", frame_rate=SLOW_FRAME_RATE, conditions=[condition], image_cond_noise_scale=0.0
+    )
     assert theirs.shape == (1, 128, (FRAMES - 1) // 8 + 1, HEIGHT // 32, WIDTH // 32)
     sigmas = explicit_sigmas(pipe.scheduler.sigmas.tolist())  # Lightricks' linear-quadratic schedule
 
@@ -166,7 +209,15 @@ def test_causal_time_and_hard_first_frame_match_ltx_condition_pipeline(vae_pair,
     torch.randn(latent_shape, generator=after_noise)  # where diffusers encodes the image
     latent = prepare_latent(vae_pair[1], FRAMES, HEIGHT, WIDTH, image[0].permute(1, 2, 0), 1.0, after_noise)
     prompt, negative = texts
-    ours = denoise(ours_from_diffusers_transformer(transformer, cfg), latent, prompt, negative, sigmas, 3.0,
-                   SLOW_FRAME_RATE, torch.Generator().manual_seed(SEED))  # fmt: skip
+    ours = denoise(
+        ours_from_diffusers_transformer(transformer, cfg),
+        latent,
+        prompt,
+        negative,
+        sigmas,
+        3.0,
+        SLOW_FRAME_RATE,
+        torch.Generator().manual_seed(SEED),
+    )
     assert theirs.abs().max() > 0.1
     assert (ours.samples - theirs).abs().max() <= ATOL  # this pipeline returns (B, C, f, h, w)

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ltx_core.models.configs import LTXV_2B, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX, transformer_from_diffusers
+from ltx_core.models.configs import LTXV_2B, LTXV_13B, TINY_TRANSFORMER, TransformerConfig
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords, rope_cos_sin
 from ltx_core.models.transformer import LTXVTransformer
 
@@ -40,11 +40,16 @@ SHAPES = {
 def diffusers_reference(cfg: TransformerConfig) -> LTXVideoTransformer3DModel:
     torch.manual_seed(0)
     reference = LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim, num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels, norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine, attention_bias=cfg.attention_bias,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers,
+        caption_channels=cfg.caption_channels,
+        norm_eps=cfg.norm_eps,
+        norm_elementwise_affine=cfg.norm_elementwise_affine,
+        attention_bias=cfg.attention_bias,
     ).eval()
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
@@ -91,8 +96,15 @@ def test_without_the_causal_fix_we_match_ltx_pipeline(models, frame_rate, per_to
     if not per_token:
         sigma = sigma[:, 0]
     expected = reference(
-        latent, text, sigma * 1000, mask, num_frames=FRAMES, height=HEIGHT, width=WIDTH,
-        rope_interpolation_scale=(VAE_TIME / frame_rate, VAE_SPACE, VAE_SPACE), return_dict=False,
+        latent,
+        text,
+        sigma * 1000,
+        mask,
+        num_frames=FRAMES,
+        height=HEIGHT,
+        width=WIDTH,
+        rope_interpolation_scale=(VAE_TIME / frame_rate, VAE_SPACE, VAE_SPACE),
+        return_dict=False,
     )[0]
     coords = fractional_coords(pixel_coords(latent_coords(FRAMES, HEIGHT, WIDTH, BATCH), causal_fix=False), frame_rate)
     torch.testing.assert_close(ours(latent, sigma, text, mask, coords), expected, atol=ATOL, rtol=0)

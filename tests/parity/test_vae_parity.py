@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKLLTXVideo
 
-from ltx_core.models.configs import TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
 from ltx_core.checkpoint.keymaps import vae_from_diffusers
+from ltx_core.models.configs import TINY_VAE_0_9_0, TINY_VAE_0_9_1, TINY_VAE_0_9_5
 from ltx_core.models.vae import CausalVideoVAE
 
 pytestmark = pytest.mark.parity
@@ -19,26 +19,34 @@ ATOL = 1e-4
 # block: encoder 8 -> 32 (0.9.0 / 0.9.1) or 8 -> 128 (0.9.5), decoder 64 -> 8 wide.
 DIFFUSERS_TINY = {
     "0.9.0": dict(
-        block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+        block_out_channels=(8, 16, 32, 32),
+        decoder_block_out_channels=(8, 16, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
     ),
     "0.9.1": dict(
-        block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(16, 32, 64),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+        block_out_channels=(8, 16, 32, 32),
+        decoder_block_out_channels=(16, 32, 64),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
         decoder_spatio_temporal_scaling=(True, True, True),
         decoder_inject_noise=(True, True, True, False),
-        upsample_residual=(True, True, True), upsample_factor=(2, 2, 2),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
         timestep_conditioning=True,
     ),
     "0.9.5": dict(
-        block_out_channels=(8, 16, 32, 64, 128), down_block_types=("LTXVideo095DownBlock3D",) * 4,
+        block_out_channels=(8, 16, 32, 64, 128),
+        down_block_types=("LTXVideo095DownBlock3D",) * 4,
         decoder_block_out_channels=(16, 32, 64),
-        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
         spatio_temporal_scaling=(True, True, True, True),
         decoder_spatio_temporal_scaling=(True, True, True),
         decoder_inject_noise=(False, False, False, False),
         downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-        upsample_residual=(True, True, True), upsample_factor=(2, 2, 2),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
         timestep_conditioning=True,
     ),
 }
@@ -125,12 +133,12 @@ def reference_decode(ref, latent, timestep, noise_scale, seed, mix_denormalized)
 @pytest.mark.parametrize(("timestep", "noise_scale"), [(0.0, 0.0), (0.05, 0.025)])
 @pytest.mark.parametrize("mix_denormalized", [False, True])
 @torch.no_grad()
-def test_decoded_video_matches_diffusers_with_the_same_noise(pair, timestep, noise_scale,
-                                                             mix_denormalized):
+def test_decoded_video_matches_diffusers_with_the_same_noise(pair, timestep, noise_scale, mix_denormalized):
     ref, ours = pair
     latent = torch.randn(2, 128, 3, 1, 2, generator=torch.Generator().manual_seed(2))
     expected = reference_decode(ref, latent, timestep, noise_scale, 9, mix_denormalized)
-    got = ours.decode(latent, timestep, noise_scale, torch.Generator().manual_seed(9),
-                      mix_noise_denormalized=mix_denormalized)
+    got = ours.decode(
+        latent, timestep, noise_scale, torch.Generator().manual_seed(9), mix_noise_denormalized=mix_denormalized
+    )
     assert got.shape == (2, 3, 17, 32, 64)
     assert (got - expected).abs().max() <= ATOL

@@ -7,14 +7,14 @@ import torch
 from ltx_core.training import analysis, data
 
 
-
 def test_the_analysis_reads_the_ground_truth_of_held_out_clips():
     """The evaluation's reader must be right on real clips before it judges generated ones."""
     for spec in data.heldout_specs(12):
         frames = ((data.render_clip(spec, 25, 96, 96) + 1) / 2).permute(1, 2, 3, 0)
         reading = analysis.read_clip(frames)
-        assert (reading.color, reading.shape, reading.motion) == (
-            spec.main.color, spec.main.shape, spec.main.motion), data.caption(spec)
+        assert (reading.color, reading.shape, reading.motion) == (spec.main.color, spec.main.shape, spec.main.motion), (
+            data.caption(spec)
+        )
 
 
 def test_a_bounce_blurred_at_its_end_still_reads_as_a_bounce():

@@ -8,7 +8,6 @@ import torch
 from ltx_core.training import analysis, data
 
 
-
 def test_the_same_seed_and_index_give_the_same_clip_and_caption():
     """Training data and the evaluation set must be reproducible on any machine."""
     a, b = data.sample_clip_spec(3, 17), data.sample_clip_spec(3, 17)
@@ -22,8 +21,7 @@ def test_held_out_combinations_never_appear_in_training_but_every_word_does():
     train = data.training_specs(0, 0, 2000)
     heldout = data.heldout_specs(200)
     assert not any(data.is_heldout(s.main.color, s.main.shape, s.main.motion) for s in train)
-    assert not any(s.second and data.is_heldout(s.second.color, s.second.shape, s.second.motion)
-                   for s in train)
+    assert not any(s.second and data.is_heldout(s.second.color, s.second.shape, s.second.motion) for s in train)
     assert all(data.is_heldout(s.main.color, s.main.shape, s.main.motion) for s in heldout)
     seen = {(s.main.color, s.main.shape, s.main.motion) for s in train}
     for color in data.SHAPE_COLORS:

@@ -9,17 +9,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-
+from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 
 
 def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
     """Every loader reads the shipped file like the real thing: prefixes and `config` JSON."""
     torch.manual_seed(0)
-    path = save_demo_checkpoint(LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE),
-                                tmp_path / "tiny.safetensors")
+    path = save_demo_checkpoint(
+        LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE), tmp_path / "tiny.safetensors"
+    )
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
         config = json.loads(f.metadata()["config"])
@@ -36,6 +36,7 @@ SHIPPED = ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_assets_stay_under_the_package_limits(name):
     from ltx_core.preflight import SHIPPED_ASSETS as ASSETS
+
     path = ASSETS / name
     if not path.exists():
         pytest.skip(f"{name} not shipped in this checkout")

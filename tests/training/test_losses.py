@@ -11,12 +11,11 @@ from ltx_core.training import losses
 ATOL = 1e-6
 
 
-
 def test_the_3d_haar_transform_keeps_energy_and_splits_into_eight_bands():
     video = torch.randn(2, 3, 8, 16, 16)
     bands = losses.haar_dwt_3d(video)
     assert bands.shape == (2, 8, 3, 4, 8, 8)
-    assert math.isclose(float((bands ** 2).sum()), float((video ** 2).sum()), rel_tol=1e-5)
+    assert math.isclose(float((bands**2).sum()), float((video**2).sum()), rel_tol=1e-5)
     assert float(losses.dwt_l1_loss(video, video)) < ATOL
 
 

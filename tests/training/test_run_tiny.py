@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from ltx_core.models.configs import TINY_VAE_0_9_1
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.training import data
 from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 from ltx_core.training.run_tiny import load_resume_state
-from ltx_core.models.transformer import LTXVTransformer
-from ltx_core.models.vae import CausalVideoVAE
-
 
 
 def test_a_later_session_resumes_from_the_exported_single_file(tmp_path):
@@ -31,6 +30,7 @@ def test_a_later_session_resumes_from_the_exported_single_file(tmp_path):
 
 def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
     from ltx_core.training.run_tiny import build_latents
+
     torch.manual_seed(0)
     vae = CausalVideoVAE(TINY_VAE_0_9_1)
     size = dict(num_frames=9, height=64, width=64)
@@ -45,12 +45,14 @@ def test_training_latents_carry_one_encoded_keyframe_per_clip_only_when_asked():
 def test_a_later_call_can_train_on_clips_no_earlier_call_saw():
     """--clip-start: the latents of clips N.. of the stream, the same clips whatever the batch."""
     from ltx_core.training.run_tiny import build_latents
+
     torch.manual_seed(0)
     vae = CausalVideoVAE(TINY_VAE_0_9_1)
     size = dict(num_frames=9, height=64, width=64)
     first, _, _, _ = build_latents(vae, 5, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
-    later, captions, _, _ = build_latents(vae, 3, seed=1, size=size, device=torch.device("cpu"),
-                                          batch=2, keyframes=False, first=2)
+    later, captions, _, _ = build_latents(
+        vae, 3, seed=1, size=size, device=torch.device("cpu"), batch=2, keyframes=False, first=2
+    )
     assert captions == [data.caption(s) for s in data.training_specs(1, 2, 3)]
     torch.testing.assert_close(later, first[2:], atol=1e-2, rtol=0)  # bf16 latents
 
@@ -63,22 +65,29 @@ def test_oversampling_is_named_by_motion_and_checked():
     weights = motion_weights(specs, {"bounce": 3.0})
     assert [w == 3.0 for w in weights.tolist()] == [s.main.motion == "bounce" for s in specs]
     assert motion_weights(specs, {}) is None
-    for bad, words in (("hop=3", "motion must be one of"), ("bounce=0", "factor above 0"),
-                       ("bounce", "factor above 0"), ("bounce=x", "factor above 0"),
-                       ("bounce=inf", "factor above 0")):
+    for bad, words in (
+        ("hop=3", "motion must be one of"),
+        ("bounce=0", "factor above 0"),
+        ("bounce", "factor above 0"),
+        ("bounce=x", "factor above 0"),
+        ("bounce=inf", "factor above 0"),
+    ):
         with pytest.raises(SystemExit, match=words) as error:
             parse_args(["--out", "x", "--dit-oversample", bad])
         assert bad in str(error.value)
 
 
-@pytest.mark.parametrize("flag, value, words", [
-    ("--keyframe-probability", "1.5", "share in \\[0, 1\\]"),
-    ("--keyframe-first-frame-probability", "-0.1", "share in \\[0, 1\\]"),
-    ("--keyframe-caption-dropout", "1.5", "share in \\[0, 1\\]"),
-    ("--keyframe-loss-weight", "0", "weight above 0"),
-    ("--keyframe-loss-weight", "nan", "weight above 0"),
-    ("--clip-start", "-1", "0 or more"),
-])
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--keyframe-probability", "1.5", "share in \\[0, 1\\]"),
+        ("--keyframe-first-frame-probability", "-0.1", "share in \\[0, 1\\]"),
+        ("--keyframe-caption-dropout", "1.5", "share in \\[0, 1\\]"),
+        ("--keyframe-loss-weight", "0", "weight above 0"),
+        ("--keyframe-loss-weight", "nan", "weight above 0"),
+        ("--clip-start", "-1", "0 or more"),
+    ],
+)
 def test_training_settings_out_of_range_are_refused(flag, value, words):
     from ltx_core.training.run_tiny import parse_args
 

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from ltx_core.models.configs import TINY_TRANSFORMER
-from ltx_core.training import train_dit
 from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.training import train_dit
 
 ATOL = 1e-6
-
 
 
 def test_timesteps_follow_the_token_count_shift_and_keep_both_tails():
@@ -23,7 +22,7 @@ def test_timesteps_follow_the_token_count_shift_and_keep_both_tails():
     few = train_dit.TimestepSampler(256).sample(20000, gen)
     many = train_dit.TimestepSampler(4096).sample(20000, gen)
     assert many.mean() > few.mean()
-    assert 0 < few.min() and few.max() < 1
+    assert few.min() > 0 and few.max() < 1
     probs = train_dit.clamped_logit_normal_pdf(0.0)
     assert probs[0] > 0 and probs[-1] > 0
     assert math.isclose(float(probs.sum()), 1.0, rel_tol=1e-9)
@@ -50,14 +49,16 @@ def test_keyframe_tokens_sit_where_the_pipeline_puts_a_conditioning_image():
     """Training places keyframes exactly as `denoise.keyframe_coords` does at inference."""
     from ltx_core.sampling.conditioning import Keyframe
     from ltx_core.sampling.denoise import keyframe_coords
+
     settings = train_dit.DiTTrainSettings(frame_rate=24.0)
     keyframe = torch.randn(2, 128, 1, 3, 4)
     gen = torch.Generator().manual_seed(0)
-    tokens, t_k, coords = train_dit.keyframe_tokens(keyframe, torch.tensor([24, 9]), settings,
-                                                    causal_fix=True, generator=gen)
+    tokens, t_k, coords = train_dit.keyframe_tokens(
+        keyframe, torch.tensor([24, 9]), settings, causal_fix=True, generator=gen
+    )
     for row, index in enumerate((24, 9)):
-        expected = keyframe_coords(Keyframe(keyframe[row:row + 1], index), 1, 24.0, causal_fix=True)
-        assert torch.allclose(coords[row:row + 1], expected)
+        expected = keyframe_coords(Keyframe(keyframe[row : row + 1], index), 1, 24.0, causal_fix=True)
+        assert torch.allclose(coords[row : row + 1], expected)
     assert tokens.shape == (2, 12, 128) and t_k.shape == (2, 12)
     assert (t_k <= settings.max_first_frame_t).all()
     clean = t_k[:, 0] == 0
@@ -76,13 +77,24 @@ def test_keyframes_are_conditioning_only_and_change_the_prediction():
     index = torch.tensor([8, 4])
     with torch.no_grad():
         plain = train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1))
-        keyed = train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1),
-                                   keyframes, index)
+        keyed = train_dit.dit_loss(
+            model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1), keyframes, index
+        )
     assert torch.isfinite(keyed) and not torch.isclose(plain, keyed)
     settings = replace(settings, steps=3, batch_size=2, keyframe_probability=1.0)
     state = train_dit.new_state(model.train(), settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
-                        log=lambda _: None, keyframes=keyframes, keyframe_indices=index)
+    train_dit.train_dit(
+        state,
+        latents,
+        texts,
+        masks,
+        texts[:1] * 0,
+        masks[:1],
+        settings,
+        log=lambda _: None,
+        keyframes=keyframes,
+        keyframe_indices=index,
+    )
     assert state.step == 3
 
 
@@ -99,20 +111,22 @@ def test_caption_dropout_replaces_captions_by_a_null_prompt():
 def test_the_dit_loop_lowers_its_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = LTXVTransformer(TINY_TRANSFORMER)
-    settings = train_dit.DiTTrainSettings(steps=60, batch_size=4, warmup_steps=5, learning_rate=3e-3,
-                                          caption_dropout=0.0)
+    settings = train_dit.DiTTrainSettings(
+        steps=60, batch_size=4, warmup_steps=5, learning_rate=3e-3, caption_dropout=0.0
+    )
     latents = torch.randn(4, 128, 2, 2, 2)
     texts, masks = torch.randn(4, 5, 32), torch.ones(4, 5, dtype=torch.bool)
     sampler = train_dit.TimestepSampler(8)
 
     def loss() -> float:
         with torch.no_grad():
-            return float(train_dit.dit_loss(model, latents, texts, masks, sampler, settings,
-                                            torch.Generator().manual_seed(1)))
+            return float(
+                train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1))
+            )
+
     before = loss()
     state = train_dit.new_state(model, settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
-                        log=lambda _: None)
+    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None)
     assert state.step == 60
     assert loss() < 0.8 * before
 
@@ -136,8 +150,17 @@ def test_the_dit_loop_draws_only_weighted_clips():
     latents[1] = float("nan")  # never drawn, else the loss (and the weights) would be NaN
     texts, masks = torch.randn(3, 5, 32), torch.ones(3, 5, dtype=torch.bool)
     state = train_dit.new_state(model, settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings,
-                        log=lambda _: None, clip_weights=torch.tensor([1.0, 0.0, 1.0]))
+    train_dit.train_dit(
+        state,
+        latents,
+        texts,
+        masks,
+        texts[:1] * 0,
+        masks[:1],
+        settings,
+        log=lambda _: None,
+        clip_weights=torch.tensor([1.0, 0.0, 1.0]),
+    )
     assert state.step == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -155,8 +178,9 @@ def test_keyframe_batches_can_give_the_first_frame_more_often(monkeypatch):
     tokens leave the loss); plain batches keep first_frame_probability."""
     torch.manual_seed(0)
     model = LTXVTransformer(TINY_TRANSFORMER).eval()
-    settings = train_dit.DiTTrainSettings(first_frame_probability=0.0, keyframe_first_frame_probability=1.0,
-                                          keyframe_frame_weight=1.0)
+    settings = train_dit.DiTTrainSettings(
+        first_frame_probability=0.0, keyframe_first_frame_probability=1.0, keyframe_frame_weight=1.0
+    )
     latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
     texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
     sampler, index = train_dit.TimestepSampler(8), torch.tensor([8, 8])
@@ -170,8 +194,9 @@ def test_keyframe_batches_can_give_the_first_frame_more_often(monkeypatch):
     monkeypatch.setattr(train_dit, "noised_tokens", spy)
     with torch.no_grad():
         train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1))
-        train_dit.dit_loss(model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1),
-                           keyframes, index)
+        train_dit.dit_loss(
+            model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1), keyframes, index
+        )
     assert seen == [0.0, 1.0]
 
 
@@ -188,8 +213,9 @@ def test_the_keyframe_loss_weight_changes_the_loss_of_keyframe_batches_only():
         settings = train_dit.DiTTrainSettings(first_frame_probability=0.0, keyframe_frame_weight=weight)
         extra = (keyframes, index) if keyed else ()
         with torch.no_grad():
-            return train_dit.dit_loss(model, latents, texts, masks, sampler, settings,
-                                      torch.Generator().manual_seed(1), *extra)
+            return train_dit.dit_loss(
+                model, latents, texts, masks, sampler, settings, torch.Generator().manual_seed(1), *extra
+            )
 
     assert not torch.isclose(loss(1.0, True), loss(5.0, True))
     assert torch.equal(loss(1.0, False), loss(5.0, False))
@@ -201,9 +227,13 @@ def test_keyframe_batches_take_their_own_caption_dropout(monkeypatch, keyframe_p
     then the only word on how the clip ends); plain batches keep caption_dropout (0 here)."""
     torch.manual_seed(0)
     model = LTXVTransformer(TINY_TRANSFORMER)
-    settings = train_dit.DiTTrainSettings(steps=3, batch_size=2, caption_dropout=0.0,
-                                          keyframe_probability=keyframe_probability,
-                                          keyframe_caption_dropout=1.0)
+    settings = train_dit.DiTTrainSettings(
+        steps=3,
+        batch_size=2,
+        caption_dropout=0.0,
+        keyframe_probability=keyframe_probability,
+        keyframe_caption_dropout=1.0,
+    )
     latents, keyframes = torch.randn(2, 128, 2, 2, 2), torch.randn(2, 128, 1, 2, 2)
     texts, masks = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
     seen = []
@@ -215,6 +245,16 @@ def test_keyframe_batches_take_their_own_caption_dropout(monkeypatch, keyframe_p
 
     monkeypatch.setattr(train_dit, "drop_captions", spy)
     state = train_dit.new_state(model, settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None,
-                        keyframes=keyframes, keyframe_indices=torch.tensor([8, 8]))
+    train_dit.train_dit(
+        state,
+        latents,
+        texts,
+        masks,
+        texts[:1] * 0,
+        masks[:1],
+        settings,
+        log=lambda _: None,
+        keyframes=keyframes,
+        keyframe_indices=torch.tensor([8, 8]),
+    )
     assert seen == [expected] * 3

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 
 from ltx_core.models.configs import TINY_VAE_0_9_1
-from ltx_core.training import train_vae
 from ltx_core.models.vae import CausalVideoVAE
-
+from ltx_core.training import train_vae
 
 
 def test_the_vae_loop_runs_with_every_loss_and_tracks_latent_statistics():
     torch.manual_seed(0)
     vae = CausalVideoVAE(TINY_VAE_0_9_1)
-    settings = train_vae.VAETrainSettings(steps=4, batch_size=1, num_frames=9, height=64, width=64,
-                                          crop=32, warmup_steps=1, gan_start_fraction=0.5)
+    settings = train_vae.VAETrainSettings(
+        steps=4, batch_size=1, num_frames=9, height=64, width=64, crop=32, warmup_steps=1, gan_start_fraction=0.5
+    )
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, log=lambda _: None)
     assert state.step == 4
@@ -29,9 +29,18 @@ def test_decoder_only_training_keeps_the_latent_space_the_dit_was_trained_on():
     encoder_before = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
     decoder_before = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
     stats_before = {k: v.clone() for k, v in vae.per_channel_statistics.state_dict().items()}
-    settings = train_vae.VAETrainSettings(steps=3, batch_size=1, num_frames=9, height=64, width=64,
-                                          crop=32, warmup_steps=1, train_encoder=False,
-                                          first_frame_weight=1.0, last_frame_weight=1.0)
+    settings = train_vae.VAETrainSettings(
+        steps=3,
+        batch_size=1,
+        num_frames=9,
+        height=64,
+        width=64,
+        crop=32,
+        warmup_steps=1,
+        train_encoder=False,
+        first_frame_weight=1.0,
+        last_frame_weight=1.0,
+    )
     state = train_vae.new_state(vae, settings)
     train_vae.train_vae(state, settings, log=lambda _: None)
     for k, v in vae.encoder.state_dict().items():

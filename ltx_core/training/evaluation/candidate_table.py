@@ -33,8 +33,10 @@ def row(demo: dict, first_last: dict) -> dict:
         "text_to_video_color": demo["text_to_video_accuracy"]["color"],
         "text_to_video_motion": demo["text_to_video_accuracy"]["motion"],
         "i2v_first_frame_psnr_db": demo["image_to_video"]["first_frame_psnr_db"],
-        "first_last_demo_eval_db": [demo["first_last_frame_psnr_db"]["first_db"],
-                                    demo["first_last_frame_psnr_db"]["last_db"]],
+        "first_last_demo_eval_db": [
+            demo["first_last_frame_psnr_db"]["first_db"],
+            demo["first_last_frame_psnr_db"]["last_db"],
+        ],
         "first_last_demo_eval_clips": demo["counts"]["first_last"],
         "first_last_demo_eval_settings": first_last_settings(demo["settings"]["first_last"]),
         "first_last_16_clips_db": [fl["first_db"], fl["last_db"]],
@@ -55,13 +57,19 @@ def load(path: Path) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", type=Path, required=True,
-                        help="recipes.json and each candidate's NAME_demo.json and NAME_fl1.json")
+    parser.add_argument(
+        "--folder", type=Path, required=True, help="recipes.json and each candidate's NAME_demo.json and NAME_fl1.json"
+    )
     parser.add_argument("--out", type=Path, help="the table (default: FOLDER/table.json)")
-    parser.add_argument("--shipped-demo", type=Path, default=RESULTS / "demo_eval.json",
-                        help="the shipped model's demo_eval result")
-    parser.add_argument("--shipped-first-last", type=Path, default=RESULTS / "first_last_eval_keyframe.json",
-                        help="the shipped model's first_last_eval result with --keyframe-settings")
+    parser.add_argument(
+        "--shipped-demo", type=Path, default=RESULTS / "demo_eval.json", help="the shipped model's demo_eval result"
+    )
+    parser.add_argument(
+        "--shipped-first-last",
+        type=Path,
+        default=RESULTS / "first_last_eval_keyframe.json",
+        help="the shipped model's first_last_eval result with --keyframe-settings",
+    )
     args = parser.parse_args(argv)
     args.out = args.out or args.folder / "table.json"
     return args
@@ -78,9 +86,11 @@ def candidate_rows(folder: Path, recipes: dict) -> dict:
 def print_table(rows: dict) -> None:
     print(f"{'model':8} {'motion':>7} {'color':>6} {'i2v dB':>7} {'f+l demo':>9} {'f+l 16':>9} {'VAE clip':>9}")
     for name, r in rows.items():
-        print(f"{name:8} {r['text_to_video_motion']:7.1%} {r['text_to_video_color']:6.1%} "
-              f"{r['i2v_first_frame_psnr_db']:7.2f} {r['first_last_demo_eval_db'][1]:9.2f} "
-              f"{r['first_last_16_clips_db'][1]:9.2f} {r['vae_clip_last_frame_db']:9.2f}")
+        print(
+            f"{name:8} {r['text_to_video_motion']:7.1%} {r['text_to_video_color']:6.1%} "
+            f"{r['i2v_first_frame_psnr_db']:7.2f} {r['first_last_demo_eval_db'][1]:9.2f} "
+            f"{r['first_last_16_clips_db'][1]:9.2f} {r['vae_clip_last_frame_db']:9.2f}"
+        )
 
 
 def main(argv=None) -> dict:

@@ -27,28 +27,40 @@ from pathlib import Path
 import torch
 
 from ...checkpoint.loading import load_checkpoint
-from ...pipeline import Models, Request, generate
 from ...models.text_encoder import load_text_encoder
-from .. import analysis
-from .. import data
+from ...pipeline import Models, Request, generate
+from .. import analysis, data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 from . import first_last_eval
 from .first_last_eval import ground_truth, psnr
 
 RESULTS = Path(__file__).parent / "results" / "demo_eval.json"
 STRIP = Path(__file__).resolve().parents[3] / "docs" / "demo_strip.png"  # the README shows it
-TARGETS = {"color": 0.9, "motion": 0.9, "i2v_first_frame_psnr_db": 30.0,
-           "first_last_frame_psnr_db": first_last_eval.TARGET_DB}
+TARGETS = {
+    "color": 0.9,
+    "motion": 0.9,
+    "i2v_first_frame_psnr_db": 30.0,
+    "first_last_frame_psnr_db": first_last_eval.TARGET_DB,
+}
 STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
 ATTRIBUTES = ("color", "shape", "motion", "speed")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
 
 
-def request(spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = None,
-            guidance: float = GUIDANCE) -> Request:
-    return Request(prompt=data.caption(spec), width=DEMO_SIZE["width"], height=DEMO_SIZE["height"],
-                   num_frames=DEMO_SIZE["num_frames"], frame_rate=DEMO_SIZE["frame_rate"],
-                   steps=STEPS, guidance_scale=guidance, seed=seed, first_frame=first_frame)
+def request(
+    spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = None, guidance: float = GUIDANCE
+) -> Request:
+    return Request(
+        prompt=data.caption(spec),
+        width=DEMO_SIZE["width"],
+        height=DEMO_SIZE["height"],
+        num_frames=DEMO_SIZE["num_frames"],
+        frame_rate=DEMO_SIZE["frame_rate"],
+        steps=STEPS,
+        guidance_scale=guidance,
+        seed=seed,
+        first_frame=first_frame,
+    )
 
 
 def single_shape_specs(seed: int, count: int) -> list[data.ClipSpec]:
@@ -59,9 +71,12 @@ def single_shape_specs(seed: int, count: int) -> list[data.ClipSpec]:
 
 def score(spec: data.ClipSpec, reading: analysis.ClipReading) -> dict[str, bool]:
     want = spec.main
-    return {"color": reading.color == want.color, "shape": reading.shape == want.shape,
-            "motion": reading.motion == want.motion,
-            "speed": want.motion == "still" or reading.speed == want.speed}
+    return {
+        "color": reading.color == want.color,
+        "shape": reading.shape == want.shape,
+        "motion": reading.motion == want.motion,
+        "speed": want.motion == "still" or reading.speed == want.speed,
+    }
 
 
 def accuracy(rows: list[dict], key: str) -> float:
@@ -71,12 +86,16 @@ def accuracy(rows: list[dict], key: str) -> float:
 def motion_breakdown(rows: list[dict]) -> dict[str, str]:
     """'right/asked' per asked motion: which motions hold the accuracy down."""
     asked = sorted({r["asked"]["motion"] for r in rows})
-    return {m: f"{sum(r['correct']['motion'] for r in rows if r['asked']['motion'] == m)}/"
-               f"{sum(r['asked']['motion'] == m for r in rows)}" for m in asked}
+    return {
+        m: f"{sum(r['correct']['motion'] for r in rows if r['asked']['motion'] == m)}/"
+        f"{sum(r['asked']['motion'] == m for r in rows)}"
+        for m in asked
+    }
 
 
-def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
-                       ) -> tuple[list[dict], list[torch.Tensor]]:
+def eval_text_to_video(
+    models: Models, specs: list[data.ClipSpec], keep: int = 0
+) -> tuple[list[dict], list[torch.Tensor]]:
     """Rows of readings, and the frames of the first `keep` clips (for the demo strip)."""
     rows, kept = [], []
     for i, spec in enumerate(specs):
@@ -85,16 +104,18 @@ def eval_text_to_video(models: Models, specs: list[data.ClipSpec], keep: int = 0
             kept.append(frames)
         reading = analysis.read_clip(frames)
         asked = {k: getattr(spec.main, k) for k in ATTRIBUTES}
-        rows.append({"prompt": data.caption(spec), "asked": asked, "read": reading.__dict__,
-                     "correct": score(spec, reading)})
-        print(f"t2v {i:3d} {'ok ' if all(rows[-1]['correct'].values()) else 'BAD'} "
-              f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} "
-              f"{reading.speed}")
+        rows.append(
+            {"prompt": data.caption(spec), "asked": asked, "read": reading.__dict__, "correct": score(spec, reading)}
+        )
+        print(
+            f"t2v {i:3d} {'ok ' if all(rows[-1]['correct'].values()) else 'BAD'} "
+            f"{rows[-1]['prompt']} -> {reading.color} {reading.shape} {reading.motion} "
+            f"{reading.speed}"
+        )
     return rows, kept
 
 
-def save_strip(clips: list[torch.Tensor], captions: list[str], path: Path,
-               frame_indices=(0, 8, 16, 24)) -> None:
+def save_strip(clips: list[torch.Tensor], captions: list[str], path: Path, frame_indices=(0, 8, 16, 24)) -> None:
     """One row per clip: its caption above frames `frame_indices` side by side."""
     from PIL import Image, ImageDraw
 
@@ -117,10 +138,15 @@ def eval_image_to_video(models: Models, specs: list[data.ClipSpec]) -> list[dict
         truth = ground_truth(spec)
         frames = generate(models, request(spec, seed=1000 + i, first_frame=truth[0]))
         reading = analysis.read_clip(frames)
-        rows.append({"prompt": data.caption(spec), "first_frame_psnr_db": psnr(frames[0], truth[0]),
-                     "read": reading.__dict__, "correct": score(spec, reading)})
-        print(f"i2v {i:3d} psnr {rows[-1]['first_frame_psnr_db']:.1f} {rows[-1]['prompt']} -> "
-              f"{reading.motion}")
+        rows.append(
+            {
+                "prompt": data.caption(spec),
+                "first_frame_psnr_db": psnr(frames[0], truth[0]),
+                "read": reading.__dict__,
+                "correct": score(spec, reading),
+            }
+        )
+        print(f"i2v {i:3d} psnr {rows[-1]['first_frame_psnr_db']:.1f} {rows[-1]['prompt']} -> {reading.motion}")
     return rows
 
 
@@ -133,8 +159,9 @@ def eval_vae(vae, specs: list[data.ClipSpec]) -> dict[str, float]:
         for i, spec in enumerate(specs):
             truth = ground_truth(spec)
             video = truth.permute(3, 0, 1, 2)[None] * 2 - 1
-            recon = vae.decode(vae.encode(video), timestep=t, decode_noise_scale=s,
-                               generator=torch.Generator().manual_seed(i))
+            recon = vae.decode(
+                vae.encode(video), timestep=t, decode_noise_scale=s, generator=torch.Generator().manual_seed(i)
+            )
             values.append(psnr(((recon[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0), truth))
         results[name] = sum(values) / len(values)
     return results
@@ -148,18 +175,26 @@ def load_models(checkpoint: Path = DEMO_CHECKPOINT, device: str = "cpu") -> Mode
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=720,
-                        help="held-out text-to-video prompts (a few dozen cannot tell models near the "
-                             "target apart: docs/FINDINGS.md)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=720,
+        help="held-out text-to-video prompts (a few dozen cannot tell models near the target apart: docs/FINDINGS.md)",
+    )
     parser.add_argument("--i2v-count", type=int, default=16)
     parser.add_argument("--vae-count", type=int, default=16)
-    parser.add_argument("--seen-count", type=int, default=24,
-                        help="prompts of trained combinations, for comparison (not a target)")
-    parser.add_argument("--first-last-count", type=int, default=16,
-                        help="held-out clips for first + last frame conditioning, read with "
-                             "first_last_eval's KEYFRAME_SETTINGS")
-    parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT,
-                        help="a candidate single file (default: the shipped model)")
+    parser.add_argument(
+        "--seen-count", type=int, default=24, help="prompts of trained combinations, for comparison (not a target)"
+    )
+    parser.add_argument(
+        "--first-last-count",
+        type=int,
+        default=16,
+        help="held-out clips for first + last frame conditioning, read with first_last_eval's KEYFRAME_SETTINGS",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="a candidate single file (default: the shipped model)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--strip", type=Path, default=STRIP, help="PNG of the first clips' frames")
     parser.add_argument("--strip-count", type=int, default=4)
@@ -172,10 +207,12 @@ def eval_first_last(models: Models, specs: list[data.ClipSpec]) -> list[dict]:
 
 
 def verdicts(t2v: list[dict], i2v_psnr: float, first_last_means: dict) -> dict[str, bool]:
-    return {"color": accuracy(t2v, "color") >= TARGETS["color"],
-            "motion": accuracy(t2v, "motion") >= TARGETS["motion"],
-            "i2v_first_frame_psnr_db": i2v_psnr >= TARGETS["i2v_first_frame_psnr_db"],
-            "first_last_frame_psnr_db": first_last_eval.meets_target(first_last_means)}
+    return {
+        "color": accuracy(t2v, "color") >= TARGETS["color"],
+        "motion": accuracy(t2v, "motion") >= TARGETS["motion"],
+        "i2v_first_frame_psnr_db": i2v_psnr >= TARGETS["i2v_first_frame_psnr_db"],
+        "first_last_frame_psnr_db": first_last_eval.meets_target(first_last_means),
+    }
 
 
 def summary(args: argparse.Namespace, rows: dict, vae: dict) -> dict:
@@ -187,16 +224,30 @@ def summary(args: argparse.Namespace, rows: dict, vae: dict) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "checkpoint": args.checkpoint.name,
-        "settings": {**DEMO_SIZE, "steps": STEPS, "guidance_scale": GUIDANCE,
-                     "first_last": first_last_eval.KEYFRAME_SETTINGS},
-        "counts": {"text_to_video": len(t2v), "seen_combinations": len(seen),
-                   "image_to_video": len(i2v), "vae": args.vae_count, "first_last": len(first_last)},
+        "settings": {
+            **DEMO_SIZE,
+            "steps": STEPS,
+            "guidance_scale": GUIDANCE,
+            "first_last": first_last_eval.KEYFRAME_SETTINGS,
+        },
+        "counts": {
+            "text_to_video": len(t2v),
+            "seen_combinations": len(seen),
+            "image_to_video": len(i2v),
+            "vae": args.vae_count,
+            "first_last": len(first_last),
+        },
         "text_to_video_accuracy": {k: accuracy(t2v, k) for k in ATTRIBUTES},
         "seen_combinations_accuracy": {k: accuracy(seen, k) for k in ATTRIBUTES},
-        "motion_right_per_motion": {"text_to_video": motion_breakdown(t2v),
-                                    "seen_combinations": motion_breakdown(seen)},
-        "image_to_video": {"first_frame_psnr_db": i2v_psnr, "motion_accuracy": accuracy(i2v, "motion"),
-                           "color_accuracy": accuracy(i2v, "color")},
+        "motion_right_per_motion": {
+            "text_to_video": motion_breakdown(t2v),
+            "seen_combinations": motion_breakdown(seen),
+        },
+        "image_to_video": {
+            "first_frame_psnr_db": i2v_psnr,
+            "motion_accuracy": accuracy(i2v, "motion"),
+            "color_accuracy": accuracy(i2v, "color"),
+        },
         "vae_reconstruction_psnr_db": vae,
         "first_last_frame_psnr_db": first_last_means,
         "targets": TARGETS,
@@ -213,18 +264,40 @@ def main(argv=None) -> dict:
     t2v, kept = eval_text_to_video(models, specs[: args.count], keep=args.strip_count)
     if kept:
         save_strip(kept, [r["prompt"] for r in t2v], args.strip)
-    rows = {"t2v": t2v, "seen": eval_text_to_video(models, single_shape_specs(SEEN_SEED, args.seen_count))[0],
-            "i2v": eval_image_to_video(models, specs[: args.i2v_count])}
+    rows = {
+        "t2v": t2v,
+        "seen": eval_text_to_video(models, single_shape_specs(SEEN_SEED, args.seen_count))[0],
+        "i2v": eval_image_to_video(models, specs[: args.i2v_count]),
+    }
     vae = eval_vae(models.vae, specs[: args.vae_count])
     rows["first_last"] = eval_first_last(models, specs[: args.first_last_count])
-    result = {**summary(args, rows, vae), "seconds": round(time.monotonic() - start, 1),
-              "text_to_video": t2v, "image_to_video_rows": rows["i2v"], "first_last_rows": rows["first_last"]}
+    result = {
+        **summary(args, rows, vae),
+        "seconds": round(time.monotonic() - start, 1),
+        "text_to_video": t2v,
+        "image_to_video_rows": rows["i2v"],
+        "first_last_rows": rows["first_last"],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("counts", "text_to_video_accuracy", "seen_combinations_accuracy",
-                                            "motion_right_per_motion", "image_to_video",
-                                            "vae_reconstruction_psnr_db", "first_last_frame_psnr_db",
-                                            "meets_targets")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "counts",
+                    "text_to_video_accuracy",
+                    "seen_combinations_accuracy",
+                    "motion_right_per_motion",
+                    "image_to_video",
+                    "vae_reconstruction_psnr_db",
+                    "first_last_frame_psnr_db",
+                    "meets_targets",
+                )
+            },
+            indent=1,
+        )
+    )
     return result
 
 

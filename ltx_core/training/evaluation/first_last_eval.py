@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 from ...checkpoint.loading import load_checkpoint
-from ...sampling.conditioning import ConditioningItem
-from ...pipeline import Models, Request, decode_frames, encode_frames, generate
 from ...models.text_encoder import load_text_encoder
+from ...pipeline import Models, Request, decode_frames, encode_frames, generate
+from ...sampling.conditioning import ConditioningItem
 from .. import data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 
@@ -60,20 +60,29 @@ def ground_truth(spec: data.ClipSpec) -> torch.Tensor:
 
 def request(spec: data.ClipSpec, seed: int, steps: int, **settings) -> Request:
     """The clip's request; `settings`: conditioning and any other `Request` field."""
-    return Request(prompt=data.caption(spec), width=DEMO_SIZE["width"], height=DEMO_SIZE["height"],
-                   num_frames=DEMO_SIZE["num_frames"], frame_rate=DEMO_SIZE["frame_rate"], steps=steps,
-                   seed=seed, **settings)  # fmt: skip
+    return Request(
+        prompt=data.caption(spec),
+        width=DEMO_SIZE["width"],
+        height=DEMO_SIZE["height"],
+        num_frames=DEMO_SIZE["num_frames"],
+        frame_rate=DEMO_SIZE["frame_rate"],
+        steps=steps,
+        seed=seed,
+        **settings,
+    )
 
 
-def round_trip(vae, frame: torch.Tensor, decode_timestep: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def round_trip(
+    vae, frame: torch.Tensor, decode_timestep: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """One frame through the VAE alone (posterior mean, denoising decode without noise;
     `generator`: the decoder's injected noise)."""
     return decode_frames(vae, encode_frames(vae, frame[None]), decode_timestep, 0.0, generator=generator)[0, 0]
 
 
-def clip_round_trip(vae, video: torch.Tensor, decode_timestep: float,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def clip_round_trip(
+    vae, video: torch.Tensor, decode_timestep: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The whole clip (F, H, W, 3) through the VAE (posterior mean, no decode noise;
     `generator`: the decoder's injected noise, for a bound that repeats exactly)."""
     return decode_frames(vae, encode_frames(vae, video), decode_timestep, 0.0, generator=generator)[0]
@@ -121,25 +130,37 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance-scale", type=float, default=Request.guidance_scale,
-                        help="CFG scale (default: the pipeline's)")
+    parser.add_argument(
+        "--guidance-scale", type=float, default=Request.guidance_scale, help="CFG scale (default: the pipeline's)"
+    )
     parser.add_argument("--decode-timestep", type=float, default=Request.decode_timestep)
     parser.add_argument("--decode-noise-scale", type=float, default=Request.decode_noise_scale)
-    parser.add_argument("--keyframe-settings", action="store_true",
-                        help=f"the target's reading: {KEYFRAME_SETTINGS} (overrides the three above)")
+    parser.add_argument(
+        "--keyframe-settings",
+        action="store_true",
+        help=f"the target's reading: {KEYFRAME_SETTINGS} (overrides the three above)",
+    )
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    settings = dict(KEYFRAME_SETTINGS) if args.keyframe_settings else {
-        "guidance_scale": args.guidance_scale, "decode_timestep": args.decode_timestep,
-        "decode_noise_scale": args.decode_noise_scale}
+    settings = (
+        dict(KEYFRAME_SETTINGS)
+        if args.keyframe_settings
+        else {
+            "guidance_scale": args.guidance_scale,
+            "decode_timestep": args.decode_timestep,
+            "decode_noise_scale": args.decode_noise_scale,
+        }
+    )
     return args, settings
 
 
 def print_row(i: int, row: dict) -> None:
-    print(f"{i:3d} first {row['first_db']:5.1f} dB  last {row['last_db']:5.1f} dB  "
-          f"(VAE: frame {row['vae_round_trip_last_db']:5.1f}, clip {row['vae_clip_last_db']:5.1f}; "
-          f"i2v last {row['image_to_video_last_db']:5.1f})  {row['prompt']}")
+    print(
+        f"{i:3d} first {row['first_db']:5.1f} dB  last {row['last_db']:5.1f} dB  "
+        f"(VAE: frame {row['vae_round_trip_last_db']:5.1f}, clip {row['vae_clip_last_db']:5.1f}; "
+        f"i2v last {row['image_to_video_last_db']:5.1f})  {row['prompt']}"
+    )
 
 
 def checkpoint_info(path: Path, version: str) -> dict:

@@ -28,11 +28,13 @@ from . import demo_eval
 
 def read(models, specs) -> dict:
     rows, _ = demo_eval.eval_text_to_video(models, specs)
-    return {"count": len(rows),
-            "accuracy": {k: demo_eval.accuracy(rows, k) for k in demo_eval.ATTRIBUTES},
-            "motion_right_per_motion": demo_eval.motion_breakdown(rows),
-            # indices into the prompts read (the first is --start)
-            "wrong_motion": [i for i, r in enumerate(rows) if not r["correct"]["motion"]]}
+    return {
+        "count": len(rows),
+        "accuracy": {k: demo_eval.accuracy(rows, k) for k in demo_eval.ATTRIBUTES},
+        "motion_right_per_motion": demo_eval.motion_breakdown(rows),
+        # indices into the prompts read (the first is --start)
+        "wrong_motion": [i for i, r in enumerate(rows) if not r["correct"]["motion"]],
+    }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,19 +66,34 @@ def read_checkpoint(checkpoint: Path, device: str, heldout: list, validation: li
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    heldout = data.heldout_specs(args.start + args.count)[args.start:]
-    validation = None if args.heldout_only else demo_eval.single_shape_specs(
-        demo_eval.SEEN_SEED, args.start + args.count)[args.start:]
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-              "settings": {"steps": demo_eval.STEPS, "guidance_scale": demo_eval.GUIDANCE,
-                           "start": args.start, "count": args.count},
-              "models": {c.stem: read_checkpoint(c, args.device, heldout, validation) for c in args.checkpoints}}
+    heldout = data.heldout_specs(args.start + args.count)[args.start :]
+    validation = (
+        None
+        if args.heldout_only
+        else demo_eval.single_shape_specs(demo_eval.SEEN_SEED, args.start + args.count)[args.start :]
+    )
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "settings": {
+            "steps": demo_eval.STEPS,
+            "guidance_scale": demo_eval.GUIDANCE,
+            "start": args.start,
+            "count": args.count,
+        },
+        "models": {c.stem: read_checkpoint(c, args.device, heldout, validation) for c in args.checkpoints},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for name, m in result["models"].items():
-        print(name, {part: (round(m[part]["accuracy"]["color"], 3), round(m[part]["accuracy"]["motion"], 3))
-                     for part in ("heldout", "validation") if part in m})
+        print(
+            name,
+            {
+                part: (round(m[part]["accuracy"]["color"], 3), round(m[part]["accuracy"]["motion"], 3))
+                for part in ("heldout", "validation")
+                if part in m
+            },
+        )
     return result
 
 

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from ...pipeline import generate
-from .. import analysis
-from .. import data
+from .. import analysis, data
 from . import demo_eval
 
 VALIDATION_SEED = 4242  # a training-stream seed of its own: trained combinations, fresh clips
@@ -37,8 +36,12 @@ DEFAULT_SETTINGS = ("3.0", "4.5", "6.0", "3.0:1.0@3")
 def parse_setting(text: str) -> dict:
     text, _, steps = text.partition("x")
     guidance, _, stg = text.partition(":")
-    setting = {"guidance_scale": float(guidance), "stg_scale": 0.0, "stg_blocks": (),
-               "steps": int(steps) if steps else demo_eval.STEPS}
+    setting = {
+        "guidance_scale": float(guidance),
+        "stg_scale": 0.0,
+        "stg_blocks": (),
+        "steps": int(steps) if steps else demo_eval.STEPS,
+    }
     if stg:
         scale, _, block = stg.partition("@")
         setting.update(stg_scale=float(scale), stg_blocks=(int(block),))
@@ -52,9 +55,12 @@ def validation_specs(count: int) -> list[data.ClipSpec]:
 def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
     rows = []
     for i, spec in enumerate(specs):
-        req = replace(demo_eval.request(spec, seed=i, guidance=setting["guidance_scale"]),
-                      stg_scale=setting["stg_scale"], stg_blocks=setting["stg_blocks"],
-                      steps=setting["steps"])
+        req = replace(
+            demo_eval.request(spec, seed=i, guidance=setting["guidance_scale"]),
+            stg_scale=setting["stg_scale"],
+            stg_blocks=setting["stg_blocks"],
+            steps=setting["steps"],
+        )
         reading = analysis.read_clip(generate(models, req))
         rows.append({"correct": demo_eval.score(spec, reading)})
     return {k: demo_eval.accuracy(rows, k) for k in demo_eval.ATTRIBUTES}
@@ -76,15 +82,18 @@ def sweep(models, specs: list[data.ClipSpec], settings: list[str]) -> list[dict]
         start, setting = time.monotonic(), parse_setting(text)
         acc = evaluate(models, specs, setting)
         results.append({"setting": text, **setting, "accuracy": acc, "seconds": round(time.monotonic() - start, 1)})
-        print(f"{text:>12}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items())
-              + f"  ({results[-1]['seconds']} s)", flush=True)
+        print(
+            f"{text:>12}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()) + f"  ({results[-1]['seconds']} s)",
+            flush=True,
+        )
     return results
 
 
 def best_on_validation(results: list[dict]) -> dict:
     """The most motion + color right; ties go to the lower guidance, then the fewer steps."""
-    return max(results, key=lambda r: (r["accuracy"]["motion"] + r["accuracy"]["color"],
-                                       -r["guidance_scale"], -r["steps"]))
+    return max(
+        results, key=lambda r: (r["accuracy"]["motion"] + r["accuracy"]["color"], -r["guidance_scale"], -r["steps"])
+    )
 
 
 def main(argv=None) -> dict:
@@ -94,11 +103,15 @@ def main(argv=None) -> dict:
     specs = validation_specs(args.count)
     results = sweep(models, specs, args.setting or DEFAULT_SETTINGS)
     best = best_on_validation(results)
-    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-           "checkpoint": args.checkpoint.name, "validation_seed": VALIDATION_SEED,
-           "count": len(specs), "results": results,
-           "best_on_validation": best["setting"]}
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "checkpoint": args.checkpoint.name,
+        "validation_seed": VALIDATION_SEED,
+        "count": len(specs),
+        "results": results,
+        "best_on_validation": best["setting"],
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"best on validation (motion + color): {best['setting']}")

@@ -29,6 +29,7 @@ def test_the_candidate_table_reads_the_targets_as_the_demo_eval_does(tmp_path):
         demo = json.loads((tmp_path / f"{name}_demo.json").read_text())
         assert row["text_to_video_motion"] == demo["text_to_video_accuracy"]["motion"]
         assert row["meets"]["motion"] == demo["meets_targets"]["motion"]
-    assert {k: v for k, v in result["candidates"]["same"].items() if k not in ("recipe", "evaluated")} \
-        == result["shipped"]
+    assert {k: v for k, v in result["candidates"]["same"].items() if k not in ("recipe", "evaluated")} == result[
+        "shipped"
+    ]
     assert json.loads((tmp_path / "table.json").read_text()) == json.loads(json.dumps(result))

@@ -16,8 +16,9 @@ from ltx_core.training.evaluation.first_last_eval import clip_round_trip, ground
 def test_the_first_last_eval_reads_its_target_with_its_stated_settings(tmp_path):
     """--keyframe-settings runs both conditioned generations and the VAE bound with no CFG and
     a plain decode, and says so in the results; without it the pipeline's defaults hold."""
-    result = first_last_eval.main(["--count", "1", "--steps", "2", "--keyframe-settings",
-                                   "--out", str(tmp_path / "kf.json")])
+    result = first_last_eval.main(
+        ["--count", "1", "--steps", "2", "--keyframe-settings", "--out", str(tmp_path / "kf.json")]
+    )
     assert json.loads((tmp_path / "kf.json").read_text())["settings"]["decode_timestep"] == 0.0
     assert {k: result["settings"][k] for k in first_last_eval.KEYFRAME_SETTINGS} == first_last_eval.KEYFRAME_SETTINGS
     _, vae, _ = load_checkpoint(first_last_eval.DEMO_CHECKPOINT)

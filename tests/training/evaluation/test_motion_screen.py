@@ -23,8 +23,7 @@ def test_the_motion_screen_reads_demo_evals_prompts_from_start_on(monkeypatch, t
     monkeypatch.setattr(demo_eval, "eval_text_to_video", recording)
     monkeypatch.setattr(demo_eval, "STEPS", 2)
     checkpoint = demo_eval.DEMO_CHECKPOINT
-    result = motion_screen.main([str(checkpoint), "--start", "1", "--count", "2",
-                                 "--out", str(tmp_path / "s.json")])
+    result = motion_screen.main([str(checkpoint), "--start", "1", "--count", "2", "--out", str(tmp_path / "s.json")])
     assert read_prompts[0] == [data.caption(s) for s in data.heldout_specs(3)[1:]]
     seen = demo_eval.single_shape_specs(demo_eval.SEEN_SEED, 3)[1:]
     assert read_prompts[1] == [data.caption(s) for s in seen]
@@ -32,8 +31,7 @@ def test_the_motion_screen_reads_demo_evals_prompts_from_start_on(monkeypatch, t
     assert model["heldout"]["count"] == model["validation"]["count"] == 2
     assert set(model["heldout"]["accuracy"]) == set(demo_eval.ATTRIBUTES)
     assert json.loads((tmp_path / "s.json").read_text())["settings"]["start"] == 1
-    only = motion_screen.main([str(checkpoint), "--count", "1", "--heldout-only",
-                               "--out", str(tmp_path / "h.json")])
+    only = motion_screen.main([str(checkpoint), "--count", "1", "--heldout-only", "--out", str(tmp_path / "h.json")])
     assert "validation" not in only["models"][checkpoint.stem]
     with pytest.raises(SystemExit):
         motion_screen.main([str(checkpoint), "--start", "-1", "--out", str(tmp_path / "x.json")])

@@ -10,9 +10,17 @@ from ltx_core.training.evaluation import sampling_sweep
 
 def test_sweep_setting_syntax():
     assert sampling_sweep.parse_setting("3.0") == {
-        "guidance_scale": 3.0, "stg_scale": 0.0, "stg_blocks": (), "steps": 20}
+        "guidance_scale": 3.0,
+        "stg_scale": 0.0,
+        "stg_blocks": (),
+        "steps": 20,
+    }
     assert sampling_sweep.parse_setting("4.5:1.0@3x30") == {
-        "guidance_scale": 4.5, "stg_scale": 1.0, "stg_blocks": (3,), "steps": 30}
+        "guidance_scale": 4.5,
+        "stg_scale": 1.0,
+        "stg_blocks": (3,),
+        "steps": 30,
+    }
 
 
 def test_sweep_validation_prompts_are_trained_combinations():
@@ -24,8 +32,7 @@ def test_sweep_validation_prompts_are_trained_combinations():
 
 def test_sweep_writes_accuracy_per_setting(tmp_path):
     out = tmp_path / "sweep.json"
-    result = sampling_sweep.main(["--count", "2", "--setting", "3.0x2", "--setting", "1.0x2",
-                                  "--out", str(out)])
+    result = sampling_sweep.main(["--count", "2", "--setting", "3.0x2", "--setting", "1.0x2", "--out", str(out)])
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result))
     assert [r["setting"] for r in written["results"]] == ["3.0x2", "1.0x2"]
