@@ -31,7 +31,6 @@ from torch import Tensor
 from .errors import SettingsError
 from .models.configs import LTXV_SCHEDULER, SchedulerConfig
 from .models.text_encoder import TextEmbeddings, check_text_width
-from .models.vae_layers import spatial_noise
 from .pipeline import (
     Models,
     Request,
@@ -49,7 +48,7 @@ from .sampling.conditioning import ConditionedLatent, condition_first_frame
 from .sampling.denoise import denoise
 from .sampling.euler import Callback
 from .sampling.guidance import Guidance
-from .sampling.latent_ops import adain_filter, tone_map, upsample_latent
+from .sampling.latent_ops import adain_filter, upsample_latent
 from .sampling.scheduler import explicit_sigmas, flow_sigmas, skip_steps
 from .video import resize_center_crop
 
@@ -251,17 +250,15 @@ def decode_second_pass(
     vae, latent: Tensor, request: Request, tone_map_compression: float, generator: torch.Generator
 ) -> Tensor:
     """Latent -> frames (F, H, W, 3) in the official order: the decode noise mixed into the
-    normalized latent, then tone mapping, then the denoising decode. Without tone mapping
-    this is `pipeline.decode_frames`; with it the noise is mixed here first (the decoder's
-    own mix, at scale 0, then keeps the latent as it is)."""
-    noise_scale = request.decode_noise_scale
-    if tone_map_compression:
-        if vae.cfg.timestep_conditioning:
-            noise = spatial_noise(latent.shape, generator, latent)
-            latent, noise_scale = latent * (1 - noise_scale) + noise * noise_scale, 0.0
-        latent = tone_map(latent, tone_map_compression)
+    normalized latent, then tone mapping, then the denoising decode (`pipeline.decode_frames`)."""
     return decode_frames(
-        vae, latent, request.decode_timestep, noise_scale, generator, time_chunk=request.decode_time_chunk
+        vae,
+        latent,
+        request.decode_timestep,
+        request.decode_noise_scale,
+        generator,
+        time_chunk=request.decode_time_chunk,
+        tone_map_compression=tone_map_compression,
     )[0]
 
 

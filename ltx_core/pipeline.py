@@ -22,28 +22,28 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .errors import LTXVError, SettingsError, check_number, is_int
-from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig  # every published VAE
+from .errors import LTXVError, SettingsError
+from .models.configs import LTXV_SCHEDULER, SchedulerConfig  # every published VAE
 from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
 from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
+from .models.vae_layers import spatial_noise
 
 # SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
 from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
+from .request import Request as Request, check_image
 from .sampling.conditioning import (
     ConditionedLatent,
     ConditioningItem,
     add_keyframe,
     check_item_fits,
-    check_strength,
     condition_first_frame,
     empty_latent,
 )
 
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
 from .sampling.denoise import denoise, module_device, module_dtype
-from .sampling.euler import STRENGTH_RULES, Callback
-from .sampling.guidance import Guidance
-from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, skip_steps
+from .sampling.euler import Callback
+from .sampling.latent_ops import tone_map
 from .speed.optimize import Speed, compile_vae_decoder, optimize_transformer
 from .video import resize_center_crop
 
@@ -52,149 +52,6 @@ def default_decode_time_chunk(vae) -> int | None:
     """DEFAULT_DECODE_TIME_CHUNK where the VAE's decoder allows time chunks (every released
     VAE), else None: a group-norm decoder decodes whole layers."""
     return DEFAULT_DECODE_TIME_CHUNK if vae.decoder.can_chunk_time else None
-
-
-@dataclass(frozen=True, eq=False)
-class Request:
-    """One video to generate; every setting is checked on construction, with the
-    allowed values in the message."""
-
-    prompt: str
-    negative_prompt: str = ""
-    width: int = 768
-    height: int = 512
-    num_frames: int = 121
-    frame_rate: float = 25.0
-    steps: int = 40
-    guidance_scale: float | tuple[float, ...] = 3.0  # CFG; a tuple: one per guidance interval
-    seed: int = 0
-    decode_timestep: float = 0.05
-    decode_noise_scale: float = 0.025
-    first_frame: Tensor | None = None  # (H, W, 3) in [0, 1]; fitted to width x height
-    conditioning_strength: float = 1.0  # 1: the first frame is kept as given (t_c = 0)
-    image_cond_noise_scale: float = 0.0  # Lightricks' re-noising of the first frame
-    sigmas: tuple[float, ...] | None = None  # a schedule of one's own; replaces steps
-    # Lightricks' skip_initial/final_inference_steps: the scheduler's steps left out (with
-    # `steps`, not `sigmas`); the first ones only on a source_video, as its pipeline asserts
-    skip_initial_steps: int = 0
-    skip_final_steps: int = 0
-    stochastic_sampling: bool = False  # Lightricks' stochastic steps: each step re-noises its estimate
-    max_tokens: int = 128
-    conditions: tuple[ConditioningItem, ...] = ()  # keyframes, last frame, clips (any frame)
-    source_video: Tensor | None = None  # (num_frames, H, W, 3) in [0, 1]: video-to-video
-    denoise_strength: float = 1.0  # video-to-video: share of the schedule run (1: all)
-    stg_scale: float | tuple[float, ...] = 0.0  # spatiotemporal skip guidance (0: off); Lightricks' default 1
-    stg_blocks: tuple[int, ...] | tuple[tuple[int, ...], ...] = ()  # perturbed by STG (Lightricks' 2B: (19,))
-    stg_mode: str = "attention_values"  # guidance.STG_MODES
-    stg_rescale: float | tuple[float, ...] = 0.7  # Lightricks' rescaling_scale (0 or 1: no rescale)
-    # the sigmas bounding each guidance interval (Lightricks' guidance_timesteps): the tuples
-    # above give one value per interval; see guidance.Guidance
-    guidance_timesteps: tuple[float, ...] | None = None
-    cfg_star_rescale: bool = False  # CFG-star (Lightricks' cfg_star_rescale)
-    strength_rule: str = "held"  # fractional strengths: "held" (Lightricks) or "scaled" (ComfyUI)
-    decode_time_chunk: int | None = None  # each decoder layer this many frames at a time (None: whole)
-
-    def __post_init__(self):
-        check_prompt(self.prompt, self.negative_prompt)
-        scalar_cfg = not isinstance(self.guidance_scale, (tuple, list))  # a schedule is checked by Guidance
-        check_video_settings(
-            self.width,
-            self.height,
-            self.num_frames,
-            self.frame_rate,
-            self.steps if self.sigmas is None else None,
-            self.guidance_scale if scalar_cfg else 1.0,
-            self.seed,
-            self.decode_timestep,
-            self.decode_noise_scale,
-            PIXELS_PER_LATENT,
-            FRAMES_PER_LATENT,
-        )
-        check_strength(self.conditioning_strength)
-        check_number("image_cond_noise_scale", self.image_cond_noise_scale, 0.0, "a finite number >= 0")
-        if self.first_frame is not None:
-            _check_image(self.first_frame)
-        if self.sigmas is not None:
-            explicit_sigmas(self.sigmas)
-        self._check_skipped_steps()
-        if not isinstance(self.stochastic_sampling, bool):
-            raise SettingsError(f"stochastic_sampling {self.stochastic_sampling!r} must be True or False")
-        if not is_int(self.max_tokens) or self.max_tokens < 1:
-            raise SettingsError(f"max_tokens {self.max_tokens!r} must be a whole number of at least 1")
-        self._check_conditioning()
-        if self.strength_rule not in STRENGTH_RULES:
-            allowed = ", ".join(STRENGTH_RULES)
-            raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {allowed}")
-        self.guidance()  # checks the guidance settings together
-        check_time_chunk(self.decode_time_chunk, "decode_time_chunk")
-
-    @property
-    def sampled_steps(self) -> int:
-        """The steps of the schedule before any denoise strength cuts it."""
-        if self.sigmas is not None:
-            return len(explicit_sigmas(self.sigmas)) - 1
-        return self.steps - self.skip_initial_steps - self.skip_final_steps
-
-    def sigma_schedule(self, num_tokens: int, scheduler: SchedulerConfig = LTXV_SCHEDULER) -> Tensor:
-        """The sigmas the run steps through: its own, or the scheduler's for `num_tokens`
-        (paper 2.5.2: the shift grows with the token count) less the skipped steps, then cut
-        to the denoise strength."""
-        if self.sigmas is not None:
-            sigmas = explicit_sigmas(self.sigmas)
-        else:
-            sigmas = skip_steps(
-                flow_sigmas(self.steps, num_tokens, scheduler), self.skip_initial_steps, self.skip_final_steps
-            )
-        return denoise_sigmas(sigmas, self.denoise_strength)
-
-    def _check_skipped_steps(self) -> None:
-        skipped = (self.skip_initial_steps, self.skip_final_steps)
-        if skipped == (0, 0):
-            return
-        if self.sigmas is not None:
-            raise SettingsError(
-                f"skip_initial_steps {skipped[0]} and skip_final_steps {skipped[1]} cut the "
-                "scheduler's steps, not a schedule of one's own; allowed: 0 with sigmas"
-            )
-        skip_steps(torch.linspace(1, 0, self.steps + 1), *skipped)  # whole numbers that leave a step
-        if self.skip_initial_steps and self.source_video is None:
-            raise SettingsError(
-                f"skip_initial_steps {self.skip_initial_steps} needs a source_video to start from "
-                "(the skipped steps would replace it with noise); allowed: 0 without one"
-            )
-
-    def guidance(self) -> Guidance:
-        return Guidance(
-            self.guidance_scale,
-            self.stg_scale,
-            self.stg_blocks,
-            self.stg_mode,
-            self.stg_rescale,
-            self.guidance_timesteps,
-            self.cfg_star_rescale,
-        )
-
-    def _check_conditioning(self) -> None:
-        for item in self.conditions:
-            if not isinstance(item, ConditioningItem):
-                raise SettingsError(f"conditions holds a {type(item).__name__}; allowed: ConditioningItem")
-            check_item_fits(item, self.num_frames, self.height, self.width, FRAMES_PER_LATENT)
-        if self.source_video is not None:
-            source = ConditioningItem(self.source_video)  # the same shape and frame count checks
-            if tuple(source.frames.shape[:3]) != (self.num_frames, self.height, self.width):
-                raise SettingsError(
-                    f"source_video of shape {tuple(source.frames.shape)} is not the video's "
-                    f"({self.num_frames}, {self.height}, {self.width}, 3)"
-                )
-        denoise_sigmas(torch.linspace(1, 0, self.sampled_steps + 1), self.denoise_strength)  # keeps a step or says so
-        if self.denoise_strength != 1.0 and self.source_video is None:
-            raise SettingsError(f"denoise_strength {self.denoise_strength} needs a source_video to start from")
-
-
-def _check_image(image) -> None:
-    if not isinstance(image, Tensor) or image.ndim not in (3, 4) or image.shape[-1] != 3 or image.numel() == 0:
-        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise SettingsError(f"first_frame {shape} is not an image; allowed: (H, W, 3) or (1, H, W, 3) in [0, 1]")
 
 
 @dataclass
@@ -253,7 +110,7 @@ def encode_first_frame(
     normalized latent `(1, 128, 1, height/32, width/32)`. Another size is center-cropped and
     resized (with a warning). With a generator the posterior is sampled, as diffusers'
     image-to-video does; without one its mean is used."""
-    _check_image(image)
+    check_image(image)
     if image.ndim == 4:
         image = image[0]
     image = resize_center_crop(image.float(), width, height)
@@ -326,11 +183,6 @@ def prepare_latent(
     return condition_on_items(vae, latent, conditions, generator)
 
 
-def num_tokens(latent: ConditionedLatent) -> int:
-    """Tokens the transformer sees for this latent; the schedule's shift depends on it."""
-    return latent.num_tokens
-
-
 def decode_frames(
     vae,
     latent: Tensor,
@@ -340,6 +192,7 @@ def decode_frames(
     device: torch.device | str | None = None,
     mix_noise_denormalized: bool = False,
     time_chunk: int | None = None,
+    tone_map_compression: float = 0.0,
 ) -> Tensor:
     """Normalized latent (B, 128, f, h, w) -> frames (B, F, H, W, 3) in [0, 1]. A decoder
     with timestep conditioning removes the last noise at `timestep` after mixing in
@@ -351,12 +204,21 @@ def decode_frames(
     input and output instead of several full-size temporaries (benchmarks/results/
     vae_decode_memory.json). None: whole layers.
 
+    `tone_map_compression` > 0 compresses the latent's large values first, in the official
+    multi-scale pipeline's order: the decode noise mixed into the normalized latent, then
+    the tone map (`latent_ops.tone_map`), then the decode (which then mixes nothing more).
+
     A decode that yields a NaN or an infinity (a damaged or overflowing model, a latent
     that was already non-finite) raises instead of returning frames that would turn black."""
     check_time_chunk(time_chunk)
     if isinstance(latent, ConditionedLatent):
         latent = latent.samples
     device = device or module_device(vae)
+    if tone_map_compression:
+        if vae.cfg.timestep_conditioning:  # only such decoders mix in noise
+            noise = spatial_noise(latent.shape, generator, latent)
+            latent, decode_noise_scale = latent * (1 - decode_noise_scale) + noise * decode_noise_scale, 0.0
+        latent = tone_map(latent, tone_map_compression)
     with torch.no_grad():
         video = vae.decode(
             latent.to(device=device, dtype=module_dtype(vae)),
@@ -370,23 +232,6 @@ def decode_frames(
     # as diffusers' VideoProcessor.postprocess_video; in place, as the video is ours alone
     frames = video.float().div_(2).add_(0.5).clamp_(0, 1)
     return rearrange(frames, "b c f h w -> b f h w c")
-
-
-def latent_preview(latent: Tensor) -> Tensor:
-    """A cheap false-colour look at a latent (no VAE): the middle frame of the first video,
-    its 3 principal channel directions scaled to [0, 1], (h, w, 3)."""
-    if isinstance(latent, ConditionedLatent):
-        latent = latent.samples
-    frame = latent[0, :, latent.shape[2] // 2].float()  # (C, h, w)
-    pixels = rearrange(frame, "c h w -> (h w) c")
-    pixels = pixels - pixels.mean(dim=0)
-    _, _, directions = torch.linalg.svd(pixels, full_matrices=False)
-    rgb = pixels @ directions[:3].T  # (h*w, <=3)
-    rgb = rgb * torch.sign(rgb.sum(dim=0) + 1e-12)  # a fixed sign, so previews do not flicker
-    rgb = torch.nn.functional.pad(rgb, (0, 3 - rgb.shape[1]))
-    low, high = rgb.min(dim=0).values, rgb.max(dim=0).values
-    rgb = (rgb - low) / (high - low).clamp(min=1e-6)
-    return rgb.reshape(frame.shape[1], frame.shape[2], 3)
 
 
 # ---------------------------------------------------------------- numbers that went wrong

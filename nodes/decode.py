@@ -12,8 +12,6 @@ the order and with the draws of the core's multi-scale pipeline
 from __future__ import annotations
 
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.models.vae_layers import spatial_noise
-from ..ltx_core.sampling import latent_ops as core_latent_ops
 from . import memory
 from .convert import SEED_MAX, frames_to_image, seeded_generator
 from .registry import CATEGORY, VAE_TYPE
@@ -52,21 +50,17 @@ class LTXVCoreDenoisingDecode:
         tone_map_compression=0.0,
     ):
         time_chunk = (time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None
-        samples, generator = latent["samples"], seeded_generator(seed)
+        samples = latent["samples"]
         memory.refuse_what_never_fits(vae, "decode", samples.shape, decode_time_chunk=time_chunk)
-        if tone_map_compression:
-            if memory.core_model(vae).cfg.timestep_conditioning:  # only such decoders mix in noise
-                noise = spatial_noise(samples.shape, generator, samples)
-                samples, decode_noise_scale = samples * (1 - decode_noise_scale) + noise * decode_noise_scale, 0.0
-            samples = core_latent_ops.tone_map(samples, tone_map_compression)
         with memory.on_device(vae) as device:
             frames = core_pipeline.decode_frames(
                 memory.core_model(vae),
                 samples,
                 timestep=timestep,
                 decode_noise_scale=decode_noise_scale,
-                generator=generator,
+                generator=seeded_generator(seed),
                 device=device,
                 time_chunk=time_chunk,
+                tone_map_compression=tone_map_compression,
             )
         return (frames_to_image(frames),)

@@ -18,9 +18,13 @@ import comfy.utils
 import torch
 from PIL import Image
 
-from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.models.configs import LTXV_SCHEDULER
-from ..ltx_core.sampling import denoise as core_denoise, guidance as core_guidance, scheduler as core_scheduler
+from ..ltx_core.sampling import (
+    denoise as core_denoise,
+    guidance as core_guidance,
+    latent_ops as core_latent_ops,
+    scheduler as core_scheduler,
+)
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator, text_pair
 from .registry import CATEGORY, MODEL_TYPE
@@ -200,5 +204,5 @@ def _previews_enabled() -> bool:
 
 
 def _preview_image(denoised: torch.Tensor) -> Image.Image:
-    rgb = core_pipeline.latent_preview(denoised)  # (h, w, 3) in [0, 1], first video, middle frame
+    rgb = core_latent_ops.latent_preview(denoised)  # (h, w, 3) in [0, 1], first video, middle frame
     return Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())

@@ -18,10 +18,10 @@ from ltx_core.pipeline import (
     encode_first_frame,
     encode_text,
     generate,
-    latent_preview,
     optimize_models,
 )
 from ltx_core.sampling.conditioning import ConditioningItem
+from ltx_core.sampling.latent_ops import latent_preview
 from ltx_core.sampling.scheduler import denoise_sigmas, flow_sigmas
 from ltx_core.speed.optimize import Speed
 from tests.conftest import TINY_T5

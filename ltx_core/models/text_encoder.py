@@ -156,7 +156,7 @@ def _read_safetensors(paths: list[Path]) -> _Files:
     for path in paths:
         try:
             with safe_open(str(path), framework="pt") as file:
-                for key in file.keys():  # noqa: SIM118 (a safetensors file, no dict)
+                for key in file.keys():
                     files.state[key], files.where[key] = file.get_tensor(key), path
                 files.metadata.update(file.metadata() or {})
         except (SafetensorError, OSError) as error:

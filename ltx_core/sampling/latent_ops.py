@@ -11,11 +11,13 @@ diffusers' `LTXLatentUpsamplePipeline`, which computes the same functions.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from ..errors import SettingsError, check_number
 from ..models.latent_upsampler import LatentUpsampler
 from ..models.vae import CausalVideoVAE, PerChannelStatistics
+from .conditioning import ConditionedLatent
 
 
 def upsample_latent(
@@ -103,3 +105,20 @@ def _check_range(name: str, value: float, low: float, high: float, meaning: str)
     check_number(name, value, low, f"a number from {low:g} to {high:g} {meaning}")
     if value > high:
         raise SettingsError(f"{name} {value!r} is not allowed; allowed: a number from {low:g} to {high:g} {meaning}")
+
+
+def latent_preview(latent: Tensor) -> Tensor:
+    """A cheap false-colour look at a latent (no VAE): the middle frame of the first video,
+    its 3 principal channel directions scaled to [0, 1], (h, w, 3)."""
+    if isinstance(latent, ConditionedLatent):
+        latent = latent.samples
+    frame = latent[0, :, latent.shape[2] // 2].float()  # (C, h, w)
+    pixels = rearrange(frame, "c h w -> (h w) c")
+    pixels = pixels - pixels.mean(dim=0)
+    _, _, directions = torch.linalg.svd(pixels, full_matrices=False)
+    rgb = pixels @ directions[:3].T  # (h*w, <=3)
+    rgb = rgb * torch.sign(rgb.sum(dim=0) + 1e-12)  # a fixed sign, so previews do not flicker
+    rgb = torch.nn.functional.pad(rgb, (0, 3 - rgb.shape[1]))
+    low, high = rgb.min(dim=0).values, rgb.max(dim=0).values
+    rgb = (rgb - low) / (high - low).clamp(min=1e-6)
+    return rgb.reshape(frame.shape[1], frame.shape[2], 3)

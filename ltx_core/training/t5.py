@@ -20,10 +20,22 @@ import torch
 
 from .tokenizer import train_tokenizer
 
-TINY_T5 = dict(vocab_size=256, d_model=256, d_kv=32, d_ff=512, num_layers=2, num_heads=4,
-               relative_attention_num_buckets=32, relative_attention_max_distance=128,
-               feed_forward_proj="gated-gelu", dropout_rate=0.0, tie_word_embeddings=False,
-               pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TINY_T5 = dict(
+    vocab_size=256,
+    d_model=256,
+    d_kv=32,
+    d_ff=512,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    dropout_rate=0.0,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
 
 
 def build_tiny_t5(seed: int = 0):
@@ -32,8 +44,10 @@ def build_tiny_t5(seed: int = 0):
     try:
         from transformers import T5Config, T5EncoderModel
     except ImportError:
-        raise ImportError("building the tiny T5 again needs transformers (pip install transformers, or the "
-                          "package's [test] extra); loading the shipped one does not") from None
+        raise ImportError(
+            "building the tiny T5 again needs transformers (pip install transformers, or the "
+            "package's [test] extra); loading the shipped one does not"
+        ) from None
     torch.manual_seed(seed)  # transformers' initializers draw from the global RNG
     return T5EncoderModel(T5Config(**TINY_T5)).eval().requires_grad_(False)
 

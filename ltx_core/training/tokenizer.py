@@ -50,10 +50,20 @@ def train_tokenizer(path: Path | str, vocab_size: int = 256, seed: int = 0) -> P
         seeds = Path(tmp) / "seeds.tsv"
         _write_word_seeds(texts, seeds)
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=buffer, seed_sentencepieces_file=str(seeds),
-            vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
-            num_threads=1, minloglevel=2)
+            sentence_iterator=iter(texts),
+            model_writer=buffer,
+            seed_sentencepieces_file=str(seeds),
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=1.0,
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
+            hard_vocab_limit=False,
+            num_threads=1,
+            minloglevel=2,
+        )
     model = sentencepiece_model_pb2.ModelProto()
     model.ParseFromString(buffer.getvalue())
     model.trainer_spec.ClearField("seed_sentencepieces_file")  # a temp path: keep the file reproducible

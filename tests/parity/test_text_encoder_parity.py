@@ -14,9 +14,7 @@ import pytest
 import sentencepiece
 import torch
 from diffusers import LTXPipeline
-from transformers import T5Config as ReferenceConfig
-from transformers import T5EncoderModel as ReferenceT5
-from transformers import T5Tokenizer, T5TokenizerFast
+from transformers import T5Config as ReferenceConfig, T5EncoderModel as ReferenceT5, T5Tokenizer, T5TokenizerFast
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from ltx_core.models.t5 import T5Config, T5EncoderModel, relative_position_bucket
