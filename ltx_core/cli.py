@@ -24,13 +24,22 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, cli_config
+from . import cli_config
+from .cli_arguments import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
+    EXIT_RANK_FAILED,
+    apply_size_defaults,
+    build_parser,
+    parse_condition as parse_condition,
+)
 from .cli_plan import check_memory, plan_run
 from .cli_request import build_request
 from .errors import LTXVError, SettingsError
-from .memory_plan import DEFAULT_DECODE_TIME_CHUNK, DTYPE_BYTES
+from .memory_plan import DTYPE_BYTES
 from .preflight import (
-    STG_MODES,
     check_device_name,
     check_dtype_name,
     check_fp8_device,
@@ -39,204 +48,8 @@ from .preflight import (
     check_prompt,
     check_video_settings,
     default_model_paths,
-    parse_blocks,
     require_existing,
 )
-
-EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
-
-# Sizes for a named checkpoint: the published models' default (Lightricks' README).
-FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
-# Sizes for the shipped tiny model, which was trained on 25-frame 256x256 clips.
-SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
-# What the refusal of a run that does not fit ends with.
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 2), not the usage text."""
-
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
-    """The parser; `defaults` replace the flags' own (a release config's, `cli_config`)."""
-    parser = _OneLineParser(prog="python -m ltx_core", description="LTX-Video inference without ComfyUI.")
-    parser.add_argument("--version", action="version", version=f"ltx_core {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    generate = commands.add_parser(
-        "generate",
-        help="text (or text + first frame) to video",
-        description="Generate a video. Without --checkpoint, the shipped tiny demo model is used, and "
-        "width/height/frames default to {width}x{height}, {frames} frames (what it was trained on); "
-        "with --checkpoint they default to {fw}x{fh}, {ff} frames.".format(
-            **SHIPPED_SIZE, fw=FULL_SIZE["width"], fh=FULL_SIZE["height"], ff=FULL_SIZE["frames"]
-        ),
-    )
-    models = generate.add_argument_group("models")
-    models.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="official single .safetensors file, or a diffusers folder "
-        "(default: the config's, else the shipped tiny model)",
-    )
-    models.add_argument(
-        "--text-encoder",
-        type=Path,
-        help="T5 encoder folder or .safetensors file (default: the "
-        "shipped one, or the diffusers folder's text_encoder/)",
-    )
-    models.add_argument(
-        "--tokenizer",
-        type=Path,
-        help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
-    )
-    models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
-    models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
-
-    video = generate.add_argument_group("video")
-    video.add_argument("--prompt", required=True, help="what the video shows")
-    video.add_argument("--negative-prompt", default="", help="what to steer away from (CFG)")
-    video.add_argument("--image", type=Path, help="first frame; resized and center-cropped to width x height")
-    video.add_argument(
-        "--width",
-        type=int,
-        help=f"multiple of 32 (default {FULL_SIZE['width']}, shipped model {SHIPPED_SIZE['width']})",
-    )
-    video.add_argument(
-        "--height",
-        type=int,
-        help=f"multiple of 32 (default {FULL_SIZE['height']}, shipped model {SHIPPED_SIZE['height']})",
-    )
-    video.add_argument(
-        "--frames",
-        type=int,
-        help=f"8k + 1 (default {FULL_SIZE['frames']}, shipped model {SHIPPED_SIZE['frames']})",
-    )
-    video.add_argument("--fps", type=float, default=24.0, help="frame rate, also a model input (default: %(default)s)")
-    video.add_argument("--steps", type=int, default=20, help="sampling steps (default: %(default)s)")
-    video.add_argument(
-        "--cfg",
-        type=float,
-        default=3.0,
-        help="classifier-free guidance scale, 1 = off (default: %(default)s)",
-    )
-    video.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    video.add_argument(
-        "--decode-timestep",
-        type=float,
-        default=0.05,
-        help="noise level the VAE decoder removes (default: %(default)s)",
-    )
-    video.add_argument(
-        "--decode-noise-scale",
-        type=float,
-        default=0.025,
-        help="noise mixed in before decoding (default: %(default)s)",
-    )
-
-    guide = generate.add_argument_group("conditioning on any frames, video-to-video, STG")
-    guide.add_argument(
-        "--condition",
-        action="append",
-        type=parse_condition,
-        default=[],
-        metavar="IMAGE_OR_VIDEO@FRAME[:STRENGTH]",
-        help="an image or an 8k + 1 frame video held from pixel FRAME on (negative: from the end, "
-        "-1 = ends on the last frame) at STRENGTH (default 1); repeatable, e.g. "
-        "first.png@0 last.png@-1",
-    )
-    guide.add_argument(
-        "--source-video",
-        type=Path,
-        help="video-to-video: start from this clip (its frame count and size must be the video's after fitting)",
-    )
-    guide.add_argument(
-        "--denoise-strength",
-        type=float,
-        default=1.0,
-        help="video-to-video: share of the schedule run on the source (default: %(default)s)",
-    )
-    guide.add_argument(
-        "--stg-scale",
-        type=float,
-        default=0.0,
-        help="spatiotemporal skip guidance, 0 = off (Lightricks' 2B configs: 1; default: %(default)s)",
-    )
-    guide.add_argument(
-        "--stg-blocks",
-        type=block_list,
-        default=(19,),
-        help="comma-separated blocks STG perturbs (default: 19, Lightricks' 2B)",
-    )
-    guide.add_argument(
-        "--stg-mode",
-        default="attention_values",
-        choices=STG_MODES,
-        help="how a perturbed block's self-attention is replaced (default: %(default)s)",
-    )
-    guide.add_argument(
-        "--stg-rescale", type=float, default=0.7, help="STG guidance rescale, 0 or 1 = none (default: %(default)s)"
-    )
-
-    output = generate.add_argument_group("output")
-    output.add_argument("--output", type=Path, default=Path("out.mp4"), help="mp4 path (default: %(default)s)")
-    output.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output file (otherwise it is refused)"
-    )
-    speed = generate.add_argument_group("speed on a GPU (off by default: the fp32 CPU run stays the reference)")
-    speed.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the transformer's regions, with CUDA "
-        "graphs and the fastest attention backend on CUDA (the first step compiles; the later ones "
-        "are faster, benchmarks/results/gpu_speed.json)",
-    )
-    speed.add_argument(
-        "--fp8",
-        action="store_true",
-        help="FP8 linear layers in the transformer (a CUDA GPU with "
-        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
-        "and --dtype bf16",
-    )
-    speed.add_argument(
-        "--decode-time-chunk",
-        type=positive_int,
-        metavar="N",
-        help="compute each VAE decoder "
-        "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
-        "little more decode time (smaller N: less memory, more time; benchmarks/results/"
-        "decode_time_chunks.json); a number above the clip's frames: whole layers; default: "
-        + str(DEFAULT_DECODE_TIME_CHUNK)
-        + ", whole layers for a group-norm decoder and across "
-        "ranks)",
-    )
-    memory = generate.add_argument_group("memory")
-    memory.add_argument(
-        "--ignore-memory-check",
-        action="store_true",
-        help="run even where the memory plan says "
-        "the run needs more memory than the device has free (it may then fail part-way, or swap "
-        "for hours on a CPU)",
-    )
-    parallel = generate.add_argument_group("several GPUs (torchrun --nproc-per-node N -m ltx_core generate ...)")
-    parallel.add_argument(
-        "--sequence-parallel",
-        type=int,
-        default=1,
-        help="ranks that split the video tokens (a divisor of the attention heads; default: %(default)s)",
-    )
-    parallel.add_argument(
-        "--cfg-parallel",
-        type=int,
-        default=1,
-        help="ranks that split the guidance batch, "
-        "2 = cond and uncond apart; N = sequence x cfg (default: %(default)s)",
-    )
-    cli_config.add_config_flags(generate)
-    generate.set_defaults(run=run_generate, **(defaults or {}))
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         args = cli_config.apply_release_config(args, argv, build_parser)  # --config / --preset: its defaults
-        return args.run(args)
+        return run_generate(args)  # the one command, "generate"
     except LTXVError as error:  # SettingsError, CheckpointError: the message says it all
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -305,7 +118,7 @@ def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
 def run_generate(args: argparse.Namespace) -> int:
     """Check every flag and path, plan the memory, load the models, generate, write the
     mp4 atomically."""
-    _apply_size_defaults(args)
+    apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     check_arguments(args)
     cli_config.check_config_run(args)  # a config's paths and passes, with the flags given
@@ -451,45 +264,6 @@ def speed_up(models, args: argparse.Namespace, world_size: int):
         return models
     device = next(models.transformer.parameters()).device
     return optimize_models(models, Speed.chosen(args.compile, args.fp8, device, stays_put=world_size == 1))
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def parse_condition(text: str) -> tuple[Path, int, float]:
-    """`PATH@FRAME[:STRENGTH]` -> (path, frame, strength); argparse reports a bad one."""
-    path, at, place = text.rpartition("@")
-    frame, _, strength = place.partition(":")
-    try:
-        if not at or not path:
-            raise ValueError(text)
-        return Path(path), int(frame), float(strength) if strength else 1.0
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not IMAGE_OR_VIDEO@FRAME[:STRENGTH], e.g. last.png@-1 or clip.mp4@0:0.8"
-        ) from None
-
-
-def block_list(text: str) -> tuple[int, ...]:
-    try:
-        return parse_blocks(text)
-    except SettingsError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _apply_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes: the shipped model's without --checkpoint, the published models' with it."""
-    defaults = SHIPPED_SIZE if args.checkpoint is None else FULL_SIZE
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
 
 
 def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:

@@ -213,8 +213,8 @@ def test_size_defaults_depend_on_whether_a_checkpoint_is_named():
     parser = cli.build_parser()
     shipped = parser.parse_args(["generate", "--prompt", "x"])
     named = parser.parse_args(["generate", "--prompt", "x", "--checkpoint", "m.safetensors", "--width", "64"])
-    cli._apply_size_defaults(shipped)
-    cli._apply_size_defaults(named)
+    cli.apply_size_defaults(shipped)
+    cli.apply_size_defaults(named)
     assert (shipped.width, shipped.height, shipped.frames) == (256, 256, 25)
     assert (named.width, named.height, named.frames) == (64, 512, 121)
 
