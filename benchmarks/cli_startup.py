@@ -70,8 +70,11 @@ def median_wall(command: list[str], repeats: int, cwd: Path, expect_code: int) -
         if done.returncode != expect_code:
             raise RuntimeError(f"{command} exited {done.returncode}: {done.stderr[-2000:]}")
         walls.append(wall)
-    return {"median_s": round(statistics.median(walls), 3), "all_s": [round(w, 3) for w in walls],
-            "stderr_last_line": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else ""}
+    return {
+        "median_s": round(statistics.median(walls), 3),
+        "all_s": [round(w, 3) for w in walls],
+        "stderr_last_line": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "",
+    }
 
 
 def demo(repeats: int, cwd: Path) -> dict:
@@ -86,17 +89,25 @@ def demo(repeats: int, cwd: Path) -> dict:
         report = json.loads(done.stdout.strip().splitlines()[-1])
         marks = report["marks"]
         generating = marks["generate_end"] - marks["generate_start"]
-        runs.append({"wall_s": round(wall, 3), "generate_s": round(generating, 3),
-                     "before_loading_s": round(marks["load_models_start"], 3),
-                     "loading_s": round(marks["load_models_end"] - marks["load_models_start"], 3),
-                     "write_s": round(marks["write_mp4_end"] - marks["write_mp4_start"], 3),
-                     "share_generating": round(generating / wall, 3),
-                     "progress_bar_lines_from_loading": done.stderr.count("Loading weights"),
-                     "heavy_libraries_imported": report["imported"]})
+        runs.append(
+            {
+                "wall_s": round(wall, 3),
+                "generate_s": round(generating, 3),
+                "before_loading_s": round(marks["load_models_start"], 3),
+                "loading_s": round(marks["load_models_end"] - marks["load_models_start"], 3),
+                "write_s": round(marks["write_mp4_end"] - marks["write_mp4_start"], 3),
+                "share_generating": round(generating / wall, 3),
+                "progress_bar_lines_from_loading": done.stderr.count("Loading weights"),
+                "heavy_libraries_imported": report["imported"],
+            }
+        )
         output.unlink()
     middle = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
-    return {"command": f'python -m ltx_core generate --prompt "{DEMO_PROMPT}" --output demo.mp4',
-            "median_run": middle, "runs": runs}
+    return {
+        "command": f'python -m ltx_core generate --prompt "{DEMO_PROMPT}" --output demo.mp4',
+        "median_run": middle,
+        "runs": runs,
+    }
 
 
 def main(argv=None) -> dict:
@@ -124,8 +135,9 @@ def main(argv=None) -> dict:
             "demo": demo(args.demo_repeats, cwd),
         }  # fmt: skip
     result["load_average_before_after"] = [round(v, 2) for v in (*load_before, *os.getloadavg())]
-    result["errors_within_target"] = all(result[k]["median_s"] < TARGET_S
-                                         for k in ("version", "help", "bad_size", "missing_checkpoint"))
+    result["errors_within_target"] = all(
+        result[k]["median_s"] < TARGET_S for k in ("version", "help", "bad_size", "missing_checkpoint")
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: result[k]["median_s"] for k in ("version", "help", "bad_size", "missing_checkpoint",
