@@ -26,7 +26,6 @@ from .errors import LTXVError, SettingsError
 from .models.configs import LTXV_SCHEDULER, SchedulerConfig  # every published VAE
 from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
 from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
-from .models.vae_layers import spatial_noise
 
 # SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
 from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
@@ -215,10 +214,8 @@ def decode_frames(
         latent = latent.samples
     device = device or module_device(vae)
     if tone_map_compression:
-        if vae.cfg.timestep_conditioning:  # only such decoders mix in noise
-            noise = spatial_noise(latent.shape, generator, latent)
-            latent, decode_noise_scale = latent * (1 - decode_noise_scale) + noise * decode_noise_scale, 0.0
-        latent = tone_map(latent, tone_map_compression)
+        latent = tone_map(vae.mix_decode_noise(latent, decode_noise_scale, generator), tone_map_compression)
+        decode_noise_scale = 0.0  # mixed already
     with torch.no_grad():
         video = vae.decode(
             latent.to(device=device, dtype=module_dtype(vae)),

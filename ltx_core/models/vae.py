@@ -388,14 +388,22 @@ class CausalVideoVAE(nn.Module):
         generator = _fresh_generator(generator)
         if not self.cfg.timestep_conditioning:
             return self._decode_raw(self.denormalize(latent), None, generator, time_chunk)
-        noise = spatial_noise(latent.shape, generator, latent)
         if mix_noise_denormalized:
-            z = _mix(self.denormalize(latent), noise, decode_noise_scale)
+            z = _mix(self.denormalize(latent), spatial_noise(latent.shape, generator, latent), decode_noise_scale)
         else:
-            z = self.denormalize(_mix(latent, noise, decode_noise_scale))
+            z = self.denormalize(self.mix_decode_noise(latent, decode_noise_scale, generator))
         # the timestep stays fp32, as in Lightricks' pipeline (diffusers casts it)
         timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
         return self._decode_raw(z, timestep.expand(latent.shape[0]), generator, time_chunk)
+
+    def mix_decode_noise(self, latent: Tensor, decode_noise_scale: float, generator: torch.Generator | None) -> Tensor:
+        """The normalized latent as the denoising decoder takes it, `(1 - s) z + s noise`
+        (one draw from `generator`); a decoder without timestep conditioning mixes nothing.
+        Callers that change the latent between the mix and the decode (tone mapping) mix
+        here and decode at scale 0."""
+        if not self.cfg.timestep_conditioning:
+            return latent
+        return _mix(latent, spatial_noise(latent.shape, _fresh_generator(generator), latent), decode_noise_scale)
 
     def _decode_raw(
         self, z: Tensor, timestep: Tensor | None, generator: torch.Generator, time_chunk: int | None = None
