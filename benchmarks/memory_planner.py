@@ -268,10 +268,11 @@ def latent_for(case: Case, vae_cfg, device: torch.device) -> ConditionedLatent:
 def sample(transformer, case: Case, device: torch.device, dtype: torch.dtype):
     """`denoise` as `pipeline.generate` calls it, for STEPS steps."""
     generator = torch.Generator().manual_seed(0)
-    text = text_inputs(transformer.cfg.caption_channels, dtype, device, generator)
+    cfg = getattr(transformer, "model", transformer).cfg  # a runner (FP8) holds the model
+    text = text_inputs(cfg.caption_channels, dtype, device, generator)
     latent = latent_for(case, MODELS[case.model][1], device)
     sigmas = flow_sigmas(STEPS, latent.num_tokens)
-    stg = dict(stg_scale=1.0, stg_blocks=(min(19, transformer.cfg.num_layers - 1),)) if case.stg else {}
+    stg = dict(stg_scale=1.0, stg_blocks=(min(19, cfg.num_layers - 1),)) if case.stg else {}
     return lambda: denoise(
         transformer,
         latent,
