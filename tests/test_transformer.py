@@ -274,3 +274,29 @@ def test_fused_projections_compute_the_checkpoints_separate_layers_and_keep_thei
     other = LTXVTransformer(TINY_TRANSFORMER)
     other.load_state_dict(state, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
+
+
+def test_linear_layers_and_the_replace_seam():
+    """`replace_linear` is the one way a layer's computation changes (quantized weights,
+    FP8, LoRA): same sizes or refused; checkpoint names map to the fused projections."""
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    layers = model.linear_layers()
+    assert "transformer_blocks.0.attn1.to_qkv" in layers and "transformer_blocks.0.attn1.to_q" not in layers
+    width = TINY_TRANSFORMER.inner_dim
+    assert model.checkpoint_linear("transformer_blocks.0.attn1.to_k") == (
+        "transformer_blocks.0.attn1.to_qkv",
+        slice(width, 2 * width),
+    )
+    assert model.checkpoint_linear("transformer_blocks.0.attn2.to_v") == (
+        "transformer_blocks.0.attn2.to_kv",
+        slice(width, 2 * width),
+    )
+    assert model.checkpoint_linear("proj_out") == ("proj_out", slice(0, TINY_TRANSFORMER.out_channels))
+    name = "transformer_blocks.0.ff.net.2"
+    old = layers[name]
+    new = torch.nn.Linear(old.in_features, old.out_features)
+    assert model.replace_linear(name, new) is old and model.linear_layers()[name] is new
+    with pytest.raises(SettingsError, match="cannot replace"):
+        model.replace_linear(name, torch.nn.Linear(3, 4))
+    with pytest.raises(SettingsError, match="no linear layer 'nowhere'"):
+        model.replace_linear("nowhere", new)

@@ -264,6 +264,47 @@ class LTXVTransformer(nn.Module):
         self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.proj_out = nn.Linear(dim, cfg.out_channels)
 
+    def linear_layers(self) -> dict[str, nn.Module]:
+        """Every linear layer by module name (the fused `to_qkv` / `to_kv` as one), what
+        `replace_linear` may swap: modules with `in_features` and `out_features`, not
+        looking inside one (a replacement may hold the layer it wraps)."""
+        found: dict[str, nn.Module] = {}
+        for name, module in self.named_modules():
+            inside = any(name.startswith(f"{outer}.") for outer in found)
+            if not inside and hasattr(module, "in_features") and hasattr(module, "out_features"):
+                found[name] = module
+        return found
+
+    def replace_linear(self, name: str, layer: nn.Module) -> nn.Module:
+        """The seam where stored quantized weights, FP8 matmuls and LoRA change how one
+        linear layer computes: `layer` (called as `layer(x)`, with the same `in_features`
+        and `out_features`) takes the place of `name`; returns the layer it replaced."""
+        previous = self.linear_layers().get(name)
+        if previous is None:
+            raise SettingsError(f"the transformer has no linear layer {name!r}")
+        sizes = lambda m: (m.in_features, m.out_features)
+        if sizes(layer) != sizes(previous):
+            raise SettingsError(f"a layer of sizes {sizes(layer)} cannot replace {name!r} of sizes {sizes(previous)}")
+        parent, _, child = name.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, child, layer)
+        return previous
+
+    def checkpoint_linear(self, name: str) -> tuple[str, slice]:
+        """A checkpoint's linear module name (`...attn1.to_k`) -> the layer holding it here
+        and the rows of that layer's output it makes (the fused projections)."""
+        parent, _, child = name.rpartition(".")
+        attention = self.get_submodule(parent) if parent else None
+        if isinstance(attention, Attention):
+            fused, parts = attention.fused
+            if child in parts:
+                width = attention.to_out[0].in_features
+                index = parts.index(child)
+                return f"{parent}.{fused}", slice(index * width, (index + 1) * width)
+        layer = self.linear_layers().get(name)
+        if layer is None:
+            raise SettingsError(f"the transformer has no linear layer {name!r}")
+        return name, slice(0, layer.out_features)
+
     def use_kernels(self, kernels: SelfAttentionKernels) -> SelfAttentionKernels:
         """Run every block's self-attention through `kernels` from now on; returns the
         kernels used before (to restore them)."""

@@ -270,9 +270,7 @@ def convert_to_fp8(
         if isinstance(module, nn.Linear) and not _keeps_precision(name, keep_precise) and _fp8_ready(module)
     ]
     for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, FP8Linear(linear, out_dtype))
+        model.replace_linear(name, FP8Linear(linear, out_dtype))
     return [name for name, _ in targets]
 
 
