@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bench_decode_chunks",
     "bench_gpu_speed",
     "bench_multi_gpu",
+    "bench_multiscale",
     "cli_startup",
     "memory_planner",
     "gpu_kernel_rates",
@@ -41,3 +42,18 @@ def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_decode_chunks.py"])
     with pytest.raises(SystemExit, match="times a GPU decode; no CUDA device here"):
         bench_decode_chunks.main()
+
+
+def test_the_multiscale_bench_runs_the_preset_on_tiny_models(tmp_path):
+    """The CPU dry run of the 13B multi-scale benchmark: the preset's two passes (7 + 3
+    steps, the second at twice the first's size) give finite frames of the asked size."""
+    import json
+
+    from benchmarks import bench_multiscale
+
+    bench_multiscale.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "ms.json")])
+    result = json.loads((tmp_path / "ms.json").read_text())
+    assert result["steps"] == 10 and result["frames_finite"]
+    assert result["frames_shape"] == [17, 160, 256, 3]
+    first, second = result["pass_sizes"]
+    assert second == [2 * first[0], 2 * first[1]]
