@@ -34,6 +34,7 @@ from .models.text_encoder import TextEmbeddings, check_text_width
 from .pipeline import (
     Models,
     Request,
+    condition_on_control,
     condition_on_items,
     decode_frames,
     encode_first_frame,
@@ -45,6 +46,7 @@ from .pipeline import (
 from .release_config import ReleaseConfig
 from .release_passes import MultiScaleSettings, PassSettings
 from .sampling.conditioning import ConditionedLatent, condition_first_frame
+from .sampling.control import check_control_fits
 from .sampling.denoise import denoise
 from .sampling.euler import Callback
 from .sampling.guidance import Guidance
@@ -68,14 +70,16 @@ def generate_multiscale(
 
     `release` gives each pass's sampling (sigmas, guidance, stochastic steps) and the
     tone mapping; `request` everything else: prompt, size, frames, frame rate, seed,
-    conditioning (first frame, keyframes), decode settings. The request's own sampling
-    settings belong to a single-pass run and are not read here. `callback(step, total,
-    x, denoised)` counts the steps of both passes as one run."""
+    conditioning (first frame, keyframes, the IC-LoRA control at each pass's size), decode
+    settings. The request's own sampling settings belong to a single-pass run and are not
+    read here. `callback(step, total, x, denoised)` counts the steps of both passes as one
+    run."""
     settings = multi_scale_settings(release)
     _check_request(request)
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
     sizes = settings.pass_sizes(request.height, request.width)
     check_upsampler(upsampler, models.vae, request.num_frames, *sizes)
+    check_control_passes(request, sizes)
     if request.first_frame is not None:  # fitted to the asked size once, as the official script loads it
         request = replace(request, first_frame=_fitted_first_frame(request))
     generator = seeded_generator(request.seed)
@@ -122,6 +126,21 @@ def _check_request(request: Request) -> None:
             "video-to-video (source_video, denoise_strength) does not combine with the multi-scale "
             "pipeline, whose second pass starts from the upsampled first pass; run it single-pass"
         )
+
+
+def check_control_passes(request: Request, sizes: tuple[tuple[int, int], ...]) -> None:
+    """Each pass encodes the control at 1/downscale of its own size (as the official
+    pipeline encodes its conditioning media again at each pass's size), so that size must
+    stay on the VAE's grid at every pass, not only at the asked one."""
+    if request.control is None:
+        return
+    for name, (height, width) in zip(("first", "second"), sizes):
+        try:
+            check_control_fits(request.control, request.num_frames, height, width)
+        except SettingsError as error:
+            raise SettingsError(
+                f"the multi-scale {name} pass runs at {width}x{height}: {error}; or run it single-pass"
+            ) from None
 
 
 def check_upsampler(upsampler, vae, num_frames: int, first: tuple[int, int], second: tuple[int, int]) -> None:
@@ -205,7 +224,9 @@ def pass_latent(
 ) -> ConditionedLatent:
     """The latent a pass denoises: empty (or `start`), then the first frame and the
     conditioning items, each resized to the pass's size and encoded (the official
-    pipeline resizes its conditioning media to each call's size)."""
+    pipeline resizes its conditioning media to each call's size), then the IC-LoRA
+    control at 1/downscale of the pass's size (its tokens dropped with the pass's result,
+    as ComfyUI crops guides before the upscale, and given again to the next pass)."""
     height, width = size
     first_frame = None if request.first_frame is None else resize_frames(_fitted_first_frame(request), height, width)
     items = tuple(replace(item, frames=resize_frames(item.frames, height, width)) for item in request.conditions)
@@ -219,12 +240,14 @@ def pass_latent(
             request.conditioning_strength,
             generator,
             conditions=items,
+            control=request.control,
         )
     latent = ConditionedLatent(start)
     if first_frame is not None:
         encoded = encode_first_frame(vae, first_frame, width, height, generator)
         latent = condition_first_frame(latent, encoded, request.conditioning_strength)
-    return condition_on_items(vae, latent, items, generator)
+    latent = condition_on_items(vae, latent, items, generator)
+    return condition_on_control(vae, latent, request.control)
 
 
 def _fitted_first_frame(request: Request) -> Tensor:

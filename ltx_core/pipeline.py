@@ -1,8 +1,10 @@
 """The one-way flow of a generation, and the stages ComfyUI's nodes and the CLI call:
 
     prompt -> T5 embeddings                          encode_text
-    size (+ first frame, keyframes, source clip)
-        -> latent with noise mask and keyframes      prepare_latent / encode_first_frame
+    size (+ first frame, keyframes, source clip,
+          IC-LoRA control video)
+        -> latent with noise mask and keyframes      prepare_latent / encode_first_frame /
+                                                       encode_control
     token count -> sigmas (the checkpoint's          scheduler.flow_sigmas / skip_steps /
                   schedule, cut for video-to-video)    denoise_sigmas
     noise -> Euler steps of the DiT with CFG, STG    denoise (ltx_core.sampling.denoise)
@@ -38,6 +40,7 @@ from .sampling.conditioning import (
     condition_first_frame,
     empty_latent,
 )
+from .sampling.control import ControlVideo, add_control, control_at
 
 # the DiT side of sampling; its small checks are shared so Request and denoise agree
 from .sampling.denoise import denoise, module_device, module_dtype
@@ -149,6 +152,26 @@ def condition_on_items(
     return latent
 
 
+def encode_control(vae, control: ControlVideo, height: int, width: int) -> Tensor:
+    """A control video -> its normalized latent `(1, 128, n, height / 32 / s, width / 32 / s)`
+    for a video (or a pass) of `height` x `width`, s its downscale: fitted to that size and
+    encoded with the posterior mean (as ComfyUI's LTXVAddGuide encodes a guide), so it draws
+    nothing from the run's generator."""
+    return encode_frames(vae, control_at(control, height, width))
+
+
+def condition_on_control(vae, latent: ConditionedLatent, control: ControlVideo | None) -> ConditionedLatent:
+    """The latent with the control's tokens appended to its conditioning tokens (IC-LoRA,
+    `sampling.control`), encoded at 1/downscale of the latent's size; None: as it is."""
+    if control is None:
+        return latent
+    height, width = (size * vae.spatial_compression for size in latent.samples.shape[3:])
+    encoded = encode_control(vae, control, height, width)
+    return add_control(
+        latent, encoded, control.downscale, control.strength, control.frame_index, vae.temporal_compression
+    )
+
+
 def prepare_latent(
     vae,
     num_frames: int,
@@ -160,12 +183,14 @@ def prepare_latent(
     batch: int = 1,
     conditions=(),
     source_video: Tensor | None = None,
+    control: ControlVideo | None = None,
 ) -> ConditionedLatent:
     """The latent to denoise: empty (all tokens from noise), or the encoded `source_video`
     (video-to-video: noised to the first sigma by `denoise`), then an encoded first frame
     whose tokens carry noise mask 1 - strength (paper 2.4), then the `conditions`
-    (`ConditioningItem`s at any frame). Posteriors are drawn in that order, but the source's
-    mean is taken (it is noised anyway), so denoise strength 1 is text-to-video exactly."""
+    (`ConditioningItem`s at any frame), then the IC-LoRA `control`'s tokens. Posteriors are
+    drawn in that order, but the source's and the control's means are taken (the source is
+    noised anyway), so denoise strength 1 is text-to-video exactly."""
     device = module_device(vae)
     latent = empty_latent(batch, num_frames, height, width, vae, device=device)
     if source_video is not None:
@@ -179,7 +204,8 @@ def prepare_latent(
     if first_frame is not None:
         frame = encode_first_frame(vae, first_frame, width, height, generator, device)
         latent = condition_first_frame(latent, frame, strength)
-    return condition_on_items(vae, latent, conditions, generator)
+    latent = condition_on_items(vae, latent, conditions, generator)
+    return condition_on_control(vae, latent, control)
 
 
 def decode_frames(
@@ -291,6 +317,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
         generator,
         conditions=req.conditions,
         source_video=req.source_video,
+        control=req.control,
     )
     sigmas = req.sigma_schedule(latent.num_tokens, models.scheduler)
     latent = denoise(

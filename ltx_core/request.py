@@ -14,6 +14,7 @@ from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT
 from .models.vae import check_time_chunk
 from .preflight import check_prompt, check_video_settings
 from .sampling.conditioning import ConditioningItem, check_item_fits, check_strength
+from .sampling.control import ControlVideo, check_control_fits
 from .sampling.euler import STRENGTH_RULES
 from .sampling.guidance import Guidance
 from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, skip_steps
@@ -58,6 +59,9 @@ class Request:
     cfg_star_rescale: bool = False  # CFG-star (Lightricks' cfg_star_rescale)
     strength_rule: str = "held"  # fractional strengths: "held" (Lightricks) or "scaled" (ComfyUI)
     decode_time_chunk: int | None = None  # each decoder layer this many frames at a time (None: whole)
+    # an IC-LoRA's reference (depth, pose, canny...): in-context tokens, see sampling.control;
+    # the IC-LoRA itself is applied to the transformer beforehand (ltx_core.lora)
+    control: ControlVideo | None = None
 
     def __post_init__(self):
         check_prompt(self.prompt, self.negative_prompt)
@@ -151,6 +155,8 @@ class Request:
                     f"source_video of shape {tuple(source.frames.shape)} is not the video's "
                     f"({self.num_frames}, {self.height}, {self.width}, 3)"
                 )
+        if self.control is not None:
+            check_control_fits(self.control, self.num_frames, self.height, self.width)
         denoise_sigmas(torch.linspace(1, 0, self.sampled_steps + 1), self.denoise_strength)  # keeps a step or says so
         if self.denoise_strength != 1.0 and self.source_video is None:
             raise SettingsError(f"denoise_strength {self.denoise_strength} needs a source_video to start from")

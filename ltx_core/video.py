@@ -310,14 +310,14 @@ def resize_center_crop(image: torch.Tensor, width: int, height: int) -> torch.Te
         f"image of {old_width}x{old_height} was center-cropped to the aspect of {width}x{height} and resized",
         stacklevel=2,
     )
-    left, top = _center_crop_offsets(old_width, old_height, width, height)
+    left, top = center_crop_offsets(old_width, old_height, width, height)
     cropped = image[top : old_height - top, left : old_width - left]
     batch = cropped.permute(2, 0, 1)[None].float()  # (1, 3, H, W)
     resized = F.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False)
     return resized[0].permute(1, 2, 0).clamp(0.0, 1.0)
 
 
-def _center_crop_offsets(old_width: int, old_height: int, width: int, height: int) -> tuple[int, int]:
+def center_crop_offsets(old_width: int, old_height: int, width: int, height: int) -> tuple[int, int]:
     """Pixels to cut from each side so the remaining aspect is width / height."""
     old_aspect, new_aspect = old_width / old_height, width / height
     if old_aspect > new_aspect:  # too wide: cut left and right

@@ -10,6 +10,7 @@ from ltx_core.sampling.conditioning import (
     PREFIX_LATENT_FRAMES,
     ConditionedLatent,
     ConditioningItem,
+    Keyframe,
     add_keyframe,
     check_multiple,
     check_num_frames,
@@ -246,3 +247,23 @@ def test_the_initial_latent_at_a_first_sigma_below_1_is_the_source_noised_to_it(
     x = initial_latent(latent, torch.Generator().manual_seed(0), start_sigma=0.25)
     noise = torch.randn(source.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, 0.25 * noise + 0.75 * source)
+
+
+# ---------------------------------------------------------------- in-context tokens on a coarser grid
+
+
+@pytest.mark.parametrize("scale", [0, -1, 1.5, 2.0, True, "2"])
+def test_a_keyframe_spatial_scale_that_is_not_a_whole_number_of_at_least_1_is_refused(scale):
+    with pytest.raises(SettingsError, match=f"keyframe spatial_scale {scale!r} must be a whole number of at least 1"):
+        Keyframe(frames_latent(1), 0, spatial_scale=scale)
+
+
+def test_a_keyframe_is_on_the_videos_grid_unless_told_and_follows_the_latent():
+    """The default scale 1 keeps every existing keyframe as it was; a scaled one keeps its
+    scale through later conditioning (it rides in `keyframes` like any other)."""
+    latent = add_keyframe(empty_latent(1, 25, 64, 96, GEOMETRY), frames_latent(1), 8)
+    assert latent.keyframes[0].spatial_scale == 1
+    coarse = Keyframe(torch.zeros(1, 128, 1, 1, 1), 0, 0.5, spatial_scale=2)
+    latent = ConditionedLatent(latent.samples, latent.noise_mask, latent.keyframes + (coarse,))
+    latent = condition_first_frame(latent, frames_latent(1))
+    assert latent.keyframes[1] is coarse and latent.num_keyframe_tokens == 6 + 1

@@ -52,6 +52,15 @@ class Keyframe:
     samples: Tensor
     frame_index: int
     strength: float = 1.0
+    # A reference encoded at 1/s of the video's size (an IC-LoRA control on a coarser grid):
+    # each of its tokens covers s x s of the video's tokens, so its pixel coordinates are
+    # s times the grid's (`denoise.keyframe_coords`). 1: the video's own grid.
+    spatial_scale: int = 1
+
+    def __post_init__(self):
+        scale = self.spatial_scale
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise SettingsError(f"keyframe spatial_scale {scale!r} must be a whole number of at least 1")
 
     @property
     def num_tokens(self) -> int:

@@ -45,10 +45,17 @@ def token_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool)
 
 def keyframe_coords(keyframe: Keyframe, batch: int, frame_rate: float, causal_fix: bool) -> Tensor:
     """RoPE coordinates (B, 3, n) of a keyframe's tokens: its own latent grid, moved in
-    time to start at its pixel frame (Lightricks: `pixel_coords[:, 0] += media_frame_number`)."""
+    time to start at its pixel frame (Lightricks: `pixel_coords[:, 0] += media_frame_number`).
+
+    A keyframe on a grid `spatial_scale` times coarser (a downscaled IC-LoRA reference)
+    has its rows and columns scaled by it, so its tokens span the video's field of view:
+    token (i, j) starts at pixel (32 s i, 32 s j), where ComfyUI's dilated guide grid puts
+    it (the start is what RoPE reads for LTX-Video 0.9.x)."""
     _, _, frames, height, width = keyframe.samples.shape
     grid = latent_coords(frames, height, width, batch, device=keyframe.samples.device)
     pixels = pixel_coords(grid, causal_fix=causal_fix)
+    if keyframe.spatial_scale != 1:
+        pixels[:, 1:] *= keyframe.spatial_scale
     pixels[:, 0] += keyframe.frame_index
     return fractional_coords(pixels, frame_rate)
 
