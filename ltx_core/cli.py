@@ -36,7 +36,7 @@ from .cli_arguments import (
     parse_condition as parse_condition,
 )
 from .cli_plan import check_memory, plan_run
-from .cli_request import build_request
+from .cli_request import apply_lora_files, build_request
 from .errors import LTXVError, SettingsError
 from .memory_plan import DTYPE_BYTES
 from .preflight import (
@@ -187,6 +187,7 @@ def _generate(
     request = replace(
         request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel, models.vae)
     )
+    models = apply_lora_files(models, args)  # before speed_up: FP8 quantizes the merged weights
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
     frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale)

@@ -4,6 +4,7 @@ errors), the argument types, the exit codes, and the sizes an unset flag takes."
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from . import __version__, cli_config
@@ -59,6 +60,15 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "--tokenizer",
         type=Path,
         help="T5 tokenizer (spiece.model or its folder), where the text encoder does not hold one",
+    )
+    models.add_argument(
+        "--lora",
+        action="append",
+        type=parse_lora,
+        default=[],
+        metavar="FILE[:STRENGTH]",
+        help="a LoRA .safetensors file for the transformer (ComfyUI, diffusers or kohya keys) at "
+        "STRENGTH (default 1); repeatable, e.g. --lora style.safetensors:0.8 --lora detail.safetensors",
     )
     models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
     models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
@@ -229,6 +239,23 @@ def parse_condition(text: str) -> tuple[Path, int, float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not IMAGE_OR_VIDEO@FRAME[:STRENGTH], e.g. last.png@-1 or clip.mp4@0:0.8"
         ) from None
+
+
+def parse_lora(text: str) -> tuple[Path, float]:
+    """`FILE[:STRENGTH]` -> (file, strength). Split at the last colon only where what follows
+    is a number, so `C:\\loras\\style.safetensors` stays one path."""
+    path, colon, tail = text.rpartition(":")
+    try:
+        strength = float(tail) if colon else None
+    except ValueError:
+        strength = None
+    if strength is None:
+        path, strength = text, 1.0
+    if not path or not math.isfinite(strength):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FILE[:STRENGTH] with a finite STRENGTH, e.g. style.safetensors or style.safetensors:0.8"
+        )
+    return Path(path), strength
 
 
 def block_list(text: str) -> tuple[int, ...]:

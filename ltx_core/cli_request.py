@@ -13,10 +13,12 @@ from .errors import SettingsError
 
 
 def build_request(args: argparse.Namespace):
-    """The flags as a pipeline Request, which checks every setting (and the image)."""
+    """The flags as a pipeline Request, which checks every setting (and the image); the
+    --lora files' headers checked too, so a bad one is refused before any model loads."""
     from .pipeline import Request
     from .video import load_image
 
+    check_lora_files(args)
     return Request(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -65,3 +67,24 @@ def _condition_item(path: Path, frame: int, strength: float, args: argparse.Name
     start = frame if frame >= 0 else args.frames + frame - (len(frames) - 1)  # -1: ends on the last frame
     check_item_position(start, len(frames), args.frames)
     return ConditioningItem(_fitted_frames(path, args, frames), start, strength)
+
+
+def check_lora_files(args: argparse.Namespace) -> None:
+    """Each --lora file exists, is no pickle and holds LoRA keys of a known layout (its
+    header only, no tensor read)."""
+    from .lora import lora_header
+
+    for path, _ in getattr(args, "lora", []):
+        lora_header(path)
+
+
+def apply_lora_files(models, args: argparse.Namespace):
+    """The --lora files applied to the loaded transformer at their strengths, before the
+    speed settings (an FP8 conversion then quantizes the merged weights). The base layers
+    are not kept: a command-line run never takes the LoRAs off again."""
+    from .lora import apply_loras, read_lora
+
+    loras = [(read_lora(path), strength) for path, strength in getattr(args, "lora", [])]
+    if loras:
+        apply_loras(models.transformer, loras, keep_base=False)
+    return models

@@ -269,19 +269,19 @@ class LTXVTransformer(nn.Module):
         `replace_linear` may swap: modules with `in_features` and `out_features`, not
         looking inside one (a replacement may hold the layer it wraps)."""
         found: dict[str, nn.Module] = {}
+        outer = None  # the last layer found: its children follow it in `named_modules`' order
         for name, module in self.named_modules():
-            inside = any(name.startswith(f"{outer}.") for outer in found)
-            if not inside and hasattr(module, "in_features") and hasattr(module, "out_features"):
-                found[name] = module
+            if outer is not None and name.startswith(outer):
+                continue
+            if hasattr(module, "in_features") and hasattr(module, "out_features"):
+                found[name], outer = module, f"{name}."
         return found
 
     def replace_linear(self, name: str, layer: nn.Module) -> nn.Module:
         """The seam where stored quantized weights, FP8 matmuls and LoRA change how one
         linear layer computes: `layer` (called as `layer(x)`, with the same `in_features`
         and `out_features`) takes the place of `name`; returns the layer it replaced."""
-        previous = self.linear_layers().get(name)
-        if previous is None:
-            raise SettingsError(f"the transformer has no linear layer {name!r}")
+        previous = self._linear(name)
         sizes = lambda m: (m.in_features, m.out_features)
         if sizes(layer) != sizes(previous):
             raise SettingsError(f"a layer of sizes {sizes(layer)} cannot replace {name!r} of sizes {sizes(previous)}")
@@ -300,10 +300,16 @@ class LTXVTransformer(nn.Module):
                 width = attention.to_out[0].in_features
                 index = parts.index(child)
                 return f"{parent}.{fused}", slice(index * width, (index + 1) * width)
-        layer = self.linear_layers().get(name)
-        if layer is None:
+        return name, slice(0, self._linear(name).out_features)
+
+    def _linear(self, name: str) -> nn.Module:
+        try:
+            layer = self.get_submodule(name)
+        except AttributeError:
+            layer = None
+        if not name or not hasattr(layer, "in_features") or not hasattr(layer, "out_features"):
             raise SettingsError(f"the transformer has no linear layer {name!r}")
-        return name, slice(0, layer.out_features)
+        return layer
 
     def use_kernels(self, kernels: SelfAttentionKernels) -> SelfAttentionKernels:
         """Run every block's self-attention through `kernels` from now on; returns the
