@@ -159,6 +159,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """(what, path) of every image and clip the flags name, as their loaders name them."""
     files = [("image", args.image), ("video", args.source_video)]
+    files += [("control video", args.control_video[0] if args.control_video else None)]
     return files + [("conditioning file", path) for path, _, _ in args.condition]
 
 

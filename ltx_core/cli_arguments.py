@@ -126,6 +126,19 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "first.png@0 last.png@-1",
     )
     guide.add_argument(
+        "--control-video",
+        type=parse_lora,
+        metavar="VIDEO[:STRENGTH]",
+        help="IC-LoRA control (depth, pose, edges): an 8k + 1 frame clip or an image given as in-context "
+        "tokens at STRENGTH (default 1); use it with the IC-LoRA it was made for (--lora)",
+    )
+    guide.add_argument(
+        "--control-downscale",
+        type=positive_int,
+        help="the control's grid is this many times coarser than the video's (default: the --lora "
+        "files' reference_downscale_factor, else 1)",
+    )
+    guide.add_argument(
         "--source-video",
         type=Path,
         help="video-to-video: start from this clip (its frame count and size must be the video's after fitting)",

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import memory_plan as planner
 from .cli_config import planned_sampling
 from .memory_plan import DEFAULT_DECODE_TIME_CHUNK, DTYPE_BYTES
-from .models.configs import PIXELS_PER_LATENT
+from .models.configs import FRAMES_PER_LATENT, PIXELS_PER_LATENT
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 IGNORE_ADVICE = " Pass --ignore-memory-check to run anyway."
@@ -81,7 +81,11 @@ def _keyframe_tokens(args: argparse.Namespace) -> int:
     sampling = planned_sampling(args)
     grid = (sampling.height // PIXELS_PER_LATENT) * (sampling.width // PIXELS_PER_LATENT)
     placed = [path for path, frame, _ in args.condition if frame != 0]
-    return sum(grid * (2 if path.suffix.lower() in VIDEO_SUFFIXES else 1) for path in placed)
+    tokens = sum(grid * (2 if path.suffix.lower() in VIDEO_SUFFIXES else 1) for path in placed)
+    if getattr(args, "control_video", None) is not None:  # at most the whole clip, on its coarser grid
+        latent_frames = (args.frames - 1) // FRAMES_PER_LATENT + 1
+        tokens += latent_frames * grid // (args.control_downscale or 1) ** 2
+    return tokens
 
 
 def _encode_frames(args: argparse.Namespace) -> int:

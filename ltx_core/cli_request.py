@@ -32,6 +32,7 @@ def build_request(args: argparse.Namespace):
         first_frame=load_image(args.image) if args.image is not None else None,
         conditions=tuple(_condition_item(*condition, args) for condition in args.condition),
         source_video=_fitted_frames(args.source_video, args) if args.source_video is not None else None,
+        control=_control(args),
         denoise_strength=args.denoise_strength,
         decode_time_chunk=args.decode_time_chunk,
         **request_sampling(args),  # the flags, or a base release config's pass with the flags given
@@ -69,13 +70,29 @@ def _condition_item(path: Path, frame: int, strength: float, args: argparse.Name
     return ConditioningItem(_fitted_frames(path, args, frames), start, strength)
 
 
-def check_lora_files(args: argparse.Namespace) -> None:
+def check_lora_files(args: argparse.Namespace) -> list[int]:
     """Each --lora file exists, is no pickle and holds LoRA keys of a known layout (its
-    header only, no tensor read)."""
-    from .lora import lora_header
+    header only, no tensor read); returns their reference downscale factors (IC-LoRA)."""
+    from .lora import lora_header, reference_downscale_factor
 
-    for path, _ in getattr(args, "lora", []):
-        lora_header(path)
+    return [reference_downscale_factor(lora_header(path).metadata, str(path)) for path, _ in getattr(args, "lora", [])]
+
+
+def _control(args: argparse.Namespace):
+    """--control-video as the request's IC-LoRA control, on the grid the IC-LoRA asks for
+    (--control-downscale, else the factor a --lora file's metadata gives)."""
+    if getattr(args, "control_video", None) is None:
+        return None
+    from .sampling.control import ControlVideo
+
+    path, strength = args.control_video
+    factors = sorted(set(check_lora_files(args)) - {1})
+    if args.control_downscale is None and len(factors) > 1:
+        raise SettingsError(
+            f"the --lora files ask for different control downscales {factors}; choose one with --control-downscale"
+        )
+    downscale = args.control_downscale or (factors[0] if factors else 1)
+    return ControlVideo(_read_frames(path), strength=strength, downscale=downscale)
 
 
 def apply_lora_files(models, args: argparse.Namespace):

@@ -156,3 +156,46 @@ def test_help_documents_the_lora_flag(capsys):
         cli.main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--lora FILE[:STRENGTH] a LoRA .safetensors file for the transformer" in text
+
+
+def test_a_control_video_takes_the_ic_loras_downscale_and_matches_the_core_request(
+    capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
+):
+    """--control-video with an IC-LoRA whose metadata says `reference_downscale_factor` 2:
+    the request carries the clip at that downscale and strength, and the video is the one
+    the core makes from that request; without the LoRA's factor, --control-downscale rules."""
+    from ltx_core.video import write_mp4
+
+    g = torch.Generator().manual_seed(5)
+    clip = tmp_path / "depth.mp4"
+    write_mp4(torch.rand(9, 64, 64, 3, generator=g), clip, 24.0)
+    lora = lora_for(tiny_checkpoint, tmp_path / "ic.safetensors")
+    ic_lora = save_lora(
+        tmp_path / "ic2.safetensors", read_lora(lora).modules, metadata={"reference_downscale_factor": "2"}
+    )
+    requests = []
+    real = cli.generate
+    monkeypatch.setattr(cli, "generate", lambda models, req, **k: requests.append(req) or real(models, req, **k))
+    size = ["--width", "64", "--height", "64"]
+    run = lambda *flags: frames_of_run(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, *flags, *size)
+    plain = run("--lora", str(ic_lora))
+    controlled = run("--lora", str(ic_lora), "--control-video", f"{clip}:0.8")
+    control = requests[-1].control
+    assert control is not None and control.downscale == 2 and control.strength == 0.8 and control.num_frames == 9
+    assert not torch.equal(plain, controlled)
+    run("--lora", str(ic_lora), "--control-video", str(clip), "--control-downscale", "1")
+    assert requests[-1].control.downscale == 1 and requests[-1].control.strength == 1.0
+
+
+def test_a_control_video_that_does_not_fit_is_refused_before_loading(capsys, tmp_path, tiny_checkpoint, tiny_t5_folder):
+    from ltx_core.video import write_mp4
+
+    clip = tmp_path / "pose.mp4"
+    write_mp4(torch.rand(6, 32, 32, 3), clip, 24.0)  # 6 frames: not 8k + 1
+    code = cli.main(
+        ["generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint), "--text-encoder", str(tiny_t5_folder)]
+        + ["--output", str(tmp_path / "o.mp4"), *SIZE, "--control-video", str(clip)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "control video frame count" in err and "6" in err
+    assert not (tmp_path / "o.mp4").exists()

@@ -3,7 +3,7 @@ form (`files`), `apply_loras` applies any number with a strength each and gives 
 that removes them (`apply`), `save_lora` writes any layout."""
 
 from .apply import AppliedLoRAs, LoRABranch, apply_loras
-from .files import LAYOUTS, LoRAFile, LoRAWeights, lora_header, read_lora, save_lora
+from .files import LAYOUTS, LoRAFile, LoRAWeights, lora_header, read_lora, reference_downscale_factor, save_lora
 
 __all__ = [
     "LAYOUTS",
@@ -14,5 +14,6 @@ __all__ = [
     "apply_loras",
     "lora_header",
     "read_lora",
+    "reference_downscale_factor",
     "save_lora",
 ]

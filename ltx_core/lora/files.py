@@ -107,19 +107,7 @@ class LoRAFile:
     @property
     def reference_downscale_factor(self) -> int:
         """How many times smaller than the video an IC-LoRA's reference video is (1: same size)."""
-        text = self.metadata.get(REFERENCE_DOWNSCALE_KEY)
-        if text is None:
-            return 1
-        try:
-            value = float(text)
-        except ValueError:
-            value = 0.0
-        if not (value >= 1 and value.is_integer()):
-            raise CheckpointError(
-                f"{self.source}: metadata {REFERENCE_DOWNSCALE_KEY}={text!r} is not allowed; "
-                "allowed: a whole number >= 1"
-            )
-        return int(value)
+        return reference_downscale_factor(self.metadata, self.source)
 
 
 # ---------------------------------------------------------------- reading
@@ -139,6 +127,22 @@ def read_lora(path: str | Path) -> LoRAFile:
         alpha = float(tensors[keys["alpha"]].float().item()) if "alpha" in keys else alphas.get(module)
         weights[official_module_name(module, layout)] = LoRAWeights(tensors[keys["down"]], tensors[keys["up"]], alpha)
     return LoRAFile(weights, dict(header.metadata), layout, repr(str(path)))
+
+
+def reference_downscale_factor(metadata: dict, source: str) -> int:
+    """An IC-LoRA's metadata -> how many times smaller its reference video is (1: absent)."""
+    text = metadata.get(REFERENCE_DOWNSCALE_KEY)
+    if text is None:
+        return 1
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value >= 1 and value.is_integer()):
+        raise CheckpointError(
+            f"{source}: metadata {REFERENCE_DOWNSCALE_KEY}={text!r} is not allowed; allowed: a whole number >= 1"
+        )
+    return int(value)
 
 
 def lora_header(path: str | Path) -> SafetensorsHeader:
