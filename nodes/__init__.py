@@ -8,6 +8,7 @@ from .decode import LTXVCoreDenoisingDecode
 from .guide import LTXVCoreAddGuide, LTXVCoreGuidedSampler
 from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
 from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
+from .lora import LTXVCoreAddControl, LTXVCoreLoraLoader
 from .registry import install_example_inputs, register_model_folders
 from .sampling import LTXVCoreSampler, LTXVCoreScheduler
 from .text import LTXVCoreT5Encode
@@ -20,12 +21,14 @@ install_example_inputs()
 NODE_CLASS_MAPPINGS = {
     "LTXVCoreCheckpointLoader": LTXVCoreCheckpointLoader,
     "LTXVCoreT5Loader": LTXVCoreT5Loader,
+    "LTXVCoreLoraLoader": LTXVCoreLoraLoader,
     "LTXVCoreUpsamplerLoader": LTXVCoreUpsamplerLoader,
     "LTXVCoreT5Encode": LTXVCoreT5Encode,
     "LTXVCoreEmptyLatentVideo": LTXVCoreEmptyLatentVideo,
     "LTXVCoreVAEEncodeFirstFrame": LTXVCoreVAEEncodeFirstFrame,
     "LTXVCoreConditionFirstFrame": LTXVCoreConditionFirstFrame,
     "LTXVCoreAddGuide": LTXVCoreAddGuide,
+    "LTXVCoreAddControl": LTXVCoreAddControl,
     "LTXVCoreScheduler": LTXVCoreScheduler,
     "LTXVCoreReleaseSchedule": LTXVCoreReleaseSchedule,
     "LTXVCoreSampler": LTXVCoreSampler,
@@ -38,12 +41,14 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LTXVCoreCheckpointLoader": "LTX-Video Checkpoint Loader",
     "LTXVCoreT5Loader": "LTX-Video T5 Loader",
+    "LTXVCoreLoraLoader": "LTX-Video LoRA Loader",
     "LTXVCoreUpsamplerLoader": "LTX-Video Latent Upsampler Loader",
     "LTXVCoreT5Encode": "LTX-Video T5 Text Encode",
     "LTXVCoreEmptyLatentVideo": "LTX-Video Empty Latent",
     "LTXVCoreVAEEncodeFirstFrame": "LTX-Video VAE Encode First Frame",
     "LTXVCoreConditionFirstFrame": "LTX-Video Condition On First Frame",
     "LTXVCoreAddGuide": "LTX-Video Add Keyframe / Guide",
+    "LTXVCoreAddControl": "LTX-Video Add IC-LoRA Control",
     "LTXVCoreScheduler": "LTX-Video Flow Sigmas",
     "LTXVCoreReleaseSchedule": "LTX-Video Release Schedule",
     "LTXVCoreSampler": "LTX-Video Sampler",

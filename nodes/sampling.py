@@ -27,6 +27,7 @@ from ..ltx_core.sampling import (
 )
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core, seeded_generator, text_pair
+from .lora import applied_loras
 from .registry import CATEGORY, MODEL_TYPE
 
 PREVIEW_MAX_SIZE = 512  # ComfyUI's MAX_PREVIEW_RESOLUTION
@@ -164,7 +165,7 @@ def run_sampler(
         keyframe_tokens=conditioned.num_keyframe_tokens,
         steps=len(sigmas) - 1,
     )
-    with memory.on_device(model) as device:
+    with memory.on_device(model) as device, applied_loras(model):
         result = core_denoise.denoise(
             memory.core_model(model),
             conditioned,
