@@ -43,14 +43,14 @@ def register_model_folders() -> None:
 
 
 def install_example_inputs(input_dir: str | None = None) -> list[str]:
-    """Copy the images the shipped workflows load into ComfyUI's input folder, so they run
+    """Copy the images and clips the shipped workflows load into ComfyUI's input folder, so they run
     as they are. A file of the same name already there is the user's and is never
     replaced; a folder that cannot be written is only logged. Returns the names copied."""
     input_dir = input_dir or folder_paths.get_input_directory()
     copied = []
     for name in sorted(os.listdir(EXAMPLE_INPUTS_DIR)) if os.path.isdir(EXAMPLE_INPUTS_DIR) else []:
         target = os.path.join(input_dir, name)
-        if not name.lower().endswith(".png") or os.path.exists(target):
+        if not name.lower().endswith((".png", ".mp4")) or os.path.exists(target):
             continue
         try:
             os.makedirs(input_dir, exist_ok=True)

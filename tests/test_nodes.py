@@ -500,8 +500,9 @@ def test_a_group_norm_decoder_decodes_whole_layers_whatever_the_time_chunk(pack)
 
 
 def test_the_workflows_example_images_are_copied_once_and_never_over_a_users_file(pack, tmp_path):
-    """i2v and first_last load `ltxv-example.png` / `ltxv-example-last.png` by name: the pack
-    puts its own in ComfyUI's input folder where none is, so they run as they are."""
+    """i2v and first_last load `ltxv-example.png` / `ltxv-example-last.png` by name, the
+    IC-LoRA workflow its control clip: the pack puts its own in ComfyUI's input folder where
+    none is, so they run as they are."""
     from PIL import Image
 
     registry = sys.modules[f"{PACK_NAME}.nodes.registry"]
@@ -510,10 +511,14 @@ def test_the_workflows_example_images_are_copied_once_and_never_over_a_users_fil
         prompt = json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.json").read_text())
         wanted |= {node["inputs"]["image"] for node in prompt.values() if node["class_type"] == "LoadImage"}
     assert wanted == {"ltxv-example.png", "ltxv-example-last.png"}
+    ic_lora = json.loads((REPO_ROOT / "workflows" / "api" / "ic_lora.json").read_text())
+    [control] = [node["inputs"]["file"] for node in ic_lora.values() if node["class_type"] == "LoadVideo"]
     users = tmp_path / "ltxv-example-last.png"
     users.write_bytes(b"the user's own file")
-    assert registry.install_example_inputs(str(tmp_path)) == ["ltxv-example.png"]
+    assert registry.install_example_inputs(str(tmp_path)) == [control, "ltxv-example.png"]
     assert users.read_bytes() == b"the user's own file"
     with Image.open(tmp_path / "ltxv-example.png") as image:
         assert image.size == (256, 256)  # the workflows' size: no crop needed
+    clip = core_video.read_video_frames(tmp_path / control)
+    assert tuple(clip.shape) == (25, 256, 256, 3)  # the IC-LoRA workflow's size and length
     assert registry.install_example_inputs(str(tmp_path)) == []

@@ -215,6 +215,9 @@ class ComfyServer:
         self.checkpoints_dir = self.models_dir / "checkpoints"
         self.text_encoders_dir = self.models_dir / "text_encoders"
         self.upscale_models_dir = self.models_dir / "latent_upscale_models"
+        self.loras_dir = self.models_dir / "loras"
+        self.diffusion_models_dir = self.models_dir / "diffusion_models"
+        self.vae_dir = self.models_dir / "vae"
         self.log_path = self.base / "server.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -227,6 +230,9 @@ class ComfyServer:
             self.checkpoints_dir,
             self.text_encoders_dir,
             self.upscale_models_dir,
+            self.loras_dir,
+            self.diffusion_models_dir,
+            self.vae_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -268,6 +274,9 @@ class ComfyServer:
             "    checkpoints: checkpoints\n"
             "    text_encoders: text_encoders\n"
             "    latent_upscale_models: latent_upscale_models\n"
+            "    loras: loras\n"
+            "    diffusion_models: diffusion_models\n"
+            "    vae: vae\n"
         )
         return path
 

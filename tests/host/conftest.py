@@ -18,7 +18,11 @@ import torch
 from PIL import Image
 from transformers import T5Config, T5EncoderModel
 
+from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX
+from ltx_core.checkpoint.tensors import SafetensorsHeader
+from ltx_core.lora import LoRAWeights, save_lora
 from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
+from ltx_core.video import write_mp4
 
 from ..conftest import TINY_T5
 from ..fixtures_checkpoints import write_official_single_file
@@ -47,8 +51,16 @@ MULTISCALE_TEMPLATE_TITLES = {
     "multiscale_t2v": "LTX-Video multi-scale text to video",
     "multiscale_i2v": "LTX-Video multi-scale image to video",
 }
-ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + MULTISCALE_WORKFLOW_NAMES
-ALL_TEMPLATE_TITLES = {**TEMPLATE_TITLES, **MULTISCALE_TEMPLATE_TITLES}
+# A LoRA run and an IC-LoRA control run: their checkpoints and LoRAs are not shipped either.
+LORA_WORKFLOW_NAMES = ("lora_t2v", "ic_lora")
+LORA_TEMPLATE_TITLES = {
+    "lora_t2v": "LTX-Video LoRA text to video",
+    "ic_lora": "LTX-Video IC-LoRA depth control",
+}
+ALL_WORKFLOW_NAMES = WORKFLOW_NAMES + MULTISCALE_WORKFLOW_NAMES + LORA_WORKFLOW_NAMES
+# The templates whose picture is a card naming the models to download (make_ui_workflows.py).
+CARD_TEMPLATE_TITLES = {**MULTISCALE_TEMPLATE_TITLES, **LORA_TEMPLATE_TITLES}
+ALL_TEMPLATE_TITLES = {**TEMPLATE_TITLES, **CARD_TEMPLATE_TITLES}
 
 # The names the shipped workflows use; the test server's folders come first in ComfyUI's
 # search order, so these random-weight files are the ones the workflows load.
@@ -62,6 +74,12 @@ MULTISCALE_CHECKPOINT_NAME = "ltxv-13b-0.9.8-distilled.safetensors"
 MULTISCALE_TEXT_ENCODER_NAME = "t5xxl_fp16.safetensors"  # ComfyUI's single file, ComfyUI's tokenizer
 UPSAMPLER_NAME = "ltxv-spatial-upscaler-0.9.8.safetensors"
 T5_VOCAB_SIZE = 32128  # T5's, which ComfyUI's own tokenizer gives ids of
+# The LoRA workflows' models: tiny checkpoints of RELEASE's layout, a style LoRA in the
+# diffusers layout (as trainers save it) and an IC-LoRA in Lightricks' ComfyUI layout.
+LORA_CHECKPOINT_NAMES = ("ltxv-13b-0.9.8-dev.safetensors", "ltxv-13b-0.9.7-dev.safetensors")
+STYLE_LORA_NAME = "ltxv-13b-style-lora.safetensors"
+IC_LORA_NAME = "ltxv-097-ic-lora-depth-control-comfyui.safetensors"
+CONTROL_VIDEO_NAME = "ltxv-example-control.mp4"
 
 # Small enough for 2 CPU cores: 64 x 64 pixels, 9 frames (2 latent frames of 2 x 2 tokens).
 TEST_WIDTH, TEST_HEIGHT, TEST_FRAMES, TEST_STEPS = 64, 64, 9, 2
@@ -93,6 +111,7 @@ def comfy_server(comfy_root, tmp_path_factory, tiny_t5_folder):
     write_official_single_file(server.checkpoints_dir / CHECKPOINT_NAME, RELEASE)
     shutil.copytree(tiny_t5_folder, server.text_encoders_dir / TEXT_ENCODER_NAME)
     multiscale_models(server)
+    lora_models(server)
     example_images(server.input_dir)
     server.start()
     yield server
@@ -108,10 +127,29 @@ def multiscale_models(server: ComfyServer) -> None:
     write_upsampler_file(server.upscale_models_dir / UPSAMPLER_NAME, TINY_SPATIAL_UPSAMPLER)
 
 
+def lora_models(server: ComfyServer) -> None:
+    """Tiny checkpoints and LoRAs of their shapes under the names the LoRA workflows load."""
+    for name in LORA_CHECKPOINT_NAMES:
+        checkpoint = write_official_single_file(server.checkpoints_dir / name, RELEASE)
+    shapes = SafetensorsHeader(checkpoint).shapes
+    g = torch.Generator().manual_seed(7)
+    weights = {}
+    for key, shape in shapes.items():
+        name = key.removeprefix(TRANSFORMER_PREFIX).removesuffix(".weight")
+        if key.startswith(TRANSFORMER_PREFIX) and ".attn" in key and key.endswith(".weight") and len(shape) == 2:
+            weights[name] = LoRAWeights(
+                torch.randn(2, shape[1], generator=g) * 0.1, torch.randn(shape[0], 2, generator=g) * 0.1
+            )
+    save_lora(server.loras_dir / STYLE_LORA_NAME, weights, "diffusers")
+    save_lora(server.loras_dir / IC_LORA_NAME, weights, "comfyui")
+
+
 def example_images(input_dir: Path) -> None:
-    """The images the shipped workflows load."""
+    """The images and the control clip the shipped workflows load (the clip at the test size)."""
     example_image(input_dir / EXAMPLE_IMAGE_NAME)
     example_image(input_dir / EXAMPLE_LAST_IMAGE_NAME, flipped=True)
+    clip = torch.rand(TEST_FRAMES, TEST_HEIGHT, TEST_WIDTH, 3, generator=torch.Generator().manual_seed(8))
+    write_mp4(clip, input_dir / CONTROL_VIDEO_NAME, 24.0)
 
 
 def example_image(path: Path, flipped: bool = False) -> Path:
@@ -133,9 +171,21 @@ def ui_workflow(name: str) -> dict:
     return json.loads((TEMPLATES_DIR / f"{ALL_TEMPLATE_TITLES[name]}.json").read_text())
 
 
+# Inputs the page adds to a queued node once its preview has loaded, which the server ignores
+# (Load Video's preview widget): not part of the graph.
+PREVIEW_INPUTS = ("video-preview",)
+
+
 def without_meta(prompt: dict) -> dict:
-    """A prompt's graph only: ComfyUI keeps `_meta` (titles) or not depending on the path."""
-    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in prompt.items()}
+    """A prompt's graph only: ComfyUI keeps `_meta` (titles) or not depending on the path,
+    and the page adds preview inputs or not depending on timing."""
+    return {
+        node_id: {
+            "class_type": node["class_type"],
+            "inputs": {k: v for k, v in node["inputs"].items() if k not in PREVIEW_INPUTS},
+        }
+        for node_id, node in prompt.items()
+    }
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[dict]:

@@ -3,7 +3,7 @@ from the API-format ones (`workflows/api/*.json`) with ComfyUI's own page, so th
 exactly what the page would save, laid out as below:
 `python -m tests.host.make_ui_workflows [NAME ...]` from the repository root. Their
 pictures are made by `scripts/make_template_thumbnails.py` from the shipped demo model's
-videos; the multi-scale templates, whose models the pack does not ship, get a card naming
+videos; the multi-scale and LoRA templates, whose models the pack does not ship, get a card naming
 those models instead (`card`), written here.
 
 The browser test checks that each UI workflow queues its API workflow unchanged, that no
@@ -25,8 +25,9 @@ from .comfy_env import REPO_ROOT, ComfyServer, ensure_comfyui
 from .conftest import (
     ALL_TEMPLATE_TITLES,
     API_WORKFLOWS_DIR,
-    MULTISCALE_TEMPLATE_TITLES,
+    CARD_TEMPLATE_TITLES,
     TEMPLATES_DIR,
+    lora_models,
     multiscale_models,
 )
 
@@ -52,6 +53,8 @@ LAYOUTS = {
         {"title": "Second pass on the latent upsampled x2, the first frame again; decode, final size",
          "columns": [[8, 9, 17], [10, 11], [12, 13, 14]]},
     ],
+    "lora_t2v": [{"title": None, "columns": [[1, 2], [9, 3, 4], [5, 6], [7, 8]]}],
+    "ic_lora": [{"title": None, "columns": [[1, 2, 10], [9, 3, 4], [11, 5], [12, 6], [7, 8]]}],
 }  # fmt: skip
 GAP = 40  # pixels between nodes: room for the links
 # The saved view shows the whole graph in the browser window of a 1920 x 1080 screen, right
@@ -59,7 +62,7 @@ GAP = 40  # pixels between nodes: room for the links
 VIEW = {"width": 1920, "height": 950, "left": 90, "top": 100, "margin": 30}
 
 
-# The cards of the multi-scale templates: 256 x 256, as the demo model's frames.
+# The cards of the templates whose models the pack does not ship: 256 x 256, as the demo model's frames.
 CARD_SIZE = 256
 CARD_BACKGROUND, CARD_TITLE, CARD_TEXT = (16, 22, 40), (240, 240, 240), (150, 170, 200)
 JPEG_QUALITY = 90
@@ -73,7 +76,7 @@ def card(name: str) -> Path:
         value
         for node in prompt.values()
         for key, value in node["inputs"].items()
-        if key in ("ckpt_name", "text_encoder_name", "upsampler_name")
+        if key in ("ckpt_name", "text_encoder_name", "upsampler_name", "lora_name")
     ]
     image = Image.new("RGB", (CARD_SIZE, CARD_SIZE), CARD_BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -101,6 +104,7 @@ def main(names: list[str]) -> None:
         # into this server's input folder
         server = ComfyServer(Path(base))
         multiscale_models(server)
+        lora_models(server)
         server.start()
         try:
             for name in names:
@@ -114,7 +118,7 @@ def main(names: list[str]) -> None:
                     graph = ui_workflow_from_api(driver, api_workflow, target.name, LAYOUTS[name], GAP, VIEW)
                     target.write_text(json.dumps(graph, indent=2) + "\n")
                     print(f"wrote {target.relative_to(REPO_ROOT)}")
-                if name in MULTISCALE_TEMPLATE_TITLES:
+                if name in CARD_TEMPLATE_TITLES:
                     print(f"wrote {card(name).relative_to(REPO_ROOT)}")
         finally:
             server.stop()
