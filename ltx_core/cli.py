@@ -124,9 +124,15 @@ def run_generate(args: argparse.Namespace) -> int:
     cli_config.check_config_run(args)  # a config's paths and passes, with the flags given
     checkpoint, text_encoder, tokenizer = model_paths(args)
     require_existing(
-        ("--checkpoint", checkpoint), ("--text-encoder", text_encoder), ("--tokenizer", tokenizer), *_input_files(args)
+        ("--checkpoint", checkpoint),
+        ("--vae", args.vae),
+        ("--text-encoder", text_encoder),
+        ("--tokenizer", tokenizer),
+        *_input_files(args),
     )
-    check_model_path(checkpoint)  # a pickle is refused unopened
+    for path in (checkpoint, args.vae):
+        if path is not None:
+            check_model_path(path)  # a pickle is refused unopened
     return _generate(args, output, checkpoint, text_encoder, tokenizer)
 
 
@@ -169,6 +175,7 @@ def _generate(
     import torch
 
     from .checkpoint.loading import inspect_checkpoint, resolve_device, resolve_dtype
+    from .checkpoint.vae_file import with_vae_file
     from .parallel.distributed import ParallelLayout, all_ranks_succeeded, init_parallel, parallelize
 
     dtype = resolve_dtype(args.dtype)
@@ -179,10 +186,11 @@ def _generate(
         check_fp8_device(device)  # names what FP8 needs
     request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
+    info, sources = with_vae_file(info, sources, args.vae)  # a GGUF transformer's VAE from --vae
     cli_config.check_before_loading(args, request, info, sources)  # the upsampler's header, allowed timesteps
     check_memory(args, plan_run(args, info, sources, text_encoder, device))
     run = init_parallel(parallel, device)  # 1 x 1: one process
-    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device)
+    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device, args.vae)
     models = cli_config.with_release_scheduler(models, args)  # a config's sampler, else the checkpoint's
     upsampler = cli_config.load_upsampler(args, dtype, run.device)  # a multi-scale config's, else None
     request = replace(
@@ -216,12 +224,17 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
 # ---------------------------------------------------------------- heavy steps, imported when reached
 
 
-def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device):
-    from .checkpoint.loading import load_checkpoint
+def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device, vae_path=None):
+    from .checkpoint.loading import load_checkpoint, load_transformer
+    from .checkpoint.vae_file import load_vae_file
     from .models.text_encoder import check_text_width, load_text_encoder
     from .pipeline import Models
 
-    transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
+    if vae_path is None:
+        transformer, vae, info = load_checkpoint(checkpoint, dtype=dtype, device=device)
+    else:  # the checkpoint's transformer, the VAE of --vae
+        transformer, info = load_transformer(checkpoint, dtype=dtype, device=device)
+        vae = load_vae_file(vae_path, dtype=dtype, device=device)
     encoder = load_text_encoder(text_encoder, tokenizer, dtype=dtype, device=device)
     check_text_width(encoder.width, transformer.cfg.caption_channels)
     return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler), info

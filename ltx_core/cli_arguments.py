@@ -47,8 +47,14 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     models.add_argument(
         "--checkpoint",
         type=Path,
-        help="official single .safetensors file, or a diffusers folder "
-        "(default: the config's, else the shipped tiny model)",
+        help="official single .safetensors file (FP8 and ComfyUI's scaled FP8 included), a GGUF "
+        "file (with --vae), or a diffusers folder (default: the config's, else the shipped tiny model)",
+    )
+    models.add_argument(
+        "--vae",
+        type=Path,
+        help="the VAE from another official .safetensors file or diffusers folder (default: the "
+        "checkpoint's own); needed for a GGUF checkpoint, which holds only the transformer",
     )
     models.add_argument(
         "--text-encoder",

@@ -22,12 +22,14 @@ IGNORE_ADVICE = " Pass --ignore-memory-check to run anyway."
 def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device) -> planner.MemoryPlan:
     """The run's memory and time from the checkpoint's configs and the files' tensor
     counts, before any weight is read."""
+    from .checkpoint.quantized import loaded_bytes  # torch: imported once the flags are checked
+
     size = DTYPE_BYTES[args.dtype]
     numel = lambda part: sum(_numel(sources[part].shape(name)) for name in sources[part].locations)
     text_bytes, text_size = planner.text_encoder_weights(text_encoder, args.dtype)
     # a multi-scale run's upsampler stays on the device beside the VAE
     vae_bytes = (numel("vae") + _upsampler_numel(args)) * size
-    weights = planner.WeightBytes(numel("transformer") * size, vae_bytes, text_bytes)
+    weights = planner.WeightBytes(loaded_bytes(sources["transformer"], size), vae_bytes, text_bytes)
     sampling = planned_sampling(args)
     configs = info.configs
     world = args.sequence_parallel * args.cfg_parallel

@@ -28,7 +28,10 @@ class SafetensorsHeader:
         try:
             with safe_open(str(path), framework="pt", device="cpu") as file:
                 self.metadata: dict[str, str] = file.metadata() or {}
-                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}
+                slices = {k: file.get_slice(k) for k in file.keys()}
+                self.shapes: dict[str, tuple[int, ...]] = {k: tuple(s.get_shape()) for k, s in slices.items()}
+                # safetensors' names ("BF16", "F8_E4M3"): how `quantized.file_format` tells formats apart
+                self.dtypes: dict[str, str] = {k: s.get_dtype() for k, s in slices.items()}
         except SafetensorError as error:
             raise CheckpointError(
                 f"{str(path)!r} is truncated or corrupt: safetensors cannot read it ({error}); download it again"

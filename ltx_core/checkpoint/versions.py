@@ -83,6 +83,9 @@ class CheckpointInfo:
     config_source: str  # "metadata", "stock" (metadata unreadable) or "diffusers config.json"
     text_encoder: Path | None = None  # a diffusers folder's text_encoder/, where present
     tokenizer: Path | None = None  # a diffusers folder's tokenizer/, where present
+    # how the transformer's weights are stored: "plain", "fp8" (Lightricks), "scaled_fp8"
+    # (ComfyUI) or "gguf" (`quantized.file_format`)
+    quantization: str = "plain"
 
 
 # ---------------------------------------------------------------- detection from names and metadata

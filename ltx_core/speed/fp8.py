@@ -79,15 +79,38 @@ class FP8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, out_dtype: torch.dtype | None = None):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.out_dtype = out_dtype or linear.weight.dtype
         weight, scale = quantize_rows(linear.weight.detach())
-        self.register_buffer("weight", weight)  # (N, K) fp8, row-major: column-major B for _scaled_mm
+        bias = linear.bias.detach() if linear.bias is not None else None
+        self._hold(weight, scale, bias, out_dtype or linear.weight.dtype)
+
+    @classmethod
+    def from_quantized(
+        cls, weight: Tensor, row_scale: Tensor, bias: Tensor | None, out_dtype: torch.dtype
+    ) -> FP8Linear:
+        """An FP8Linear over a weight already stored as float8_e4m3fn (an FP8 checkpoint's)
+        with its fp32 scale per output row (`row_scale`, (N,) or (N, 1): a file's single
+        scale repeated per row; 1 for Lightricks' files). The stored values are multiplied
+        as they are: no float copy, no second rounding."""
+        if weight.dtype != FP8_DTYPE or weight.ndim != 2 or row_scale.numel() != weight.shape[0]:
+            raise SettingsError(
+                f"an FP8 layer takes a 2-D {FP8_DTYPE} weight and one scale per row; got a "
+                f"{weight.dtype} weight of shape {list(weight.shape)} with {row_scale.numel()} scales"
+            )
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._hold(weight, row_scale.float().reshape(-1, 1), bias, out_dtype)
+        return layer
+
+    def _hold(self, weight: Tensor, scale: Tensor, bias: Tensor | None, out_dtype: torch.dtype) -> None:
+        """weight (N, K) fp8 and scale (N, 1) fp32 with weight * scale the layer's weight."""
+        self.out_features, self.in_features = weight.shape
+        self.out_dtype = out_dtype
+        self.register_buffer("weight", weight.contiguous())  # (N, K) row-major: column-major B for _scaled_mm
         self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # (1, N) fp32
-        bias = linear.bias.detach().to(self.out_dtype) if linear.bias is not None else None
+        bias = bias.to(out_dtype) if bias is not None else None
         self.register_buffer("bias", bias)
         # decided here, not in forward: compiled regions must not trace the one-time check
-        self.bias_in_epilogue = bias is not None and scaled_mm_adds_bias(linear.weight.device, self.out_dtype)
+        self.bias_in_epilogue = bias is not None and scaled_mm_adds_bias(weight.device, out_dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         values, scale = quantize_rows(x.reshape(-1, self.in_features))
@@ -252,9 +275,10 @@ def _fp8_ready(linear: nn.Linear) -> bool:
 def convert_to_fp8(
     model: nn.Module, out_dtype: torch.dtype | None = None, keep_precise: tuple[str, ...] = KEEP_PRECISE
 ) -> list[str]:
-    """Replace, in place, every `nn.Linear` of `model` whose name matches none of the
-    `keep_precise` fnmatch patterns and whose sizes FP8 kernels take (multiples of 16) by
-    an `FP8Linear`; returns the replaced names.
+    """Replace, in place, every `nn.Linear` of `model` (and every layer stored as e4m3 FP8
+    by an FP8 checkpoint, taken as stored) whose name matches none of the `keep_precise`
+    fnmatch patterns and whose sizes FP8 kernels take (multiples of 16) by an `FP8Linear`;
+    returns the replaced names.
 
     Call it after the weights are loaded and the model is on its device: the weights are
     quantized from whatever the layer holds then. The model's `state_dict` changes (FP8
@@ -264,14 +288,30 @@ def convert_to_fp8(
             f"fp8 needs torch.float8_e4m3fn and torch._scaled_mm; torch {torch.__version__} "
             "lacks them (allowed: torch 2.4 or later)"
         )
-    targets = [
+    targets = [  # the layers the seam can swap: not one inside a wrapper (a LoRA branch)
         (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not _keeps_precision(name, keep_precise) and _fp8_ready(module)
+        for name, module in model.linear_layers().items()
+        if (isinstance(module, nn.Linear) or _stored_fp8(module))
+        and not _keeps_precision(name, keep_precise)
+        and _fp8_ready(module)
     ]
     for name, linear in targets:
-        model.replace_linear(name, FP8Linear(linear, out_dtype))
+        if isinstance(linear, nn.Linear):
+            model.replace_linear(name, FP8Linear(linear, out_dtype))
+        else:
+            bias = linear.bias.detach() if linear.bias is not None else None
+            dtype = out_dtype or (bias.dtype if bias is not None else next(model.parameters()).dtype)
+            model.replace_linear(name, FP8Linear.from_quantized(*linear.fp8_rows(), bias, dtype))
     return [name for name, _ in targets]
+
+
+def _stored_fp8(module: nn.Module) -> bool:
+    """A layer of an FP8 checkpoint whose weight is stored as e4m3 FP8
+    (`models.quantized_linear.QuantizedLinear`): it feeds the FP8 matmuls as stored. Other
+    quantized layers (GGUF blocks, e5m2) keep dequantizing per call: FP8 copies of GGUF
+    weights would cost more memory than the file's types were chosen to save."""
+    kinds = getattr(module, "kinds", None)
+    return bool(kinds) and hasattr(module, "fp8_rows") and all(kind == "float8_e4m3fn" for kind in kinds)
 
 
 def fp8_supported(device: torch.device | str) -> bool:
