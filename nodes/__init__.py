@@ -7,7 +7,7 @@ so they never collide with ComfyUI's own LTXV nodes (`EmptyLTXVLatentVideo`, ...
 from .decode import LTXVCoreDenoisingDecode
 from .guide import LTXVCoreAddGuide, LTXVCoreGuidedSampler
 from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
-from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader
+from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader, LTXVCoreTransformerLoader, LTXVCoreVAELoader
 from .lora import LTXVCoreAddControl, LTXVCoreLoraLoader
 from .registry import install_example_inputs, register_model_folders
 from .sampling import LTXVCoreSampler, LTXVCoreScheduler
@@ -20,6 +20,8 @@ install_example_inputs()
 
 NODE_CLASS_MAPPINGS = {
     "LTXVCoreCheckpointLoader": LTXVCoreCheckpointLoader,
+    "LTXVCoreTransformerLoader": LTXVCoreTransformerLoader,
+    "LTXVCoreVAELoader": LTXVCoreVAELoader,
     "LTXVCoreT5Loader": LTXVCoreT5Loader,
     "LTXVCoreLoraLoader": LTXVCoreLoraLoader,
     "LTXVCoreUpsamplerLoader": LTXVCoreUpsamplerLoader,
@@ -40,6 +42,8 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LTXVCoreCheckpointLoader": "LTX-Video Checkpoint Loader",
+    "LTXVCoreTransformerLoader": "LTX-Video Transformer Loader (GGUF, FP8)",
+    "LTXVCoreVAELoader": "LTX-Video VAE Loader",
     "LTXVCoreT5Loader": "LTX-Video T5 Loader",
     "LTXVCoreLoraLoader": "LTX-Video LoRA Loader",
     "LTXVCoreUpsamplerLoader": "LTX-Video Latent Upsampler Loader",

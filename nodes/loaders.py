@@ -1,4 +1,5 @@
-"""Loader nodes: the checkpoint (transformer + VAE) and the T5 text encoder.
+"""Loader nodes: the checkpoint (transformer + VAE), the transformer alone (GGUF, FP8), the
+VAE alone, and the T5 text encoder.
 
 Files are listed from ComfyUI's model folders through `folder_paths`; the core loads
 them (safetensors only, config from the file's metadata) and the models are handed to
@@ -14,7 +15,7 @@ import comfy.text_encoders
 import folder_paths
 
 from ..ltx_core import pipeline as core_pipeline
-from ..ltx_core.checkpoint import loading as core_checkpoint
+from ..ltx_core.checkpoint import loading as core_checkpoint, vae_file as core_vae_file
 from ..ltx_core.checkpoint.single_file import SAFETENSORS_SUFFIX
 from ..ltx_core.models import text_encoder as core_text_encoder
 from ..ltx_core.speed import optimize as core_speed
@@ -22,6 +23,9 @@ from . import memory
 from .registry import ASSETS_DIR, CATEGORY, MODEL_TYPE, T5_TYPE, VAE_TYPE
 
 CHECKPOINT_FOLDERS = ("checkpoints", "diffusion_models")
+TRANSFORMER_FOLDERS = ("diffusion_models", "unet_gguf", "checkpoints")  # unet_gguf: ComfyUI-GGUF's
+VAE_FOLDERS = ("vae", "checkpoints")
+GGUF_SUFFIX = ".gguf"
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 
 # The loader's choice of `Speed.chosen(compile, fp8, ...)`, the CLI's --compile / --fp8.
@@ -142,15 +146,7 @@ class LTXVCoreCheckpointLoader:
 
     def load(self, ckpt_name, dtype, device, optimization="none"):
         load_device, _ = memory.model_devices("diffusion", device)
-        # ComfyUI moves the model between devices (no CUDA graphs) and calls the module
-        # itself, not the core's runner that would hold the attention backend
-        speed = replace(
-            core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
-            attention="default",
-            compile_backend=COMPILE_BACKEND,
-        )
-        if speed.fp8:
-            core_pipeline.check_fp8_device(load_device)  # before any weights are read
+        speed = _node_speed(optimization, load_device)
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
         loaded = core_checkpoint.load_checkpoint(
             path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu"
@@ -158,6 +154,20 @@ class LTXVCoreCheckpointLoader:
         transformer = _optimized(loaded.transformer, speed, load_device)
         model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler)
         return (model, memory.patcher(loaded.vae, "vae", device))
+
+
+def _node_speed(optimization: str, load_device):
+    """The loader's choice as the core's `Speed`, checked before any weights are read.
+    ComfyUI moves the model between devices (no CUDA graphs) and calls the module itself,
+    not the core's runner that would hold the attention backend."""
+    speed = replace(
+        core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
+        attention="default",
+        compile_backend=COMPILE_BACKEND,
+    )
+    if speed.fp8:
+        core_pipeline.check_fp8_device(load_device)
+    return speed
 
 
 def _optimized(transformer, speed, load_device):
@@ -169,6 +179,93 @@ def _optimized(transformer, speed, load_device):
     transformer.to(load_device)
     core_speed.optimize_transformer(transformer, speed)
     return transformer
+
+
+def _gguf_files(names: tuple[str, ...]) -> list[str]:
+    """`.gguf` files under the model folders (ComfyUI's own lists skip that suffix), as
+    paths relative to their folder."""
+    found = []
+    for root in _folders(names):
+        for folder, _, files in os.walk(root, followlinks=True):
+            relative = os.path.relpath(folder, root)
+            found += [os.path.normpath(os.path.join(relative, f)) for f in files if f.lower().endswith(GGUF_SUFFIX)]
+    return found
+
+
+def transformer_names() -> list[str]:
+    return sorted(set(_files(TRANSFORMER_FOLDERS, []) + _gguf_files(TRANSFORMER_FOLDERS)))
+
+
+def vae_names() -> list[str]:
+    return sorted(set(_files(VAE_FOLDERS, [])))
+
+
+class LTXVCoreTransformerLoader:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads the LTX-Video transformer alone: a GGUF file (ComfyUI-GGUF's, kept quantized), an FP8 "
+        "or scaled-FP8 file, or an official single file. Pair it with LTX-Video VAE Loader."
+    )
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The video transformer (DiT).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "unet_name": (transformer_names(), {"tooltip": "A .gguf or .safetensors file in models/diffusion_models (or unet) or models/checkpoints."}),
+            "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Precision of the weights that are not quantized, and of the computation."}),
+            "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the model runs; 'default' follows ComfyUI."}),
+        }, "optional": {
+            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "As in LTX-Video Checkpoint Loader; compile+fp8 runs an FP8 file's weights on the FP8 tensor cores."}),
+        }}  # fmt: skip
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, unet_name):
+        if _resolve(TRANSFORMER_FOLDERS, unet_name) is None:
+            return _missing_message("transformer", unet_name, TRANSFORMER_FOLDERS, transformer_names())
+        return True
+
+    def load(self, unet_name, dtype, device, optimization="none"):
+        load_device, _ = memory.model_devices("diffusion", device)
+        speed = _node_speed(optimization, load_device)
+        path = _resolve(TRANSFORMER_FOLDERS, unet_name)
+        weight_dtype = memory.weight_dtype(dtype, "diffusion", device)
+        transformer, info = core_checkpoint.load_transformer(path, dtype=weight_dtype, device="cpu")
+        transformer = _optimized(transformer, speed, load_device)
+        return (memory.patcher(transformer, "diffusion", device, scheduler=info.configs.scheduler),)
+
+
+class LTXVCoreVAELoader:
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Loads the LTX-Video causal VAE alone: a VAE file (as published beside GGUF transformers) or the "
+        "VAE of an official single file."
+    )
+    RETURN_TYPES = (VAE_TYPE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The causal video VAE.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": (vae_names(), {"tooltip": "A .safetensors file in models/vae or models/checkpoints."}),
+            "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision. default: bfloat16 on a GPU, float32 on the CPU."}),
+            "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where it encodes and decodes; 'default' follows ComfyUI."}),
+        }}  # fmt: skip
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name):
+        if _resolve(VAE_FOLDERS, vae_name) is None:
+            return _missing_message("VAE", vae_name, VAE_FOLDERS, vae_names())
+        return True
+
+    def load(self, vae_name, dtype, device):
+        path = _resolve(VAE_FOLDERS, vae_name)
+        vae = core_vae_file.load_vae_file(path, dtype=memory.weight_dtype(dtype, "vae", device), device="cpu")
+        return (memory.patcher(vae, "vae", device),)
 
 
 class LTXVCoreT5Loader:

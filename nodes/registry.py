@@ -37,7 +37,7 @@ def register_model_folders() -> None:
     ComfyUI's own latent upscale model loader). The shipped assets are not added to any
     kind (see ASSETS_DIR)."""
     models_dir = folder_paths.models_dir
-    for kind in ("text_encoders", "diffusion_models", "latent_upscale_models"):
+    for kind in ("text_encoders", "diffusion_models", "latent_upscale_models", "vae", "loras"):
         if kind not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(kind, os.path.join(models_dir, kind))
 

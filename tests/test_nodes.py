@@ -32,6 +32,8 @@ from .test_text_encoder import reference_encoder, write_comfy_t5
 PACK_NAME = "ltxv_core_pack_under_test"
 NODE_IDS = (
     "LTXVCoreCheckpointLoader",
+    "LTXVCoreTransformerLoader",
+    "LTXVCoreVAELoader",
     "LTXVCoreT5Loader",
     "LTXVCoreLoraLoader",
     "LTXVCoreUpsamplerLoader",

@@ -16,10 +16,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel
 
-from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX
+from benchmarks.quantized_checkpoints import gguf_types, transformer_only, write_gguf_file
+from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
+from ltx_core.checkpoint.loading import inspect_checkpoint
 from ltx_core.checkpoint.tensors import SafetensorsHeader
+from ltx_core.checkpoint.writing import config_metadata
 from ltx_core.lora import LoRAWeights, save_lora
 from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
 from ltx_core.video import write_mp4
@@ -80,6 +84,9 @@ LORA_CHECKPOINT_NAMES = ("ltxv-13b-0.9.8-dev.safetensors", "ltxv-13b-0.9.7-dev.s
 STYLE_LORA_NAME = "ltxv-13b-style-lora.safetensors"
 IC_LORA_NAME = "ltxv-097-ic-lora-depth-control-comfyui.safetensors"
 CONTROL_VIDEO_NAME = "ltxv-example-control.mp4"
+# A GGUF transformer and the VAE file published beside it (ComfyUI-GGUF users' pair).
+GGUF_NAME = "ltxv-2b-0.9.5-Q8_0.gguf"
+VAE_NAME = "ltxv-2b-0.9.5-vae.safetensors"
 
 # Small enough for 2 CPU cores: 64 x 64 pixels, 9 frames (2 latent frames of 2 x 2 tokens).
 TEST_WIDTH, TEST_HEIGHT, TEST_FRAMES, TEST_STEPS = 64, 64, 9, 2
@@ -142,6 +149,19 @@ def lora_models(server: ComfyServer) -> None:
             )
     save_lora(server.loras_dir / STYLE_LORA_NAME, weights, "diffusers")
     save_lora(server.loras_dir / IC_LORA_NAME, weights, "comfyui")
+    quantized_models(server, checkpoint)
+
+
+def quantized_models(server: ComfyServer, checkpoint: Path) -> None:
+    """The checkpoint's transformer as GGUF (Q8_0 where its blocks fit the tiny rows, F32
+    elsewhere, as converters do) and its VAE alone, with the VAE's config as metadata."""
+    tensors = load_file(str(checkpoint))
+    weights = transformer_only(tensors)
+    configs = inspect_checkpoint(checkpoint)[0].configs
+    write_gguf_file(server.diffusion_models_dir / GGUF_NAME, weights, gguf_types(weights, "Q8_0"), configs)
+    vae = {k.removeprefix(VAE_PREFIX): v for k, v in tensors.items() if k.startswith(VAE_PREFIX)}
+    vae_config = json.dumps({"vae": config_metadata(configs)["vae"]})
+    save_file(vae, str(server.vae_dir / VAE_NAME), metadata={"config": vae_config})
 
 
 def example_images(input_dir: Path) -> None:

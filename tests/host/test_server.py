@@ -22,11 +22,14 @@ from ..fixtures_checkpoints import write_diffusers_folder
 from .comfy_env import PromptRejected, assert_succeeded, status_messages
 from .conftest import (
     ALL_WORKFLOW_NAMES,
+    GGUF_NAME,
+    LORA_CHECKPOINT_NAMES,
     RELEASE,
     TEST_FRAMES,
     TEST_HEIGHT,
     TEST_WIDTH,
     UPSAMPLER_NAME,
+    VAE_NAME,
     api_workflow,
     nodes_of,
     small,
@@ -42,7 +45,11 @@ MAX_RERUN_DIFFERENCE = 1  # of 255: see test_the_same_graph_gives_the_same_frame
 # node id -> (required inputs with their types, optional inputs, output types)
 EXPECTED_NODES = {
     "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
+    "LTXVCoreTransformerLoader": ({"unet_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL"]),
+    "LTXVCoreVAELoader": ({"vae_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_VAE"]),
     "LTXVCoreT5Loader": ({"text_encoder_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_T5"]),
+    "LTXVCoreLoraLoader": ({"model": "LTXV_CORE_MODEL", "lora_name": COMBO, "strength": "FLOAT"}, {}, ["LTXV_CORE_MODEL"]),
+    "LTXVCoreAddControl": ({"model": "LTXV_CORE_MODEL", "vae": "LTXV_CORE_VAE", "latent": "LATENT", "control_video": "IMAGE", "strength": "FLOAT", "downscale": "INT"}, {}, ["LATENT"]),
     "LTXVCoreUpsamplerLoader": ({"upsampler_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_UPSAMPLER"]),
     "LTXVCoreT5Encode": ({"t5": "LTXV_CORE_T5", "text": "STRING", "max_tokens": "INT"}, {}, ["CONDITIONING"]),
     "LTXVCoreEmptyLatentVideo": ({"width": "INT", "height": "INT", "frames": "INT", "batch_size": "INT"}, {}, ["LATENT"]),
@@ -147,6 +154,32 @@ def test_shipped_api_workflow_runs_and_leaves_an_mp4_of_the_asked_size(comfy_ser
     assert without_meta(json.loads(metadata["prompt"])) == without_meta(prompt), "the video carries its prompt"
     assert metadata["workflow"] == f'{{"name": "{name}"}}'
     assert not list(video.parent.glob(".*.part")), "no temporary file is left beside the video"
+
+
+def test_a_gguf_transformer_with_the_vae_loader_gives_the_checkpoints_video(comfy_server):
+    """The transformer and VAE loaders in place of the checkpoint loader: a GGUF file (Q8_0
+    blocks) and a VAE file run the t2v graph; its frames stay close to the float run's."""
+    prompt, frames = small_workflow("t2v", filename_prefix="LTXV/gguf")
+    prompt["1"]["inputs"]["ckpt_name"] = LORA_CHECKPOINT_NAMES[0]  # the file the GGUF was made from
+    reference = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    assert_succeeded(reference)
+    prompt["20"] = {
+        "class_type": "LTXVCoreTransformerLoader",
+        "inputs": {"unet_name": GGUF_NAME, "dtype": "default", "device": "default"},
+    }
+    prompt["21"] = {
+        "class_type": "LTXVCoreVAELoader",
+        "inputs": {"vae_name": VAE_NAME, "dtype": "default", "device": "default"},
+    }
+    prompt["6"]["inputs"]["model"], prompt["7"]["inputs"]["vae"] = ["20", 0], ["21", 0]
+    del prompt["1"]
+    entry = comfy_server.wait_for_history(comfy_server.queue_prompt(prompt))
+    assert_succeeded(entry)
+    [video] = comfy_server.output_files(entry)
+    [float_video] = comfy_server.output_files(reference)
+    gguf, plain = (core_video.read_video_frames(v).float() for v in (video, float_video))
+    assert gguf.shape == (frames, TEST_HEIGHT, TEST_WIDTH, 3)
+    assert (gguf - plain).abs().mean() < 4, "Q8_0 weights: the same video within quantization noise"
 
 
 def test_the_multiscale_second_pass_decodes_at_twice_the_first_pass_size(comfy_server):
