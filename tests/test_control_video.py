@@ -267,3 +267,44 @@ def test_a_control_that_does_not_fit_a_pass_is_refused_naming_the_pass(models, u
     settings = MultiScaleSettings(FIRST, SECOND, 0.5)
     with pytest.raises(SettingsError, match=r"the multi-scale first pass runs at 64x32: the video's height 32"):
         generate_multiscale(models, upsampler, request, settings)
+
+
+def test_an_ic_lora_run_is_the_run_with_the_lora_merged_and_the_control_tokens_given_by_hand(models, tmp_path):
+    """The whole IC-LoRA path (a LoRA file whose metadata asks for a control grid twice as
+    coarse, applied with `apply_loras`; the control given through the request) against the
+    LoRA merged into the weights by hand and the control's tokens appended by hand."""
+    import copy
+
+    from ltx_core.lora import LoRAWeights, apply_loras, read_lora, save_lora
+
+    transformer = copy.deepcopy(models.transformer)
+    g = torch.Generator().manual_seed(9)
+    names = ("transformer_blocks.0.attn1.to_k", "transformer_blocks.1.attn2.to_q", "transformer_blocks.0.ff.net.2")
+    state = transformer.state_dict()  # the checkpoint's names: to_q / to_k / to_v apart
+    weights = {
+        name: LoRAWeights(
+            torch.randn(4, state[f"{name}.weight"].shape[1], generator=g) * 0.2,
+            torch.randn(state[f"{name}.weight"].shape[0], 4, generator=g) * 0.2,
+            alpha=2.0,
+        )
+        for name in names
+    }
+    path = save_lora(tmp_path / "ic.safetensors", weights, metadata={"reference_downscale_factor": "2"})
+    lora = read_lora(path)
+    strength = 0.7
+    request = Request(
+        **SMALL, control=ControlVideo(clip(9, 128, 256), strength=1.0, downscale=lora.reference_downscale_factor)
+    )
+    applied = apply_loras(transformer, [(lora, strength)])
+    frames = generate(replace(models, transformer=transformer), request)
+    applied.remove()
+
+    merged = copy.deepcopy(models.transformer)
+    hand = merged.state_dict()
+    for name, w in weights.items():  # W + strength * alpha / rank * up @ down
+        hand[f"{name}.weight"] = hand[f"{name}.weight"] + strength * (w.alpha / 4) * (w.up @ w.down)
+    merged.load_state_dict(hand)
+    expected = by_hand(replace(models, transformer=merged), request, 1.0, 2)
+    assert (frames - expected).abs().max() <= 1e-5
+    plain = generate(models, request)
+    assert (frames - plain).abs().max() > 1e-3, "the LoRA changes the video"
