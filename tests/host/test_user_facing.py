@@ -50,6 +50,8 @@ SAMPLER_SETTINGS = ("steps", "cfg", "frame_rate", "dynamic_shift", "base_shift",
 KEPT_SETTINGS = {
     "LTXVCoreCheckpointLoader": ("dtype", "device", "optimization"),
     "LTXVCoreT5Loader": ("dtype", "device"),
+    "LTXVCoreLoraLoader": ("strength",),
+    "LTXVCoreAddControl": ("strength", "downscale"),
     "LTXVCoreUpsamplerLoader": ("dtype", "device"),
     "LTXVCoreLatentUpsample": ("adain_factor", "tone_map_compression"),
     "LTXVCoreT5Encode": ("max_tokens",),
