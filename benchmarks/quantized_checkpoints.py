@@ -33,20 +33,19 @@ import gc
 import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from benchmarks.gpu_measure import GIB, error_stats, fresh_peak, module_gib, peak_gib, timed
-from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX
 from ltx_core.checkpoint.loading import load_transformer
+from ltx_core.checkpoint.quantized_writing import fp8_tensors, gguf_types, transformer_only, write_gguf_checkpoint
 from ltx_core.checkpoint.versions import ModelConfigs
 from ltx_core.checkpoint.writing import config_metadata, official_tensors
 from ltx_core.models import configs as C
@@ -56,91 +55,12 @@ from ltx_core.models.vae import CausalVideoVAE
 
 FORMATS = ("bf16", "fp8", "scaled_fp8", "gguf_q8_0", "gguf_q4_k")
 GGUF_TYPES = {"gguf_q8_0": "Q8_0", "gguf_q4_k": "Q4_K"}
-# The weights Lightricks' FP8 files store as FP8: the blocks' attention and feed-forward.
-BLOCK_LINEAR_WEIGHT = re.compile(r"transformer_blocks\.\d+\.(attn1|attn2|ff)\..*weight$")
-FP8 = torch.float8_e4m3fn
-FP8_MAX = torch.finfo(FP8).max
-SCALED_FP8_MARKER = f"{TRANSFORMER_PREFIX}scaled_fp8"
 STEPS_REPORTED = 20
 FRAME_RATE = 25.0
-# A tiny config whose linear layers are 256 wide, the K-quants' block: every format runs.
-TINY_WIDE = replace(C.TINY_TRANSFORMER, attention_head_dim=128, cross_attention_dim=256)
+TINY_WIDE = C.TINY_TRANSFORMER_WIDE  # every format holds its layers
 
 
 # ---------------------------------------------------------------- the files
-
-
-def is_block_linear_weight(name: str, tensor: torch.Tensor) -> bool:
-    return tensor.ndim == 2 and BLOCK_LINEAR_WEIGHT.search(name) is not None
-
-
-def fp8_tensors(tensors: dict[str, torch.Tensor], scaled: bool, device: str | torch.device = "cpu") -> dict:
-    """Official single-file tensors -> an FP8 file's: Lightricks' (block linear weights cast
-    to e4m3, values as they are) or ComfyUI's scaled (weight / scale cast, per-tensor fp32
-    `scale_weight` = amax / 448, `scale_input` 1, and the `scaled_fp8` marker)."""
-    out = {}
-    for name, tensor in tensors.items():
-        if not (name.startswith(TRANSFORMER_PREFIX) and is_block_linear_weight(name, tensor)):
-            out[name] = tensor
-            continue
-        weight = tensor.to(device).float()
-        if not scaled:
-            out[name] = weight.clamp(-FP8_MAX, FP8_MAX).to(FP8).cpu()  # a cast past the range is NaN
-            continue
-        scale = weight.abs().amax().clamp(min=1e-12) / FP8_MAX
-        out[name] = (weight / scale).to(FP8).cpu()
-        layer = name.removesuffix(".weight")
-        out[f"{layer}.scale_weight"] = scale.reshape(()).cpu()
-        out[f"{layer}.scale_input"] = torch.ones(())
-    if scaled:
-        out[SCALED_FP8_MARKER] = torch.empty(0, dtype=FP8)
-    return out
-
-
-def gguf_types(tensors: dict[str, torch.Tensor], qtype: str, mixed: dict[str, str] | None = None) -> dict[str, str]:
-    """Each transformer tensor's GGUF type: `qtype` where whole blocks fit (1-D tensors and
-    `scale_shift_table` in F32, as ComfyUI-GGUF keeps them); `mixed` maps name suffixes to
-    other types (a Q4_K_M-like file keeps `attn1.to_v.weight` in Q6_K, say)."""
-    from ltx_core.checkpoint.gguf_writing import choose_types
-
-    chosen = choose_types(tensors, qtype)
-    for name in chosen:
-        for suffix, other in (mixed or {}).items():
-            if name.endswith(suffix) and chosen[name] == qtype:
-                chosen[name] = other
-    return chosen
-
-
-def write_gguf_file(
-    path: Path,
-    tensors: dict[str, torch.Tensor],
-    qtypes: dict[str, str],
-    configs: ModelConfigs | None = None,
-    device: str | torch.device = "cpu",
-) -> Path:
-    """A ComfyUI-GGUF-style file of the transformer `tensors` (names without prefix), each
-    quantized on `device`; `configs` adds the official `config` JSON entry (ComfyUI-GGUF's
-    own files carry none, so their config is the stock one of their version)."""
-    import gguf
-
-    from ltx_core.checkpoint.gguf_writing import quantize
-
-    writer = gguf.GGUFWriter(str(path), "ltxv")
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    if configs is not None:
-        writer.add_string("config", json.dumps(config_metadata(configs)))
-    for name, tensor in tensors.items():
-        data = quantize(tensor.to(device), qtypes[name]).cpu().numpy()
-        writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType[qtypes[name]])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
-def transformer_only(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.removeprefix(TRANSFORMER_PREFIX): v for k, v in tensors.items() if k.startswith(TRANSFORMER_PREFIX)}
 
 
 def write_format(fmt: str, folder: Path, tensors: dict, configs: ModelConfigs, device, with_config: bool) -> Path:
@@ -150,7 +70,7 @@ def write_format(fmt: str, folder: Path, tensors: dict, configs: ModelConfigs, d
         weights = transformer_only(tensors)
         path = folder / f"{fmt}.gguf"
         config = configs if with_config else None
-        return write_gguf_file(path, weights, gguf_types(weights, GGUF_TYPES[fmt]), config, device)
+        return write_gguf_checkpoint(path, weights, gguf_types(weights, GGUF_TYPES[fmt]), config, device)
     path = folder / f"{fmt}.safetensors"
     out = tensors if fmt == "bf16" else fp8_tensors(tensors, fmt == "scaled_fp8", device)
     save_file(out, str(path), metadata=metadata)

@@ -11,16 +11,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.quantized_checkpoints import TINY_WIDE, fp8_tensors, gguf_types, transformer_only, write_gguf_file
 from ltx_core import cli
 from ltx_core.checkpoint.keymaps import VAE_PREFIX
+from ltx_core.checkpoint.quantized_writing import fp8_tensors, gguf_types, transformer_only, write_gguf_checkpoint
 from ltx_core.checkpoint.vae_file import inspect_vae, load_vae_file
 from ltx_core.checkpoint.versions import ModelConfigs
 from ltx_core.checkpoint.writing import config_metadata, official_tensors
 from ltx_core.models import configs as C
 from tests.fixtures_checkpoints import random_models
 
-CONFIGS = ModelConfigs(TINY_WIDE, C.TINY_VAE_0_9_5)
+CONFIGS = ModelConfigs(C.TINY_TRANSFORMER_WIDE, C.TINY_VAE_0_9_5)
 SIZE = ["--device", "cpu", "--width", "32", "--height", "32", "--frames", "9", "--steps", "2"]
 
 
@@ -37,7 +37,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     save_file(vae, str(paths["vae_alone"]), metadata=vae_config)  # no prefix, the VAE's config alone
     save_file(vae, str(paths["vae_stock"]))  # no metadata: its family's stock config
     weights = transformer_only(tensors)
-    paths["gguf"] = write_gguf_file(folder / "transformer.gguf", weights, gguf_types(weights, "F32"), CONFIGS)
+    paths["gguf"] = write_gguf_checkpoint(folder / "transformer.gguf", weights, gguf_types(weights, "F32"), CONFIGS)
     return paths
 
 

@@ -16,17 +16,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.quantized_checkpoints import (
-    SCALED_FP8_MARKER,
-    TINY_WIDE,
-    fp8_tensors,
-    gguf_types,
-    transformer_only,
-    write_gguf_file,
-)
 from ltx_core.checkpoint.gguf_quants import dequantize
 from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
 from ltx_core.checkpoint.loading import inspect_checkpoint, load_checkpoint, load_transformer, load_vae
+from ltx_core.checkpoint.quantized_writing import (
+    SCALED_FP8_MARKER,
+    fp8_tensors,
+    gguf_types,
+    transformer_only,
+    write_gguf_checkpoint,
+)
 from ltx_core.checkpoint.versions import ModelConfigs
 from ltx_core.checkpoint.writing import config_metadata, official_tensors
 from ltx_core.errors import CheckpointError
@@ -36,7 +35,7 @@ from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
 from tests.fixtures_checkpoints import random_models
 
-CONFIGS = ModelConfigs(TINY_WIDE, C.TINY_VAE_0_9_5)
+CONFIGS = ModelConfigs(C.TINY_TRANSFORMER_WIDE, C.TINY_VAE_0_9_5)
 METADATA = {"config": json.dumps(config_metadata(CONFIGS)), "format": "pt"}
 # A Q4_K_M-like file: the fused q/k/v of one layer from parts of two types.
 MIXED = {"attn1.to_v.weight": "Q6_K", "attn2.to_v.weight": "Q6_K"}
@@ -59,7 +58,9 @@ def files(tmp_path_factory, tensors) -> dict[str, Path]:
     weights = transformer_only(tensors)
     for name, mixed in GGUF_CASES.items():
         qtype = name.removesuffix("_M")
-        paths[name] = write_gguf_file(folder / f"{name}.gguf", weights, gguf_types(weights, qtype, mixed), CONFIGS)
+        paths[name] = write_gguf_checkpoint(
+            folder / f"{name}.gguf", weights, gguf_types(weights, qtype, mixed), CONFIGS
+        )
     return paths
 
 
@@ -96,9 +97,9 @@ def reference_state(path: Path) -> dict[str, torch.Tensor]:
 
 def inputs(seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    latent = torch.randn(2, 16, TINY_WIDE.in_channels, generator=g)
+    latent = torch.randn(2, 16, C.TINY_TRANSFORMER_WIDE.in_channels, generator=g)
     sigma = torch.rand(2, 16, generator=g)
-    text = torch.randn(2, 8, TINY_WIDE.caption_channels, generator=g)
+    text = torch.randn(2, 8, C.TINY_TRANSFORMER_WIDE.caption_channels, generator=g)
     mask = torch.ones(2, 8)
     mask[-1, 5:] = 0
     coords = fractional_coords(pixel_coords(latent_coords(1, 4, 4, 2), causal_fix=True), 25)
@@ -147,7 +148,7 @@ def test_a_scaled_file_read_without_its_scales_would_be_far_off(files):
 def test_the_loaded_model_computes_what_a_float_model_of_the_dequantized_weights_does(files, fmt):
     model, _ = load_transformer(files[fmt])
     assert quantized_layers(model), "no layer stayed quantized"
-    reference = LTXVTransformer(TINY_WIDE).eval()
+    reference = LTXVTransformer(C.TINY_TRANSFORMER_WIDE).eval()
     reference.load_state_dict(reference_state(files[fmt]), strict=True)
     with torch.no_grad():
         ours, expected = model(*inputs()), reference(*inputs())
@@ -208,12 +209,12 @@ def test_format_detection_reads_the_tensors_not_the_file_name(files, tmp_path):
 def test_gguf_info_takes_its_config_from_metadata_and_has_only_the_transformer(files):
     info, sources, _, _ = inspect_checkpoint(files["Q4_K"])
     assert (info.layout, info.version, info.config_source) == ("gguf", "0.9.5", "metadata")
-    assert info.configs.transformer == TINY_WIDE and set(sources) == {"transformer"}
+    assert info.configs.transformer == C.TINY_TRANSFORMER_WIDE and set(sources) == {"transformer"}
 
 
 def test_a_gguf_without_a_config_gets_the_stock_one_of_its_version(files, tensors, tmp_path):
     weights = transformer_only(tensors)
-    path = write_gguf_file(tmp_path / "bare.gguf", weights, gguf_types(weights, "Q8_0"))
+    path = write_gguf_checkpoint(tmp_path / "bare.gguf", weights, gguf_types(weights, "Q8_0"))
     with pytest.warns(UserWarning, match="stock 0.9.5"):
         info = inspect_checkpoint(path)[0]
     assert info.config_source == "stock" and info.configs.transformer == C.LTXV_2B_0_9_5
@@ -311,7 +312,9 @@ def test_a_scaled_fp8_file_of_another_model_is_refused_saying_what_it_is(tmp_pat
 
 
 def test_a_gguf_file_of_another_architecture_is_refused(tmp_path):
-    path = write_gguf_file(tmp_path / "flux.gguf", {"img_in.weight": torch.zeros(32, 32)}, {"img_in.weight": "F16"})
+    path = write_gguf_checkpoint(
+        tmp_path / "flux.gguf", {"img_in.weight": torch.zeros(32, 32)}, {"img_in.weight": "F16"}
+    )
     data = path.read_bytes().replace(b"ltxv", b"flux", 1)
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="'flux'.*not LTX-Video"):
@@ -342,7 +345,7 @@ def test_quantized_layers_trace_whole_in_the_compiled_regions(files, fmt):
 
 def test_a_gguf_with_prefixed_names_or_only_float_tensors_loads(files, tensors, tmp_path):
     weights = {f"{TRANSFORMER_PREFIX}{k}": v for k, v in transformer_only(tensors).items()}
-    path = write_gguf_file(tmp_path / "prefixed.gguf", weights, gguf_types(weights, "F16"), CONFIGS)
+    path = write_gguf_checkpoint(tmp_path / "prefixed.gguf", weights, gguf_types(weights, "F16"), CONFIGS)
     model, info = load_transformer(path)
     assert info.quantization == "gguf" and not quantized_layers(model)
     half = {k: v.half().float() for k, v in transformer_only(tensors).items()}

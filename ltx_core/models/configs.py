@@ -201,6 +201,9 @@ TINY_TRANSFORMER = replace(
     caption_channels=32,
     cross_attention_dim=16,
 )
+# A tiny transformer whose linear layers are 256 wide, the GGUF K-quants' block: quantized
+# files of every type hold it (tests and dry runs of the quantized-checkpoint benchmark).
+TINY_TRANSFORMER_WIDE = replace(TINY_TRANSFORMER, attention_head_dim=128, cross_attention_dim=256)
 
 
 # ---------------------------------------------------------------- scheduler section

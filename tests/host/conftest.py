@@ -19,9 +19,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import T5Config, T5EncoderModel
 
-from benchmarks.quantized_checkpoints import gguf_types, transformer_only, write_gguf_file
 from ltx_core.checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
 from ltx_core.checkpoint.loading import inspect_checkpoint
+from ltx_core.checkpoint.quantized_writing import gguf_types, transformer_only, write_gguf_checkpoint
 from ltx_core.checkpoint.tensors import SafetensorsHeader
 from ltx_core.checkpoint.writing import config_metadata
 from ltx_core.lora import LoRAWeights, save_lora
@@ -158,7 +158,7 @@ def quantized_models(server: ComfyServer, checkpoint: Path) -> None:
     tensors = load_file(str(checkpoint))
     weights = transformer_only(tensors)
     configs = inspect_checkpoint(checkpoint)[0].configs
-    write_gguf_file(server.diffusion_models_dir / GGUF_NAME, weights, gguf_types(weights, "Q8_0"), configs)
+    write_gguf_checkpoint(server.diffusion_models_dir / GGUF_NAME, weights, gguf_types(weights, "Q8_0"), configs)
     vae = {k.removeprefix(VAE_PREFIX): v for k, v in tensors.items() if k.startswith(VAE_PREFIX)}
     vae_config = json.dumps({"vae": config_metadata(configs)["vae"]})
     save_file(vae, str(server.vae_dir / VAE_NAME), metadata={"config": vae_config})
