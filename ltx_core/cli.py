@@ -321,5 +321,8 @@ def _video_metadata(args: argparse.Namespace, info) -> dict:
         version=info.version,
         image=args.image.name if args.image else None,
         release_config=Path(release.source).stem if release is not None else None,
+        vae=args.vae.name if args.vae else None,
+        loras=[f"{path.name}:{strength:g}" for path, strength in args.lora],
+        control_video=f"{args.control_video[0].name}:{args.control_video[1]:g}" if args.control_video else None,
     )
     return {"comment": args.prompt, "ltx_core": settings}

@@ -199,3 +199,22 @@ def test_a_control_video_that_does_not_fit_is_refused_before_loading(capsys, tmp
     err = capsys.readouterr().err
     assert code == 2 and "control video frame count" in err and "6" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_video_records_its_loras_and_control_video(capsys, tmp_path, tiny_checkpoint, tiny_t5_folder):
+    """They change the frames, so the settings that reproduce the video name them."""
+    import json
+
+    from ltx_core.video import read_video_metadata, write_mp4
+
+    clip = tmp_path / "pose.mp4"
+    write_mp4(torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(2)), clip, 24.0)
+    lora = lora_for(tiny_checkpoint, tmp_path / "style.safetensors")
+    output = tmp_path / "o.mp4"
+    code = cli.main(
+        ["generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint), "--text-encoder", str(tiny_t5_folder)]
+        + ["--output", str(output), *SIZE, "--lora", f"{lora}:0.5", "--control-video", f"{clip}:0.9"]
+    )
+    assert code == 0, capsys.readouterr().err
+    settings = json.loads(read_video_metadata(output)["ltx_core"])
+    assert settings["loras"] == ["style.safetensors:0.5"] and settings["control_video"] == "pose.mp4:0.9"
