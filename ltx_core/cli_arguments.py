@@ -108,6 +108,13 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     )
     video.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     video.add_argument(
+        "--noise-draws",
+        choices=("lightricks", "diffusers"),
+        help="whose random draws the seed gives: lightricks (as Lightricks' inference.py, on the run's "
+        "device: its seeds give its noise) or diffusers (one CPU generator: the same video on every device). "
+        "Default: lightricks for a single pass, diffusers for a multi-scale config (the only one it takes)",
+    )
+    video.add_argument(
         "--decode-timestep",
         type=float,
         default=0.05,

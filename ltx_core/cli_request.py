@@ -33,6 +33,7 @@ def build_request(args: argparse.Namespace):
         conditions=tuple(_condition_item(*condition, args) for condition in args.condition),
         source_video=_fitted_frames(args.source_video, args) if args.source_video is not None else None,
         control=_control(args),
+        noise_draws=args.noise_draws or ("diffusers" if getattr(args, "multi_scale", None) else "lightricks"),
         denoise_strength=args.denoise_strength,
         decode_time_chunk=args.decode_time_chunk,
         **request_sampling(args),  # the flags, or a base release config's pass with the flags given

@@ -126,6 +126,11 @@ def _check_request(request: Request) -> None:
             "video-to-video (source_video, denoise_strength) does not combine with the multi-scale "
             "pipeline, whose second pass starts from the upsampled first pass; run it single-pass"
         )
+    if request.noise_draws != "diffusers":
+        raise SettingsError(
+            f"noise_draws {request.noise_draws!r} is for single-pass runs; the multi-scale pipeline draws "
+            "its noise as diffusers' chained pipelines do (allowed: 'diffusers')"
+        )
 
 
 def check_control_passes(request: Request, sizes: tuple[tuple[int, int], ...]) -> None:

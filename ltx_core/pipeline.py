@@ -293,6 +293,33 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class RunDraws:
+    """Where each random draw of a run comes from: `sampling` (the initial noise, then the
+    keyframes', then each step's), `posterior` (the conditioning encodes' samples) and
+    `decode` (the decode noise, then the decoder's injected noise); `token_major` draws the
+    initial noise in Lightricks' (B, f*h*w, C) layout."""
+
+    sampling: torch.Generator
+    posterior: torch.Generator
+    decode: torch.Generator
+    token_major: bool = False
+
+
+def run_draws(req: Request, device: torch.device | str) -> RunDraws:
+    """ "diffusers": one CPU generator for every draw, in the order diffusers' pipelines draw
+    (the same video on every device). "lightricks": as Lightricks' inference.py, a generator
+    on the run's device seeded with the seed for the pipeline's draws, and for the draws its
+    pipeline takes from torch's global RNG (the posterior samples, the decode noise) a second
+    one seeded the same, as `seed_everething` seeds the global RNG."""
+    if req.noise_draws == "diffusers":
+        generator = seeded_generator(req.seed)
+        return RunDraws(generator, generator, generator)
+    device = torch.device(device)
+    global_rng = torch.Generator(device=device).manual_seed(req.seed)  # one stream for both
+    return RunDraws(torch.Generator(device=device).manual_seed(req.seed), global_rng, global_rng, token_major=True)
+
+
 def _start_sigma(req: Request, sigmas: Tensor) -> float:
     """Video-to-video starts from the source noised to the first sigma; everything else
     from pure noise, whatever schedule it was given (as before video-to-video existed)."""
@@ -303,7 +330,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames."""
     # a T5 of the wrong width fails here, before any model runs
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
-    generator = seeded_generator(req.seed)
+    draws = run_draws(req, module_device(models.transformer))
     guidance = req.guidance()
     negative = req.negative_prompt if guidance.needs_negative else None
     text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
@@ -314,7 +341,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
         req.width,
         req.first_frame,
         req.conditioning_strength,
-        generator,
+        draws.posterior,
         conditions=req.conditions,
         source_video=req.source_video,
         control=req.control,
@@ -328,18 +355,19 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
         sigmas,
         guidance,
         req.frame_rate,
-        generator,
+        draws.sampling,
         stop_on_non_finite(callback),
         image_cond_noise_scale=req.image_cond_noise_scale,
         start_sigma=_start_sigma(req, sigmas),
         strength_rule=req.strength_rule,
         stochastic=req.stochastic_sampling,
+        token_major_noise=draws.token_major,
     )
     return decode_frames(
         models.vae,
         latent.samples,
         req.decode_timestep,
         req.decode_noise_scale,
-        generator,
+        draws.decode,
         time_chunk=req.decode_time_chunk,
     )[0]

@@ -19,6 +19,8 @@ from .sampling.euler import STRENGTH_RULES
 from .sampling.guidance import Guidance
 from .sampling.scheduler import denoise_sigmas, explicit_sigmas, flow_sigmas, skip_steps
 
+NOISE_DRAWS = ("diffusers", "lightricks")
+
 
 @dataclass(frozen=True, eq=False)
 class Request:
@@ -62,6 +64,10 @@ class Request:
     # an IC-LoRA's reference (depth, pose, canny...): in-context tokens, see sampling.control;
     # the IC-LoRA itself is applied to the transformer beforehand (ltx_core.lora)
     control: ControlVideo | None = None
+    # whose random draws a seed gives (`pipeline.run_draws`): "diffusers" (one CPU generator,
+    # the same video on every device) or "lightricks" (as Lightricks' inference.py draws them
+    # on the run's device: the same seed gives its script's noise); single-pass runs
+    noise_draws: str = "diffusers"
 
     def __post_init__(self):
         check_prompt(self.prompt, self.negative_prompt)
@@ -94,6 +100,9 @@ class Request:
         if self.strength_rule not in STRENGTH_RULES:
             allowed = ", ".join(STRENGTH_RULES)
             raise SettingsError(f"strength_rule {self.strength_rule!r} is not known; allowed: {allowed}")
+        if self.noise_draws not in NOISE_DRAWS:
+            allowed = ", ".join(NOISE_DRAWS)
+            raise SettingsError(f"noise_draws {self.noise_draws!r} is not known; allowed: {allowed}")
         self.guidance()  # checks the guidance settings together
         check_time_chunk(self.decode_time_chunk, "decode_time_chunk")
 

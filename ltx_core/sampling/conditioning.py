@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from ..errors import SettingsError
@@ -301,20 +302,30 @@ def check_item_fits(item: ConditioningItem, num_frames: int, height: int, width:
     check_item_position(item.frame_index, count, num_frames, step)
 
 
-def _noised(samples: Tensor, level: Tensor, generator: torch.Generator) -> Tensor:
-    """`level * noise + (1 - level) * samples`, noise drawn in the samples' layout on the
-    generator's device, as diffusers does."""
-    noise = torch.randn(samples.shape, generator=generator, device=generator.device, dtype=samples.dtype)
+def _noised(samples: Tensor, level: Tensor, generator: torch.Generator, token_major: bool = False) -> Tensor:
+    """`level * noise + (1 - level) * samples`, noise drawn on the generator's device in the
+    samples' layout (B, C, f, h, w), as diffusers does, or `token_major`: (B, f*h*w, C) and
+    rearranged, as Lightricks' pipeline draws its initial noise."""
+    if token_major:
+        batch, channels, frames, height, width = samples.shape
+        shape = (batch, frames * height * width, channels)
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=samples.dtype)
+        noise = rearrange(noise, "b (f h w) c -> b c f h w", f=frames, h=height, w=width)
+    else:
+        noise = torch.randn(samples.shape, generator=generator, device=generator.device, dtype=samples.dtype)
     return level * noise.to(samples.device) + (1 - level) * samples
 
 
-def initial_latent(latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0) -> Tensor:
+def initial_latent(
+    latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0, token_major: bool = False
+) -> Tensor:
     """The sampler's starting point: each token at its own noise level, the schedule's
     first sigma times its mask, `level * noise + (1 - level) * samples` (for sigma 1:
     `mask * noise + (1 - mask) * clean`). A first sigma below 1 with the source clip in
-    `samples` is video-to-video (diffusers' `latents` with `denoise_strength`)."""
+    `samples` is video-to-video (diffusers' `latents` with `denoise_strength`).
+    `token_major` draws the noise in Lightricks' layout (see `_noised`)."""
     mask = latent.noise_mask
-    return _noised(latent.samples, mask if start_sigma == 1.0 else start_sigma * mask, generator)
+    return _noised(latent.samples, mask if start_sigma == 1.0 else start_sigma * mask, generator, token_major)
 
 
 def initial_keyframes(latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0) -> list[Tensor]:

@@ -98,6 +98,7 @@ def denoise(
     start_sigma: float = 1.0,
     strength_rule: str = "held",
     stochastic: bool = False,
+    token_major_noise: bool = False,
 ) -> ConditionedLatent:
     """Noise -> clean latent with the DiT (paper 2.4, 2.5): initial noise from `generator`
     at each token's level, then Euler steps (`euler.sample`) of the guided velocity
@@ -110,7 +111,8 @@ def denoise(
     level (video-to-video, with `denoise_sigmas`). `strength_rule` says how tokens of
     fractional strength move (`euler.STRENGTH_RULES`; "held", Lightricks' rule, unless
     told). `stochastic` takes Lightricks' stochastic steps, their noise from `generator`
-    after the initial noise. `causal_fix` None takes the
+    after the initial noise; `token_major_noise` draws the initial noise in Lightricks'
+    layout (`conditioning.initial_latent`). `causal_fix` None takes the
     config's `causal_temporal_positioning` (see `token_coords`). `callback(step, total, x,
     denoised)` gets latents (B, C, f, h, w); an exception raised in it stops sampling."""
     guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
@@ -132,7 +134,7 @@ def denoise(
     step_callback = None
     if callback is not None:
         step_callback = lambda i, n, x, denoised: callback(i, n, tokens.latent(x), tokens.latent(denoised))
-    x_init = initial_latent(latent, generator, start_sigma)  # the video's noise first, as diffusers
+    x_init = initial_latent(latent, generator, start_sigma, token_major_noise)  # the video's noise first
     keyframes_init = initial_keyframes(latent, generator, start_sigma)
     clean = [k.samples.expand(tokens.batch, -1, -1, -1, -1) for k in latent.keyframes]
     keyframe_masks = [torch.full_like(k[:, :1], 1.0 - key.strength) for k, key in zip(clean, latent.keyframes)]
