@@ -247,7 +247,7 @@ def pass_latent(
             conditions=items,
             control=request.control,
         )
-    latent = ConditionedLatent(start)
+    latent = ConditionedLatent(start, start=start)
     if first_frame is not None:
         encoded = encode_first_frame(vae, first_frame, width, height, generator)
         latent = condition_first_frame(latent, encoded, request.conditioning_strength)

@@ -200,7 +200,8 @@ def prepare_latent(
                 f"source_video of shape {tuple(source_video.shape)} is not the video's "
                 f"({num_frames}, {height}, {width}, 3)"
             )
-        latent = ConditionedLatent(source.expand_as(latent.samples).clone(), latent.noise_mask)
+        source = source.expand_as(latent.samples).clone()
+        latent = ConditionedLatent(source, latent.noise_mask, start=source)
     if first_frame is not None:
         frame = encode_first_frame(vae, first_frame, width, height, generator, device)
         latent = condition_first_frame(latent, frame, strength)

@@ -267,3 +267,33 @@ def test_a_keyframe_is_on_the_videos_grid_unless_told_and_follows_the_latent():
     latent = ConditionedLatent(latent.samples, latent.noise_mask, latent.keyframes + (coarse,))
     latent = condition_first_frame(latent, frames_latent(1))
     assert latent.keyframes[1] is coarse and latent.num_keyframe_tokens == 6 + 1
+
+
+def test_below_sigma_1_a_start_is_noised_first_then_blended_by_strength_and_keyframes_lerp_from_noise():
+    """The official (and diffusers') order for a run that starts from a latent below sigma 1
+    (video-to-video, a multi-scale second pass): `start` noised to the first sigma, each
+    token then lerped towards its conditioning by its strength; extra tokens lerped from
+    pure noise by theirs, whatever the sigma. Without a start, the sigma scales the level."""
+    from dataclasses import replace
+
+    from ltx_core.sampling.conditioning import Keyframe, initial_keyframes, initial_latent
+
+    g = torch.Generator().manual_seed(0)
+    start, clean = torch.randn(1, 4, 3, 2, 2, generator=g), torch.randn(1, 4, 1, 2, 2, generator=g)
+    key = torch.randn(1, 4, 1, 2, 2, generator=g)
+    latent = condition_frames(ConditionedLatent(start, start=start), clean, 0, 0.6)
+    latent = replace(latent, keyframes=(Keyframe(key, 16, 0.7),))
+    draws = torch.Generator().manual_seed(1)
+    x = initial_latent(latent, draws, 0.5)
+    keyframe = initial_keyframes(latent, draws, 0.5)[0]
+    noise = torch.Generator().manual_seed(1)
+    video_noise, key_noise = torch.randn(start.shape, generator=noise), torch.randn(key.shape, generator=noise)
+    noised = 0.5 * video_noise + 0.5 * start
+    expected = noised.clone()
+    expected[:, :, :1] = torch.lerp(noised[:, :, :1], clean, 0.6)
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(keyframe, torch.lerp(key_noise, key, 0.7), atol=1e-6, rtol=0)
+    no_start, draws = replace(latent, start=None), torch.Generator().manual_seed(1)
+    initial_latent(no_start, draws, 0.5)  # the video's draw first, as above
+    scaled = initial_keyframes(no_start, draws, 0.5)[0]
+    torch.testing.assert_close(scaled, torch.lerp(key_noise, key, 1 - 0.5 * 0.3), atol=1e-6, rtol=0)

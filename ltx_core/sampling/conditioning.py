@@ -105,6 +105,10 @@ class ConditionedLatent:
     samples: Tensor
     noise_mask: Tensor | None = None
     keyframes: tuple[Keyframe, ...] = ()
+    # what a run that starts below sigma 1 starts from under the conditioning (the source
+    # clip, the upsampled first pass), which the official pipeline noises first and then
+    # blends with the conditioning by its strength (`initial_latent`); None: `samples`
+    start: Tensor | None = None
 
     def __post_init__(self):
         if self.samples.ndim != 5:
@@ -209,7 +213,7 @@ def condition_frames(
     samples[:, :, where] = frames_latent.to(samples)
     mask = latent.noise_mask.clone()
     mask[:, :, where] = 1.0 - strength
-    return ConditionedLatent(samples, mask, latent.keyframes)
+    return ConditionedLatent(samples, mask, latent.keyframes, latent.start)
 
 
 def condition_first_frame(
@@ -323,17 +327,27 @@ def initial_latent(
     first sigma times its mask, `level * noise + (1 - level) * samples` (for sigma 1:
     `mask * noise + (1 - mask) * clean`). A first sigma below 1 with the source clip in
     `samples` is video-to-video (diffusers' `latents` with `denoise_strength`).
-    `token_major` draws the noise in Lightricks' layout (see `_noised`)."""
+    `token_major` draws the noise in Lightricks' layout (see `_noised`).
+
+    A latent with a `start` below sigma 1 is built as the official pipeline builds it: the
+    start noised to the first sigma, then each token blended towards its conditioning by
+    its strength, `mask * (sigma * noise + (1 - sigma) * start) + (1 - mask) * samples`."""
     mask = latent.noise_mask
-    return _noised(latent.samples, mask if start_sigma == 1.0 else start_sigma * mask, generator, token_major)
+    if start_sigma == 1.0 or latent.start is None:
+        return _noised(latent.samples, mask if start_sigma == 1.0 else start_sigma * mask, generator, token_major)
+    noised = _noised(latent.start, torch.tensor(start_sigma), generator, token_major)
+    return mask * noised + (1 - mask) * latent.samples
 
 
 def initial_keyframes(latent: ConditionedLatent, generator: torch.Generator, start_sigma: float = 1.0) -> list[Tensor]:
     """Each keyframe's starting point, drawn after the video's noise, in the keyframes'
-    order: noise level `start_sigma * (1 - strength)` (1 - strength at sigma 1)."""
+    order: noise level `start_sigma * (1 - strength)` (1 - strength at sigma 1); a latent
+    with a `start` takes 1 - strength whatever the first sigma, as the official pipeline
+    lerps its extra conditioning tokens from pure noise."""
     batch = latent.samples.shape[0]
+    scale = 1.0 if latent.start is not None else start_sigma
     return [
-        _noised(k.samples.expand(batch, -1, -1, -1, -1), torch.tensor(start_sigma * (1.0 - k.strength)), generator)
+        _noised(k.samples.expand(batch, -1, -1, -1, -1), torch.tensor(scale * (1.0 - k.strength)), generator)
         for k in latent.keyframes
     ]
 

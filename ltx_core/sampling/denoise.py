@@ -217,8 +217,9 @@ def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLat
 
 def _on_device(latent: ConditionedLatent, device: torch.device) -> ConditionedLatent:
     keyframes = tuple(replace(k, samples=k.samples.to(device=device, dtype=torch.float32)) for k in latent.keyframes)
+    start = None if latent.start is None else latent.start.to(device=device, dtype=torch.float32)
     return ConditionedLatent(
-        latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device), keyframes
+        latent.samples.to(device=device, dtype=torch.float32), latent.noise_mask.to(device), keyframes, start
     )
 
 

@@ -94,7 +94,8 @@ def our_latent(models, texts, conditions, source_latent=None, denoise_strength=1
     if source_latent is None:
         latent = prepare_latent(vae, FRAMES, HEIGHT, WIDTH, generator=posteriors, conditions=our_items(conditions))
     else:
-        latent = condition_on_items(vae, ConditionedLatent(source_latent), our_items(conditions), posteriors)
+        start = ConditionedLatent(source_latent, start=source_latent)  # what the video starts from
+        latent = condition_on_items(vae, start, our_items(conditions), posteriors)
     sigmas = denoise_sigmas(explicit_sigmas(pipe.scheduler.sigmas.tolist()), denoise_strength)
     prompt, negative = texts
     result = denoise(
@@ -160,3 +161,21 @@ def test_video_to_video_with_a_denoise_strength_matches_ltx_condition_pipeline(m
     generated = slice(1, None)  # latent frame 0 is the clean first frame in both
     distance = lambda latent: (latent - source)[:, :, generated].abs().mean()
     assert distance(theirs) < distance(full), "a partial denoise stays nearer the source than a full one"
+
+
+@torch.no_grad()
+def test_video_to_video_with_fractional_conditioning_matches_ltx_condition_pipeline(models, texts):
+    """Below sigma 1 the reference noises the source first and then blends each conditioned
+    token towards its condition by the strength, and lerps the extra tokens from pure noise
+    (what the official second pass of a multi-scale run does too): a first frame at 0.6 takes
+    0.6 of its clean value over the noised source, not the first sigma times 0.4 of noise over
+    its clean value. (The extra tokens' level, 1 - strength whatever the sigma, is checked in
+    test_conditioning: here their noise would come from another draw than the reference's.)"""
+    source = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(22))
+    conditions = [
+        LTXVideoCondition(image=frames(1, 1)[0], frame_index=0, strength=0.6),
+        LTXVideoCondition(image=frames(1, 2)[0], frame_index=12),
+    ]
+    theirs = reference_latent(models[0], texts, conditions, latents=source, denoise_strength=0.7)
+    ours = our_latent(models, texts, conditions, source_latent=source, denoise_strength=0.7)
+    assert_matches(ours, theirs)
