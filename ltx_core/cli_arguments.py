@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__, cli_config
 from .errors import SettingsError
 from .memory_plan import DEFAULT_DECODE_TIME_CHUNK
-from .preflight import STG_MODES, parse_blocks
+from .preflight import DEFAULT_TILE_OVERLAP, STG_MODES, parse_blocks
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -216,6 +216,20 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         + ", whole layers for a group-norm decoder and across "
         "ranks)",
     )
+    speed.add_argument(
+        "--decode-tiles",
+        type=tile_grid,
+        metavar="ROWSxCOLUMNS",
+        help="decode the frames in overlapping spatial tiles, one at a time, blended across the "
+        "overlaps (e.g. 2x2): decode memory by the tile, for large frames on small cards (default: whole frames)",
+    )
+    speed.add_argument(
+        "--decode-tile-overlap",
+        type=int,
+        default=DEFAULT_TILE_OVERLAP,
+        metavar="CELLS",
+        help="latent cells (32 pixels each) the decode tiles overlap (default: %(default)s)",
+    )
     memory = generate.add_argument_group("memory")
     memory.add_argument(
         "--ignore-memory-check",
@@ -265,6 +279,18 @@ def parse_condition(text: str) -> tuple[Path, int, float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not IMAGE_OR_VIDEO@FRAME[:STRENGTH], e.g. last.png@-1 or clip.mp4@0:0.8"
         ) from None
+
+
+def tile_grid(text: str) -> tuple[int, int]:
+    """`ROWSxCOLUMNS` -> (rows, columns), each at least 1; argparse reports a bad one."""
+    rows, cross, columns = text.lower().partition("x")
+    try:
+        grid = (int(rows), int(columns))
+    except ValueError:
+        grid = (0, 0)
+    if not cross or min(grid) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLUMNS of whole numbers >= 1, e.g. 2x2 or 1x3")
+    return grid
 
 
 def parse_lora(text: str) -> tuple[Path, float]:

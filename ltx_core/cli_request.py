@@ -36,6 +36,8 @@ def build_request(args: argparse.Namespace):
         noise_draws=args.noise_draws or ("diffusers" if getattr(args, "multi_scale", None) else "lightricks"),
         denoise_strength=args.denoise_strength,
         decode_time_chunk=args.decode_time_chunk,
+        decode_tiles=args.decode_tiles,
+        decode_tile_overlap=args.decode_tile_overlap,
         **request_sampling(args),  # the flags, or a base release config's pass with the flags given
     )
 

@@ -28,6 +28,7 @@ from .errors import LTXVError, SettingsError
 from .models.configs import LTXV_SCHEDULER, SchedulerConfig  # every published VAE
 from .models.text_encoder import TextEmbeddings, TextEncoder, check_text_width, encode_prompt
 from .models.vae import DEFAULT_DECODE_TIME_CHUNK, check_time_chunk
+from .models.vae_tiles import DEFAULT_TILE_OVERLAP
 
 # SEED_MAX, FP8_MIN_CAPABILITY and check_fp8_device are the nodes' too
 from .preflight import FP8_MIN_CAPABILITY, SEED_MAX, check_fp8_device, check_prompt, check_video_settings  # noqa: F401
@@ -219,6 +220,8 @@ def decode_frames(
     mix_noise_denormalized: bool = False,
     time_chunk: int | None = None,
     tone_map_compression: float = 0.0,
+    tiles: tuple[int, int] | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
 ) -> Tensor:
     """Normalized latent (B, 128, f, h, w) -> frames (B, F, H, W, 3) in [0, 1]. A decoder
     with timestep conditioning removes the last noise at `timestep` after mixing in
@@ -229,6 +232,9 @@ def decode_frames(
     at a time (`CausalVideoVAE.decode`): the same frames, with a peak of about one layer's
     input and output instead of several full-size temporaries (benchmarks/results/
     vae_decode_memory.json). None: whole layers.
+
+    `tiles` (rows, columns) decodes overlapping spatial tiles one at a time and blends them
+    (`models.vae_tiles`): memory by the tile, for frames too large to decode whole.
 
     `tone_map_compression` > 0 compresses the latent's large values first, in the official
     multi-scale pipeline's order: the decode noise mixed into the normalized latent, then
@@ -251,6 +257,8 @@ def decode_frames(
             generator,
             mix_noise_denormalized=mix_noise_denormalized,
             time_chunk=time_chunk,
+            tiles=tiles,
+            tile_overlap=tile_overlap,
         )  # (B, 3, F, H, W) in [-1, 1]
     refuse_non_finite("the decoded video", video, "decoding")
     # as diffusers' VideoProcessor.postprocess_video; in place, as the video is ours alone
@@ -371,4 +379,6 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
         req.decode_noise_scale,
         draws.decode,
         time_chunk=req.decode_time_chunk,
+        tiles=req.decode_tiles,
+        tile_overlap=req.decode_tile_overlap,
     )[0]

@@ -24,6 +24,8 @@ DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?)$")
 FP8_MIN_CAPABILITY = (8, 9)
 # The shipped tiny demo model: its folder (a module global so a test can point it
 # elsewhere) and the names of its single-file checkpoint and T5 text-encoder folder there.
+# Latent cells the spatial tiles of a tiled decode overlap by default: 64 pixels, as ComfyUI.
+DEFAULT_TILE_OVERLAP = 2
 SHIPPED_ASSETS = Path(__file__).parent / "assets"
 SHIPPED_CHECKPOINT = "ltxv-tiny.safetensors"
 SHIPPED_TEXT_ENCODER = "t5-tiny"

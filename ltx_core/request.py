@@ -12,6 +12,7 @@ from torch import Tensor
 from .errors import SettingsError, check_number, is_int
 from .models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig
 from .models.vae import check_time_chunk
+from .models.vae_tiles import DEFAULT_TILE_OVERLAP, check_tiles
 from .preflight import check_prompt, check_video_settings
 from .sampling.conditioning import ConditioningItem, check_item_fits, check_strength
 from .sampling.control import ControlVideo, check_control_fits
@@ -61,6 +62,8 @@ class Request:
     cfg_star_rescale: bool = False  # CFG-star (Lightricks' cfg_star_rescale)
     strength_rule: str = "held"  # fractional strengths: "held" (Lightricks) or "scaled" (ComfyUI)
     decode_time_chunk: int | None = None  # each decoder layer this many frames at a time (None: whole)
+    decode_tiles: tuple[int, int] | None = None  # (rows, columns) of spatial tiles decoded apart (None: whole)
+    decode_tile_overlap: int = DEFAULT_TILE_OVERLAP  # latent cells the tiles overlap and blend over
     # an IC-LoRA's reference (depth, pose, canny...): in-context tokens, see sampling.control;
     # the IC-LoRA itself is applied to the transformer beforehand (ltx_core.lora)
     control: ControlVideo | None = None
@@ -105,6 +108,9 @@ class Request:
             raise SettingsError(f"noise_draws {self.noise_draws!r} is not known; allowed: {allowed}")
         self.guidance()  # checks the guidance settings together
         check_time_chunk(self.decode_time_chunk, "decode_time_chunk")
+        if self.decode_tiles is not None:
+            latent_size = (self.height // PIXELS_PER_LATENT, self.width // PIXELS_PER_LATENT)
+            check_tiles(tuple(self.decode_tiles), self.decode_tile_overlap, *latent_size)
 
     @property
     def sampled_steps(self) -> int:

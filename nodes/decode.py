@@ -12,6 +12,7 @@ the order and with the draws of the core's multi-scale pipeline
 from __future__ import annotations
 
 from ..ltx_core import pipeline as core_pipeline
+from ..ltx_core.preflight import DEFAULT_TILE_OVERLAP
 from . import memory
 from .convert import SEED_MAX, frames_to_image, seeded_generator
 from .registry import CATEGORY, VAE_TYPE
@@ -35,6 +36,9 @@ class LTXVCoreDenoisingDecode:
         }, "optional": {
             "time_chunk": ("INT", {"default": core_pipeline.DEFAULT_DECODE_TIME_CHUNK, "min": 0, "max": 1024, "tooltip": "Compute each decoder layer this many frames at a time: the same frames, with a much lower memory peak for a little more decode time (smaller: less memory, more time). 0: whole layers (as a group-norm decoder always decodes)."}),
             "tone_map_compression": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Shrink the latent's large values smoothly before decoding, which tames over-bright, over-saturated spots (a release config's tone_map_compression_ratio: 0.6 in the 13B 0.9.8 distilled second pass). 0: off."}),
+            "tile_rows": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "Decode the frames in this many rows of overlapping spatial tiles, one tile at a time: decode memory by the tile, for large frames on small cards. 1 (with 1 column): whole frames."}),
+            "tile_columns": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "Columns of spatial tiles (see tile_rows)."}),
+            "tile_overlap": ("INT", {"default": DEFAULT_TILE_OVERLAP, "min": 0, "max": 16, "tooltip": "Latent cells (32 pixels each) the tiles overlap and blend across."}),
         }}  # fmt: skip
 
     # ComfyUI hands a node only the values of the inputs it declares, so a saved workflow
@@ -48,6 +52,9 @@ class LTXVCoreDenoisingDecode:
         seed,
         time_chunk=core_pipeline.DEFAULT_DECODE_TIME_CHUNK,
         tone_map_compression=0.0,
+        tile_rows=1,
+        tile_columns=1,
+        tile_overlap=DEFAULT_TILE_OVERLAP,
     ):
         time_chunk = (time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None
         samples = latent["samples"]
@@ -62,5 +69,7 @@ class LTXVCoreDenoisingDecode:
                 device=device,
                 time_chunk=time_chunk,
                 tone_map_compression=tone_map_compression,
+                tiles=(tile_rows, tile_columns),
+                tile_overlap=tile_overlap,
             )
         return (frames_to_image(frames),)

@@ -506,3 +506,24 @@ def test_out_of_memory_advice_offers_only_flags_the_run_accepts():
     assert cli._may_lower_time_chunk(Namespace(sequence_parallel=1, cfg_parallel=1, decode_time_chunk=32))
     assert not cli._may_lower_time_chunk(Namespace(sequence_parallel=1, cfg_parallel=1, decode_time_chunk=8))
     assert not cli._may_lower_time_chunk(Namespace(sequence_parallel=2, cfg_parallel=1, decode_time_chunk=None))
+
+
+def test_decode_tiles_reach_the_decode_and_a_bad_grid_is_a_usage_error(
+    capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
+):
+    """--decode-tiles 1x2 --decode-tile-overlap 1: the request carries them to the decode."""
+    import ltx_core.pipeline as pipeline
+
+    seen = []
+    real = pipeline.decode_frames
+    monkeypatch.setattr(pipeline, "decode_frames", lambda *a, **k: seen.append(k) or real(*a, **k))
+    code, err = run_main(
+        capsys, "generate", "--prompt", "a fox", "--checkpoint", str(tiny_checkpoint), "--text-encoder",
+        str(tiny_t5_folder), "--output", str(tmp_path / "o.mp4"), "--width", "128", "--height", "32",
+        "--frames", "9", "--steps", "1", "--device", "cpu", "--decode-tiles", "1x2", "--decode-tile-overlap", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (seen[-1]["tiles"], seen[-1]["tile_overlap"]) == ((1, 2), 1)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--prompt", "a fox", "--decode-tiles", "2by2"])
+    assert exit_.value.code == 2 and "'2by2' is not ROWSxCOLUMNS" in capsys.readouterr().err

@@ -35,6 +35,7 @@ from .vae_layers import (
     time_chunks,
     time_window,
 )
+from .vae_tiles import DEFAULT_TILE_OVERLAP, check_tiles, decode_in_tiles
 
 # The decode time chunk the CLI and the decode node use unless told otherwise (see
 # `pipeline.default_decode_time_chunk`): each decoder layer 32 frames at a time gives the
@@ -368,6 +369,8 @@ class CausalVideoVAE(nn.Module):
         *,
         mix_noise_denormalized: bool = False,
         time_chunk: int | None = None,
+        tiles: tuple[int, int] | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
     ) -> Tensor:
         """Normalized latent (B, 128, f, h, w) -> video (B, 3, 8(f-1) + 1, 32h, 32w).
 
@@ -380,21 +383,30 @@ class CausalVideoVAE(nn.Module):
 
         time_chunk: compute each decoder layer that many frames at a time (see
         `Decoder.forward`): the same frames with a much lower activation peak
-        (benchmarks/vae_decode_memory.py); None: each layer on the whole clip."""
+        (benchmarks/vae_decode_memory.py); None: each layer on the whole clip.
+
+        tiles: (rows, columns) of overlapping spatial tiles decoded one at a time and blended
+        (`vae_tiles`), `tile_overlap` latent cells deep; None or (1, 1): the whole frame."""
         self._check_latent(latent)
         _check_unit_range("decode timestep", timestep)
         _check_unit_range("decode_noise_scale", decode_noise_scale)
         check_time_chunk(time_chunk)
+        if tiles is not None:
+            check_tiles(tuple(tiles), tile_overlap, *latent.shape[3:])
         generator = _fresh_generator(generator)
         if not self.cfg.timestep_conditioning:
-            return self._decode_raw(self.denormalize(latent), None, generator, time_chunk)
-        if mix_noise_denormalized:
-            z = _mix(self.denormalize(latent), spatial_noise(latent.shape, generator, latent), decode_noise_scale)
+            z, timestep = self.denormalize(latent), None
         else:
-            z = self.denormalize(self.mix_decode_noise(latent, decode_noise_scale, generator))
-        # the timestep stays fp32, as in Lightricks' pipeline (diffusers casts it)
-        timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device)
-        return self._decode_raw(z, timestep.expand(latent.shape[0]), generator, time_chunk)
+            if mix_noise_denormalized:
+                z = _mix(self.denormalize(latent), spatial_noise(latent.shape, generator, latent), decode_noise_scale)
+            else:
+                z = self.denormalize(self.mix_decode_noise(latent, decode_noise_scale, generator))
+            # the timestep stays fp32, as in Lightricks' pipeline (diffusers casts it)
+            timestep = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device).expand(latent.shape[0])
+        if tiles is None or tuple(tiles) == (1, 1):
+            return self._decode_raw(z, timestep, generator, time_chunk)
+        decode = lambda tile: self._decode_raw(tile, timestep, generator, time_chunk)
+        return decode_in_tiles(decode, z, tuple(tiles), tile_overlap, self.spatial_compression).to(z.dtype)
 
     def mix_decode_noise(self, latent: Tensor, decode_noise_scale: float, generator: torch.Generator | None) -> Tensor:
         """The normalized latent as the denoising decoder takes it, `(1 - s) z + s noise`

@@ -74,7 +74,7 @@ EXPECTED_NODES = {
         ["LATENT"],
     ),
     "LTXVCoreLatentUpsample": ({"upsampler": "LTXV_CORE_UPSAMPLER", "vae": "LTXV_CORE_VAE", "latent": "LATENT", "adain_factor": "FLOAT", "tone_map_compression": "FLOAT"}, {}, ["LATENT"]),
-    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"time_chunk": "INT", "tone_map_compression": "FLOAT"}, ["IMAGE"]),
+    "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"time_chunk": "INT", "tone_map_compression": "FLOAT", "tile_rows": "INT", "tile_columns": "INT", "tile_overlap": "INT"}, ["IMAGE"]),
     "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
 }  # fmt: skip
 
