@@ -52,6 +52,8 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
         device=device.type,
         fp8=args.fp8,
         decode_time_chunk=chunk,
+        decode_tiles=args.decode_tiles,
+        decode_tile_overlap=args.decode_tile_overlap,
         sequence_parallel=args.sequence_parallel,
         cfg_parallel=args.cfg_parallel,
         text_encoder=text_size,
@@ -144,6 +146,8 @@ def _as_flags(fit: planner.Fit, args: argparse.Namespace | None = None) -> str |
             words.append(f"{FLAGS[name]} {value}")
         elif name == "fp8":
             words.append("--fp8")
+        elif name == "decode_tiles":
+            words.append(f"--decode-tiles {value[0]}x{value[1]}")
         elif name == "guidance":
             words.append("--cfg 1")
         elif name == "stg" and "guidance" not in fit.changes:

@@ -242,3 +242,36 @@ def parse_blocks(text: str) -> tuple[int, ...]:
     if not all(part.isdigit() for part in parts):
         raise SettingsError(f"stg_blocks {text!r} must be block indices separated by commas, e.g. 19 or 18, 19")
     return tuple(int(part) for part in parts)
+
+
+# ---------------------------------------------------------------- spatial tiles of a decode
+
+
+def tile_spans(size: int, tiles: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) latent cells of each of `tiles` tiles along a side of `size` cells, each
+    `overlap` cells into the next; the last tile reaches the end."""
+    base = (size + (tiles - 1) * overlap) // tiles
+    spans = []
+    for index in range(tiles):
+        start = index * (base - overlap)
+        end = size if index == tiles - 1 else min(start + base, size)
+        spans.append((start, end))
+    return spans
+
+
+def check_tiles(tiles: tuple[int, int], overlap: int, height: int, width: int) -> None:
+    """`tiles` (rows, columns) of a latent `height` x `width` cells with `overlap`: every tile
+    must bring cells of its own beyond the overlap."""
+    if len(tiles) != 2 or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in tiles):
+        raise SettingsError(f"decode tiles {tiles!r} must be two whole numbers >= 1 (rows, columns)")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise SettingsError(f"decode tile overlap {overlap!r} must be a whole number of latent cells >= 0")
+    for name, count, size in (("rows", tiles[0], height), ("columns", tiles[1], width)):
+        base = (size + (count - 1) * overlap) // count
+        if count > 1 and base - overlap < 1:
+            most = max(c for c in range(1, size + 1) if c == 1 or (size + (c - 1) * overlap) // c > overlap)
+            raise SettingsError(
+                f"{count} tile {name} over {size} latent cells with an overlap of {overlap} leave tiles of "
+                f"{base} cells, no more than the overlap; allowed: at most {most} tile {name} here, or a "
+                "smaller overlap"
+            )

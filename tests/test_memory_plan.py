@@ -247,3 +247,23 @@ def test_the_cpu_memory_is_read_from_meminfo_or_psutil(tmp_path):
     assert _meminfo_available(meminfo) == 12000000 * 1024
     assert _meminfo_available(tmp_path / "absent") is None
     assert planner.available_memory("cpu") > 0
+
+
+@pytest.mark.parametrize(("size", "tiles"), [((512, 512, 25), (2, 2)), ((512, 320, 25), (1, 3))])
+def test_the_tiled_decode_estimate_is_within_15_percent_of_a_real_run_and_below_the_whole(shipped, size, tiles):
+    width, height, frames = size
+    work = work_for(shipped, width, height, frames, decode_time_chunk=None, decode_tiles=tiles)
+    latent = torch.randn(1, 128, *work.latent_grid, generator=torch.Generator().manual_seed(1))
+    measured = peak_of(
+        lambda: decode_frames(shipped.vae, latent, generator=torch.Generator().manual_seed(2), tiles=tiles)
+    )
+    assert planner.decode_bytes(work) == pytest.approx(measured, rel=TOLERANCE)
+    assert planner.decode_bytes(work) < planner.decode_bytes(replace(work, decode_tiles=None))
+
+
+def test_spatial_tiles_are_offered_as_a_fit_and_named_as_the_flag():
+    from ltx_core.cli_plan import _as_flags
+
+    work = planner.Workload(C.LTXV_2B_0_9_5, C.LTXV_VAE_0_9_5, 1216, 704, 121, device="cuda")
+    [tiles] = [fit for fit in planner.fitting._levers(work) if "decode_tiles" in fit.changes]
+    assert _as_flags(tiles).startswith("--decode-tiles 2x2")

@@ -65,6 +65,13 @@ def _levers(work: Workload) -> list[Fit]:
     )
     if chunkable and (work.decode_time_chunk is None or work.decode_time_chunk > 8):
         levers.append(Fit({"decode_time_chunk": 8}, "decode_time_chunk 8 (the same frames, less decode memory)"))
+    tiles = (
+        work.vae is not None and work.decode_tiles in (None, (1, 1)) and work.sequence_parallel * work.cfg_parallel == 1
+    )
+    if tiles and min(work.latent_grid[1:]) >= 4:
+        levers.append(
+            Fit({"decode_tiles": (2, 2)}, "decode_tiles 2x2 (spatial tiles: less decode memory, frames close to whole)")
+        )
     if work.dtype_bytes == 4:
         levers.append(Fit({"dtype": "bf16"}, "dtype bf16 (half the weights and activations)"))
     if work.device == "cuda" and not work.fp8:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..models.configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
+from ..models.configs import PIXELS_PER_LATENT, VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
+from ..preflight import tile_spans
 from .workload import KERNEL_VOLUME, Workload
 
 # ---------------------------------------------------------------- calibrated multiples
@@ -119,6 +120,20 @@ def decode_bytes(work: Workload) -> int:
     if world > 1:  # each rank decodes its run of frames plus the borders, then gathers the video
         own = math.ceil(frames / world) + 2
         return int(max(decoder_peak(work, own, height, width, None), 2 * video * work.dtype_bytes + video * 4))
+    if work.decode_tiles is not None and tuple(work.decode_tiles) != (1, 1):
+        # one tile decodes at a time beside the fp32 blend of the whole video and its weights
+        rows, columns = work.decode_tiles
+        tile_h = max(end - start for start, end in tile_spans(height, rows, work.decode_tile_overlap))
+        tile_w = max(end - start for start, end in tile_spans(width, columns, work.decode_tile_overlap))
+        blend = video * 4 + work.height * work.width * 4
+        tile_video = work.batch * 3 * work.frames * tile_h * tile_w * PIXELS_PER_LATENT**2
+        return int(
+            max(
+                blend + decoder_peak(work, frames, tile_h, tile_w, work.decode_time_chunk),
+                blend + 2 * tile_video * 4,  # a tile's pixels and their weighted copy
+                after,
+            )
+        )
     return int(max(decoder_peak(work, frames, height, width, work.decode_time_chunk), after))
 
 

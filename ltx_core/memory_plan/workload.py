@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ..models.configs import FRAMES_PER_LATENT, PIXELS_PER_LATENT, TransformerConfig, VAEConfig
+from ..preflight import DEFAULT_TILE_OVERLAP
 
 GIB = 2**30
 # The dtype names `checkpoint.resolve_dtype` accepts, in its order (a test pins them equal).
@@ -60,6 +61,8 @@ class Workload:
     device: str = "cuda"  # "cuda" or "cpu"
     fp8: bool = False
     decode_time_chunk: int | None = DEFAULT_DECODE_TIME_CHUNK
+    decode_tiles: tuple[int, int] | None = None  # (rows, columns) of spatial tiles (None: whole frames)
+    decode_tile_overlap: int = DEFAULT_TILE_OVERLAP
     sequence_parallel: int = 1
     cfg_parallel: int = 1
     text_tokens: int = 128

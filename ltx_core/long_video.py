@@ -1,0 +1,286 @@
+"""Long videos in temporal windows: each window of latent frames is sampled on its own,
+continues the previous one through its overlap, may have its own prompt, and the windows
+are crossfaded into one latent of the whole length.
+
+The transformer never sees more than one window (plus the overlap's conditioning
+tokens), so a window's memory does not grow with the clip. The behaviour is that of
+diffusers' `LTXI2VLongMultiPromptPipeline` (ComfyUI's looping sampler), which this
+module matches on latents (tests/parity/test_long_video_parity.py):
+
+- windows of `window` latent frames start every `window - overlap` frames; the last one
+  ends at the clip's end and may be shorter (`temporal_windows`);
+- window k > 0 gets the previous result's last `overlap` latent frames as extra tokens
+  after its own, at the time coordinates of its first `overlap` frames and noise mask
+  1 - `overlap_strength`; they are blended back in before and after every step (the
+  reference's inpainting rule, `_sample_window`) and dropped from the result;
+- each window starts from its own noise, drawn from a generator seeded `seed + start`;
+- window k > 0 loses its first frame, is AdaIN-matched to the first window
+  (`adain_factor`), and its first `overlap - 1` frames crossfade linearly with the
+  result's last ones (`fuse_window`).
+
+Sizes here are latent frames (the reference takes pixel frames and divides by 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from .errors import SettingsError, check_number, is_int
+from .models.rope import fractional_coords, latent_coords, pixel_coords
+from .models.text_encoder import TextEmbeddings
+from .sampling.denoise import as_runner, module_device, module_dtype
+from .sampling.guidance import Guidance, guided_velocity, perturbed_forward
+from .sampling.latent_ops import adain_filter
+
+# a window's progress: callback(window_index, window_count, window_result)
+WindowCallback = Callable[[int, int, Tensor], None]
+
+
+# ---------------------------------------------------------------- window arithmetic
+
+
+def check_windows(num_frames: int, window: int, overlap: int) -> None:
+    """A window must fit the clip and overlap its neighbour by at least one frame: the
+    overlap carries the previous window into the next (0 would also lose a frame at each
+    seam in the reference's fusion), and an overlap of the whole window never advances."""
+    for name, value in (("latent frame count", num_frames), ("window size", window)):
+        if not is_int(value) or value < 1:
+            raise SettingsError(f"{name} {value!r} is not allowed; allowed: a whole number of latent frames >= 1")
+    if window > num_frames:
+        raise SettingsError(
+            f"window size {window} is longer than the clip of {num_frames} latent frames; "
+            f"allowed: 2 to {num_frames} (a clip that fits one window needs no windows)"
+        )
+    if not is_int(overlap) or not 1 <= overlap < window:
+        raise SettingsError(
+            f"window overlap {overlap!r} is not allowed for a window of {window} latent frames; "
+            f"allowed: 1 to {window - 1}"
+        )
+
+
+def temporal_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """The windows' [start, end) in latent frames: a new window every `window - overlap`
+    frames, each `window` long except the last, which stops at the clip's end."""
+    check_windows(num_frames, window, overlap)
+    stride = window - overlap
+    windows = [(0, window)]
+    while windows[-1][1] < num_frames:
+        start = windows[-1][0] + stride
+        windows.append((start, min(start + window, num_frames)))
+    return windows
+
+
+# ---------------------------------------------------------------- prompts per window
+
+
+@dataclass(frozen=True)
+class PromptSegment:
+    """The prompt of windows `start_window` to `end_window` (both included), as the
+    reference's `prompt_segments` ({"start_window", "end_window", "text"})."""
+
+    start_window: int
+    end_window: int
+    text: TextEmbeddings
+
+
+def window_texts(prompts: TextEmbeddings | Sequence[PromptSegment], num_windows: int) -> list[TextEmbeddings]:
+    """One prompt per window. Segments must start at window 0, run in order without
+    overlapping, and lie among the windows; a window in a gap keeps the segment before
+    it and windows after the last segment keep the last one, as the reference fills them."""
+    if isinstance(prompts, TextEmbeddings):
+        return [prompts] * num_windows
+    if not prompts:
+        raise SettingsError("prompt segments are empty; allowed: one TextEmbeddings or segments from window 0")
+    texts, next_free = [], 0
+    for segment in prompts:
+        start, end = segment.start_window, segment.end_window
+        if not (is_int(start) and is_int(end)) or not next_free <= start <= end < num_windows:
+            low = next_free
+            raise SettingsError(
+                f"prompt segment of windows {start!r} to {end!r} is out of order or outside the clip's "
+                f"{num_windows} windows; allowed: {low} <= start <= end <= {num_windows - 1}"
+            )
+        if not texts and start != 0:
+            raise SettingsError(f"the first prompt segment starts at window {start}; allowed: 0")
+        texts += texts[-1:] * (start - next_free) + [segment.text] * (end - start + 1)
+        next_free = end + 1
+    return texts + [texts[-1]] * (num_windows - len(texts))
+
+
+# ---------------------------------------------------------------- joining windows
+
+
+def fuse_window(done: Tensor, window: Tensor, overlap: int) -> Tensor:
+    """Append a window's new frames `(B, C, n, h, w)` to the result, crossfading its first
+    `overlap` frames with the result's last ones: weights of the result run linearly
+    from 1 to 0 without their ends (overlap + 2 points); an overlap of 0 appends."""
+    if overlap == 0:
+        return torch.cat([done, window], dim=2)
+    weight = torch.linspace(1, 0, overlap + 2, device=done.device, dtype=done.dtype)[1:-1]
+    weight = weight.reshape(1, 1, overlap, 1, 1)
+    seam = weight * done[:, :, -overlap:] + (1 - weight) * window[:, :, :overlap]
+    return torch.cat([done[:, :, :-overlap], seam, window[:, :, overlap:]], dim=2)
+
+
+def join_window(done: Tensor | None, window: Tensor, first: Tensor | None, overlap: int, adain_factor: float):
+    """The result so far with a window's result (its own frames only) added: the first
+    window as it is; later ones without their first frame (the last overlap frame of the
+    result stands for it), AdaIN-matched to the first window, crossfaded over the
+    remaining `overlap - 1` frames.
+
+    The reference crossfades over max(overlap - 1, 1) frames and appends without a blend
+    when that is 1, so at overlap 2 it keeps both versions of the seam's frame and its
+    latent grows by a frame per seam (longer than the clip); here that frame is blended
+    half and half, and every overlap gives the clip's length."""
+    if done is None:
+        return window
+    window = window[:, :, 1:]
+    if adain_factor > 0:
+        window = adain_filter(window, first, adain_factor)
+    return fuse_window(done, window, overlap - 1)
+
+
+# ---------------------------------------------------------------- one window
+
+
+def window_coords(frames: int, tail: int, height: int, width: int, batch: int, frame_rate: float, causal: bool):
+    """RoPE coordinates (B, 3, T) of a window's frames then of its `tail` conditioning
+    frames, which sit at the times of the window's first frames (they continue them)."""
+    grids = [latent_coords(n, height, width, batch) for n in (frames, tail) if n]
+    pixels = torch.cat([pixel_coords(grid, causal_fix=causal) for grid in grids], dim=2)
+    return fractional_coords(pixels, frame_rate)
+
+
+def _model_fn(runner, guidance: Guidance, coords: Tensor, batch: int, dtype: torch.dtype):
+    """`model_fn` for `guided_velocity`: the transformer on every copy of the batch, or
+    STG's perturbed forward where the step perturbs blocks."""
+    module = runner.model
+    stg = {blocks: perturbed_forward(module, blocks, guidance.stg_mode) for blocks in guidance.stg_block_sets}
+
+    def model_fn(x, timesteps, embeds, mask, perturbed=None, blocks=()):
+        inputs = (x.to(dtype), timesteps, embeds, mask, coords.repeat(x.shape[0] // batch, 1, 1))
+        if perturbed is None:
+            return runner.run(module, *inputs).float()
+        return runner.run(stg[blocks], *inputs, perturbed).float()
+
+    return model_fn
+
+
+def _sample_window(velocity_fn, noise: Tensor, clean: Tensor, mask: Tensor, sigmas: Tensor) -> Tensor:
+    """Euler steps over a window's tokens, as the reference samples a window: a token of
+    mask m starts at `m * noise + (1 - m) * clean` and takes timestep `sigma * m`; the
+    model sees x as it is, the (plain) Euler step is taken from x blended
+    `m * x + (1 - m) * clean` and blended so again, so conditioning tokens (the previous
+    window's tail) stay near their values. (The reference reads the model's input
+    before its pre-step blend: the model sees the unblended x.)"""
+    to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")
+    m, c = to_tokens(mask), to_tokens(clean)
+    x = m * to_tokens(noise) + (1 - m) * c
+    levels = sigmas.tolist()
+    for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+        velocity = velocity_fn(x, sigma * m[..., 0], sigma)
+        x = m * (m * x + (1 - m) * c + (sigma_next - sigma) * velocity) + (1 - m) * c
+    _, _, frames, height, width = clean.shape
+    return rearrange(x, "b (f h w) c -> b c f h w", f=frames, h=height, w=width)
+
+
+def window_noise(shape: tuple[int, ...], seed: int, start: int, device: torch.device) -> Tensor:
+    """A window's starting noise: its own CPU generator seeded `seed + start` (the
+    window's first latent frame), as the reference seeds each window."""
+    generator = torch.Generator("cpu").manual_seed(int(seed) + int(start))
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+# ---------------------------------------------------------------- the whole clip
+
+
+def _check_strengths(overlap_strength: float, adain_factor: float) -> None:
+    check_number("overlap strength", overlap_strength, 0.0, "a number in (0, 1] (1: the tail kept)", inclusive=False)
+    if overlap_strength > 1:
+        raise SettingsError(f"overlap strength {overlap_strength!r} is not allowed; allowed: a number in (0, 1]")
+    check_number("AdaIN factor", adain_factor, 0.0, "a number from 0 (off) to 1 (full)")
+    if adain_factor > 1:
+        raise SettingsError(f"AdaIN factor {adain_factor!r} is not allowed; allowed: a number from 0 to 1")
+
+
+def generate_long_latent(
+    transformer,
+    shape: tuple[int, int, int, int, int],
+    prompts: TextEmbeddings | Sequence[PromptSegment],
+    negative_text: TextEmbeddings | None,
+    sigmas: Tensor,
+    guidance: Guidance | float,
+    frame_rate: float,
+    *,
+    window: int,
+    overlap: int,
+    overlap_strength: float = 0.5,
+    adain_factor: float = 0.25,
+    seed: int = 0,
+    causal_fix: bool | None = None,
+    device: torch.device | str | None = None,
+    callback: WindowCallback | None = None,
+) -> Tensor:
+    """A normalized latent `shape` (B, C, F, h, w) sampled in windows of `window` latent
+    frames overlapping by `overlap` (see the module's docstring), each window with its
+    prompt (`prompts`: one for all, or `PromptSegment`s of window indices) and the
+    sigma schedule `sigmas` (down to 0 for a clean result) from its own noise.
+
+    `overlap_strength` is how strongly a window keeps the previous window's tail (1: as
+    it is); `adain_factor` how far each later window's channel statistics move to the
+    first window's (0: not at all). `guidance`: CFG scale or `Guidance`; a scale above 1
+    needs `negative_text`. `causal_fix` None takes the config's time positions (the
+    reference always uses the causal ones). `callback(k, n, result)` sees each window's
+    result before it is joined."""
+    guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
+    _check_strengths(overlap_strength, adain_factor)
+    if len(shape) != 5:
+        raise SettingsError(f"latent shape {tuple(shape)} is not 5-D; allowed: (B, C, F, h, w)")
+    batch, channels, num_frames, height, width = shape
+    windows = temporal_windows(num_frames, window, overlap)
+    texts = window_texts(prompts, len(windows))
+    runner = as_runner(transformer)
+    module = runner.model
+    if channels != module.cfg.in_channels:
+        raise SettingsError(f"latent shape has {channels} channels; this transformer takes {module.cfg.in_channels}")
+    device = torch.device(device) if device is not None else module_device(module)
+    causal = module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
+    done = first = None
+    for index, (start, end) in enumerate(windows):
+        frames = end - start
+        tail = torch.zeros(batch, channels, 0, height, width, device=device)
+        if done is not None:
+            tail = done[:, :, -overlap:]
+        clean = torch.cat([torch.zeros(batch, channels, frames, height, width, device=device), tail], dim=2)
+        mask = torch.ones_like(clean[:, :1])
+        mask[:, :, frames:] = 1.0 - overlap_strength
+        coords = window_coords(frames, tail.shape[2], height, width, batch, frame_rate, causal).to(device)
+        velocity_fn = _window_velocity(runner, guidance, coords, batch, texts[index], negative_text, device)
+        with torch.no_grad():
+            result = _sample_window(velocity_fn, window_noise(clean.shape, seed, start, device), clean, mask, sigmas)
+        result = result[:, :, :frames]
+        if callback is not None:
+            callback(index, len(windows), result)
+        done = join_window(done, result, first, overlap, adain_factor)
+        first = done if first is None else first
+    return done
+
+
+def _window_velocity(runner, guidance, coords, batch, text, negative_text, device):
+    """The guided velocity of one window with its prompt (`guidance.guided_velocity`)."""
+    dtype = module_dtype(runner.model)
+    model_fn = _model_fn(runner, guidance, coords, batch, dtype)
+
+    def batched(embeddings: TextEmbeddings | None):
+        if embeddings is None:
+            return None, None
+        embeds = embeddings.embeds.to(device=device, dtype=dtype).expand(batch, -1, -1)
+        return embeds, embeddings.mask.to(device).expand(batch, -1)
+
+    return guided_velocity(model_fn, *batched(text), *batched(negative_text), guidance)
