@@ -18,7 +18,16 @@ module matches on latents (tests/parity/test_long_video_parity.py):
   (`adain_factor`), and its first `overlap - 1` frames crossfade linearly with the
   result's last ones (`fuse_window`).
 
-Sizes here are latent frames (the reference takes pixel frames and divides by 8).
+- with a `FirstFrame`, the image's latent is the first window's frame 0 at its strength
+  and, as a guide, extra tokens of every window one latent frame before its start.
+
+Sizes here are latent frames (the reference takes pixel frames and divides by 8). Where
+this differs from the reference on purpose: an overlap of 2 (the reference keeps both
+versions of each seam's frame, see `join_window`) and an overlap of 0 (refused: the
+reference loses a frame per seam). The core's `denoise` steps conditioning tokens by
+its own strength rules (`euler.STRENGTH_RULES`), none of which is the reference's
+per-step blending, so windows are sampled here with the same transformer call and
+guidance (`guidance.guided_velocity`).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .errors import SettingsError, check_number, is_int
+from .models.configs import FRAMES_PER_LATENT
 from .models.rope import fractional_coords, latent_coords, pixel_coords
 from .models.text_encoder import TextEmbeddings
 from .sampling.denoise import as_runner, module_device, module_dtype
@@ -148,12 +158,77 @@ def join_window(done: Tensor | None, window: Tensor, first: Tensor | None, overl
 # ---------------------------------------------------------------- one window
 
 
-def window_coords(frames: int, tail: int, height: int, width: int, batch: int, frame_rate: float, causal: bool):
-    """RoPE coordinates (B, 3, T) of a window's frames then of its `tail` conditioning
-    frames, which sit at the times of the window's first frames (they continue them)."""
-    grids = [latent_coords(n, height, width, batch) for n in (frames, tail) if n]
-    pixels = torch.cat([pixel_coords(grid, causal_fix=causal) for grid in grids], dim=2)
-    return fractional_coords(pixels, frame_rate)
+def window_coords(blocks, height: int, width: int, batch: int, frame_rate: float, causal: bool) -> Tensor:
+    """RoPE coordinates (B, 3, T) of a window's blocks of tokens, `(frames, shift)` each:
+    a block's latent frames counted from the window's start and moved `shift` pixel frames
+    in time. The window's own frames come first; the previous window's tail sits at the
+    times of the window's first frames (it continues them), a first-frame guide one
+    latent frame before the window (the reference's "negative index")."""
+    pixels = []
+    for frames, shift in blocks:
+        block = pixel_coords(latent_coords(frames, height, width, batch), causal_fix=causal)
+        block[:, 0] += shift
+        pixels.append(block)
+    return fractional_coords(torch.cat(pixels, dim=2), frame_rate)
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """An image to start the clip from: its normalized latent `samples` (B or 1, C, 1, h, w)
+    is the first window's frame 0 at `strength` (noise mask 1 - strength), and, with
+    `guide_strength` > 0, extra tokens of every window one latent frame before its start
+    (the reference's `negative_index_latents`, its default: the image), which keep later
+    windows on the image's look."""
+
+    samples: Tensor
+    strength: float = 0.5
+    guide_strength: float = 1.0
+
+    def __post_init__(self):
+        check_number("first-frame strength", self.strength, 0.0, "a number in (0, 1]", inclusive=False)
+        check_number("first-frame guide strength", self.guide_strength, 0.0, "a number from 0 (off) to 1")
+        for name, value in (
+            ("first-frame strength", self.strength),
+            ("first-frame guide strength", self.guide_strength),
+        ):
+            if value > 1:
+                raise SettingsError(f"{name} {value!r} is not allowed; allowed: a number up to 1")
+        if not isinstance(self.samples, Tensor) or self.samples.ndim != 5 or self.samples.shape[2] != 1:
+            shape = tuple(self.samples.shape) if isinstance(self.samples, Tensor) else type(self.samples).__name__
+            raise SettingsError(f"first frame latent {shape} is not one latent frame; allowed: (B or 1, C, 1, h, w)")
+
+    def check_fits(self, shape: tuple[int, ...]) -> None:
+        batch, channels, _, height, width = shape
+        got = tuple(self.samples.shape)
+        if got[0] not in (1, batch) or (got[1], got[3], got[4]) != (channels, height, width):
+            raise SettingsError(
+                f"first frame latent {got} does not fit the latent {tuple(shape)}; allowed: "
+                f"({batch} or 1, {channels}, 1, {height}, {width})"
+            )
+
+
+def window_latent(
+    shape, frames: int, tail: Tensor | None, first_frame: FirstFrame | None, is_first: bool, strength: float, device
+):
+    """A window's clean values (B, C, T, h, w), noise mask (B, 1, T, h, w) on `device` and coordinate
+    blocks (`window_coords`): its own frames (to generate; the first window's frame 0 at
+    the first frame's strength), the previous window's tail at `strength`, the
+    first-frame guide at its strength, in the reference's token order."""
+    batch, channels, _, height, width = shape
+    own = torch.zeros(batch, channels, frames, height, width, device=device)
+    own_mask = torch.ones(batch, 1, frames, height, width, device=device)
+    if first_frame is not None and is_first:
+        own[:, :, :1] = first_frame.samples.to(own)
+        own_mask[:, :, :1] = 1.0 - first_frame.strength
+    parts = [(own, 1.0, 0)]
+    if tail is not None:
+        parts.append((tail.to(own), 1.0 - strength, 0))
+    if first_frame is not None and first_frame.guide_strength > 0:
+        guide = first_frame.samples.to(own).expand(batch, -1, -1, -1, -1)
+        parts.append((guide, 1.0 - first_frame.guide_strength, -FRAMES_PER_LATENT))
+    masks = [own_mask] + [torch.full_like(part[:, :1], level) for part, level, _ in parts[1:]]
+    blocks = [(part.shape[2], shift) for part, _, shift in parts]
+    return torch.cat([part for part, _, _ in parts], dim=2), torch.cat(masks, dim=2), blocks
 
 
 def _model_fn(runner, guidance: Guidance, coords: Tensor, batch: int, dtype: torch.dtype):
@@ -222,6 +297,7 @@ def generate_long_latent(
     overlap_strength: float = 0.5,
     adain_factor: float = 0.25,
     seed: int = 0,
+    first_frame: FirstFrame | None = None,
     causal_fix: bool | None = None,
     device: torch.device | str | None = None,
     callback: WindowCallback | None = None,
@@ -235,8 +311,9 @@ def generate_long_latent(
     it is); `adain_factor` how far each later window's channel statistics move to the
     first window's (0: not at all). `guidance`: CFG scale or `Guidance`; a scale above 1
     needs `negative_text`. `causal_fix` None takes the config's time positions (the
-    reference always uses the causal ones). `callback(k, n, result)` sees each window's
-    result before it is joined."""
+    reference always uses the causal ones). `first_frame` starts the clip from an image
+    (`FirstFrame`, the reference's `cond_image`). `callback(k, n, result)` sees each
+    window's result before it is joined."""
     guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
     _check_strengths(overlap_strength, adain_factor)
     if len(shape) != 5:
@@ -248,19 +325,17 @@ def generate_long_latent(
     module = runner.model
     if channels != module.cfg.in_channels:
         raise SettingsError(f"latent shape has {channels} channels; this transformer takes {module.cfg.in_channels}")
+    if first_frame is not None:
+        first_frame.check_fits(shape)
     device = torch.device(device) if device is not None else module_device(module)
     causal = module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
     done = first = None
     for index, (start, end) in enumerate(windows):
         frames = end - start
-        tail = torch.zeros(batch, channels, 0, height, width, device=device)
-        if done is not None:
-            tail = done[:, :, -overlap:]
-        clean = torch.cat([torch.zeros(batch, channels, frames, height, width, device=device), tail], dim=2)
-        mask = torch.ones_like(clean[:, :1])
-        mask[:, :, frames:] = 1.0 - overlap_strength
-        coords = window_coords(frames, tail.shape[2], height, width, batch, frame_rate, causal).to(device)
+        tail = None if done is None else done[:, :, -overlap:]
+        clean, mask, blocks = window_latent(shape, frames, tail, first_frame, index == 0, overlap_strength, device)
+        coords = window_coords(blocks, height, width, batch, frame_rate, causal).to(device)
         velocity_fn = _window_velocity(runner, guidance, coords, batch, texts[index], negative_text, device)
         with torch.no_grad():
             result = _sample_window(velocity_fn, window_noise(clean.shape, seed, start, device), clean, mask, sigmas)
