@@ -155,11 +155,32 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_device_name(args.device)
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
+    check_long_video(args)
     if args.decode_time_chunk is not None and args.sequence_parallel * args.cfg_parallel > 1:
         raise SettingsError(
             "--decode-time-chunk does not combine with --sequence-parallel or --cfg-parallel "
             "above 1: those runs already split the decode in time across the ranks"
         )
+
+
+def check_long_video(args: argparse.Namespace) -> None:
+    """The long-video flags, before torch: windows shorter than the clip, prompt segments only
+    with windows, and none of the single-window conditioning."""
+    if args.window_frames is None:
+        if args.prompt_segment:
+            raise SettingsError("--prompt-segment needs --window-frames (a long video in windows)")
+        return
+    if args.window_frames >= args.frames:
+        raise SettingsError(
+            f"--window-frames {args.window_frames} is not shorter than the clip's {args.frames} frames; "
+            "allowed: fewer frames than --frames (or leave it out for one window)"
+        )
+    taken = [flag for flag, value in (("--condition", args.condition), ("--source-video", args.source_video),
+             ("--control-video", args.control_video), ("--config", getattr(args, "config", None)),
+             ("--preset", getattr(args, "preset", None))) if value]  # fmt: skip
+    if taken:
+        raise SettingsError(f"{', '.join(taken)} do(es) not combine with --window-frames; a long video takes "
+                            "--prompt, --prompt-segment and --image")  # fmt: skip
 
 
 def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
@@ -199,7 +220,7 @@ def _generate(
     models = apply_lora_files(models, args)  # before speed_up: FP8 quantizes the merged weights
     models = speed_up(models, args, run.world_size)
     models = parallelize(models, run)
-    frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale)
+    frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale, _windows(args))
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
     if run.is_writer:
         write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
@@ -207,7 +228,7 @@ def _generate(
     return EXIT_OK
 
 
-def _sample_with_progress(models, request, show: bool, upsampler=None, multi_scale=None):
+def _sample_with_progress(models, request, show: bool, upsampler=None, multi_scale=None, args_window=None):
     from tqdm import tqdm
 
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not show) as bar:
@@ -216,12 +237,29 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
             bar.total = total
             bar.update(step + 1 - bar.n)
 
+        if args_window is not None:
+            return generate_long(models, request, *args_window)
         if multi_scale is None:
             return generate(models, request, callback=progress)
         return cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
 
 
+def _windows(args: argparse.Namespace):
+    """`generate_long`'s arguments for a long video, or None for one window."""
+    if args.window_frames is None:
+        return None
+    settings = dict(window_frames=args.window_frames, overlap_frames=args.window_overlap,
+                    overlap_strength=args.window_overlap_strength, adain_factor=args.adain_factor)  # fmt: skip
+    return args.prompt_segment, settings
+
+
 # ---------------------------------------------------------------- heavy steps, imported when reached
+
+
+def generate_long(models, request, segments, settings):
+    from .long_video_run import generate_long as run
+
+    return run(models, request, segments, **settings)
 
 
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device, vae_path=None):

@@ -230,6 +230,42 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         metavar="CELLS",
         help="latent cells (32 pixels each) the decode tiles overlap (default: %(default)s)",
     )
+    long = generate.add_argument_group("long video (overlapping temporal windows)")
+    long.add_argument(
+        "--window-frames",
+        type=positive_int,
+        metavar="N",
+        help="sample the clip in windows of N frames (8k + 1) that overlap and continue each other: "
+        "memory by the window, any length (default: one window, the whole clip)",
+    )
+    long.add_argument(
+        "--window-overlap",
+        type=positive_int,
+        default=24,
+        metavar="N",
+        help="frames each window shares with the one before (a multiple of 8; default: %(default)s)",
+    )
+    long.add_argument(
+        "--window-overlap-strength",
+        type=float,
+        default=0.5,
+        help="how strongly a window keeps the previous window's frames (1: as they are; default: %(default)s)",
+    )
+    long.add_argument(
+        "--adain-factor",
+        type=float,
+        default=0.25,
+        help="how far each window's colors move to the first window's, against drift (default: %(default)s)",
+    )
+    long.add_argument(
+        "--prompt-segment",
+        action="append",
+        type=prompt_segment,
+        default=[],
+        metavar="FRAME:PROMPT",
+        help="from pixel frame FRAME on, the windows starting there take PROMPT (repeatable; --prompt "
+        "holds from frame 0), e.g. '48:the fox stops and looks back'",
+    )
     memory = generate.add_argument_group("memory")
     memory.add_argument(
         "--ignore-memory-check",
@@ -279,6 +315,14 @@ def parse_condition(text: str) -> tuple[Path, int, float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not IMAGE_OR_VIDEO@FRAME[:STRENGTH], e.g. last.png@-1 or clip.mp4@0:0.8"
         ) from None
+
+
+def prompt_segment(text: str) -> tuple[int, str]:
+    """`FRAME:PROMPT` -> (frame, prompt); argparse reports a bad one."""
+    frame, colon, prompt = text.partition(":")
+    if not colon or not frame.strip().isdigit() or not prompt.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FRAME:PROMPT, e.g. '48:the fox stops and looks back'")
+    return int(frame), prompt.strip()
 
 
 def tile_grid(text: str) -> tuple[int, int]:

@@ -41,7 +41,7 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
         configs.vae,
         sampling.width,
         sampling.height,
-        args.frames,
+        _sampled_frames(args),
         guidance=sampling.guidance,
         stg=sampling.stg,
         per_token_timesteps=bool(args.image or args.condition),
@@ -60,6 +60,14 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
         weights=weights,
     )
     return planner.estimate(work)
+
+
+def _sampled_frames(args: argparse.Namespace) -> int:
+    """The frames the transformer sees at once: the clip, or a long video's window and the
+    overlap it continues (its decode is then planned at a window's length too)."""
+    if getattr(args, "window_frames", None) is None:
+        return args.frames
+    return min(args.frames, args.window_frames + args.window_overlap)
 
 
 def _numel(shape) -> int:

@@ -32,6 +32,7 @@ guidance (`guidance.guided_velocity`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,7 @@ def join_window(done: Tensor | None, window: Tensor, first: Tensor | None, overl
     if done is None:
         return window
     window = window[:, :, 1:]
-    if adain_factor > 0:
+    if adain_factor > 0 and math.prod(window.shape[2:]) > 1:  # one value a channel has no deviation
         window = adain_filter(window, first, adain_factor)
     return fuse_window(done, window, overlap - 1)
 

@@ -1,0 +1,110 @@
+"""A long video from a `Request`, as the command line runs it: the request's prompt from
+frame 0 and each prompt segment from its pixel frame on, sampled in overlapping temporal
+windows (`long_video.generate_long_latent`), then decoded as `pipeline.generate` decodes
+(time chunks, spatial tiles). Sizes here are pixel frames, as the user gives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from .errors import SettingsError
+from .long_video import FirstFrame, PromptSegment, generate_long_latent, temporal_windows
+from .models.configs import FRAMES_PER_LATENT
+from .pipeline import Models, decode_frames, encode_first_frame, encode_text, seeded_generator
+from .preflight import check_num_frames
+from .request import Request
+from .sampling.denoise import module_device
+
+
+def window_sizes(window_frames: int, overlap_frames: int) -> tuple[int, int]:
+    """Pixel frames -> latent frames: a window of 8k + 1 frames, an overlap of 8m frames."""
+    check_num_frames(window_frames, name="window frames")
+    if overlap_frames < FRAMES_PER_LATENT or overlap_frames % FRAMES_PER_LATENT:
+        raise SettingsError(
+            f"window overlap {overlap_frames} frames is not allowed; allowed: a multiple of "
+            f"{FRAMES_PER_LATENT} (one latent frame each), at least {FRAMES_PER_LATENT}"
+        )
+    return (window_frames - 1) // FRAMES_PER_LATENT + 1, overlap_frames // FRAMES_PER_LATENT
+
+
+def segment_windows(
+    segments: Sequence[tuple[int, str]], starts: Sequence[int], num_frames: int
+) -> list[tuple[int, str]]:
+    """(first window, prompt) of each prompt change: a window takes the prompt in effect at
+    its first pixel frame; segments are (pixel frame, prompt), frame 0 first."""
+    ordered = sorted(segments)
+    for frame, _ in ordered:
+        if not 0 <= frame < num_frames:
+            raise SettingsError(f"prompt segment at frame {frame} lies outside the {num_frames} frames")
+    if not ordered or ordered[0][0] != 0:
+        raise SettingsError("the prompt segments need one from frame 0 (the run's --prompt)")
+    changes: list[tuple[int, str]] = []
+    for index, start in enumerate(starts):
+        prompt = [text for frame, text in ordered if frame <= start * FRAMES_PER_LATENT][-1]
+        if not changes or changes[-1][1] != prompt:
+            changes.append((index, prompt))
+    return changes
+
+
+def generate_long(
+    models: Models,
+    request: Request,
+    segments: Sequence[tuple[int, str]] = (),
+    *,
+    window_frames: int,
+    overlap_frames: int,
+    overlap_strength: float = 0.5,
+    adain_factor: float = 0.25,
+) -> Tensor:
+    """Request -> frames (F, H, W, 3) in [0, 1] of a clip sampled in windows of
+    `window_frames` overlapping by `overlap_frames`; `segments` (pixel frame, prompt) change
+    the prompt from their window on. A first frame starts the clip at the request's
+    conditioning strength; other conditioning belongs to single windows and is refused."""
+    if request.conditions or request.source_video is not None or request.control is not None:
+        raise SettingsError("a long video takes a prompt per segment and a first frame; keyframes, a source "
+                            "video and an IC-LoRA control are for single-window runs")  # fmt: skip
+    window, overlap = window_sizes(window_frames, overlap_frames)
+    vae = models.vae
+    shape = (1, vae.cfg.latent_channels, *((request.num_frames - 1) // FRAMES_PER_LATENT + 1,),
+             request.height // vae.spatial_compression, request.width // vae.spatial_compression)  # fmt: skip
+    windows = temporal_windows(shape[2], window, overlap)
+    changes = segment_windows([(0, request.prompt), *segments], [start for start, _ in windows], request.num_frames)
+    guidance = request.guidance()
+    negative = request.negative_prompt if guidance.needs_negative else None
+    texts = [encode_text(models.text_encoder, prompt, negative, request.max_tokens) for _, prompt in changes]
+    ends = [start - 1 for start, _ in changes[1:]] + [len(windows) - 1]
+    prompts = [PromptSegment(start, end, text) for (start, _), end, (text, _) in zip(changes, ends, texts)]
+    first = None
+    if request.first_frame is not None:
+        frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
+        first = FirstFrame(frame, strength=request.conditioning_strength)
+    sigmas = request.sigma_schedule(window * shape[3] * shape[4], models.scheduler)
+    latent = generate_long_latent(
+        models.runner or models.transformer,
+        shape,
+        prompts,
+        texts[0][1],
+        sigmas,
+        guidance,
+        request.frame_rate,
+        window=window,
+        overlap=overlap,
+        overlap_strength=overlap_strength,
+        adain_factor=adain_factor,
+        seed=request.seed,
+        first_frame=first,
+        device=module_device(models.transformer),
+    )
+    return decode_frames(
+        vae,
+        latent,
+        request.decode_timestep,
+        request.decode_noise_scale,
+        seeded_generator(request.seed),
+        time_chunk=request.decode_time_chunk,
+        tiles=request.decode_tiles,
+        tile_overlap=request.decode_tile_overlap,
+    )[0]

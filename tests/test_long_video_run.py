@@ -1,0 +1,73 @@
+"""A long video from a request and from the command line (`long_video_run`): pixel-frame
+windows and overlaps to latent ones, prompt segments to the windows that start under
+them, the whole clip's frames decoded; flags that cannot make a long video refused before
+torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ltx_core import cli
+from ltx_core.errors import SettingsError
+from ltx_core.long_video_run import generate_long, segment_windows, window_sizes
+from ltx_core.models.text_encoder import load_text_encoder
+from ltx_core.pipeline import Models, Request
+
+from .fixtures_checkpoints import write_official_single_file
+
+
+@pytest.fixture(scope="module")
+def models(tiny_transformer, tiny_vae, tiny_t5_folder):
+    return Models(tiny_transformer, tiny_vae, load_text_encoder(tiny_t5_folder))
+
+
+def test_windows_and_segments_in_pixel_frames():
+    assert window_sizes(17, 8) == (3, 1) and window_sizes(121, 24) == (16, 3)
+    # windows starting at latent frames 0, 2, 4: pixel frames 0, 16, 32
+    assert segment_windows([(0, "a"), (20, "b")], [0, 2, 4], 41) == [(0, "a"), (2, "b")]
+    assert segment_windows([(0, "a"), (16, "b"), (17, "c")], [0, 2, 4], 41) == [(0, "a"), (1, "b"), (2, "c")]
+    assert segment_windows([(0, "a"), (8, "b"), (12, "c")], [0, 2, 4], 41) == [(0, "a"), (1, "c")]
+    with pytest.raises(SettingsError, match="window frames 16 .*8k"):
+        window_sizes(16, 8)
+    with pytest.raises(SettingsError, match="window overlap 12 frames is not allowed; allowed: a multiple of 8"):
+        window_sizes(17, 12)
+    with pytest.raises(SettingsError, match="prompt segment at frame 50 lies outside the 41 frames"):
+        segment_windows([(0, "a"), (50, "b")], [0, 2], 41)
+
+
+def test_a_long_request_gives_the_whole_clip_and_its_segments_change_it(models):
+    request = Request(prompt="a red fox", width=64, height=32, num_frames=33, steps=2, seed=4)
+    settings = dict(window_frames=17, overlap_frames=8)
+    one_prompt = generate_long(models, request, **settings)
+    assert one_prompt.shape == (33, 32, 64, 3) and torch.isfinite(one_prompt).all()
+    changed = generate_long(models, request, [(16, "a blue whale")], **settings)
+    assert not torch.equal(changed, one_prompt), "the second window takes the segment's prompt"
+    with pytest.raises(SettingsError, match="keyframes, a source video and an IC-LoRA control"):
+        from ltx_core.sampling.conditioning import ConditioningItem
+
+        generate_long(
+            models,
+            Request(**{**request.__dict__, "conditions": (ConditioningItem(torch.rand(32, 64, 3), 8),)}),
+            **settings,
+        )
+
+
+def test_the_command_line_runs_a_long_video_and_refuses_what_it_cannot_combine(
+    capsys, monkeypatch, tmp_path, tiny_t5_folder
+):
+    checkpoint = write_official_single_file(tmp_path / "tiny.safetensors", "0.9.1")
+    written = []
+    monkeypatch.setattr(cli, "write_mp4", lambda frames, *a, **k: written.append(frames))
+    base = ["generate", "--prompt", "a fox", "--checkpoint", str(checkpoint), "--text-encoder", str(tiny_t5_folder),
+            "--output", str(tmp_path / "o.mp4"), "--device", "cpu", "--width", "32", "--height", "32", "--steps", "1"]  # fmt: skip
+    code = cli.main([*base, "--frames", "41", "--window-frames", "17", "--window-overlap", "8",
+                     "--prompt-segment", "24:a whale"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert written[-1].shape == (41, 32, 32, 3)
+    for flags, message in (
+        (["--frames", "17", "--window-frames", "17"], "is not shorter than the clip's 17 frames"),
+        (["--frames", "41", "--prompt-segment", "8:x"], "--prompt-segment needs --window-frames"),
+    ):
+        assert cli.main([*base, *flags]) == 2
+        assert message in capsys.readouterr().err
