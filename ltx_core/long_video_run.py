@@ -49,6 +49,12 @@ def segment_windows(
     return changes
 
 
+def segment_prompts(starts: Sequence[int], texts: Sequence, num_windows: int) -> list[PromptSegment]:
+    """The encoded prompt of each change as `PromptSegment`s covering every window."""
+    ends = [start - 1 for start in starts[1:]] + [num_windows - 1]
+    return [PromptSegment(start, end, text) for start, end, text in zip(starts, ends, texts)]
+
+
 def generate_long(
     models: Models,
     request: Request,
@@ -75,8 +81,7 @@ def generate_long(
     guidance = request.guidance()
     negative = request.negative_prompt if guidance.needs_negative else None
     texts = [encode_text(models.text_encoder, prompt, negative, request.max_tokens) for _, prompt in changes]
-    ends = [start - 1 for start, _ in changes[1:]] + [len(windows) - 1]
-    prompts = [PromptSegment(start, end, text) for (start, _), end, (text, _) in zip(changes, ends, texts)]
+    prompts = segment_prompts([start for start, _ in changes], [text for text, _ in texts], len(windows))
     first = None
     if request.first_frame is not None:
         frame = encode_first_frame(vae, request.first_frame, request.width, request.height)

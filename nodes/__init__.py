@@ -8,6 +8,7 @@ from .decode import LTXVCoreDenoisingDecode
 from .guide import LTXVCoreAddGuide, LTXVCoreGuidedSampler
 from .latent import LTXVCoreConditionFirstFrame, LTXVCoreEmptyLatentVideo, LTXVCoreVAEEncodeFirstFrame
 from .loaders import LTXVCoreCheckpointLoader, LTXVCoreT5Loader, LTXVCoreTransformerLoader, LTXVCoreVAELoader
+from .long_video import LTXVCoreLongVideoSampler
 from .lora import LTXVCoreAddControl, LTXVCoreLoraLoader
 from .registry import install_example_inputs, register_model_folders
 from .sampling import LTXVCoreSampler, LTXVCoreScheduler
@@ -35,6 +36,7 @@ NODE_CLASS_MAPPINGS = {
     "LTXVCoreReleaseSchedule": LTXVCoreReleaseSchedule,
     "LTXVCoreSampler": LTXVCoreSampler,
     "LTXVCoreGuidedSampler": LTXVCoreGuidedSampler,
+    "LTXVCoreLongVideoSampler": LTXVCoreLongVideoSampler,
     "LTXVCoreLatentUpsample": LTXVCoreLatentUpsample,
     "LTXVCoreDenoisingDecode": LTXVCoreDenoisingDecode,
     "LTXVCoreSaveVideo": LTXVCoreSaveVideo,
@@ -57,6 +59,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LTXVCoreReleaseSchedule": "LTX-Video Release Schedule",
     "LTXVCoreSampler": "LTX-Video Sampler",
     "LTXVCoreGuidedSampler": "LTX-Video Sampler (STG, Keyframes)",
+    "LTXVCoreLongVideoSampler": "LTX-Video Long Video Sampler (windows, prompt segments)",
     "LTXVCoreLatentUpsample": "LTX-Video Latent Upsample",
     "LTXVCoreDenoisingDecode": "LTX-Video Denoising VAE Decode",
     "LTXVCoreSaveVideo": "LTX-Video Save MP4",

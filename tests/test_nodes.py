@@ -47,6 +47,7 @@ NODE_IDS = (
     "LTXVCoreReleaseSchedule",
     "LTXVCoreSampler",
     "LTXVCoreGuidedSampler",
+    "LTXVCoreLongVideoSampler",
     "LTXVCoreLatentUpsample",
     "LTXVCoreDenoisingDecode",
     "LTXVCoreSaveVideo",

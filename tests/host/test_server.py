@@ -73,6 +73,13 @@ EXPECTED_NODES = {
         {"sigmas": "SIGMAS", "guidance": "LTXV_CORE_GUIDANCE"},
         ["LATENT"],
     ),
+    "LTXVCoreLongVideoSampler": (
+        {"model": "LTXV_CORE_MODEL", "t5": "LTXV_CORE_T5", "latent": "LATENT", "prompts": "STRING",
+         "negative_prompt": "STRING", "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT",
+         "window_frames": "INT", "window_overlap": "INT", "overlap_strength": "FLOAT", "adain_factor": "FLOAT"},
+        {},
+        ["LATENT"],
+    ),
     "LTXVCoreLatentUpsample": ({"upsampler": "LTXV_CORE_UPSAMPLER", "vae": "LTXV_CORE_VAE", "latent": "LATENT", "adain_factor": "FLOAT", "tone_map_compression": "FLOAT"}, {}, ["LATENT"]),
     "LTXVCoreDenoisingDecode": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "timestep": "FLOAT", "decode_noise_scale": "FLOAT", "seed": "INT"}, {"time_chunk": "INT", "tone_map_compression": "FLOAT", "tile_rows": "INT", "tile_columns": "INT", "tile_overlap": "INT"}, ["IMAGE"]),
     "LTXVCoreSaveVideo": ({"images": "IMAGE", "frame_rate": "FLOAT", "filename_prefix": "STRING"}, {}, []),
