@@ -44,8 +44,8 @@ from .errors import SettingsError, check_number, is_int
 from .models.configs import FRAMES_PER_LATENT
 from .models.rope import fractional_coords, latent_coords, pixel_coords
 from .models.text_encoder import TextEmbeddings
-from .sampling.denoise import as_runner, module_device, module_dtype
-from .sampling.guidance import Guidance, guided_velocity, perturbed_forward
+from .sampling.denoise import as_runner, batched_text, guided_model_fn, module_device, module_dtype
+from .sampling.guidance import Guidance, guided_velocity
 from .sampling.latent_ops import adain_filter
 
 # a window's progress: callback(window_index, window_count, window_result)
@@ -232,21 +232,6 @@ def window_latent(
     return torch.cat([part for part, _, _ in parts], dim=2), torch.cat(masks, dim=2), blocks
 
 
-def _model_fn(runner, guidance: Guidance, coords: Tensor, batch: int, dtype: torch.dtype):
-    """`model_fn` for `guided_velocity`: the transformer on every copy of the batch, or
-    STG's perturbed forward where the step perturbs blocks."""
-    module = runner.model
-    stg = {blocks: perturbed_forward(module, blocks, guidance.stg_mode) for blocks in guidance.stg_block_sets}
-
-    def model_fn(x, timesteps, embeds, mask, perturbed=None, blocks=()):
-        inputs = (x.to(dtype), timesteps, embeds, mask, coords.repeat(x.shape[0] // batch, 1, 1))
-        if perturbed is None:
-            return runner.run(module, *inputs).float()
-        return runner.run(stg[blocks], *inputs, perturbed).float()
-
-    return model_fn
-
-
 def _sample_window(velocity_fn, noise: Tensor, clean: Tensor, mask: Tensor, sigmas: Tensor) -> Tensor:
     """Euler steps over a window's tokens, as the reference samples a window: a token of
     mask m starts at `m * noise + (1 - m) * clean` and takes timestep `sigma * m`; the
@@ -351,12 +336,6 @@ def generate_long_latent(
 def _window_velocity(runner, guidance, coords, batch, text, negative_text, device):
     """The guided velocity of one window with its prompt (`guidance.guided_velocity`)."""
     dtype = module_dtype(runner.model)
-    model_fn = _model_fn(runner, guidance, coords, batch, dtype)
-
-    def batched(embeddings: TextEmbeddings | None):
-        if embeddings is None:
-            return None, None
-        embeds = embeddings.embeds.to(device=device, dtype=dtype).expand(batch, -1, -1)
-        return embeds, embeddings.mask.to(device).expand(batch, -1)
-
-    return guided_velocity(model_fn, *batched(text), *batched(negative_text), guidance)
+    model_fn = guided_model_fn(runner, guidance, coords, batch, dtype)
+    negative = (None, None) if negative_text is None else batched_text(negative_text, batch, device, dtype)
+    return guided_velocity(model_fn, *batched_text(text, batch, device, dtype), *negative, guidance)

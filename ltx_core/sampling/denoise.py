@@ -76,7 +76,8 @@ def _check_fits_transformer(transformer, latent: ConditionedLatent, text: TextEm
         )
 
 
-def _batched(text: TextEmbeddings, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def batched_text(text: TextEmbeddings, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Embeddings and mask for every video of the batch, on the model's device and dtype."""
     embeds = text.embeds.to(device=device, dtype=dtype).expand(batch, -1, -1)
     return embeds, text.mask.to(device).expand(batch, -1)
 
@@ -125,11 +126,14 @@ def denoise(
     coords = all_coords(
         latent, frame_rate, module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
     )
-    model_fn = _model_fn(runner, guidance, coords, latent, module_dtype(module))
-    embeds, mask = _batched(text, tokens.batch, device, module_dtype(module))
+    # Every token at the same level (no conditioning tokens): one timestep per video, so
+    # AdaLN-single runs on B rows instead of B * T, with the same velocity. Checked once.
+    shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
+    model_fn = guided_model_fn(runner, guidance, coords, tokens.batch, module_dtype(module), shared_timestep)
+    embeds, mask = batched_text(text, tokens.batch, device, module_dtype(module))
     negative = (None, None)
     if negative_text is not None:
-        negative = _batched(negative_text, tokens.batch, device, module_dtype(module))
+        negative = batched_text(negative_text, tokens.batch, device, module_dtype(module))
     velocity_fn = guided_velocity(model_fn, embeds, mask, *negative, guidance)
     step_callback = None
     if callback is not None:
@@ -182,16 +186,16 @@ def all_coords(latent: ConditionedLatent, frame_rate: float, causal_fix: bool) -
     )
 
 
-def _model_fn(runner, guidance: Guidance, coords: Tensor, latent: ConditionedLatent, dtype: torch.dtype):
+def guided_model_fn(
+    runner, guidance: Guidance, coords: Tensor, batch: int, dtype: torch.dtype, shared_timestep: bool = False
+):
     """`model_fn(x, timesteps, text, mask[, perturbed, blocks])` for `guided_velocity`: the
     model's forward through the runner, or STG's perturbed forward of `blocks` for a batch
-    with perturbed items."""
-    module, batch = runner.model, latent.samples.shape[0]
+    with perturbed items; `shared_timestep` passes one timestep per video (every token at
+    the same level)."""
+    module = runner.model
     # one perturbed forward per block set the steps perturb, each checked against the model now
     stg_forwards = {blocks: perturbed_forward(module, blocks, guidance.stg_mode) for blocks in guidance.stg_block_sets}
-    # Every token at the same level (no conditioning tokens): one timestep per video, so
-    # AdaLN-single runs on B rows instead of B * T, with the same velocity. Checked once.
-    shared_timestep = not latent.keyframes and bool((latent.noise_mask == 1).all())
     batched_coords = {}  # repeat -> coords (repeat * B, 3, T), built once, not every step
 
     def model_fn(
