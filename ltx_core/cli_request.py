@@ -18,7 +18,7 @@ def build_request(args: argparse.Namespace):
     from .pipeline import Request
     from .video import load_image
 
-    check_lora_files(args)
+    downscales = check_lora_files(args)
     return Request(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -32,7 +32,7 @@ def build_request(args: argparse.Namespace):
         first_frame=load_image(args.image) if args.image is not None else None,
         conditions=tuple(_condition_item(*condition, args) for condition in args.condition),
         source_video=_fitted_frames(args.source_video, args) if args.source_video is not None else None,
-        control=_control(args),
+        control=_control(args, downscales),
         noise_draws=args.noise_draws or ("diffusers" if getattr(args, "multi_scale", None) else "lightricks"),
         denoise_strength=args.denoise_strength,
         decode_time_chunk=args.decode_time_chunk,
@@ -81,7 +81,7 @@ def check_lora_files(args: argparse.Namespace) -> list[int]:
     return [reference_downscale_factor(lora_header(path).metadata, str(path)) for path, _ in getattr(args, "lora", [])]
 
 
-def _control(args: argparse.Namespace):
+def _control(args: argparse.Namespace, downscales: list[int]):
     """--control-video as the request's IC-LoRA control, on the grid the IC-LoRA asks for
     (--control-downscale, else the factor a --lora file's metadata gives)."""
     if getattr(args, "control_video", None) is None:
@@ -89,7 +89,7 @@ def _control(args: argparse.Namespace):
     from .sampling.control import ControlVideo
 
     path, strength = args.control_video
-    factors = sorted(set(check_lora_files(args)) - {1})
+    factors = sorted(set(downscales) - {1})
     if args.control_downscale is None and len(factors) > 1:
         raise SettingsError(
             f"the --lora files ask for different control downscales {factors}; choose one with --control-downscale"

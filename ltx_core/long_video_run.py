@@ -55,6 +55,27 @@ def segment_prompts(starts: Sequence[int], texts: Sequence, num_windows: int) ->
     return [PromptSegment(start, end, text) for start, end, text in zip(starts, ends, texts)]
 
 
+def window_prompts(
+    text_encoder,
+    segments: Sequence[tuple[int, str]],
+    num_latent_frames: int,
+    window_frames: int,
+    overlap_frames: int,
+    negative_prompt: str | None,
+    max_tokens: int = 128,
+):
+    """(window, overlap) in latent frames, the encoded prompt of each run of windows as
+    `PromptSegment`s, and the negative prompt's embeddings (None without one), for a clip
+    of `num_latent_frames` whose `segments` (pixel frame, prompt) start at frame 0."""
+    window, overlap = window_sizes(window_frames, overlap_frames)
+    windows = temporal_windows(num_latent_frames, window, overlap)
+    num_frames = (num_latent_frames - 1) * FRAMES_PER_LATENT + 1
+    changes = segment_windows(segments, [start for start, _ in windows], num_frames)
+    texts = [encode_text(text_encoder, prompt, negative_prompt, max_tokens) for _, prompt in changes]
+    prompts = segment_prompts([start for start, _ in changes], [text for text, _ in texts], len(windows))
+    return window, overlap, prompts, texts[0][1]
+
+
 def generate_long(
     models: Models,
     request: Request,
@@ -72,16 +93,15 @@ def generate_long(
     if request.conditions or request.source_video is not None or request.control is not None:
         raise SettingsError("a long video takes a prompt per segment and a first frame; keyframes, a source "
                             "video and an IC-LoRA control are for single-window runs")  # fmt: skip
-    window, overlap = window_sizes(window_frames, overlap_frames)
     vae = models.vae
     shape = (1, vae.cfg.latent_channels, *((request.num_frames - 1) // FRAMES_PER_LATENT + 1,),
              request.height // vae.spatial_compression, request.width // vae.spatial_compression)  # fmt: skip
-    windows = temporal_windows(shape[2], window, overlap)
-    changes = segment_windows([(0, request.prompt), *segments], [start for start, _ in windows], request.num_frames)
     guidance = request.guidance()
     negative = request.negative_prompt if guidance.needs_negative else None
-    texts = [encode_text(models.text_encoder, prompt, negative, request.max_tokens) for _, prompt in changes]
-    prompts = segment_prompts([start for start, _ in changes], [text for text, _ in texts], len(windows))
+    window, overlap, prompts, negative_text = window_prompts(
+        models.text_encoder, [(0, request.prompt), *segments], shape[2], window_frames, overlap_frames, negative,
+        request.max_tokens,
+    )  # fmt: skip
     first = None
     if request.first_frame is not None:
         frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
@@ -91,7 +111,7 @@ def generate_long(
         models.runner or models.transformer,
         shape,
         prompts,
-        texts[0][1],
+        negative_text,
         sigmas,
         guidance,
         request.frame_rate,

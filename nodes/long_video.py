@@ -6,11 +6,9 @@ large frames).
 
 from __future__ import annotations
 
-from ..ltx_core import pipeline as core_pipeline
 from ..ltx_core.errors import SettingsError
-from ..ltx_core.long_video import generate_long_latent, temporal_windows
-from ..ltx_core.long_video_run import segment_prompts, segment_windows, window_sizes
-from ..ltx_core.models.configs import FRAMES_PER_LATENT
+from ..ltx_core.long_video import generate_long_latent
+from ..ltx_core.long_video_run import window_prompts
 from ..ltx_core.sampling import guidance as core_guidance, scheduler as core_scheduler
 from ..ltx_core.sampling.conditioning import ConditionedLatent
 from . import memory
@@ -66,19 +64,16 @@ class LTXVCoreLongVideoSampler:
     def sample(self, model, t5, latent, prompts, negative_prompt, seed, steps, cfg, frame_rate,
                window_frames, window_overlap, overlap_strength, adain_factor):  # fmt: skip
         shape = tuple(latent_to_core(latent).samples.shape)
-        window, overlap = window_sizes(window_frames, window_overlap)
-        windows = temporal_windows(shape[2], window, overlap)
-        num_frames = (shape[2] - 1) * FRAMES_PER_LATENT + 1
-        changes = segment_windows(parse_prompts(prompts), [start for start, _ in windows], num_frames)
         negative = negative_prompt if cfg != 1.0 else None
         with memory.on_device(t5.patcher):
-            texts = [core_pipeline.encode_text(t5.encoder, prompt, negative) for _, prompt in changes]
-        segments = segment_prompts([start for start, _ in changes], [text for text, _ in texts], len(windows))
+            window, overlap, segments, negative_text = window_prompts(
+                t5.encoder, parse_prompts(prompts), shape[2], window_frames, window_overlap, negative
+            )
         sigmas = core_scheduler.flow_sigmas(steps, window * shape[3] * shape[4])
         guidance = core_guidance.Guidance(cfg_scale=cfg)
         with memory.on_device(model) as device, applied_loras(model):
             result = generate_long_latent(
-                memory.core_model(model), shape, segments, texts[0][1], sigmas, guidance, frame_rate,
+                memory.core_model(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
                 window=window, overlap=overlap, overlap_strength=overlap_strength, adain_factor=adain_factor,
                 seed=seed, device=device,
             )  # fmt: skip

@@ -16,22 +16,11 @@ from pathlib import Path
 import torch
 
 from ..errors import SettingsError
-from .gguf_quants import block_geometry, can_hold
+from .gguf_quants import SUPPORTED_TYPES, block_geometry, can_hold
 
-# Types `quantize` can produce (ggml has no quantizer of Q2_K / Q3_K worth testing against).
-QUANTIZABLE_TYPES: tuple[str, ...] = (
-    "F32",
-    "F16",
-    "BF16",
-    "Q8_0",
-    "Q4_0",
-    "Q4_1",
-    "Q5_0",
-    "Q5_1",
-    "Q4_K",
-    "Q5_K",
-    "Q6_K",
-)
+# Types `quantize` can produce: every readable one but Q2_K / Q3_K (ggml has no quantizer
+# of those worth testing against).
+QUANTIZABLE_TYPES: tuple[str, ...] = tuple(t for t in SUPPORTED_TYPES if t not in ("Q2_K", "Q3_K"))
 # Kept in F32 when one type is asked for every tensor, as ComfyUI-GGUF's converter does:
 # `scale_shift_table` is an nn.Parameter that its loader cannot dequantize into.
 KEPT_IN_F32 = ("scale_shift_table",)
