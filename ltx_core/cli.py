@@ -35,7 +35,7 @@ from .cli_arguments import (
     build_parser,
     parse_condition as parse_condition,
 )
-from .cli_plan import check_memory, plan_run
+from .cli_plan import check_memory, choose_offload, plan_run
 from .cli_request import apply_lora_files, build_request
 from .errors import LTXVError, SettingsError
 from .memory_plan import DTYPE_BYTES
@@ -156,10 +156,28 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
     check_long_video(args)
+    check_offload(args)
     if args.decode_time_chunk is not None and args.sequence_parallel * args.cfg_parallel > 1:
         raise SettingsError(
             "--decode-time-chunk does not combine with --sequence-parallel or --cfg-parallel "
             "above 1: those runs already split the decode in time across the ranks"
+        )
+
+
+def check_offload(args: argparse.Namespace) -> None:
+    """--offload models / blocks move weights between CPU memory and a GPU: refused on the
+    CPU and across ranks (each rank would stream its own copy)."""
+    if args.offload in ("auto", "none"):
+        return
+    if args.device is not None and not args.device.startswith("cuda"):
+        raise SettingsError(
+            f"--offload {args.offload} keeps weights in CPU memory for a GPU run; on {args.device} every "
+            "weight is already there. Allowed there: --offload auto or none"
+        )
+    if args.sequence_parallel * args.cfg_parallel > 1:
+        raise SettingsError(
+            f"--offload {args.offload} does not combine with --sequence-parallel or --cfg-parallel above 1; "
+            "allowed there: --offload auto (which then keeps the models on the GPUs) or none"
         )
 
 
@@ -202,6 +220,7 @@ def _generate(
     dtype = resolve_dtype(args.dtype)
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.device = str(device)
+    check_offload(args)  # the device is known now
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
         check_fp8_device(device)  # names what FP8 needs
@@ -209,16 +228,21 @@ def _generate(
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
     info, sources = with_vae_file(info, sources, args.vae)  # a GGUF transformer's VAE from --vae
     cli_config.check_before_loading(args, request, info, sources)  # the upsampler's header, allowed timesteps
-    check_memory(args, plan_run(args, info, sources, text_encoder, device))
+    plan = choose_offload(args, plan_run(args, info, sources, text_encoder, device))
+    check_memory(args, plan)
     run = init_parallel(parallel, device)  # 1 x 1: one process
-    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, run.device, args.vae)
+    offloaded = plan.workload.offload != "none"  # loaded into CPU memory, placed after the levers
+    load_device = torch.device("cpu") if offloaded else run.device
+    models, info = load_models(checkpoint, text_encoder, tokenizer, dtype, load_device, args.vae)
     models = cli_config.with_release_scheduler(models, args)  # a config's sampler, else the checkpoint's
     upsampler = cli_config.load_upsampler(args, dtype, run.device)  # a multi-scale config's, else None
     request = replace(
         request, decode_time_chunk=resolved_decode_time_chunk(args.decode_time_chunk, parallel, models.vae)
     )
     models = apply_lora_files(models, args)  # before speed_up: FP8 quantizes the merged weights
-    models = speed_up(models, args, run.world_size)
+    models = speed_up(models, args, run.world_size, run.device, stays_put=not offloaded)
+    if offloaded:
+        models = place_models(models, run.device, plan.workload.streamed_blocks)
     models = parallelize(models, run)
     frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale, _windows(args))
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
@@ -284,10 +308,10 @@ def generate(models, request, callback=None):
     return run(models, request, callback=callback)
 
 
-def optimize_models(models, speed):
+def optimize_models(models, speed, device=None):
     from .pipeline import optimize_models as optimize
 
-    return optimize(models, speed)
+    return optimize(models, speed, device)
 
 
 def write_mp4(frames, output: Path, **options) -> Path:
@@ -307,16 +331,26 @@ def resolved_decode_time_chunk(asked: int | None, parallel, vae) -> int | None:
     return default_decode_time_chunk(vae)
 
 
-def speed_up(models, args: argparse.Namespace, world_size: int):
+def speed_up(models, args: argparse.Namespace, world_size: int, device, stays_put: bool = True):
     """--compile / --fp8 applied once after loading (`pipeline.optimize_models`), with the
-    levers `Speed.chosen` gives the loader node too; a model run across ranks gets no CUDA
-    graphs (a captured graph would replay the ranks' collectives)."""
+    levers `Speed.chosen` gives the loader node too; a model run across ranks or offloaded
+    gets no CUDA graphs (a captured graph would replay the ranks' collectives, or read
+    weights from addresses that streaming changes)."""
     from .speed.optimize import Speed
 
     if not (args.compile or args.fp8):
         return models
-    device = next(models.transformer.parameters()).device
-    return optimize_models(models, Speed.chosen(args.compile, args.fp8, device, stays_put=world_size == 1))
+    speed = Speed.chosen(args.compile, args.fp8, device, stays_put=world_size == 1 and stays_put)
+    return optimize_models(models, speed, device)
+
+
+def place_models(models, device, streamed_blocks: int):
+    """The models kept in CPU memory, each on `device` only while it runs (`offload`)."""
+    from dataclasses import replace
+
+    from .offload import place_models as place
+
+    return replace(models, placement=place(models, device, streamed_blocks))
 
 
 def model_paths(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:

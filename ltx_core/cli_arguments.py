@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__, cli_config
 from .errors import SettingsError
 from .memory_plan import DEFAULT_DECODE_TIME_CHUNK
-from .preflight import DEFAULT_TILE_OVERLAP, STG_MODES, parse_blocks
+from .preflight import DEFAULT_TILE_OVERLAP, OFFLOAD_CHOICES, STG_MODES, parse_blocks
 
 EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answering; no file
@@ -267,6 +267,16 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "holds from frame 0), e.g. '48:the fox stops and looks back'",
     )
     memory = generate.add_argument_group("memory")
+    memory.add_argument(
+        "--offload",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="keep weights in CPU memory on a GPU run (the same frames): 'models' brings the text encoder, "
+        "the VAE and the transformer to the GPU each only while it runs; 'blocks' also streams every "
+        "transformer block from CPU memory while the one before it computes (the least memory, the "
+        "slowest); 'auto' (default) picks the least of these the memory plan needs, streaming the "
+        "fewest blocks that fit; 'none' keeps every model on the GPU",
+    )
     memory.add_argument(
         "--ignore-memory-check",
         action="store_true",

@@ -58,13 +58,27 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
         cfg_parallel=args.cfg_parallel,
         text_encoder=text_size,
         weights=weights,
+        models_stay=args.offload in ("auto", "none"),
+        streamed_blocks=configs.transformer.num_layers if args.offload == "blocks" else 0,
+        decode_frames=args.frames if getattr(args, "window_frames", None) is not None else None,
     )
     return planner.estimate(work)
 
 
+def choose_offload(args: argparse.Namespace, plan: planner.MemoryPlan) -> planner.MemoryPlan:
+    """--offload auto on one GPU: the least offloading that fits the GPU's free memory
+    (`memory_plan.choose_offload`); any other choice, or a run on the CPU or across ranks,
+    as planned."""
+    work = plan.workload
+    if args.offload != "auto" or work.device != "cuda" or work.sequence_parallel * work.cfg_parallel > 1:
+        return plan
+    chosen = planner.choose_offload(work, planner.available_memory(_planned_device(args)))
+    return plan if chosen == work else planner.estimate(chosen)
+
+
 def _sampled_frames(args: argparse.Namespace) -> int:
     """The frames the transformer sees at once: the clip, or a long video's window and the
-    overlap it continues (its decode is then planned at a window's length too)."""
+    overlap it continues (the whole clip is decoded at once: `Workload.decode_frames`)."""
     if getattr(args, "window_frames", None) is None:
         return args.frames
     return min(args.frames, args.window_frames + args.window_overlap)
@@ -141,12 +155,14 @@ FLAGS = {
 
 
 def _as_flags(fit: planner.Fit, args: argparse.Namespace | None = None) -> str | None:
-    """A `Fit` as the flags that make it, with why; None for one no flag makes (offloading,
-    or guidance in a multi-scale config, which sets it per pass)."""
+    """A `Fit` as the flags that make it, with why; None for one no flag makes (guidance in
+    a multi-scale config, which sets it per pass)."""
     multi_scale = getattr(args, "multi_scale", None)
-    if "models_stay" in fit.changes or (multi_scale is not None and "guidance" in fit.changes):
+    if multi_scale is not None and "guidance" in fit.changes:
         return None
     words = []
+    if "models_stay" in fit.changes:
+        words.append("--offload blocks" if fit.changes.get("streamed_blocks") else "--offload models")
     for name, value in fit.changes.items():
         if multi_scale is not None and name in ("width", "height"):
             words.append(f"{FLAGS[name]} {_asked_size(value, multi_scale.downscale_factor)}")

@@ -13,10 +13,9 @@ from torch import Tensor
 from .errors import SettingsError
 from .long_video import FirstFrame, PromptSegment, generate_long_latent, temporal_windows
 from .models.configs import FRAMES_PER_LATENT
-from .pipeline import Models, decode_frames, encode_first_frame, encode_text, seeded_generator
+from .pipeline import Models, decode_frames, encode_first_frame, encode_text, on_device, seeded_generator
 from .preflight import check_num_frames
 from .request import Request
-from .sampling.denoise import module_device
 
 
 def window_sizes(window_frames: int, overlap_frames: int) -> tuple[int, int]:
@@ -98,38 +97,42 @@ def generate_long(
              request.height // vae.spatial_compression, request.width // vae.spatial_compression)  # fmt: skip
     guidance = request.guidance()
     negative = request.negative_prompt if guidance.needs_negative else None
-    window, overlap, prompts, negative_text = window_prompts(
-        models.text_encoder, [(0, request.prompt), *segments], shape[2], window_frames, overlap_frames, negative,
-        request.max_tokens,
-    )  # fmt: skip
+    with on_device(models, models.text_encoder.model):
+        window, overlap, prompts, negative_text = window_prompts(
+            models.text_encoder, [(0, request.prompt), *segments], shape[2], window_frames, overlap_frames, negative,
+            request.max_tokens,
+        )  # fmt: skip
     first = None
     if request.first_frame is not None:
-        frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
+        with on_device(models, vae):
+            frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
         first = FirstFrame(frame, strength=request.conditioning_strength)
     sigmas = request.sigma_schedule(window * shape[3] * shape[4], models.scheduler)
-    latent = generate_long_latent(
-        models.runner or models.transformer,
-        shape,
-        prompts,
-        negative_text,
-        sigmas,
-        guidance,
-        request.frame_rate,
-        window=window,
-        overlap=overlap,
-        overlap_strength=overlap_strength,
-        adain_factor=adain_factor,
-        seed=request.seed,
-        first_frame=first,
-        device=module_device(models.transformer),
-    )
-    return decode_frames(
-        vae,
-        latent,
-        request.decode_timestep,
-        request.decode_noise_scale,
-        seeded_generator(request.seed),
-        time_chunk=request.decode_time_chunk,
-        tiles=request.decode_tiles,
-        tile_overlap=request.decode_tile_overlap,
-    )[0]
+    with on_device(models, models.transformer):
+        latent = generate_long_latent(
+            models.runner or models.transformer,
+            shape,
+            prompts,
+            negative_text,
+            sigmas,
+            guidance,
+            request.frame_rate,
+            window=window,
+            overlap=overlap,
+            overlap_strength=overlap_strength,
+            adain_factor=adain_factor,
+            seed=request.seed,
+            first_frame=first,
+            device=models.device,
+        )
+    with on_device(models, vae):
+        return decode_frames(
+            vae,
+            latent,
+            request.decode_timestep,
+            request.decode_noise_scale,
+            seeded_generator(request.seed),
+            time_chunk=request.decode_time_chunk,
+            tiles=request.decode_tiles,
+            tile_overlap=request.decode_tile_overlap,
+        )[0]

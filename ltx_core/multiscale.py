@@ -39,6 +39,7 @@ from .pipeline import (
     decode_frames,
     encode_first_frame,
     encode_text,
+    on_device,
     prepare_latent,
     seeded_generator,
     stop_on_non_finite,
@@ -84,14 +85,16 @@ def generate_multiscale(
         request = replace(request, first_frame=_fitted_first_frame(request))
     generator = seeded_generator(request.seed)
     needs_negative = any(_guidance(settings, p).needs_negative for p in settings.passes)
-    text = encode_text(
-        models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None, request.max_tokens
-    )
+    with on_device(models, models.text_encoder.model):
+        text = encode_text(
+            models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None, request.max_tokens
+        )
     total = sum(p.steps for p in settings.passes)
     first = run_pass(
         models, request, settings.first_pass, sizes[0], text, settings.stg_mode, generator, _counted(callback, 0, total)
     )
-    upsampled = upsample_between_passes(upsampler, models.vae, first)
+    with on_device(models, models.vae):
+        upsampled = upsample_between_passes(upsampler, models.vae, first)
     second = run_pass(
         models,
         request,
@@ -103,7 +106,10 @@ def generate_multiscale(
         _counted(callback, settings.first_pass.steps, total),
         start=upsampled,
     )
-    frames = decode_second_pass(models.vae, second, request, settings.second_pass.tone_map_compression_ratio, generator)
+    with on_device(models, models.vae):
+        frames = decode_second_pass(
+            models.vae, second, request, settings.second_pass.tone_map_compression_ratio, generator
+        )
     return resize_frames(frames, request.height, request.width)
 
 
@@ -202,25 +208,27 @@ def run_pass(
     Without `start` it begins from noise, as the first pass; with it (the upsampled
     latent) from `start` noised to the pass's first sigma, as the official pipeline noises
     the `latents` it is given. Conditioning is encoded at this pass's size either way."""
-    latent = pass_latent(models.vae, request, size, generator, start)
+    with on_device(models, models.vae):
+        latent = pass_latent(models.vae, request, size, generator, start)
     sigmas = pass_sigmas(settings, latent.num_tokens, models.scheduler)
     guidance = Guidance(**settings.guidance_settings(stg_mode))
     prompt, negative = text
-    result = denoise(
-        models.runner or models.transformer,
-        latent,
-        prompt,
-        negative if guidance.needs_negative else None,
-        sigmas,
-        guidance,
-        request.frame_rate,
-        generator,
-        stop_on_non_finite(callback),
-        image_cond_noise_scale=request.image_cond_noise_scale,
-        start_sigma=1.0 if start is None else float(sigmas[0]),
-        strength_rule=request.strength_rule,
-        stochastic=settings.stochastic_sampling,
-    )
+    with on_device(models, models.transformer):
+        result = denoise(
+            models.runner or models.transformer,
+            latent,
+            prompt,
+            negative if guidance.needs_negative else None,
+            sigmas,
+            guidance,
+            request.frame_rate,
+            generator,
+            stop_on_non_finite(callback),
+            image_cond_noise_scale=request.image_cond_noise_scale,
+            start_sigma=1.0 if start is None else float(sigmas[0]),
+            strength_rule=request.strength_rule,
+            stochastic=settings.stochastic_sampling,
+        )
     return result.samples
 
 

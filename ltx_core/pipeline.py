@@ -18,6 +18,7 @@ noise, decode noise), so the same request gives the same frames on any device.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import torch
@@ -68,23 +69,38 @@ class Models:
     # the schedule `steps` become sigmas by: the checkpoint's (`CheckpointInfo.configs.scheduler`,
     # its `sampler` spacing and shift) or a release config's
     scheduler: SchedulerConfig = LTXV_SCHEDULER
+    # None: every model stays on its device; else `offload.ModelPlacement`, which keeps them
+    # in CPU memory and brings each to its device only while its stage runs
+    placement: object | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the models compute."""
+        return self.placement.device if self.placement is not None else module_device(self.transformer)
 
 
-def optimize_models(models: Models, speed: Speed) -> Models:
+def on_device(models: Models, module: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """`module` (one of `models`') on the run's device for the duration of a stage."""
+    return contextlib.nullcontext() if models.placement is None else models.placement.on_device(module)
+
+
+def optimize_models(models: Models, speed: Speed, device: torch.device | None = None) -> Models:
     """`speed` applied once after loading, with the models on their device: the
     transformer's levers (`speed.optimize.optimize_transformer`) and the VAE decoder
     compiled where `speed.compile_vae` asks. Nothing runs unless asked, so the fp32 CPU path
     stays the reference. The transformer is changed in place (keep a fresh copy to save);
-    the returned `Models` holds the runner that `generate` calls it through."""
+    the returned `Models` holds the runner that `generate` calls it through. Models kept
+    in CPU memory for offloading name the run's `device`."""
     if models.runner is not None:
         raise SettingsError("the transformer is already optimized; load the models again to choose other levers")
+    device = device or models.device
     if speed.fp8:
-        check_fp8_device(module_device(models.transformer))
+        check_fp8_device(device)
     if speed.compile_vae:
         compile_vae_decoder(models.vae, backend=speed.compile_backend)
     if not speed.changes_transformer:
         return models
-    return replace(models, runner=optimize_transformer(models.transformer, speed))
+    return replace(models, runner=optimize_transformer(models.transformer, speed, device=device))
 
 
 # ---------------------------------------------------------------- stages
@@ -339,46 +355,50 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames."""
     # a T5 of the wrong width fails here, before any model runs
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
-    draws = run_draws(req, module_device(models.transformer))
+    draws = run_draws(req, models.device)
     guidance = req.guidance()
     negative = req.negative_prompt if guidance.needs_negative else None
-    text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
-    latent = prepare_latent(
-        models.vae,
-        req.num_frames,
-        req.height,
-        req.width,
-        req.first_frame,
-        req.conditioning_strength,
-        draws.posterior,
-        conditions=req.conditions,
-        source_video=req.source_video,
-        control=req.control,
-    )
+    with on_device(models, models.text_encoder.model):
+        text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
+    with on_device(models, models.vae):
+        latent = prepare_latent(
+            models.vae,
+            req.num_frames,
+            req.height,
+            req.width,
+            req.first_frame,
+            req.conditioning_strength,
+            draws.posterior,
+            conditions=req.conditions,
+            source_video=req.source_video,
+            control=req.control,
+        )
     sigmas = req.sigma_schedule(latent.num_tokens, models.scheduler)
-    latent = denoise(
-        models.runner or models.transformer,
-        latent,
-        text,
-        negative_text,
-        sigmas,
-        guidance,
-        req.frame_rate,
-        draws.sampling,
-        stop_on_non_finite(callback),
-        image_cond_noise_scale=req.image_cond_noise_scale,
-        start_sigma=_start_sigma(req, sigmas),
-        strength_rule=req.strength_rule,
-        stochastic=req.stochastic_sampling,
-        token_major_noise=draws.token_major,
-    )
-    return decode_frames(
-        models.vae,
-        latent.samples,
-        req.decode_timestep,
-        req.decode_noise_scale,
-        draws.decode,
-        time_chunk=req.decode_time_chunk,
-        tiles=req.decode_tiles,
-        tile_overlap=req.decode_tile_overlap,
-    )[0]
+    with on_device(models, models.transformer):
+        latent = denoise(
+            models.runner or models.transformer,
+            latent,
+            text,
+            negative_text,
+            sigmas,
+            guidance,
+            req.frame_rate,
+            draws.sampling,
+            stop_on_non_finite(callback),
+            image_cond_noise_scale=req.image_cond_noise_scale,
+            start_sigma=_start_sigma(req, sigmas),
+            strength_rule=req.strength_rule,
+            stochastic=req.stochastic_sampling,
+            token_major_noise=draws.token_major,
+        )
+    with on_device(models, models.vae):
+        return decode_frames(
+            models.vae,
+            latent.samples,
+            req.decode_timestep,
+            req.decode_noise_scale,
+            draws.decode,
+            time_chunk=req.decode_time_chunk,
+            tiles=req.decode_tiles,
+            tile_overlap=req.decode_tile_overlap,
+        )[0]

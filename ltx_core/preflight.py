@@ -233,6 +233,8 @@ def default_model_paths() -> tuple[Path, Path]:
 # STG's perturbations, Lightricks' `SkipLayerStrategy` (`guidance.perturbed_forward` says
 # what each does); here, without torch, so the CLI offers them before importing it.
 STG_MODES = ("attention_values", "attention_skip", "residual", "transformer_block")
+# --offload / the loaders' offload input: see `ltx_core.offload` and `memory_plan.choose_offload`
+OFFLOAD_CHOICES = ("auto", "none", "models", "blocks")
 
 
 def parse_blocks(text: str) -> tuple[int, ...]:

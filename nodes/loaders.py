@@ -136,6 +136,7 @@ class LTXVCoreCheckpointLoader:
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
             "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups of the transformer: torch.compile (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
+            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI already keeps only the running model on the GPU. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
     @classmethod
@@ -144,7 +145,7 @@ class LTXVCoreCheckpointLoader:
             return _missing_message("checkpoint", ckpt_name, CHECKPOINT_FOLDERS, checkpoint_names())
         return True
 
-    def load(self, ckpt_name, dtype, device, optimization="none"):
+    def load(self, ckpt_name, dtype, device, optimization="none", offload="auto"):
         load_device, _ = memory.model_devices("diffusion", device)
         speed = _node_speed(optimization, load_device)
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
@@ -152,7 +153,7 @@ class LTXVCoreCheckpointLoader:
             path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu"
         )
         transformer = _optimized(loaded.transformer, speed, load_device)
-        model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler)
+        model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler, offload=offload)
         return (model, memory.patcher(loaded.vae, "vae", device))
 
 
@@ -171,13 +172,12 @@ def _node_speed(optimization: str, load_device):
 
 
 def _optimized(transformer, speed, load_device):
-    """The transformer with `speed` applied in place, on the device it will run on (FP8
-    weights are quantized there, the fused kernels are checked there). It stays a plain
-    module for ComfyUI's memory manager."""
+    """The transformer with `speed` applied in place for the device it will run on (FP8
+    weights are quantized there a layer at a time, the fused kernels are checked there),
+    left in CPU memory: a plain module for ComfyUI's memory manager."""
     if not speed.changes_transformer:
         return transformer
-    transformer.to(load_device)
-    core_speed.optimize_transformer(transformer, speed)
+    core_speed.optimize_transformer(transformer, speed, device=load_device)
     return transformer
 
 
@@ -219,6 +219,7 @@ class LTXVCoreTransformerLoader:
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the model runs; 'default' follows ComfyUI."}),
         }, "optional": {
             "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "As in LTX-Video Checkpoint Loader; compile+fp8 runs an FP8 file's weights on the FP8 tensor cores."}),
+            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI already keeps only the running model on the GPU. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
     @classmethod
@@ -227,14 +228,14 @@ class LTXVCoreTransformerLoader:
             return _missing_message("transformer", unet_name, TRANSFORMER_FOLDERS, transformer_names())
         return True
 
-    def load(self, unet_name, dtype, device, optimization="none"):
+    def load(self, unet_name, dtype, device, optimization="none", offload="auto"):
         load_device, _ = memory.model_devices("diffusion", device)
         speed = _node_speed(optimization, load_device)
         path = _resolve(TRANSFORMER_FOLDERS, unet_name)
         weight_dtype = memory.weight_dtype(dtype, "diffusion", device)
         transformer, info = core_checkpoint.load_transformer(path, dtype=weight_dtype, device="cpu")
         transformer = _optimized(transformer, speed, load_device)
-        return (memory.patcher(transformer, "diffusion", device, scheduler=info.configs.scheduler),)
+        return (memory.patcher(transformer, "diffusion", device, scheduler=info.configs.scheduler, offload=offload),)
 
 
 class LTXVCoreVAELoader:

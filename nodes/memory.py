@@ -11,20 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..ltx_core import memory_plan as planner
+from ..ltx_core import memory_plan as planner, offload as core_offload
 from ..ltx_core.errors import SettingsError
 from ..ltx_core.models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig
+from ..ltx_core.preflight import OFFLOAD_CHOICES
 
 # "default": bfloat16 (as published) where the model runs on a GPU that has it, float32 on
 # the CPU, where bfloat16 matmuls are several times slower
 DTYPES = {"default": None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 DEVICES = ("default", "cpu")  # "default": the device ComfyUI runs models on (--cpu makes it the CPU)
+# the loaders' offload choice: ComfyUI moves whole models already, so what is left is blocks
+OFFLOAD = tuple(choice for choice in OFFLOAD_CHOICES if choice != "models")
 
 
 @dataclass(frozen=True)
@@ -68,25 +71,30 @@ class ManagedModel(torch.nn.Module):
     A transformer also keeps its checkpoint's `scheduler` section here, which release
     configs' "from_checkpoint" schedule means."""
 
-    def __init__(self, core: torch.nn.Module, device: torch.device, scheduler: SchedulerConfig | None = None):
+    def __init__(
+        self, core: torch.nn.Module, device: torch.device, scheduler: SchedulerConfig | None = None, offload="auto"
+    ):
         super().__init__()
         self.core = core
         self.device = device
         self.scheduler = scheduler
+        self.offload = offload  # a transformer's block streaming: one of OFFLOAD
 
     def get_dtype(self) -> torch.dtype:
         return next(self.core.parameters()).dtype
 
 
 def patcher(
-    module: torch.nn.Module, kind: str, device: str, scheduler: SchedulerConfig | None = None
+    module: torch.nn.Module, kind: str, device: str, scheduler: SchedulerConfig | None = None, offload: str = "auto"
 ) -> comfy.model_patcher.ModelPatcher:
     """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager.
     The plain `ModelPatcher`, not ComfyUI's dynamic one: the core's layers are torch's
     own, which ComfyUI can only move whole."""
     load_device, offload_device = model_devices(kind, device)
     module.to(offload_device)
-    managed = ManagedModel(module, offload_device, scheduler)
+    if offload not in OFFLOAD:
+        raise SettingsError(f"offload {offload!r} is unknown; allowed: {', '.join(OFFLOAD)}")
+    managed = ManagedModel(module, offload_device, scheduler, offload)
     return comfy.model_patcher.ModelPatcher(
         managed, load_device=load_device, offload_device=offload_device, size=weight_bytes(module)
     )
@@ -124,6 +132,23 @@ def on_device(model: comfy.model_patcher.ModelPatcher) -> Iterator[torch.device]
         offload(model)
 
 
+@contextmanager
+def streamed_on_device(model: comfy.model_patcher.ModelPatcher, streamed: int, peak: int) -> Iterator[torch.device]:
+    """The transformer on its load device with its last `streamed` blocks streamed from CPU
+    memory (`ltx_core.offload`) for the duration of a node, after ComfyUI freed `peak` bytes
+    there; its weights stay where ComfyUI keeps them at rest."""
+    device = torch.device(model.load_device)
+    mm.free_memory(peak, device)
+    core = core_model(model)
+    previous = core.block_weights
+    placement = core_offload.stream_transformer(core, device, streamed)
+    try:
+        with placement.on_device(core):
+            yield device
+    finally:
+        core.use_block_weights(previous)
+
+
 def offload(model: comfy.model_patcher.ModelPatcher) -> None:
     """Give the model's device memory back now and take it off ComfyUI's loaded list."""
     if model.load_device == model.offload_device:
@@ -134,15 +159,19 @@ def offload(model: comfy.model_patcher.ModelPatcher) -> None:
     mm.soft_empty_cache()
 
 
-def refuse_what_never_fits(model: comfy.model_patcher.ModelPatcher, stage: str, latent_shape, **settings) -> None:
+def refuse_what_never_fits(
+    model: comfy.model_patcher.ModelPatcher, stage: str, latent_shape, **settings
+) -> planner.MemoryPlan | None:
     """Refuse a node's run (`stage`: "sampling" for the DiT, "decode" for the VAE) whose
     memory plan exceeds all of its device's memory, before the model is moved there: the
     error gives the estimate and the nearest sizes that fit instead of an out-of-memory
     error minutes later. Only the whole memory counts, since ComfyUI frees other models
-    first; `settings` are `memory_plan.Workload` fields (guidance, stg, decode_time_chunk...)."""
+    first; `settings` are `memory_plan.Workload` fields (guidance, stg, decode_time_chunk...).
+    Returns the plan to run (None off the two devices the planner knows): for a GPU
+    transformer whose loader allows it, with the fewest blocks streamed that fit."""
     device = torch.device(model.load_device)
     if device.type not in ("cuda", "cpu"):
-        return  # the planner knows these two
+        return None  # the planner knows these two
     core = core_model(model)
     batch, _, frames, height, width = latent_shape
     dit = stage == "sampling"
@@ -161,8 +190,17 @@ def refuse_what_never_fits(model: comfy.model_patcher.ModelPatcher, stage: str, 
         weights=planner.WeightBytes(own if dit else 0, 0 if dit else own, 0),
         **settings,
     )
-    planner.check_fits(
-        planner.estimate(work),
-        planner.device_capacity(str(device)),
-        advice=" (all of the device's memory counts: ComfyUI frees other models first)",
-    )
+    capacity = planner.device_capacity(str(device))
+    work = _with_streaming(work, getattr(model.model, "offload", "none"), capacity)
+    plan = planner.estimate(work)
+    planner.check_fits(plan, capacity, advice=" (all of the device's memory counts: ComfyUI frees other models first)")
+    return plan
+
+
+def _with_streaming(work: planner.Workload, choice: str, capacity: int | None) -> planner.Workload:
+    """A GPU transformer's run with the blocks its loader's offload choice streams."""
+    if work.transformer is None or work.device != "cuda" or choice == "none":
+        return work
+    if choice == "blocks":
+        return replace(work, streamed_blocks=work.transformer.num_layers)
+    return planner.choose_offload(work, capacity)

@@ -11,6 +11,8 @@ multi-scale pipeline, whose input is the upsampled first pass).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import comfy.model_management
@@ -155,7 +157,7 @@ def run_sampler(
     if sigmas is None:
         sigmas = core_scheduler.flow_sigmas(steps, conditioned.num_tokens, schedule)
     positive, negative = text_pair(positive, negative)
-    memory.refuse_what_never_fits(
+    plan = memory.refuse_what_never_fits(
         model,
         "sampling",
         conditioned.samples.shape,
@@ -165,7 +167,7 @@ def run_sampler(
         keyframe_tokens=conditioned.num_keyframe_tokens,
         steps=len(sigmas) - 1,
     )
-    with memory.on_device(model) as device, applied_loras(model):
+    with _on_device_with_loras(model, plan) as device:
         result = core_denoise.denoise(
             memory.core_model(model),
             conditioned,
@@ -182,6 +184,20 @@ def run_sampler(
             stochastic=stochastic,
         )
     return core_to_latent(result)
+
+
+@contextmanager
+def _on_device_with_loras(model, plan) -> Iterator[torch.device]:
+    """The transformer on its device with its LoRAs applied: moved whole by ComfyUI (the
+    LoRAs merged there), or, where the plan streams blocks, the LoRAs merged in CPU memory
+    first so the streamed blocks carry them."""
+    streamed = plan.workload.streamed_blocks if plan is not None else 0
+    if streamed:
+        with applied_loras(model), memory.streamed_on_device(model, streamed, plan.peak_bytes) as device:
+            yield device
+    else:
+        with memory.on_device(model) as device, applied_loras(model):
+            yield device
 
 
 def _progress_callback(total_steps: int):

@@ -20,6 +20,7 @@ BENCHMARKS = (
     "gpu_kernel_rates",
     "gpu_measure",
     "gpu_speed_pipelines",
+    "low_vram",
     "vae_decode_memory",
 )
 
@@ -57,3 +58,19 @@ def test_the_multiscale_bench_runs_the_preset_on_tiny_models(tmp_path):
     assert result["frames_shape"] == [17, 160, 256, 3]
     first, second = result["pass_sizes"]
     assert second == [2 * first[0], 2 * first[1]]
+
+
+def test_the_low_vram_bench_runs_its_rows_on_tiny_models(tmp_path):
+    """The CPU dry run of the low-VRAM benchmark: a resident row runs and decodes every
+    frame; a cap nothing fits under is planned (every block streamed) and reported as not
+    fitting instead of run."""
+    import json
+
+    from benchmarks import low_vram
+
+    low_vram.main(["--tiny", "--caps", "none,0.0001", "--out", str(tmp_path / "lv.json")])
+    resident, capped = json.loads((tmp_path / "lv.json").read_text())["rows"]
+    assert {"model", "dtype", "cap_gib", "peak_gib", "dit_s", "whole_s"} <= set(resident)
+    assert resident["fits"] and resident["offload"] == "none" and resident["frames"] == 9
+    assert capped["cap_gib"] == 0.0001 and not capped["fits"]
+    assert capped["offload"] == "blocks" and capped["streamed_blocks"] == 2

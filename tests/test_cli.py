@@ -114,6 +114,8 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
         (("--fp8", "--device", "cpu"), "fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9"),
         (("--decode-time-chunk", "2", "--cfg-parallel", "2"), "--decode-time-chunk does not combine with"),
         (("--decode-time-chunk", "8", "--sequence-parallel", "2"), "--decode-time-chunk does not combine with"),
+        (("--offload", "blocks", "--device", "cpu"), "--offload blocks keeps weights in CPU memory for a GPU run"),
+        (("--offload", "models", "--cfg-parallel", "2"), "--offload models does not combine with --sequence-parallel"),
     ],
 )
 def test_bad_settings_print_one_line_and_exit_2_before_loading_a_model(capsys, tmp_path, monkeypatch, args, message):
@@ -445,9 +447,9 @@ def test_decode_time_chunks_and_compile_give_the_frames_of_the_plain_run(
     compiler on CI), --decode-time-chunk the decode; neither changes the frames."""
     calls = []
 
-    def eager_compile(models, speed):
+    def eager_compile(models, speed, device=None):
         calls.append(speed)
-        return cli_optimize(models, replace(speed, compile_backend="eager"))
+        return cli_optimize(models, replace(speed, compile_backend="eager"), device)
 
     cli_optimize = cli.optimize_models
     monkeypatch.setattr(cli, "optimize_models", eager_compile)
@@ -527,3 +529,24 @@ def test_decode_tiles_reach_the_decode_and_a_bad_grid_is_a_usage_error(
     with pytest.raises(SystemExit) as exit_:
         cli.main(["generate", "--prompt", "a fox", "--decode-tiles", "2by2"])
     assert exit_.value.code == 2 and "'2by2' is not ROWSxCOLUMNS" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="offloading moves weights to a GPU (run on the GPU)")
+def test_offloaded_runs_give_the_frames_of_the_resident_run_on_the_gpu(
+    capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder
+):
+    placements = []
+    place = cli.place_models
+    monkeypatch.setattr(cli, "place_models", lambda *a: placements.append(a[2]) or place(*a))
+
+    def run(*flags):
+        frames = generated_frames(capsys, monkeypatch, tmp_path, tiny_checkpoint, tiny_t5_folder, *flags)
+        return frames
+
+    def on_gpu(*flags):  # generated_frames runs on the CPU: the last --device wins
+        return run("--device", "cuda", *flags)
+
+    resident = on_gpu("--offload", "none")
+    assert torch.equal(on_gpu("--offload", "models"), resident)
+    assert torch.equal(on_gpu("--offload", "blocks"), resident)
+    assert placements == [0, 2]  # the tiny transformer's two blocks streamed

@@ -265,5 +265,59 @@ def test_spatial_tiles_are_offered_as_a_fit_and_named_as_the_flag():
     from ltx_core.cli_plan import _as_flags
 
     work = planner.Workload(C.LTXV_2B_0_9_5, C.LTXV_VAE_0_9_5, 1216, 704, 121, device="cuda")
-    [tiles] = [fit for fit in planner.fitting._levers(work) if "decode_tiles" in fit.changes]
+    [tiles] = [fit for fit in planner.fitting._levers(work, 10**12) if "decode_tiles" in fit.changes]
     assert _as_flags(tiles).startswith("--decode-tiles 2x2")
+
+
+# ---------------------------------------------------------------- offloading
+
+
+def test_offloading_chooses_the_least_that_fits_and_the_fewest_streamed_blocks():
+    work = planner.Workload(C.LTXV_13B, C.LTXV_VAE_0_9_5, 768, 512, 121, device="cuda")
+    assert planner.choose_offload(work, 200 * planner.GIB) == work  # everything fits resident
+    assert planner.choose_offload(work, None) == work  # unknown memory: as asked
+    capped = planner.choose_offload(work, 24 * planner.GIB)
+    count = capped.streamed_blocks
+    assert capped.offload == "blocks" and 0 < count < C.LTXV_13B.num_layers
+    assert planner.estimate(capped).peak_bytes <= 24 * planner.GIB
+    assert planner.estimate(replace(capped, streamed_blocks=count - 1)).peak_bytes > 24 * planner.GIB
+    fp8 = planner.choose_offload(replace(work, fp8=True), 24 * planner.GIB)
+    assert fp8.offload in ("none", "models")  # FP8 weights fit without streaming
+    nothing = planner.choose_offload(work, planner.GIB // 2)
+    assert nothing.streamed_blocks == C.LTXV_13B.num_layers  # the least memory; refused by check_fits
+
+
+def test_streamed_blocks_leave_two_blocks_of_the_transformer_on_the_device():
+    work = planner.Workload(C.LTXV_13B, C.LTXV_VAE_0_9_5, 768, 512, 121, device="cuda", models_stay=False)
+    whole = planner.estimate(work).stages["sampling"]
+    one_block = (
+        planner.weight_bytes(work)["transformer"]
+        * planner.parameters.block_params(C.LTXV_13B)
+        / planner.transformer_params(C.LTXV_13B)
+    )
+    for count in (1, 2, 10, 48):
+        streamed = planner.estimate(replace(work, streamed_blocks=count)).stages["sampling"]
+        assert whole - streamed == pytest.approx(one_block * max(count - 2, 0), rel=1e-6)
+    assert "load" not in planner.estimate(work).stages  # loaded into CPU memory
+
+
+def test_block_params_count_a_built_block():
+    block = LTXVTransformer(C.TINY_TRANSFORMER).transformer_blocks[0]
+    assert planner.parameters.block_params(C.TINY_TRANSFORMER) == sum(p.numel() for p in block.parameters())
+
+
+def test_offloading_is_offered_as_the_flags_that_make_it():
+    from ltx_core.cli_plan import _as_flags
+
+    work = planner.Workload(C.LTXV_13B, C.LTXV_VAE_0_9_5, 768, 512, 121, device="cuda")
+    named = [_as_flags(fit) for fit in planner.nearest_fits(work, 24 * planner.GIB)]
+    assert any(name.startswith("--offload blocks (") for name in named)
+    with pytest.raises(SettingsError, match=r"--offload blocks \("):
+        planner.check_fits(planner.estimate(work), 24 * planner.GIB, _as_flags)
+
+
+def test_a_long_videos_decode_is_planned_at_the_whole_clip():
+    window = planner.Workload(C.LTXV_2B_0_9_5, C.LTXV_VAE_0_9_5, 768, 512, 145, device="cuda")
+    whole = replace(window, decode_frames=257)
+    assert planner.estimate(whole).stages["decode"] > planner.estimate(window).stages["decode"]
+    assert planner.estimate(whole).stages["sampling"] == planner.estimate(window).stages["sampling"]

@@ -9,6 +9,7 @@ file. If they fail, saved graphs, headless use or ComfyUI's memory manager break
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -284,6 +285,30 @@ def test_a_run_beyond_all_of_the_devices_memory_is_refused_with_the_plan_before_
     with pytest.raises(ValueError, match=r"needs about .* at its peak \(decode.*all of the device's memory counts"):
         _node(pack, "LTXVCoreDenoisingDecode").decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)
     assert moved == [], "refused before ComfyUI moved a model"
+
+
+def test_the_loaders_offload_choice_streams_the_blocks_a_gpu_run_needs(pack):
+    """auto streams the fewest blocks that fit the GPU, blocks every one, none nothing (a run
+    too big is then refused); the loaders offer exactly these choices."""
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    planner = sys.modules[f"{PACK_NAME}.ltx_core.memory_plan"]
+    configs = sys.modules[f"{PACK_NAME}.ltx_core.models.configs"]
+    weights = planner.WeightBytes(planner.transformer_params(configs.LTXV_13B) * 2, 0, 0)
+    work = planner.Workload(
+        configs.LTXV_13B, None, 768, 512, 121, models_stay=False, stages=("sampling",), weights=weights
+    )
+    cap = 24 * planner.GIB
+    auto = memory._with_streaming(work, "auto", cap)
+    assert 0 < auto.streamed_blocks < 48 and planner.estimate(auto).peak_bytes <= cap
+    assert memory._with_streaming(work, "blocks", cap).streamed_blocks == 48
+    assert memory._with_streaming(work, "none", cap) == work
+    on_cpu = dataclasses.replace(work, device="cpu")
+    assert memory._with_streaming(on_cpu, "auto", cap) == on_cpu
+    for name in ("LTXVCoreCheckpointLoader", "LTXVCoreTransformerLoader"):
+        choices, options = _node(pack, name).INPUT_TYPES()["optional"]["offload"]
+        assert choices == ["auto", "none", "blocks"] and options["default"] == "auto"
+    with pytest.raises(ValueError, match="offload 'models' is unknown; allowed: auto, none, blocks"):
+        memory.patcher(torch.nn.Linear(2, 2), "diffusion", "cpu", offload="models")
 
 
 # ---------------------------------------------------------------- progress, Cancel, memory

@@ -26,10 +26,10 @@ Modules: `workload` (what is planned, the plan), `stages` (the estimate, stage b
 from __future__ import annotations
 
 from .device import available_memory, device_capacity
-from .fitting import Fit, check_fits, largest_size, most_frames, nearest_fits
+from .fitting import Fit, check_fits, choose_offload, fewest_streamed_blocks, largest_size, most_frames, nearest_fits
 from .headers import safetensors_shapes, text_encoder_weights
 from .parameters import transformer_params, vae_params
-from .stages import estimate, fp8_transformer_bytes, sampling_bytes, text_bytes, weight_bytes
+from .stages import estimate, fp8_transformer_bytes, sampling_bytes, streamed_bytes, text_bytes, weight_bytes
 from .vae_activations import decode_bytes, decoder_peak, encode_bytes
 from .workload import (
     DEFAULT_DECODE_TIME_CHUNK,
@@ -56,6 +56,8 @@ __all__ = [
     "Workload",
     "available_memory",
     "check_fits",
+    "choose_offload",
+    "fewest_streamed_blocks",
     "device_capacity",
     "decode_bytes",
     "decoder_peak",
@@ -68,6 +70,7 @@ __all__ = [
     "nearest_fits",
     "safetensors_shapes",
     "sampling_bytes",
+    "streamed_bytes",
     "text_bytes",
     "text_encoder_weights",
     "time_class",

@@ -39,7 +39,7 @@ class Fit:
 def nearest_fits(work: Workload, available: int) -> list[Fit]:
     """Levers that keep the video's size (memory-saving decodes, precision, FP8), then the
     largest size at the same aspect and the most frames that fit."""
-    fits = [fit for fit in _levers(work) if _fits(replace(work, **fit.changes), available)]
+    fits = [fit for fit in _levers(work, available) if _fits(replace(work, **fit.changes), available)]
     size = largest_size(work, available)
     if size is not None:
         fits.append(
@@ -58,7 +58,7 @@ def _fits(work: Workload, available: int) -> bool:
     return estimate(work).peak_bytes <= available
 
 
-def _levers(work: Workload) -> list[Fit]:
+def _levers(work: Workload, available: int) -> list[Fit]:
     levers = []
     chunkable = (
         work.vae is not None and work.vae.norm_layer != "group_norm" and work.sequence_parallel * work.cfg_parallel == 1
@@ -76,16 +76,57 @@ def _levers(work: Workload) -> list[Fit]:
         levers.append(Fit({"dtype": "bf16"}, "dtype bf16 (half the weights and activations)"))
     if work.device == "cuda" and not work.fp8:
         levers.append(Fit({"fp8": True}, "fp8 (FP8 linear layers, a GPU with FP8 tensor cores)"))
-    if work.models_stay:
+    if work.models_stay and not work.streamed_blocks:
         levers.append(
             Fit(
                 {"models_stay": False},
-                "offload: each model on the device only while it runs, as ComfyUI moves them (the same frames)",
+                "offload models: each model on the device only while it runs (the same frames)",
+            )
+        )
+    streamed = fewest_streamed_blocks(work, available)
+    if streamed:
+        levers.append(
+            Fit(
+                {"models_stay": False, "streamed_blocks": streamed},
+                f"offload blocks: {streamed} of the transformer's blocks streamed from CPU memory "
+                "(the same frames, slower)",
             )
         )
     if work.guidance or work.stg:
         levers.append(Fit({"guidance": False, "stg": False}, "guidance 1 without STG (one pass, other results)"))
     return levers
+
+
+def choose_offload(work: Workload, available: int | None) -> Workload:
+    """`work` with the least offloading that fits `available` bytes: none, else each model
+    on the device only while it runs, else the fewest transformer blocks streamed from CPU
+    memory; every block streamed where nothing fits (the refusal then names what else
+    would). Unknown memory: `work` as it is."""
+    if available is None or _fits(work, available):
+        return work
+    models = replace(work, models_stay=False, streamed_blocks=0)
+    if _fits(models, available):
+        return models
+    layers = work.transformer.num_layers if work.transformer is not None else 0
+    return replace(models, streamed_blocks=fewest_streamed_blocks(work, available) or layers)
+
+
+def fewest_streamed_blocks(work: Workload, available: int) -> int | None:
+    """The fewest transformer blocks to stream for `work` to fit, None where streaming
+    every block still does not (or there is no transformer)."""
+    if work.transformer is None:
+        return None
+    low, high = 1, work.transformer.num_layers
+    streamed = lambda count: replace(work, models_stay=False, streamed_blocks=count)
+    if not _fits(streamed(high), available):
+        return None
+    while low < high:  # memory falls as more blocks are streamed: bisect
+        middle = (low + high) // 2
+        if _fits(streamed(middle), available):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def largest_size(work: Workload, available: int) -> tuple[int, int] | None:

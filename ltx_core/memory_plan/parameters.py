@@ -11,7 +11,7 @@ from .workload import KERNEL_VOLUME, TIMESTEP_FEATURES
 
 
 def transformer_params(cfg: TransformerConfig) -> int:
-    """Parameters of `LTXVTransformer(cfg)`."""
+    """Parameters of `LTXVTransformer(cfg)`: the blocks and what surrounds them."""
     dim = cfg.inner_dim
     linear = lambda n_in, n_out, bias=True: n_in * n_out + (n_out if bias else 0)
     outside = (
@@ -24,12 +24,18 @@ def transformer_params(cfg: TransformerConfig) -> int:
         + 2 * dim
         + linear(dim, cfg.out_channels)
     )
+    return outside + cfg.num_layers * block_params(cfg)
+
+
+def block_params(cfg: TransformerConfig) -> int:
+    """Parameters of one transformer block: what block offloading streams."""
+    dim = cfg.inner_dim
     linears, _ = block_linear_params(cfg)
-    # per block: the attentions' biases and QK-norm weights, the feed-forward's biases, the
+    # the attentions' biases and QK-norm weights, the feed-forward's biases, the
     # modulation table, the norms' weights where they have them
     attention = 2 * (3 * dim * cfg.attention_bias + dim + 2 * dim)
     rest = attention + 5 * dim + 6 * dim + (2 * dim if cfg.norm_elementwise_affine else 0)
-    return outside + linears + cfg.num_layers * rest
+    return linears // cfg.num_layers + rest
 
 
 def block_linear_params(cfg: TransformerConfig) -> tuple[int, int]:

@@ -12,8 +12,9 @@ Code that changes what a layer keeps alive must re-run that benchmark.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from .parameters import block_linear_params, transformer_params, vae_params
+from .parameters import block_linear_params, block_params, transformer_params, vae_params
 from .vae_activations import decode_bytes, encode_bytes, vae_flops
 from .workload import TIMESTEP_FEATURES, MemoryPlan, Workload
 
@@ -50,27 +51,29 @@ def estimate(work: Workload) -> MemoryPlan:
     """Peak bytes of each stage of `work` on its device, and a rough time."""
     weights = weight_bytes(work)
     total = sum(weights.values())
-    stay = work.models_stay
+    stay = work.models_stay and not work.streamed_blocks  # streaming blocks places models one at a time
     sampling_weights = weights["transformer"] if not work.fp8 else fp8_transformer_bytes(work)
+    sampling_weights -= streamed_bytes(work, sampling_weights)
     resident_for = {  # the weights on the device during each stage
         "text": total if stay else weights["text_encoder"],
         "encode": total if stay else weights["vae"],
         "sampling": total - weights["transformer"] + sampling_weights if stay else sampling_weights,
         "decode": total - weights["transformer"] + sampling_weights if stay else weights["vae"],
     }
+    decoded = work if work.decode_frames is None else replace(work, frames=work.decode_frames)
     made = {  # what each stage makes beside its weights, counted only for the stages run
         "text": lambda: text_bytes(work),
         "encode": lambda: encode_bytes(work),
         "sampling": lambda: sampling_bytes(work),
-        "decode": lambda: decode_bytes(work),
-        "write": lambda: write_bytes(work),
+        "decode": lambda: decode_bytes(decoded),
+        "write": lambda: write_bytes(decoded),
     }
     resident_for["write"] = resident_for["decode"]
     stages = {}
     for name in _stages_run(work):
-        stages[name] = (
-            (total if stay else max(weights.values())) if name == "load" else resident_for[name] + made[name]()
-        )
+        if name == "load" and not stay:
+            continue  # loaded into CPU memory: each model reaches the device with its stage
+        stages[name] = total if name == "load" else resident_for[name] + made[name]()
     return MemoryPlan(work, weights, stages, seconds(work))
 
 
@@ -109,6 +112,17 @@ def fp8_transformer_bytes(work: Workload) -> int:
     full = weight_bytes(work)["transformer"]
     linear, rows = block_linear_params(work.transformer)
     return full - linear * work.dtype_bytes + linear + rows * 4
+
+
+def streamed_bytes(work: Workload, transformer_bytes: int) -> int:
+    """Of the transformer's `transformer_bytes`, those left in CPU memory while it samples:
+    its streamed blocks but the two on the device at a time (the one running and the one
+    being copied)."""
+    if not work.streamed_blocks or work.transformer is None:
+        return 0
+    cfg = work.transformer
+    one_block = transformer_bytes * block_params(cfg) / transformer_params(cfg)
+    return int(one_block * (work.streamed_blocks - min(work.streamed_blocks, 2)))
 
 
 def text_bytes(work: Workload) -> int:

@@ -68,7 +68,9 @@ class Workload:
     text_tokens: int = 128
     text_encoder: TextEncoderSize = T5_XXL
     weights: WeightBytes | None = None  # None: counted from the configs
-    models_stay: bool = True  # every model on the device throughout (the CLI); else one at a time
+    models_stay: bool = True  # every model on the device throughout; else one at a time (offloading)
+    streamed_blocks: int = 0  # transformer blocks streamed from CPU memory while sampling (block offloading)
+    decode_frames: int | None = None  # frames decoded at once where not `frames` (a long video's whole clip)
     stages: tuple[str, ...] | None = None  # the stages run (None: a whole generation); a node runs one
 
     @property
@@ -87,6 +89,11 @@ class Workload:
     @property
     def tokens(self) -> int:
         return math.prod(self.latent_grid)
+
+    @property
+    def offload(self) -> str:
+        """The offloading these settings are: "none", "models" or "blocks"."""
+        return "blocks" if self.streamed_blocks else "none" if self.models_stay else "models"
 
     @property
     def passes(self) -> int:

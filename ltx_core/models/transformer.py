@@ -8,6 +8,7 @@ Lightricks' `ltx_video/models/transformers/{transformer3d,attention}.py`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,18 @@ class SelfAttentionKernels:
 
 
 TORCH_KERNELS = SelfAttentionKernels()
+
+
+class ResidentBlocks:
+    """The block-weights seam's default (`LTXVTransformer.use_block_weights`): every block's
+    weights stay where they are. Another source (`ltx_core.offload.BlockStream`) brings a
+    block's weights to the device for the duration of `on_device(index)`."""
+
+    def on_device(self, index: int) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+RESIDENT_BLOCKS = ResidentBlocks()
 
 
 def timestep_sinusoids(timesteps: Tensor, width: int = TIMESTEP_FEATURES, max_period: float = 10000.0) -> Tensor:
@@ -255,6 +268,7 @@ class LTXVTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.kernels = TORCH_KERNELS
+        self.block_weights = RESIDENT_BLOCKS
         dim = cfg.inner_dim
         self.patchify_proj = nn.Linear(cfg.in_channels, dim)
         self.adaln_single = AdaLayerNormSingle(dim)
@@ -317,6 +331,13 @@ class LTXVTransformer(nn.Module):
         previous, self.kernels = self.kernels, kernels
         return previous
 
+    def use_block_weights(self, source) -> object:
+        """Take each block's weights from `source` while the block runs (`source.on_device(
+        index)`, a context): the seam where offloading streams blocks from CPU memory. Returns
+        the source used before (to restore it)."""
+        previous, self.block_weights = self.block_weights, source
+        return previous
+
     def forward(
         self, latent: Tensor, timestep: Tensor, text: Tensor, text_mask: Tensor | None, coords: Tensor
     ) -> Tensor:
@@ -342,9 +363,10 @@ class LTXVTransformer(nn.Module):
         replacement of what it hands on (a caller that perturbs chosen blocks for some batch items)."""
         replaced, handed_on = self_attention or {}, outputs or {}
         for index, block in enumerate(self.transformer_blocks):
-            out = block(
-                x, modulation, rope, context, text_bias, self.kernels, replaced.get(index, plain_self_attention)
-            )
+            with self.block_weights.on_device(index):
+                out = block(
+                    x, modulation, rope, context, text_bias, self.kernels, replaced.get(index, plain_self_attention)
+                )
             x = handed_on[index](x, out) if index in handed_on else out
         return x
 

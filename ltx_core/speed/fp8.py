@@ -273,7 +273,10 @@ def _fp8_ready(linear: nn.Linear) -> bool:
 
 
 def convert_to_fp8(
-    model: nn.Module, out_dtype: torch.dtype | None = None, keep_precise: tuple[str, ...] = KEEP_PRECISE
+    model: nn.Module,
+    out_dtype: torch.dtype | None = None,
+    keep_precise: tuple[str, ...] = KEEP_PRECISE,
+    device: torch.device | None = None,
 ) -> list[str]:
     """Replace, in place, every `nn.Linear` of `model` (and every layer stored as e4m3 FP8
     by an FP8 checkpoint, taken as stored) whose name matches none of the `keep_precise`
@@ -281,8 +284,10 @@ def convert_to_fp8(
     returns the replaced names.
 
     Call it after the weights are loaded and the model is on its device: the weights are
-    quantized from whatever the layer holds then. The model's `state_dict` changes (FP8
-    weights plus `weight_scale`), so save the original, never the converted one."""
+    quantized from whatever the layer holds then. A model kept in CPU memory for offloading
+    names its run `device`: each layer is quantized there, one at a time, and comes back,
+    so its numbers and kernel choices are the resident model's. The model's `state_dict`
+    changes (FP8 weights plus `weight_scale`), so save the original, never the converted one."""
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         raise SettingsError(
             f"fp8 needs torch.float8_e4m3fn and torch._scaled_mm; torch {torch.__version__} "
@@ -297,7 +302,9 @@ def convert_to_fp8(
     ]
     for name, linear in targets:
         if isinstance(linear, nn.Linear):
-            model.replace_linear(name, FP8Linear(linear, out_dtype))
+            home = linear.weight.device
+            layer = FP8Linear(linear.to(device or home), out_dtype)
+            model.replace_linear(name, layer.to(home))
         else:
             bias = linear.bias.detach() if linear.bias is not None else None
             dtype = out_dtype or (bias.dtype if bias is not None else next(model.parameters()).dtype)

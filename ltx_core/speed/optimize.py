@@ -325,10 +325,14 @@ class FusedParts:
     fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE
 
 
-def optimize_transformer(model: nn.Module, speed: Speed, parts: FusedParts = FusedParts()) -> OptimizedTransformer:
+def optimize_transformer(
+    model: nn.Module, speed: Speed, parts: FusedParts = FusedParts(), device: torch.device | None = None
+) -> OptimizedTransformer:
     """Apply `speed` to `model` (in place: fusion and FP8 replace layers) and return the
-    runner that calls it. Call it with the weights loaded and the model on its device."""
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    runner that calls it. Call it with the weights loaded and the model on its device, or
+    in CPU memory for offloading with the run's `device` named."""
+    dtype = next(model.parameters()).dtype
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     if speed.cuda_graphs and device.type != "cuda":
         raise SettingsError(f"cuda_graphs needs the model on a CUDA device; it is on {device}")
     if speed.fp8 and not fp8_supported(device):
@@ -342,7 +346,7 @@ def optimize_transformer(model: nn.Module, speed: Speed, parts: FusedParts = Fus
     if parts.gelu_epilogue and not speed.fp8:
         levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
     if speed.fp8:
-        levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=parts.fp8_keep_precise))
+        levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=parts.fp8_keep_precise, device=device))
         if parts.fp8_feed_forward and gelu_quantize_matches_reference(device):
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
     if (
