@@ -53,19 +53,24 @@ class Size:
 
 
 def build(name: str, fp8: bool, device: torch.device, dtype: torch.dtype) -> Models:
-    """Random weights of `name`'s transformer and the 0.9.5 VAE, made on `device` and kept
-    in CPU memory (FP8 quantized layer by layer on `device`)."""
+    """Random weights of `name`'s transformer and the 0.9.5 VAE, made on `device` in `dtype`
+    (FP8 quantized there) and kept in CPU memory."""
     tiny = name == "tiny"
     generator = torch.Generator(device=device).manual_seed(0)
-    with torch.device(device):
-        transformer = LTXVTransformer(CONFIGS[name]).to(dtype)
-        vae = CausalVideoVAE(C.TINY_VAE if tiny else C.LTXV_VAE_0_9_5).to(dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the 13B in fp32 would not fit beside its bf16 copy
+    try:
+        with torch.device(device):
+            transformer = LTXVTransformer(CONFIGS[name])
+            vae = CausalVideoVAE(C.TINY_VAE if tiny else C.LTXV_VAE_0_9_5)
+    finally:
+        torch.set_default_dtype(previous)
     for module in (transformer, vae):
         randomize_(module, generator)
-        module.eval().requires_grad_(False).to("cpu")
-    runner = None
-    if fp8:
-        runner = optimize_transformer(transformer, Speed(fp8=True), device=device)
+        module.eval().requires_grad_(False)
+    runner = optimize_transformer(transformer, Speed(fp8=True)) if fp8 else None
+    for module in (transformer, vae):
+        module.to("cpu")
     return Models(transformer, vae, text_encoder=None, runner=runner)
 
 
@@ -151,8 +156,6 @@ def measure(name: str, fp8: bool, caps: list[float | None], size: Size, device: 
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     for cap in caps:
         budget = int(cap * GIB) if cap is not None else (total or 10**15)
-        if device.type == "cuda":
-            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), device)
         work = planner.choose_offload(base, budget)
         plan = planner.estimate(work)
         row = {"model": name, "dtype": "fp8" if fp8 else str(dtype).split(".")[-1], "cap_gib": cap,
@@ -164,6 +167,8 @@ def measure(name: str, fp8: bool, caps: list[float | None], size: Size, device: 
             continue
         run_models = placed(models, work, device)
         fresh_peak(device)
+        if device.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), device)
         try:
             row.update(run_once(run_models, size, texts, device))
         except torch.OutOfMemoryError as error:
@@ -195,8 +200,19 @@ def main(argv=None) -> dict:
     runs = (
         [("tiny", False)] if args.tiny else [(m, d == "fp8") for m, d in (x.split(":") for x in args.models.split(","))]
     )
-    rows = [row for name, fp8 in runs for row in measure(name, fp8, caps, size, device)]
-    report = {
+    rows = []
+    for name, fp8 in runs:
+        rows += measure(name, fp8, caps, size, device)
+        report = _report(rows, size, device)
+        if not args.tiny or args.out != RESULTS:  # after each model: a cut-off run keeps its rows
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def _report(rows: list[dict], size: Size, device: torch.device) -> dict:
+    return {
         "benchmark": "low_vram",
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -206,11 +222,6 @@ def main(argv=None) -> dict:
         "--offload auto chooses under each cap",
         "rows": rows,
     }
-    if not args.tiny or args.out != RESULTS:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
-    return report
 
 
 if __name__ == "__main__":
