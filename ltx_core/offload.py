@@ -91,6 +91,7 @@ class BlockStream:
         self.weights = {index: HostWeights(blocks[index], pin=on_cuda) for index in range(resident, len(blocks))}
         self.copy_stream = torch.cuda.Stream(self.device) if on_cuda else None
         self.pending: dict[int, tuple[list[Tensor], object]] = {}  # index -> (copies, their event)
+        self.last_done = None  # the compute stream's event after the last streamed block ran
 
     @property
     def streamed(self) -> list[int]:
@@ -104,12 +105,19 @@ class BlockStream:
     @contextlib.contextmanager
     def _streamed(self, index: int) -> Iterator[None]:
         copies = self._take(index)
+        if self.last_done is not None:
+            # the host may run ahead of the GPU by one block, no more: the block before
+            # has run, so its copies' memory serves the next prefetch (two blocks live)
+            self.last_done.synchronize()
         self._prefetch(self._next(index))  # overlaps this block's compute
         self.weights[index].attach(copies)
         try:
             yield
         finally:
             self.weights[index].detach()
+            if self.copy_stream is not None:
+                self.last_done = torch.cuda.Event()
+                self.last_done.record(torch.cuda.current_stream(self.device))
 
     def _next(self, index: int) -> int:
         """The next streamed block, the first again after the last (the next forward's)."""
@@ -144,6 +152,7 @@ class BlockStream:
     def release(self) -> None:
         """Drop prefetched copies (the transformer leaves the device)."""
         self.pending.clear()
+        self.last_done = None
 
 
 class ModelPlacement:
