@@ -13,8 +13,8 @@ from ..ltx_core.sampling import guidance as core_guidance, scheduler as core_sch
 from ..ltx_core.sampling.conditioning import ConditionedLatent
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core
-from .lora import applied_loras
 from .registry import CATEGORY, MODEL_TYPE, T5_TYPE
+from .sampling import transformer_on_device
 
 
 def parse_prompts(text: str) -> list[tuple[int, str]]:
@@ -71,7 +71,11 @@ class LTXVCoreLongVideoSampler:
             )
         sigmas = core_scheduler.flow_sigmas(steps, window * shape[3] * shape[4])
         guidance = core_guidance.Guidance(cfg_scale=cfg)
-        with memory.on_device(model) as device, applied_loras(model):
+        plan = memory.refuse_what_never_fits(  # a window and the overlap it continues at a time
+            model, "sampling", (*shape[:2], min(shape[2], window + overlap), *shape[3:]),
+            guidance=guidance.needs_negative, per_token_timesteps=True, steps=steps,
+        )  # fmt: skip
+        with transformer_on_device(model, plan) as device:
             result = generate_long_latent(
                 memory.core_model(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
                 window=window, overlap=overlap, overlap_strength=overlap_strength, adain_factor=adain_factor,

@@ -167,7 +167,7 @@ def run_sampler(
         keyframe_tokens=conditioned.num_keyframe_tokens,
         steps=len(sigmas) - 1,
     )
-    with _on_device_with_loras(model, plan) as device:
+    with transformer_on_device(model, plan) as device:
         result = core_denoise.denoise(
             memory.core_model(model),
             conditioned,
@@ -187,7 +187,7 @@ def run_sampler(
 
 
 @contextmanager
-def _on_device_with_loras(model, plan) -> Iterator[torch.device]:
+def transformer_on_device(model, plan) -> Iterator[torch.device]:
     """The transformer on its device with its LoRAs applied: moved whole by ComfyUI (the
     LoRAs merged there), or, where the plan streams blocks, the LoRAs merged in CPU memory
     first so the streamed blocks carry them."""
