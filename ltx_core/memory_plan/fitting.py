@@ -28,6 +28,12 @@ def check_fits(plan: MemoryPlan, available: int | None, name_fit=None, advice: s
     )
 
 
+# The share of the memory `choose_offload` leaves beyond the estimate: the allocator's
+# cached, fragmented blocks count against a GPU's memory as well, and the estimate of the
+# peak it allocates may fall a little short (memory_planner.json holds its errors).
+OFFLOAD_MARGIN = 0.1
+
+
 @dataclass(frozen=True)
 class Fit:
     """Settings that fit: the fields of `Workload` changed and a sentence for users."""
@@ -98,11 +104,14 @@ def _levers(work: Workload, available: int) -> list[Fit]:
 
 
 def choose_offload(work: Workload, available: int | None) -> Workload:
-    """`work` with the least offloading that fits `available` bytes: none, else each model
-    on the device only while it runs, else the fewest transformer blocks streamed from CPU
-    memory; every block streamed where nothing fits (the refusal then names what else
-    would). Unknown memory: `work` as it is."""
-    if available is None or _fits(work, available):
+    """`work` with the least offloading that fits `available` bytes less OFFLOAD_MARGIN:
+    none, else each model on the device only while it runs, else the fewest transformer
+    blocks streamed from CPU memory; every block streamed where nothing fits (the refusal
+    then names what else would). Unknown memory: `work` as it is."""
+    if available is None:
+        return work
+    available = int(available * (1 - OFFLOAD_MARGIN))
+    if _fits(work, available):
         return work
     models = replace(work, models_stay=False, streamed_blocks=0)
     if _fits(models, available):
