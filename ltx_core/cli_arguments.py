@@ -194,8 +194,8 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="torch.compile the transformer's regions, with CUDA "
-        "graphs and the fastest attention backend on CUDA (the first step compiles; the later ones "
-        "are faster, benchmarks/results/gpu_speed.json)",
+        "graphs, the fastest attention backend and the VAE decoder's layers compiled on CUDA (the first "
+        "step and the first decode compile; the later ones are faster, benchmarks/results/gpu_speed.json)",
     )
     speed.add_argument(
         "--fp8",

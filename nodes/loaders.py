@@ -135,7 +135,7 @@ class LTXVCoreCheckpointLoader:
             "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the transformer and the VAE. default: bfloat16 (as published) on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
-            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups of the transformer: torch.compile (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
+            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
             "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI already keeps only the running model on the GPU. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
@@ -153,6 +153,8 @@ class LTXVCoreCheckpointLoader:
             path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu"
         )
         transformer = _optimized(loaded.transformer, speed, load_device)
+        if speed.compile_vae:
+            core_speed.compile_vae_decoder(loaded.vae, backend=speed.compile_backend)
         model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler, offload=offload)
         return (model, memory.patcher(loaded.vae, "vae", device))
 

@@ -140,3 +140,11 @@ def test_the_default_levers_fuse_the_fp8_feed_forward():
     assert all(hasattr(b.attn1, "to_qkv") and isinstance(b.ff.net[0], FP8FeedForward) for b in plain.transformer_blocks)
     expected = reference(*inputs)
     assert (fast(*inputs) - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+def test_compiling_on_cuda_compiles_the_vae_decoder_too_and_not_on_the_cpu():
+    """The CLI's --compile and the loader's compile option give the same levers: on a GPU
+    the decoder's layers are compiled as well (the whole run's decode); the CPU keeps it eager."""
+    assert Speed.chosen(compile=True, fp8=False, device="cuda", stays_put=True).compile_vae
+    assert not Speed.chosen(compile=False, fp8=True, device="cuda", stays_put=True).compile_vae
+    assert not Speed.chosen(compile=True, fp8=False, device="cpu", stays_put=True).compile_vae

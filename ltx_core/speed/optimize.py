@@ -295,12 +295,17 @@ class Speed:
     def chosen(cls, compile: bool, fp8: bool, device: torch.device | str, stays_put: bool) -> Speed:
         """The levers for a user's compile / fp8 choice on `device`. CUDA graphs pin memory
         addresses and replay collectives, so only a model that `stays_put` (one process,
-        never moved by a memory manager) gets them; on CUDA the attention backend is timed."""
+        never moved by a memory manager) gets them; on CUDA the attention backend is timed
+        and compiling compiles the VAE decoder too (its fused layers decode faster)."""
         on_cuda = torch.device(device).type == "cuda"
         if not (compile or fp8):
             return cls()
         return cls(
-            compile=compile, fp8=fp8, cuda_graphs=on_cuda and stays_put, attention="auto" if on_cuda else "default"
+            compile=compile,
+            fp8=fp8,
+            cuda_graphs=on_cuda and stays_put,
+            attention="auto" if on_cuda else "default",
+            compile_vae=compile and on_cuda,
         )
 
     @property
