@@ -35,7 +35,7 @@ from .cli_arguments import (
     build_parser,
     parse_condition as parse_condition,
 )
-from .cli_plan import check_memory, choose_offload, plan_run
+from .cli_plan import VIDEO_SUFFIXES, check_memory, choose_offload, plan_run
 from .cli_request import apply_lora_files, build_request
 from .errors import LTXVError, SettingsError
 from .memory_plan import DTYPE_BYTES
@@ -183,7 +183,8 @@ def check_offload(args: argparse.Namespace) -> None:
 
 def check_long_video(args: argparse.Namespace) -> None:
     """The long-video flags, before torch: windows shorter than the clip, prompt segments only
-    with windows, and none of the single-window conditioning."""
+    with windows, keyframes only as images after frame 0, and none of the single-window
+    settings."""
     if args.window_frames is None:
         if args.prompt_segment:
             raise SettingsError("--prompt-segment needs --window-frames (a long video in windows)")
@@ -193,12 +194,19 @@ def check_long_video(args: argparse.Namespace) -> None:
             f"--window-frames {args.window_frames} is not shorter than the clip's {args.frames} frames; "
             "allowed: fewer frames than --frames (or leave it out for one window)"
         )
-    taken = [flag for flag, value in (("--condition", args.condition), ("--source-video", args.source_video),
-             ("--control-video", args.control_video), ("--config", getattr(args, "config", None)),
-             ("--preset", getattr(args, "preset", None))) if value]  # fmt: skip
+    single = (("--source-video", args.source_video), ("--control-video", args.control_video),
+              ("--config", getattr(args, "config", None)), ("--preset", getattr(args, "preset", None)))  # fmt: skip
+    taken = [flag for flag, value in single if value]
     if taken:
         raise SettingsError(f"{', '.join(taken)} do(es) not combine with --window-frames; a long video takes "
-                            "--prompt, --prompt-segment and --image")  # fmt: skip
+                            "--prompt, --prompt-segment, --image and --condition images")  # fmt: skip
+    for path, frame, _ in args.condition:
+        if frame == 0:
+            raise SettingsError("--condition at frame 0 does not combine with --window-frames; the clip's first "
+                                "frame is --image")  # fmt: skip
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            raise SettingsError(f"--condition with a clip does not combine with --window-frames ({path}); a long "
+                                "video's keyframes are images")  # fmt: skip
 
 
 def _input_files(args: argparse.Namespace) -> list[tuple[str, Path]]:

@@ -44,6 +44,7 @@ from .errors import SettingsError, check_number, is_int
 from .models.configs import FRAMES_PER_LATENT
 from .models.rope import fractional_coords, latent_coords, pixel_coords
 from .models.text_encoder import TextEmbeddings
+from .sampling.conditioning import ConditionedLatent
 from .sampling.denoise import as_runner, batched_text, guided_model_fn, module_device, module_dtype
 from .sampling.guidance import Guidance, guided_velocity
 from .sampling.latent_ops import adain_filter
@@ -208,13 +209,84 @@ class FirstFrame:
             )
 
 
+@dataclass(frozen=True)
+class ClipKeyframe:
+    """An encoded image `samples` (B or 1, C, 1, h, w) to hold at pixel frame `frame` of the
+    clip at `strength`: guide tokens of each window that holds that frame, at the frame's
+    time within the window (as a keyframe of a single-window run, paper 2.4)."""
+
+    samples: Tensor
+    frame: int
+    strength: float = 1.0
+
+    def __post_init__(self):
+        check_number("keyframe strength", self.strength, 0.0, "a number in (0, 1]", inclusive=False)
+        if self.strength > 1:
+            raise SettingsError(f"keyframe strength {self.strength!r} is not allowed; allowed: a number in (0, 1]")
+        if not isinstance(self.samples, Tensor) or self.samples.ndim != 5 or self.samples.shape[2] != 1:
+            shape = tuple(self.samples.shape) if isinstance(self.samples, Tensor) else type(self.samples).__name__
+            raise SettingsError(
+                f"a long video's keyframe latent {shape} is not one latent frame; "
+                "allowed: an image, (B or 1, C, 1, h, w)"
+            )
+
+    @property
+    def latent_frame(self) -> int:
+        """The clip's latent frame holding the keyframe (the causal VAE's frame 0 alone)."""
+        return (self.frame + FRAMES_PER_LATENT - 1) // FRAMES_PER_LATENT
+
+    def check_fits(self, shape: tuple[int, ...]) -> None:
+        num_frames = (shape[2] - 1) * FRAMES_PER_LATENT + 1
+        if not is_int(self.frame) or not 1 <= self.frame < num_frames:
+            raise SettingsError(
+                f"a long video's keyframe at frame {self.frame!r} is outside the clip; allowed: 1 to "
+                f"{num_frames - 1} (frame 0 is the first frame's image)"
+            )
+        FirstFrame(self.samples).check_fits(shape)
+
+    def in_window(self, start: int) -> int:
+        """The keyframe's pixel frame counted within a window whose first latent frame is
+        the clip's `start`: the window's latent frame j starts at pixel max(8j - 7, 0)."""
+        j = self.latent_frame - start
+        into = self.frame - max(FRAMES_PER_LATENT * self.latent_frame - FRAMES_PER_LATENT + 1, 0)
+        return max(FRAMES_PER_LATENT * j - FRAMES_PER_LATENT + 1, 0) + into
+
+
+def clip_conditioning(latent: ConditionedLatent) -> tuple[FirstFrame | None, list[ClipKeyframe]]:
+    """What a long video takes of a conditioned latent (a graph's first-frame and keyframe
+    nodes): its frame 0 held below noise mask 1 as the `FirstFrame` (at strength 1 - mask),
+    and its keyframe images; held frames after 0, keyframe clips and IC-LoRA controls are
+    refused."""
+    mask = latent.noise_mask
+    if (mask[:, :, 1:] < 1).any():
+        raise SettingsError("the latent holds frames after its first on the grid (a conditioning clip); a long "
+                            "video takes a first frame and keyframe images")  # fmt: skip
+    first = None
+    if (mask[:, :, :1] < 1).any():
+        first = FirstFrame(latent.samples[:, :, :1], strength=1.0 - float(mask[:, :, :1].max()))
+    keyframes = []
+    for keyframe in latent.keyframes:
+        if keyframe.spatial_scale != 1:
+            raise SettingsError("an IC-LoRA control is for single-window runs; a long video takes keyframe images")
+        keyframes.append(ClipKeyframe(keyframe.samples, keyframe.frame_index, keyframe.strength))
+    return first, keyframes
+
+
 def window_latent(
-    shape, frames: int, tail: Tensor | None, first_frame: FirstFrame | None, is_first: bool, strength: float, device
+    shape,
+    frames: int,
+    tail: Tensor | None,
+    first_frame: FirstFrame | None,
+    is_first: bool,
+    strength: float,
+    device,
+    keyframes: Sequence[tuple[ClipKeyframe, int]] = (),
 ):
     """A window's clean values (B, C, T, h, w), noise mask (B, 1, T, h, w) on `device` and coordinate
     blocks (`window_coords`): its own frames (to generate; the first window's frame 0 at
     the first frame's strength), the previous window's tail at `strength`, the
-    first-frame guide at its strength, in the reference's token order."""
+    first-frame guide at its strength, in the reference's token order, then the
+    `keyframes` it holds, each at its pixel frame within the window."""
     batch, channels, _, height, width = shape
     own = torch.zeros(batch, channels, frames, height, width, device=device)
     own_mask = torch.ones(batch, 1, frames, height, width, device=device)
@@ -227,6 +299,8 @@ def window_latent(
     if first_frame is not None and first_frame.guide_strength > 0:
         guide = first_frame.samples.to(own).expand(batch, -1, -1, -1, -1)
         parts.append((guide, 1.0 - first_frame.guide_strength, -FRAMES_PER_LATENT))
+    for keyframe, shift in keyframes:
+        parts.append((keyframe.samples.to(own).expand(batch, -1, -1, -1, -1), 1.0 - keyframe.strength, shift))
     masks = [own_mask] + [torch.full_like(part[:, :1], level) for part, level, _ in parts[1:]]
     blocks = [(part.shape[2], shift) for part, _, shift in parts]
     return torch.cat([part for part, _, _ in parts], dim=2), torch.cat(masks, dim=2), blocks
@@ -284,6 +358,7 @@ def generate_long_latent(
     adain_factor: float = 0.25,
     seed: int = 0,
     first_frame: FirstFrame | None = None,
+    keyframes: Sequence[ClipKeyframe] = (),
     causal_fix: bool | None = None,
     device: torch.device | str | None = None,
     callback: WindowCallback | None = None,
@@ -298,8 +373,9 @@ def generate_long_latent(
     first window's (0: not at all). `guidance`: CFG scale or `Guidance`; a scale above 1
     needs `negative_text`. `causal_fix` None takes the config's time positions (the
     reference always uses the causal ones). `first_frame` starts the clip from an image
-    (`FirstFrame`, the reference's `cond_image`). `callback(k, n, result)` sees each
-    window's result before it is joined."""
+    (`FirstFrame`, the reference's `cond_image`); `keyframes` (`ClipKeyframe`) hold images
+    at frames inside the clip, each guiding the windows that hold its frame.
+    `callback(k, n, result)` sees each window's result before it is joined."""
     guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
     _check_strengths(overlap_strength, adain_factor)
     if len(shape) != 5:
@@ -313,6 +389,8 @@ def generate_long_latent(
         raise SettingsError(f"latent shape has {channels} channels; this transformer takes {module.cfg.in_channels}")
     if first_frame is not None:
         first_frame.check_fits(shape)
+    for keyframe in keyframes:
+        keyframe.check_fits(shape)
     device = torch.device(device) if device is not None else module_device(module)
     causal = module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
@@ -320,7 +398,10 @@ def generate_long_latent(
     for index, (start, end) in enumerate(windows):
         frames = end - start
         tail = None if done is None else done[:, :, -overlap:]
-        clean, mask, blocks = window_latent(shape, frames, tail, first_frame, index == 0, overlap_strength, device)
+        held = [(k, k.in_window(start)) for k in keyframes if start <= k.latent_frame < end]
+        clean, mask, blocks = window_latent(
+            shape, frames, tail, first_frame, index == 0, overlap_strength, device, held
+        )
         coords = window_coords(blocks, height, width, batch, frame_rate, causal).to(device)
         velocity_fn = _window_velocity(runner, guidance, coords, batch, texts[index], negative_text, device)
         with torch.no_grad():

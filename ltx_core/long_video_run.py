@@ -11,9 +11,17 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from .errors import SettingsError
-from .long_video import FirstFrame, PromptSegment, generate_long_latent, temporal_windows
+from .long_video import ClipKeyframe, FirstFrame, PromptSegment, generate_long_latent, temporal_windows
 from .models.configs import FRAMES_PER_LATENT
-from .pipeline import Models, decode_frames, encode_first_frame, encode_text, on_device, seeded_generator
+from .pipeline import (
+    Models,
+    decode_frames,
+    encode_first_frame,
+    encode_frames,
+    encode_text,
+    on_device,
+    seeded_generator,
+)
 from .preflight import check_num_frames
 from .request import Request
 
@@ -75,6 +83,18 @@ def window_prompts(
     return window, overlap, prompts, texts[0][1]
 
 
+def check_long_conditioning(request: Request) -> None:
+    """What a long video takes beside its prompts: a first frame and images at later frames."""
+    if request.source_video is not None or request.control is not None:
+        raise SettingsError("a source video and an IC-LoRA control are for single-window runs; a long video takes "
+                            "prompt segments, a first frame and keyframe images")  # fmt: skip
+    for item in request.conditions:
+        if item.frames.shape[0] != 1 or item.frame_index == 0:
+            kind = f"a clip of {item.frames.shape[0]} frames" if item.frames.shape[0] != 1 else "an image at frame 0"
+            raise SettingsError(f"a long video's keyframe is {kind}; allowed: images at frames after 0 (the "
+                                "first frame is the image of --image / first_frame)")  # fmt: skip
+
+
 def generate_long(
     models: Models,
     request: Request,
@@ -88,10 +108,10 @@ def generate_long(
     """Request -> frames (F, H, W, 3) in [0, 1] of a clip sampled in windows of
     `window_frames` overlapping by `overlap_frames`; `segments` (pixel frame, prompt) change
     the prompt from their window on. A first frame starts the clip at the request's
-    conditioning strength; other conditioning belongs to single windows and is refused."""
-    if request.conditions or request.source_video is not None or request.control is not None:
-        raise SettingsError("a long video takes a prompt per segment and a first frame; keyframes, a source "
-                            "video and an IC-LoRA control are for single-window runs")  # fmt: skip
+    conditioning strength; the request's conditions, images at later frames, guide the
+    windows that hold their frames (`long_video.ClipKeyframe`). Clips, a source video and
+    an IC-LoRA control belong to single-window runs and are refused."""
+    check_long_conditioning(request)
     vae = models.vae
     shape = (1, vae.cfg.latent_channels, *((request.num_frames - 1) // FRAMES_PER_LATENT + 1,),
              request.height // vae.spatial_compression, request.width // vae.spatial_compression)  # fmt: skip
@@ -103,10 +123,11 @@ def generate_long(
             request.max_tokens,
         )  # fmt: skip
     first = None
-    if request.first_frame is not None:
-        with on_device(models, vae):
+    with on_device(models, vae):
+        if request.first_frame is not None:
             frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
-        first = FirstFrame(frame, strength=request.conditioning_strength)
+            first = FirstFrame(frame, strength=request.conditioning_strength)
+        keyframes = [ClipKeyframe(encode_frames(vae, c.frames), c.frame_index, c.strength) for c in request.conditions]
     sigmas = request.sigma_schedule(window * shape[3] * shape[4], models.scheduler)
     with on_device(models, models.transformer):
         latent = generate_long_latent(
@@ -123,6 +144,7 @@ def generate_long(
             adain_factor=adain_factor,
             seed=request.seed,
             first_frame=first,
+            keyframes=keyframes,
             device=models.device,
         )
     with on_device(models, vae):

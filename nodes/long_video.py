@@ -7,7 +7,7 @@ large frames).
 from __future__ import annotations
 
 from ..ltx_core.errors import SettingsError
-from ..ltx_core.long_video import generate_long_latent
+from ..ltx_core.long_video import clip_conditioning, generate_long_latent
 from ..ltx_core.long_video_run import window_prompts
 from ..ltx_core.sampling import guidance as core_guidance, scheduler as core_scheduler
 from ..ltx_core.sampling.conditioning import ConditionedLatent
@@ -63,7 +63,9 @@ class LTXVCoreLongVideoSampler:
 
     def sample(self, model, t5, latent, prompts, negative_prompt, seed, steps, cfg, frame_rate,
                window_frames, window_overlap, overlap_strength, adain_factor):  # fmt: skip
-        shape = tuple(latent_to_core(latent).samples.shape)
+        conditioned = latent_to_core(latent)
+        shape = tuple(conditioned.samples.shape)
+        first, keyframes = clip_conditioning(conditioned)
         negative = negative_prompt if cfg != 1.0 else None
         with memory.on_device(t5.patcher):
             window, overlap, segments, negative_text = window_prompts(
@@ -79,6 +81,6 @@ class LTXVCoreLongVideoSampler:
             result = generate_long_latent(
                 memory.core_model(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
                 window=window, overlap=overlap, overlap_strength=overlap_strength, adain_factor=adain_factor,
-                seed=seed, device=device,
+                seed=seed, first_frame=first, keyframes=keyframes, device=device,
             )  # fmt: skip
         return (core_to_latent(ConditionedLatent(result)),)

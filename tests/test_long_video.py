@@ -9,6 +9,7 @@ from diffusers.pipelines.ltx.pipeline_ltx_i2v_long_multi_prompt import split_int
 
 from ltx_core.errors import SettingsError
 from ltx_core.long_video import (
+    ClipKeyframe,
     FirstFrame,
     PromptSegment,
     fuse_window,
@@ -257,3 +258,52 @@ def test_a_first_frame_of_another_size_is_refused(tiny_transformer):
     wrong = torch.zeros(1, 128, 1, HEIGHT, WIDTH + 1)
     with pytest.raises(SettingsError, match=r"first frame latent \(1, 128, 1, 1, 3\) does not fit the latent"):
         run(tiny_transformer, 8, 4, 2, first_frame=FirstFrame(wrong))
+
+
+# ---------------------------------------------------------------- keyframes inside the clip
+
+
+@pytest.mark.parametrize(
+    "frame, start, expected",
+    [(30, 0, 30), (30, 2, 14), (25, 4, 0), (26, 3, 2), (8, 1, 7), (9, 0, 9), (9, 1, 1)],
+)
+def test_a_keyframe_sits_at_its_frames_time_within_each_window(frame, start, expected):
+    """Latent frame j of a window starts at pixel max(8j - 7, 0), as the clip's do."""
+    assert ClipKeyframe(image_latent(), frame).in_window(start) == expected
+
+
+def test_a_keyframe_guides_only_the_windows_that_hold_its_frame(tiny_transformer):
+    """Windows of 4 latent frames overlapping by 2 over 8: (0, 4), (2, 6), (4, 8). A keyframe
+    in latent frame 6 (pixel frames 41 to 48) is one latent frame of extra tokens of the
+    last window alone; the earlier windows come out as without it."""
+    seen, handle = token_counter(tiny_transformer)
+    results, plain = [], []
+    try:
+        run(tiny_transformer, 8, 4, 2, keyframes=[ClipKeyframe(image_latent(), 45)],
+            callback=lambda k, n, result: results.append(result))  # fmt: skip
+    finally:
+        handle.remove()
+    run(tiny_transformer, 8, 4, 2, callback=lambda k, n, result: plain.append(result))
+    per_frame = HEIGHT * WIDTH
+    assert seen.count((4 + 2 + 1) * per_frame) == len(SIGMAS) - 1  # the last window's steps
+    assert torch.equal(results[0], plain[0]) and torch.equal(results[1], plain[1])
+    assert not torch.equal(results[2], plain[2])
+
+
+@pytest.mark.parametrize(
+    "frame, samples, message",
+    [
+        (0, None, r"keyframe at frame 0 is outside the clip; allowed: 1 to 56 \(frame 0 is the first frame"),
+        (57, None, r"keyframe at frame 57 is outside the clip; allowed: 1 to 56"),
+        (9, torch.zeros(1, 128, 1, HEIGHT, WIDTH + 1), r"latent \(1, 128, 1, 1, 3\) does not fit the latent"),
+    ],
+)
+def test_keyframes_outside_the_clip_or_of_another_size_are_refused(tiny_transformer, frame, samples, message):
+    keyframe = ClipKeyframe(image_latent() if samples is None else samples, frame)
+    with pytest.raises(SettingsError, match=message):
+        run(tiny_transformer, 8, 4, 2, keyframes=[keyframe])
+
+
+def test_a_clip_as_a_long_videos_keyframe_is_refused():
+    with pytest.raises(SettingsError, match=r"keyframe latent \(1, 128, 2, 1, 2\) is not one latent frame"):
+        ClipKeyframe(torch.zeros(1, 128, 2, HEIGHT, WIDTH), 9)

@@ -36,3 +36,25 @@ def test_the_long_sampler_makes_the_whole_clip_and_its_prompt_lines_reach_their_
     assert torch.isfinite(one["samples"]).all() and not torch.equal(one["samples"], two["samples"])
     with pytest.raises(ValueError, match="prompt line 'a blue whale' is not FRAME: prompt"):
         node.sample(transformer, t5, latent, "a red fox\na blue whale", "", **SETTINGS)
+
+
+def test_a_first_frame_and_a_keyframe_on_the_latent_guide_the_long_clip(pack, tiny_models, t5):
+    """The graph's first-frame and keyframe conditioning reach the windows: frame 0 held at
+    strength 1 is the clip's first latent frame; a keyframe changes the clip; a clip held on
+    the grid after frame 0 is refused."""
+    transformer, _ = tiny_models
+    node = importlib.import_module(f"{PACK_NAME}.nodes.long_video").LTXVCoreLongVideoSampler()
+    conditioning = importlib.import_module(f"{PACK_NAME}.ltx_core.sampling.conditioning")
+    convert = importlib.import_module(f"{PACK_NAME}.nodes.convert")
+    g = torch.Generator().manual_seed(5)
+    image, key = (torch.randn(1, 128, 1, 1, 2, generator=g) for _ in range(2))
+    empty = conditioning.ConditionedLatent(torch.zeros(1, 128, 5, 1, 2))
+    first = conditioning.condition_first_frame(empty, image, 1.0)
+    keyed = conditioning.add_keyframe(first, key, 24, 1.0)
+    (started,) = node.sample(transformer, t5, convert.core_to_latent(first), "a red fox", "", **SETTINGS)
+    (guided,) = node.sample(transformer, t5, convert.core_to_latent(keyed), "a red fox", "", **SETTINGS)
+    assert torch.equal(started["samples"][:, :, :1], image)
+    assert not torch.equal(guided["samples"], started["samples"])
+    clip = conditioning.condition_frames(empty, torch.randn(1, 128, 2, 1, 2, generator=g), 2, 1.0)
+    with pytest.raises(ValueError, match="holds frames after its first on the grid"):
+        node.sample(transformer, t5, convert.core_to_latent(clip), "a red fox", "", **SETTINGS)

@@ -43,14 +43,17 @@ def test_a_long_request_gives_the_whole_clip_and_its_segments_change_it(models):
     assert one_prompt.shape == (33, 32, 64, 3) and torch.isfinite(one_prompt).all()
     changed = generate_long(models, request, [(16, "a blue whale")], **settings)
     assert not torch.equal(changed, one_prompt), "the second window takes the segment's prompt"
-    with pytest.raises(SettingsError, match="keyframes, a source video and an IC-LoRA control"):
-        from ltx_core.sampling.conditioning import ConditioningItem
+    from ltx_core.sampling.conditioning import ConditioningItem
 
-        generate_long(
-            models,
-            Request(**{**request.__dict__, "conditions": (ConditioningItem(torch.rand(32, 64, 3), 8),)}),
-            **settings,
-        )
+    keyframe = ConditioningItem(torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(2)), 24)
+    held = generate_long(models, Request(**{**request.__dict__, "conditions": (keyframe,)}), **settings)
+    assert held.shape == one_prompt.shape and not torch.equal(held, one_prompt), "the keyframe guides its windows"
+    for item, message in (
+        (ConditioningItem(torch.rand(9, 32, 64, 3), 8), "a long video's keyframe is a clip of 9 frames"),
+        (ConditioningItem(torch.rand(32, 64, 3), 0), "a long video's keyframe is an image at frame 0"),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            generate_long(models, Request(**{**request.__dict__, "conditions": (item,)}), **settings)
 
 
 def test_the_command_line_runs_a_long_video_and_refuses_what_it_cannot_combine(
@@ -65,9 +68,25 @@ def test_the_command_line_runs_a_long_video_and_refuses_what_it_cannot_combine(
                      "--prompt-segment", "24:a whale"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert written[-1].shape == (41, 32, 32, 3)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "k.png")
+    (tmp_path / "k.mp4").write_bytes(b"")
+    code = cli.main([*base, "--frames", "41", "--window-frames", "17", "--window-overlap", "8",
+                     "--condition", f"{tmp_path / 'k.png'}@-1", "--overwrite"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert written[-1].shape == (41, 32, 32, 3)
     for flags, message in (
         (["--frames", "17", "--window-frames", "17"], "is not shorter than the clip's 17 frames"),
         (["--frames", "41", "--prompt-segment", "8:x"], "--prompt-segment needs --window-frames"),
+        (
+            ["--frames", "41", "--window-frames", "17", "--condition", f"{tmp_path / 'k.png'}@0"],
+            "--condition at frame 0 does not combine with --window-frames",
+        ),
+        (
+            ["--frames", "41", "--window-frames", "17", "--condition", f"{tmp_path / 'k.mp4'}@8"],
+            "--condition with a clip does not combine with --window-frames",
+        ),
     ):
         assert cli.main([*base, *flags]) == 2
         assert message in capsys.readouterr().err
