@@ -2,7 +2,8 @@
 API workflow (workflows/api/NAME.json), the middle frame of the video it makes, generated
 by the project CLI (`python -m ltx_core generate`) with the shipped tiny model at the
 workflow's prompts, size, frames, seed, steps, CFG, frame rate, dtype, decode settings,
-STG and keyframes, saved beside its template as example_workflows/<title>.jpg.
+STG, keyframes, and a long video's windows and prompt segments, saved beside its template
+as example_workflows/<title>.jpg.
 
     .venv/bin/python scripts/make_template_thumbnails.py [NAME ...]   # minutes each on a CPU
 
@@ -69,17 +70,36 @@ class Workflow:
     def text(self, link: list) -> str:
         return self.node(link)["inputs"]["text"]
 
+    def prompt_options(self, sampler: dict) -> tuple[dict, dict, list[str]]:
+        """(the T5 loader's inputs, the prompt options, repeated flags). A long-video
+        sampler's first prompt line is --prompt, each `FRAME: prompt` line after it a
+        --prompt-segment (the CLI reads the same form), its windows the window options."""
+        if "prompts" not in sampler:
+            t5_loader = self.node(self.node(sampler["positive"])["inputs"]["t5"])["inputs"]
+            texts = {"--prompt": self.text(sampler["positive"]), "--negative-prompt": self.text(sampler["negative"])}
+            return t5_loader, texts, []
+        first, *later = [line.strip() for line in sampler["prompts"].splitlines() if line.strip()]
+        options = {
+            "--prompt": first, "--negative-prompt": sampler["negative_prompt"],
+            "--window-frames": sampler["window_frames"], "--window-overlap": sampler["window_overlap"],
+            "--window-overlap-strength": sampler["overlap_strength"], "--adain-factor": sampler["adain_factor"],
+        }  # fmt: skip
+        return (
+            self.node(sampler["t5"])["inputs"],
+            options,
+            [part for line in later for part in ("--prompt-segment", line)],
+        )
+
     def generate(self, decode: dict) -> torch.Tensor:
         sampler = self.node(decode["latent"])["inputs"]
         loader = self.node(decode["vae"])["inputs"]
-        t5_loader = self.node(self.node(sampler["positive"])["inputs"]["t5"])["inputs"]
+        t5_loader, prompt_options, segments = self.prompt_options(sampler)
         if decode["seed"] != sampler["seed"]:
             raise ValueError("the CLI takes one seed for the noise and the decode")
         options = {
             "--checkpoint": ASSETS / loader["ckpt_name"],
             "--text-encoder": ASSETS / t5_loader["text_encoder_name"],
-            "--dtype": CLI_DTYPES[loader["dtype"]], "--prompt": self.text(sampler["positive"]),
-            "--negative-prompt": self.text(sampler["negative"]), "--seed": sampler["seed"],
+            "--dtype": CLI_DTYPES[loader["dtype"]], **prompt_options, "--seed": sampler["seed"],
             "--steps": sampler["steps"], "--cfg": sampler["cfg"], "--fps": sampler["frame_rate"],
             "--decode-timestep": decode["timestep"], "--decode-noise-scale": decode["decode_noise_scale"],
         }  # fmt: skip
@@ -110,6 +130,7 @@ class Workflow:
         command = [sys.executable, "-m", "ltx_core", "generate", "--output", str(output), "--overwrite"]
         command += [str(part) for option, value in options.items() for part in (option, value)]
         command += [part for condition in reversed(conditions) for part in ("--condition", condition)]
+        command += segments
         subprocess.run(command, check=True, cwd=REPO_ROOT)
         return core_video.read_video_frames(output)
 

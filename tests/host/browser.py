@@ -203,22 +203,39 @@ const cards = () => Object.fromEntries([...document.querySelectorAll("h3")].map(
     while (!leaves(category).length && Date.now() < deadline) await pause();
     if (!leaves(category).length) throw new Error(`no template category ${category} in the dialog`);
     leaves(category)[0].click();
-    // until every picture has loaded, the page's own default one included
-    let shown = cards();
-    const loading = () => !Object.keys(shown).length || Object.values(shown).some((image) => !image.width);
-    while (Date.now() < deadline && loading()) {
-        await pause();
-        shown = cards();
+    const shown = {};
+    const keep = () => Object.entries(cards()).forEach(([title, image]) => {
+        if (!shown[title]?.width) shown[title] = image;  // a picture once loaded stays counted
+    });
+    const settle = async () => {  // until every picture in view has loaded, the page's own default one included
+        let now = cards();
+        const loading = () => !Object.keys(now).length || Object.values(now).some((image) => !image.width);
+        while (Date.now() < deadline && loading()) {
+            await pause();
+            now = cards();
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        keep();
+    };
+    await settle();
+    // the dialog renders a card's picture once it scrolls into view: page down to the last row
+    let grid = leaves(Object.keys(shown)[0] ?? "")[0];
+    while (grid && !(grid.scrollHeight > grid.clientHeight + 1 && getComputedStyle(grid).overflowY !== "visible")) {
+        grid = grid.parentElement;
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    done(cards());
+    while (grid && grid.scrollTop + grid.clientHeight < grid.scrollHeight - 1) {
+        grid.scrollTop += grid.clientHeight;
+        await settle();
+    }
+    done(shown);
 })().catch((error) => done({error: String(error && error.stack || error)}));
 """
 
 
 def template_cards(driver, category: str) -> dict[str, dict]:
     """Open the page's Templates dialog on `category` (a custom node's folder name) and
-    return its cards: {title: {src, width} of the picture shown}."""
+    return its cards, paged through to the last row (the page loads a picture once its
+    card shows): {title: {src, width} of the picture shown}."""
     result = driver.execute_async_script(_TEMPLATES_SCRIPT, category)
     if "error" in result:
         raise RuntimeError(f"the Templates dialog: {result['error']}")

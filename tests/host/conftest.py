@@ -36,7 +36,7 @@ from .comfy_env import REPO_ROOT, ComfyServer, comfyui_source, comfyui_version, 
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 API_WORKFLOWS_DIR = WORKFLOWS_DIR / "api"
-WORKFLOW_NAMES = ("t2v", "i2v", "first_last", "extend")
+WORKFLOW_NAMES = ("t2v", "i2v", "first_last", "extend", "long_video")
 # The UI-format workflows are ComfyUI templates: its Templates dialog lists a custom node's
 # example_workflows/*.json by file name, as the title, with the same-name .jpg as picture.
 TEMPLATES_DIR = REPO_ROOT / "example_workflows"
@@ -45,6 +45,7 @@ TEMPLATE_TITLES = {
     "i2v": "LTX-Video image to video",
     "first_last": "LTX-Video first and last frame",
     "extend": "LTX-Video extend a video",
+    "long_video": "LTX-Video long video",
 }
 # The multi-scale release pipelines (0.9.8 distilled): they need the release's checkpoint,
 # T5-XXL and spatial upsampler, which the pack does not ship, so they run on tiny models
@@ -93,7 +94,9 @@ TEST_WIDTH, TEST_HEIGHT, TEST_FRAMES, TEST_STEPS = 64, 64, 9, 2
 TEST_STG_BLOCKS = "1"  # the test checkpoint has 2 transformer blocks (the demo model 5)
 # extend continues the last 9 frames of a first clip, so its clips need more than 9
 # frames: 17 each at the test size, and its video is the first clip + 8 new frames.
-TEST_FRAMES_OF = {"extend": 17}
+# long_video keeps its 121 frames, so its windows (25 frames) and its prompt changes (at
+# frames 48 and 72) all fall inside the clip: 16 latent frames of 2 x 2 tokens, 5 windows.
+TEST_FRAMES_OF = {"extend": 17, "long_video": 121}
 OUTPUT_FRAMES_OF = {"extend": 17 + 8}
 
 

@@ -43,6 +43,7 @@ LAYOUTS = {
         {"title": "Next clip, guided by the first clip's last 9 frames, joined to it",
          "columns": [[10], [11], [12], [13], [14, 15, 8]]},
     ],
+    "long_video": [{"title": None, "columns": [[1, 2, 3], [4], [5, 6]]}],
     "multiscale_t2v": [
         {"title": "First pass, at 2/3 of the final size", "columns": [[1, 2], [3, 4], [5, 6], [7]]},
         {"title": "Second pass on the latent upsampled x2; decode, final size", "columns": [[8, 9], [10, 11], [12, 13, 14]]},

@@ -60,6 +60,7 @@ KEPT_SETTINGS = {
     "LTXVCoreAddGuide": ("strength",),
     "LTXVCoreSampler": SAMPLER_SETTINGS,
     "LTXVCoreGuidedSampler": SAMPLER_SETTINGS + ("stg_mode", "stg_rescale", "strength_rule"),
+    "LTXVCoreLongVideoSampler": ("steps", "cfg", "frame_rate", "overlap_strength", "adain_factor"),
     "LTXVCoreDenoisingDecode": ("timestep", "decode_noise_scale", "time_chunk"),
     "LTXVCoreSaveVideo": ("frame_rate",),
 }  # fmt: skip
