@@ -306,16 +306,23 @@ def window_latent(
     return torch.cat([part for part, _, _ in parts], dim=2), torch.cat(masks, dim=2), blocks
 
 
-def _sample_window(velocity_fn, noise: Tensor, clean: Tensor, mask: Tensor, sigmas: Tensor) -> Tensor:
+def _sample_window(
+    velocity_fn, noise: Tensor, clean: Tensor, mask: Tensor, sigmas: Tensor, init: Tensor | None = None
+) -> Tensor:
     """Euler steps over a window's tokens, as the reference samples a window: a token of
     mask m starts at `m * noise + (1 - m) * clean` and takes timestep `sigma * m`; the
     model sees x as it is, the (plain) Euler step is taken from x blended
     `m * x + (1 - m) * clean` and blended so again, so conditioning tokens (the previous
     window's tail) stay near their values. (The reference reads the model's input
-    before its pre-step blend: the model sees the unblended x.)"""
+    before its pre-step blend: the model sees the unblended x.) With `init` (a window of a
+    second pass: the upsampled first pass) the tokens start from `init` noised to the
+    first sigma instead of from noise alone."""
     to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")
     m, c = to_tokens(mask), to_tokens(clean)
-    x = m * to_tokens(noise) + (1 - m) * c
+    start = to_tokens(noise)
+    if init is not None:
+        start = float(sigmas[0]) * start + (1 - float(sigmas[0])) * to_tokens(init)
+    x = m * start + (1 - m) * c
     levels = sigmas.tolist()
     for sigma, sigma_next in zip(levels[:-1], levels[1:]):
         velocity = velocity_fn(x, sigma * m[..., 0], sigma)
@@ -359,6 +366,7 @@ def generate_long_latent(
     seed: int = 0,
     first_frame: FirstFrame | None = None,
     keyframes: Sequence[ClipKeyframe] = (),
+    start_latent: Tensor | None = None,
     causal_fix: bool | None = None,
     device: torch.device | str | None = None,
     callback: WindowCallback | None = None,
@@ -374,7 +382,9 @@ def generate_long_latent(
     needs `negative_text`. `causal_fix` None takes the config's time positions (the
     reference always uses the causal ones). `first_frame` starts the clip from an image
     (`FirstFrame`, the reference's `cond_image`); `keyframes` (`ClipKeyframe`) hold images
-    at frames inside the clip, each guiding the windows that hold its frame.
+    at frames inside the clip, each guiding the windows that hold its frame. `start_latent` (a
+    latent of `shape`: a multi-scale run's upsampled first pass) is where each window's
+    own frames start, noised to `sigmas[0]`, instead of noise alone.
     `callback(k, n, result)` sees each window's result before it is joined."""
     guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
     _check_strengths(overlap_strength, adain_factor)
@@ -391,6 +401,8 @@ def generate_long_latent(
         first_frame.check_fits(shape)
     for keyframe in keyframes:
         keyframe.check_fits(shape)
+    if start_latent is not None and tuple(start_latent.shape) != tuple(shape):
+        raise SettingsError(f"start latent {tuple(start_latent.shape)} is not the clip's {tuple(shape)}")
     device = torch.device(device) if device is not None else module_device(module)
     causal = module.cfg.causal_temporal_positioning if causal_fix is None else causal_fix
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
@@ -404,8 +416,13 @@ def generate_long_latent(
         )
         coords = window_coords(blocks, height, width, batch, frame_rate, causal).to(device)
         velocity_fn = _window_velocity(runner, guidance, coords, batch, texts[index], negative_text, device)
+        init = None
+        if start_latent is not None:
+            init = clean.clone()
+            init[:, :, :frames] = start_latent[:, :, start:end].to(init)
         with torch.no_grad():
-            result = _sample_window(velocity_fn, window_noise(clean.shape, seed, start, device), clean, mask, sigmas)
+            noise = window_noise(clean.shape, seed, start, device)
+            result = _sample_window(velocity_fn, noise, clean, mask, sigmas, init)
         result = result[:, :, :frames]
         if callback is not None:
             callback(index, len(windows), result)

@@ -7,12 +7,23 @@ windows (`long_video.generate_long_latent`), then decoded as `pipeline.generate`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from .errors import SettingsError
 from .long_video import ClipKeyframe, FirstFrame, PromptSegment, generate_long_latent, temporal_windows
 from .models.configs import FRAMES_PER_LATENT
+from .multiscale import (
+    check_upsampler,
+    decode_second_pass,
+    fitted_first_frame,
+    multi_scale_settings,
+    pass_guidance,
+    pass_sigmas,
+    resize_frames,
+    upsample_between_passes,
+)
 from .pipeline import (
     Models,
     decode_frames,
@@ -23,6 +34,8 @@ from .pipeline import (
     seeded_generator,
 )
 from .preflight import check_num_frames
+from .release_config import ReleaseConfig
+from .release_passes import MultiScaleSettings
 from .request import Request
 
 
@@ -95,6 +108,16 @@ def check_long_conditioning(request: Request) -> None:
                                 "first frame is the image of --image / first_frame)")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LongVideoSettings:
+    """How a long video is cut into windows (pixel frames) and joined."""
+
+    window_frames: int
+    overlap_frames: int
+    overlap_strength: float = 0.5
+    adain_factor: float = 0.25
+
+
 def generate_long(
     models: Models,
     request: Request,
@@ -104,52 +127,32 @@ def generate_long(
     overlap_frames: int,
     overlap_strength: float = 0.5,
     adain_factor: float = 0.25,
+    upsampler=None,
+    multi_scale: ReleaseConfig | MultiScaleSettings | None = None,
 ) -> Tensor:
     """Request -> frames (F, H, W, 3) in [0, 1] of a clip sampled in windows of
     `window_frames` overlapping by `overlap_frames`; `segments` (pixel frame, prompt) change
     the prompt from their window on. A first frame starts the clip at the request's
     conditioning strength; the request's conditions, images at later frames, guide the
     windows that hold their frames (`long_video.ClipKeyframe`). Clips, a source video and
-    an IC-LoRA control belong to single-window runs and are refused."""
+    an IC-LoRA control belong to single-window runs and are refused.
+
+    With `multi_scale` (a multi-scale release config, and its `upsampler`) the clip is
+    made as the multi-scale pipeline makes one window: every window at the first pass's
+    size, the whole latent upsampled, every window again at the second pass's size from
+    it, then the second pass's decode; the same windows and prompts in both passes."""
     check_long_conditioning(request)
-    vae = models.vae
-    shape = (1, vae.cfg.latent_channels, *((request.num_frames - 1) // FRAMES_PER_LATENT + 1,),
-             request.height // vae.spatial_compression, request.width // vae.spatial_compression)  # fmt: skip
+    long = LongVideoSettings(window_frames, overlap_frames, overlap_strength, adain_factor)
+    if multi_scale is not None:
+        return _generate_long_multiscale(models, upsampler, request, segments, long, multi_scale)
     guidance = request.guidance()
-    negative = request.negative_prompt if guidance.needs_negative else None
-    with on_device(models, models.text_encoder.model):
-        window, overlap, prompts, negative_text = window_prompts(
-            models.text_encoder, [(0, request.prompt), *segments], shape[2], window_frames, overlap_frames, negative,
-            request.max_tokens,
-        )  # fmt: skip
-    first = None
-    with on_device(models, vae):
-        if request.first_frame is not None:
-            frame = encode_first_frame(vae, request.first_frame, request.width, request.height)
-            first = FirstFrame(frame, strength=request.conditioning_strength)
-        keyframes = [ClipKeyframe(encode_frames(vae, c.frames), c.frame_index, c.strength) for c in request.conditions]
-    sigmas = request.sigma_schedule(window * shape[3] * shape[4], models.scheduler)
-    with on_device(models, models.transformer):
-        latent = generate_long_latent(
-            models.runner or models.transformer,
-            shape,
-            prompts,
-            negative_text,
-            sigmas,
-            guidance,
-            request.frame_rate,
-            window=window,
-            overlap=overlap,
-            overlap_strength=overlap_strength,
-            adain_factor=adain_factor,
-            seed=request.seed,
-            first_frame=first,
-            keyframes=keyframes,
-            device=models.device,
-        )
-    with on_device(models, vae):
+    prompts = _long_prompts(models, request, segments, long, guidance.needs_negative)
+    size = (request.height, request.width)
+    sigmas = request.sigma_schedule(_window_tokens(models.vae, request, size, long), models.scheduler)
+    latent = _long_pass(models, request, prompts, long, size, sigmas, guidance)
+    with on_device(models, models.vae):
         return decode_frames(
-            vae,
+            models.vae,
             latent,
             request.decode_timestep,
             request.decode_noise_scale,
@@ -158,3 +161,82 @@ def generate_long(
             tiles=request.decode_tiles,
             tile_overlap=request.decode_tile_overlap,
         )[0]
+
+
+def _generate_long_multiscale(models, upsampler, request, segments, long, release) -> Tensor:
+    settings = multi_scale_settings(release)
+    sizes = settings.pass_sizes(request.height, request.width)
+    check_upsampler(upsampler, models.vae, request.num_frames, *sizes)
+    needs_negative = any(pass_guidance(settings, p).needs_negative for p in settings.passes)
+    prompts = _long_prompts(models, request, segments, long, needs_negative)
+    latent = None
+    for pass_settings, size in zip(settings.passes, sizes):
+        if latent is not None:
+            with on_device(models, models.vae):
+                latent = upsample_between_passes(upsampler, models.vae, latent)
+        sigmas = pass_sigmas(pass_settings, _window_tokens(models.vae, request, size, long), models.scheduler)
+        guidance = pass_guidance(settings, pass_settings)
+        latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=latent)
+    with on_device(models, models.vae):
+        frames = decode_second_pass(
+            models.vae, latent, request, settings.second_pass.tone_map_compression_ratio, seeded_generator(request.seed)
+        )
+    return resize_frames(frames, request.height, request.width)
+
+
+def _window_tokens(vae, request: Request, size: tuple[int, int], long: LongVideoSettings) -> int:
+    """Tokens of one window at `size` (height, width): what the schedule's shift counts."""
+    window, _ = window_sizes(long.window_frames, long.overlap_frames)
+    num_latent_frames = (request.num_frames - 1) // FRAMES_PER_LATENT + 1
+    return min(window, num_latent_frames) * (size[0] // vae.spatial_compression) * (size[1] // vae.spatial_compression)
+
+
+def _long_prompts(models, request, segments, long: LongVideoSettings, needs_negative: bool):
+    """(prompt segments per window, negative embeddings or None), encoded once for every pass."""
+    num_latent_frames = (request.num_frames - 1) // FRAMES_PER_LATENT + 1
+    negative = request.negative_prompt if needs_negative else None
+    with on_device(models, models.text_encoder.model):
+        _, _, prompts, negative_text = window_prompts(
+            models.text_encoder, [(0, request.prompt), *segments], num_latent_frames, long.window_frames,
+            long.overlap_frames, negative, request.max_tokens,
+        )  # fmt: skip
+    return prompts, negative_text
+
+
+def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=None) -> Tensor:
+    """The clip's normalized latent at `size` (height, width), sampled window by window;
+    the first frame and keyframes encoded at that size (as each multi-scale pass encodes
+    its conditioning again)."""
+    vae = models.vae
+    height, width = size
+    shape = (1, vae.cfg.latent_channels, (request.num_frames - 1) // FRAMES_PER_LATENT + 1,
+             height // vae.spatial_compression, width // vae.spatial_compression)  # fmt: skip
+    window, overlap = window_sizes(long.window_frames, long.overlap_frames)
+    first = None
+    with on_device(models, vae):
+        if request.first_frame is not None:
+            image = resize_frames(fitted_first_frame(request), height, width)
+            first = FirstFrame(encode_first_frame(vae, image, width, height), strength=request.conditioning_strength)
+        keyframes = [
+            ClipKeyframe(encode_frames(vae, resize_frames(c.frames, height, width)), c.frame_index, c.strength)
+            for c in request.conditions
+        ]
+    with on_device(models, models.transformer):
+        return generate_long_latent(
+            models.runner or models.transformer,
+            shape,
+            prompts[0],
+            prompts[1],
+            sigmas,
+            guidance,
+            request.frame_rate,
+            window=window,
+            overlap=overlap,
+            overlap_strength=long.overlap_strength,
+            adain_factor=long.adain_factor,
+            seed=request.seed,
+            first_frame=first,
+            keyframes=keyframes,
+            start_latent=start_latent,
+            device=models.device,
+        )

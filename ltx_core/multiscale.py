@@ -82,9 +82,9 @@ def generate_multiscale(
     check_upsampler(upsampler, models.vae, request.num_frames, *sizes)
     check_control_passes(request, sizes)
     if request.first_frame is not None:  # fitted to the asked size once, as the official script loads it
-        request = replace(request, first_frame=_fitted_first_frame(request))
+        request = replace(request, first_frame=fitted_first_frame(request))
     generator = seeded_generator(request.seed)
-    needs_negative = any(_guidance(settings, p).needs_negative for p in settings.passes)
+    needs_negative = any(pass_guidance(settings, p).needs_negative for p in settings.passes)
     with on_device(models, models.text_encoder.model):
         text = encode_text(
             models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None, request.max_tokens
@@ -168,7 +168,7 @@ def check_upsampler(upsampler, vae, num_frames: int, first: tuple[int, int], sec
         )
 
 
-def _guidance(settings: MultiScaleSettings, pass_settings: PassSettings) -> Guidance:
+def pass_guidance(settings: MultiScaleSettings, pass_settings: PassSettings) -> Guidance:
     return Guidance(**pass_settings.guidance_settings(settings.stg_mode))
 
 
@@ -241,7 +241,7 @@ def pass_latent(
     control at 1/downscale of the pass's size (its tokens dropped with the pass's result,
     as ComfyUI crops guides before the upscale, and given again to the next pass)."""
     height, width = size
-    first_frame = None if request.first_frame is None else resize_frames(_fitted_first_frame(request), height, width)
+    first_frame = None if request.first_frame is None else resize_frames(fitted_first_frame(request), height, width)
     items = tuple(replace(item, frames=resize_frames(item.frames, height, width)) for item in request.conditions)
     if start is None:
         return prepare_latent(
@@ -263,7 +263,7 @@ def pass_latent(
     return condition_on_control(vae, latent, request.control)
 
 
-def _fitted_first_frame(request: Request) -> Tensor:
+def fitted_first_frame(request: Request) -> Tensor:
     """The first frame at the asked size, as `pipeline.generate` fits it (center crop and
     resize), which the official script does when it loads the image."""
     image = request.first_frame[0] if request.first_frame.ndim == 4 else request.first_frame

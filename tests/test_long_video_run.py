@@ -90,3 +90,30 @@ def test_the_command_line_runs_a_long_video_and_refuses_what_it_cannot_combine(
     ):
         assert cli.main([*base, *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_multi_scale_long_video_runs_both_passes_window_by_window(models, monkeypatch):
+    """The first pass's windows at 2/3 of the size, the whole latent upsampled, the second
+    pass's windows at twice the first's, starting from it; frames of the asked size."""
+    from ltx_core import long_video_run
+    from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
+
+    from .test_multiscale import SETTINGS, SMALL, random_upsampler
+
+    passes = []
+    sample = long_video_run.generate_long_latent
+
+    def recorded(*args, **kwargs):
+        latent = sample(*args, **kwargs)
+        passes.append((tuple(args[1]), kwargs["start_latent"], latent))
+        return latent
+
+    monkeypatch.setattr(long_video_run, "generate_long_latent", recorded)
+    request = Request(**{**SMALL, "num_frames": 33})
+    frames = generate_long(models, request, [(16, "a blue whale")], window_frames=17, overlap_frames=8,
+                           upsampler=random_upsampler(TINY_SPATIAL_UPSAMPLER), multi_scale=SETTINGS)  # fmt: skip
+    assert frames.shape == (33, 64, 96, 3) and torch.isfinite(frames).all() and frames.std() > 0.01
+    (first_shape, first_start, first), (second_shape, second_start, _) = passes
+    assert first_shape == (1, 128, 5, 1, 1) and first_start is None
+    assert second_shape == (1, 128, 5, 2, 2) and second_start.shape == second_shape
+    assert not torch.equal(second_start, torch.zeros_like(second_start))
