@@ -183,8 +183,8 @@ def check_offload(args: argparse.Namespace) -> None:
 
 def check_long_video(args: argparse.Namespace) -> None:
     """The long-video flags, before torch: windows shorter than the clip, prompt segments only
-    with windows, keyframes only as images after frame 0, and none of the single-window
-    settings."""
+    with windows, keyframes only as images after frame 0, no source video or IC-LoRA
+    control (release configs, multi-scale ones too, run every window)."""
     if args.window_frames is None:
         if args.prompt_segment:
             raise SettingsError("--prompt-segment needs --window-frames (a long video in windows)")
@@ -194,8 +194,7 @@ def check_long_video(args: argparse.Namespace) -> None:
             f"--window-frames {args.window_frames} is not shorter than the clip's {args.frames} frames; "
             "allowed: fewer frames than --frames (or leave it out for one window)"
         )
-    single = (("--source-video", args.source_video), ("--control-video", args.control_video),
-              ("--config", getattr(args, "config", None)), ("--preset", getattr(args, "preset", None)))  # fmt: skip
+    single = (("--source-video", args.source_video), ("--control-video", args.control_video))
     taken = [flag for flag, value in single if value]
     if taken:
         raise SettingsError(f"{', '.join(taken)} do(es) not combine with --window-frames; a long video takes "
@@ -270,7 +269,7 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
             bar.update(step + 1 - bar.n)
 
         if args_window is not None:
-            return generate_long(models, request, *args_window)
+            return generate_long(models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale)
         if multi_scale is None:
             return generate(models, request, callback=progress)
         return cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
@@ -288,10 +287,10 @@ def _windows(args: argparse.Namespace):
 # ---------------------------------------------------------------- heavy steps, imported when reached
 
 
-def generate_long(models, request, segments, settings):
+def generate_long(models, request, segments, settings, upsampler=None, multi_scale=None):
     from .long_video_run import generate_long as run
 
-    return run(models, request, segments, **settings)
+    return run(models, request, segments, **settings, upsampler=upsampler, multi_scale=multi_scale)
 
 
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device, vae_path=None):

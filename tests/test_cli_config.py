@@ -106,6 +106,20 @@ def test_a_multi_scale_config_runs_both_passes_and_prints_its_notes(capsys, tmp_
     assert "sampling: 100%" in err and "5/5" in err  # both passes' steps on one bar
 
 
+def test_a_multi_scale_config_makes_a_long_video_window_by_window(capsys, tmp_path, model_folder):
+    config = write_config(model_folder, MULTI_SCALE)
+    output = tmp_path / "long.mp4"
+    window = ["--frames", "25", "--window-frames", "17", "--window-overlap", "8", "--prompt-segment", "16:a whale"]
+    code, err = run_main(
+        capsys, "--config", str(config), "--width", "96", "--height", "64", *window, "--dtype", "fp32",
+        "--output", str(output),
+    )  # fmt: skip
+    assert code == 0, err
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height, stream.frames) == (96, 64, 25)
+
+
 def test_the_configs_settings_are_the_defaults_and_flags_given_win(capsys, tmp_path, model_folder, monkeypatch):
     runs = captured_runs(monkeypatch)
     config = write_config(model_folder, MULTI_SCALE)
