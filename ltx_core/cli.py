@@ -268,8 +268,14 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
             bar.total = total
             bar.update(step + 1 - bar.n)
 
+        def window_done(window: int, windows: int, result) -> None:
+            bar.unit, bar.total = "window", windows
+            bar.update(window + 1 - bar.n)
+
         if args_window is not None:
-            return generate_long(models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale)
+            return generate_long(
+                models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale, callback=window_done
+            )
         if multi_scale is None:
             return generate(models, request, callback=progress)
         return cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
@@ -287,10 +293,10 @@ def _windows(args: argparse.Namespace):
 # ---------------------------------------------------------------- heavy steps, imported when reached
 
 
-def generate_long(models, request, segments, settings, upsampler=None, multi_scale=None):
+def generate_long(models, request, segments, settings, upsampler=None, multi_scale=None, callback=None):
     from .long_video_run import generate_long as run
 
-    return run(models, request, segments, **settings, upsampler=upsampler, multi_scale=multi_scale)
+    return run(models, request, segments, **settings, upsampler=upsampler, multi_scale=multi_scale, callback=callback)
 
 
 def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dtype, device, vae_path=None):

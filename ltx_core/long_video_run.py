@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from .errors import SettingsError
-from .long_video import ClipKeyframe, FirstFrame, PromptSegment, generate_long_latent, temporal_windows
+from .long_video import (
+    ClipKeyframe,
+    FirstFrame,
+    PromptSegment,
+    WindowCallback,
+    generate_long_latent,
+    temporal_windows,
+)
 from .models.configs import FRAMES_PER_LATENT
 from .multiscale import (
     check_upsampler,
@@ -129,6 +136,7 @@ def generate_long(
     adain_factor: float = 0.25,
     upsampler=None,
     multi_scale: ReleaseConfig | MultiScaleSettings | None = None,
+    callback: WindowCallback | None = None,
 ) -> Tensor:
     """Request -> frames (F, H, W, 3) in [0, 1] of a clip sampled in windows of
     `window_frames` overlapping by `overlap_frames`; `segments` (pixel frame, prompt) change
@@ -140,16 +148,17 @@ def generate_long(
     With `multi_scale` (a multi-scale release config, and its `upsampler`) the clip is
     made as the multi-scale pipeline makes one window: every window at the first pass's
     size, the whole latent upsampled, every window again at the second pass's size from
-    it, then the second pass's decode; the same windows and prompts in both passes."""
+    it, then the second pass's decode; the same windows and prompts in both passes.
+    `callback(k, n, result)` sees each window's result (n counts the windows of all passes)."""
     check_long_conditioning(request)
     long = LongVideoSettings(window_frames, overlap_frames, overlap_strength, adain_factor)
     if multi_scale is not None:
-        return _generate_long_multiscale(models, upsampler, request, segments, long, multi_scale)
+        return _generate_long_multiscale(models, upsampler, request, segments, long, multi_scale, callback)
     guidance = request.guidance()
     prompts = _long_prompts(models, request, segments, long, guidance.needs_negative)
     size = (request.height, request.width)
     sigmas = request.sigma_schedule(_window_tokens(models.vae, request, size, long), models.scheduler)
-    latent = _long_pass(models, request, prompts, long, size, sigmas, guidance)
+    latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, callback=callback)
     with on_device(models, models.vae):
         return decode_frames(
             models.vae,
@@ -163,25 +172,31 @@ def generate_long(
         )[0]
 
 
-def _generate_long_multiscale(models, upsampler, request, segments, long, release) -> Tensor:
+def _generate_long_multiscale(models, upsampler, request, segments, long, release, callback=None) -> Tensor:
     settings = multi_scale_settings(release)
     sizes = settings.pass_sizes(request.height, request.width)
     check_upsampler(upsampler, models.vae, request.num_frames, *sizes)
     needs_negative = any(pass_guidance(settings, p).needs_negative for p in settings.passes)
     prompts = _long_prompts(models, request, segments, long, needs_negative)
     latent = None
-    for pass_settings, size in zip(settings.passes, sizes):
+    for index, (pass_settings, size) in enumerate(zip(settings.passes, sizes)):
         if latent is not None:
             with on_device(models, models.vae):
                 latent = upsample_between_passes(upsampler, models.vae, latent)
         sigmas = pass_sigmas(pass_settings, _window_tokens(models.vae, request, size, long), models.scheduler)
         guidance = pass_guidance(settings, pass_settings)
-        latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=latent)
+        counted = None if callback is None else _pass_windows(callback, index, len(settings.passes))
+        latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, latent, counted)
     with on_device(models, models.vae):
         frames = decode_second_pass(
             models.vae, latent, request, settings.second_pass.tone_map_compression_ratio, seeded_generator(request.seed)
         )
     return resize_frames(frames, request.height, request.width)
+
+
+def _pass_windows(callback: WindowCallback, index: int, passes: int) -> WindowCallback:
+    """A pass's window callback as windows of the whole run."""
+    return lambda k, n, result: callback(index * n + k, passes * n, result)
 
 
 def _window_tokens(vae, request: Request, size: tuple[int, int], long: LongVideoSettings) -> int:
@@ -203,7 +218,7 @@ def _long_prompts(models, request, segments, long: LongVideoSettings, needs_nega
     return prompts, negative_text
 
 
-def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=None) -> Tensor:
+def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=None, callback=None) -> Tensor:
     """The clip's normalized latent at `size` (height, width), sampled window by window;
     the first frame and keyframes encoded at that size (as each multi-scale pass encodes
     its conditioning again)."""
@@ -239,4 +254,5 @@ def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_lat
             keyframes=keyframes,
             start_latent=start_latent,
             device=models.device,
+            callback=callback,
         )

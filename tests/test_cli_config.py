@@ -118,6 +118,7 @@ def test_a_multi_scale_config_makes_a_long_video_window_by_window(capsys, tmp_pa
     with av.open(str(output)) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, stream.frames) == (96, 64, 25)
+    assert "sampling: 100%" in err and "window" in err  # the bar counts both passes' windows
 
 
 def test_the_configs_settings_are_the_defaults_and_flags_given_win(capsys, tmp_path, model_folder, monkeypatch):
