@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -487,6 +488,33 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
         for model in (plain, compiled)
     ]
     assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
+
+
+def test_a_sampler_run_with_streamed_blocks_gives_the_resident_latent(pack, monkeypatch):
+    """The sampler's streaming path (chosen on a GPU by the plan; forced here on the CPU,
+    where the "device" copies are real copies): the same latent bit for bit, and the
+    transformer's blocks back on their own weights afterwards."""
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    model, _ = _node(pack, "LTXVCoreCheckpointLoader").load(SHIPPED_CHECKPOINT, "float32", "cpu")
+    width = model.model.core.cfg.caption_channels
+    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
+             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
+
+    def sample():
+        return _node(pack, "LTXVCoreSampler").sample(
+            model, text, text, latent, seed=3, steps=2, cfg=3.0, frame_rate=25.0,
+            dynamic_shift=True, base_shift=0.95, max_shift=2.05, terminal=0.1,
+        )[0]["samples"]  # fmt: skip
+
+    resident = sample()
+    streamed = []
+    monkeypatch.setattr(
+        memory, "_with_streaming", lambda work, choice, capacity: streamed.append(2) or replace(work, streamed_blocks=2)
+    )
+    assert torch.equal(sample(), resident) and streamed == [2]
+    core = model.model.core
+    assert type(core.block_weights).__name__ == "ResidentBlocks"
 
 
 def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_models):
