@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ltx_core.training import data
+from ltx_core.training import captions, data
 from ltx_core.video import write_mp4
 
 OUT = Path(__file__).resolve().parent.parent / "workflows" / "input"
@@ -23,13 +23,11 @@ SPEC = data.ClipSpec(
     background="dark blue",
     background_style="gradient",
     texture_phase=0.0,
-    caption_template=0,
-    phrase_choice=0,
 )
 
 
 def main() -> None:
-    assert not data.is_heldout(SPEC.main.color, SPEC.main.shape, SPEC.main.motion)
+    assert not data.is_heldout_triple(SPEC.main.color, SPEC.main.shape, SPEC.main.motion)
     video = data.render_clip(SPEC, 25, 256, 256)  # (3, F, H, W) in [-1, 1]
     frames = ((video + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 3, 0).numpy()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -38,7 +36,7 @@ def main() -> None:
     gray = torch.from_numpy(frames).float().mean(dim=-1, keepdim=True) / 255
     depth = ((gray - gray.amin()) / (gray.amax() - gray.amin())).expand(-1, -1, -1, 3)
     write_mp4(depth, OUT / "ltxv-example-control.mp4", 24.0)
-    print(data.caption(SPEC))
+    print(captions.caption(SPEC))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
-"""Captioned synthetic clips: one or two flat shapes moving over a dark background.
+"""Captioned synthetic clips: one or two flat shapes moving over a dark, mid or light background.
 
 Every clip is a pure function of (seed, index): its attributes come from a seeded
 `torch.Generator`, its pixels from signed-distance fields, so the same index gives the
-same clip on any device. A fixed set of (color, shape, motion) combinations is held out:
-training never draws it, evaluation draws only from it (`heldout_clips`).
+same clip on any device. Its captions (`captions.py`) are a pure function of the clip
+and a variant number.
 
-Shapes are bright and saturated, backgrounds dark (max channel <= 0.4), so a
-brightness threshold segments the shape; `evaluation/demo_eval.py` relies on this.
+Two kinds of (shape color, background, shape, motion) combinations are held out: every
+background with one (color, shape, motion) triple in eight, and a few (shape color,
+background) pairs with any shape and motion. Training never draws them, the evaluation
+draws only from them (`heldout_specs`); every word still appears in training with other
+partners, so the held-out prompts test composition, not unseen words.
+
+A shape always differs from its background by at least `MIN_CONTRAST` (RGB distance),
+so the reader (`analysis.py`) can segment it by its distance from the background's color,
+whether the shape is brighter or darker than the background.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-SHAPE_COLORS: dict[str, tuple[float, float, float]] = {
+# One RGB per name, shared by shapes and backgrounds, so a color is read the same wherever it
+# is; the earlier world's colors keep their values, so its clips are drawn as they were.
+COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.92, 0.12, 0.10),
     "green": (0.15, 0.85, 0.20),
     "blue": (0.20, 0.40, 1.00),
@@ -25,15 +34,48 @@ SHAPE_COLORS: dict[str, tuple[float, float, float]] = {
     "orange": (1.00, 0.55, 0.05),
     "white": (0.95, 0.95, 0.95),
     "cyan": (0.10, 0.90, 0.90),
-}
-BACKGROUND_COLORS: dict[str, tuple[float, float, float]] = {
+    "pink": (1.00, 0.50, 0.75),
+    "brown": (0.30, 0.17, 0.07),
+    "gray": (0.52, 0.52, 0.52),
     "black": (0.03, 0.03, 0.03),
     "dark blue": (0.04, 0.07, 0.32),
     "dark green": (0.04, 0.22, 0.08),
     "dark gray": (0.22, 0.22, 0.22),
-    "brown": (0.30, 0.17, 0.07),
     "dark red": (0.30, 0.04, 0.05),
+    "light gray": (0.76, 0.76, 0.76),
+    "beige": (0.94, 0.85, 0.60),
+    "light blue": (0.60, 0.78, 1.00),
+    "light green": (0.66, 0.94, 0.60),
 }
+# The first eight shape colors and six backgrounds are the earlier, dark-only world's names.
+SHAPE_COLORS = {
+    name: COLORS[name]
+    for name in (
+        "red",
+        "green",
+        "blue",
+        "yellow",
+        "purple",
+        "orange",
+        "white",
+        "cyan",
+        "pink",
+        "brown",
+        "gray",
+        "black",
+    )
+}
+BACKGROUND_COLORS = {
+    name: COLORS[name]
+    for name in (
+        "black", "dark blue", "dark green", "dark gray", "dark red", "brown",
+        "gray", "white", "light gray", "beige", "light blue", "light green",
+    )
+}  # fmt: skip
+OLD_SHAPE_COLORS = 8  # red .. cyan: the colors of the earlier world
+OLD_BACKGROUNDS = 6  # black .. brown
+MIN_CONTRAST = 0.4  # RGB distance between a shape and its background
+DARK_MAX = 0.4  # backgrounds whose channels all stay at or below this are "dark"
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink", "bounce", "still")
 SPEEDS = ("slow", "fast")
@@ -47,14 +89,35 @@ SECOND_SHAPE_PROBABILITY = 0.25
 CORNERS = {"top left": (0.2, 0.2), "top right": (0.8, 0.2), "bottom left": (0.2, 0.8), "bottom right": (0.8, 0.8)}
 
 
-def is_heldout(color: str, shape: str, motion: str) -> bool:
-    """One (color, shape, motion) combination in eight, never trained on.
+def contrast(color: str, background: str) -> float:
+    return math.dist(COLORS[color], COLORS[background])
 
-    Every color, shape and motion still appears in training with other partners, so the
-    held-out prompts test composition, not unseen words.
-    """
+
+def is_heldout_triple(color: str, shape: str, motion: str) -> bool:
+    """One (color, shape, motion) triple in eight, with every background; the rule of the
+    earlier world, so its held-out triples stay unseen."""
     ci, si, mi = list(SHAPE_COLORS).index(color), SHAPES.index(shape), MOTIONS.index(motion)
     return (ci + 2 * si + 3 * mi) % 8 == 0
+
+
+def is_heldout_pair(color: str, background: str) -> bool:
+    """A few (shape color, background) pairs, with any shape and motion. Only pairs with a
+    color or a background new to this world: the earlier model trained on all the others."""
+    ci, bi = list(SHAPE_COLORS).index(color), list(BACKGROUND_COLORS).index(background)
+    if ci < OLD_SHAPE_COLORS and bi < OLD_BACKGROUNDS:
+        return False
+    return (ci + 3 * bi) % 7 == 0
+
+
+def is_heldout(color: str, shape: str, motion: str, background: str | None = None) -> bool:
+    """Held out in either way; without a background, whether the triple is (with every one)."""
+    pair = background is not None and is_heldout_pair(color, background)
+    return is_heldout_triple(color, shape, motion) or pair
+
+
+def is_valid(color: str, background: str) -> bool:
+    """The shape stands out from the background enough to be drawn and read."""
+    return contrast(color, background) >= MIN_CONTRAST
 
 
 @dataclass(frozen=True)
@@ -70,7 +133,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Everything that decides a clip's pixels and caption."""
+    """Everything that decides a clip's pixels; `caption_seed` decides its wording."""
 
     main: Shape
     background: str
@@ -78,8 +141,7 @@ class ClipSpec:
     texture_phase: float
     second: Shape | None = None
     second_corner: str | None = None
-    caption_template: int = 0
-    phrase_choice: int = 0
+    caption_seed: int = 0
 
 
 def _pick(options, gen: torch.Generator):
@@ -112,91 +174,48 @@ def _start_placement(motion: str, speed: str, gen: torch.Generator) -> tuple[flo
     return x, y, size
 
 
+def _attributes(gen: torch.Generator, heldout: bool) -> tuple[str, str, str, str]:
+    """(color, shape, motion, background): drawn until valid and in the asked split."""
+    while True:
+        color, shape, motion = _pick(list(SHAPE_COLORS), gen), _pick(SHAPES, gen), _pick(MOTIONS, gen)
+        background = _pick(list(BACKGROUND_COLORS), gen)
+        if is_valid(color, background) and is_heldout(color, shape, motion, background) == heldout:
+            return color, shape, motion, background
+
+
 def sample_clip_spec(seed: int, index: int, heldout: bool = False) -> ClipSpec:
     """The clip `index` of the stream `seed`: training combinations only, or held-out only."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    while True:
-        color, shape, motion = (_pick(list(SHAPE_COLORS), gen), _pick(SHAPES, gen), _pick(MOTIONS, gen))
-        if is_heldout(color, shape, motion) == heldout:
-            break
+    color, shape, motion, background = _attributes(gen, heldout)
     speed = _pick(SPEEDS, gen)
     x, y, size = _start_placement(motion, speed, gen)
     main = Shape(color, shape, motion, speed, x, y, size)
     second = corner = None
     if not heldout and float(torch.rand((), generator=gen)) < SECOND_SHAPE_PROBABILITY:
-        second, corner = _second_shape(main, gen)
+        second, corner = _second_shape(main, background, gen)
     return ClipSpec(
         main=main,
-        background=_pick(list(BACKGROUND_COLORS), gen),
+        background=background,
         background_style=_pick(BACKGROUND_STYLES, gen),
         texture_phase=_uniform(0.0, 2 * math.pi, gen),
         second=second,
         second_corner=corner,
-        caption_template=int(torch.randint(6, (1,), generator=gen)),
-        phrase_choice=int(torch.randint(3, (1,), generator=gen)),
+        caption_seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
     )
 
 
-def _second_shape(main: Shape, gen: torch.Generator) -> tuple[Shape | None, str | None]:
-    """A still shape in the corner farthest from the main shape's path."""
+def _second_shape(main: Shape, background: str, gen: torch.Generator) -> tuple[Shape, str]:
+    """A still shape in the corner farthest from the main shape's path, in a training combination."""
     corner = max(CORNERS, key=lambda c: (CORNERS[c][0] - main.x) ** 2 + (CORNERS[c][1] - main.y) ** 2)
-    colors = [c for c in SHAPE_COLORS if c != main.color and not is_heldout(c, "circle", "still")]
-    color = _pick(colors, gen)
-    shapes = [s for s in SHAPES if not is_heldout(color, s, "still")]
+    options = [
+        (c, s)
+        for c in SHAPE_COLORS
+        for s in SHAPES
+        if c != main.color and is_valid(c, background) and not is_heldout(c, s, "still", background)
+    ]
+    color, shape = _pick(options, gen)
     cx, cy = CORNERS[corner]
-    return Shape(color, _pick(shapes, gen), "still", "slow", cx, cy, 0.09), corner
-
-
-# ---------------------------------------------------------------- captions
-
-MOTION_PHRASES = {
-    "left": ("slides to the left", "moves left", "glides toward the left"),
-    "right": ("slides to the right", "moves right", "glides toward the right"),
-    "up": ("moves up", "rises", "floats upward"),
-    "down": ("moves down", "falls", "sinks downward"),
-    "grow": ("grows", "gets bigger", "expands"),
-    "shrink": ("shrinks", "gets smaller", "contracts"),
-    "bounce": ("bounces", "hops up and down", "bounces up and down"),
-    "still": ("stays still", "does not move", "rests in place"),
-}
-SPEED_WORDS = {"slow": ("slowly", "slowly", "gently"), "fast": ("quickly", "fast", "rapidly")}
-CAPTION_TEMPLATES = (
-    "A {color} {shape} {motion} {speed} over {background}.",
-    "A {color} {shape} {motion} {speed} on {background}.",
-    "On {background}, a {color} {shape} {motion} {speed}.",
-    "A video of a {color} {shape} that {motion} {speed} against {background}.",
-    "{Color} {shape} {motion} {speed}, {background}.",
-    "A {color} {shape} {speed} {motion} over {background}.",
-)
-
-
-def _background_phrase(spec: ClipSpec) -> str:
-    name = spec.background
-    return {
-        "plain": f"a plain {name} background",
-        "gradient": f"a {name} gradient background",
-        "textured": f"a textured {name} background",
-    }[spec.background_style]
-
-
-def caption(spec: ClipSpec) -> str:
-    """The clip's caption, from one of several templates, e.g. 'A red circle slides to the
-    left slowly over a plain dark blue background.'"""
-    m = spec.main
-    speed = "" if m.motion == "still" else SPEED_WORDS[m.speed][spec.phrase_choice]
-    text = CAPTION_TEMPLATES[spec.caption_template].format(
-        color=m.color,
-        Color=m.color.capitalize(),
-        shape=m.shape,
-        motion=MOTION_PHRASES[m.motion][spec.phrase_choice],
-        speed=speed,
-        background=_background_phrase(spec),
-    )
-    if spec.second is not None:
-        s = spec.second
-        text += f" A small {s.color} {s.shape} stays still in the {spec.second_corner}."
-    text = " ".join(text.replace(" ,", ",").replace(" .", ".").split())
-    return text.replace("A orange", "An orange").replace("a orange", "an orange")
+    return Shape(color, shape, "still", "slow", cx, cy, 0.09), corner
 
 
 # ---------------------------------------------------------------- rendering
@@ -238,19 +257,27 @@ def _signed_distance(shape: str, px: torch.Tensor, py: torch.Tensor, cx, cy, s) 
     return torch.maximum(side, dy - s)
 
 
+def is_dark(background: str) -> bool:
+    return max(COLORS[background]) <= DARK_MAX
+
+
 def _background(spec: ClipSpec, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) background, static over the clip."""
+    """(3, H, W) background, static over the clip. Dark backgrounds vary in proportion to
+    their color and stay dark (as in the earlier world); mid and light ones by a fixed
+    amount of lightness, so that no background strays far from its named color."""
     base = torch.tensor(BACKGROUND_COLORS[spec.background], device=px.device).view(3, 1, 1)
     if spec.background_style == "plain":
         return base.expand(3, *px.shape[-2:]).clone()
+    dark = is_dark(spec.background)
+    high = DARK_MAX if dark else 1.0
     if spec.background_style == "gradient":
         a = spec.texture_phase
         ramp = (math.cos(a) * (px - 0.5) + math.sin(a) * (py - 0.5)) * 0.9 + 0.5  # ~[0, 1]
-        return (base * (0.45 + 0.9 * ramp)).clamp(0.0, 0.4)
+        return (base * (0.45 + 0.9 * ramp) if dark else base + 0.18 * (ramp - 0.5)).clamp(0.0, high)
     wave = torch.sin(2 * math.pi * 3 * px + spec.texture_phase) * torch.sin(
         2 * math.pi * 3 * py + 2 * spec.texture_phase
     )
-    return (base + 0.06 * wave).clamp(0.0, 0.4)
+    return (base + (0.06 if dark else 0.05) * wave).clamp(0.0, high)
 
 
 def render_clip(
@@ -267,7 +294,7 @@ def render_clip(
         cx, cy, s = (v.to(device).view(-1, 1, 1) for v in shape_track(shape, num_frames))
         sdf = _signed_distance(shape.shape, px, py, cx, cy, s)  # (F, H, W)
         alpha = (0.5 - sdf * height).clamp(0.0, 1.0).unsqueeze(0)
-        color = torch.tensor(SHAPE_COLORS[shape.color], device=device).view(3, 1, 1, 1)
+        color = torch.tensor(COLORS[shape.color], device=device).view(3, 1, 1, 1)
         video = video * (1 - alpha) + color * alpha
     return video * 2 - 1
 

@@ -4,9 +4,12 @@
 
 Writes OUT/ltxv-tiny.safetensors (official single-file layout, bf16), the fp32 weights
 to resume from (OUT/resume.N.safetensors: the VAE and the DiT's EMA) and
-OUT/train_log.txt. The text encoder is the shipped `assets/t5-tiny` (frozen, seeded).
-The calls that made the shipped model are in RECIPE.md beside this file, their output in
-tiny_training_log.txt.
+OUT/train_log.txt. The text encoder is `--text-encoder` (the shipped `assets/t5-tiny` by
+default), frozen; with `--train-text-encoder` it is first trained alone on the captions,
+then with the DiT (alone only, with `--skip-dit`), and written to OUT/t5-tiny
+(config.json, model.safetensors, spiece.model); `--new-text-encoder` starts it from T5's
+initialization with a tokenizer trained here on the captions. The calls that made the
+shipped model are in RECIPE.md beside this file, their output in tiny_training_log.txt.
 `--resume DIR` continues from a previous call's fp32 weights (fresh optimizer moments,
 short warm-up), `--resume ltx_core/assets/ltxv-tiny.safetensors` from the shipped bf16
 weights (across sessions); `--skip-vae` keeps the resumed VAE as it is.
@@ -25,22 +28,30 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint.keymaps import TRANSFORMER_PREFIX, VAE_PREFIX
-from ..models.text_encoder import encode_prompt, load_text_encoder
+from ..models.text_encoder import TextEncoder
 from ..models.transformer import LTXVTransformer
 from ..models.vae import CausalVideoVAE
-from . import data, train_dit, train_vae
+from . import captions, data, train_dit, train_vae
 from .demo_model import DEMO_CHECKPOINT, DEMO_TEXT_ENCODER, DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
-from .t5 import write_text_encoder
-from .tokenizer import DEFAULT_NEGATIVE_PROMPT
+from .run_text import (
+    add_text_arguments,
+    check_text_settings,
+    dit_captions,
+    export_text_encoder,
+    load_or_new_text_encoder,
+    text_captions,
+)
 
-TEXT_MAX_TOKENS = 128  # the pipeline's prompt length: T5 runs unmasked, so padding matters
-TEXT_KEEP_TOKENS = 48  # captions are <= 31 tokens; the rest is masked padding
 CLIP_SEED = 7  # the DiT's training clips: data.training_specs(CLIP_SEED, --clip-start, --clips)
+EXPORT_RESERVE_S = 25.0  # --deadline-seconds keeps this much for the files written after the DiT
 
 
 class Log:
     def __init__(self, path: Path):
         self.path, self.start = path, time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
     def __call__(self, line: str) -> None:
         line = f"[{time.monotonic() - self.start:6.0f}s] {line}"
@@ -123,7 +134,7 @@ def build_latents(
     keyframe image: the last frame or, as often, a random other one) with its pixel frame
     index; else None, None."""
     vae.eval()
-    latents, captions, frame_latents, indices = [], [], [], []
+    latents, texts, frame_latents, indices = [], [], [], []
     gen = torch.Generator().manual_seed(seed + first)
     frames = size["num_frames"]
     for start in range(first, first + count, batch):
@@ -140,20 +151,10 @@ def build_latents(
                 frame = video[torch.arange(len(specs)), :, index.to(device)][:, :, None]  # (B, 3, 1, H, W)
                 frame_latents.append(vae.encode(frame).to(torch.bfloat16))
                 indices.append(index)
-        captions += [data.caption(s) for s in specs]
+        texts += [captions.caption(s) for s in specs]
     if not keyframes:
-        return torch.cat(latents), captions, None, None
-    return torch.cat(latents), captions, torch.cat(frame_latents), torch.cat(indices).to(device)
-
-
-@torch.no_grad()
-def embed_captions(encoder, captions: list[str], batch: int = 256):
-    texts, masks = [], []
-    for start in range(0, len(captions), batch):
-        emb = encode_prompt(encoder, captions[start : start + batch], max_tokens=TEXT_MAX_TOKENS, allow_empty=True)
-        texts.append(emb.embeds[:, :TEXT_KEEP_TOKENS].to(torch.bfloat16))
-        masks.append(emb.mask[:, :TEXT_KEEP_TOKENS])
-    return torch.cat(texts), torch.cat(masks)
+        return torch.cat(latents), texts, None, None
+    return torch.cat(latents), texts, torch.cat(frame_latents), torch.cat(indices).to(device)
 
 
 def export_from_resume(folder: Path, path: Path = DEMO_CHECKPOINT) -> Path:
@@ -172,8 +173,9 @@ def parse_args(argv=None):
         "--text-encoder",
         type=Path,
         default=DEMO_TEXT_ENCODER,
-        help="the shipped tiny T5 folder, made here once and carried as it is",
+        help="a T5 folder (default: the shipped tiny one); --new-text-encoder makes a new one instead",
     )
+    add_text_arguments(p)
     p.add_argument("--skip-vae", action="store_true")
     p.add_argument(
         "--decoder-only",
@@ -228,6 +230,17 @@ def parse_args(argv=None):
         help="first clip of the training stream, so that a resumed call trains on clips "
         "no earlier call saw (each call otherwise draws the same first --clips)",
     )
+    p.add_argument(
+        "--deadline-seconds",
+        type=float,
+        default=None,
+        help="the whole call's time limit: the DiT stops early enough for the export to end inside it",
+    )
+    p.add_argument(
+        "--no-resume-shards",
+        action="store_true",
+        help="write no resume.N.safetensors (the exported files resume too, the DiT in bf16)",
+    )
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--frames", type=int, default=25)
@@ -259,6 +272,7 @@ def check_training_settings(args) -> None:
             raise SystemExit(f"--{name.replace('_', '-')} {value}: give a share in [0, 1]")
     if not 0 < args.keyframe_loss_weight < math.inf:
         raise SystemExit(f"--keyframe-loss-weight {args.keyframe_loss_weight}: give a weight above 0")
+    check_text_settings(args)
 
 
 def run_vae(args, vae: CausalVideoVAE, size: dict, log) -> train_vae.VAEState:
@@ -314,25 +328,18 @@ def motion_weights(specs: list[data.ClipSpec], factors: dict[str, float]) -> tor
     return torch.tensor([factors.get(spec.main.motion, 1.0) for spec in specs])
 
 
-def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
-    device = torch.device(args.device)
-    latents, captions, keyframes, keyframe_indices = build_latents(
-        vae,
-        args.clips,
-        seed=CLIP_SEED,
-        size=size,
-        device=device,
-        keyframes=args.keyframe_probability > 0,
-        first=args.clip_start,
-    )
-    texts, masks = embed_captions(encoder, captions)
-    null_texts, null_masks = embed_captions(encoder, ["", DEFAULT_NEGATIVE_PROMPT])
-    log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}, texts {tuple(texts.shape)}")
-    torch.manual_seed(0)
-    model = LTXVTransformer(DEMO_TRANSFORMER).to(device)
-    # the EMA weights are the only DiT weights kept: a resumed run starts from them
-    resumed = args.resume is not None and load_resume_state(model, "dit_ema", args.resume)
-    settings = train_dit.DiTTrainSettings(
+def dit_budget(args, log: Log) -> float:
+    """--dit-seconds, cut so that the call ends inside --deadline-seconds."""
+    if args.deadline_seconds is None:
+        return args.dit_seconds
+    budget = max(0.0, min(args.dit_seconds, args.deadline_seconds - log.elapsed() - EXPORT_RESERVE_S))
+    if budget < args.dit_seconds:
+        log(f"dit budget cut to {budget:.0f}s by --deadline-seconds {args.deadline_seconds:.0f}")
+    return budget
+
+
+def dit_settings(args, size: dict, resumed: bool) -> train_dit.DiTTrainSettings:
+    return train_dit.DiTTrainSettings(
         steps=args.dit_steps,
         batch_size=args.dit_batch,
         learning_rate=args.dit_lr,
@@ -344,6 +351,28 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
         keyframe_frame_weight=args.keyframe_loss_weight,
         keyframe_caption_dropout=args.keyframe_caption_dropout,
     )
+
+
+def run_dit(args, vae: CausalVideoVAE, encoder: TextEncoder, size: dict, log: Log):
+    """(the DiT's training state, its captions: `FixedCaptions` or `JointCaptions`)."""
+    device = torch.device(args.device)
+    latents, texts, keyframes, keyframe_indices = build_latents(
+        vae,
+        args.clips,
+        seed=CLIP_SEED,
+        size=size,
+        device=device,
+        keyframes=args.keyframe_probability > 0,
+        first=args.clip_start,
+    )
+    log(f"dit data: latents {tuple(latents.shape)} std {latents.float().std():.3f}")
+    specs = data.training_specs(CLIP_SEED, args.clip_start, args.clips) if args.train_text_encoder else None
+    captions_source = dit_captions(args, encoder, texts, specs, log)
+    torch.manual_seed(0)
+    model = LTXVTransformer(DEMO_TRANSFORMER).to(device)
+    # the EMA weights are the only DiT weights kept: a resumed run starts from them
+    resumed = args.resume is not None and load_resume_state(model, "dit_ema", args.resume)
+    settings = dit_settings(args, size, resumed)
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions
@@ -352,12 +381,9 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
     train_dit.train_dit(
         state,
         latents,
-        texts,
-        masks,
-        null_texts,
-        null_masks,
+        captions_source,
         settings,
-        args.dit_seconds,
+        dit_budget(args, log),
         log=log,
         autocast=device.type == "cuda",
         keyframes=keyframes,
@@ -365,7 +391,21 @@ def run_dit(args, vae: CausalVideoVAE, encoder, size: dict, log: Log):
         clip_weights=weights,
     )
     log(f"dit trained {state.step} steps of batch {settings.batch_size}")
-    return state
+    return state, captions_source
+
+
+def train_dit_and_text(args, vae: CausalVideoVAE, encoder: TextEncoder, size: dict, log: Log):
+    """(the DiT's EMA, the text encoder's training or None): the DiT trained (with the
+    encoder, if asked), or resumed as it is with `--skip-dit` (the encoder then alone)."""
+    if not args.skip_dit:
+        state, captions_source = run_dit(args, vae, encoder, size, log)
+        return state.ema, captions_source if args.train_text_encoder else None
+    ema = LTXVTransformer(DEMO_TRANSFORMER)
+    if args.resume is None or not load_resume_state(ema, "dit_ema", args.resume):
+        raise SystemExit("--skip-dit needs --resume with DiT weights")
+    if not args.train_text_encoder:
+        return ema, None
+    return ema, text_captions(args, encoder, data.training_specs(CLIP_SEED, args.clip_start, args.clips), log)
 
 
 def main(argv=None) -> None:
@@ -378,11 +418,22 @@ def main(argv=None) -> None:
     torch.backends.cudnn.benchmark = True
     size = dict(num_frames=args.frames, height=args.height, width=args.width, frame_rate=24.0)
     log(f"device {device} {torch.cuda.get_device_name() if device.type == 'cuda' else ''}")
+    encoder = load_or_new_text_encoder(args, device, log)
+    vae = prepare_vae(args, size, device, log)
+    ema, trained_text = train_dit_and_text(args, vae, encoder, size, log)
+    if not args.no_resume_shards:
+        save_resume_state({"vae": vae, "dit_ema": ema}, args.out)
+    save_demo_checkpoint(copy.deepcopy(ema).cpu(), vae.cpu(), args.out / DEMO_CHECKPOINT.name)
+    log(
+        "saved "
+        + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB" for p in sorted(args.out.glob("*.safetensors")))
+    )
+    if args.train_text_encoder or args.new_text_encoder:
+        export_text_encoder(args, encoder, trained_text, log)
 
-    if not (args.text_encoder / "model.safetensors").is_file():
-        write_text_encoder(args.text_encoder)  # seeded: the same files on every machine
-    encoder = load_text_encoder(args.text_encoder, device=device)
 
+def prepare_vae(args, size: dict, device: torch.device, log: Log) -> CausalVideoVAE:
+    """The VAE resumed (or new) and trained as the options say, its held-out PSNR logged."""
     torch.manual_seed(0)
     vae = CausalVideoVAE(DEMO_VAE).to(device)
     if args.resume is not None and load_resume_state(vae, "vae", args.resume):
@@ -392,20 +443,7 @@ def main(argv=None) -> None:
     heldout = data.render_batch(data.heldout_specs(8), size["num_frames"], size["height"], size["width"], device)
     for denoise in (False, True):
         log(f"vae held-out psnr (denoising decode {denoise}): {vae_psnr(vae, heldout, denoise):.2f} dB")
-
-    if args.skip_dit:
-        ema = LTXVTransformer(DEMO_TRANSFORMER)
-        if args.resume is None or not load_resume_state(ema, "dit_ema", args.resume):
-            raise SystemExit("--skip-dit needs --resume with DiT weights")
-    else:
-        ema = run_dit(args, vae, encoder, size, log).ema
-    save_resume_state({"vae": vae, "dit_ema": ema}, args.out)
-    ema = copy.deepcopy(ema).cpu()
-    save_demo_checkpoint(ema, vae.cpu(), args.out / DEMO_CHECKPOINT.name)
-    log(
-        "saved "
-        + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB" for p in sorted(args.out.glob("*.safetensors")))
-    )
+    return vae
 
 
 if __name__ == "__main__":

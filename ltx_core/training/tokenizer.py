@@ -2,7 +2,9 @@
 
 T5 expects pad = 0, eos = 1, unk = 2 and no bos, so the core's T5 tokenizer
 (`models.t5_tokenizer`, the same ids as transformers' T5Tokenizer) reads the file exactly
-as it reads T5-XXL's `spiece.model` (the same loading path, paper 2.3).
+as it reads T5-XXL's `spiece.model` (the same loading path, paper 2.3). Its normalization
+is sentencepiece's `nmt_nfkc_cf` (T5's NFKC plus case folding, in the file's own table):
+"Red", "RED" and "red" are one piece, so a prompt's capitals need no training of their own.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ from pathlib import Path
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
-from . import data
+from . import captions, data
 
 # The official pipelines' default negative prompt: trained on so its words are not <unk>.
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+VOCAB_PIECES = 256  # a soft limit: every caption word is kept whole, the rest fall to letters
 
 
 def caption_corpus(seed: int = 0, count: int = 4000) -> list[str]:
-    """Training captions plus every phrase the templates can emit and the negative prompt."""
-    texts = [data.caption(s) for s in data.training_specs(seed, 0, count)]
-    texts += [" ".join(p) for p in data.MOTION_PHRASES.values()]
-    texts += [" ".join(p) for p in data.SPEED_WORDS.values()]
-    texts += [" ".join(data.SHAPE_COLORS), " ".join(data.BACKGROUND_COLORS), " ".join(data.SHAPES)]
+    """Training captions (two wordings of each clip) plus every word the captions can
+    use and the negative prompt."""
+    specs = data.training_specs(seed, 0, count)
+    texts = [captions.caption(s, variant) for s in specs for variant in range(2)]
+    texts += [" ".join(" ".join(p) for p in phrases) for phrases in captions.MOTION_PHRASES.values()]
+    texts += [" ".join(p) for p in captions.SPEED_WORDS.values()]
+    texts += [" ".join(captions.color_words(name)) for name in data.COLORS]
+    texts += [" ".join(p) for p in captions.SHAPE_WORDS.values()]
     texts += [DEFAULT_NEGATIVE_PROMPT] * 50
     return texts
 
@@ -35,11 +41,11 @@ def caption_corpus(seed: int = 0, count: int = 4000) -> list[str]:
 def _write_word_seeds(texts: list[str], path: Path) -> None:
     """Every caption word as a seed piece: the unigram trainer's own seed search (0.2.x)
     keeps too few of them on so small and repetitive a corpus, and splits 'circle'."""
-    counts = collections.Counter(w for t in texts for w in re.findall(r"[A-Za-z]+", t))
+    counts = collections.Counter(w.lower() for t in texts for w in re.findall(r"[A-Za-z]+", t))
     path.write_text("".join(f"\u2581{w}\t{n}\n" for w, n in sorted(counts.items())))
 
 
-def train_tokenizer(path: Path | str, vocab_size: int = 256, seed: int = 0) -> Path:
+def train_tokenizer(path: Path | str, vocab_size: int = VOCAB_PIECES, seed: int = 0) -> Path:
     """Train a unigram sentencepiece model on the caption corpus and write it to `path`.
 
     Words outside the captions fall back to single characters (never `<unk>` for ASCII).
@@ -55,6 +61,7 @@ def train_tokenizer(path: Path | str, vocab_size: int = 256, seed: int = 0) -> P
             seed_sentencepieces_file=str(seeds),
             vocab_size=vocab_size,
             model_type="unigram",
+            normalization_rule_name="nmt_nfkc_cf",
             character_coverage=1.0,
             pad_id=0,
             eos_id=1,

@@ -217,6 +217,21 @@ def drop_captions(
 # ---------------------------------------------------------------- the loop
 
 
+class FixedCaptions:
+    """The captions' embeddings computed once by a frozen encoder, rows by clip index.
+    (`train_text.JointCaptions` is the other source: an encoder that trains with the DiT.)"""
+
+    def __init__(self, texts, masks, null_texts, null_masks):
+        self.texts, self.masks, self.null_texts, self.null_masks = texts, masks, null_texts, null_masks
+
+    def __call__(self, idx: torch.Tensor, generator: torch.Generator):
+        """(text, mask, null_text, null_mask, extra loss or None) for the clips `idx`."""
+        return self.texts[idx].float(), self.masks[idx], self.null_texts.float(), self.null_masks, None
+
+    def update(self, lr_scale: float, ema_decay: float) -> None:
+        """Nothing to train."""
+
+
 def draw_batch(
     count: int, batch_size: int, generator: torch.Generator, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -265,13 +280,51 @@ def new_state(model: LTXVTransformer, settings: DiTTrainSettings) -> DiTState:
     return DiTState(model, ema, optimizer)
 
 
+@dataclass
+class Batch:
+    idx: torch.Tensor  # the clips
+    caption_dropout: float
+    keyframe: torch.Tensor | None = None
+    keyframe_index: torch.Tensor | None = None
+
+
+def train_step(
+    state: DiTState,
+    latents: torch.Tensor,
+    captions,
+    batch: Batch,
+    sampler: TimestepSampler,
+    settings: DiTTrainSettings,
+    generator: torch.Generator,
+    lr: float,
+    autocast: bool,
+) -> torch.Tensor:
+    """One optimizer step of the DiT (and of a text encoder that trains with it) and their
+    EMA; returns
+    (DiT loss, the text encoder's own loss or 0), detached."""
+    device = latents.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        text, mask, null_text, null_mask, text_loss = captions(batch.idx, generator)
+        text, mask = drop_captions(text, mask, null_text, null_mask, batch.caption_dropout, generator)
+        clips = latents[batch.idx].float()
+        loss = dit_loss(
+            state.model, clips, text, mask, sampler, settings, generator, batch.keyframe, batch.keyframe_index
+        )
+    text_loss = torch.zeros((), device=device) if text_loss is None else text_loss
+    state.optimizer.zero_grad(set_to_none=True)
+    (loss + text_loss).backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), 1.0)
+    state.optimizer.step()
+    decay = settings.ema_decay if state.step >= settings.ema_start_step else 0.0
+    update_ema(state.ema, state.model, decay)
+    captions.update(lr / settings.learning_rate, decay)
+    return torch.stack([loss.detach(), text_loss.detach().float()])
+
+
 def train_dit(
     state: DiTState,
     latents: torch.Tensor,
-    texts: torch.Tensor,
-    masks: torch.Tensor,
-    null_texts: torch.Tensor,
-    null_masks: torch.Tensor,
+    captions,
     settings: DiTTrainSettings,
     time_budget_s: float | None = None,
     log=print,
@@ -282,12 +335,14 @@ def train_dit(
 ) -> DiTState:
     """Train from `state.step` to `settings.steps` (or until the time budget runs out).
 
-    latents: (N, C, f, h, w) normalized; texts (N, L, D) T5 embeddings with masks (N, L);
+    latents: (N, C, f, h, w) normalized; captions: their text, `FixedCaptions` (T5
+    embeddings computed once) or `train_text.JointCaptions` (an encoder trained alongside);
     keyframes (N, C, 1, h, w): one frame of each clip encoded alone, at pixel frame
     keyframe_indices (N,), used in `settings.keyframe_probability` of the batches.
     clip_weights (N,): how often each clip is drawn, relative to the others (None: uniform).
     """
-    model, device = state.model.train(), latents.device
+    state.model.train()
+    device = latents.device
     tokens = latents.shape[2] * latents.shape[3] * latents.shape[4]
     sampler = TimestepSampler(tokens)
     generator = torch.Generator(device).manual_seed(settings.seed * 7919 + state.step)
@@ -302,30 +357,19 @@ def train_dit(
         dropout = settings.caption_dropout
         if use_keyframes and settings.keyframe_caption_dropout is not None:
             dropout = settings.keyframe_caption_dropout
-        text, mask = drop_captions(texts[idx].float(), masks[idx], null_texts.float(), null_masks, dropout, generator)
         elapsed = time.monotonic() - start
         progress = max(state.step / settings.steps, elapsed / time_budget_s if time_budget_s else 0.0)
         lr = learning_rate(state.step, progress, settings)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        keyframe = keyframes[idx].float() if use_keyframes else None
-        keyframe_index = keyframe_indices[idx] if use_keyframes else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = dit_loss(
-                model, latents[idx].float(), text, mask, sampler, settings, generator, keyframe, keyframe_index
-            )
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        state.optimizer.step()
-        decay = settings.ema_decay if state.step >= settings.ema_start_step else 0.0
-        update_ema(state.ema, model, decay)
+        batch = Batch(idx, dropout)
+        if use_keyframes:
+            batch.keyframe, batch.keyframe_index = keyframes[idx].float(), keyframe_indices[idx]
+        losses.append(train_step(state, latents, captions, batch, sampler, settings, generator, lr, autocast))
         state.step += 1
-        losses.append(loss.detach())
         if state.step % 100 == 0 or state.step == settings.steps:
-            log(
-                f"dit step {state.step} loss {torch.stack(losses).mean().item():.4f} "
-                f"lr {lr:.2e} {time.monotonic() - start:.0f}s"
-            )
+            mean = torch.stack(losses).mean(0).tolist()
+            text = f" text heads {mean[1]:.4f}" if mean[1] else ""
+            log(f"dit step {state.step} loss {mean[0]:.4f}{text} lr {lr:.2e} {time.monotonic() - start:.0f}s")
             losses = []
     return state

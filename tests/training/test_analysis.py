@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ltx_core.training import analysis, data
 
 
+def frames_of(spec: data.ClipSpec, size: int = 96) -> torch.Tensor:
+    return ((data.render_clip(spec, 25, size, size) + 1) / 2).permute(1, 2, 3, 0)
+
+
 def test_the_analysis_reads_the_ground_truth_of_held_out_clips():
-    """The evaluation's reader must be right on real clips before it judges generated ones."""
-    for spec in data.heldout_specs(12):
-        frames = ((data.render_clip(spec, 25, 96, 96) + 1) / 2).permute(1, 2, 3, 0)
-        reading = analysis.read_clip(frames)
-        assert (reading.color, reading.shape, reading.motion) == (spec.main.color, spec.main.shape, spec.main.motion), (
-            data.caption(spec)
-        )
+    """The evaluation's reader must be right on real clips before it judges generated ones:
+    both colors, the shape and the motion, on dark, mid and light backgrounds."""
+    specs = data.heldout_specs(40)
+    assert {data.is_dark(s.background) for s in specs} == {True, False}
+    for spec in specs:
+        reading = analysis.read_clip(frames_of(spec))
+        m = spec.main
+        assert (reading.color, reading.background, reading.shape, reading.motion) == (
+            m.color,
+            spec.background,
+            m.shape,
+            m.motion,
+        ), spec
+        assert (reading.color_any, reading.background_any) == (m.color, spec.background)
+
+
+def test_a_shape_darker_than_a_light_background_is_segmented_whatever_the_style():
+    """A black or brown shape on white, beige or light gray: the shape is the pixels far from
+    the fitted background, not the bright ones."""
+    base = next(s for s in data.training_specs(4, 0, 400) if s.main.motion == "right" and s.second is None)
+    for color, background in (("black", "white"), ("brown", "beige"), ("blue", "light gray")):
+        for style in data.BACKGROUND_STYLES:
+            spec = replace(base, main=replace(base.main, color=color), background=background, background_style=style)
+            frames = frames_of(spec)
+            reading = analysis.read_clip(frames)
+            assert (reading.color, reading.background, reading.motion) == (color, background, "right"), (color, style)
+            truth = frames_of(replace(spec, main=replace(spec.main, color=background))) != frames
+            mask = analysis.shape_masks(frames)
+            assert (mask & ~truth.any(-1)).sum() < 0.01 * mask.numel()  # no background taken for shape
 
 
 def test_a_bounce_blurred_at_its_end_still_reads_as_a_bounce():
-    """A decoded fast bounce can carry more bright area at its end (motion blur): its
+    """A decoded fast bounce can carry more shape area at its end (motion blur): its
     centroid's rise-and-return decides, not the area, which would read it as growing."""
-    from dataclasses import replace as replace_spec
-
     spec = next(s for s in data.training_specs(3, 0, 400) if s.main.motion == "bounce" and s.main.speed == "fast")
-    spec = replace_spec(spec, second=None)
-    frames = ((data.render_clip(spec, 25, 128, 128) + 1) / 2).permute(1, 2, 3, 0)
+    spec = replace(spec, second=None, background="black", main=replace(spec.main, color="yellow"))
+    frames = frames_of(spec, 128)
     blurred = frames.clone()
     tail = blurred[-4:].permute(0, 3, 1, 2)  # (4, 3, H, W)
     blurred[-4:] = torch.nn.functional.max_pool2d(tail, 15, stride=1, padding=7).permute(0, 2, 3, 1)
@@ -34,6 +60,12 @@ def test_a_bounce_blurred_at_its_end_still_reads_as_a_bounce():
     assert analysis.read_clip(blurred).motion == "bounce"
 
 
-def test_an_empty_clip_reads_as_nothing():
-    reading = analysis.read_clip(torch.zeros(9, 32, 32, 3))
+def test_an_empty_clip_reads_as_its_background_and_no_shape():
+    reading = analysis.read_clip(torch.full((9, 32, 32, 3), 0.97))
     assert reading.color is None and reading.motion is None
+    assert reading.background == "white"
+
+
+def test_color_families_join_the_dark_and_light_shades():
+    assert analysis.color_family("dark blue") == analysis.color_family("light blue") == "blue"
+    assert analysis.color_family("beige") == "beige"

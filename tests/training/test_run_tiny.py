@@ -9,7 +9,7 @@ import torch
 from ltx_core.models.configs import TINY_VAE_0_9_1
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-from ltx_core.training import data
+from ltx_core.training import captions, data
 from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
 from ltx_core.training.run_tiny import load_resume_state
 
@@ -50,10 +50,10 @@ def test_a_later_call_can_train_on_clips_no_earlier_call_saw():
     vae = CausalVideoVAE(TINY_VAE_0_9_1)
     size = dict(num_frames=9, height=64, width=64)
     first, _, _, _ = build_latents(vae, 5, seed=1, size=size, device=torch.device("cpu"), keyframes=False)
-    later, captions, _, _ = build_latents(
+    later, texts, _, _ = build_latents(
         vae, 3, seed=1, size=size, device=torch.device("cpu"), batch=2, keyframes=False, first=2
     )
-    assert captions == [data.caption(s) for s in data.training_specs(1, 2, 3)]
+    assert texts == [captions.caption(s) for s in data.training_specs(1, 2, 3)]
     torch.testing.assert_close(later, first[2:], atol=1e-2, rtol=0)  # bf16 latents
 
 
@@ -86,6 +86,9 @@ def test_oversampling_is_named_by_motion_and_checked():
         ("--keyframe-loss-weight", "0", "weight above 0"),
         ("--keyframe-loss-weight", "nan", "weight above 0"),
         ("--clip-start", "-1", "0 or more"),
+        ("--caption-variants", "0", "1 or more"),
+        ("--text-lr", "nan", "0 or more"),
+        ("--text-aux-weight", "inf", "0 or more"),
     ],
 )
 def test_training_settings_out_of_range_are_refused(flag, value, words):
@@ -94,3 +97,35 @@ def test_training_settings_out_of_range_are_refused(flag, value, words):
     with pytest.raises(SystemExit, match=words) as error:
         parse_args(["--out", "x", flag, value])
     assert flag in str(error.value) and value in str(error.value)
+
+
+def test_the_deadline_cuts_the_dits_budget_to_end_the_call_in_time(tmp_path):
+    from ltx_core.training.run_tiny import EXPORT_RESERVE_S, Log, dit_budget, parse_args
+
+    log = Log(tmp_path / "log.txt")
+    assert dit_budget(parse_args(["--out", "x", "--dit-seconds", "300"]), log) == 300
+    cut = dit_budget(parse_args(["--out", "x", "--dit-seconds", "300", "--deadline-seconds", "100"]), log)
+    assert 100 - EXPORT_RESERVE_S - 5 < cut <= 100 - EXPORT_RESERVE_S
+    assert "cut to" in (tmp_path / "log.txt").read_text()
+    late = dit_budget(parse_args(["--out", "x", "--deadline-seconds", "10"]), log)
+    assert late == 0
+
+
+def test_one_call_trains_a_new_text_encoder_with_the_dit_and_exports_both(tmp_path):
+    """The whole call at toy sizes and second budgets: the checkpoint, the T5 folder the core
+    loads, the log; no resume shards when asked."""
+    from ltx_core.models.text_encoder import load_text_encoder
+    from ltx_core.training.run_tiny import main
+
+    out = tmp_path / "out"
+    main(
+        ["--out", str(out), "--device", "cpu", "--new-text-encoder", "--train-text-encoder", "--skip-vae"]
+        + ["--text-pretrain-seconds", "1", "--text-pretrain-batch", "4", "--text-check-count", "2"]
+        + ["--dit-seconds", "2", "--dit-batch", "2", "--clips", "4", "--caption-variants", "2"]
+        + ["--height", "64", "--width", "64", "--frames", "9", "--no-resume-shards"]
+    )  # fmt: skip
+    assert (out / "ltxv-tiny.safetensors").is_file() and not list(out.glob("resume.*"))
+    encoder = load_text_encoder(out / "t5-tiny")
+    assert encoder.width == 256
+    log = (out / "train_log.txt").read_text()
+    assert "text encoder trained alone" in log and "after the DiT (EMA)" in log and "saved t5-tiny" in log

@@ -86,10 +86,7 @@ def test_keyframes_are_conditioning_only_and_change_the_prediction():
     train_dit.train_dit(
         state,
         latents,
-        texts,
-        masks,
-        texts[:1] * 0,
-        masks[:1],
+        train_dit.FixedCaptions(texts, masks, texts[:1] * 0, masks[:1]),
         settings,
         log=lambda _: None,
         keyframes=keyframes,
@@ -126,7 +123,8 @@ def test_the_dit_loop_lowers_its_loss_on_a_fixed_batch():
 
     before = loss()
     state = train_dit.new_state(model, settings)
-    train_dit.train_dit(state, latents, texts, masks, texts[:1] * 0, masks[:1], settings, log=lambda _: None)
+    captions = train_dit.FixedCaptions(texts, masks, texts[:1] * 0, masks[:1])
+    train_dit.train_dit(state, latents, captions, settings, log=lambda _: None)
     assert state.step == 60
     assert loss() < 0.8 * before
 
@@ -153,10 +151,7 @@ def test_the_dit_loop_draws_only_weighted_clips():
     train_dit.train_dit(
         state,
         latents,
-        texts,
-        masks,
-        texts[:1] * 0,
-        masks[:1],
+        train_dit.FixedCaptions(texts, masks, texts[:1] * 0, masks[:1]),
         settings,
         log=lambda _: None,
         clip_weights=torch.tensor([1.0, 0.0, 1.0]),
@@ -248,13 +243,34 @@ def test_keyframe_batches_take_their_own_caption_dropout(monkeypatch, keyframe_p
     train_dit.train_dit(
         state,
         latents,
-        texts,
-        masks,
-        texts[:1] * 0,
-        masks[:1],
+        train_dit.FixedCaptions(texts, masks, texts[:1] * 0, masks[:1]),
         settings,
         log=lambda _: None,
         keyframes=keyframes,
         keyframe_indices=torch.tensor([8, 8]),
     )
     assert seen == [expected] * 3
+
+
+def test_a_text_encoder_trained_beside_the_dit_moves_with_it(tmp_path):
+    """`train_text.JointCaptions` as the loop's captions: the DiT's loss reaches the encoder,
+    whose weights and EMA move, and the heads' loss is logged beside the DiT's."""
+    from ltx_core.models.text_encoder import load_tokenizer
+    from ltx_core.training import data, t5, train_text
+    from ltx_core.training.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(train_tokenizer(tmp_path / "spiece.model"))
+    encoder = t5.new_text_encoder(0, num_layers=1, d_model=32, d_kv=8, d_ff=64, num_heads=2)
+    bank = train_text.CaptionBank.build(data.training_specs(0, 0, 3), tokenizer, 2)
+    null_ids, _ = tokenizer.padded(["", "blurry"], train_text.TEXT_MAX_TOKENS)
+    heads = train_text.AttributeHeads(32)
+    joint = train_text.JointCaptions(encoder, heads, bank, null_ids, learning_rate=1e-3, aux_weight=0.1)
+    before = encoder.encoder.block[0].layer[0].SelfAttention.q.weight.detach().clone()
+    settings = train_dit.DiTTrainSettings(steps=100, batch_size=3, warmup_steps=1, ema_start_step=0)
+    state = train_dit.new_state(LTXVTransformer(TINY_TRANSFORMER), settings)
+    lines = []
+    train_dit.train_dit(state, torch.randn(3, 128, 2, 2, 2), joint, settings, log=lines.append)
+    assert not torch.equal(encoder.encoder.block[0].layer[0].SelfAttention.q.weight, before)
+    assert not torch.equal(joint.ema.encoder.block[0].layer[0].SelfAttention.q.weight, before)
+    assert "text heads" in lines[-1]

@@ -2,8 +2,11 @@
 `python -m ltx_core.training.evaluation.NAME`; the shipped model's latest results lie in
 `results/` beside them (history in git), the findings behind its choices in docs/FINDINGS.md.
 
-- `demo_eval`: held-out text-to-video, image-to-video, VAE and first + last frame readings
-  of a checkpoint against the targets (results/demo_eval.json, docs/demo_strip.png);
+- `demo_eval`: text-to-video readings of the README's and workflows' prompts, held-out
+  combinations and held-out sentence forms (both colors, shape, motion, swaps), and
+  image-to-video, VAE and first + last frame readings of a checkpoint against the targets
+  (results/demo_eval.json, benchmarks/results/demo_eval.json, docs/demo_strip.png);
+  `prompts`: the shipped prompts it reads;
 - `first_last_eval`: first + last frame conditioning alone, with the VAE's bounds beside it
   (results/first_last_eval*.json);
 - `sampling_sweep`: sampling defaults (guidance, STG, steps) chosen on validation prompts,

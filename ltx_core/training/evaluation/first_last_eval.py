@@ -34,7 +34,8 @@ from ...checkpoint.loading import load_checkpoint
 from ...models.text_encoder import load_text_encoder
 from ...pipeline import Models, Request, decode_frames, encode_frames, generate
 from ...sampling.conditioning import ConditioningItem
-from .. import data
+from ...sampling.denoise import module_device
+from .. import captions, data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
 
 RESULTS = Path(__file__).parent / "results" / "first_last_eval.json"
@@ -47,8 +48,8 @@ KEYFRAME_SETTINGS = {"guidance_scale": 1.0, "decode_timestep": 0.0, "decode_nois
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1]."""
-    mse = ((a.float() - b.float()) ** 2).mean().clamp(min=1e-10)
+    """PSNR in dB of two images in [0, 1] (on any devices)."""
+    mse = ((a.float().cpu() - b.float().cpu()) ** 2).mean().clamp(min=1e-10)
     return float(-10 * torch.log10(mse))
 
 
@@ -61,7 +62,7 @@ def ground_truth(spec: data.ClipSpec) -> torch.Tensor:
 def request(spec: data.ClipSpec, seed: int, steps: int, **settings) -> Request:
     """The clip's request; `settings`: conditioning and any other `Request` field."""
     return Request(
-        prompt=data.caption(spec),
+        prompt=captions.caption(spec),
         width=DEMO_SIZE["width"],
         height=DEMO_SIZE["height"],
         num_frames=DEMO_SIZE["num_frames"],
@@ -88,8 +89,8 @@ def clip_round_trip(
     return decode_frames(vae, encode_frames(vae, video), decode_timestep, 0.0, generator=generator)[0]
 
 
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def seeded(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed)
 
 
 def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int, **settings) -> dict:
@@ -102,13 +103,18 @@ def evaluate(models: Models, spec: data.ClipSpec, seed: int, steps: int, **setti
     decode_timestep = settings.get("decode_timestep", Request.decode_timestep)
     # the bounds seed the decoder's injected noise by the clip's seed, so they repeat exactly
     # (unseeded, they moved with whatever ran before)
-    whole = clip_round_trip(models.vae, truth, decode_timestep, seeded(seed))
+    device = module_device(models.vae)  # the decoder draws its noise there
+    whole = clip_round_trip(models.vae, truth, decode_timestep, seeded(seed, device))
     return {
-        "prompt": data.caption(spec),
+        "prompt": captions.caption(spec),
         "first_db": psnr(both[0], truth[0]),
         "last_db": psnr(both[-1], truth[-1]),
-        "vae_round_trip_first_db": psnr(round_trip(models.vae, truth[0], decode_timestep, seeded(seed)), truth[0]),
-        "vae_round_trip_last_db": psnr(round_trip(models.vae, truth[-1], decode_timestep, seeded(seed)), truth[-1]),
+        "vae_round_trip_first_db": psnr(
+            round_trip(models.vae, truth[0], decode_timestep, seeded(seed, device)), truth[0]
+        ),
+        "vae_round_trip_last_db": psnr(
+            round_trip(models.vae, truth[-1], decode_timestep, seeded(seed, device)), truth[-1]
+        ),
         "vae_clip_first_db": psnr(whole[0], truth[0]),
         "vae_clip_last_db": psnr(whole[-1], truth[-1]),
         "image_to_video_last_db": psnr(first_only[-1], truth[-1]),
@@ -141,6 +147,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
         help=f"the target's reading: {KEYFRAME_SETTINGS} (overrides the three above)",
     )
     parser.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
+    parser.add_argument("--text-encoder", type=Path, default=DEMO_TEXT_ENCODER, help="its T5 folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     settings = (
@@ -171,7 +178,7 @@ def checkpoint_info(path: Path, version: str) -> dict:
 def main(argv=None) -> dict:
     args, settings = parse_args(argv)
     transformer, vae, info = load_checkpoint(args.checkpoint)
-    models = Models(transformer, vae, load_text_encoder(DEMO_TEXT_ENCODER))
+    models = Models(transformer, vae, load_text_encoder(args.text_encoder))
     rows, start = [], time.time()
     for i, spec in enumerate(data.heldout_specs(args.count)):
         rows.append(evaluate(models, spec, seed=i, steps=args.steps, **settings))

@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--start", type=int, default=0, help="first prompt of each set read")
     parser.add_argument("--heldout-only", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--text-encoder", type=Path, default=demo_eval.DEMO_TEXT_ENCODER, help="their T5 folder")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.start < 0 or args.count < 1:
@@ -54,10 +55,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def read_checkpoint(checkpoint: Path, device: str, heldout: list, validation: list | None) -> dict:
+def read_checkpoint(
+    checkpoint: Path,
+    device: str,
+    heldout: list,
+    validation: list | None,
+    text_encoder: Path = demo_eval.DEMO_TEXT_ENCODER,
+) -> dict:
     """`read` of one checkpoint on the held-out prompts and, unless None, the validation ones."""
     start = time.monotonic()
-    models = demo_eval.load_models(checkpoint, device)
+    models = demo_eval.load_models(checkpoint, device, text_encoder)
     readings = {"heldout": read(models, heldout)}
     if validation is not None:
         readings["validation"] = read(models, validation)
@@ -81,7 +88,9 @@ def main(argv=None) -> dict:
             "start": args.start,
             "count": args.count,
         },
-        "models": {c.stem: read_checkpoint(c, args.device, heldout, validation) for c in args.checkpoints},
+        "models": {
+            c.stem: read_checkpoint(c, args.device, heldout, validation, args.text_encoder) for c in args.checkpoints
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

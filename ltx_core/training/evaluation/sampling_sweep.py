@@ -62,7 +62,7 @@ def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
             steps=setting["steps"],
         )
         reading = analysis.read_clip(generate(models, req))
-        rows.append({"correct": demo_eval.score(spec, reading)})
+        rows.append({"correct": demo_eval.score(demo_eval.asked_of(spec)[1], reading)})
     return {k: demo_eval.accuracy(rows, k) for k in demo_eval.ATTRIBUTES}
 
 
@@ -71,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=64, help="validation prompts per setting")
     parser.add_argument("--setting", action="append", help="GUIDANCE[:STG@BLOCK][xSTEPS]")
     parser.add_argument("--checkpoint", type=Path, default=demo_eval.DEMO_CHECKPOINT)
+    parser.add_argument("--text-encoder", type=Path, default=demo_eval.DEMO_TEXT_ENCODER, help="its T5 folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -83,7 +84,9 @@ def sweep(models, specs: list[data.ClipSpec], settings: list[str]) -> list[dict]
         acc = evaluate(models, specs, setting)
         results.append({"setting": text, **setting, "accuracy": acc, "seconds": round(time.monotonic() - start, 1)})
         print(
-            f"{text:>12}: " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()) + f"  ({results[-1]['seconds']} s)",
+            f"{text:>12}: "
+            + " ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in acc.items())
+            + f"  ({results[-1]['seconds']} s)",
             flush=True,
         )
     return results
@@ -99,7 +102,7 @@ def best_on_validation(results: list[dict]) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(0)
-    models = demo_eval.load_models(args.checkpoint)
+    models = demo_eval.load_models(args.checkpoint, text_encoder=args.text_encoder)
     specs = validation_specs(args.count)
     results = sweep(models, specs, args.setting or DEFAULT_SETTINGS)
     best = best_on_validation(results)

@@ -29,4 +29,4 @@ def test_the_first_last_eval_reads_its_target_with_its_stated_settings(tmp_path)
     default = first_last_eval.main(["--count", "1", "--steps", "2", "--out", str(tmp_path / "d.json")])
     assert default["settings"]["guidance_scale"] == Request.guidance_scale
     assert default["settings"]["decode_timestep"] == Request.decode_timestep
-    assert abs(default["rows"][0]["vae_clip_last_db"] - plain) > 0.05
+    assert abs(default["rows"][0]["vae_clip_last_db"] - plain) > 1e-3  # the same settings agree to 1e-4

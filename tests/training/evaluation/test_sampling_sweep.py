@@ -26,7 +26,7 @@ def test_sweep_setting_syntax():
 def test_sweep_validation_prompts_are_trained_combinations():
     specs = sampling_sweep.validation_specs(16)
     assert len(specs) == 16
-    assert not any(data.is_heldout(s.main.color, s.main.shape, s.main.motion) for s in specs)
+    assert not any(data.is_heldout(s.main.color, s.main.shape, s.main.motion, s.background) for s in specs)
     assert all(s.second is None for s in specs)
 
 
@@ -37,6 +37,6 @@ def test_sweep_writes_accuracy_per_setting(tmp_path):
     assert written == json.loads(json.dumps(result))
     assert [r["setting"] for r in written["results"]] == ["3.0x2", "1.0x2"]
     for row in written["results"]:
-        assert set(row["accuracy"]) == {"color", "shape", "motion", "speed"}
-        assert all(0.0 <= v <= 1.0 for v in row["accuracy"].values())
+        assert set(row["accuracy"]) == {"color", "background", "shape", "motion", "speed", "all"}
+        assert all(v is None or 0.0 <= v <= 1.0 for v in row["accuracy"].values())
     assert written["best_on_validation"] in ("3.0x2", "1.0x2")
