@@ -20,6 +20,7 @@ BENCHMARKS = (
     "gpu_kernel_rates",
     "gpu_measure",
     "gpu_speed_pipelines",
+    "long_video_demo",
     "low_vram",
     "vae_decode_memory",
 )
@@ -74,3 +75,26 @@ def test_the_low_vram_bench_runs_its_rows_on_tiny_models(tmp_path):
     assert resident["fits"] and resident["offload"] == "none" and resident["frames"] == 9
     assert capped["cap_gib"] == 0.0001 and not capped["fits"]
     assert capped["offload"] == "blocks" and capped["streamed_blocks"] == 2
+
+
+def test_the_long_video_demo_reads_each_prompt_segment_and_draws_the_strip(tmp_path):
+    """Three windows of 17 frames at 64 x 64, one prompt each: every segment is read over
+    the frames its windows add, the frames cover the clip once, and the strip is drawn."""
+    import json
+
+    from benchmarks import long_video_demo
+
+    out, strip = tmp_path / "long.json", tmp_path / "strip.png"
+    long_video_demo.main(
+        ["--size", "64", "--frames", "41", "--window-frames", "17", "--segment-starts", "16", "32",
+         "--steps", "2", "--seeds", "0", "--out", str(out), "--strip", str(strip)]
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert {"date", "device", "torch", "settings", "segments_matching", "strip", "runs"} <= set(result)
+    assert result["strip"]["seed"] == 0 and strip.stat().st_size > 0
+    [run] = result["runs"]
+    assert [segment["frames"] for segment in run["segments"]] == [[0, 16], [17, 32], [33, 40]]
+    assert [segment["prompt"] for segment in run["segments"]] == [prompt for _, prompt in long_video_demo.SEGMENTS]
+    for segment in run["segments"]:
+        assert {"color", "shape", "motion", "background"} == set(segment["matches"]) == set(segment["asked"])
+        assert segment["all_match"] == all(segment["matches"].values())
