@@ -75,7 +75,7 @@ def test_loras_are_applied_before_the_speed_settings(capsys, monkeypatch, tmp_pa
     lora = lora_for(tiny_checkpoint, tmp_path / "style.safetensors")
     seen = []
 
-    def speed_up(models, args, world_size):
+    def speed_up(models, args, world_size, *rest, **options):
         seen.append(models.transformer.transformer_blocks[0].attn1.to_qkv.weight.detach().clone())
         return models
 

@@ -199,7 +199,7 @@ const cards = () => Object.fromEntries([...document.querySelectorAll("h3")].map(
 }).filter(([, image]) => image));
 (async () => {
     await app.extensionManager.command.execute("Comfy.BrowseTemplates");
-    const deadline = Date.now() + 20000;
+    const deadline = Date.now() + 40000;
     while (!leaves(category).length && Date.now() < deadline) await pause();
     if (!leaves(category).length) throw new Error(`no template category ${category} in the dialog`);
     leaves(category)[0].click();
@@ -207,14 +207,15 @@ const cards = () => Object.fromEntries([...document.querySelectorAll("h3")].map(
     const keep = () => Object.entries(cards()).forEach(([title, image]) => {
         if (!shown[title]?.width) shown[title] = image;  // a picture once loaded stays counted
     });
-    const settle = async () => {  // until every picture in view has loaded, the page's own default one included
-        let now = cards();
-        const loading = () => !Object.keys(now).length || Object.values(now).some((image) => !image.width);
-        while (Date.now() < deadline && loading()) {
+    const settle = async () => {  // until the cards in view stop changing and their pictures (the page's own default one included) have loaded
+        let count = -1, stableSince = Date.now();
+        while (Date.now() < deadline) {
+            const now = cards(), n = Object.keys(now).length;
+            if (n !== count) [count, stableSince] = [n, Date.now()];
+            const loading = !n || Object.values(now).some((image) => !image.width);
+            if (!loading && Date.now() - stableSince > 1000) break;
             await pause();
-            now = cards();
         }
-        await new Promise((resolve) => setTimeout(resolve, 500));
         keep();
     };
     await settle();

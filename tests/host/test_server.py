@@ -44,8 +44,8 @@ MAX_RERUN_DIFFERENCE = 1  # of 255: see test_the_same_graph_gives_the_same_frame
 
 # node id -> (required inputs with their types, optional inputs, output types)
 EXPECTED_NODES = {
-    "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
-    "LTXVCoreTransformerLoader": ({"unet_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO}, ["LTXV_CORE_MODEL"]),
+    "LTXVCoreCheckpointLoader": ({"ckpt_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO, "offload": COMBO}, ["LTXV_CORE_MODEL", "LTXV_CORE_VAE"]),
+    "LTXVCoreTransformerLoader": ({"unet_name": COMBO, "dtype": COMBO, "device": COMBO}, {"optimization": COMBO, "offload": COMBO}, ["LTXV_CORE_MODEL"]),
     "LTXVCoreVAELoader": ({"vae_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_VAE"]),
     "LTXVCoreT5Loader": ({"text_encoder_name": COMBO, "dtype": COMBO, "device": COMBO}, {}, ["LTXV_CORE_T5"]),
     "LTXVCoreLoraLoader": ({"model": "LTXV_CORE_MODEL", "lora_name": COMBO, "strength": "FLOAT"}, {}, ["LTXV_CORE_MODEL"]),
