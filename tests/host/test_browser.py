@@ -96,10 +96,14 @@ def test_the_graph_fits_a_window_and_opens_showing_all_of_it(loaded, name):
 
 
 def test_the_templates_dialog_lists_each_workflow_by_title_with_its_picture(comfy_server):
-    with chromium() as driver:
-        open_comfy_page(driver, comfy_server.url)
-        cards = template_cards(driver, PACK_LINK_NAME)
-    assert sorted(cards) == sorted(ALL_TEMPLATE_TITLES.values())
+    cards = {}
+    for _ in range(2):  # the dialog renders its cards lazily: a card missed on a busy machine gets one more look
+        with chromium() as driver:
+            open_comfy_page(driver, comfy_server.url)
+            cards = template_cards(driver, PACK_LINK_NAME)
+        if sorted(cards) == sorted(ALL_TEMPLATE_TITLES.values()):
+            break
+    assert sorted(cards) == sorted(ALL_TEMPLATE_TITLES.values()), cards
     for title, image in cards.items():
         # the page fetches the picture and shows it from a blob: URL, or shows its default one
         assert image["src"].startswith("blob:") and image["width"] == THUMBNAIL_WIDTH, (title, image)
