@@ -33,7 +33,7 @@ from .multiscale import (
 )
 from .pipeline import (
     Models,
-    decode_frames,
+    decode_requested,
     encode_first_frame,
     encode_frames,
     encode_text,
@@ -160,16 +160,7 @@ def generate_long(
     sigmas = request.sigma_schedule(_window_tokens(models.vae, request, size, long), models.scheduler)
     latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, callback=callback)
     with on_device(models, models.vae):
-        return decode_frames(
-            models.vae,
-            latent,
-            request.decode_timestep,
-            request.decode_noise_scale,
-            seeded_generator(request.seed),
-            time_chunk=request.decode_time_chunk,
-            tiles=request.decode_tiles,
-            tile_overlap=request.decode_tile_overlap,
-        )[0]
+        return decode_requested(models.vae, latent, request, seeded_generator(request.seed))
 
 
 def _generate_long_multiscale(models, upsampler, request, segments, long, release, callback=None) -> Tensor:

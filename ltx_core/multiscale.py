@@ -36,7 +36,7 @@ from .pipeline import (
     Request,
     condition_on_control,
     condition_on_items,
-    decode_frames,
+    decode_requested,
     encode_first_frame,
     encode_text,
     on_device,
@@ -286,16 +286,9 @@ def decode_second_pass(
     vae, latent: Tensor, request: Request, tone_map_compression: float, generator: torch.Generator
 ) -> Tensor:
     """Latent -> frames (F, H, W, 3) in the official order: the decode noise mixed into the
-    normalized latent, then tone mapping, then the denoising decode (`pipeline.decode_frames`)."""
-    return decode_frames(
-        vae,
-        latent,
-        request.decode_timestep,
-        request.decode_noise_scale,
-        generator,
-        time_chunk=request.decode_time_chunk,
-        tone_map_compression=tone_map_compression,
-    )[0]
+    normalized latent, then tone mapping, then the denoising decode with the request's
+    settings (`pipeline.decode_requested`)."""
+    return decode_requested(vae, latent, request, generator, tone_map_compression)
 
 
 def resize_frames(frames: Tensor, height: int, width: int) -> Tensor:

@@ -282,6 +282,25 @@ def decode_frames(
     return rearrange(frames, "b c f h w -> b f h w c")
 
 
+def decode_requested(
+    vae, latent: Tensor, req: Request, generator: torch.Generator | None, tone_map_compression: float = 0.0
+) -> Tensor:
+    """`decode_frames` with the request's decode settings (timestep, decode noise, time
+    chunks, spatial tiles): the frames (F, H, W, 3) of the first batch item. Every pipeline
+    decodes through it, so no setting is left out of one."""
+    return decode_frames(
+        vae,
+        latent,
+        req.decode_timestep,
+        req.decode_noise_scale,
+        generator,
+        time_chunk=req.decode_time_chunk,
+        tone_map_compression=tone_map_compression,
+        tiles=req.decode_tiles,
+        tile_overlap=req.decode_tile_overlap,
+    )[0]
+
+
 # ---------------------------------------------------------------- numbers that went wrong
 
 
@@ -392,13 +411,4 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
             token_major_noise=draws.token_major,
         )
     with on_device(models, models.vae):
-        return decode_frames(
-            models.vae,
-            latent.samples,
-            req.decode_timestep,
-            req.decode_noise_scale,
-            draws.decode,
-            time_chunk=req.decode_time_chunk,
-            tiles=req.decode_tiles,
-            tile_overlap=req.decode_tile_overlap,
-        )[0]
+        return decode_requested(models.vae, latent.samples, req, draws.decode)

@@ -315,3 +315,14 @@ def test_what_the_pipeline_cannot_run_is_refused_before_any_work(models, upsampl
 def test_settings_the_official_pipeline_cannot_chain_are_refused(change, message):
     with pytest.raises(SettingsError, match=message):
         MultiScaleSettings(**{**dict(first_pass=FIRST, second_pass=SECOND, downscale_factor=0.5), **change})
+
+
+def test_the_requests_decode_tiles_reach_the_second_passs_decode(models, upsampler, monkeypatch):
+    """--decode-tiles with a multi-scale preset decodes in tiles, as the memory plan counts it."""
+    seen = []
+    decode = models.vae.decode
+    monkeypatch.setattr(models.vae, "decode", lambda *a, **k: seen.append(k.get("tiles")) or decode(*a, **k))
+    frames = generate_multiscale(
+        models, upsampler, Request(**SMALL, decode_tiles=(1, 2), decode_tile_overlap=0), SETTINGS
+    )
+    assert seen == [(1, 2)] and frames.shape == (9, 64, 96, 3)

@@ -330,7 +330,9 @@ def test_tone_mapping_at_decode_gives_the_frames_of_the_cores_multiscale_decode(
     settings = dict(timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=32)
     (mapped,) = decode(vae, latent, **settings, tone_map_compression=0.6)
     (plain,) = decode(vae, latent, **settings)
-    request = SimpleNamespace(decode_timestep=0.05, decode_noise_scale=0.025, decode_time_chunk=32)
+    request = SimpleNamespace(
+        decode_timestep=0.05, decode_noise_scale=0.025, decode_time_chunk=32, decode_tiles=None, decode_tile_overlap=2
+    )
     expected = _module(core, "multiscale").decode_second_pass(
         vae.model.core, latent["samples"], request, 0.6, _module(core, "pipeline").seeded_generator(5)
     )
