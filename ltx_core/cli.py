@@ -50,6 +50,7 @@ from .preflight import (
     default_model_paths,
     require_existing,
 )
+from .timings import RunClock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +121,8 @@ def run_generate(args: argparse.Namespace) -> int:
     mp4 atomically."""
     apply_size_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
+    if args.timings is not None and not args.timings.parent.is_dir():
+        raise SettingsError(f"--timings {args.timings}: its folder does not exist; name a file in an existing folder")
     check_arguments(args)
     cli_config.check_config_run(args)  # a config's paths and passes, with the flags given
     checkpoint, text_encoder, tokenizer = model_paths(args)
@@ -227,6 +230,7 @@ def _generate(
     dtype = resolve_dtype(args.dtype)
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.device = str(device)
+    clock = RunClock(device) if args.timings else None
     check_offload(args)  # the device is known now
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
@@ -251,20 +255,34 @@ def _generate(
     if offloaded:
         models = place_models(models, run.device, plan.workload.streamed_blocks)
     models = parallelize(models, run)
-    frames = _sample_with_progress(models, request, run.is_writer, upsampler, args.multi_scale, _windows(args))
+    mark = clock.mark if clock else None
+    if mark:
+        mark("loaded")
+    frames = _sample_with_progress(
+        models, request, run.is_writer, upsampler, args.multi_scale, _windows(args), on_stage=mark
+    )
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
     if run.is_writer:
         write_mp4(frames, output, fps=args.fps, metadata=_video_metadata(args, info), overwrite=args.overwrite)
+        if clock:
+            clock.mark("written")
+            clock.write(args.timings)
         print(output)
     return EXIT_OK
 
 
-def _sample_with_progress(models, request, show: bool, upsampler=None, multi_scale=None, args_window=None):
+def _sample_with_progress(
+    models, request, show: bool, upsampler=None, multi_scale=None, args_window=None, on_stage=None
+):
+    """The frames, with the progress bar; `on_stage(name)`, if given, hears 'first_step' and
+    'frames', and in a one-window single-pass run the stages of `pipeline.generate` too."""
     from tqdm import tqdm
 
+    stage = on_stage or (lambda name: None)
     with tqdm(total=request.steps, desc="sampling", unit="step", file=sys.stderr, disable=not show) as bar:
 
         def progress(step: int, total: int, x, denoised) -> None:
+            stage("first_step")  # marked once
             bar.total = total
             bar.update(step + 1 - bar.n)
 
@@ -273,12 +291,15 @@ def _sample_with_progress(models, request, show: bool, upsampler=None, multi_sca
             bar.update(window + 1 - bar.n)
 
         if args_window is not None:
-            return generate_long(
+            frames = generate_long(
                 models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale, callback=window_done
             )
-        if multi_scale is None:
-            return generate(models, request, callback=progress)
-        return cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
+        elif multi_scale is None:
+            frames = generate(models, request, callback=progress, on_stage=on_stage)
+        else:
+            frames = cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
+    stage("frames")
+    return frames
 
 
 def _windows(args: argparse.Namespace):
@@ -315,10 +336,10 @@ def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dt
     return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler), info
 
 
-def generate(models, request, callback=None):
+def generate(models, request, callback=None, on_stage=None):
     from .pipeline import generate as run
 
-    return run(models, request, callback=callback)
+    return run(models, request, callback=callback, on_stage=on_stage)
 
 
 def optimize_models(models, speed, device=None):

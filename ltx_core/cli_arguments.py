@@ -189,6 +189,14 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     output.add_argument(
         "--overwrite", action="store_true", help="replace an existing output file (otherwise it is refused)"
     )
+    output.add_argument(
+        "--timings",
+        type=Path,
+        metavar="FILE.json",
+        help="write where the run's time went: wall-clock marks (models loaded, text encoded, latent "
+        "prepared, first step, sampled, decoded, written; on a GPU each after the device finished) as epoch "
+        "seconds and seconds since the models began loading",
+    )
     speed = generate.add_argument_group("speed on a GPU (off by default: the fp32 CPU run stays the reference)")
     speed.add_argument(
         "--compile",

@@ -19,6 +19,7 @@ noise, decode noise), so the same request gives the same frames on any device.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -370,8 +371,12 @@ def _start_sigma(req: Request, sigmas: Tensor) -> float:
     return float(sigmas[0]) if req.source_video is not None else 1.0
 
 
-def generate(models: Models, req: Request, callback: Callback | None = None) -> Tensor:
-    """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames."""
+def generate(
+    models: Models, req: Request, callback: Callback | None = None, on_stage: Callable[[str], None] | None = None
+) -> Tensor:
+    """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames.
+    `on_stage(name)` is called as each stage ends: 'text', 'latent', 'denoise', 'decode'."""
+    on_stage = on_stage or (lambda name: None)
     # a T5 of the wrong width fails here, before any model runs
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
     draws = run_draws(req, models.device)
@@ -379,6 +384,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
     negative = req.negative_prompt if guidance.needs_negative else None
     with on_device(models, models.text_encoder.model):
         text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
+    on_stage("text")
     with on_device(models, models.vae):
         latent = prepare_latent(
             models.vae,
@@ -392,6 +398,7 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
             source_video=req.source_video,
             control=req.control,
         )
+    on_stage("latent")
     sigmas = req.sigma_schedule(latent.num_tokens, models.scheduler)
     with on_device(models, models.transformer):
         latent = denoise(
@@ -410,5 +417,8 @@ def generate(models: Models, req: Request, callback: Callback | None = None) -> 
             stochastic=req.stochastic_sampling,
             token_major_noise=draws.token_major,
         )
+    on_stage("denoise")
     with on_device(models, models.vae):
-        return decode_requested(models.vae, latent.samples, req, draws.decode)
+        frames = decode_requested(models.vae, latent.samples, req, draws.decode)
+    on_stage("decode")
+    return frames

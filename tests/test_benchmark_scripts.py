@@ -15,6 +15,7 @@ BENCHMARKS = (
     "bench_gpu_speed",
     "bench_multi_gpu",
     "bench_multiscale",
+    "cli_gpu_speed",
     "cli_startup",
     "memory_planner",
     "gpu_kernel_rates",
@@ -98,3 +99,30 @@ def test_the_long_video_demo_reads_each_prompt_segment_and_draws_the_strip(tmp_p
     for segment in run["segments"]:
         assert {"color", "shape", "motion", "background"} == set(segment["matches"]) == set(segment["asked"])
         assert segment["all_match"] == all(segment["matches"].values())
+
+
+def test_the_cli_speed_bench_reads_each_cli_process_timings_on_tiny_models(tmp_path):
+    """The CPU dry run: every row is a CLI process on files the script wrote, its seconds
+    after the text encoder read from the process's own --timings; the user-path keys go
+    into gpu_speed.json beside what is there."""
+    import json
+
+    from benchmarks import cli_gpu_speed
+
+    report = cli_gpu_speed.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "cli.json")])
+    assert set(report["rows"]) == {"default_nocfg", "default_cfg"}
+    for row in report["rows"].values():
+        (run,) = row["runs"]
+        assert 0 < row["after_text_s"] == run["after_text_s"] < run["process_s"]
+        assert list(run["seconds_since_start"])[-1] == "written"
+    assert report["cold_start_first_step_s"] > 0 and report["warm_start_first_step_s"] is None
+    assert json.loads((tmp_path / "cli.json").read_text())["rows"].keys() == report["rows"].keys()
+
+    speed = tmp_path / "gpu_speed.json"
+    speed.write_text(json.dumps({"kept": 1}))
+    rows = {f"{name}_{g}": {"after_text_s": float(i)} for i, (name, g) in enumerate(
+        (n, g) for n, _ in cli_gpu_speed.FLAG_ROWS for g in cli_gpu_speed.GUIDANCE)}  # fmt: skip
+    cli_gpu_speed.update_gpu_speed({"rows": rows, "date": "d", "device": "x", "cold_start_first_step_s": 9.0}, speed)
+    written = json.loads(speed.read_text())
+    assert written["kept"] == 1 and written["cold_start_first_step_s"] == 9.0
+    assert written["cli_fp8_cfg_s"] == rows["fp8_cfg"]["after_text_s"] and written["cli_bf16_nocfg_s"] == 0.0

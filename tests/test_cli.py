@@ -3,6 +3,7 @@ file, and a real run on a tiny random checkpoint that PyAV decodes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -245,13 +246,13 @@ def test_interrupt_during_sampling_exits_130_and_leaves_no_file(
     real_generate = cli.generate
     steps_seen = []
 
-    def interrupted_generate(models, request, callback=None):
+    def interrupted_generate(models, request, callback=None, **kwargs):
         def interrupting(step, total, x, denoised):
             callback(step, total, x, denoised)
             steps_seen.append(step)
             raise KeyboardInterrupt
 
-        return real_generate(models, request, callback=interrupting)
+        return real_generate(models, request, callback=interrupting, **kwargs)
 
     monkeypatch.setattr(cli, "generate", interrupted_generate)
     out = tmp_path / "out"
@@ -388,6 +389,34 @@ def test_without_model_flags_the_shipped_model_generates_at_its_default_size(cap
     with av.open(str(tmp_path / "o.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, stream.frames) == (256, 256, 9)
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped model is not in ltx_core/assets yet")
+def test_timings_mark_each_stage_in_order_after_the_video_is_written(capsys, tmp_path):
+    """--timings FILE: the marks of a one-window run, in the order the run reaches them,
+    epoch seconds beside seconds since start, and the time after the text encoder."""
+    code, err = run_main(capsys, "generate", "--prompt", "a red ball bounces", "--output", str(tmp_path / "o.mp4"),
+                         "--frames", "9", "--steps", "2", "--timings", str(tmp_path / "t.json"))  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "t.json").read_text())
+    since = report["seconds_since_start"]
+    order = ["start", "loaded", "text", "latent", "first_step", "denoise", "decode", "frames", "written"]
+    assert list(since) == order
+    assert all(a <= b for a, b in zip(list(since.values()), list(since.values())[1:]))
+    assert report["epoch"]["written"] - report["epoch"]["start"] == pytest.approx(since["written"], abs=1e-3)
+    assert (
+        report["after_text_s"] == pytest.approx(since["decode"] - since["text"], abs=1e-3)
+        and 0 < report["after_text_s"]
+    )
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_timings_into_a_missing_folder_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "load_models", lambda *a: pytest.fail("a model was loaded"))
+    code, err = run_main(capsys, "generate", "--prompt", "a fox", "--output", str(tmp_path / "o.mp4"),
+                         "--timings", str(tmp_path / "no" / "t.json"))  # fmt: skip
+    assert code == 2 and "--timings" in err and "folder does not exist" in err
+    assert_one_line(err)
 
 
 # ---------------------------------------------------------------- speed flags

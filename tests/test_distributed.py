@@ -180,7 +180,7 @@ def _cli_rank(rank: int, world: int, init_file: Path, out: Path, port: int, fail
     )
     real_generate = cli.generate
 
-    def generate(models, request, callback=None):
+    def generate(models, request, callback=None, **kwargs):
         def dying(step, total, x, denoised):
             callback(step, total, x, denoised)
             if rank == 1 and step == 1 and failure != "none":
@@ -188,7 +188,7 @@ def _cli_rank(rank: int, world: int, init_file: Path, out: Path, port: int, fail
                     os._exit(9)  # as SIGKILL: no exception handling, no cleanup
                 raise RuntimeError("rank 1 broke")
 
-        return real_generate(models, request, callback=dying)
+        return real_generate(models, request, callback=dying, **kwargs)
 
     cli.generate = generate
     real_write = cli.write_mp4

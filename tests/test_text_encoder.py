@@ -568,3 +568,33 @@ def test_find_tokenizer_beside_names_the_files_folder_only_if_it_holds_a_tokeniz
         (tmp_path / tokenizer_file).write_bytes(b"")
     found = find_tokenizer_beside(tmp_path / "t5xxl_fp16.safetensors")
     assert found == (tmp_path if tokenizer_file else None)
+
+
+def test_a_closed_vocabulary_names_the_prompt_words_it_never_saw(tmp_path, tiny_t5_folder):
+    """A folder's vocabulary.txt (the shipped demo encoder's caption words) makes the
+    encoding warn with the words outside it; a folder without one (T5) never warns."""
+    import warnings
+
+    from ltx_core.models.text_encoder import VOCABULARY_FILE, encode_prompt, load_text_encoder
+
+    closed = tmp_path / "closed"
+    shutil.copytree(tiny_t5_folder, closed)
+    (closed / VOCABULARY_FILE).write_text("a\nred\ncircle\nslides\nleft\nover\nblue\nbackground\n")
+    with pytest.warns(UserWarning, match=r"prompt 0: .*never saw 'magenta', 'star'; "):
+        encode_prompt(load_text_encoder(closed), "a magenta star slides left over a blue background")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encode_prompt(load_text_encoder(closed), "a red circle slides left over a blue background")
+        encode_prompt(load_text_encoder(tiny_t5_folder), "a magenta star slides left")
+
+
+def test_the_shipped_encoder_knows_every_word_of_the_readme_and_workflow_prompts():
+    from ltx_core.models.text_encoder import load_text_encoder, unknown_words
+    from ltx_core.training.evaluation.prompts import shipped_prompts
+
+    vocabulary = load_text_encoder(SHIPPED_T5).vocabulary
+    assert vocabulary is not None and {"navy", "backdrop", "pink", "beige"} <= vocabulary
+    assert {prompt: unknown_words(vocabulary, prompt) for prompt, _ in shipped_prompts()} == {
+        prompt: [] for prompt, _ in shipped_prompts()
+    }
+    assert unknown_words(vocabulary, "A magenta star spins.") == ["magenta", "star", "spins"]

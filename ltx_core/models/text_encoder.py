@@ -44,6 +44,9 @@ EMBEDDING, TIED_EMBEDDING = "shared.weight", "encoder.embed_tokens.weight"
 class TextEncoder:
     tokenizer: T5Tokenizer
     model: T5EncoderModel
+    # the words a small encoder trained on a closed set of captions knows (its folder's
+    # VOCABULARY_FILE); None for T5, which reads English at large
+    vocabulary: frozenset[str] | None = None
 
     @property
     def width(self) -> int:
@@ -321,7 +324,27 @@ def load_text_encoder(
             f"tokenizer {tokenizer_path} has {len(tokenizer)} tokens but the text encoder "
             f"{path} embeds only {model.config.vocab_size}; they are not a pair"
         )
-    return TextEncoder(tokenizer=tokenizer, model=model)
+    vocabulary = _read_vocabulary(folder) if path.is_dir() else None
+    return TextEncoder(tokenizer=tokenizer, model=model, vocabulary=vocabulary)
+
+
+# A closed vocabulary's file beside config.json: one word a line, lower case.
+VOCABULARY_FILE = "vocabulary.txt"
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def _read_vocabulary(folder: Path) -> frozenset[str] | None:
+    file = folder / VOCABULARY_FILE
+    if not file.is_file():
+        return None
+    return frozenset(line.strip().lower() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+def unknown_words(vocabulary: frozenset[str] | None, text: str) -> list[str]:
+    """The words of `text` (lower-cased, each once) outside a closed `vocabulary`."""
+    if vocabulary is None:
+        return []
+    return [word for word in dict.fromkeys(WORD.findall(text.lower())) if word not in vocabulary]
 
 
 # ---------------------------------------------------------------- encoding
@@ -365,6 +388,19 @@ def _warn_on_unreadable(tokenizer: T5Tokenizer, prompts: list[str]) -> None:
             )
 
 
+def _warn_on_unknown(vocabulary: frozenset[str] | None, prompts: list[str]) -> None:
+    for index, prompt in enumerate(prompts):
+        words = unknown_words(vocabulary, prompt)
+        if words:
+            named = ", ".join(map(repr, words[:UNREADABLE_NAMED]))
+            more = f" and {len(words) - UNREADABLE_NAMED} more" if len(words) > UNREADABLE_NAMED else ""
+            warnings.warn(
+                f"prompt {index}: this text encoder was trained on a closed vocabulary and never saw {named}{more}; "
+                f"such words steer the video little or wrongly (its words: {VOCABULARY_FILE} in its folder)",
+                stacklevel=3,
+            )
+
+
 def encode_prompt(
     encoder: TextEncoder,
     prompts: list[str],
@@ -385,6 +421,7 @@ def encode_prompt(
                 raise SettingsError(f"prompt {index} is empty; describe the video to generate")
     _warn_on_truncation(encoder.tokenizer, prompts, max_tokens)
     _warn_on_unreadable(encoder.tokenizer, prompts)
+    _warn_on_unknown(encoder.vocabulary, prompts)
     ids, mask = encoder.tokenizer.padded(prompts, max_tokens)
     device = encoder.model.device
     with torch.no_grad():

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import save_file
 
 from ..models.t5 import T5Config, T5EncoderModel
-from .tokenizer import train_tokenizer
+from ..models.text_encoder import VOCABULARY_FILE
+from .tokenizer import caption_vocabulary, train_tokenizer
 
 TINY_T5 = dict(
     vocab_size=320,  # the tokenizer's pieces (about 160) and T5's 100 sentinels, rounded up
@@ -91,8 +92,8 @@ def config_json(config: T5Config) -> dict:
 
 
 def save_text_encoder(model: T5EncoderModel, folder: Path | str, tokenizer: Path | str) -> Path:
-    """Write config.json, model.safetensors (fp32, transformers' key names) and the
-    tokenizer's file (spiece.model) to `folder`."""
+    """Write config.json, model.safetensors (fp32, transformers' key names), the
+    tokenizer's file (spiece.model) and the captions' words (vocabulary.txt) to `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
@@ -101,6 +102,7 @@ def save_text_encoder(model: T5EncoderModel, folder: Path | str, tokenizer: Path
     target = folder / Path(tokenizer).name  # spiece.model (or a tokenizer.json)
     if Path(tokenizer).resolve() != target.resolve():
         shutil.copyfile(tokenizer, target)
+    (folder / VOCABULARY_FILE).write_text("\n".join(caption_vocabulary()) + "\n")
     return folder
 
 

@@ -38,6 +38,12 @@ def caption_corpus(seed: int = 0, count: int = 4000) -> list[str]:
     return texts
 
 
+def caption_vocabulary(seed: int = 0) -> list[str]:
+    """Every word of the caption corpus, lower case and sorted: what the encoder trained on
+    it knows, written beside it for the core's unknown-word warning."""
+    return sorted({w.lower() for t in caption_corpus(seed) for w in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?", t)})
+
+
 def _write_word_seeds(texts: list[str], path: Path) -> None:
     """Every caption word as a seed piece: the unigram trainer's own seed search (0.2.x)
     keeps too few of them on so small and repetitive a corpus, and splits 'circle'."""
@@ -45,11 +51,23 @@ def _write_word_seeds(texts: list[str], path: Path) -> None:
     path.write_text("".join(f"\u2581{w}\t{n}\n" for w, n in sorted(counts.items())))
 
 
+def _check_trainer_options() -> None:
+    """The word seeds need a trainer that takes a seed file; an older sentencepiece fails
+    with a protobuf message that names neither the version nor a way out."""
+    if "seed_sentencepieces_file" not in sentencepiece_model_pb2.TrainerSpec.DESCRIPTOR.fields_by_name:
+        raise RuntimeError(
+            f"sentencepiece {spm.__version__} cannot train the captions' tokenizer: its trainer has no "
+            "seed_sentencepieces_file option (0.2.3 has it); install a newer sentencepiece, or make the "
+            "text encoder where one is installed and pass its folder as --text-encoder"
+        )
+
+
 def train_tokenizer(path: Path | str, vocab_size: int = VOCAB_PIECES, seed: int = 0) -> Path:
     """Train a unigram sentencepiece model on the caption corpus and write it to `path`.
 
     Words outside the captions fall back to single characters (never `<unk>` for ASCII).
     """
+    _check_trainer_options()
     texts = caption_corpus(seed)
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,13 +25,16 @@ def test_the_seeded_initialization_is_the_same_anywhere_and_keeps_t5s_scales():
 
 def test_a_saved_encoder_loads_through_the_core_and_encodes_as_it_did(tmp_path):
     """The folder is T5's layout: config.json, model.safetensors with transformers' key
-    names, spiece.model; the core's loader reads it strictly and gives the same numbers."""
+    names, spiece.model, and the captions' words; the core's loader reads it strictly and
+    gives the same numbers, and knows the words."""
     folder = t5.write_text_encoder(tmp_path / "t5", seed=1)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "spiece.model"]
+    names = ["config.json", "model.safetensors", "spiece.model", "vocabulary.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == names
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "t5" and config["feed_forward_proj"] == "gated-gelu"
     encoder = load_text_encoder(folder)
     assert len(encoder.tokenizer) <= encoder.model.config.vocab_size == t5.TINY_T5["vocab_size"]
+    assert {"pink", "ball", "rises", "backdrop"} <= encoder.vocabulary and "magenta" not in encoder.vocabulary
     model = t5.new_text_encoder(1)
     ids, _ = encoder.tokenizer.padded(["a pink ball rises"], 16)
     with torch.no_grad():

@@ -60,3 +60,17 @@ def test_the_cores_t5_tokenizer_reads_it_as_sentencepiece_does(trained):
     for text in ("A RED circle slides slowly to the left over a Dark Blue background.", DEFAULT_NEGATIVE_PROMPT):
         assert tokenizer(text).input_ids == sp.encode(text) + [1]
         assert 2 not in tokenizer(text).input_ids  # no <unk>
+
+
+def test_a_sentencepiece_without_seed_files_is_named_before_training(monkeypatch, tmp_path):
+    """An older sentencepiece's trainer lacks the seed option the recipe needs: the error
+    names the version and the way out, and no file is written."""
+    from types import SimpleNamespace
+
+    from ltx_core.training import tokenizer
+
+    spec = SimpleNamespace(DESCRIPTOR=SimpleNamespace(fields_by_name={"vocab_size": None}))
+    monkeypatch.setattr(tokenizer, "sentencepiece_model_pb2", SimpleNamespace(TrainerSpec=spec))
+    with pytest.raises(RuntimeError, match=rf"sentencepiece {sentencepiece.__version__} .*--text-encoder"):
+        train_tokenizer(tmp_path / "spiece.model")
+    assert not (tmp_path / "spiece.model").exists()

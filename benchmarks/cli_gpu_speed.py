@@ -1,0 +1,180 @@
+"""The speed a command-line user gets: `python -m ltx_core generate` run as a new process
+for every run, its own `--timings` read back, on random weights written in the official
+single-file layout (the 2B config by default) and a one-layer random T5 of the width the
+transformer reads (its cost is not what is measured).
+
+    python -m benchmarks.cli_gpu_speed [--model 2B|13B] [--repeats 2] [--tiny]
+
+Rows: the CLI's defaults, `--compile`, `--compile --fp8`, each without CFG (`--cfg 1`)
+and with it (`--cfg 3`), 768x512x121, 20 steps, bf16. A row's seconds are the runs'
+median of `after_text_s` (text encoded to frames decoded: the latent, the steps and the
+decode, as the CLI process runs them). Every process shares one TorchInductor cache folder,
+empty when the script starts: the first `--compile` process without CFG is the cold start
+(seconds from its launch to its first step), its second process the warm start (the same
+shapes, the caches filled).
+
+Writes benchmarks/results/cli_gpu_speed.json and, on a GPU, the user-path keys of
+benchmarks/results/gpu_speed.json (cli_bf16_nocfg_s, cli_bf16_cfg_s, cli_fp8_nocfg_s,
+cli_fp8_cfg_s, cold_start_first_step_s, warm_start_first_step_s). `--tiny`: the tiny
+configs on the CPU at 64x64x9, 2 steps (the script's test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ltx_core.checkpoint.writing import save_single_file
+from ltx_core.models import configs as C
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
+
+RESULTS = Path(__file__).parent / "results"
+ASSETS = Path(__file__).resolve().parents[1] / "ltx_core" / "assets"
+PROMPT = "A red circle slides slowly to the left over a dark blue background."
+MODELS = {"2B": (C.LTXV_2B, C.LTXV_VAE_0_9_1), "13B": (C.LTXV_13B, C.LTXV_VAE_0_9_5)}
+# (row name, CLI flags); the FP8 row compiles too, as the FP8 layers are meant to run
+FLAG_ROWS = (("default", ()), ("compile", ("--compile",)), ("fp8", ("--compile", "--fp8")))
+GUIDANCE = {"nocfg": "1", "cfg": "3"}
+# gpu_speed.json's user-path keys: (flag row, guidance)
+GPU_SPEED_KEYS = {
+    "cli_bf16_nocfg_s": ("default", "nocfg"),
+    "cli_bf16_cfg_s": ("default", "cfg"),
+    "cli_fp8_nocfg_s": ("fp8", "nocfg"),
+    "cli_fp8_cfg_s": ("fp8", "cfg"),
+}
+
+
+def write_models(folder: Path, model: str, tiny: bool) -> tuple[Path, Path]:
+    """Random weights: the transformer and VAE as one official single file, and a T5 folder."""
+    transformer_cfg, vae_cfg = (C.TINY_TRANSFORMER, C.TINY_VAE_0_9_1) if tiny else MODELS[model]
+    torch.manual_seed(0)
+    checkpoint = save_single_file(
+        folder / "model.safetensors",
+        LTXVTransformer(transformer_cfg),
+        CausalVideoVAE(vae_cfg),
+        dtype=torch.bfloat16,
+    )
+    return checkpoint, write_text_encoder(folder / "t5", transformer_cfg.caption_channels)
+
+
+def write_text_encoder(folder: Path, width: int) -> Path:
+    from ltx_core.models.t5 import T5EncoderModel
+    from ltx_core.training.t5 import config_json, init_t5_weights, tiny_t5_config
+
+    folder.mkdir(parents=True)
+    heads = max(1, width // 64)
+    model = init_t5_weights(
+        T5EncoderModel(
+            tiny_t5_config(d_model=width, d_kv=width // heads, d_ff=2 * width, num_layers=1, num_heads=heads)
+        ),
+        torch.Generator().manual_seed(0),
+    )
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config_json(model.config), indent=2))
+    (folder / "spiece.model").write_bytes((ASSETS / "t5-tiny" / "spiece.model").read_bytes())
+    return folder
+
+
+def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: dict, folder: Path, env) -> dict:
+    """One CLI process; its timings and the seconds from its launch to its first step."""
+    timings, output = folder / "timings.json", folder / "out.mp4"
+    args = ["--checkpoint", str(checkpoint), "--text-encoder", str(text_encoder), "--prompt", PROMPT,
+            "--width", str(size["width"]), "--height", str(size["height"]), "--frames", str(size["frames"]),
+            "--steps", str(size["steps"]), "--cfg", cfg, "--dtype", size["dtype"], "--output", str(output),
+            "--overwrite", "--timings", str(timings), *flags]  # fmt: skip
+    launched = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "ltx_core", "generate", *args], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the CLI failed ({' '.join(flags) or 'defaults'}, cfg {cfg}):\n{done.stderr[-2000:]}")
+    report = json.loads(timings.read_text())
+    return {
+        "after_text_s": report["after_text_s"],
+        "launch_to_first_step_s": round(report["epoch"]["first_step"] - launched, 3),
+        "process_s": round(time.time() - launched, 3),
+        "seconds_since_start": report["seconds_since_start"],
+    }
+
+
+def measure(args) -> dict:
+    size = (dict(width=64, height=64, frames=9, steps=2, dtype="fp32") if args.tiny
+            else dict(width=768, height=512, frames=121, steps=20, dtype="bf16"))  # fmt: skip
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        checkpoint, text_encoder = write_models(folder, args.model, args.tiny)
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "PYTHONUNBUFFERED": "1"}
+        flag_rows = FLAG_ROWS[:1] if args.tiny else FLAG_ROWS  # compiling on the CPU is not what is measured
+        for name, flags in flag_rows:
+            for guidance, cfg in GUIDANCE.items():
+                runs = [run_cli(checkpoint, text_encoder, flags, cfg, size, folder, env) for _ in range(args.repeats)]
+                rows[f"{name}_{guidance}"] = {
+                    "flags": " ".join(flags) or "(defaults)",
+                    "cfg": float(cfg),
+                    "after_text_s": statistics.median(r["after_text_s"] for r in runs),
+                    "runs": runs,
+                }
+    return {"size": size, "rows": rows}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="2B")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
+    args = parser.parse_args(argv)
+    if not args.tiny and not torch.cuda.is_available():
+        raise SystemExit("cli_gpu_speed times the CLI on a GPU; no CUDA device here (use --tiny)")
+    result = measure(args)
+    on_gpu = not args.tiny
+    report = {
+        "benchmark": "cli_gpu_speed",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "model": "tiny" if args.tiny else args.model,
+        **result,
+    }
+    start_row = "compile_nocfg" if "compile_nocfg" in result["rows"] else "default_nocfg"
+    report["start_row"] = start_row
+    first = result["rows"][start_row]["runs"]
+    report["cold_start_first_step_s"] = first[0]["launch_to_first_step_s"]
+    report["warm_start_first_step_s"] = first[1]["launch_to_first_step_s"] if len(first) > 1 else None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if on_gpu and args.model == "2B":
+        update_gpu_speed(report, RESULTS / "gpu_speed.json")
+    for name, row in result["rows"].items():
+        print(f"{name:14} {row['flags']:22} after the text encoder {row['after_text_s']:.3f} s")
+    return report
+
+
+def update_gpu_speed(report: dict, path: Path) -> None:
+    """The user-path keys beside the benchmark's own numbers in gpu_speed.json."""
+    speed = json.loads(path.read_text()) if path.exists() else {}
+    for key, (name, guidance) in GPU_SPEED_KEYS.items():
+        speed[key] = report["rows"][f"{name}_{guidance}"]["after_text_s"]
+    for key in ("cold_start_first_step_s", "warm_start_first_step_s"):
+        speed[key] = report.get(key)
+    speed["cli_measured"] = {"date": report["date"], "device": report["device"], "file": "cli_gpu_speed.json"}
+    path.write_text(json.dumps(speed, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Where a run's time goes: wall-clock marks at the moments of a run (models loaded, text
+encoded, first step, sampled, decoded, written), for `--timings` and the benchmarks that
+run the CLI as a user does. On CUDA each mark waits for the device first, so a mark is
+when the work before it finished, not when it was queued."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+class RunClock:
+    """Marks by name, each the first time it is reached: epoch seconds (`time.time()`, so a
+    parent process can set them against its own clock) and seconds since `start`."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.marks: dict[str, float] = {}
+        self.mark("start")
+
+    def mark(self, name: str) -> None:
+        if name in self.marks:
+            return
+        if self.device is not None and getattr(self.device, "type", str(self.device)).startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+        self.marks[name] = time.time()
+
+    def seconds(self) -> dict[str, float]:
+        """Each mark's seconds since start, in the order reached."""
+        start = self.marks["start"]
+        return {name: round(at - start, 4) for name, at in self.marks.items()}
+
+    def write(self, path: Path) -> None:
+        report = {"epoch": self.marks, "seconds_since_start": self.seconds()}
+        stages = self.seconds()
+        if "text" in stages and "decode" in stages:
+            report["after_text_s"] = round(stages["decode"] - stages["text"], 4)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
