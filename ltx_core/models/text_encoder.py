@@ -375,30 +375,31 @@ def unreadable_words(tokenizer: T5Tokenizer, text: str) -> list[str]:
     return [word for word in words if unknown in tokenizer(word, add_special_tokens=False).input_ids]
 
 
-def _warn_on_unreadable(tokenizer: T5Tokenizer, prompts: list[str]) -> None:
+def _warn_on_words(encoder: TextEncoder, prompts: list[str]) -> None:
+    """One warning per prompt for words its tokenizer cannot read, one for words outside a
+    closed vocabulary: neither steers the video, and nothing else would say so."""
     for index, prompt in enumerate(prompts):
-        words = unreadable_words(tokenizer, prompt)
-        if words:
-            named = ", ".join(map(repr, words[:UNREADABLE_NAMED]))
-            more = f" and {len(words) - UNREADABLE_NAMED} more" if len(words) > UNREADABLE_NAMED else ""
+        unreadable = unreadable_words(encoder.tokenizer, prompt)
+        if unreadable:
             warnings.warn(
-                f"prompt {index}: the text encoder's tokenizer cannot read {named}{more}; they reach the model "
-                "as its unknown token and do not steer the video (T5 reads English: describe them in words)",
+                f"prompt {index}: the text encoder's tokenizer cannot read {_named(unreadable)}; they reach the "
+                "model as its unknown token and do not steer the video (T5 reads English: describe them in words)",
+                stacklevel=3,
+            )
+        unknown = unknown_words(encoder.vocabulary, prompt)
+        if unknown:
+            warnings.warn(
+                f"prompt {index}: this text encoder was trained on a closed vocabulary and never saw "
+                f"{_named(unknown)}; such words steer the video little or wrongly (its words: {VOCABULARY_FILE} "
+                "in its folder)",
                 stacklevel=3,
             )
 
 
-def _warn_on_unknown(vocabulary: frozenset[str] | None, prompts: list[str]) -> None:
-    for index, prompt in enumerate(prompts):
-        words = unknown_words(vocabulary, prompt)
-        if words:
-            named = ", ".join(map(repr, words[:UNREADABLE_NAMED]))
-            more = f" and {len(words) - UNREADABLE_NAMED} more" if len(words) > UNREADABLE_NAMED else ""
-            warnings.warn(
-                f"prompt {index}: this text encoder was trained on a closed vocabulary and never saw {named}{more}; "
-                f"such words steer the video little or wrongly (its words: {VOCABULARY_FILE} in its folder)",
-                stacklevel=3,
-            )
+def _named(words: list[str]) -> str:
+    """The first UNREADABLE_NAMED words quoted, the rest counted."""
+    named = ", ".join(map(repr, words[:UNREADABLE_NAMED]))
+    return named + (f" and {len(words) - UNREADABLE_NAMED} more" if len(words) > UNREADABLE_NAMED else "")
 
 
 def encode_prompt(
@@ -420,8 +421,7 @@ def encode_prompt(
             if not prompt.strip():
                 raise SettingsError(f"prompt {index} is empty; describe the video to generate")
     _warn_on_truncation(encoder.tokenizer, prompts, max_tokens)
-    _warn_on_unreadable(encoder.tokenizer, prompts)
-    _warn_on_unknown(encoder.vocabulary, prompts)
+    _warn_on_words(encoder, prompts)
     ids, mask = encoder.tokenizer.padded(prompts, max_tokens)
     device = encoder.model.device
     with torch.no_grad():
