@@ -70,7 +70,10 @@ PARAPHRASE_SEED = 77  # likewise, for the held-out sentence forms
 
 
 def prompt_request(prompt: str, seed: int, first_frame: torch.Tensor | None = None, guidance=GUIDANCE) -> Request:
+    """A seed's request as the CLI's main command makes it: its noise drawn as the CLI draws
+    it by default (Lightricks' order), so a README prompt at seed N is the video a user gets."""
     return Request(
+        noise_draws="lightricks",
         prompt=prompt,
         width=DEMO_SIZE["width"],
         height=DEMO_SIZE["height"],
