@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from ltx_core.checkpoint.writing import save_single_file
 from ltx_core.models import configs as C
@@ -71,22 +70,14 @@ def write_models(folder: Path, model: str, tiny: bool) -> tuple[Path, Path]:
 
 
 def write_text_encoder(folder: Path, width: int) -> Path:
+    """A one-layer random T5 of `width`, with the shipped tokenizer, in T5's folder layout."""
     from ltx_core.models.t5 import T5EncoderModel
-    from ltx_core.training.t5 import config_json, init_t5_weights, tiny_t5_config
+    from ltx_core.training.t5 import init_t5_weights, save_text_encoder, tiny_t5_config
 
-    folder.mkdir(parents=True)
     heads = max(1, width // 64)
-    model = init_t5_weights(
-        T5EncoderModel(
-            tiny_t5_config(d_model=width, d_kv=width // heads, d_ff=2 * width, num_layers=1, num_heads=heads)
-        ),
-        torch.Generator().manual_seed(0),
-    )
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config_json(model.config), indent=2))
-    (folder / "spiece.model").write_bytes((ASSETS / "t5-tiny" / "spiece.model").read_bytes())
-    return folder
+    config = tiny_t5_config(d_model=width, d_kv=width // heads, d_ff=2 * width, num_layers=1, num_heads=heads)
+    model = init_t5_weights(T5EncoderModel(config), torch.Generator().manual_seed(0))
+    return save_text_encoder(model, folder, ASSETS / "t5-tiny" / "spiece.model")
 
 
 def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: dict, folder: Path, env) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from ..models.text_encoder import WORD  # the words the unknown-word warning reads
 from . import captions, data
 
 # The official pipelines' default negative prompt: trained on so its words are not <unk>.
@@ -41,7 +42,7 @@ def caption_corpus(seed: int = 0, count: int = 4000) -> list[str]:
 def caption_vocabulary(seed: int = 0) -> list[str]:
     """Every word of the caption corpus, lower case and sorted: what the encoder trained on
     it knows, written beside it for the core's unknown-word warning."""
-    return sorted({w.lower() for t in caption_corpus(seed) for w in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?", t)})
+    return sorted({word for text in caption_corpus(seed) for word in WORD.findall(text.lower())})
 
 
 def _write_word_seeds(texts: list[str], path: Path) -> None:
