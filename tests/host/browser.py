@@ -199,16 +199,20 @@ const cards = () => Object.fromEntries([...document.querySelectorAll("h3")].map(
 }).filter(([, image]) => image));
 (async () => {
     await app.extensionManager.command.execute("Comfy.BrowseTemplates");
-    const deadline = Date.now() + 40000;
-    while (!leaves(category).length && Date.now() < deadline) await pause();
+    const opened = Date.now() + 40000;
+    while (!leaves(category).length && Date.now() < opened) await pause();
     if (!leaves(category).length) throw new Error(`no template category ${category} in the dialog`);
     leaves(category)[0].click();
     const shown = {};
     const keep = () => Object.entries(cards()).forEach(([title, image]) => {
         if (!shown[title]?.width) shown[title] = image;  // a picture once loaded stays counted
     });
-    const settle = async () => {  // until the cards in view stop changing and their pictures (the page's own default one included) have loaded
+    // until the cards in view stop changing and their pictures (the page's own default one
+    // included) have loaded; each look has its own time, so a slow first one on a busy
+    // machine does not leave the later pages a single glance
+    const settle = async () => {
         let count = -1, stableSince = Date.now();
+        const deadline = Date.now() + 20000;
         while (Date.now() < deadline) {
             const now = cards(), n = Object.keys(now).length;
             if (n !== count) [count, stableSince] = [n, Date.now()];
@@ -225,7 +229,7 @@ const cards = () => Object.fromEntries([...document.querySelectorAll("h3")].map(
         grid = grid.parentElement;
     }
     while (grid && grid.scrollTop + grid.clientHeight < grid.scrollHeight - 1) {
-        grid.scrollTop += grid.clientHeight;
+        grid.scrollTop += Math.max(1, Math.floor(grid.clientHeight / 2));  // half a page: no row passes unseen
         await settle();
     }
     done(shown);
@@ -237,7 +241,11 @@ def template_cards(driver, category: str) -> dict[str, dict]:
     """Open the page's Templates dialog on `category` (a custom node's folder name) and
     return its cards, paged through to the last row (the page loads a picture once its
     card shows): {title: {src, width} of the picture shown}."""
-    result = driver.execute_async_script(_TEMPLATES_SCRIPT, category)
+    driver.set_script_timeout(3 * PAGE_TIMEOUT_S)  # a look of up to 20 s per page of cards
+    try:
+        result = driver.execute_async_script(_TEMPLATES_SCRIPT, category)
+    finally:
+        driver.set_script_timeout(PAGE_TIMEOUT_S)
     if "error" in result:
         raise RuntimeError(f"the Templates dialog: {result['error']}")
     return result
