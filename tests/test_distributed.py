@@ -218,11 +218,12 @@ def _hanging_rank(rank: int, world: int, init_file: Path, out: Path, timeout_s: 
         init_method=f"file://{init_file}",
         rank=rank,
         world_size=world,
-        timeout=datetime.timedelta(seconds=timeout_s),
+        timeout=datetime.timedelta(seconds=60),  # a rank slow to start on a busy machine is not the hang
     )
-    layout = ParallelLayout(sequence=2)
+    layout, transformer = ParallelLayout(sequence=2), tiny_models()[0]
+    dist.barrier()  # both ranks built: only the collectives below run under the short timeout
     parallel = ParallelTransformer(
-        tiny_models()[0], ParallelRun(layout, rank, torch.device("cpu"), *make_groups(layout, timeout_s))
+        transformer, ParallelRun(layout, rank, torch.device("cpu"), *make_groups(layout, timeout_s))
     )
     if rank == 1:
         time.sleep(hang_s)
