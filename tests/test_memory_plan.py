@@ -277,7 +277,7 @@ def test_offloading_chooses_the_least_that_fits_and_the_fewest_streamed_blocks()
     assert planner.choose_offload(work, 200 * planner.GIB) == work  # everything fits resident
     assert planner.choose_offload(work, None) == work  # unknown memory: as asked
     capped = planner.choose_offload(work, 24 * planner.GIB)
-    count, room = capped.streamed_blocks, 24 * planner.GIB * (1 - planner.fitting.OFFLOAD_MARGIN)
+    count, room = capped.streamed_blocks, planner.fitting.offload_room(24 * planner.GIB)
     assert capped.offload == "blocks" and 0 < count < C.LTXV_13B.num_layers
     assert planner.estimate(capped).peak_bytes <= room  # a margin left for the allocator
     assert planner.estimate(replace(capped, streamed_blocks=count - 1)).peak_bytes > room

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import SettingsError
 from ..models.configs import FRAMES_PER_LATENT, PIXELS_PER_LATENT
 from .stages import estimate
-from .workload import MemoryPlan, Workload, gib
+from .workload import GIB, MemoryPlan, Workload, gib
 
 
 def check_fits(plan: MemoryPlan, available: int | None, name_fit=None, advice: str = "") -> None:
@@ -28,10 +28,18 @@ def check_fits(plan: MemoryPlan, available: int | None, name_fit=None, advice: s
     )
 
 
-# The share of the memory `choose_offload` leaves beyond the estimate: the allocator's
-# cached, fragmented blocks count against a GPU's memory as well, and the estimate of the
-# peak it allocates may fall a little short (memory_planner.json holds its errors).
+# The memory `choose_offload` leaves beyond the estimate: a share, as the estimate of the
+# peak the allocator reaches may fall a little short (memory_planner.json holds its
+# errors), and a fixed amount for the allocator's cached, fragmented blocks, which count
+# against a GPU's memory as well and do not shrink with it (streamed blocks come and go
+# in pieces of their own sizes; low_vram.json has a run under a small cap that ran out).
 OFFLOAD_MARGIN = 0.1
+OFFLOAD_RESERVE = GIB // 2
+
+
+def offload_room(available: int) -> int:
+    """The bytes of `available` that `choose_offload` lets a plan's estimate fill."""
+    return int(available * (1 - OFFLOAD_MARGIN)) - OFFLOAD_RESERVE
 
 
 @dataclass(frozen=True)
@@ -104,13 +112,13 @@ def _levers(work: Workload, available: int) -> list[Fit]:
 
 
 def choose_offload(work: Workload, available: int | None) -> Workload:
-    """`work` with the least offloading that fits `available` bytes less OFFLOAD_MARGIN:
+    """`work` with the least offloading that fits `available` bytes less its margins (`offload_room`):
     none, else each model on the device only while it runs, else the fewest transformer
     blocks streamed from CPU memory; every block streamed where nothing fits (the refusal
     then names what else would). Unknown memory: `work` as it is."""
     if available is None:
         return work
-    available = int(available * (1 - OFFLOAD_MARGIN))
+    available = offload_room(available)
     if _fits(work, available):
         return work
     models = replace(work, models_stay=False, streamed_blocks=0)
