@@ -197,7 +197,11 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "prepared, first step, sampled, decoded, written; on a GPU each after the device finished) as epoch "
         "seconds and seconds since the models began loading",
     )
-    speed = generate.add_argument_group("speed on a GPU (off by default: the fp32 CPU run stays the reference)")
+    speed = generate.add_argument_group(
+        "speed on a GPU (off by default: one run makes one clip, and compiling takes longer at the "
+        "start than it saves on one clip, the decoder's most; FP8 changes the frames beyond bf16's "
+        "rounding; benchmarks/results/gpu_speed.json has the start and per-clip seconds)"
+    )
     speed.add_argument(
         "--compile",
         action="store_true",
