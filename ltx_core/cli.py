@@ -255,11 +255,10 @@ def _generate(
     if offloaded:
         models = place_models(models, run.device, plan.workload.streamed_blocks)
     models = parallelize(models, run)
-    mark = clock.mark if clock else None
-    if mark:
-        mark("loaded")
+    if clock:
+        clock.mark("loaded")
     frames = _sample_with_progress(
-        models, request, run.is_writer, upsampler, args.multi_scale, _windows(args), on_stage=mark
+        models, request, run.is_writer, upsampler, args.multi_scale, _windows(args), clock and clock.mark
     )
     all_ranks_succeeded(run)  # every rank holds the frames; rank 0 writes them
     if run.is_writer:

@@ -34,8 +34,8 @@ class RunClock:
         return {name: round(at - start, 4) for name, at in self.marks.items()}
 
     def write(self, path: Path) -> None:
-        report = {"epoch": self.marks, "seconds_since_start": self.seconds()}
         stages = self.seconds()
+        report = {"epoch": self.marks, "seconds_since_start": stages}
         if "text" in stages and "decode" in stages:
             report["after_text_s"] = round(stages["decode"] - stages["text"], 4)
         Path(path).write_text(json.dumps(report, indent=2) + "\n")
