@@ -102,16 +102,19 @@ def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: 
     }
 
 
-def measure(args) -> dict:
+def measure(args, on_row=lambda result: None) -> dict:
+    """Every row's processes; `on_row` sees the result so far after each row (a run cut off
+    at a time limit still leaves the rows it finished)."""
     size = (dict(width=64, height=64, frames=9, steps=2, dtype="fp32") if args.tiny
             else dict(width=768, height=512, frames=121, steps=20, dtype="bf16"))  # fmt: skip
     rows = {}
+    result = {"size": size, "rows": rows}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         checkpoint, text_encoder = write_models(folder, args.model, args.tiny)
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "PYTHONUNBUFFERED": "1"}
         flag_rows = FLAG_ROWS[:1] if args.tiny else FLAG_ROWS  # compiling on the CPU is not what is measured
-        for name, flags in flag_rows:
+        for name, flags in [row for row in flag_rows if args.rows is None or row[0] in args.rows]:
             for guidance, cfg in GUIDANCE.items():
                 runs = [run_cli(checkpoint, text_encoder, flags, cfg, size, folder, env) for _ in range(args.repeats)]
                 rows[f"{name}_{guidance}"] = {
@@ -120,7 +123,8 @@ def measure(args) -> dict:
                     "after_text_s": statistics.median(r["after_text_s"] for r in runs),
                     "runs": runs,
                 }
-    return {"size": size, "rows": rows}
+                on_row(result)
+    return result
 
 
 def main(argv=None) -> dict:
@@ -128,11 +132,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=sorted(MODELS), default="2B")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8")
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
     args = parser.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("cli_gpu_speed times the CLI on a GPU; no CUDA device here (use --tiny)")
-    result = measure(args)
+    unknown = set(args.rows or ()) - {name for name, _ in FLAG_ROWS}
+    if unknown:
+        parser.error(f"--rows: unknown {sorted(unknown)}; allowed: {[name for name, _ in FLAG_ROWS]}")
+    result = measure(args, on_row=lambda partial: write_report(args, partial))
+    report = write_report(args, result)
+    for name, row in result["rows"].items():
+        print(f"{name:14} {row['flags']:22} after the text encoder {row['after_text_s']:.3f} s")
+    return report
+
+
+def write_report(args, result: dict) -> dict:
+    """cli_gpu_speed.json from the rows measured so far, and gpu_speed.json's keys once all are."""
     on_gpu = not args.tiny
     report = {
         "benchmark": "cli_gpu_speed",
@@ -142,17 +158,16 @@ def main(argv=None) -> dict:
         "model": "tiny" if args.tiny else args.model,
         **result,
     }
-    start_row = "compile_nocfg" if "compile_nocfg" in result["rows"] else "default_nocfg"
+    start_row = next((name for name in ("compile_nocfg", "default_nocfg") if name in result["rows"]), None)
     report["start_row"] = start_row
-    first = result["rows"][start_row]["runs"]
+    first = result["rows"][start_row]["runs"] if start_row else [{"launch_to_first_step_s": None}]
     report["cold_start_first_step_s"] = first[0]["launch_to_first_step_s"]
     report["warm_start_first_step_s"] = first[1]["launch_to_first_step_s"] if len(first) > 1 else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    if on_gpu and args.model == "2B":
+    measured_all = all(f"{name}_{g}" in result["rows"] for name, g in GPU_SPEED_KEYS.values())
+    if on_gpu and args.model == "2B" and measured_all:
         update_gpu_speed(report, RESULTS / "gpu_speed.json")
-    for name, row in result["rows"].items():
-        print(f"{name:14} {row['flags']:22} after the text encoder {row['after_text_s']:.3f} s")
     return report
 
 

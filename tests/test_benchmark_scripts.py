@@ -126,3 +126,11 @@ def test_the_cli_speed_bench_reads_each_cli_process_timings_on_tiny_models(tmp_p
     written = json.loads(speed.read_text())
     assert written["kept"] == 1 and written["cold_start_first_step_s"] == 9.0
     assert written["cli_fp8_cfg_s"] == rows["fp8_cfg"]["after_text_s"] and written["cli_bf16_nocfg_s"] == 0.0
+
+
+def test_the_cli_speed_bench_refuses_an_unknown_row_before_any_work(capsys):
+    from benchmarks import cli_gpu_speed
+
+    with pytest.raises(SystemExit):
+        cli_gpu_speed.main(["--tiny", "--rows", "default,turbo"])
+    assert "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8']" in capsys.readouterr().err
