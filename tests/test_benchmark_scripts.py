@@ -17,6 +17,7 @@ BENCHMARKS = (
     "bench_multiscale",
     "cli_gpu_speed",
     "cli_startup",
+    "comfyui_speed",
     "memory_planner",
     "gpu_kernel_rates",
     "gpu_measure",

@@ -11,7 +11,7 @@ pack into its `custom_nodes/`. Every step is skipped when already done for the s
 source, so a fresh clone pays for it once.
 
 `ComfyServer` starts `main.py --cpu --listen 127.0.0.1 --port P` on a free port with its
-own output, input, temp and model folders, waits for `/object_info`, and talks to it
+own output, input, temp and model folders (`cpu=False`: on ComfyUI's own choice of device), waits for `/object_info`, and talks to it
 over HTTP and its websocket.
 """
 
@@ -204,8 +204,9 @@ class PromptRejected(Exception):
 class ComfyServer:
     """One ComfyUI process with folders of its own under `base`."""
 
-    def __init__(self, base: Path, root: Path = COMFY_ROOT, python_path: tuple[Path, ...] = ()):
+    def __init__(self, base: Path, root: Path = COMFY_ROOT, python_path: tuple[Path, ...] = (), cpu: bool = True):
         self.base = Path(base)
+        self.cpu = cpu
         self.root = Path(root)
         self.python_path = python_path
         self.output_dir = self.base / "output"
@@ -240,7 +241,7 @@ class ComfyServer:
         command = [
             sys.executable,
             "main.py",
-            "--cpu",
+            *(["--cpu"] if self.cpu else []),
             "--listen",
             "127.0.0.1",
             "--port",
@@ -257,7 +258,7 @@ class ComfyServer:
             "--preview-method",
             "auto",
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "2"} if self.cpu else {})}
         if self.python_path:
             env["PYTHONPATH"] = os.pathsep.join(map(str, self.python_path))
         self._log = open(self.log_path, "w")

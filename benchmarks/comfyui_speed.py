@@ -1,0 +1,229 @@
+"""The speed a ComfyUI user gets: the pack's text-to-video workflow against ComfyUI's own
+LTXV nodes, on the same checkpoint file, in one running ComfyUI server, time from queueing
+a prompt to its mp4 written.
+
+    python -m benchmarks.comfyui_speed [--model 2B|13B] [--runs 3] [--optimizations none,compile] [--tiny]
+
+The checkpoint is random weights in the official single-file layout (the 2B config by
+default), under ComfyUI's `models/checkpoints`; both graphs encode the prompt with the
+pack's T5 nodes (a one-layer random T5 of the width the transformer reads: ComfyUI caches
+a node whose inputs did not change, so after the warm-up neither graph encodes again) and
+write the mp4 with the pack's save node, so what differs is the model, the sampling and
+the decode:
+
+- pack: `workflows/api/t2v.json` as shipped, its checkpoint loader's `optimization` set
+  to each of `--optimizations` (the first is the loader's default);
+- native: CheckpointLoaderSimple, LTXVConditioning, EmptyLTXVLatentVideo, LTXVScheduler,
+  KSamplerSelect (euler), SamplerCustom, VAEDecode: ComfyUI's own LTX-Video path.
+
+768x512x121, 20 steps, CFG 3, the scheduler's defaults (paper 2.5.2's token-count shift)
+on both. Each row runs once to warm up (loading, compiling), then `--runs` times with a new
+seed each time; its seconds are the median. The server is ComfyUI from the host tests'
+setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui).
+
+Writes benchmarks/results/comfyui_speed.json and, on a GPU with the 2B model,
+gpu_speed.json's `comfyui_pack_s`, `comfyui_native_s` and `comfyui_pack_vs_native_ratio`
+(native / pack, the pack with the loader's default). `--tiny`: the tiny configs on the CPU
+at 64x64x9, 2 steps (the script's test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import torch
+
+from benchmarks.cli_gpu_speed import MODELS, PROMPT, write_text_encoder
+from ltx_core.checkpoint.writing import save_single_file
+from ltx_core.models import configs as C
+from ltx_core.models.configs import LTXV_SCHEDULER
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
+from tests.host.comfy_env import COMFY_ROOT, ComfyServer, assert_succeeded, comfyui_version, ensure_comfyui
+
+RESULTS = Path(__file__).parent / "results"
+PACK_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "t2v.json"
+CHECKPOINT, TEXT_ENCODER = "bench-ltxv.safetensors", "bench-t5"
+OPTIMIZATIONS = ("none", "compile", "compile+fp8")  # the pack loader's choices (nodes/loaders.py)
+GUIDANCE, FRAME_RATE = 3.0, 24.0
+
+
+def write_models(server: ComfyServer, model: str, tiny: bool) -> None:
+    """Random weights in ComfyUI's model folders: one official single file, a T5 folder."""
+    transformer_cfg, vae_cfg = (C.TINY_TRANSFORMER, C.TINY_VAE_0_9_1) if tiny else MODELS[model]
+    torch.manual_seed(0)
+    save_single_file(
+        server.checkpoints_dir / CHECKPOINT,
+        LTXVTransformer(transformer_cfg),
+        CausalVideoVAE(vae_cfg),
+        dtype=torch.bfloat16,
+    )
+    write_text_encoder(server.text_encoders_dir / TEXT_ENCODER, transformer_cfg.caption_channels)
+
+
+def pack_graph(size: dict, optimization: str, seed: int) -> dict:
+    """The shipped text-to-video workflow on the benchmark's files, size and seed."""
+    graph = copy.deepcopy(json.loads(PACK_WORKFLOW.read_text()))
+    by_type = {node["class_type"]: node["inputs"] for node in graph.values()}  # one node of each, but T5Encode
+    by_type["LTXVCoreCheckpointLoader"].update(ckpt_name=CHECKPOINT, optimization=optimization)
+    by_type["LTXVCoreT5Loader"]["text_encoder_name"] = TEXT_ENCODER
+    by_type["LTXVCoreEmptyLatentVideo"].update(width=size["width"], height=size["height"], frames=size["frames"])
+    by_type["LTXVCoreSampler"].update(seed=seed, steps=size["steps"], cfg=GUIDANCE, frame_rate=FRAME_RATE)
+    by_type["LTXVCoreDenoisingDecode"]["seed"] = seed
+    by_type["LTXVCoreSaveVideo"].update(frame_rate=FRAME_RATE, filename_prefix="bench/pack")
+    positive = next(
+        n["inputs"] for n in graph.values() if n["class_type"] == "LTXVCoreT5Encode" and n["inputs"]["text"]
+    )
+    positive["text"] = PROMPT
+    return graph
+
+
+def native_graph(size: dict, seed: int) -> dict:
+    """ComfyUI's own LTXV text-to-video nodes on the same file, prompt and settings."""
+    s = LTXV_SCHEDULER
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "t5": {"class_type": "LTXVCoreT5Loader",
+               "inputs": {"text_encoder_name": TEXT_ENCODER, "dtype": "default", "device": "default"}},
+        "positive": {"class_type": "LTXVCoreT5Encode", "inputs": {"t5": ["t5", 0], "text": PROMPT, "max_tokens": 128}},
+        "negative": {"class_type": "LTXVCoreT5Encode", "inputs": {"t5": ["t5", 0], "text": "", "max_tokens": 128}},
+        "conditioning": {"class_type": "LTXVConditioning",
+                         "inputs": {"positive": ["positive", 0], "negative": ["negative", 0],
+                                    "frame_rate": FRAME_RATE}},
+        "latent": {"class_type": "EmptyLTXVLatentVideo",
+                   "inputs": {"width": size["width"], "height": size["height"], "length": size["frames"],
+                              "batch_size": 1}},
+        "sigmas": {"class_type": "LTXVScheduler",
+                   "inputs": {"steps": size["steps"], "max_shift": s.max_shift, "base_shift": s.base_shift,
+                              "stretch": True, "terminal": s.shift_terminal, "latent": ["latent", 0]}},
+        "euler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sample": {"class_type": "SamplerCustom",
+                   "inputs": {"model": ["ckpt", 0], "add_noise": True, "noise_seed": seed, "cfg": GUIDANCE,
+                              "positive": ["conditioning", 0], "negative": ["conditioning", 1],
+                              "sampler": ["euler", 0], "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "LTXVCoreSaveVideo",
+                 "inputs": {"images": ["decode", 0], "frame_rate": FRAME_RATE, "filename_prefix": "bench/native"}},
+    }  # fmt: skip
+
+
+def timed_run(server: ComfyServer, graph: dict, timeout_s: float) -> dict:
+    """Seconds from queueing `graph` to its history entry (the mp4 written), and the mp4."""
+    started = time.perf_counter()
+    entry = server.wait_for_history(server.queue_prompt(graph), timeout_s=timeout_s)
+    seconds = time.perf_counter() - started
+    assert_succeeded(entry)
+    (video,) = [path for path in server.output_files(entry) if path.suffix == ".mp4"]
+    with av.open(str(video)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    return {"seconds": round(seconds, 3), "mp4": video.name, "frames": frames}
+
+
+def measure_row(server: ComfyServer, make_graph, runs: int, timeout_s: float) -> dict:
+    """One warm-up run, then `runs` runs with new seeds; the median and each run."""
+    warm_up = timed_run(server, make_graph(0), timeout_s)
+    measured = [timed_run(server, make_graph(seed), timeout_s) for seed in range(1, runs + 1)]
+    return {
+        "seconds": statistics.median(r["seconds"] for r in measured),
+        "warm_up_s": warm_up["seconds"],
+        "runs": measured,
+    }
+
+
+def measure(args, on_row=lambda result: None) -> dict:
+    size = (dict(width=64, height=64, frames=9, steps=2) if args.tiny
+            else dict(width=768, height=512, frames=121, steps=20))  # fmt: skip
+    timeout_s = 600 if args.tiny else 1800
+    ensure_comfyui()
+    rows = {}
+    result = {"size": size, "guidance_scale": GUIDANCE, "rows": rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ComfyServer(Path(tmp), cpu=args.tiny)
+        write_models(server, args.model, args.tiny)
+        server.start()
+        try:
+            rows["native"] = measure_row(server, lambda seed: native_graph(size, seed), args.runs, timeout_s)
+            on_row(result)
+            for optimization in args.optimizations:
+                graph = lambda seed: pack_graph(size, optimization, seed)
+                rows[f"pack_{optimization}"] = measure_row(server, graph, args.runs, timeout_s)
+                on_row(result)
+        finally:
+            server.stop()
+    return result
+
+
+def write_report(args, result: dict) -> dict:
+    """comfyui_speed.json from the rows so far; gpu_speed.json's keys once both are in."""
+    on_gpu = not args.tiny
+    report = {
+        "benchmark": "comfyui_speed",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "comfyui": comfyui_version(COMFY_ROOT),
+        "model": "tiny" if args.tiny else args.model,
+        "pack_default_optimization": args.optimizations[0],
+        **result,
+    }
+    rows = result["rows"]
+    pack = rows.get(f"pack_{args.optimizations[0]}")
+    if pack and "native" in rows:
+        report["comfyui_pack_s"] = pack["seconds"]
+        report["comfyui_native_s"] = rows["native"]["seconds"]
+        report["comfyui_pack_vs_native_ratio"] = round(rows["native"]["seconds"] / pack["seconds"], 3)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if on_gpu and args.model == "2B" and "comfyui_pack_s" in report:
+        speed_path = RESULTS / "gpu_speed.json"
+        speed = json.loads(speed_path.read_text()) if speed_path.exists() else {}
+        for key in ("comfyui_pack_s", "comfyui_native_s", "comfyui_pack_vs_native_ratio"):
+            speed[key] = report[key]
+        speed["comfyui_measured"] = {"date": report["date"], "device": report["device"], "comfyui": report["comfyui"],
+                                     "file": "comfyui_speed.json"}  # fmt: skip
+        speed_path.write_text(json.dumps(speed, indent=2) + "\n")
+    return report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="2B")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--optimizations",
+        type=lambda text: text.split(","),
+        default=["none", "compile"],
+        help=f"the pack loader's optimization per pack row, the default first; some of: {','.join(OPTIMIZATIONS)}",
+    )
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "comfyui_speed.json")
+    args = parser.parse_args(argv)
+    unknown = set(args.optimizations) - set(OPTIMIZATIONS)
+    if unknown:
+        parser.error(f"--optimizations: unknown {sorted(unknown)}; allowed: {list(OPTIMIZATIONS)}")
+    if args.runs < 1:
+        parser.error(f"--runs {args.runs}: at least 1")
+    if not args.tiny and not torch.cuda.is_available():
+        raise SystemExit("comfyui_speed times ComfyUI on a GPU; no CUDA device here (use --tiny)")
+    if args.tiny:
+        args.optimizations = args.optimizations[:1]  # compiling on the CPU is not what is measured
+    result = measure(args, on_row=lambda partial: write_report(args, partial))
+    report = write_report(args, result)
+    for name, row in result["rows"].items():
+        print(f"{name:20} {row['seconds']:.3f} s queue to mp4 (warm-up {row['warm_up_s']:.1f} s)")
+    if "comfyui_pack_vs_native_ratio" in report:
+        print(f"native / pack: {report['comfyui_pack_vs_native_ratio']:.3f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

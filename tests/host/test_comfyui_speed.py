@@ -1,0 +1,33 @@
+"""The ComfyUI speed benchmark's CPU dry run: its own server, ComfyUI's LTXV nodes and the
+pack's workflow on one tiny checkpoint, each run timed to a decodable mp4."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.comfy_server
+
+
+def test_the_comfyui_speed_bench_times_both_graphs_to_an_mp4_of_the_asked_length(tmp_path):
+    from benchmarks import comfyui_speed
+
+    out = tmp_path / "comfyui.json"
+    report = comfyui_speed.main(["--tiny", "--runs", "2", "--out", str(out)])
+    assert set(report["rows"]) == {"native", "pack_none"}
+    for row in report["rows"].values():
+        assert [run["frames"] for run in row["runs"]] == [report["size"]["frames"]] * 2
+        assert row["seconds"] > 0 and row["warm_up_s"] > 0
+    native, pack = report["comfyui_native_s"], report["comfyui_pack_s"]
+    assert report["comfyui_pack_vs_native_ratio"] == round(native / pack, 3)
+    assert report["comfyui"] not in ("", "unknown")
+    assert json.loads(out.read_text())["rows"].keys() == report["rows"].keys()
+
+
+def test_the_comfyui_speed_bench_refuses_an_unknown_optimization_before_starting_comfyui(capsys):
+    from benchmarks import comfyui_speed
+
+    with pytest.raises(SystemExit):
+        comfyui_speed.main(["--tiny", "--optimizations", "none,turbo"])
+    assert "--optimizations: unknown ['turbo']" in capsys.readouterr().err
