@@ -76,7 +76,10 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         help="a LoRA .safetensors file for the transformer (ComfyUI, diffusers or kohya keys) at "
         "STRENGTH (default 1); repeatable, e.g. --lora style.safetensors:0.8 --lora detail.safetensors",
     )
-    models.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default: %(default)s)")
+    models.add_argument(
+        "--dtype",
+        help="fp32, bf16 or fp16 (default: bf16 on a CUDA GPU, as the models are published; fp32 on the CPU)",
+    )
     models.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a CUDA GPU is present, else cpu)")
 
     video = generate.add_argument_group("video")

@@ -323,7 +323,14 @@ def test_a_diffusers_folder_brings_its_own_text_encoder(capsys, tmp_path, tiny_t
         *SMALL,
     )
     assert code == 0, err
-    assert read_video_metadata(tmp_path / "o.mp4")["comment"] == "a fox"
+    tags = read_video_metadata(tmp_path / "o.mp4")
+    assert tags["comment"] == "a fox"
+    assert json.loads(tags["ltx_core"])["dtype"] == "fp32"  # no --dtype, on the CPU
+
+
+def test_without_dtype_a_gpu_run_takes_bf16_and_the_cpu_fp32():
+    assert cli.default_dtype_name("cuda") == "bf16" and cli.default_dtype_name("cpu") == "fp32"
+    assert cli.build_parser().parse_args(["generate", "--prompt", "x"]).dtype is None
 
 
 def test_end_to_end_run_writes_an_mp4_pyav_decodes_with_the_right_frames_and_size(
