@@ -19,7 +19,9 @@ the decode:
 768x512x121, 20 steps, CFG 3, the scheduler's defaults (paper 2.5.2's token-count shift)
 on both. Each row runs once to warm up (loading, compiling), then `--runs` times with a new
 seed each time; its seconds are the median. The server is ComfyUI from the host tests'
-setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui).
+setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui),
+or `--comfyui DIR` on a machine without the package index (its requirements importable,
+`--front-end-root EMPTY_DIR` where the frontend package is left out: nothing here opens a page).
 
 Writes benchmarks/results/comfyui_speed.json and, on a GPU with the 2B model,
 gpu_speed.json's `comfyui_pack_s`, `comfyui_native_s` and `comfyui_pack_vs_native_ratio`
@@ -48,7 +50,7 @@ from ltx_core.models import configs as C
 from ltx_core.models.configs import LTXV_SCHEDULER
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-from tests.host.comfy_env import COMFY_ROOT, ComfyServer, assert_succeeded, comfyui_version, ensure_comfyui
+from tests.host.comfy_env import ComfyServer, assert_succeeded, comfyui_version, ensure_comfyui, link_pack
 
 RESULTS = Path(__file__).parent / "results"
 PACK_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "t2v.json"
@@ -143,11 +145,11 @@ def measure(args, on_row=lambda result: None) -> dict:
     size = (dict(width=64, height=64, frames=9, steps=2) if args.tiny
             else dict(width=768, height=512, frames=121, steps=20))  # fmt: skip
     timeout_s = 600 if args.tiny else 1800
-    ensure_comfyui()
     rows = {}
     result = {"size": size, "guidance_scale": GUIDANCE, "rows": rows}
     with tempfile.TemporaryDirectory() as tmp:
-        server = ComfyServer(Path(tmp), cpu=args.tiny)
+        extra = ("--front-end-root", str(args.front_end_root)) if args.front_end_root else ()
+        server = ComfyServer(Path(tmp), root=args.comfyui, cpu=args.tiny, extra_args=extra)
         write_models(server, args.model, args.tiny)
         server.start()
         try:
@@ -170,7 +172,7 @@ def write_report(args, result: dict) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
         "torch": torch.__version__,
-        "comfyui": comfyui_version(COMFY_ROOT),
+        "comfyui": comfyui_version(args.comfyui),
         "model": "tiny" if args.tiny else args.model,
         "pack_default_optimization": args.optimizations[0],
         **result,
@@ -205,6 +207,13 @@ def main(argv=None) -> dict:
         help=f"the pack loader's optimization per pack row, the default first; some of: {','.join(OPTIMIZATIONS)}",
     )
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument(
+        "--comfyui",
+        type=Path,
+        help="an unpacked ComfyUI whose requirements this Python already has (a machine without the package "
+        "index); default: the host tests' setup, installed on first use",
+    )
+    parser.add_argument("--front-end-root", type=Path, help="ComfyUI's --front-end-root (no frontend package)")
     parser.add_argument("--out", type=Path, default=RESULTS / "comfyui_speed.json")
     args = parser.parse_args(argv)
     unknown = set(args.optimizations) - set(OPTIMIZATIONS)
@@ -214,8 +223,14 @@ def main(argv=None) -> dict:
         parser.error(f"--runs {args.runs}: at least 1")
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("comfyui_speed times ComfyUI on a GPU; no CUDA device here (use --tiny)")
+    if args.comfyui is not None and not (args.comfyui / "main.py").is_file():
+        parser.error(f"--comfyui {args.comfyui}: no ComfyUI there (no main.py)")
     if args.tiny:
         args.optimizations = args.optimizations[:1]  # compiling on the CPU is not what is measured
+    if args.comfyui is None:
+        args.comfyui = ensure_comfyui()
+    else:
+        link_pack(args.comfyui)
     result = measure(args, on_row=lambda partial: write_report(args, partial))
     report = write_report(args, result)
     for name, row in result["rows"].items():

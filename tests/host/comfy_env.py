@@ -88,7 +88,7 @@ def ensure_comfyui() -> Path:
         unpack_comfyui(source, COMFY_ROOT)
         _install_requirements()
         SETUP_MARKER.write_text(stamp)
-    _link_pack()
+    link_pack()
     return COMFY_ROOT
 
 
@@ -173,8 +173,8 @@ def install_as_the_readme_says(comfy_root: Path) -> list[str]:
     return run
 
 
-def _link_pack() -> None:
-    link = COMFY_ROOT / "custom_nodes" / PACK_LINK_NAME
+def link_pack(root: Path = COMFY_ROOT) -> None:
+    link = root / "custom_nodes" / PACK_LINK_NAME
     if link.is_symlink() and link.resolve() == REPO_ROOT:
         return
     if link.is_symlink() or link.is_file():
@@ -204,9 +204,17 @@ class PromptRejected(Exception):
 class ComfyServer:
     """One ComfyUI process with folders of its own under `base`."""
 
-    def __init__(self, base: Path, root: Path = COMFY_ROOT, python_path: tuple[Path, ...] = (), cpu: bool = True):
+    def __init__(
+        self,
+        base: Path,
+        root: Path = COMFY_ROOT,
+        python_path: tuple[Path, ...] = (),
+        cpu: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.base = Path(base)
         self.cpu = cpu
+        self.extra_args = extra_args  # more of main.py's flags
         self.root = Path(root)
         self.python_path = python_path
         self.output_dir = self.base / "output"
@@ -257,6 +265,7 @@ class ComfyServer:
             "--disable-auto-launch",
             "--preview-method",
             "auto",
+            *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "2"} if self.cpu else {})}
         if self.python_path:
