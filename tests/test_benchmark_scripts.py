@@ -18,6 +18,7 @@ BENCHMARKS = (
     "cli_gpu_speed",
     "cli_startup",
     "comfyui_speed",
+    "dit_three_way",
     "memory_planner",
     "gpu_kernel_rates",
     "gpu_measure",
@@ -140,3 +141,15 @@ def test_the_cli_speed_bench_refuses_an_unknown_row_before_any_work(capsys):
     with pytest.raises(SystemExit):
         cli_gpu_speed.main(["--tiny", "--rows", "default,turbo"])
     assert "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8']" in capsys.readouterr().err
+
+
+def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffusers(tmp_path):
+    """The CPU dry run: one set of random weights read by all three, so one forward of
+    each agrees with ours to fp32 rounding before any row's seconds mean anything."""
+    from benchmarks import dit_three_way
+
+    report = dit_three_way.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "d3.json")])
+    assert list(report["rows"]) == ["ours", "comfyui", "diffusers"]
+    for name in ("comfyui", "diffusers"):
+        assert report["rows"][name]["probe_max_abs_diff_vs_ours"] < 1e-5
+    assert all(row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0 for row in report["rows"].values())

@@ -1,0 +1,279 @@
+"""The transformer alone, three ways on the same weights and inputs: ours (`ltx_core`'s
+model and sampler), ComfyUI's own LTXV model (`comfy.ldm.lightricks.model.LTXVModel`, the
+one its native nodes run) and diffusers' `LTXVideoTransformer3DModel`.
+
+    python -m benchmarks.dit_three_way [--model 2B|13B] [--repeats 2] [--comfyui DIR] [--tiny]
+
+Random weights (diffusers' model, seeded, every path made non-trivial) are mapped to the
+official names, which ours and ComfyUI's read as they are. Each model is built in bf16 on
+the GPU in turn (a 13B is 26 GB: one at a time), runs `steps` Euler steps of 768x512x121
+(6,144 tokens) from the same noise with the same prompt embeddings, without CFG and with
+it (cond and uncond in one batch of two), eager, as each library runs by default; a row's
+seconds are the best of `--repeats`, its peak the GPU memory allocated. One forward at
+sigma 0.5 is compared across the three (max abs difference against ours, relative to
+ours' largest value), so the rows are known to compute the same thing.
+
+Writes benchmarks/results/dit_three_way.json and, with the 13B config on a GPU,
+gpu_speed.json's `b13_ours_dit_s`, `b13_comfyui_dit_s`, `b13_diffusers_dit_s` (without
+CFG). `--comfyui DIR`: an unpacked ComfyUI (default: the host tests' setup). `--tiny`: the
+tiny config on the CPU at 64x64x9, 2 steps, fp32 (the script's test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from benchmarks.gpu_measure import sync
+from benchmarks.gpu_speed_pipelines import FRAME_RATE, randomize_
+from ltx_core.checkpoint.keymaps import transformer_from_diffusers
+from ltx_core.models import configs as C
+from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.sampling.scheduler import flow_sigmas
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {"2B": C.LTXV_2B, "13B": C.LTXV_13B}
+GUIDANCE, TEXT_TOKENS, SEED = 3.0, 128, 42
+IMPLEMENTATIONS = ("ours", "comfyui", "diffusers")
+
+
+# ---------------------------------------------------------------- weights and inputs
+
+
+def official_weights(cfg) -> dict:
+    """Seeded random weights, on the CPU in fp32, under the official names."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    model = LTXVideoTransformer3DModel(
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers,
+        caption_channels=cfg.caption_channels,
+        norm_eps=cfg.norm_eps,
+        norm_elementwise_affine=cfg.norm_elementwise_affine,
+        attention_bias=cfg.attention_bias,
+    )
+    randomize_(model, torch.Generator().manual_seed(0))
+    return transformer_from_diffusers(model.state_dict())
+
+
+def make_inputs(cfg, size: dict, device, dtype) -> dict:
+    """Latent noise (B, C, f, h, w), prompt embeddings and masks (cond, uncond), sigmas."""
+    g = torch.Generator().manual_seed(SEED)
+    f, h, w = (size["frames"] - 1) // 8 + 1, size["height"] // 32, size["width"] // 32
+    text = torch.randn(2, TEXT_TOKENS, cfg.caption_channels, generator=g)
+    mask = torch.zeros(2, TEXT_TOKENS, dtype=torch.long)
+    mask[0, : TEXT_TOKENS // 4], mask[1, :4] = 1, 1  # a padded prompt and a short negative one
+    return {
+        "shape": (f, h, w),
+        "noise": torch.randn(1, cfg.in_channels, f, h, w, generator=g).to(device),
+        "probe": torch.randn(1, cfg.in_channels, f, h, w, generator=g).to(device),
+        "text": text.to(device, dtype),
+        "mask": mask.to(device),
+        "sigmas": flow_sigmas(size["steps"], f * h * w).to(device),
+    }
+
+
+# ---------------------------------------------------------------- the three forwards
+
+
+def ours(cfg, weights: dict, inputs: dict, device, dtype):
+    """(B, C, f, h, w) latent, (B,) sigma, batch of prompts -> velocity, through our model."""
+    with torch.device("meta"):
+        model = LTXVTransformer(cfg)
+    model.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    f, h, w = inputs["shape"]
+    coords = fractional_coords(pixel_coords(latent_coords(f, h, w, 1), causal_fix=False), FRAME_RATE).to(device)
+
+    def forward(x, sigma, text, mask):
+        tokens = rearrange(x, "b c f h w -> b (f h w) c").to(dtype)
+        v = model(tokens, sigma.view(-1, 1), text, mask, coords.expand(len(x), -1, -1))
+        return rearrange(v.float(), "b (f h w) c -> b c f h w", f=f, h=h, w=w)
+
+    return model, forward
+
+
+def comfyui(cfg, weights: dict, inputs: dict, device, dtype):
+    """ComfyUI's LTXVModel, built as its loader builds it (no weight init) with our weights."""
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device.type == "cpu"  # as `main.py --cpu`, before it picks a device
+    import comfy.ops
+    from comfy.ldm.lightricks.model import LTXVModel
+
+    with torch.device("meta"):
+        model = LTXVModel(
+            in_channels=cfg.in_channels,
+            cross_attention_dim=cfg.cross_attention_dim,
+            attention_head_dim=cfg.attention_head_dim,
+            num_attention_heads=cfg.num_attention_heads,
+            caption_channels=cfg.caption_channels,
+            num_layers=cfg.num_layers,
+            positional_embedding_theta=cfg.positional_embedding_theta,
+            positional_embedding_max_pos=list(cfg.positional_embedding_max_pos),
+            dtype=dtype,
+            device=device,
+            operations=comfy.ops.disable_weight_init,
+        )
+    missing, _ = model.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=False, assign=True)
+    if missing:  # its buffers beside the weights are its own; a weight not read would be a wrong model
+        raise SystemExit(f"ComfyUI's LTXVModel did not get {missing[:5]} from the official names")
+    model.eval().requires_grad_(False)
+
+    def forward(x, sigma, text, mask):
+        return model(x.to(dtype), sigma.to(dtype), text, mask, frame_rate=FRAME_RATE).float()
+
+    return model, forward
+
+
+def diffusers(cfg, weights: dict, inputs: dict, device, dtype):
+    from diffusers import LTXVideoTransformer3DModel
+
+    from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys
+
+    with torch.device("meta"):
+        model = LTXVideoTransformer3DModel(
+            in_channels=cfg.in_channels,
+            out_channels=cfg.out_channels,
+            num_attention_heads=cfg.num_attention_heads,
+            attention_head_dim=cfg.attention_head_dim,
+            cross_attention_dim=cfg.cross_attention_dim,
+            num_layers=cfg.num_layers,
+            caption_channels=cfg.caption_channels,
+            norm_eps=cfg.norm_eps,
+            norm_elementwise_affine=cfg.norm_elementwise_affine,
+            attention_bias=cfg.attention_bias,
+        )
+    back = {official: name for name, official in TRANSFORMER_DIFFUSERS_TO_OFFICIAL.items()}
+    state = {k: v.to(device, dtype) for k, v in rename_keys(weights, back).items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    f, h, w = inputs["shape"]
+
+    def forward(x, sigma, text, mask):
+        tokens = rearrange(x, "b c f h w -> b (f h w) c").to(dtype)
+        v = model(hidden_states=tokens, encoder_hidden_states=text, timestep=sigma.to(dtype) * 1000,
+                  encoder_attention_mask=mask, num_frames=f, height=h, width=w,
+                  rope_interpolation_scale=(8 / FRAME_RATE, 32, 32), return_dict=False)[0]  # fmt: skip
+        return rearrange(v.float(), "b (f h w) c -> b c f h w", f=f, h=h, w=w)
+
+    return model, forward
+
+
+# ---------------------------------------------------------------- timing
+
+
+def sample(forward, inputs: dict, guidance: float) -> torch.Tensor:
+    """Euler steps of the flow from the noise; CFG as one batch of cond and uncond."""
+    x = inputs["noise"].float()
+    text, mask = (inputs["text"], inputs["mask"]) if guidance != 1 else (inputs["text"][:1], inputs["mask"][:1])
+    with torch.no_grad():
+        for sigma, following in zip(inputs["sigmas"][:-1], inputs["sigmas"][1:]):
+            v = forward(x.expand(len(text), -1, -1, -1, -1), sigma.expand(len(text)), text, mask)
+            if guidance != 1:
+                v = v[1:] + guidance * (v[:1] - v[1:])
+            x = x + (following - sigma) * v
+    return x
+
+
+def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) -> tuple[dict, torch.Tensor]:
+    model, forward = {"ours": ours, "comfyui": comfyui, "diffusers": diffusers}[name](
+        cfg, weights, inputs, device, dtype
+    )
+    row = {}
+    for mode, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(args.repeats):
+            sync(device)
+            start = time.perf_counter()
+            sample(forward, inputs, guidance)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        row[f"dit_{mode}_s"] = round(min(times), 4)
+        if device.type == "cuda":
+            row[f"peak_{mode}_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    with torch.no_grad():
+        probe = forward(inputs["probe"], torch.full((1,), 0.5, device=device), inputs["text"][:1], inputs["mask"][:1])
+    del model, forward
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row, probe.cpu()
+
+
+def run(args) -> dict:
+    device = torch.device("cpu" if args.tiny else "cuda")
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    cfg = C.TINY_TRANSFORMER if args.tiny else MODELS[args.model]
+    size = (dict(width=64, height=64, frames=9, steps=2) if args.tiny
+            else dict(width=768, height=512, frames=121, steps=20))  # fmt: skip
+    sys.path.insert(0, str(args.comfyui))
+    weights = official_weights(cfg)
+    inputs = make_inputs(cfg, size, device, dtype)
+    rows, probes = {}, {}
+    for name in IMPLEMENTATIONS:
+        rows[name], probes[name] = measure(name, cfg, weights, inputs, args, device, dtype)
+    scale = probes["ours"].abs().max().item()
+    for name in IMPLEMENTATIONS[1:]:
+        difference = (probes[name] - probes["ours"]).abs().max().item() / scale
+        rows[name]["probe_max_abs_diff_vs_ours"] = float(f"{difference:.3e}")
+    return {"size": size, "text_tokens": TEXT_TOKENS, "guidance_scale": GUIDANCE, "rows": rows}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="13B")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--comfyui", type=Path, help="an unpacked ComfyUI (default: the host tests' setup)")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "dit_three_way.json")
+    args = parser.parse_args(argv)
+    if args.comfyui is not None and not (args.comfyui / "comfy").is_dir():
+        parser.error(f"--comfyui {args.comfyui}: no ComfyUI there (no comfy/ folder)")
+    if not args.tiny and not torch.cuda.is_available():
+        raise SystemExit("dit_three_way times the transformer on a GPU; no CUDA device here (use --tiny)")
+    if args.comfyui is None:
+        from tests.host.comfy_env import ensure_comfyui
+
+        args.comfyui = ensure_comfyui()
+    result = run(args)
+    report = {
+        "benchmark": "dit_three_way",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if not args.tiny else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "model": "tiny" if args.tiny else args.model,
+        **result,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if not args.tiny and args.model == "13B":
+        speed_path = RESULTS / "gpu_speed.json"
+        speed = json.loads(speed_path.read_text()) if speed_path.exists() else {}
+        for name in IMPLEMENTATIONS:
+            speed[f"b13_{name}_dit_s"] = result["rows"][name]["dit_nocfg_s"]
+        speed["b13_measured"] = {"date": report["date"], "device": report["device"], "file": "dit_three_way.json"}
+        speed_path.write_text(json.dumps(speed, indent=2) + "\n")
+    for name, row in result["rows"].items():
+        print(f"{name:10} {row}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
