@@ -34,8 +34,8 @@ import torch
 from einops import rearrange
 
 from benchmarks.gpu_measure import sync
-from benchmarks.gpu_speed_pipelines import FRAME_RATE, randomize_
-from ltx_core.checkpoint.keymaps import transformer_from_diffusers
+from benchmarks.gpu_speed_pipelines import FRAME_RATE, diffusers_transformer, randomize_
+from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys, transformer_from_diffusers
 from ltx_core.models import configs as C
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
@@ -52,20 +52,7 @@ IMPLEMENTATIONS = ("ours", "comfyui", "diffusers")
 
 def official_weights(cfg) -> dict:
     """Seeded random weights, on the CPU in fp32, under the official names."""
-    from diffusers import LTXVideoTransformer3DModel
-
-    model = LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads,
-        attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim,
-        num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels,
-        norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine,
-        attention_bias=cfg.attention_bias,
-    )
+    model = diffusers_transformer(cfg)
     randomize_(model, torch.Generator().manual_seed(0))
     return transformer_from_diffusers(model.state_dict())
 
@@ -141,23 +128,8 @@ def comfyui(cfg, weights: dict, inputs: dict, device, dtype):
 
 
 def diffusers(cfg, weights: dict, inputs: dict, device, dtype):
-    from diffusers import LTXVideoTransformer3DModel
-
-    from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys
-
     with torch.device("meta"):
-        model = LTXVideoTransformer3DModel(
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            num_attention_heads=cfg.num_attention_heads,
-            attention_head_dim=cfg.attention_head_dim,
-            cross_attention_dim=cfg.cross_attention_dim,
-            num_layers=cfg.num_layers,
-            caption_channels=cfg.caption_channels,
-            norm_eps=cfg.norm_eps,
-            norm_elementwise_affine=cfg.norm_elementwise_affine,
-            attention_bias=cfg.attention_bias,
-        )
+        model = diffusers_transformer(cfg)
     back = {official: name for name, official in TRANSFORMER_DIFFUSERS_TO_OFFICIAL.items()}
     state = {k: v.to(device, dtype) for k, v in rename_keys(weights, back).items()}
     model.load_state_dict(state, strict=True, assign=True)

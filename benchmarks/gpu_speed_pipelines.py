@@ -145,25 +145,32 @@ def randomize_(model: torch.nn.Module, generator: torch.Generator) -> None:
                 p.normal_(0.0, 0.02, generator=generator)
 
 
+def diffusers_transformer(cfg):
+    """diffusers' `LTXVideoTransformer3DModel` of our config's sizes (on the current device)."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    return LTXVideoTransformer3DModel(
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers,
+        caption_channels=cfg.caption_channels,
+        norm_eps=cfg.norm_eps,
+        norm_elementwise_affine=cfg.norm_elementwise_affine,
+        attention_bias=cfg.attention_bias,
+    ).eval()
+
+
 def build_diffusers(setup: Setup):
     """diffusers' transformer and VAE with seeded random weights, fp32, on the device."""
-    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+    from diffusers import AutoencoderKLLTXVideo
 
     cfg, device = setup.transformer_cfg, setup.device
     g = torch.Generator(device=device).manual_seed(0)
     with torch.device(device):
-        transformer = LTXVideoTransformer3DModel(
-            in_channels=cfg.in_channels,
-            out_channels=cfg.out_channels,
-            num_attention_heads=cfg.num_attention_heads,
-            attention_head_dim=cfg.attention_head_dim,
-            cross_attention_dim=cfg.cross_attention_dim,
-            num_layers=cfg.num_layers,
-            caption_channels=cfg.caption_channels,
-            norm_eps=cfg.norm_eps,
-            norm_elementwise_affine=cfg.norm_elementwise_affine,
-            attention_bias=cfg.attention_bias,
-        ).eval()
+        transformer = diffusers_transformer(cfg)
         vae = AutoencoderKLLTXVideo(**DIFFUSERS_VAE[setup.vae_key]).eval()
     randomize_(transformer, g)
     randomize_(vae, g)
