@@ -37,6 +37,10 @@ except ImportError:  # Windows: an open file cannot be deleted, which protects a
     fcntl = None
 
 DEFAULT_CRF = 19  # libx264 quality: 0 lossless, 23 its default; 19 is visually near-lossless
+# libx264's speed/size trade at that quality (its default is "medium"): chosen by
+# benchmarks/mp4_write.py, which writes the same clips with each.
+X264_PRESETS = ("medium", "fast", "veryfast")
+DEFAULT_X264_PRESET = "fast"
 PREFERRED_CODECS = ("libx264", "mpeg4")  # mpeg4 ships with every FFmpeg build PyAV uses
 # A part file is only removed when no process holds its lock and nothing wrote to it for
 # this long: the lock says no writer is alive on this machine, the age covers the instant
@@ -55,6 +59,7 @@ def write_mp4(
     metadata: dict | None = None,
     crf: int = DEFAULT_CRF,
     overwrite: bool = False,
+    x264_preset: str = DEFAULT_X264_PRESET,
 ) -> Path:
     """Write `(F, H, W, 3)` frames (float in [0, 1] or uint8) as an H.264 yuv420p mp4.
 
@@ -64,13 +69,15 @@ def write_mp4(
     workflow from the file. Falls back to the mpeg4 codec where libx264 is absent.
     Returns the written path.
     """
+    if x264_preset not in X264_PRESETS:
+        raise SettingsError(f"x264 preset {x264_preset!r}: allowed {', '.join(X264_PRESETS)}")
     path = check_output_path(path, overwrite)
     pixels = _frames_to_uint8(frames)
     rate = _frame_rate(fps)
     remove_stale_parts(path)
     temp_name, lock = _new_hidden_file(path)
     try:
-        _encode(pixels, temp_name, rate, metadata or {}, crf)
+        _encode(pixels, temp_name, rate, metadata or {}, crf, x264_preset)
         os.replace(temp_name, path)
     except BaseException:  # includes KeyboardInterrupt: never leave a partial file behind
         Path(temp_name).unlink(missing_ok=True)
@@ -203,7 +210,7 @@ def _pick_codec() -> str:
     raise RuntimeError(f"none of the video encoders {PREFERRED_CODECS} is available in this FFmpeg build")
 
 
-def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, crf: int) -> None:
+def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, crf: int, preset: str) -> None:
     import av
 
     codec = _pick_codec()
@@ -214,7 +221,7 @@ def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, c
         stream.height, stream.width = pixels.shape[1:3]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": str(crf)}
+            stream.options = {"crf": str(crf), "preset": preset}
         else:
             stream.options = {"qscale": "2"}  # mpeg4: constant high quality instead of a bitrate
         for image in pixels:

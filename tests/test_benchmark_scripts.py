@@ -20,6 +20,7 @@ BENCHMARKS = (
     "comfyui_speed",
     "dit_three_way",
     "memory_planner",
+    "mp4_write",
     "gpu_kernel_rates",
     "gpu_measure",
     "gpu_speed_pipelines",
@@ -153,3 +154,19 @@ def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffus
     for name in ("comfyui", "diffusers"):
         assert report["rows"][name]["probe_max_abs_diff_vs_ours"] < 1e-5
     assert all(row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0 for row in report["rows"].values())
+
+
+def test_the_mp4_write_bench_reads_every_preset_back_and_keeps_the_rule(tmp_path):
+    """Each preset's file decodes close to the frames given, and the choice is the fastest
+    one inside the margins (here on tiny clips, where the numbers are the script's own)."""
+    from benchmarks import mp4_write
+
+    report = mp4_write.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "mp4.json")])
+    for by_preset in report["rows"].values():
+        assert set(by_preset) == {"medium", "fast", "veryfast"}
+        assert all(row["psnr_db"] > 30 and row["kib"] > 0 for row in by_preset.values())
+    assert report["chosen"] == mp4_write.choose(report["rows"])
+    rows = {"clip": {"medium": {"seconds": 3, "kib": 100, "psnr_db": 40.0},
+                     "fast": {"seconds": 2, "kib": 104, "psnr_db": 39.95},
+                     "veryfast": {"seconds": 1, "kib": 100, "psnr_db": 39.5}}}  # fmt: skip
+    assert mp4_write.choose(rows) == "fast"  # veryfast loses 0.5 dB

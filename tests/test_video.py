@@ -84,6 +84,12 @@ def test_existing_output_is_refused_without_overwrite_and_left_untouched(tmp_pat
     assert target.read_bytes() == b"old"
 
 
+def test_an_unknown_x264_preset_is_refused_before_any_file_is_written(tmp_path):
+    with pytest.raises(SettingsError, match="x264 preset 'placebo': allowed medium, fast, veryfast"):
+        video.write_mp4(smooth_frames(count=2), tmp_path / "clip.mp4", fps=24, x264_preset="placebo")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_is_replaced_with_overwrite(tmp_path):
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"old")
