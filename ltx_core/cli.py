@@ -98,7 +98,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _out_of_memory_message(args: argparse.Namespace) -> str:
     return (
         f"error: out of memory generating {args.width}x{args.height}, {args.frames} frames "
-        f"on {args.device}; lower --width/--height/--frames, use --dtype bf16"
+        f"on {args.device}; lower --width/--height/--frames"
+        + (", use --dtype bf16" if args.dtype in (None, "fp32") else "")
         + (
             ", or --decode-time-chunk 8 (the same frames from a decode of a fraction of the memory)"
             if _may_lower_time_chunk(args)

@@ -232,8 +232,14 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
     code, err = generate_fox(capsys, tiny_checkpoint, tmp_path, tmp_path / "o.mp4")
     assert code == 1
     assert "out of memory generating 32x32, 9 frames" in err and "lower --width/--height/--frames" in err
-    assert "--decode-time-chunk 8" in err
+    assert "--decode-time-chunk 8" in err and "use --dtype bf16" in err  # fp32 on the CPU
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_out_of_memory_in_bf16_does_not_advise_bf16():
+    args = SimpleNamespace(width=768, height=512, frames=121, device="cuda", dtype="bf16")
+    message = cli._out_of_memory_message(args)
+    assert "lower --width/--height/--frames" in message and "--dtype" not in message
 
 
 # ---------------------------------------------------------------- runs
