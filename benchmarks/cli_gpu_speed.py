@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_measure import merge_results
 from ltx_core.checkpoint.writing import save_single_file
 from ltx_core.models import configs as C
 from ltx_core.models.transformer import LTXVTransformer
@@ -178,14 +179,14 @@ def write_report(args, result: dict) -> dict:
 def update_gpu_speed(report: dict, path: Path) -> None:
     """The user-path keys beside the benchmark's own numbers in gpu_speed.json (None for a
     row not measured in this run: an older figure is not kept beside newer ones)."""
-    speed = json.loads(path.read_text()) if path.exists() else {}
+    speed = {}
     for key, (name, guidance) in GPU_SPEED_KEYS.items():
         row = report["rows"].get(f"{name}_{guidance}")
         speed[key] = row["after_text_s"] if row else None
     for key in ("cold_start_first_step_s", "warm_start_first_step_s"):
         speed[key] = report.get(key)
     speed["cli_measured"] = {"date": report["date"], "device": report["device"], "file": "cli_gpu_speed.json"}
-    path.write_text(json.dumps(speed, indent=2) + "\n")
+    merge_results(path, speed)
 
 
 if __name__ == "__main__":

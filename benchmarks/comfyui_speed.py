@@ -45,6 +45,7 @@ import av
 import torch
 
 from benchmarks.cli_gpu_speed import MODELS, PROMPT, write_text_encoder
+from benchmarks.gpu_measure import merge_results
 from ltx_core.checkpoint.writing import save_single_file
 from ltx_core.models import configs as C
 from ltx_core.models.configs import LTXV_SCHEDULER
@@ -186,13 +187,10 @@ def write_report(args, result: dict) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if on_gpu and args.model == "2B" and "comfyui_pack_s" in report:
-        speed_path = RESULTS / "gpu_speed.json"
-        speed = json.loads(speed_path.read_text()) if speed_path.exists() else {}
-        for key in ("comfyui_pack_s", "comfyui_native_s", "comfyui_pack_vs_native_ratio"):
-            speed[key] = report[key]
-        speed["comfyui_measured"] = {"date": report["date"], "device": report["device"], "comfyui": report["comfyui"],
-                                     "file": "comfyui_speed.json"}  # fmt: skip
-        speed_path.write_text(json.dumps(speed, indent=2) + "\n")
+        keys = ("comfyui_pack_s", "comfyui_native_s", "comfyui_pack_vs_native_ratio")
+        measured = {"date": report["date"], "device": report["device"], "comfyui": report["comfyui"],
+                    "file": "comfyui_speed.json"}  # fmt: skip
+        merge_results(RESULTS / "gpu_speed.json", {**{k: report[k] for k in keys}, "comfyui_measured": measured})
     return report
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from benchmarks.gpu_measure import sync
+from benchmarks.gpu_measure import merge_results, sync
 from benchmarks.gpu_speed_pipelines import FRAME_RATE, diffusers_transformer, randomize_
 from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys, transformer_from_diffusers
 from ltx_core.models import configs as C
@@ -236,12 +236,9 @@ def main(argv=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if not args.tiny and args.model == "13B":
-        speed_path = RESULTS / "gpu_speed.json"
-        speed = json.loads(speed_path.read_text()) if speed_path.exists() else {}
-        for name in IMPLEMENTATIONS:
-            speed[f"b13_{name}_dit_s"] = result["rows"][name]["dit_nocfg_s"]
+        speed = {f"b13_{name}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
         speed["b13_measured"] = {"date": report["date"], "device": report["device"], "file": "dit_three_way.json"}
-        speed_path.write_text(json.dumps(speed, indent=2) + "\n")
+        merge_results(RESULTS / "gpu_speed.json", speed)
     for name, row in result["rows"].items():
         print(f"{name:10} {row}")
     return report

@@ -1,15 +1,26 @@
 """Measuring helpers shared by the GPU benchmarks: synchronized wall-clock timing, peak
-memory, what Python still holds on the GPU, and the error between two outputs."""
+memory, what Python still holds on the GPU, the error between two outputs, and keys merged
+into a results file that several benchmarks share."""
 
 from __future__ import annotations
 
 import gc
+import json
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 GIB = 2**30
+
+
+def merge_results(path: Path, values: dict) -> None:
+    """`values` written over their keys in the JSON file at `path`, its other keys kept
+    (gpu_speed.json holds the keys of several benchmarks)."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(values)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def sync(device: torch.device) -> None:
