@@ -203,8 +203,9 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     speed = generate.add_argument_group(
         "speed on a GPU (off by default: one run makes one clip, and a new process compiles again, "
         "its compile caches filled by an earlier run or not, which takes longer than it saves on one "
-        "clip; FP8 changes the frames beyond bf16's rounding; benchmarks/results/cli_gpu_speed.json has "
-        "the CLI's seconds with and without, gpu_speed.json the per-clip seconds in one process)"
+        "clip; FP8 changes the frames beyond bf16's rounding; benchmarks/results/cli_gpu_speed.json and "
+        "cli_gpu_speed_compile.json have the CLI's seconds with and without, gpu_speed.json the per-clip "
+        "seconds in one process)"
     )
     speed.add_argument(
         "--compile",

@@ -58,7 +58,7 @@ class LTXVCoreDenoisingDecode:
     ):
         time_chunk = (time_chunk or None) if memory.core_model(vae).decoder.can_chunk_time else None
         samples = latent["samples"]
-        memory.refuse_what_never_fits(
+        plan = memory.refuse_what_never_fits(
             vae,
             "decode",
             samples.shape,
@@ -66,7 +66,7 @@ class LTXVCoreDenoisingDecode:
             decode_tiles=(tile_rows, tile_columns),
             decode_tile_overlap=tile_overlap,
         )
-        with memory.on_device(vae) as device:
+        with memory.on_device(vae, plan) as device:
             frames = core_pipeline.decode_frames(
                 memory.core_model(vae),
                 samples,

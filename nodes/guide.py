@@ -71,7 +71,8 @@ class LTXVCoreAddGuide:
         num_frames = (frames - 1) * model.temporal_compression + 1
         fitted = torch.stack([resize_center_crop(frame, *size) for frame in image]) if len(image) else image
         item = ConditioningItem(fitted, start_frame(frame_index, num_frames, len(image)), strength)
-        with memory.on_device(vae):
+        plan = memory.refuse_what_never_fits(vae, "encode", conditioned.samples.shape, encode_frames=len(image))
+        with memory.on_device(vae, plan):
             result = core_pipeline.condition_on_items(model, conditioned, [item])
         return (core_to_latent(result),)
 

@@ -86,7 +86,9 @@ class LTXVCoreVAEEncodeFirstFrame:
 
     def encode(self, vae, image, width, height):
         check_size(width, height)  # before the VAE is moved to its device
-        with memory.on_device(vae) as device:
+        shape = (1, 128, 1, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
+        plan = memory.refuse_what_never_fits(vae, "encode", shape, encode_frames=1)
+        with memory.on_device(vae, plan) as device:
             latent = core_pipeline.encode_first_frame(memory.core_model(vae), image, width, height, device=device)
         return ({"samples": latent.to(comfy.model_management.intermediate_device())},)
 

@@ -2,9 +2,11 @@
 
 Each model is wrapped in `comfy.model_patcher.ModelPatcher`, so ComfyUI's memory manager
 counts it, moves it with `load_models_gpu` and offloads it when another model needs the
-room, as it does for its own models. A model sits on its device only while its node
-runs (`on_device`): LTX-Video's models are large next to the activations of a long video,
-and T5-XXL is not needed again until the prompt changes.
+room, as it does for its own models. A node asks for its model with the memory its own
+work needs beside it (`on_device`, from the node's memory plan), so ComfyUI offloads other
+models first where the two would not fit; the model then stays on its device after the node,
+as ComfyUI's own models do, until another model needs the room: the next run of a workflow
+(a new seed) starts computing at once instead of moving the weights in and out again.
 """
 
 from __future__ import annotations
@@ -121,15 +123,21 @@ def checkpoint_scheduler(model: comfy.model_patcher.ModelPatcher | None) -> Sche
 
 
 @contextmanager
-def on_device(model: comfy.model_patcher.ModelPatcher) -> Iterator[torch.device]:
-    """The model on its load device, moved there by ComfyUI (which offloads others first
-    when it needs the room), for the duration of a node; then back to its offload device.
-    Loaded whole: a partial load leaves torch layers on the CPU, which the core cannot run."""
-    mm.load_models_gpu([model], force_full_load=True)
-    try:
-        yield model.load_device
-    finally:
-        offload(model)
+def on_device(
+    model: comfy.model_patcher.ModelPatcher, plan: planner.MemoryPlan | None = None
+) -> Iterator[torch.device]:
+    """The model on its load device for the duration of a node, moved there by ComfyUI, which
+    first offloads other models where they would not leave room for the model and its work
+    (`plan`'s peak above the model's weights; without a plan, ComfyUI's own minimum). Loaded
+    whole: a partial load leaves torch layers on the CPU, which the core cannot run. It stays
+    there afterwards, on ComfyUI's loaded list (see the module's docstring)."""
+    mm.load_models_gpu([model], memory_required=work_bytes(model, plan), force_full_load=True)
+    yield model.load_device
+
+
+def work_bytes(model: comfy.model_patcher.ModelPatcher, plan: planner.MemoryPlan | None) -> int:
+    """Device bytes a node's work needs beside the model's weights, from its memory plan."""
+    return 0 if plan is None else max(0, plan.peak_bytes - weight_bytes(core_model(model)))
 
 
 @contextmanager
@@ -138,6 +146,7 @@ def streamed_on_device(model: comfy.model_patcher.ModelPatcher, streamed: int, p
     memory (`ltx_core.offload`) for the duration of a node, after ComfyUI freed `peak` bytes
     there; its weights stay where ComfyUI keeps them at rest."""
     device = torch.device(model.load_device)
+    offload(model)  # resident from an earlier run that fitted: its weights go back to rest first
     mm.free_memory(peak, device)
     core = core_model(model)
     previous = core.block_weights
@@ -162,7 +171,7 @@ def offload(model: comfy.model_patcher.ModelPatcher) -> None:
 def refuse_what_never_fits(
     model: comfy.model_patcher.ModelPatcher, stage: str, latent_shape, **settings
 ) -> planner.MemoryPlan | None:
-    """Refuse a node's run (`stage`: "sampling" for the DiT, "decode" for the VAE) whose
+    """Refuse a node's run (`stage`: "sampling" for the DiT, "decode" or "encode" for the VAE) whose
     memory plan exceeds all of its device's memory, before the model is moved there: the
     error gives the estimate and the nearest sizes that fit instead of an out-of-memory
     error minutes later. Only the whole memory counts, since ComfyUI frees other models

@@ -196,7 +196,7 @@ def transformer_on_device(model, plan) -> Iterator[torch.device]:
         with applied_loras(model), memory.streamed_on_device(model, streamed, plan.peak_bytes) as device:
             yield device
     else:
-        with memory.on_device(model) as device, applied_loras(model):
+        with memory.on_device(model, plan) as device, applied_loras(model):
             yield device
 
 

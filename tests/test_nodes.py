@@ -3,7 +3,7 @@ that tests/host sets up under `.comfy/`, no server and no fakes.
 
 These pin what the server tests cannot reach directly: the pack imports without ComfyUI,
 a foreign `ltx_core` never shadows its core, node ids keep their prefix, Cancel raises
-from the step callback, the T5 leaves its device, and the saver never leaves a partial
+from the step callback, a model stays loaded with room for its work, and the saver never leaves a partial
 file. If they fail, saved graphs, headless use or ComfyUI's memory manager break.
 """
 
@@ -349,9 +349,10 @@ def test_cancel_in_comfyui_raises_from_the_step_callback(pack):
         mm.interrupt_current_processing(False)
 
 
-def test_a_model_sits_on_its_device_only_while_its_node_runs(pack):
-    """On a GPU each model goes back to its offload device when its node is done (T5-XXL
-    right after encoding); the same path is taken here with `meta` as the offload device."""
+def test_a_model_stays_on_its_device_after_its_node_until_comfyui_needs_the_room(pack):
+    """The next run of a workflow starts at once: the model stays loaded after its node, on
+    ComfyUI's loaded list, as ComfyUI's own models do, and goes back to its offload device
+    (here `meta`) when ComfyUI frees memory for another."""
     import comfy.model_management as mm
     import comfy.model_patcher
 
@@ -362,9 +363,28 @@ def test_a_model_sits_on_its_device_only_while_its_node_runs(pack):
     )
     with memory.on_device(patcher) as device:
         assert device == torch.device("cpu") and module.weight.device.type == "cpu"
-        assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    assert any(loaded.model is patcher for loaded in mm.current_loaded_models)
+    assert module.weight.device.type == "cpu"
+    mm.free_memory(1e30, torch.device("cpu"))  # what ComfyUI does when another model needs the room
     assert not any(loaded.model is patcher for loaded in mm.current_loaded_models)
     assert module.weight.device.type == "meta"
+
+
+def test_a_node_asks_comfyui_for_room_for_its_work_beside_the_model(pack, tiny_models, monkeypatch):
+    """The sampler's memory plan, less the transformer's weights, is what ComfyUI must leave
+    free beside it (it offloads other models otherwise): the plan's activations, not nothing."""
+    import comfy.model_management as mm
+
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    transformer, _ = tiny_models
+    plan = memory.refuse_what_never_fits(transformer, "sampling", (1, 128, 4, 8, 8), guidance=True, steps=20)
+    asked = []
+    real = mm.load_models_gpu
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kw: asked.append(kw) or real(models, **kw))
+    with memory.on_device(transformer, plan):
+        pass
+    work = plan.peak_bytes - memory.weight_bytes(memory.core_model(transformer))
+    assert work > 0 and asked == [{"memory_required": work, "force_full_load": True}]
 
 
 def test_a_transformers_t5_runs_under_comfyuis_model_patcher(pack, tiny_t5_folder):
