@@ -8,7 +8,8 @@ transformer reads (its cost is not what is measured).
 Rows: the CLI's defaults, `--compile`, `--compile --fp8`, each without CFG (`--cfg 1`)
 and with it (`--cfg 3`), 768x512x121, 20 steps, bf16. A row's seconds are the runs'
 median of `after_text_s` (text encoded to frames decoded: the latent, the steps and the
-decode, as the CLI process runs them). Every process shares one TorchInductor cache folder,
+decode, as the CLI process runs them); its peak GPU memory the largest of its processes'
+(`--timings`' `peak_gpu_memory_gib`). Every process shares one TorchInductor cache folder,
 empty when the script starts. The cold start is the first process of the defaults without
 CFG (seconds from its launch to its first step; the page cache already holds the files,
 just written), the warm start its second; `first_step_s_by_row` has every process's, so the
@@ -100,6 +101,7 @@ def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: 
         "after_text_s": report["after_text_s"],
         "launch_to_first_step_s": round(report["epoch"]["first_step"] - launched, 3),
         "process_s": round(time.time() - launched, 3),
+        "peak_gpu_memory_gib": report["peak_gpu_memory_gib"],
         "seconds_since_start": report["seconds_since_start"],
     }
 
@@ -123,10 +125,16 @@ def measure(args, on_row=lambda result: None) -> dict:
                     "flags": " ".join(flags) or "(defaults)",
                     "cfg": float(cfg),
                     "after_text_s": statistics.median(r["after_text_s"] for r in runs),
+                    "peak_gpu_memory_gib": max_or_none(r["peak_gpu_memory_gib"] for r in runs),
                     "runs": runs,
                 }
                 on_row(result)
     return result
+
+
+def max_or_none(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def main(argv=None) -> dict:
@@ -145,7 +153,9 @@ def main(argv=None) -> dict:
     result = measure(args, on_row=lambda partial: write_report(args, partial))
     report = write_report(args, result)
     for name, row in result["rows"].items():
-        print(f"{name:14} {row['flags']:22} after the text encoder {row['after_text_s']:.3f} s")
+        peak = row["peak_gpu_memory_gib"]
+        memory = "" if peak is None else f", peak {peak:.2f} GiB"
+        print(f"{name:14} {row['flags']:22} after the text encoder {row['after_text_s']:.3f} s{memory}")
     return report
 
 

@@ -121,6 +121,7 @@ def test_the_cli_speed_bench_reads_each_cli_process_timings_on_tiny_models(tmp_p
         (run,) = row["runs"]
         assert 0 < row["after_text_s"] == run["after_text_s"] < run["process_s"]
         assert list(run["seconds_since_start"])[-1] == "written"
+        assert row["peak_gpu_memory_gib"] is None and run["peak_gpu_memory_gib"] is None  # the CPU has none
     assert report["cold_start_first_step_s"] > 0 and report["warm_start_first_step_s"] is None
     assert json.loads((tmp_path / "cli.json").read_text())["rows"].keys() == report["rows"].keys()
 

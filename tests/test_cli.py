@@ -421,7 +421,22 @@ def test_timings_mark_each_stage_in_order_after_the_video_is_written(capsys, tmp
         report["after_text_s"] == pytest.approx(since["decode"] - since["text"], abs=1e-3)
         and 0 < report["after_text_s"]
     )
+    assert report["peak_gpu_memory_gib"] is None  # a CPU run; on a GPU, torch's peak of the run
     assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_timings_report_the_runs_peak_gpu_memory(tmp_path):
+    from ltx_core.timings import RunClock
+
+    torch.cuda.reset_peak_memory_stats()
+    clock = RunClock(torch.device("cuda"))
+    held = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")  # a quarter of a GiB
+    clock.mark("text")
+    clock.mark("decode")
+    clock.write(tmp_path / "t.json")
+    assert 0.25 <= json.loads((tmp_path / "t.json").read_text())["peak_gpu_memory_gib"] < 0.25 + 0.1
+    del held
 
 
 def test_timings_into_a_missing_folder_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
