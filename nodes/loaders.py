@@ -135,8 +135,8 @@ class LTXVCoreCheckpointLoader:
             "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the transformer and the VAE. default: bfloat16 (as published) on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
-            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
-            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI already keeps only the running model on the GPU. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
+            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers). Off by default: the first run at a size compiles for longer than later runs save, unless one workflow is queued many times at one size."}),
+            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI moves whole models and offloads one when another needs the room. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
     @classmethod
@@ -221,7 +221,7 @@ class LTXVCoreTransformerLoader:
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the model runs; 'default' follows ComfyUI."}),
         }, "optional": {
             "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "As in LTX-Video Checkpoint Loader; compile+fp8 runs an FP8 file's weights on the FP8 tensor cores."}),
-            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI already keeps only the running model on the GPU. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
+            "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI moves whole models and offloads one when another needs the room. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
     @classmethod
