@@ -256,6 +256,13 @@ def add_vae_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-steps", type=int, default=100_000)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=128)
+    p.add_argument(
+        "--vae-shape-crops",
+        type=float,
+        default=0.0,
+        help="share of VAE clips whose crop is placed to hold the shape (the rest anywhere; 0: one crop "
+        "anywhere for the whole batch, as the earlier calls ran)",
+    )
     p.add_argument("--vae-frames", type=int, default=17)
     p.add_argument("--vae-lr", type=float, default=4e-4)
     p.add_argument("--vae-first-frame-weight", type=float, default=0.0)
@@ -286,6 +293,7 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log) -> train_vae.VAEState:
         height=size["height"],
         width=size["width"],
         crop=args.vae_crop,
+        shape_crop_probability=args.vae_shape_crops,
         learning_rate=args.vae_lr,
         warmup_steps=20 if args.resume else 100,
         train_encoder=not args.decoder_only,
