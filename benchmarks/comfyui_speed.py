@@ -18,8 +18,9 @@ the decode:
 
 768x512x121, 20 steps, CFG 3, the scheduler's defaults (paper 2.5.2's token-count shift)
 on both. Each row runs once to warm up (loading, compiling), then `--runs` times with a new
-seed each time; its seconds are the median. The server is ComfyUI from the host tests'
-setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui),
+seed each time; its seconds are the median (queueing to ComfyUI's websocket saying the
+prompt is done), `node_seconds` each node class's median. The server is ComfyUI from the
+host tests' setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui),
 or `--comfyui DIR` on a machine without the package index (its requirements importable,
 `--front-end-root EMPTY_DIR` where the frontend package is left out: nothing here opens a page).
 
@@ -120,23 +121,39 @@ def native_graph(size: dict, seed: int) -> dict:
 
 
 def timed_run(server: ComfyServer, graph: dict, timeout_s: float) -> dict:
-    """Seconds from queueing `graph` to its history entry (the mp4 written), and the mp4."""
+    """Seconds from queueing `graph` to ComfyUI saying it is done (the mp4 written), each
+    node class's seconds (from the websocket's `executing` messages), and the mp4."""
     started = time.perf_counter()
-    entry = server.wait_for_history(server.queue_prompt(graph), timeout_s=timeout_s)
-    seconds = time.perf_counter() - started
+    prompt_id, events = server.run_watching(graph, timeout_s=timeout_s)
+    seconds = events[-1].at - started
+    entry = server.wait_for_history(prompt_id, timeout_s=60)
     assert_succeeded(entry)
     (video,) = [path for path in server.output_files(entry) if path.suffix == ".mp4"]
     with av.open(str(video)) as container:
         frames = sum(1 for _ in container.decode(video=0))
-    return {"seconds": round(seconds, 3), "mp4": video.name, "frames": frames}
+    return {"seconds": round(seconds, 3), "node_seconds": node_seconds(graph, events), "mp4": video.name,
+            "frames": frames}  # fmt: skip
+
+
+def node_seconds(graph: dict, events: list) -> dict[str, float]:
+    """Seconds each node class ran: from the `executing` message naming a node to the next
+    `executing` message (ComfyUI sends one naming no node when the prompt is done)."""
+    starts = [(event.data.get("node"), event.at) for event in events if event.kind == "executing"]
+    spent: dict[str, float] = {}
+    for (node, at), (_, until) in zip(starts, starts[1:]):
+        name = graph.get(node, {}).get("class_type", str(node))  # an id ComfyUI made itself, as it is
+        spent[name] = round(spent.get(name, 0.0) + until - at, 3)
+    return spent
 
 
 def measure_row(server: ComfyServer, make_graph, runs: int, timeout_s: float) -> dict:
     """One warm-up run, then `runs` runs with new seeds; the median and each run."""
     warm_up = timed_run(server, make_graph(0), timeout_s)
     measured = [timed_run(server, make_graph(seed), timeout_s) for seed in range(1, runs + 1)]
+    names = {name for run in measured for name in run["node_seconds"]}
     return {
         "seconds": statistics.median(r["seconds"] for r in measured),
+        "node_seconds": {n: statistics.median(r["node_seconds"].get(n, 0.0) for r in measured) for n in sorted(names)},
         "warm_up_s": warm_up["seconds"],
         "runs": measured,
     }
@@ -233,6 +250,7 @@ def main(argv=None) -> dict:
     report = write_report(args, result)
     for name, row in result["rows"].items():
         print(f"{name:20} {row['seconds']:.3f} s queue to mp4 (warm-up {row['warm_up_s']:.1f} s)")
+        print("    " + ", ".join(f"{node} {seconds:.3f} s" for node, seconds in row["node_seconds"].items()))
     if "comfyui_pack_vs_native_ratio" in report:
         print(f"native / pack: {report['comfyui_pack_vs_native_ratio']:.3f}")
     return report

@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMFY_HOME = REPO_ROOT / ".comfy"  # git-ignored
@@ -191,6 +192,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class Event(NamedTuple):
+    """One websocket message: its type, its data (the bytes of a binary preview) and when
+    it arrived (`time.perf_counter()`)."""
+
+    kind: str
+    data: object
+    at: float
 
 
 class PromptRejected(Exception):
@@ -360,25 +370,25 @@ class ComfyServer:
     def run_watching(self, prompt: dict, interrupt_at_step: int | None = None, timeout_s: float = 240):
         """Queue a prompt while listening on the websocket; with `interrupt_at_step`,
         press Cancel (`/interrupt`) once the progress bar reaches that step. Returns the
-        prompt id and the messages seen: (type, data) for JSON messages, ("preview",
-        bytes) for binary preview images."""
+        prompt id and the messages seen as `Event`s: (type, data, at) for JSON messages,
+        ("preview", bytes, at) for binary preview images."""
         return asyncio.run(self._run_watching(prompt, interrupt_at_step, timeout_s))
 
     async def _run_watching(self, prompt, interrupt_at_step, timeout_s):
         import aiohttp  # a ComfyUI requirement, so present wherever the server runs
 
-        events: list[tuple[str, object]] = []
+        events: list[Event] = []
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{self.url}/ws?clientId={self.client_id}") as socket_:
                 prompt_id = await asyncio.to_thread(self.queue_prompt, prompt)
                 async with asyncio.timeout(timeout_s):
                     async for message in socket_:
                         if message.type == aiohttp.WSMsgType.BINARY:
-                            events.append(("preview", message.data))
+                            events.append(Event("preview", message.data, time.perf_counter()))
                             continue
                         event = json.loads(message.data)
                         kind, data = event["type"], event.get("data", {})
-                        events.append((kind, data))
+                        events.append(Event(kind, data, time.perf_counter()))
                         if kind == "progress" and interrupt_at_step is not None and data["value"] >= interrupt_at_step:
                             interrupt_at_step = None
                             await asyncio.to_thread(self.interrupt)

@@ -368,9 +368,9 @@ def test_sampling_reports_progress_with_previews_and_cancel_stops_it_before_the_
     steps = 300  # many short steps: the run is still going when Cancel arrives
     prompt = small(api_workflow("t2v"), steps=steps, seed=5, filename_prefix="LTXV/interrupted")
     prompt_id, events = comfy_server.run_watching(prompt, interrupt_at_step=2)
-    progress = [data["value"] for kind, data in events if kind == "progress"]
-    assert progress[:2] == [1, 2] and all(data["max"] == steps for kind, data in events if kind == "progress")
-    assert any(kind == "preview" for kind, _ in events), "a latent preview comes with the progress"
+    progress = [data["value"] for kind, data, _ in events if kind == "progress"]
+    assert progress[:2] == [1, 2] and all(data["max"] == steps for kind, data, _ in events if kind == "progress")
+    assert any(kind == "preview" for kind, _, _ in events), "a latent preview comes with the progress"
     assert max(progress) < steps
     entry = comfy_server.wait_for_history(prompt_id)
     interrupted = status_messages(entry)["execution_interrupted"]
