@@ -26,10 +26,8 @@ configs on the CPU at 64x64x9, 2 steps (the script's test).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.gpu_measure import merge_results
+from benchmarks.gpu_measure import merge_results, report_header
 from ltx_core.checkpoint.writing import save_single_file
 from ltx_core.models import configs as C
 from ltx_core.models.transformer import LTXVTransformer
@@ -171,10 +169,7 @@ def write_report(args, result: dict) -> dict:
     """cli_gpu_speed.json from the rows measured so far, and gpu_speed.json's keys once all are."""
     on_gpu = not args.tiny
     report = {
-        "benchmark": "cli_gpu_speed",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
-        "torch": torch.__version__,
+        **report_header("cli_gpu_speed", on_gpu),
         "model": "tiny" if args.tiny else args.model,
         **result,
     }

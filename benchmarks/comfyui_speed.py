@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -46,7 +44,7 @@ import av
 import torch
 
 from benchmarks.cli_gpu_speed import MODELS, PROMPT, write_text_encoder
-from benchmarks.gpu_measure import merge_results
+from benchmarks.gpu_measure import merge_results, report_header
 from ltx_core.checkpoint.writing import save_single_file
 from ltx_core.models import configs as C
 from ltx_core.models.configs import LTXV_SCHEDULER
@@ -186,10 +184,7 @@ def write_report(args, result: dict) -> dict:
     """comfyui_speed.json from the rows so far; gpu_speed.json's keys once both are in."""
     on_gpu = not args.tiny
     report = {
-        "benchmark": "comfyui_speed",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
-        "torch": torch.__version__,
+        **report_header("comfyui_speed", on_gpu),
         "comfyui": comfyui_version(args.comfyui),
         "model": "tiny" if args.tiny else args.model,
         "pack_default_optimization": args.optimizations[0],

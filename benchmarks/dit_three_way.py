@@ -22,10 +22,8 @@ tiny config on the CPU at 64x64x9, 2 steps, fp32 (the script's test).
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from benchmarks.gpu_measure import merge_results, sync
+from benchmarks.gpu_measure import merge_results, report_header, sync
 from benchmarks.gpu_speed_pipelines import FRAME_RATE, diffusers_transformer, randomize_
 from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys, transformer_from_diffusers
 from ltx_core.models import configs as C
@@ -226,10 +224,7 @@ def main(argv=None) -> dict:
         args.comfyui = ensure_comfyui()
     result = run(args)
     report = {
-        "benchmark": "dit_three_way",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if not args.tiny else platform.processor() or "cpu",
-        "torch": torch.__version__,
+        **report_header("dit_three_way", not args.tiny),
         "model": "tiny" if args.tiny else args.model,
         **result,
     }

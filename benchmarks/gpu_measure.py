@@ -1,11 +1,13 @@
 """Measuring helpers shared by the GPU benchmarks: synchronized wall-clock timing, peak
-memory, what Python still holds on the GPU, the error between two outputs, and keys merged
-into a results file that several benchmarks share."""
+memory, what Python still holds on the GPU, the error between two outputs, a results file's
+opening keys, and keys merged into a results file that several benchmarks share."""
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
+import platform
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +15,16 @@ from pathlib import Path
 import torch
 
 GIB = 2**30
+
+
+def report_header(benchmark: str, on_gpu: bool) -> dict:
+    """The keys every results file opens with: what ran, when (UTC), where, on which torch."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+        "torch": torch.__version__,
+    }
 
 
 def merge_results(path: Path, values: dict) -> None:

@@ -149,18 +149,9 @@ def diffusers_transformer(cfg):
     """diffusers' `LTXVideoTransformer3DModel` of our config's sizes (on the current device)."""
     from diffusers import LTXVideoTransformer3DModel
 
-    return LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads,
-        attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim,
-        num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels,
-        norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine,
-        attention_bias=cfg.attention_bias,
-    ).eval()
+    from tests.fixtures_checkpoints import diffusers_transformer_kwargs
+
+    return LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(cfg)).eval()
 
 
 def build_diffusers(setup: Setup):

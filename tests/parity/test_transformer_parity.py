@@ -18,6 +18,8 @@ from ltx_core.models.configs import LTXV_2B, LTXV_13B, TINY_TRANSFORMER, Transfo
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords, rope_cos_sin
 from ltx_core.models.transformer import LTXVTransformer
 
+from ..fixtures_checkpoints import diffusers_transformer_kwargs
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers import LTXConditionPipeline, LTXVideoTransformer3DModel  # noqa: E402
 from diffusers.loaders.single_file_utils import convert_ltx_transformer_checkpoint_to_diffusers  # noqa: E402
@@ -39,18 +41,7 @@ SHAPES = {
 
 def diffusers_reference(cfg: TransformerConfig) -> LTXVideoTransformer3DModel:
     torch.manual_seed(0)
-    reference = LTXVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_attention_heads,
-        attention_head_dim=cfg.attention_head_dim,
-        cross_attention_dim=cfg.cross_attention_dim,
-        num_layers=cfg.num_layers,
-        caption_channels=cfg.caption_channels,
-        norm_eps=cfg.norm_eps,
-        norm_elementwise_affine=cfg.norm_elementwise_affine,
-        attention_bias=cfg.attention_bias,
-    ).eval()
+    reference = LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(cfg)).eval()
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
             mean = 1.0 if "norm" in name else 0.0  # QK-norm weights around 1, all else around 0
