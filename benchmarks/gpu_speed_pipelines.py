@@ -22,6 +22,7 @@ from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.sampling.euler import sample
 from ltx_core.sampling.guidance import Guidance, guided_velocity
 from ltx_core.sampling.scheduler import flow_sigmas
+from tests.fixtures_checkpoints import diffusers_transformer_kwargs  # before any ComfyUI folder joins sys.path: it has a `tests` package too
 
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
 MODES = (("nocfg", 1.0), ("cfg", GUIDANCE))  # the two guidance settings every variant is timed at
@@ -148,8 +149,6 @@ def randomize_(model: torch.nn.Module, generator: torch.Generator) -> None:
 def diffusers_transformer(cfg):
     """diffusers' `LTXVideoTransformer3DModel` of our config's sizes (on the current device)."""
     from diffusers import LTXVideoTransformer3DModel
-
-    from tests.fixtures_checkpoints import diffusers_transformer_kwargs
 
     return LTXVideoTransformer3DModel(**diffusers_transformer_kwargs(cfg)).eval()
 
