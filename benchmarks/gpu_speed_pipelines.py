@@ -22,7 +22,9 @@ from ltx_core.models.vae import CausalVideoVAE
 from ltx_core.sampling.euler import sample
 from ltx_core.sampling.guidance import Guidance, guided_velocity
 from ltx_core.sampling.scheduler import flow_sigmas
-from tests.fixtures_checkpoints import diffusers_transformer_kwargs  # before any ComfyUI folder joins sys.path: it has a `tests` package too
+
+# imported before any ComfyUI folder joins sys.path (dit_three_way): ComfyUI has a `tests` package too
+from tests.fixtures_checkpoints import diffusers_transformer_kwargs
 
 FRAME_RATE, GUIDANCE, DECODE_T, DECODE_NOISE, SEED = 25, 3.0, 0.05, 0.025, 42
 MODES = (("nocfg", 1.0), ("cfg", GUIDANCE))  # the two guidance settings every variant is timed at

@@ -303,7 +303,9 @@ def _sample_with_progress(
                 models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale, callback=window_done
             )
         elif multi_scale is None:
-            frames = generate(models, request, callback=progress, on_stage=on_stage)
+            frames = generate(
+                models, request, callback=progress, on_stage=on_stage, one_shot=True
+            )  # one video a process
         else:
             frames = cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
     stage("frames")
@@ -344,10 +346,10 @@ def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dt
     return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler), info
 
 
-def generate(models, request, callback=None, on_stage=None):
+def generate(models, request, callback=None, on_stage=None, one_shot=False):
     from .pipeline import generate as run
 
-    return run(models, request, callback=callback, on_stage=on_stage)
+    return run(models, request, callback=callback, on_stage=on_stage, one_shot=one_shot)
 
 
 def optimize_models(models, speed, device=None):

@@ -321,3 +321,17 @@ def test_a_long_videos_decode_is_planned_at_the_whole_clip():
     whole = replace(window, decode_frames=257)
     assert planner.estimate(whole).stages["decode"] > planner.estimate(window).stages["decode"]
     assert planner.estimate(whole).stages["sampling"] == planner.estimate(window).stages["sampling"]
+
+
+def test_a_one_shot_run_plans_the_decode_beside_the_vae_alone():
+    """The command line's one video releases the text encoder after the text and the
+    transformer after sampling (`pipeline.generate(one_shot=True)`)."""
+    kept = planner.Workload(C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, device="cuda")
+    once = replace(kept, one_shot=True)
+    weights = planner.weight_bytes(kept)
+    plans = planner.estimate(kept).stages, planner.estimate(once).stages
+    assert plans[0]["load"] == plans[1]["load"] == sum(weights.values())  # all loaded first
+    assert plans[0]["sampling"] - plans[1]["sampling"] == weights["text_encoder"]
+    decode_work = plans[1]["decode"] - weights["vae"]
+    assert plans[0]["decode"] - plans[1]["decode"] == weights["text_encoder"] + weights["transformer"]
+    assert decode_work == planner.decode_bytes(once) > 0

@@ -104,6 +104,25 @@ def test_the_same_request_gives_the_same_frames_and_another_seed_others(models):
     assert not torch.equal(frames, generate(models, Request(**SMALL, seed=4)))
 
 
+def test_a_one_shot_run_gives_the_same_frames_and_frees_the_text_encoder_and_transformer(models):
+    """The command line's one video: the text encoder and the transformer leave the device
+    once done, so the decode holds only the VAE; the frames are those of a run that keeps them."""
+    request = Request(**SMALL, seed=3)
+    kept = generate(models, request)
+    once = copy.deepcopy(models)
+    stages = []
+
+    def transformer_gone_by_decode(name):
+        if name == "denoise":
+            stages.append([p.device.type for p in once.transformer.parameters()][0])
+
+    assert torch.equal(generate(once, request, on_stage=transformer_gone_by_decode, one_shot=True), kept)
+    assert stages == ["meta"]
+    assert {p.device.type for p in once.text_encoder.model.parameters()} == {"meta"}
+    assert {p.device.type for p in once.vae.parameters()} == {"cpu"}
+    assert {p.device.type for p in models.transformer.parameters()} == {"cpu"}  # the caller's kept
+
+
 def test_explicit_sigmas_replace_steps(models):
     batches, handle = count_forwards(models.transformer)
     try:
