@@ -166,10 +166,14 @@ def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffus
     import json
     import subprocess
 
+    from tests.host.comfy_env import ensure_comfyui
+
     # a process of its own: ComfyUI's modules, once imported, pick a device for every later
-    # import in this one (and in the processes it spawns)
+    # import in this one (and in the processes it spawns). `--comfyui` named as on the GPU
+    # machine: ComfyUI's folder then heads sys.path, and its own `tests` package with it.
     out = tmp_path / "d3.json"
-    command = [sys.executable, "-m", "benchmarks.dit_three_way", "--tiny", "--repeats", "1", "--out", str(out)]
+    command = [sys.executable, "-m", "benchmarks.dit_three_way", "--tiny", "--repeats", "1", "--out", str(out),
+               "--comfyui", str(ensure_comfyui())]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
