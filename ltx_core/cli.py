@@ -263,7 +263,7 @@ def _generate(
     models = speed_up(models, args, run.world_size, run.device, stays_put=not offloaded)
     if offloaded:
         models = place_models(models, run.device, plan.workload.streamed_blocks)
-    models = parallelize(models, run)
+    models = replace(parallelize(models, run), one_shot=True)  # one video a process: models freed once done
     if clock:
         clock.mark("loaded")
     frames = _sample_with_progress(
@@ -303,9 +303,7 @@ def _sample_with_progress(
                 models, request, *args_window, upsampler=upsampler, multi_scale=multi_scale, callback=window_done
             )
         elif multi_scale is None:
-            frames = generate(
-                models, request, callback=progress, on_stage=on_stage, one_shot=True
-            )  # one video a process
+            frames = generate(models, request, callback=progress, on_stage=on_stage)
         else:
             frames = cli_config.generate_multiscale(models, upsampler, request, multi_scale, callback=progress)
     stage("frames")
@@ -346,10 +344,10 @@ def load_models(checkpoint: Path, text_encoder: Path, tokenizer: Path | None, dt
     return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler), info
 
 
-def generate(models, request, callback=None, on_stage=None, one_shot=False):
+def generate(models, request, callback=None, on_stage=None):
     from .pipeline import generate as run
 
-    return run(models, request, callback=callback, on_stage=on_stage, one_shot=one_shot)
+    return run(models, request, callback=callback, on_stage=on_stage)
 
 
 def optimize_models(models, speed, device=None):

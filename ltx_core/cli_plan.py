@@ -37,7 +37,6 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
     if chunk is None and world == 1 and configs.vae.norm_layer != "group_norm":
         chunk = DEFAULT_DECODE_TIME_CHUNK  # what `resolved_decode_time_chunk` will choose
     windowed = getattr(args, "window_frames", None) is not None
-    one_pass = not windowed and getattr(args, "multi_scale", None) is None
     work = planner.Workload(
         configs.transformer,
         configs.vae,
@@ -61,7 +60,7 @@ def plan_run(args: argparse.Namespace, info, sources, text_encoder: Path, device
         text_encoder=text_size,
         weights=weights,
         models_stay=args.offload in ("auto", "none"),
-        one_shot=one_pass,  # the command line's one video: models released once done (`pipeline.generate`)
+        one_shot=True,  # the command line's one video: models released once done (`pipeline.done_with`)
         streamed_blocks=configs.transformer.num_layers if args.offload == "blocks" else 0,
         decode_frames=args.frames if windowed else None,
     )

@@ -34,6 +34,7 @@ from .multiscale import (
 from .pipeline import (
     Models,
     decode_requested,
+    done_with,
     encode_first_frame,
     encode_frames,
     encode_text,
@@ -159,6 +160,7 @@ def generate_long(
     size = (request.height, request.width)
     sigmas = request.sigma_schedule(_window_tokens(models.vae, request, size, long), models.scheduler)
     latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, callback=callback)
+    done_with(models, models.transformer)
     with on_device(models, models.vae):
         return decode_requested(models.vae, latent, request, seeded_generator(request.seed))
 
@@ -178,6 +180,7 @@ def _generate_long_multiscale(models, upsampler, request, segments, long, releas
         guidance = pass_guidance(settings, pass_settings)
         counted = None if callback is None else _pass_windows(callback, index, len(settings.passes))
         latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, latent, counted)
+    done_with(models, models.transformer)
     with on_device(models, models.vae):
         frames = decode_second_pass(
             models.vae, latent, request, settings.second_pass.tone_map_compression_ratio, seeded_generator(request.seed)
@@ -206,6 +209,7 @@ def _long_prompts(models, request, segments, long: LongVideoSettings, needs_nega
             models.text_encoder, [(0, request.prompt), *segments], num_latent_frames, long.window_frames,
             long.overlap_frames, negative, request.max_tokens,
         )  # fmt: skip
+    done_with(models, models.text_encoder.model)  # encoded once for every pass
     return prompts, negative_text
 
 

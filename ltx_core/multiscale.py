@@ -37,6 +37,7 @@ from .pipeline import (
     condition_on_control,
     condition_on_items,
     decode_requested,
+    done_with,
     encode_first_frame,
     encode_text,
     on_device,
@@ -89,6 +90,7 @@ def generate_multiscale(
         text = encode_text(
             models.text_encoder, request.prompt, request.negative_prompt if needs_negative else None, request.max_tokens
         )
+    done_with(models, models.text_encoder.model)
     total = sum(p.steps for p in settings.passes)
     first = run_pass(
         models, request, settings.first_pass, sizes[0], text, settings.stg_mode, generator, _counted(callback, 0, total)
@@ -106,6 +108,7 @@ def generate_multiscale(
         _counted(callback, settings.first_pass.steps, total),
         start=upsampled,
     )
+    done_with(models, models.transformer)
     with on_device(models, models.vae):
         frames = decode_second_pass(
             models.vae, second, request, settings.second_pass.tone_map_compression_ratio, generator

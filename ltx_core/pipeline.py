@@ -73,6 +73,10 @@ class Models:
     # None: every model stays on its device; else `offload.ModelPlacement`, which keeps them
     # in CPU memory and brings each to its device only while its stage runs
     placement: object | None = None
+    # the models serve one run (the command line's one video): each pipeline releases the
+    # text encoder once the prompts are encoded and the transformer once sampling ends
+    # (`done_with`), so the later stages have their memory; the models cannot run again
+    one_shot: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -85,12 +89,11 @@ def on_device(models: Models, module: torch.nn.Module) -> contextlib.AbstractCon
     return contextlib.nullcontext() if models.placement is None else models.placement.on_device(module)
 
 
-def release(models: Models, module: torch.nn.Module) -> None:
-    """A one-shot run's `module` whose last stage is done: its weights leave the device (for
-    the meta device, which holds no memory), so the stages after it have that memory, as a
-    model offloaded after use would give it without the copy back. Models kept in CPU
-    memory (`placement`) are already off the device between stages and stay as they are."""
-    if models.placement is None:
+def done_with(models: Models, module: torch.nn.Module) -> None:
+    """`module`'s last stage of a one-shot run is over: its weights leave the device (for
+    the meta device, which holds no memory), as offloading after use would free it, without
+    the copy back. Models kept in CPU memory (`placement`) are off the device already."""
+    if models.one_shot and models.placement is None:
         module.to("meta")
 
 
@@ -381,17 +384,10 @@ def _start_sigma(req: Request, sigmas: Tensor) -> float:
 
 
 def generate(
-    models: Models,
-    req: Request,
-    callback: Callback | None = None,
-    on_stage: Callable[[str], None] | None = None,
-    one_shot: bool = False,
+    models: Models, req: Request, callback: Callback | None = None, on_stage: Callable[[str], None] | None = None
 ) -> Tensor:
     """Request -> frames (F, H, W, 3) in [0, 1]; the same request gives the same frames.
-    `on_stage(name)` is called as each stage ends: 'text', 'latent', 'denoise', 'decode'.
-    `one_shot`: the models serve this run alone (the command line's one video), so the text
-    encoder and then the transformer are released once done (`release`): the decode's peak
-    holds the VAE's weights and no others; the models cannot run again."""
+    `on_stage(name)` is called as each stage ends: 'text', 'latent', 'denoise', 'decode'."""
     on_stage = on_stage or (lambda name: None)
     # a T5 of the wrong width fails here, before any model runs
     check_text_width(models.text_encoder.width, models.transformer.cfg.caption_channels)
@@ -400,8 +396,7 @@ def generate(
     negative = req.negative_prompt if guidance.needs_negative else None
     with on_device(models, models.text_encoder.model):
         text, negative_text = encode_text(models.text_encoder, req.prompt, negative, req.max_tokens)
-    if one_shot:
-        release(models, models.text_encoder.model)
+    done_with(models, models.text_encoder.model)
     on_stage("text")
     with on_device(models, models.vae):
         latent = prepare_latent(
@@ -435,8 +430,7 @@ def generate(
             stochastic=req.stochastic_sampling,
             token_major_noise=draws.token_major,
         )
-    if one_shot:
-        release(models, models.transformer)
+    done_with(models, models.transformer)
     on_stage("denoise")
     with on_device(models, models.vae):
         frames = decode_requested(models.vae, latent.samples, req, draws.decode)

@@ -138,4 +138,5 @@ def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
     (videos of a batch follow each other)."""
     if frames.ndim == 5:
         frames = frames.flatten(0, 1)
-    return frames.float().cpu().contiguous()
+    # laid out on the frames' device (a GPU permutes them at its memory speed) before the one copy out
+    return frames.float().contiguous().cpu()

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ltx_core import cli, preflight
+from ltx_core.pipeline import Models
 from ltx_core.speed.optimize import Speed
 from ltx_core.video import read_video_metadata
 
@@ -227,7 +228,8 @@ def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monke
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     chunkable_vae = SimpleNamespace(decoder=SimpleNamespace(can_chunk_time=True))
-    monkeypatch.setattr(cli, "load_models", lambda *a: (SimpleNamespace(vae=chunkable_vae), None))
+    loaded = Models(transformer=None, vae=chunkable_vae, text_encoder=None)
+    monkeypatch.setattr(cli, "load_models", lambda *a: (loaded, None))
     monkeypatch.setattr(cli, "generate", out_of_memory)
     code, err = generate_fox(capsys, tiny_checkpoint, tmp_path, tmp_path / "o.mp4")
     assert code == 1

@@ -77,7 +77,7 @@ def captured_runs(monkeypatch) -> list:
     """Each run's (request, multi-scale settings or None), the frames made of zeros."""
     runs = []
 
-    def single(models, request, callback=None, on_stage=None, one_shot=False):
+    def single(models, request, callback=None, on_stage=None):
         runs.append((request, None))
         return torch.zeros(request.num_frames, request.height, request.width, 3)
 

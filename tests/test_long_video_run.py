@@ -5,6 +5,9 @@ torch."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -117,3 +120,22 @@ def test_a_multi_scale_long_video_runs_both_passes_window_by_window(models, monk
     assert first_shape == (1, 128, 5, 1, 1) and first_start is None
     assert second_shape == (1, 128, 5, 2, 2) and second_start.shape == second_shape
     assert not torch.equal(second_start, torch.zeros_like(second_start))
+
+
+@pytest.mark.parametrize("multi_scale", [False, True], ids=["one pass", "multi-scale"])
+def test_a_one_shot_long_video_gives_the_same_frames_and_frees_the_text_encoder_and_transformer(models, multi_scale):
+    """The command line's one video (`Models.one_shot`): every window of every pass samples
+    before the transformer leaves the device; the frames are those of models kept for reuse."""
+    from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
+
+    from .test_multiscale import SETTINGS, SMALL, random_upsampler
+
+    request = Request(**{**SMALL, "num_frames": 33, "steps": 2})
+    settings = dict(window_frames=17, overlap_frames=8)
+    if multi_scale:
+        settings.update(upsampler=random_upsampler(TINY_SPATIAL_UPSAMPLER), multi_scale=SETTINGS)
+    kept = generate_long(models, request, [(16, "a blue whale")], **settings)
+    once = replace(copy.deepcopy(models), one_shot=True)
+    assert torch.equal(generate_long(once, request, [(16, "a blue whale")], **settings), kept)
+    for released in (once.transformer, once.text_encoder.model):
+        assert {p.device.type for p in released.parameters()} == {"meta"}

@@ -7,6 +7,9 @@ by hand from the core's stage functions."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -326,3 +329,14 @@ def test_the_requests_decode_tiles_reach_the_second_passs_decode(models, upsampl
         models, upsampler, Request(**SMALL, decode_tiles=(1, 2), decode_tile_overlap=0), SETTINGS
     )
     assert seen == [(1, 2)] and frames.shape == (9, 64, 96, 3)
+
+
+def test_a_one_shot_run_gives_the_same_frames_and_frees_the_text_encoder_and_transformer(models, upsampler):
+    """The command line's one video (`Models.one_shot`): both passes sample before the
+    transformer leaves the device, and the frames are those of models kept for reuse."""
+    kept = generate_multiscale(models, upsampler, Request(**SMALL), SETTINGS)
+    once = replace(copy.deepcopy(models), one_shot=True)
+    assert torch.equal(generate_multiscale(once, upsampler, Request(**SMALL), SETTINGS), kept)
+    for released in (once.transformer, once.text_encoder.model):
+        assert {p.device.type for p in released.parameters()} == {"meta"}
+    assert {p.device.type for p in once.vae.parameters()} == {"cpu"}

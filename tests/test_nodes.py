@@ -546,6 +546,7 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=0)
     (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
     assert whole.shape == chunked.shape == default.shape == (41, 32, 64, 3)
+    assert default.is_contiguous() and default.dtype == torch.float32 and default.device.type == "cpu"  # an IMAGE
     assert (whole - chunked).abs().max() <= SPEED_ATOL
     assert (whole - default).abs().max() <= SPEED_ATOL
     optional = _node(pack, "LTXVCoreDenoisingDecode").INPUT_TYPES()["optional"]
