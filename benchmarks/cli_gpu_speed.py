@@ -5,7 +5,7 @@ transformer reads (its cost is not what is measured).
 
     python -m benchmarks.cli_gpu_speed [--model 2B|13B] [--repeats 2] [--tiny]
 
-Rows: the CLI's defaults, `--compile`, `--compile --fp8`, each without CFG (`--cfg 1`)
+Rows: the CLI's defaults, `--compile`, `--compile --fp8`, `--fp8` alone, each without CFG (`--cfg 1`)
 and with it (`--cfg 3`), 768x512x121, 20 steps, bf16. A row's seconds are the median of
 `after_text_s` (text encoded to frames decoded: the latent, the steps and the decode, as the
 CLI process runs them) over its processes after the first, whose caches the first filled
@@ -48,7 +48,12 @@ ASSETS = Path(__file__).resolve().parents[1] / "ltx_core" / "assets"
 PROMPT = "A red circle slides slowly to the left over a dark blue background."
 MODELS = {"2B": (C.LTXV_2B, C.LTXV_VAE_0_9_1), "13B": (C.LTXV_13B, C.LTXV_VAE_0_9_5)}
 # (row name, CLI flags); the FP8 row compiles too, as the FP8 layers are meant to run
-FLAG_ROWS = (("default", ()), ("compile", ("--compile",)), ("fp8", ("--compile", "--fp8")))
+FLAG_ROWS = (
+    ("default", ()),
+    ("compile", ("--compile",)),
+    ("fp8", ("--compile", "--fp8")),
+    ("fp8_eager", ("--fp8",)),  # FP8 without the compile a one-clip process never earns back
+)
 GUIDANCE = {"nocfg": "1", "cfg": "3"}
 # gpu_speed.json's user-path keys: (flag row, guidance)
 GPU_SPEED_KEYS = {
@@ -148,7 +153,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=sorted(MODELS), default="2B")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8")
+    parser.add_argument("--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager")
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
     args = parser.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
