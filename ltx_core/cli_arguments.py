@@ -218,8 +218,10 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "--fp8",
         action="store_true",
         help="FP8 linear layers in the transformer (a CUDA GPU with "
-        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100); best with --compile "
-        "and --dtype bf16",
+        "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100): about half the "
+        "transformer's weight memory, for a large model on a small GPU; faster than bf16 only with "
+        "--compile, whose compile time one clip does not earn back (without it each step runs no faster "
+        "and the first is slower: benchmarks/results/cli_gpu_speed_fp8_eager.json); use --dtype bf16",
     )
     speed.add_argument(
         "--decode-time-chunk",
