@@ -62,6 +62,30 @@ def test_convert_to_fp8_swaps_block_linears_and_keeps_the_precise_ones():
     assert isinstance(model.proj_out, nn.Linear) and isinstance(model.adaln_single.linear, nn.Linear)
 
 
+def test_convert_to_fp8_frees_each_replaced_layer_before_the_next(monkeypatch):
+    """The model is never held twice (every original weight beside its FP8 copy): a
+    replaced layer is gone by the next replacement, so the conversion's memory peak is the
+    model's plus one layer's."""
+    import gc
+    import weakref
+
+    model = LTXVTransformer(TINY_TRANSFORMER)
+    originals = [weakref.ref(m) for m in model.linear_layers().values()]
+    alive_beyond_the_model = []
+    replace = model.replace_linear
+
+    def counted(name, layer):
+        gc.collect()
+        alive = sum(ref() is not None for ref in originals)
+        in_model = sum(isinstance(m, nn.Linear) for m in model.linear_layers().values())
+        alive_beyond_the_model.append(alive - in_model)
+        return replace(name, layer)
+
+    monkeypatch.setattr(model, "replace_linear", counted)
+    assert len(convert_to_fp8(model)) > 2
+    assert max(alive_beyond_the_model) <= 1, alive_beyond_the_model  # the one being replaced
+
+
 def tiny_inputs(cfg, batch=2, frames=2, height=2, width=2):
     g = torch.Generator().manual_seed(3)
     tokens = frames * height * width

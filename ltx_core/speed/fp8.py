@@ -300,7 +300,12 @@ def convert_to_fp8(
         and not _keeps_precision(name, keep_precise)
         and _fp8_ready(module)
     ]
-    for name, linear in targets:
+    done = []
+    while targets:
+        # popped, so each replaced layer's weights are freed as the next is quantized: the
+        # whole model is never held twice (its original weights beside their FP8 copies)
+        name, linear = targets.pop(0)
+        done.append(name)
         if isinstance(linear, nn.Linear):
             home = linear.weight.device
             layer = FP8Linear(linear.to(device or home), out_dtype)
@@ -309,7 +314,7 @@ def convert_to_fp8(
             bias = linear.bias.detach() if linear.bias is not None else None
             dtype = out_dtype or (bias.dtype if bias is not None else next(model.parameters()).dtype)
             model.replace_linear(name, FP8Linear.from_quantized(*linear.fp8_rows(), bias, dtype))
-    return [name for name, _ in targets]
+    return done
 
 
 def _stored_fp8(module: nn.Module) -> bool:
