@@ -69,9 +69,7 @@ class Workload:
     text_encoder: TextEncoderSize = T5_XXL
     weights: WeightBytes | None = None  # None: counted from the configs
     models_stay: bool = True  # every model on the device throughout; else one at a time (offloading)
-    one_shot: bool = (
-        False  # the text encoder released after the text, the transformer after sampling (`pipeline.done_with`)
-    )
+    one_shot: bool = False  # text encoder, then transformer released once done (`pipeline.done_with`)
     streamed_blocks: int = 0  # transformer blocks streamed from CPU memory while sampling (block offloading)
     decode_frames: int | None = None  # frames decoded at once where not `frames` (a long video's whole clip)
     stages: tuple[str, ...] | None = None  # the stages run (None: a whole generation); a node runs one
