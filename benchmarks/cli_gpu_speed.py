@@ -5,7 +5,7 @@ transformer reads (its cost is not what is measured).
 
     python -m benchmarks.cli_gpu_speed [--model 2B|13B] [--repeats 2] [--tiny]
 
-Rows: the CLI's defaults, `--compile`, `--compile --fp8`, `--fp8` alone, each without CFG (`--cfg 1`)
+Rows: the CLI's defaults, `--compile`, `--compile --fp8`, `--fp8` alone, `--fast-kernels`, each without CFG (`--cfg 1`)
 and with it (`--cfg 3`), 768x512x121, 20 steps, bf16. A row's seconds are the median of
 `after_text_s` (text encoded to frames decoded: the latent, the steps and the decode, as the
 CLI process runs them) over its processes after the first, whose caches the first filled
@@ -53,6 +53,7 @@ FLAG_ROWS = (
     ("compile", ("--compile",)),
     ("fp8", ("--compile", "--fp8")),
     ("fp8_eager", ("--fp8",)),  # FP8 without the compile a one-clip process never earns back
+    ("kernels", ("--fast-kernels",)),  # the fused kernels and the timed attention, no compile
 )
 GUIDANCE = {"nocfg": "1", "cfg": "3"}
 # gpu_speed.json's user-path keys: (flag row, guidance)
@@ -153,7 +154,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=sorted(MODELS), default="2B")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager")
+    parser.add_argument(
+        "--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager,kernels"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
     args = parser.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():

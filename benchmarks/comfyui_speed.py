@@ -2,7 +2,7 @@
 LTXV nodes, on the same checkpoint file, in one running ComfyUI server, time from queueing
 a prompt to its mp4 written.
 
-    python -m benchmarks.comfyui_speed [--model 2B|13B] [--runs 3] [--optimizations none,compile] [--tiny]
+    python -m benchmarks.comfyui_speed [--model 2B|13B] [--runs 3] [--optimizations none,kernels,compile] [--tiny]
 
 The checkpoint is random weights in the official single-file layout (the 2B config by
 default), under ComfyUI's `models/checkpoints`; both graphs encode the prompt with the
@@ -55,7 +55,7 @@ from tests.host.comfy_env import ComfyServer, assert_succeeded, comfyui_version,
 RESULTS = Path(__file__).parent / "results"
 PACK_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "t2v.json"
 CHECKPOINT, TEXT_ENCODER = "bench-ltxv.safetensors", "bench-t5"
-OPTIMIZATIONS = ("none", "compile", "compile+fp8")  # the pack loader's choices (nodes/loaders.py)
+OPTIMIZATIONS = ("none", "kernels", "compile", "compile+fp8")  # the pack loader's choices (nodes/loaders.py)
 GUIDANCE, FRAME_RATE = 3.0, 24.0
 
 
@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--optimizations",
         type=lambda text: text.split(","),
-        default=["none", "compile"],
+        default=["none", "kernels", "compile"],
         help=f"the pack loader's optimization per pack row, the default first; some of: {','.join(OPTIMIZATIONS)}",
     )
     parser.add_argument("--tiny", action="store_true")

@@ -160,6 +160,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_device_name(args.device)
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
+    if args.fast_kernels and args.device is not None and not args.device.startswith("cuda"):
+        check_fast_kernels_device(args.device)
     check_long_video(args)
     check_offload(args)
     if args.decode_time_chunk is not None and args.sequence_parallel * args.cfg_parallel > 1:
@@ -244,6 +246,8 @@ def _generate(
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
         check_fp8_device(device)  # names what FP8 needs
+    if args.fast_kernels:
+        check_fast_kernels_device(device)
     request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
     info, sources = with_vae_file(info, sources, args.vae)  # a GGUF transformer's VAE from --vae
@@ -374,16 +378,25 @@ def resolved_decode_time_chunk(asked: int | None, parallel, vae) -> int | None:
 
 
 def speed_up(models, args: argparse.Namespace, world_size: int, device, stays_put: bool = True):
-    """--compile / --fp8 applied once after loading (`pipeline.optimize_models`), with the
+    """--compile / --fp8 / --fast-kernels applied once after loading (`pipeline.optimize_models`), with the
     levers `Speed.chosen` gives the loader node too; a model run across ranks or offloaded
     gets no CUDA graphs (a captured graph would replay the ranks' collectives, or read
     weights from addresses that streaming changes)."""
     from .speed.optimize import Speed
 
-    if not (args.compile or args.fp8):
+    if not (args.compile or args.fp8 or args.fast_kernels):
         return models
-    speed = Speed.chosen(args.compile, args.fp8, device, stays_put=world_size == 1 and stays_put)
+    stays_put = world_size == 1 and stays_put
+    speed = Speed.chosen(args.compile, args.fp8, device, stays_put=stays_put, kernels=args.fast_kernels)
     return optimize_models(models, speed, device)
+
+
+def check_fast_kernels_device(device) -> None:
+    if str(device).split(":")[0] != "cuda":
+        raise SettingsError(
+            f"--fast-kernels needs a CUDA GPU (its kernels are Triton's and CUDA's attention backends'); "
+            f"the device is {device}: leave the flag off there"
+        )
 
 
 def place_models(models, device, streamed_blocks: int):

@@ -215,6 +215,15 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "step and the first decode compile; the later ones are faster, benchmarks/results/gpu_speed.json)",
     )
     speed.add_argument(
+        "--fast-kernels",
+        action="store_true",
+        help="on a CUDA GPU, without compiling: QK-norm + RoPE in one Triton pass, the feed-forward's "
+        "bias + GELU in the matmul's epilogue, and the fastest attention backend timed on the device "
+        "(the same frames within bf16's rounding; each kernel is checked against its reference when "
+        "loaded). Off by default: a one-clip process builds these kernels at its first step, and "
+        "benchmarks/results/cli_gpu_speed.json (row 'kernels') says whether the later steps earn it back",
+    )
+    speed.add_argument(
         "--fp8",
         action="store_true",
         help="FP8 linear layers in the transformer (a CUDA GPU with "

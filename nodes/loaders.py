@@ -28,8 +28,13 @@ VAE_FOLDERS = ("vae", "checkpoints")
 GGUF_SUFFIX = ".gguf"
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 
-# The loader's choice of `Speed.chosen(compile, fp8, ...)`, the CLI's --compile / --fp8.
-OPTIMIZATIONS = {"none": (False, False), "compile": (True, False), "compile+fp8": (True, True)}
+# The loader's choice of `Speed.chosen(compile, fp8, ..., kernels)`, the CLI's --compile / --fp8 / --fast-kernels.
+OPTIMIZATIONS = {
+    "none": (False, False, False),
+    "kernels": (False, False, True),
+    "compile": (True, False, False),
+    "compile+fp8": (True, True, False),
+}
 COMPILE_BACKEND = "inductor"  # torch.compile's; the CPU tests trace with "eager"
 
 
@@ -135,7 +140,7 @@ class LTXVCoreCheckpointLoader:
             "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the transformer and the VAE. default: bfloat16 (as published) on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
-            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles), and FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers). Off by default: the first run at a size compiles for longer than later runs save, unless one workflow is queued many times at one size."}),
+            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: kernels: fused kernels and the fastest attention backend, no compiling (the same numbers within bf16's rounding); compile: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles); FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers). Off by default: the first run at a size compiles for longer than later runs save, unless one workflow is queued many times at one size."}),
             "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI moves whole models and offloads one when another needs the room. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
@@ -152,20 +157,21 @@ class LTXVCoreCheckpointLoader:
         loaded = core_checkpoint.load_checkpoint(
             path, dtype=memory.weight_dtype(dtype, "diffusion", device), device="cpu"
         )
-        transformer = _optimized(loaded.transformer, speed, load_device)
+        transformer, attention = _optimized(loaded.transformer, speed, load_device)
         if speed.compile_vae:
             core_speed.compile_vae_decoder(loaded.vae, backend=speed.compile_backend)
-        model = memory.patcher(transformer, "diffusion", device, scheduler=loaded.configs.scheduler, offload=offload)
+        model = memory.patcher(
+            transformer, "diffusion", device, scheduler=loaded.configs.scheduler, offload=offload, attention=attention
+        )
         return (model, memory.patcher(loaded.vae, "vae", device))
 
 
 def _node_speed(optimization: str, load_device):
     """The loader's choice as the core's `Speed`, checked before any weights are read.
-    ComfyUI moves the model between devices (no CUDA graphs) and calls the module itself,
-    not the core's runner that would hold the attention backend."""
+    ComfyUI moves the model between devices (no CUDA graphs)."""
+    compile, fp8, kernels = OPTIMIZATIONS[optimization]
     speed = replace(
-        core_speed.Speed.chosen(*OPTIMIZATIONS[optimization], load_device, stays_put=False),
-        attention="default",
+        core_speed.Speed.chosen(compile, fp8, load_device, stays_put=False, kernels=kernels),
         compile_backend=COMPILE_BACKEND,
     )
     if speed.fp8:
@@ -176,11 +182,11 @@ def _node_speed(optimization: str, load_device):
 def _optimized(transformer, speed, load_device):
     """The transformer with `speed` applied in place for the device it will run on (FP8
     weights are quantized there a layer at a time, the fused kernels are checked there),
-    left in CPU memory: a plain module for ComfyUI's memory manager."""
+    left in CPU memory: a plain module for ComfyUI's memory manager; and the attention
+    backend chosen for it, which the samplers run it under (`memory.runner`)."""
     if not speed.changes_transformer:
-        return transformer
-    core_speed.optimize_transformer(transformer, speed, device=load_device)
-    return transformer
+        return transformer, "default"
+    return transformer, core_speed.optimize_transformer(transformer, speed, device=load_device).attention
 
 
 def _gguf_files(names: tuple[str, ...]) -> list[str]:
@@ -236,8 +242,9 @@ class LTXVCoreTransformerLoader:
         path = _resolve(TRANSFORMER_FOLDERS, unet_name)
         weight_dtype = memory.weight_dtype(dtype, "diffusion", device)
         transformer, info = core_checkpoint.load_transformer(path, dtype=weight_dtype, device="cpu")
-        transformer = _optimized(transformer, speed, load_device)
-        return (memory.patcher(transformer, "diffusion", device, scheduler=info.configs.scheduler, offload=offload),)
+        transformer, attention = _optimized(transformer, speed, load_device)
+        scheduler = info.configs.scheduler
+        return (memory.patcher(transformer, "diffusion", device, scheduler, offload=offload, attention=attention),)
 
 
 class LTXVCoreVAELoader:

@@ -79,7 +79,7 @@ class LTXVCoreLongVideoSampler:
         )  # fmt: skip
         with transformer_on_device(model, plan) as device:
             result = generate_long_latent(
-                memory.core_model(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
+                memory.runner(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
                 window=window, overlap=overlap, overlap_strength=overlap_strength, adain_factor=adain_factor,
                 seed=seed, first_frame=first, keyframes=keyframes, device=device,
             )  # fmt: skip

@@ -23,6 +23,7 @@ from ..ltx_core import memory_plan as planner, offload as core_offload
 from ..ltx_core.errors import SettingsError
 from ..ltx_core.models.configs import FRAMES_PER_LATENT, LTXV_SCHEDULER, PIXELS_PER_LATENT, SchedulerConfig
 from ..ltx_core.preflight import OFFLOAD_CHOICES
+from ..ltx_core.speed import optimize as core_speed
 
 # "default": bfloat16 (as published) where the model runs on a GPU that has it, float32 on
 # the CPU, where bfloat16 matmuls are several times slower
@@ -71,23 +72,34 @@ class ManagedModel(torch.nn.Module):
     the module it holds (a read-only property on transformers' models) and reads
     `get_dtype()`; its memory estimate is the state dict, which is the core model's.
     A transformer also keeps its checkpoint's `scheduler` section here, which release
-    configs' "from_checkpoint" schedule means."""
+    configs' "from_checkpoint" schedule means, and the attention backend its loader chose."""
 
     def __init__(
-        self, core: torch.nn.Module, device: torch.device, scheduler: SchedulerConfig | None = None, offload="auto"
+        self,
+        core: torch.nn.Module,
+        device: torch.device,
+        scheduler: SchedulerConfig | None = None,
+        offload="auto",
+        attention: str = "default",
     ):
         super().__init__()
         self.core = core
         self.device = device
         self.scheduler = scheduler
         self.offload = offload  # a transformer's block streaming: one of OFFLOAD
+        self.attention = attention  # an SDPA backend name (`speed.optimize.attention_context`)
 
     def get_dtype(self) -> torch.dtype:
         return next(self.core.parameters()).dtype
 
 
 def patcher(
-    module: torch.nn.Module, kind: str, device: str, scheduler: SchedulerConfig | None = None, offload: str = "auto"
+    module: torch.nn.Module,
+    kind: str,
+    device: str,
+    scheduler: SchedulerConfig | None = None,
+    offload: str = "auto",
+    attention: str = "default",
 ) -> comfy.model_patcher.ModelPatcher:
     """Wrap a core model, sitting on its offload device, for ComfyUI's memory manager.
     The plain `ModelPatcher`, not ComfyUI's dynamic one: the core's layers are torch's
@@ -96,7 +108,7 @@ def patcher(
     module.to(offload_device)
     if offload not in OFFLOAD:
         raise SettingsError(f"offload {offload!r} is unknown; allowed: {', '.join(OFFLOAD)}")
-    managed = ManagedModel(module, offload_device, scheduler, offload)
+    managed = ManagedModel(module, offload_device, scheduler, offload, attention)
     return comfy.model_patcher.ModelPatcher(
         managed, load_device=load_device, offload_device=offload_device, size=weight_bytes(module)
     )
@@ -112,6 +124,14 @@ def weight_bytes(module: torch.nn.Module) -> int:
 def core_model(model: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
     """The core's model inside a patcher made by `patcher`."""
     return model.model.core
+
+
+def runner(model: comfy.model_patcher.ModelPatcher):
+    """What a sampler calls: the core transformer, under its loader's attention backend
+    where one was chosen (`speed.optimize.OptimizedTransformer`: no CUDA graphs, as ComfyUI
+    moves the model)."""
+    core, attention = core_model(model), getattr(model.model, "attention", "default")
+    return core if attention == "default" else core_speed.OptimizedTransformer(core, attention)
 
 
 def checkpoint_scheduler(model: comfy.model_patcher.ModelPatcher | None) -> SchedulerConfig:

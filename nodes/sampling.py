@@ -169,7 +169,7 @@ def run_sampler(
     )
     with transformer_on_device(model, plan) as device:
         result = core_denoise.denoise(
-            memory.core_model(model),
+            memory.runner(model),
             conditioned,
             positive,
             negative,

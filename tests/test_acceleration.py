@@ -148,3 +148,13 @@ def test_compiling_on_cuda_compiles_the_vae_decoder_too_and_not_on_the_cpu():
     assert Speed.chosen(compile=True, fp8=False, device="cuda", stays_put=True).compile_vae
     assert not Speed.chosen(compile=False, fp8=True, device="cuda", stays_put=True).compile_vae
     assert not Speed.chosen(compile=True, fp8=False, device="cpu", stays_put=True).compile_vae
+
+
+def test_fast_kernels_alone_turn_on_the_fused_kernels_and_timed_attention_on_cuda_only():
+    """--fast-kernels without --compile or --fp8: no compile, no CUDA graphs, the attention
+    timed ('auto'), which makes `optimize_transformer` apply the fused kernels; the CPU and
+    the defaults stay the plain model."""
+    kernels = Speed.chosen(compile=False, fp8=False, device="cuda", stays_put=True, kernels=True)
+    assert kernels == Speed(attention="auto") and kernels.changes_transformer
+    assert not Speed.chosen(compile=False, fp8=False, device="cuda", stays_put=True).changes_transformer
+    assert not Speed.chosen(compile=False, fp8=False, device="cpu", stays_put=True, kernels=True).changes_transformer

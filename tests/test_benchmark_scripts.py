@@ -157,7 +157,10 @@ def test_the_cli_speed_bench_refuses_an_unknown_row_before_any_work(capsys):
 
     with pytest.raises(SystemExit):
         cli_gpu_speed.main(["--tiny", "--rows", "default,turbo"])
-    assert "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8', 'fp8_eager']" in capsys.readouterr().err
+    assert (
+        "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8', 'fp8_eager', 'kernels']"
+        in capsys.readouterr().err
+    )
 
 
 def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffusers(tmp_path):

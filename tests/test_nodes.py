@@ -9,6 +9,7 @@ file. If they fail, saved graphs, headless use or ComfyUI's memory manager break
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -507,6 +508,46 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
         )[0]["samples"]
         for model in (plain, compiled)
     ]
+    assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
+
+
+def test_the_samplers_run_the_transformer_under_the_attention_backend_its_loader_chose(pack, monkeypatch):
+    """The kernels option on the CPU is the plain model (its kernels are CUDA's); a backend
+    the loader chose (on a GPU, timed; here SDPA's math one, which the CPU runs) reaches the
+    sampler through `memory.runner`, under that backend, with the plain model's latent."""
+    memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
+    speed = sys.modules[f"{PACK_NAME}.ltx_core.speed.optimize"]
+    loader = _node(pack, "LTXVCoreCheckpointLoader")
+    plain, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="kernels")
+    assert plain.model.attention == "default" and memory.runner(plain) is plain.model.core
+    chosen, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu")
+    chosen.model.attention = "math"
+    runner = memory.runner(chosen)
+    assert isinstance(runner, speed.OptimizedTransformer) and runner.attention == "math" and not runner.cuda_graphs
+    backends = []
+    monkeypatch.setattr(speed, "attention_context", lambda name: backends.append(name) or contextlib.nullcontext())
+    width = plain.model.core.cfg.caption_channels
+    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
+             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
+    sampled = [
+        _node(pack, "LTXVCoreSampler").sample(
+            model,
+            text,
+            text,
+            latent,
+            seed=3,
+            steps=2,
+            cfg=3.0,
+            frame_rate=25.0,
+            dynamic_shift=True,
+            base_shift=0.95,
+            max_shift=2.05,
+            terminal=0.1,
+        )[0]["samples"]  # fmt: skip
+        for model in (plain, chosen)
+    ]
+    assert backends and set(backends) == {"math"}  # every forward of the chosen one, none of the plain
     assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
 
 

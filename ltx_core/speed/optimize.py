@@ -292,14 +292,19 @@ class Speed:
             raise SettingsError(f"attention backend {self.attention!r}; allowed: {', '.join(ATTENTION_CHOICES)}")
 
     @classmethod
-    def chosen(cls, compile: bool, fp8: bool, device: torch.device | str, stays_put: bool) -> Speed:
+    def chosen(
+        cls, compile: bool, fp8: bool, device: torch.device | str, stays_put: bool, kernels: bool = False
+    ) -> Speed:
         """The levers for a user's compile / fp8 choice on `device`. CUDA graphs pin memory
         addresses and replay collectives, so only a model that `stays_put` (one process,
         never moved by a memory manager) gets them; on CUDA the attention backend is timed
-        and compiling compiles the VAE decoder too (its fused layers decode faster)."""
+        and compiling compiles the VAE decoder too (its fused layers decode faster). `kernels`
+        alone (no compile, no fp8): on CUDA, the fused kernels and the timed attention backend
+        without compiling (`optimize_transformer` applies them once the attention is not the
+        default); elsewhere nothing."""
         on_cuda = torch.device(device).type == "cuda"
         if not (compile or fp8):
-            return cls()
+            return cls(attention="auto") if kernels and on_cuda else cls()
         return cls(
             compile=compile,
             fp8=fp8,
