@@ -473,6 +473,18 @@ def test_fp8_on_the_cpu_is_refused_by_the_loader_before_any_weights_are_read(pac
         _node(pack, "LTXVCoreCheckpointLoader").load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="compile+fp8")
 
 
+def sampled_latent(pack, model) -> torch.Tensor:
+    """The sampler's latent for one small fixed request (64x32, 9 frames, 2 steps, CFG 3)."""
+    width = model.model.core.cfg.caption_channels
+    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
+             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
+    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
+    return _node(pack, "LTXVCoreSampler").sample(
+        model, text, text, latent, seed=3, steps=2, cfg=3.0, frame_rate=25.0,
+        dynamic_shift=True, base_shift=0.95, max_shift=2.05, terminal=0.1,
+    )[0]["samples"]  # fmt: skip
+
+
 def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypatch):
     """Traced with Dynamo's 'eager' backend (no C++ compiler on CI); the module stays the
     one ComfyUI's memory manager moves, its blocks compiled."""
@@ -483,31 +495,7 @@ def test_the_compile_option_samples_the_latent_of_the_plain_model(pack, monkeypa
     compiled, _ = loader.load(SHIPPED_CHECKPOINT, "float32", "cpu", optimization="compile")
     assert compiled.model.core.transformer_blocks[0]._compiled_call_impl is not None
     assert plain.model.core.transformer_blocks[0]._compiled_call_impl is None
-    width = plain.model.core.cfg.caption_channels
-    text = [
-        [
-            torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
-            {"attention_mask": torch.ones(1, 8, dtype=torch.bool)},
-        ]
-    ]
-    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
-    sampled = [
-        _node(pack, "LTXVCoreSampler").sample(
-            model,
-            text,
-            text,
-            latent,
-            seed=3,
-            steps=2,
-            cfg=3.0,
-            frame_rate=25.0,
-            dynamic_shift=True,
-            base_shift=0.95,
-            max_shift=2.05,
-            terminal=0.1,
-        )[0]["samples"]
-        for model in (plain, compiled)
-    ]
+    sampled = [sampled_latent(pack, model) for model in (plain, compiled)]
     assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
 
 
@@ -526,27 +514,7 @@ def test_the_samplers_run_the_transformer_under_the_attention_backend_its_loader
     assert isinstance(runner, speed.OptimizedTransformer) and runner.attention == "math" and not runner.cuda_graphs
     backends = []
     monkeypatch.setattr(speed, "attention_context", lambda name: backends.append(name) or contextlib.nullcontext())
-    width = plain.model.core.cfg.caption_channels
-    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
-             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
-    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
-    sampled = [
-        _node(pack, "LTXVCoreSampler").sample(
-            model,
-            text,
-            text,
-            latent,
-            seed=3,
-            steps=2,
-            cfg=3.0,
-            frame_rate=25.0,
-            dynamic_shift=True,
-            base_shift=0.95,
-            max_shift=2.05,
-            terminal=0.1,
-        )[0]["samples"]  # fmt: skip
-        for model in (plain, chosen)
-    ]
+    sampled = [sampled_latent(pack, model) for model in (plain, chosen)]
     assert backends and set(backends) == {"math"}  # every forward of the chosen one, none of the plain
     assert (sampled[0] - sampled[1]).abs().max() <= SPEED_ATOL
 
@@ -557,23 +525,12 @@ def test_a_sampler_run_with_streamed_blocks_gives_the_resident_latent(pack, monk
     transformer's blocks back on their own weights afterwards."""
     memory = sys.modules[f"{PACK_NAME}.nodes.memory"]
     model, _ = _node(pack, "LTXVCoreCheckpointLoader").load(SHIPPED_CHECKPOINT, "float32", "cpu")
-    width = model.model.core.cfg.caption_channels
-    text = [[torch.randn(1, 8, width, generator=torch.Generator().manual_seed(1)),
-             {"attention_mask": torch.ones(1, 8, dtype=torch.bool)}]]  # fmt: skip
-    (latent,) = _node(pack, "LTXVCoreEmptyLatentVideo").generate(width=64, height=32, frames=9, batch_size=1)
-
-    def sample():
-        return _node(pack, "LTXVCoreSampler").sample(
-            model, text, text, latent, seed=3, steps=2, cfg=3.0, frame_rate=25.0,
-            dynamic_shift=True, base_shift=0.95, max_shift=2.05, terminal=0.1,
-        )[0]["samples"]  # fmt: skip
-
-    resident = sample()
+    resident = sampled_latent(pack, model)
     streamed = []
     monkeypatch.setattr(
         memory, "_with_streaming", lambda work, choice, capacity: streamed.append(2) or replace(work, streamed_blocks=2)
     )
-    assert torch.equal(sample(), resident) and streamed == [2]
+    assert torch.equal(sampled_latent(pack, model), resident) and streamed == [2]
     core = model.model.core
     assert type(core.block_weights).__name__ == "ResidentBlocks"
 
