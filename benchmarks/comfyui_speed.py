@@ -17,9 +17,10 @@ the decode:
   KSamplerSelect (euler), SamplerCustom, VAEDecode: ComfyUI's own LTX-Video path.
 
 768x512x121, 20 steps, CFG 3, the scheduler's defaults (paper 2.5.2's token-count shift)
-on both. Each row runs once to warm up (loading, compiling), then `--runs` times with a new
-seed each time; its seconds are the median (queueing to ComfyUI's websocket saying the
-prompt is done), `node_seconds` each node class's median. The server is ComfyUI from the
+on both. Each row starts with every model unloaded, runs once to warm up (loading,
+compiling), then `--runs` times with a new seed each time; its seconds are the median
+(queueing to ComfyUI's websocket saying the prompt is done), `node_seconds` each node
+class's median, `peak_gpu_memory_gib` the server's peak over the row. The server is ComfyUI from the
 host tests' setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui),
 or `--comfyui DIR` on a machine without the package index (its requirements importable,
 `--front-end-root EMPTY_DIR` where the frontend package is left out: nothing here opens a page).
@@ -55,6 +56,7 @@ from tests.host.comfy_env import ComfyServer, assert_succeeded, comfyui_version,
 RESULTS = Path(__file__).parent / "results"
 PACK_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "t2v.json"
 CHECKPOINT, TEXT_ENCODER = "bench-ltxv.safetensors", "bench-t5"
+PROBE_NODES = Path(__file__).parent / "comfyui_nodes"  # the per-row peak memory routes
 OPTIMIZATIONS = ("none", "kernels", "compile", "compile+fp8")  # the pack loader's choices (nodes/loaders.py)
 GUIDANCE, FRAME_RATE = 3.0, 24.0
 
@@ -145,7 +147,9 @@ def node_seconds(graph: dict, events: list) -> dict[str, float]:
 
 
 def measure_row(server: ComfyServer, make_graph, runs: int, timeout_s: float) -> dict:
-    """One warm-up run, then `runs` runs with new seeds; the median and each run."""
+    """One warm-up run, then `runs` runs with new seeds; the median and each run, and the
+    row's peak GPU memory (every model unloaded before it: `comfyui_nodes/ltxv_bench_probe`)."""
+    server.post("/ltxv_bench/row_start")
     warm_up = timed_run(server, make_graph(0), timeout_s)
     measured = [timed_run(server, make_graph(seed), timeout_s) for seed in range(1, runs + 1)]
     names = {name for run in measured for name in run["node_seconds"]}
@@ -153,6 +157,7 @@ def measure_row(server: ComfyServer, make_graph, runs: int, timeout_s: float) ->
         "seconds": statistics.median(r["seconds"] for r in measured),
         "node_seconds": {n: statistics.median(r["node_seconds"].get(n, 0.0) for r in measured) for n in sorted(names)},
         "warm_up_s": warm_up["seconds"],
+        "peak_gpu_memory_gib": server.get("/ltxv_bench/peak_memory")["peak_gib"],
         "runs": measured,
     }
 
@@ -165,7 +170,7 @@ def measure(args, on_row=lambda result: None) -> dict:
     result = {"size": size, "guidance_scale": GUIDANCE, "rows": rows}
     with tempfile.TemporaryDirectory() as tmp:
         extra = ("--front-end-root", str(args.front_end_root)) if args.front_end_root else ()
-        server = ComfyServer(Path(tmp), root=args.comfyui, cpu=args.tiny, extra_args=extra)
+        server = ComfyServer(Path(tmp), root=args.comfyui, cpu=args.tiny, extra_args=extra, custom_nodes=(PROBE_NODES,))
         write_models(server, args.model, args.tiny)
         server.start()
         try:
@@ -244,7 +249,9 @@ def main(argv=None) -> dict:
     result = measure(args, on_row=lambda partial: write_report(args, partial))
     report = write_report(args, result)
     for name, row in result["rows"].items():
-        print(f"{name:20} {row['seconds']:.3f} s queue to mp4 (warm-up {row['warm_up_s']:.1f} s)")
+        peak = row["peak_gpu_memory_gib"]
+        memory = "" if peak is None else f", peak {peak:.2f} GiB"
+        print(f"{name:20} {row['seconds']:.3f} s queue to mp4 (warm-up {row['warm_up_s']:.1f} s{memory})")
         print("    " + ", ".join(f"{node} {seconds:.3f} s" for node, seconds in row["node_seconds"].items()))
     if "comfyui_pack_vs_native_ratio" in report:
         print(f"native / pack: {report['comfyui_pack_vs_native_ratio']:.3f}")

@@ -221,10 +221,12 @@ class ComfyServer:
         python_path: tuple[Path, ...] = (),
         cpu: bool = True,
         extra_args: tuple[str, ...] = (),
+        custom_nodes: tuple[Path, ...] = (),
     ):
         self.base = Path(base)
         self.cpu = cpu
         self.extra_args = extra_args  # more of main.py's flags
+        self.custom_nodes = custom_nodes  # more folders of custom nodes, beside ComfyUI's own
         self.root = Path(root)
         self.python_path = python_path
         self.output_dir = self.base / "output"
@@ -296,7 +298,7 @@ class ComfyServer:
             "    latent_upscale_models: latent_upscale_models\n"
             "    loras: loras\n"
             "    diffusion_models: diffusion_models\n"
-            "    vae: vae\n"
+            "    vae: vae\n" + "".join(f"    custom_nodes: {folder}\n" for folder in self.custom_nodes)
         )
         return path
 

@@ -19,6 +19,7 @@ def test_the_comfyui_speed_bench_times_both_graphs_to_an_mp4_of_the_asked_length
     for row in report["rows"].values():
         assert [run["frames"] for run in row["runs"]] == [report["size"]["frames"]] * 2
         assert row["seconds"] > 0 and row["warm_up_s"] > 0
+        assert "peak_gpu_memory_gib" in row and row["peak_gpu_memory_gib"] is None  # the CPU: no GPU peak
         # where each run's time went, node by node: the nodes that ran, within the run's seconds
         assert "LTXVCoreSaveVideo" in row["node_seconds"] and 0 < sum(row["node_seconds"].values()) <= row["seconds"]
     assert {"SamplerCustom", "VAEDecode"} <= set(report["rows"]["native"]["node_seconds"])
