@@ -22,8 +22,9 @@ compiling), then `--runs` times with a new seed each time; its seconds are the m
 (queueing to ComfyUI's websocket saying the prompt is done), `node_seconds` each node
 class's median, `peak_gpu_memory_gib` the server's peak over the row. The server is ComfyUI from the
 host tests' setup (`tests/host/comfy_env.py`: `.comfy/ComfyUI`, from `COMFYUI_SRC` or ../shared/comfyui),
-or `--comfyui DIR` on a machine without the package index (its requirements importable,
-`--front-end-root EMPTY_DIR` where the frontend package is left out: nothing here opens a page).
+or `--comfyui DIR` on a machine without the package index (its requirements importable, as
+`scripts/offline_comfyui_site.sh` packs them; `--front-end-root EMPTY_DIR` where the frontend
+package is left out: nothing here opens a page).
 
 Writes benchmarks/results/comfyui_speed.json and, on a GPU with the 2B model,
 gpu_speed.json's `comfyui_pack_s`, `comfyui_native_s` and `comfyui_pack_vs_native_ratio`
