@@ -160,7 +160,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_device_name(args.device)
     if args.fp8 and args.device is not None and not args.device.startswith("cuda"):
         check_fp8_device(args.device)  # names what FP8 needs
-    if args.fast_kernels and args.device is not None and not args.device.startswith("cuda"):
+    if args.fast_kernels and args.device is not None:
         check_fast_kernels_device(args.device)
     check_long_video(args)
     check_offload(args)

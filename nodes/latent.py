@@ -86,10 +86,11 @@ class LTXVCoreVAEEncodeFirstFrame:
 
     def encode(self, vae, image, width, height):
         check_size(width, height)  # before the VAE is moved to its device
-        shape = (1, 128, 1, height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT)
-        plan = memory.refuse_what_never_fits(vae, "encode", shape, encode_frames=1)
+        model = memory.core_model(vae)
+        cells = (height // model.spatial_compression, width // model.spatial_compression)
+        plan = memory.refuse_what_never_fits(vae, "encode", (1, model.cfg.latent_channels, 1, *cells), encode_frames=1)
         with memory.on_device(vae, plan) as device:
-            latent = core_pipeline.encode_first_frame(memory.core_model(vae), image, width, height, device=device)
+            latent = core_pipeline.encode_first_frame(model, image, width, height, device=device)
         return ({"samples": latent.to(comfy.model_management.intermediate_device())},)
 
 

@@ -130,7 +130,7 @@ def runner(model: comfy.model_patcher.ModelPatcher):
     """What a sampler calls: the core transformer, under its loader's attention backend
     where one was chosen (`speed.optimize.OptimizedTransformer`: no CUDA graphs, as ComfyUI
     moves the model)."""
-    core, attention = core_model(model), getattr(model.model, "attention", "default")
+    core, attention = core_model(model), model.model.attention
     return core if attention == "default" else core_speed.OptimizedTransformer(core, attention)
 
 

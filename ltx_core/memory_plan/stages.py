@@ -56,14 +56,13 @@ def estimate(work: Workload) -> MemoryPlan:
     sampling_weights -= streamed_bytes(work, sampling_weights)
     # a one-shot run releases the text encoder after the text and the transformer after sampling
     after_text = total - weights["text_encoder"] if work.one_shot else total
+    sampling = after_text - weights["transformer"] + sampling_weights
     resident_for = {  # the weights on the device during each stage
         "text": total if stay else weights["text_encoder"],
         "encode": after_text if stay else weights["vae"],
-        "sampling": after_text - weights["transformer"] + sampling_weights if stay else sampling_weights,
-        "decode": after_text - weights["transformer"] + sampling_weights if stay else weights["vae"],
+        "sampling": sampling if stay else sampling_weights,
+        "decode": sampling if stay and not work.one_shot else weights["vae"],
     }
-    if work.one_shot:
-        resident_for["decode"] = weights["vae"]
     decoded = work if work.decode_frames is None else replace(work, frames=work.decode_frames)
     made = {  # what each stage makes beside its weights, counted only for the stages run
         "text": lambda: text_bytes(work),
