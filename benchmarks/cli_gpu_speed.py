@@ -5,17 +5,17 @@ transformer reads (its cost is not what is measured).
 
     python -m benchmarks.cli_gpu_speed [--model 2B|13B] [--repeats 2] [--tiny]
 
-Rows: the CLI's defaults, `--compile`, `--compile --fp8`, `--fp8` alone, `--fast-kernels`, each without CFG (`--cfg 1`)
-and with it (`--cfg 3`), 768x512x121, 20 steps, bf16. A row's seconds are the median of
-`after_text_s` (text encoded to frames decoded: the latent, the steps and the decode, as the
-CLI process runs them) over its processes after the first, whose caches the first filled
-(`first_process_after_text_s` beside it; with one process, that one's); its peak GPU memory
-the largest of its processes' (`--timings`' `peak_gpu_memory_gib`). Every process shares
-one TorchInductor cache folder, empty when the script starts. The cold start is the first
-process of the defaults without CFG (seconds from its launch to its first step; the page
-cache already holds the files, just written), the warm start its second;
-`first_step_s_by_row` has every process's, so the compiled rows' second processes show what
-the filled caches give.
+Rows: the CLI's defaults (the fused kernels on), `--compile`, `--compile --fp8`, `--fp8`
+alone, `--no-fast-kernels`, each without CFG (`--cfg 1`) and with it (`--cfg 3`),
+768x512x121, 20 steps, bf16. A row's seconds are the median of `after_text_s` (text encoded
+to frames decoded: the latent, the steps and the decode, as the CLI process runs them) over
+its processes after the first, whose caches the first filled (`first_process_after_text_s`
+beside it; with one process, that one's); its peak GPU memory the largest of its processes'
+(`--timings`' `peak_gpu_memory_gib`). Every process shares one TorchInductor cache folder,
+empty when the script starts. The cold start is the first process of the defaults without
+CFG (seconds from its launch to its first step; the page cache already holds the files, just
+written), the warm start its second; `first_step_s_by_row` has every process's, so the
+compiled rows' second processes show what the filled caches give.
 
 Writes benchmarks/results/cli_gpu_speed.json and, on a GPU, the user-path keys of
 benchmarks/results/gpu_speed.json (cli_bf16_nocfg_s, cli_bf16_cfg_s, cli_fp8_nocfg_s,
@@ -53,7 +53,7 @@ FLAG_ROWS = (
     ("compile", ("--compile",)),
     ("fp8", ("--compile", "--fp8")),
     ("fp8_eager", ("--fp8",)),  # FP8 without the compile a one-clip process never earns back
-    ("kernels", ("--fast-kernels",)),  # the fused kernels and the timed attention, no compile
+    ("no_kernels", ("--no-fast-kernels",)),  # the defaults less the fused kernels and the timed attention
 )
 GUIDANCE = {"nocfg": "1", "cfg": "3"}
 # gpu_speed.json's user-path keys: (flag row, guidance)
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument(
-        "--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager,kernels"
+        "--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager,no_kernels"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 model and sampler), ComfyUI's own LTXV model (`comfy.ldm.lightricks.model.LTXVModel`, the
 one its native nodes run) and diffusers' `LTXVideoTransformer3DModel`.
 
-    python -m benchmarks.dit_three_way [--model 2B|13B] [--repeats 2] [--comfyui DIR] [--tiny]
+    python -m benchmarks.dit_three_way [--model 2B|13B] [--repeats 2] [--comfyui DIR] [--fp8] [--tiny]
 
 Random weights (diffusers' model, seeded, every path made non-trivial) are mapped to the
 official names, which ours and ComfyUI's read as they are. Each model is built in bf16 on
@@ -13,10 +13,17 @@ seconds are the best of `--repeats`, its peak the GPU memory allocated. One forw
 sigma 0.5 is compared across the three (max abs difference against ours, relative to
 ours' largest value), so the rows are known to compute the same thing.
 
-Writes benchmarks/results/dit_three_way.json and, with the 13B config on a GPU,
-gpu_speed.json's `b13_ours_dit_s`, `b13_comfyui_dit_s`, `b13_diffusers_dit_s` (without
-CFG). `--comfyui DIR`: an unpacked ComfyUI (default: the host tests' setup). `--tiny`: the
-tiny config on the CPU at 64x64x9, 2 steps, fp32 (the script's test).
+`--fp8`: each library's FP8 as its user turns it on, the same weights: ours as the CLI's
+`--fp8` (FP8 linear layers with per-row scales, the fused kernels, no compile), ComfyUI's as
+its loaders' `fp8_e4m3fn_fast` weight dtype (weights cast to FP8 unscaled, its `fp8_ops`
+matmuls on FP8 tensor cores), diffusers' layerwise casting (weights stored in FP8, each
+layer computed in bf16); the probe also against ours in bf16 (`probe_max_abs_diff_vs_bf16`).
+
+Writes benchmarks/results/dit_three_way.json (dit_three_way_fp8.json) and, with the 13B
+config on a GPU, gpu_speed.json's `b13_ours_dit_s`, `b13_comfyui_dit_s`,
+`b13_diffusers_dit_s` (`b13_*_fp8_dit_s`; without CFG). `--comfyui DIR`: an unpacked ComfyUI
+(default: the host tests' setup). `--tiny`: the tiny config on the CPU at 64x64x9, 2 steps,
+fp32 (the script's test).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from ltx_core.models import configs as C
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.sampling.scheduler import flow_sigmas
+from ltx_core.speed.optimize import Speed, optimize_transformer
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"2B": C.LTXV_2B, "13B": C.LTXV_13B}
@@ -75,12 +83,14 @@ def make_inputs(cfg, size: dict, device, dtype) -> dict:
 # ---------------------------------------------------------------- the three forwards
 
 
-def ours(cfg, weights: dict, inputs: dict, device, dtype):
+def ours(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     """(B, C, f, h, w) latent, (B,) sigma, batch of prompts -> velocity, through our model."""
     with torch.device("meta"):
         model = LTXVTransformer(cfg)
     model.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
     model.eval().requires_grad_(False)
+    if fp8:  # as the CLI's --fp8 runs it
+        model = optimize_transformer(model, Speed.chosen(False, True, device, stays_put=False, kernels=True))
     f, h, w = inputs["shape"]
     coords = fractional_coords(pixel_coords(latent_coords(f, h, w, 1), causal_fix=False), FRAME_RATE).to(device)
 
@@ -92,13 +102,22 @@ def ours(cfg, weights: dict, inputs: dict, device, dtype):
     return model, forward
 
 
-def comfyui(cfg, weights: dict, inputs: dict, device, dtype):
-    """ComfyUI's LTXVModel, built as its loader builds it (no weight init) with our weights."""
+def comfyui(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
+    """ComfyUI's LTXVModel, built as its loader builds it (no weight init) with our weights;
+    FP8 as its `fp8_e4m3fn_fast` weight dtype builds it (`model_base`: the weights' dtype and
+    `pick_operations(..., fp8_optimizations=True)`)."""
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = device.type == "cpu"  # as `main.py --cpu`, before it picks a device
     import comfy.ops
     from comfy.ldm.lightricks.model import LTXVModel
+
+    weight_dtype = torch.float8_e4m3fn if fp8 else dtype
+    operations = (
+        comfy.ops.pick_operations(weight_dtype, dtype, load_device=device, fp8_optimizations=True)
+        if fp8
+        else comfy.ops.disable_weight_init
+    )
 
     with torch.device("meta"):
         model = LTXVModel(
@@ -110,11 +129,13 @@ def comfyui(cfg, weights: dict, inputs: dict, device, dtype):
             num_layers=cfg.num_layers,
             positional_embedding_theta=cfg.positional_embedding_theta,
             positional_embedding_max_pos=list(cfg.positional_embedding_max_pos),
-            dtype=dtype,
+            dtype=weight_dtype,
             device=device,
-            operations=comfy.ops.disable_weight_init,
+            operations=operations,
         )
-    missing, _ = model.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=False, assign=True)
+    shapes = dict(model.state_dict(keep_vars=True))  # each tensor in the dtype ComfyUI allocates it in
+    state = {k: v.to(device, shapes[k].dtype if k in shapes else dtype) for k, v in weights.items()}
+    missing, _ = model.load_state_dict(state, strict=False, assign=True)
     if missing:  # its buffers beside the weights are its own; a weight not read would be a wrong model
         raise SystemExit(f"ComfyUI's LTXVModel did not get {missing[:5]} from the official names")
     model.eval().requires_grad_(False)
@@ -125,13 +146,15 @@ def comfyui(cfg, weights: dict, inputs: dict, device, dtype):
     return model, forward
 
 
-def diffusers(cfg, weights: dict, inputs: dict, device, dtype):
+def diffusers(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     with torch.device("meta"):
         model = diffusers_transformer(cfg)
     back = {official: name for name, official in TRANSFORMER_DIFFUSERS_TO_OFFICIAL.items()}
     state = {k: v.to(device, dtype) for k, v in rename_keys(weights, back).items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+    if fp8:  # its FP8: storage only, its default layers to skip (norms, embeddings) kept
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     f, h, w = inputs["shape"]
 
     def forward(x, sigma, text, mask):
@@ -162,7 +185,7 @@ def sample(forward, inputs: dict, guidance: float) -> torch.Tensor:
 
 def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) -> tuple[dict, torch.Tensor]:
     model, forward = {"ours": ours, "comfyui": comfyui, "diffusers": diffusers}[name](
-        cfg, weights, inputs, device, dtype
+        cfg, weights, inputs, device, dtype, fp8=args.fp8
     )
     row = {}
     for mode, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
@@ -179,12 +202,17 @@ def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) ->
         if device.type == "cuda":
             row[f"peak_{mode}_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     with torch.no_grad():
-        probe = forward(inputs["probe"], torch.full((1,), 0.5, device=device), inputs["text"][:1], inputs["mask"][:1])
+        probed = probe(forward, inputs, device)
     del model, forward
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row, probe.cpu()
+    return row, probed.cpu()
+
+
+def probe(forward, inputs: dict, device) -> torch.Tensor:
+    """One forward at sigma 0.5 on the probe latent and the prompt."""
+    return forward(inputs["probe"], torch.full((1,), 0.5, device=device), inputs["text"][:1], inputs["mask"][:1])
 
 
 def run(args) -> dict:
@@ -203,6 +231,13 @@ def run(args) -> dict:
     for name in IMPLEMENTATIONS[1:]:
         difference = (probes[name] - probes["ours"]).abs().max().item() / scale
         rows[name]["probe_max_abs_diff_vs_ours"] = float(f"{difference:.3e}")
+    if args.fp8:  # what FP8 changes: each against ours in bf16
+        _, forward = ours(cfg, weights, inputs, device, dtype)
+        with torch.no_grad():
+            reference = probe(forward, inputs, device).cpu()
+        for name in IMPLEMENTATIONS:
+            difference = (probes[name] - reference).abs().max().item() / reference.abs().max().item()
+            rows[name]["probe_max_abs_diff_vs_bf16"] = float(f"{difference:.3e}")
     return {"size": size, "text_tokens": TEXT_TOKENS, "guidance_scale": GUIDANCE, "rows": rows}
 
 
@@ -211,9 +246,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", choices=sorted(MODELS), default="13B")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--comfyui", type=Path, help="an unpacked ComfyUI (default: the host tests' setup)")
+    parser.add_argument("--fp8", action="store_true", help="each library's FP8 (see above)")
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS / "dit_three_way.json")
+    parser.add_argument("--out", type=Path, help="default: results/dit_three_way.json (dit_three_way_fp8.json)")
     args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("dit_three_way_fp8.json" if args.fp8 else "dit_three_way.json")
     if args.comfyui is not None and not (args.comfyui / "comfy").is_dir():
         parser.error(f"--comfyui {args.comfyui}: no ComfyUI there (no comfy/ folder)")
     if not args.tiny and not torch.cuda.is_available():
@@ -226,13 +263,15 @@ def main(argv=None) -> dict:
     report = {
         **report_header("dit_three_way", not args.tiny),
         "model": "tiny" if args.tiny else args.model,
+        "fp8": args.fp8,
         **result,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if not args.tiny and args.model == "13B":
-        speed = {f"b13_{name}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
-        speed["b13_measured"] = {"date": report["date"], "device": report["device"], "file": "dit_three_way.json"}
+        kind = "_fp8" if args.fp8 else ""
+        speed = {f"b13_{name}{kind}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
+        speed[f"b13{kind}_measured"] = {"date": report["date"], "device": report["device"], "file": args.out.name}
         merge_results(RESULTS / "gpu_speed.json", speed)
     for name, row in result["rows"].items():
         print(f"{name:10} {row}")

@@ -246,8 +246,7 @@ def _generate(
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
         check_fp8_device(device)  # names what FP8 needs
-    if args.fast_kernels:
-        check_fast_kernels_device(device)
+    args.fast_kernels = fast_kernels_chosen(args.fast_kernels, device)
     request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
     info, sources = with_vae_file(info, sources, args.vae)  # a GGUF transformer's VAE from --vae
@@ -391,11 +390,21 @@ def speed_up(models, args: argparse.Namespace, world_size: int, device, stays_pu
     return optimize_models(models, speed, device)
 
 
+def fast_kernels_chosen(asked: bool | None, device) -> bool:
+    """--fast-kernels / --no-fast-kernels, or by default on where they run (CUDA): the same
+    frames within bf16's rounding, and faster as the CLI runs them (cli_gpu_speed.json)."""
+    if asked is None:
+        return str(device).split(":")[0] == "cuda"
+    if asked:
+        check_fast_kernels_device(device)
+    return asked
+
+
 def check_fast_kernels_device(device) -> None:
     if str(device).split(":")[0] != "cuda":
         raise SettingsError(
             f"--fast-kernels needs a CUDA GPU (its kernels are Triton's and CUDA's attention backends'); "
-            f"the device is {device}: leave the flag off there"
+            f"the device is {device}: leave the flag off there (it is on by default only on CUDA)"
         )
 
 

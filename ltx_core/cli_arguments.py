@@ -201,9 +201,9 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "seconds and seconds since the models began loading",
     )
     speed = generate.add_argument_group(
-        "speed on a GPU (off by default: one run makes one clip, and a new process compiles again, "
-        "its compile caches filled by an earlier run or not, which takes longer than it saves on one "
-        "clip; FP8 changes the frames beyond bf16's rounding; benchmarks/results/cli_gpu_speed.json and "
+        "speed on a GPU (compiling and FP8 are off by default: one run makes one clip, and a new process "
+        "compiles again, its compile caches filled by an earlier run or not, which takes longer than it saves "
+        "on one clip; FP8 changes the frames beyond bf16's rounding; benchmarks/results/cli_gpu_speed.json and "
         "cli_gpu_speed_compile.json have the CLI's seconds with and without, gpu_speed.json the per-clip "
         "seconds in one process)"
     )
@@ -216,12 +216,13 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
     )
     speed.add_argument(
         "--fast-kernels",
-        action="store_true",
-        help="on a CUDA GPU, without compiling: QK-norm + RoPE in one Triton pass, the feed-forward's "
-        "bias + GELU in the matmul's epilogue, and the fastest attention backend timed on the device "
-        "(the same frames within bf16's rounding; each kernel is checked against its reference when "
-        "loaded). Off by default: a one-clip process builds these kernels at its first step, and "
-        "benchmarks/results/cli_gpu_speed.json (row 'kernels') says whether the later steps earn it back",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on by default on a CUDA GPU, without compiling: QK-norm + RoPE in one Triton pass, the "
+        "feed-forward's bias + GELU in the matmul's epilogue, and the fastest attention backend timed on the "
+        "device (the same frames within bf16's rounding; each kernel is checked against its reference when "
+        "loaded; benchmarks/results/cli_gpu_speed.json, row 'kernels'); --no-fast-kernels runs PyTorch's own "
+        "layers; --fast-kernels on a device other than CUDA is refused",
     )
     speed.add_argument(
         "--fp8",

@@ -28,10 +28,11 @@ VAE_FOLDERS = ("vae", "checkpoints")
 GGUF_SUFFIX = ".gguf"
 TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
 
-# The loader's choice of `Speed.chosen(compile, fp8, ..., kernels)`, the CLI's --compile / --fp8 / --fast-kernels.
+# The loader's choice of `Speed.chosen(compile, fp8, ..., kernels)`, the CLI's --compile / --fp8 / --fast-kernels;
+# the first is the default (the fused kernels: the same frames within bf16's rounding, nothing to compile).
 OPTIMIZATIONS = {
-    "none": (False, False, False),
     "kernels": (False, False, True),
+    "none": (False, False, False),
     "compile": (True, False, False),
     "compile+fp8": (True, True, False),
 }
@@ -140,7 +141,7 @@ class LTXVCoreCheckpointLoader:
             "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Weight precision of the transformer and the VAE. default: bfloat16 (as published) on a GPU, float32 on the CPU."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the models run; 'default' follows ComfyUI."}),
         }, "optional": {
-            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "GPU speed-ups: kernels: fused kernels and the fastest attention backend, no compiling (the same numbers within bf16's rounding); compile: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run compiles); FP8 linear layers (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers). Off by default: the first run at a size compiles for longer than later runs save, unless one workflow is queued many times at one size."}),
+            "optimization": (list(OPTIMIZATIONS), {"default": "kernels", "tooltip": "GPU speed-ups. kernels (default): fused kernels and the fastest attention backend on a CUDA GPU, no compiling (the same numbers within bf16's rounding; nothing changes on the CPU); none: PyTorch's own layers; compile: torch.compile of the transformer and, on a GPU, the VAE decoder (the first run at each size compiles for longer than later runs save, unless one workflow is queued many times at one size); compile+fp8: FP8 linear layers too (GPUs with FP8 tensor cores: RTX 40xx, L4, H100; slightly different numbers)."}),
             "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI moves whole models and offloads one when another needs the room. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
@@ -150,7 +151,7 @@ class LTXVCoreCheckpointLoader:
             return _missing_message("checkpoint", ckpt_name, CHECKPOINT_FOLDERS, checkpoint_names())
         return True
 
-    def load(self, ckpt_name, dtype, device, optimization="none", offload="auto"):
+    def load(self, ckpt_name, dtype, device, optimization="kernels", offload="auto"):
         load_device, _ = memory.model_devices("diffusion", device)
         speed = _node_speed(optimization, load_device)
         path = _resolve(CHECKPOINT_FOLDERS, ckpt_name)
@@ -226,7 +227,7 @@ class LTXVCoreTransformerLoader:
             "dtype": (list(memory.DTYPES), {"default": "default", "tooltip": "Precision of the weights that are not quantized, and of the computation."}),
             "device": (list(memory.DEVICES), {"default": "default", "tooltip": "Where the model runs; 'default' follows ComfyUI."}),
         }, "optional": {
-            "optimization": (list(OPTIMIZATIONS), {"default": "none", "tooltip": "As in LTX-Video Checkpoint Loader; compile+fp8 runs an FP8 file's weights on the FP8 tensor cores."}),
+            "optimization": (list(OPTIMIZATIONS), {"default": "kernels", "tooltip": "As in LTX-Video Checkpoint Loader; compile+fp8 runs an FP8 file's weights on the FP8 tensor cores."}),
             "offload": (list(memory.OFFLOAD), {"default": "auto", "tooltip": "ComfyUI moves whole models and offloads one when another needs the room. auto: when sampling would not fit the GPU's memory, stream the fewest transformer blocks from CPU memory while the one before computes (the same frames, slower); blocks: always stream every block (the least GPU memory); none: never stream (a run too large is refused)."}),
         }}  # fmt: skip
 
@@ -236,7 +237,7 @@ class LTXVCoreTransformerLoader:
             return _missing_message("transformer", unet_name, TRANSFORMER_FOLDERS, transformer_names())
         return True
 
-    def load(self, unet_name, dtype, device, optimization="none", offload="auto"):
+    def load(self, unet_name, dtype, device, optimization="kernels", offload="auto"):
         load_device, _ = memory.model_devices("diffusion", device)
         speed = _node_speed(optimization, load_device)
         path = _resolve(TRANSFORMER_FOLDERS, unet_name)

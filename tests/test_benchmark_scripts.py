@@ -186,6 +186,25 @@ def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffus
     assert all(row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0 for row in report["rows"].values())
 
 
+def test_the_three_way_dit_bench_runs_each_librarys_fp8(tmp_path):
+    """--fp8: each library's FP8 path really runs (its probe moves off ours in bf16, as FP8
+    rounding does) and stays near it (the same model read three ways)."""
+    import json
+    import subprocess
+
+    from tests.host.comfy_env import ensure_comfyui
+
+    out = tmp_path / "d3_fp8.json"
+    command = [sys.executable, "-m", "benchmarks.dit_three_way", "--tiny", "--fp8", "--repeats", "1",
+               "--out", str(out), "--comfyui", str(ensure_comfyui())]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["fp8"] is True and list(report["rows"]) == ["ours", "comfyui", "diffusers"]
+    for name, row in report["rows"].items():
+        assert 1e-4 < row["probe_max_abs_diff_vs_bf16"] < 0.15, name
+
+
 def test_the_mp4_write_bench_reads_every_preset_back_and_keeps_the_rule(tmp_path):
     """Each preset's file decodes close to the frames given, and the choice is the fastest
     one inside the margins (here on tiny clips, where the numbers are the script's own)."""

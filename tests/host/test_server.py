@@ -111,9 +111,9 @@ def test_object_info_lists_every_node_of_the_pack_with_its_inputs_and_outputs(ob
         assert info["description"]
 
 
-def test_the_speed_options_are_off_unless_asked(object_info):
+def test_the_fused_kernels_are_the_only_speed_option_on_unless_asked(object_info):
     optimization = object_info["LTXVCoreCheckpointLoader"]["input"]["optional"]["optimization"]
-    assert optimization[0] == ["none", "kernels", "compile", "compile+fp8"] and optimization[1]["default"] == "none"
+    assert optimization[0] == ["kernels", "none", "compile", "compile+fp8"] and optimization[1]["default"] == "kernels"
     decode = object_info["LTXVCoreDenoisingDecode"]["input"]["optional"]
     # each layer 32 frames at a time: the frames of the whole decode, less memory (0: whole)
     assert decode["time_chunk"][1]["default"] == 32 and decode["time_chunk"][1]["min"] == 0
