@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -418,3 +419,22 @@ def test_non_finite_names_looks_at_floating_tensors_only():
         "e": torch.ones(3),
     }
     assert non_finite_names(state) == ["a", "d"]
+
+
+def test_building_the_models_to_load_them_imports_no_sympy():
+    """Every load builds the models on the meta device; an op there that runs torch's Python
+    reference imports sympy on its first call, about a second of every CLI start."""
+    import subprocess
+
+    code = (
+        "import sys, torch\n"
+        "from ltx_core.models import configs as C\n"
+        "from ltx_core.models.transformer import LTXVTransformer\n"
+        "from ltx_core.models.vae import CausalVideoVAE\n"
+        "with torch.device('meta'):\n"
+        "    LTXVTransformer(C.TINY_TRANSFORMER), CausalVideoVAE(C.TINY_VAE_0_9_1), CausalVideoVAE(C.LTXV_VAE_0_9_5)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

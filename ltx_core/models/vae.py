@@ -137,7 +137,7 @@ class Decoder(nn.Module):
         if cfg.timestep_conditioning:
             self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
             self.last_time_embedder = TimestepEmbedder(channels * 2)
-            self.last_scale_shift_table = nn.Parameter(torch.randn(2, channels) / channels**0.5)
+            self.last_scale_shift_table = nn.Parameter(torch.normal(0.0, channels**-0.5, (2, channels)))
 
     def forward(
         self,
@@ -271,7 +271,9 @@ class PerChannelStatistics(nn.Module):
         self.register_buffer("mean-of-means", torch.zeros(channels))
         self.register_buffer("mean-of-stds", torch.ones(channels))
         self.register_buffer("mean-of-stds_over_std-of-means", torch.ones(channels))
-        self.register_buffer("channel", torch.arange(channels, dtype=torch.float32))
+        # from a list, not torch.arange: built on the meta device (every load), arange runs
+        # torch's Python reference, whose first call imports sympy (about a second)
+        self.register_buffer("channel", torch.tensor(range(channels), dtype=torch.float32))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # an absent unused statistic keeps its value instead of failing a strict load

@@ -191,7 +191,8 @@ class ResnetBlock3D(nn.Module):
             nn.Conv3d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
         )
         if timestep_conditioning:
-            self.scale_shift_table = nn.Parameter(torch.randn(4, in_channels) / in_channels**0.5)
+            # torch.normal, not randn / sqrt: cheap on the meta device (transformer.TransformerBlock)
+            self.scale_shift_table = nn.Parameter(torch.normal(0.0, in_channels**-0.5, (4, in_channels)))
 
     def _modulation(self, timestep_embed: Tensor | None) -> tuple[Tensor, ...] | None:
         """timestep_embed (B, 4C, 1, 1, 1) -> shift1, scale1, shift2, scale2 (B, C, 1, 1, 1)."""
