@@ -1,6 +1,7 @@
-"""The transformer alone, three ways on the same weights and inputs: ours (`ltx_core`'s
-model and sampler), ComfyUI's own LTXV model (`comfy.ldm.lightricks.model.LTXVModel`, the
-one its native nodes run) and diffusers' `LTXVideoTransformer3DModel`.
+"""The transformer, then the VAE decode, three ways on the same weights and inputs: ours
+(`ltx_core`'s model, sampler and decode), ComfyUI's own (`comfy.ldm.lightricks.model.LTXVModel`,
+the one its native nodes run, and its VAE as `VAEDecode` runs it: `comfy.sd.VAE.decode`) and
+diffusers' (`LTXVideoTransformer3DModel`, `AutoencoderKLLTXVideo`).
 
     python -m benchmarks.dit_three_way [--model 2B|13B] [--repeats 2] [--comfyui DIR] [--fp8] [--tiny]
 
@@ -11,7 +12,13 @@ the GPU in turn (a 13B is 26 GB: one at a time), runs `steps` Euler steps of 768
 it (cond and uncond in one batch of two), eager, as each library runs by default; a row's
 seconds are the best of `--repeats`, its peak the GPU memory allocated. One forward at
 sigma 0.5 is compared across the three (max abs difference against ours, relative to
-ours' largest value), so the rows are known to compute the same thing.
+ours' largest value), so the rows are known to compute the same thing. Then each
+library's VAE (the release's: 0.9.1 beside the 2B, 0.9.5 beside the 13B; seeded random
+weights, read from one official file's tensors and `config` metadata) decodes our
+sampled latent to frames in [0, 1] in CPU memory, as each hands them to its user, at
+decode timestep 0.05 without decode noise (each library draws its own); `decode_s`, its
+peak and the frames' max abs difference against ours; `whole_nocfg_s` / `whole_cfg_s` =
+the DiT's seconds plus the decode's.
 
 `--fp8`: each library's FP8 as its user turns it on, the same weights: ours as the CLI's
 `--fp8` (FP8 linear layers with per-row scales, the fused kernels, no compile), ComfyUI's as
@@ -21,9 +28,9 @@ layer computed in bf16); the probe also against ours in bf16 (`probe_max_abs_dif
 
 Writes benchmarks/results/dit_three_way.json (dit_three_way_fp8.json) and, with the 13B
 config on a GPU, gpu_speed.json's `b13_ours_dit_s`, `b13_comfyui_dit_s`,
-`b13_diffusers_dit_s` (`b13_*_fp8_dit_s`; without CFG). `--comfyui DIR`: an unpacked ComfyUI
-(default: the host tests' setup). `--tiny`: the tiny config on the CPU at 64x64x9, 2 steps,
-fp32 (the script's test).
+`b13_diffusers_dit_s` and the `b13_*_whole_s` beside them (`b13_*_fp8_*`; without CFG).
+`--comfyui DIR`: an unpacked ComfyUI (default: the host tests' setup). `--tiny`: the tiny
+config on the CPU at 64x64x9, 2 steps, fp32 (the script's test).
 """
 
 from __future__ import annotations
@@ -37,19 +44,32 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
+from torch import Tensor
 
 from benchmarks.gpu_measure import merge_results, report_header, sync
 from benchmarks.gpu_speed_pipelines import FRAME_RATE, diffusers_transformer, randomize_
-from ltx_core.checkpoint.keymaps import TRANSFORMER_DIFFUSERS_TO_OFFICIAL, rename_keys, transformer_from_diffusers
+from ltx_core.checkpoint.keymaps import (
+    TRANSFORMER_DIFFUSERS_TO_OFFICIAL,
+    rename_keys,
+    transformer_from_diffusers,
+    vae_from_diffusers,
+)
+from ltx_core.checkpoint.versions import ModelConfigs
+from ltx_core.checkpoint.writing import config_metadata
 from ltx_core.models import configs as C
 from ltx_core.models.rope import fractional_coords, latent_coords, pixel_coords
 from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.models.vae import CausalVideoVAE
+from ltx_core.pipeline import decode_frames, default_decode_time_chunk
 from ltx_core.sampling.scheduler import flow_sigmas
 from ltx_core.speed.optimize import Speed, optimize_transformer
+from tests.fixtures_checkpoints import diffusers_vae_kwargs
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"2B": C.LTXV_2B, "13B": C.LTXV_13B}
+VAES = {"2B": C.LTXV_VAE_0_9_1, "13B": C.LTXV_VAE_0_9_5}
 GUIDANCE, TEXT_TOKENS, SEED = 3.0, 128, 42
+DECODE_TIMESTEP = 0.05  # the denoising decode's default; its noise left out (each library draws its own)
 IMPLEMENTATIONS = ("ours", "comfyui", "diffusers")
 
 
@@ -61,6 +81,22 @@ def official_weights(cfg) -> dict:
     model = diffusers_transformer(cfg)
     randomize_(model, torch.Generator().manual_seed(0))
     return transformer_from_diffusers(model.state_dict())
+
+
+def official_vae(transformer_cfg, vae_cfg) -> tuple[dict, dict]:
+    """Seeded random VAE weights (every path non-trivial, the injected noise's scales left
+    at zero: diffusers draws that noise from the global RNG) under the official names, and
+    the official file's metadata, whose `config` ComfyUI reads the VAE's layout from."""
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(vae_cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    randomize_(vae, g)
+    statistics = vae.per_channel_statistics
+    with torch.no_grad():
+        statistics.get_buffer("mean-of-means").normal_(0.0, 0.5, generator=g)
+        statistics.get_buffer("std-of-means").uniform_(0.5, 1.5, generator=g)
+    metadata = {"config": json.dumps(config_metadata(ModelConfigs(transformer_cfg, vae_cfg)))}
+    return {f"vae.{k}": v for k, v in vae.state_dict().items()}, metadata
 
 
 def make_inputs(cfg, size: dict, device, dtype) -> dict:
@@ -167,6 +203,86 @@ def diffusers(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False
     return model, forward
 
 
+# ---------------------------------------------------------------- the three decodes
+
+
+def ours_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
+    """Normalized latent -> (B, F, H, W, 3) frames in CPU memory, as the CLI and the nodes decode."""
+    with torch.device("meta"):
+        vae = CausalVideoVAE(vae_cfg)
+    vae.load_state_dict({k[4:]: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
+    vae.eval().requires_grad_(False)
+    chunk = default_decode_time_chunk(vae)
+
+    def decode(latent):
+        return decode_frames(vae, latent, DECODE_TIMESTEP, 0.0, device=device, time_chunk=chunk).cpu()
+
+    return vae, decode
+
+
+def comfyui_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
+    """ComfyUI's VAE as its checkpoint loader builds it from an official file (`comfy.sd.VAE`
+    from the tensors and the metadata) and `VAEDecode` calls it."""
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device.type == "cpu"  # as in `comfyui`: before ComfyUI picks a device
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd={k[4:]: v for k, v in weights.items()}, metadata=metadata)
+    vae.first_stage_model.decode_noise_scale = 0.0
+    vae.first_stage_model.decode_timestep = DECODE_TIMESTEP
+
+    def decode(latent):
+        return vae.decode(latent).float().cpu()  # (B, F, H, W, 3), which VAEDecode flattens to an IMAGE batch
+
+    return vae, decode
+
+
+def diffusers_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
+    """diffusers' VAE, decoding as its LTXPipeline does (denormalize, then decode at the timestep)."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    with torch.device("meta"):
+        vae = AutoencoderKLLTXVideo(**diffusers_vae_kwargs(vae_cfg))
+    names = vae_from_diffusers({k: k for k in vae.state_dict()}, vae_cfg)  # official name -> diffusers
+    ours = {k[4:]: v for k, v in weights.items()}
+    vae.load_state_dict({key: ours[name].to(device, dtype) for name, key in names.items()}, strict=True, assign=True)
+    vae.eval().requires_grad_(False)
+
+    def decode(latent):
+        mean, std = (s.view(1, -1, 1, 1, 1).to(device, dtype) for s in (vae.latents_mean, vae.latents_std))
+        z = latent.to(device, dtype) * std / vae.config.scaling_factor + mean
+        timestep = torch.tensor([DECODE_TIMESTEP], device=device, dtype=dtype)
+        video = vae.decode(z, timestep, return_dict=False)[0]
+        return rearrange(video.float().div(2).add(0.5).clamp(0, 1), "b c f h w -> b f h w c").cpu()
+
+    return vae, decode
+
+
+def measure_decode(name: str, vae_cfg, vae: tuple[dict, dict], latent, args, device, dtype) -> tuple[dict, Tensor]:
+    model, decode = {"ours": ours_decoder, "comfyui": comfyui_decoder, "diffusers": diffusers_decoder}[name](
+        vae_cfg, *vae, device, dtype
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            sync(device)
+            start = time.perf_counter()
+            frames = decode(latent)
+            sync(device)
+            times.append(time.perf_counter() - start)
+    row = {"decode_s": round(min(times), 4)}
+    if device.type == "cuda":
+        row["decode_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    del model, decode
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row, frames
+
+
 # ---------------------------------------------------------------- timing
 
 
@@ -210,6 +326,15 @@ def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) ->
     return row, probed.cpu()
 
 
+def ours_latent(cfg, weights: dict, inputs: dict, device, dtype) -> Tensor:
+    """The latent every decode reads: ours sampled without CFG, in (B, C, f, h, w)."""
+    model, forward = ours(cfg, weights, inputs, device, dtype)
+    latent = sample(forward, inputs, 1.0)
+    del model, forward
+    gc.collect()
+    return latent
+
+
 def probe(forward, inputs: dict, device) -> torch.Tensor:
     """One forward at sigma 0.5 on the probe latent and the prompt."""
     return forward(inputs["probe"], torch.full((1,), 0.5, device=device), inputs["text"][:1], inputs["mask"][:1])
@@ -227,6 +352,15 @@ def run(args) -> dict:
     rows, probes = {}, {}
     for name in IMPLEMENTATIONS:
         rows[name], probes[name] = measure(name, cfg, weights, inputs, args, device, dtype)
+    latent = ours_latent(cfg, weights, inputs, device, dtype)
+    vae_cfg = C.TINY_VAE_0_9_1 if args.tiny else VAES[args.model]
+    vae, frames = official_vae(cfg, vae_cfg), {}
+    for name in IMPLEMENTATIONS:
+        row, frames[name] = measure_decode(name, vae_cfg, vae, latent, args, device, dtype)
+        rows[name].update(row, whole_nocfg_s=round(rows[name]["dit_nocfg_s"] + row["decode_s"], 4),
+                          whole_cfg_s=round(rows[name]["dit_cfg_s"] + row["decode_s"], 4))  # fmt: skip
+    for name in IMPLEMENTATIONS[1:]:
+        rows[name]["frames_max_abs_diff_vs_ours"] = float(f"{(frames[name] - frames['ours']).abs().max().item():.3e}")
     scale = probes["ours"].abs().max().item()
     for name in IMPLEMENTATIONS[1:]:
         difference = (probes[name] - probes["ours"]).abs().max().item() / scale
@@ -271,6 +405,7 @@ def main(argv=None) -> dict:
     if not args.tiny and args.model == "13B":
         kind = "_fp8" if args.fp8 else ""
         speed = {f"b13_{name}{kind}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
+        speed |= {f"b13_{name}{kind}_whole_s": result["rows"][name]["whole_nocfg_s"] for name in IMPLEMENTATIONS}
         speed[f"b13{kind}_measured"] = {"date": report["date"], "device": report["device"], "file": args.out.name}
         merge_results(RESULTS / "gpu_speed.json", speed)
     for name, row in result["rows"].items():

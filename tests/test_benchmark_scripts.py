@@ -163,9 +163,10 @@ def test_the_cli_speed_bench_refuses_an_unknown_row_before_any_work(capsys):
     )
 
 
-def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffusers(tmp_path):
+def test_the_three_way_bench_times_the_same_dit_and_decode_in_ours_comfyui_and_diffusers(tmp_path):
     """The CPU dry run: one set of random weights read by all three, so one forward of
-    each agrees with ours to fp32 rounding before any row's seconds mean anything."""
+    each agrees with ours to fp32 rounding, and its VAE decodes our latent to the same frames,
+    before any row's seconds mean anything."""
     import json
     import subprocess
 
@@ -183,7 +184,11 @@ def test_the_three_way_dit_bench_times_the_same_model_in_ours_comfyui_and_diffus
     assert list(report["rows"]) == ["ours", "comfyui", "diffusers"]
     for name in ("comfyui", "diffusers"):
         assert report["rows"][name]["probe_max_abs_diff_vs_ours"] < 1e-5
-    assert all(row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0 for row in report["rows"].values())
+        # each library's VAE decodes our latent to the same frames in [0, 1]
+        assert report["rows"][name]["frames_max_abs_diff_vs_ours"] < 1e-4
+    for row in report["rows"].values():
+        assert row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0 and row["decode_s"] > 0
+        assert row["whole_nocfg_s"] == pytest.approx(row["dit_nocfg_s"] + row["decode_s"], abs=2e-4)
 
 
 def test_the_three_way_dit_bench_runs_each_librarys_fp8(tmp_path):
