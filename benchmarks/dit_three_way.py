@@ -9,7 +9,8 @@ Random weights (diffusers' model, seeded, every path made non-trivial) are mappe
 official names, which ours and ComfyUI's read as they are. Each model is built in bf16 on
 the GPU in turn (a 13B is 26 GB: one at a time), runs `steps` Euler steps of 768x512x121
 (6,144 tokens) from the same noise with the same prompt embeddings, without CFG and with
-it (cond and uncond in one batch of two), eager, as each library runs by default; a row's
+it (cond and uncond in one batch of two), as each library runs by default (eager; ours
+with the fused kernels its CLI and nodes turn on on a GPU); a row's
 seconds are the best of `--repeats`, its peak the GPU memory allocated. One forward at
 sigma 0.5 is compared across the three (max abs difference against ours, relative to
 ours' largest value), so the rows are known to compute the same thing. Then each
@@ -125,8 +126,9 @@ def ours(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
         model = LTXVTransformer(cfg)
     model.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
     model.eval().requires_grad_(False)
-    if fp8:  # as the CLI's --fp8 runs it
-        model = optimize_transformer(model, Speed.chosen(False, True, device, stays_put=False, kernels=True))
+    speed = Speed.chosen(False, fp8, device, stays_put=False, kernels=True)  # the CLI's defaults (+ --fp8)
+    if speed.changes_transformer:
+        model = optimize_transformer(model, speed)
     f, h, w = inputs["shape"]
     coords = fractional_coords(pixel_coords(latent_coords(f, h, w, 1), causal_fix=False), FRAME_RATE).to(device)
 
