@@ -421,9 +421,10 @@ def test_non_finite_names_looks_at_floating_tensors_only():
     assert non_finite_names(state) == ["a", "d"]
 
 
-def test_building_the_models_to_load_them_imports_no_sympy():
+def test_building_the_models_to_load_them_imports_no_sympy_and_keeps_them_on_meta():
     """Every load builds the models on the meta device; an op there that runs torch's Python
-    reference imports sympy on its first call, about a second of every CLI start."""
+    reference imports sympy on its first call, about a second of every CLI start. A tensor
+    made off the meta device (torch.normal ignores the device context) would be real memory."""
     import subprocess
 
     code = (
@@ -432,9 +433,9 @@ def test_building_the_models_to_load_them_imports_no_sympy():
         "from ltx_core.models.transformer import LTXVTransformer\n"
         "from ltx_core.models.vae import CausalVideoVAE\n"
         "with torch.device('meta'):\n"
-        "    LTXVTransformer(C.TINY_TRANSFORMER), CausalVideoVAE(C.TINY_VAE_0_9_1), CausalVideoVAE(C.LTXV_VAE_0_9_5)\n"
-        "print('sympy' in sys.modules)\n"
+        "    models = LTXVTransformer(C.TINY_TRANSFORMER), CausalVideoVAE(C.TINY_VAE_0_9_1), CausalVideoVAE(C.LTXV_VAE_0_9_5)\n"
+        "print('sympy' in sys.modules, {t.device.type for m in models for t in [*m.parameters(), *m.buffers()]})\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False {'meta'}"

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from .configs import TransformerConfig
+from .modulation import modulation_table
 from .rope import apply_rope, rope_cos_sin, rope_pair_cos_sin
 
 # Width of the sinusoidal timestep features (PixArt-alpha's `Timesteps(256)`).
@@ -239,9 +240,7 @@ class TransformerBlock(nn.Module):
         )
         self.norm2 = nn.RMSNorm(dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine)
         self.ff = FeedForward(dim)
-        # torch.normal, not randn / sqrt(dim): models are built on the meta device at every load,
-        # where a division runs torch's Python reference, whose first call imports sympy (a second)
-        self.scale_shift_table = nn.Parameter(torch.normal(0.0, dim**-0.5, (6, dim)))
+        self.scale_shift_table = modulation_table(6, dim)
 
     def forward(
         self,
@@ -276,7 +275,7 @@ class LTXVTransformer(nn.Module):
         self.adaln_single = AdaLayerNormSingle(dim)
         self.caption_projection = CaptionProjection(cfg.caption_channels, dim)
         self.transformer_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
-        self.scale_shift_table = nn.Parameter(torch.normal(0.0, dim**-0.5, (2, dim)))
+        self.scale_shift_table = modulation_table(2, dim)
         self.norm_out = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
         self.proj_out = nn.Linear(dim, cfg.out_channels)
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from .configs import VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
+from .modulation import modulation_table
 from .vae_layers import (
     CausalConv3d,
     DepthToSpaceUpsample,
@@ -137,7 +138,7 @@ class Decoder(nn.Module):
         if cfg.timestep_conditioning:
             self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
             self.last_time_embedder = TimestepEmbedder(channels * 2)
-            self.last_scale_shift_table = nn.Parameter(torch.normal(0.0, channels**-0.5, (2, channels)))
+            self.last_scale_shift_table = modulation_table(2, channels)
 
     def forward(
         self,

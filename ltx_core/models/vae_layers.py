@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .modulation import modulation_table
+
 # diffusers' `Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)`, the input
 # width of PixArt-alpha's timestep embedder that Lightricks' decoder reuses.
 TIMESTEP_PROJ_DIM = 256
@@ -191,8 +193,7 @@ class ResnetBlock3D(nn.Module):
             nn.Conv3d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
         )
         if timestep_conditioning:
-            # torch.normal, not randn / sqrt: cheap on the meta device (transformer.TransformerBlock)
-            self.scale_shift_table = nn.Parameter(torch.normal(0.0, in_channels**-0.5, (4, in_channels)))
+            self.scale_shift_table = modulation_table(4, in_channels)
 
     def _modulation(self, timestep_embed: Tensor | None) -> tuple[Tensor, ...] | None:
         """timestep_embed (B, 4C, 1, 1, 1) -> shift1, scale1, shift2, scale2 (B, C, 1, 1, 1)."""
