@@ -33,6 +33,8 @@ from .cli_arguments import (
     EXIT_RANK_FAILED,
     apply_size_defaults,
     build_parser,
+    check_fast_kernels_device,
+    fast_kernels_chosen,
     parse_condition as parse_condition,
 )
 from .cli_plan import VIDEO_SUFFIXES, check_memory, choose_offload, plan_run
@@ -388,24 +390,6 @@ def speed_up(models, args: argparse.Namespace, world_size: int, device, stays_pu
     stays_put = world_size == 1 and stays_put
     speed = Speed.chosen(args.compile, args.fp8, device, stays_put=stays_put, kernels=args.fast_kernels)
     return optimize_models(models, speed, device)
-
-
-def fast_kernels_chosen(asked: bool | None, device) -> bool:
-    """--fast-kernels / --no-fast-kernels, or by default on where they run (CUDA): the same
-    frames within bf16's rounding, and faster as the CLI runs them (cli_gpu_speed.json)."""
-    if asked is None:
-        return str(device).split(":")[0] == "cuda"
-    if asked:
-        check_fast_kernels_device(device)
-    return asked
-
-
-def check_fast_kernels_device(device) -> None:
-    if str(device).split(":")[0] != "cuda":
-        raise SettingsError(
-            f"--fast-kernels needs a CUDA GPU (its kernels are Triton's and CUDA's attention backends'); "
-            f"the device is {device}: leave the flag off there (it is on by default only on CUDA)"
-        )
 
 
 def place_models(models, device, streamed_blocks: int):

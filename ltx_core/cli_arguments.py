@@ -406,3 +406,21 @@ def apply_size_defaults(args: argparse.Namespace) -> None:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+
+
+def fast_kernels_chosen(asked: bool | None, device) -> bool:
+    """--fast-kernels / --no-fast-kernels, or by default on where they run (CUDA): the same
+    frames within bf16's rounding, and faster as the CLI runs them (cli_gpu_speed.json)."""
+    if asked is None:
+        return str(device).split(":")[0] == "cuda"
+    if asked:
+        check_fast_kernels_device(device)
+    return asked
+
+
+def check_fast_kernels_device(device) -> None:
+    if str(device).split(":")[0] != "cuda":
+        raise SettingsError(
+            f"--fast-kernels needs a CUDA GPU (its kernels are Triton's and CUDA's attention backends'); "
+            f"the device is {device}: leave the flag off there (it is on by default only on CUDA)"
+        )

@@ -158,7 +158,7 @@ def test_the_cli_speed_bench_refuses_an_unknown_row_before_any_work(capsys):
     with pytest.raises(SystemExit):
         cli_gpu_speed.main(["--tiny", "--rows", "default,turbo"])
     assert (
-        "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8', 'fp8_eager', 'kernels']"
+        "--rows: unknown ['turbo']; allowed: ['default', 'compile', 'fp8', 'fp8_eager', 'no_kernels']"
         in capsys.readouterr().err
     )
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ltx_core import cli, preflight
-from ltx_core.cli_arguments import build_parser
+from ltx_core.cli_arguments import build_parser, fast_kernels_chosen
 from ltx_core.pipeline import Models
 from ltx_core.speed.optimize import Speed
 from ltx_core.video import read_video_metadata
@@ -100,12 +100,12 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
 
 
 def test_fast_kernels_are_on_by_default_on_cuda_only_and_refused_where_asked_off_cuda():
-    assert cli.fast_kernels_chosen(None, torch.device("cuda", 0)) is True
-    assert cli.fast_kernels_chosen(None, torch.device("cpu")) is False
-    assert cli.fast_kernels_chosen(False, torch.device("cuda")) is False  # --no-fast-kernels
-    assert cli.fast_kernels_chosen(True, torch.device("cuda")) is True
+    assert fast_kernels_chosen(None, torch.device("cuda", 0)) is True
+    assert fast_kernels_chosen(None, torch.device("cpu")) is False
+    assert fast_kernels_chosen(False, torch.device("cuda")) is False  # --no-fast-kernels
+    assert fast_kernels_chosen(True, torch.device("cuda")) is True
     with pytest.raises(cli.SettingsError, match="the device is cpu: leave the flag off there"):
-        cli.fast_kernels_chosen(True, torch.device("cpu"))
+        fast_kernels_chosen(True, torch.device("cpu"))
     parser = build_parser()
     assert parser.parse_args(["generate", "--prompt", "p"]).fast_kernels is None
     assert parser.parse_args(["generate", "--prompt", "p", "--no-fast-kernels"]).fast_kernels is False
