@@ -128,6 +128,16 @@ def swap_rate(rows: list[dict], key: str = "swap") -> float | None:
     return sum(r["swaps"][key] for r in rows) / len(rows) if rows else None
 
 
+def empty(row: dict) -> bool:
+    """The clip drew no shape at all (the background alone): the model's commonest miss on
+    the shipped prompts, decided by the noise draw more than by the prompt."""
+    return row["read"]["shape"] is None
+
+
+def empty_rate(rows: list[dict]) -> float | None:
+    return sum(map(empty, rows)) / len(rows) if rows else None
+
+
 def motion_breakdown(rows: list[dict]) -> dict[str, str]:
     """'right/asked' per asked motion: which motions hold the accuracy down."""
     asked = sorted({r["asked"]["motion"] for r in rows})
@@ -233,21 +243,25 @@ def load_models(
 
 
 def set_summary(rows: list[dict]) -> dict:
-    """Count, each attribute's rate and the swap rates of one set's rows."""
+    """Count, each attribute's rate, the swap rates and the empty clips' rate of one set's rows."""
     return {
         "count": len(rows),
         **{k: accuracy(rows, k) for k in ATTRIBUTES},
         **{k: swap_rate(rows, k) for k in SWAPS},
+        "empty": empty_rate(rows),
     }
 
 
 def per_prompt(rows: list[dict]) -> dict[str, dict]:
-    """Per prompt: where it is shipped, seeds with every attribute right, and seeds read."""
+    """Per prompt: where it is shipped, seeds with every attribute right, seeds read, and
+    the seeds whose clip drew no shape."""
     result: dict[str, dict] = {}
     for r in rows:
-        entry = result.setdefault(r["prompt"], {"where": r["where"], "all_right": 0, "seeds": 0})
+        entry = result.setdefault(r["prompt"], {"where": r["where"], "all_right": 0, "seeds": 0, "empty_seeds": []})
         entry["all_right"] += int(r["correct"]["all"])
         entry["seeds"] += 1
+        if empty(r):
+            entry["empty_seeds"].append(r["seed"])
     return result
 
 
@@ -278,13 +292,13 @@ def device_name(device: str) -> str:
 
 def print_table(result: dict) -> None:
     """One line per set (rates in %), then each target and its verdict."""
-    columns = (*ATTRIBUTES, "swap")
+    columns = (*ATTRIBUTES, "swap", "empty")
     print(f"{'set':12s} {'n':>5s} " + " ".join(f"{c:>10s}" for c in columns))
     for name, s in result["sets"].items():
         cells = [("-" if s[c] is None else f"{100 * s[c]:.1f}") for c in columns]
         print(f"{name:12s} {s['count']:5d} " + " ".join(f"{c:>10s}" for c in cells))
     for prompt, p in result["prompts"].items():
-        print(f"  {p['all_right']}/{p['seeds']} all right: {prompt} ({p['where']})")
+        print(f"  {p['all_right']}/{p['seeds']} all right, empty at seeds {p['empty_seeds']}: {prompt} ({p['where']})")
     for key, met in result["meets_targets"].items():
         print(f"  target {key} {TARGETS[key]}: {'-' if met is None else 'met' if met else 'NOT met'}")
 

@@ -32,8 +32,9 @@ def test_the_demo_eval_writes_every_set_its_rates_and_its_verdicts(monkeypatch, 
     }
     assert set(result["meets_targets"]) == set(demo_eval.TARGETS)
     for summary in result["sets"].values():
-        assert set(summary) == {"count", *demo_eval.ATTRIBUTES, *demo_eval.SWAPS}
-    assert all(p["seeds"] == 1 for p in result["prompts"].values())
+        assert set(summary) == {"count", *demo_eval.ATTRIBUTES, *demo_eval.SWAPS, "empty"}
+        assert 0 <= summary["empty"] <= 1
+    assert all(p["seeds"] == 1 and set(p["empty_seeds"]) <= {0} for p in result["prompts"].values())
     assert json.loads(out.read_text())["meets_targets"] == result["meets_targets"]
     assert "cpu" in result["device"] and result["date"]
     assert strip.stat().st_size > 0
@@ -75,3 +76,12 @@ def test_a_swapped_clip_reads_as_a_swap_and_a_right_one_does_not():
         "all": False,
         "speed": None,
     }
+
+
+def test_a_clip_of_the_background_alone_reads_as_empty_and_a_drawn_shape_does_not():
+    spec = next(s for s in data.training_specs(1, 0, 200) if s.second is None and s.background == "dark blue")
+    drawn = frames_of(spec)
+    background = drawn[:, :1, :1].expand_as(drawn)  # every pixel the corner's: no shape anywhere
+    rows = [{"read": analysis.read_clip(frames).__dict__} for frames in (drawn, background)]
+    assert [demo_eval.empty(row) for row in rows] == [False, True]
+    assert demo_eval.empty_rate(rows) == 0.5
