@@ -248,7 +248,8 @@ def _generate(
     parallel = ParallelLayout(args.sequence_parallel, args.cfg_parallel)
     if args.fp8:
         check_fp8_device(device)  # names what FP8 needs
-    args.fast_kernels = fast_kernels_chosen(args.fast_kernels, device)
+    if args.fast_kernels:
+        check_fast_kernels_device(device)
     request = build_request(args)  # the conditioning files and settings: refused before the plan is shown
     info, sources, _, _ = inspect_checkpoint(checkpoint, dtype, device)  # headers only
     info, sources = with_vae_file(info, sources, args.vae)  # a GGUF transformer's VAE from --vae
@@ -385,10 +386,11 @@ def speed_up(models, args: argparse.Namespace, world_size: int, device, stays_pu
     weights from addresses that streaming changes)."""
     from .speed.optimize import Speed
 
-    if not (args.compile or args.fp8 or args.fast_kernels):
-        return models
     stays_put = world_size == 1 and stays_put
-    speed = Speed.chosen(args.compile, args.fp8, device, stays_put=stays_put, kernels=args.fast_kernels)
+    kernels = fast_kernels_chosen(args.fast_kernels, device, stays_put)
+    if not (args.compile or args.fp8 or kernels):
+        return models
+    speed = Speed.chosen(args.compile, args.fp8, device, stays_put=stays_put, kernels=kernels)
     return optimize_models(models, speed, device)
 
 

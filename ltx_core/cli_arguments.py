@@ -218,7 +218,8 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         "--fast-kernels",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="on by default on a CUDA GPU, without compiling: QK-norm + RoPE in one Triton pass, the "
+        help="on by default on one CUDA GPU holding the whole transformer (not across GPUs or with "
+        "--offload streaming blocks, unless asked), without compiling: QK-norm + RoPE in one Triton pass, the "
         "feed-forward's bias + GELU in the matmul's epilogue, and the fastest attention backend timed on the "
         "device (the same frames within bf16's rounding; each kernel is checked against its reference when "
         "loaded; benchmarks/results/cli_gpu_speed.json, row 'kernels'); --no-fast-kernels runs PyTorch's own "
@@ -408,11 +409,13 @@ def apply_size_defaults(args: argparse.Namespace) -> None:
             setattr(args, name, value)
 
 
-def fast_kernels_chosen(asked: bool | None, device) -> bool:
-    """--fast-kernels / --no-fast-kernels, or by default on where they run (CUDA): the same
-    frames within bf16's rounding, and faster as the CLI runs them (cli_gpu_speed.json)."""
+def fast_kernels_chosen(asked: bool | None, device, stays_put: bool = True) -> bool:
+    """--fast-kernels / --no-fast-kernels, or by default on where they were measured to pay
+    (cli_gpu_speed.json): one CUDA GPU holding the whole transformer (`stays_put`), with the
+    same frames within bf16's rounding. A run across ranks or streaming offloaded blocks
+    keeps PyTorch's layers unless asked."""
     if asked is None:
-        return str(device).split(":")[0] == "cuda"
+        return str(device).split(":")[0] == "cuda" and stays_put
     if asked:
         check_fast_kernels_device(device)
     return asked

@@ -99,9 +99,12 @@ def test_bad_arguments_print_one_line_and_exit_2_from_the_command_line(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fast_kernels_are_on_by_default_on_cuda_only_and_refused_where_asked_off_cuda():
+def test_fast_kernels_are_on_by_default_on_one_cuda_gpu_only_and_refused_where_asked_off_cuda():
     assert fast_kernels_chosen(None, torch.device("cuda", 0)) is True
     assert fast_kernels_chosen(None, torch.device("cpu")) is False
+    # measured on one GPU holding the whole model: ranks and offloaded blocks keep torch's layers
+    assert fast_kernels_chosen(None, torch.device("cuda", 0), stays_put=False) is False
+    assert fast_kernels_chosen(True, torch.device("cuda", 0), stays_put=False) is True
     assert fast_kernels_chosen(False, torch.device("cuda")) is False  # --no-fast-kernels
     assert fast_kernels_chosen(True, torch.device("cuda")) is True
     with pytest.raises(cli.SettingsError, match="the device is cpu: leave the flag off there"):
