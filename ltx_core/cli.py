@@ -31,7 +31,7 @@ from .cli_arguments import (
     EXIT_OK,
     EXIT_OUT_OF_MEMORY,
     EXIT_RANK_FAILED,
-    apply_size_defaults,
+    apply_model_defaults,
     build_parser,
     check_fast_kernels_device,
     fast_kernels_chosen,
@@ -122,7 +122,7 @@ def _may_lower_time_chunk(args: argparse.Namespace) -> bool:
 def run_generate(args: argparse.Namespace) -> int:
     """Check every flag and path, plan the memory, load the models, generate, write the
     mp4 atomically."""
-    apply_size_defaults(args)
+    apply_model_defaults(args)
     output = check_output_path(args.output, args.overwrite)  # before any work (BAD_INPUTS 21, 22)
     if args.timings is not None and not args.timings.parent.is_dir():
         raise SettingsError(f"--timings {args.timings}: its folder does not exist; name a file in an existing folder")

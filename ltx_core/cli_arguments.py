@@ -19,6 +19,10 @@ EXIT_RANK_FAILED = 3  # under torchrun: another rank crashed or stopped answerin
 FULL_SIZE = {"width": 768, "height": 512, "frames": 121}
 # Sizes for the shipped tiny model, which was trained on 25-frame 256x256 clips.
 SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
+# How the shipped tiny model samples unless told: from some noise draws (the same seeds for
+# every prompt) its plain Euler steps draw no shape at all, where its stochastic steps draw
+# one (evaluation/results/demo_eval_prompts_30_seeds*.json)
+SHIPPED_SAMPLING = {"stochastic_sampling": True}
 # What the refusal of a run that does not fit ends with.
 
 
@@ -401,9 +405,10 @@ def block_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def apply_size_defaults(args: argparse.Namespace) -> None:
-    """Unset sizes: the shipped model's without --checkpoint, the published models' with it."""
-    defaults = SHIPPED_SIZE if args.checkpoint is None else FULL_SIZE
+def apply_model_defaults(args: argparse.Namespace) -> None:
+    """Unset sizes and sampling: the shipped model's without --checkpoint, the published
+    models' with it (their sampling defaults are the flags' own, or a config's)."""
+    defaults = {**SHIPPED_SIZE, **SHIPPED_SAMPLING} if args.checkpoint is None else FULL_SIZE
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -82,7 +82,8 @@ def add_config_flags(generate: argparse.ArgumentParser) -> None:
         "--stochastic-sampling",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Lightricks' stochastic steps, each re-noising its estimate (default: the config's, else off)",
+        help="Lightricks' stochastic steps, each re-noising its estimate (default: the config's; on for the "
+        "shipped tiny model, whose plain steps draw no shape from some noise draws; else off)",
     )
 
 

@@ -230,14 +230,19 @@ def test_without_a_shipped_model_the_error_says_what_to_pass(capsys, tmp_path, m
     assert code == 2 and "no shipped model found" in err and "pass --checkpoint and --text-encoder" in err
 
 
-def test_size_defaults_depend_on_whether_a_checkpoint_is_named():
+def test_size_and_sampling_defaults_depend_on_whether_a_checkpoint_is_named():
     parser = cli.build_parser()
     shipped = parser.parse_args(["generate", "--prompt", "x"])
     named = parser.parse_args(["generate", "--prompt", "x", "--checkpoint", "m.safetensors", "--width", "64"])
-    cli.apply_size_defaults(shipped)
-    cli.apply_size_defaults(named)
+    cli.apply_model_defaults(shipped)
+    cli.apply_model_defaults(named)
     assert (shipped.width, shipped.height, shipped.frames) == (256, 256, 25)
     assert (named.width, named.height, named.frames) == (64, 512, 121)
+    # the shipped model samples with stochastic steps unless told; a named model as its flags say
+    assert shipped.stochastic_sampling is True and named.stochastic_sampling is None
+    plain = parser.parse_args(["generate", "--prompt", "x", "--no-stochastic-sampling"])
+    cli.apply_model_defaults(plain)
+    assert plain.stochastic_sampling is False
 
 
 def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monkeypatch, tiny_checkpoint):

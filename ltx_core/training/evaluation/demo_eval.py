@@ -60,6 +60,9 @@ TARGETS = {
     "first_last_frame_psnr_db": first_last_eval.TARGET_DB,
 }
 STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
+# Lightricks' stochastic steps, as the CLI samples the shipped model (cli_arguments.SHIPPED_SAMPLING);
+# main sets it from --stochastic-sampling / --no-stochastic-sampling
+STOCHASTIC = True
 ATTRIBUTES = (*ASKED, "all")  # all: color, background, shape and motion right at once
 SWAPS = ("swap_shape_as_background", "swap_background_as_shape", "swap")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
@@ -81,6 +84,7 @@ def prompt_request(prompt: str, seed: int, first_frame: torch.Tensor | None = No
         frame_rate=DEMO_SIZE["frame_rate"],
         steps=STEPS,
         guidance_scale=guidance,
+        stochastic_sampling=STOCHASTIC,
         seed=seed,
         first_frame=first_frame,
     )
@@ -342,6 +346,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--stochastic-sampling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Lightricks' stochastic steps, as the CLI samples the shipped model (default); "
+        "--no-stochastic-sampling: plain Euler steps",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         action="append",
@@ -386,6 +397,7 @@ def summary(args: argparse.Namespace, rows: dict, i2v: list[dict], vae: dict, fi
             **DEMO_SIZE,
             "steps": STEPS,
             "guidance_scale": GUIDANCE,
+            "stochastic_sampling": STOCHASTIC,
             "first_last": first_last_eval.KEYFRAME_SETTINGS,
         },
         "counts": {
@@ -416,7 +428,9 @@ def summary(args: argparse.Namespace, rows: dict, i2v: list[dict], vae: dict, fi
 
 
 def main(argv=None) -> dict:
+    global STOCHASTIC
     args = parse_args(argv)
+    STOCHASTIC = args.stochastic_sampling
     torch.manual_seed(0)
     start = time.monotonic()
     models = load_models(args.checkpoint, args.device, args.text_encoder)
