@@ -446,5 +446,7 @@ def _video_metadata(args: argparse.Namespace, info) -> dict:
         vae=args.vae.name if args.vae else None,
         loras=[f"{path.name}:{strength:g}" for path, strength in args.lora],
         control_video=f"{args.control_video[0].name}:{args.control_video[1]:g}" if args.control_video else None,
+        # on by default for the shipped model only; with a config and no flag, the config's
+        stochastic_sampling=args.stochastic_sampling if release is not None else bool(args.stochastic_sampling),
     )
     return {"comment": args.prompt, "ltx_core": settings}

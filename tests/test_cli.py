@@ -356,6 +356,7 @@ def test_a_diffusers_folder_brings_its_own_text_encoder(capsys, tmp_path, tiny_t
     tags = read_video_metadata(tmp_path / "o.mp4")
     assert tags["comment"] == "a fox"
     assert json.loads(tags["ltx_core"])["dtype"] == "fp32"  # no --dtype, on the CPU
+    assert json.loads(tags["ltx_core"])["stochastic_sampling"] is False  # a named model: plain steps
 
 
 def test_without_dtype_a_gpu_run_takes_bf16_and_the_cpu_fp32():
@@ -426,6 +427,8 @@ def test_without_model_flags_the_shipped_model_generates_at_its_default_size(cap
     with av.open(str(tmp_path / "o.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.width, stream.height, stream.frames) == (256, 256, 9)
+    # the shipped model samples with stochastic steps unless told, and the file says so
+    assert json.loads(read_video_metadata(tmp_path / "o.mp4")["ltx_core"])["stochastic_sampling"] is True
 
 
 @pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="the shipped model is not in ltx_core/assets yet")
