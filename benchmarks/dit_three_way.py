@@ -86,7 +86,7 @@ def official_weights(cfg) -> dict:
 
 def official_vae(transformer_cfg, vae_cfg) -> tuple[dict, dict]:
     """Seeded random VAE weights (every path non-trivial, the injected noise's scales left
-    at zero: diffusers draws that noise from the global RNG) under the official names, and
+    at zero: diffusers draws that noise from the global RNG) under the official VAE names, and
     the official file's metadata, whose `config` ComfyUI reads the VAE's layout from."""
     torch.manual_seed(0)
     vae = CausalVideoVAE(vae_cfg).eval()
@@ -97,7 +97,7 @@ def official_vae(transformer_cfg, vae_cfg) -> tuple[dict, dict]:
         statistics.get_buffer("mean-of-means").normal_(0.0, 0.5, generator=g)
         statistics.get_buffer("std-of-means").uniform_(0.5, 1.5, generator=g)
     metadata = {"config": json.dumps(config_metadata(ModelConfigs(transformer_cfg, vae_cfg)))}
-    return {f"vae.{k}": v for k, v in vae.state_dict().items()}, metadata
+    return vae.state_dict(), metadata
 
 
 def make_inputs(cfg, size: dict, device, dtype) -> dict:
@@ -140,13 +140,18 @@ def ours(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     return model, forward
 
 
+def comfy_on(device) -> None:
+    """ComfyUI told the device, as `main.py --cpu` does, before any of its modules picks one."""
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device.type == "cpu"
+
+
 def comfyui(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     """ComfyUI's LTXVModel, built as its loader builds it (no weight init) with our weights;
     FP8 as its `fp8_e4m3fn_fast` weight dtype builds it (`model_base`: the weights' dtype and
     `pick_operations(..., fp8_optimizations=True)`)."""
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = device.type == "cpu"  # as `main.py --cpu`, before it picks a device
+    comfy_on(device)
     import comfy.ops
     from comfy.ldm.lightricks.model import LTXVModel
 
@@ -212,7 +217,7 @@ def ours_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
     """Normalized latent -> (B, F, H, W, 3) frames in CPU memory, as the CLI and the nodes decode."""
     with torch.device("meta"):
         vae = CausalVideoVAE(vae_cfg)
-    vae.load_state_dict({k[4:]: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
+    vae.load_state_dict({k: v.to(device, dtype) for k, v in weights.items()}, strict=True, assign=True)
     vae.eval().requires_grad_(False)
     chunk = default_decode_time_chunk(vae)
 
@@ -225,12 +230,10 @@ def ours_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
 def comfyui_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
     """ComfyUI's VAE as its checkpoint loader builds it from an official file (`comfy.sd.VAE`
     from the tensors and the metadata) and `VAEDecode` calls it."""
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = device.type == "cpu"  # as in `comfyui`: before ComfyUI picks a device
+    comfy_on(device)
     import comfy.sd
 
-    vae = comfy.sd.VAE(sd={k[4:]: v for k, v in weights.items()}, metadata=metadata)
+    vae = comfy.sd.VAE(sd=weights, metadata=metadata)
     vae.first_stage_model.decode_noise_scale = 0.0
     vae.first_stage_model.decode_timestep = DECODE_TIMESTEP
 
@@ -247,8 +250,7 @@ def diffusers_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
     with torch.device("meta"):
         vae = AutoencoderKLLTXVideo(**diffusers_vae_kwargs(vae_cfg))
     names = vae_from_diffusers({k: k for k in vae.state_dict()}, vae_cfg)  # official name -> diffusers
-    ours = {k[4:]: v for k, v in weights.items()}
-    vae.load_state_dict({key: ours[name].to(device, dtype) for name, key in names.items()}, strict=True, assign=True)
+    vae.load_state_dict({key: weights[name].to(device, dtype) for name, key in names.items()}, strict=True, assign=True)
     vae.eval().requires_grad_(False)
 
     def decode(latent):
