@@ -1,7 +1,5 @@
 """`python -m ltx_core generate ...` (see `ltx_core.cli`)."""
 
-import sys
+from .cli import entry_point
 
-from .cli import main
-
-sys.exit(main())
+entry_point()

@@ -19,6 +19,7 @@ interrupted (no file written), 1 out of memory, 3 another rank of a torchrun run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -77,6 +78,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_RANK_FAILED
         raise
+
+
+def entry_point() -> None:
+    """`ltxv ...` and `python -m ltx_core ...`: run, then end the process with main's code."""
+    exit_with(main())
+
+
+def exit_with(code: int) -> None:
+    """End the process with `code`. After a lost rank, skip the interpreter's teardown: the
+    process group, still holding connections to the dead rank, can abort the process in its
+    destructor (SIGABRT), which would replace the exit code torchrun reports."""
+    if code == EXIT_RANK_FAILED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _is_instance(error: Exception, module: str, name: str) -> bool:
