@@ -3,8 +3,8 @@ the CPU, read back segment by segment.
 
 The model was trained on 25-frame clips, so the 121 frames are sampled in windows of 25
 that share one latent frame (8 pixel frames) with the window before, through the command
-line's path (`long_video_run.generate_long`). The shape slides right, stops, and slides
-back left. Each segment's frames are read by the project's own analysis
+line's path (`long_video_run.generate_long`), with the CLI's stochastic steps. The shape
+slides right, stops, and slides back left. Each segment's frames are read by the project's own analysis
 (`ltx_core.training.analysis`: the background's color, the shape's color, shape and
 motion) and compared with what its prompt asks. Every seed is recorded, misses included;
 docs/long_video_strip.png shows the frames of `--strip-seed`.
@@ -98,7 +98,7 @@ def run_seed(models, args: argparse.Namespace, seed: int, ranges) -> tuple[dict,
     request = Request(
         prompt=SEGMENTS[0][1], width=args.size, height=args.size, num_frames=args.frames,
         frame_rate=DEMO_SIZE["frame_rate"], steps=args.steps, guidance_scale=GUIDANCE, seed=seed,
-        decode_time_chunk=default_decode_time_chunk(models.vae),
+        decode_time_chunk=default_decode_time_chunk(models.vae), stochastic_sampling=args.stochastic_sampling,
     )  # fmt: skip
     later = [(start, prompt) for start, (_, prompt) in zip(args.segment_starts, SEGMENTS[1:])]
     load, start = os.getloadavg()[0], time.perf_counter()
@@ -146,6 +146,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window-overlap", type=int, default=WINDOW_OVERLAP)
     parser.add_argument("--segment-starts", type=int, nargs=2, default=list(SEGMENT_STARTS),
                         help="the pixel frames the second and third prompts start from")  # fmt: skip
+    parser.add_argument("--stochastic-sampling", action=argparse.BooleanOptionalAction, default=True,
+                        help="stochastic steps, as the CLI samples the shipped model (default: on)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--strip", type=Path, default=STRIP)
     args = parser.parse_args(argv)
@@ -189,6 +191,7 @@ def summary(args: argparse.Namespace, runs: list[dict]) -> dict:
             "guidance_scale": GUIDANCE,
             "window_frames": args.window_frames,
             "window_overlap": args.window_overlap,
+            "stochastic_sampling": args.stochastic_sampling,
             "prompts": prompts,
             "path": "ltx_core.long_video_run.generate_long (the command line's long-video path)",
         },  # fmt: skip

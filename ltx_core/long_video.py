@@ -46,6 +46,7 @@ from .models.rope import fractional_coords, latent_coords, pixel_coords
 from .models.text_encoder import TextEmbeddings
 from .sampling.conditioning import ConditionedLatent
 from .sampling.denoise import as_runner, batched_text, guided_model_fn, module_device, module_dtype
+from .sampling.euler import stochastic_step
 from .sampling.guidance import Guidance, guided_velocity
 from .sampling.latent_ops import adain_filter
 
@@ -307,7 +308,13 @@ def window_latent(
 
 
 def _sample_window(
-    velocity_fn, noise: Tensor, clean: Tensor, mask: Tensor, sigmas: Tensor, init: Tensor | None = None
+    velocity_fn,
+    noise: Tensor,
+    clean: Tensor,
+    mask: Tensor,
+    sigmas: Tensor,
+    init: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Euler steps over a window's tokens, as the reference samples a window: a token of
     mask m starts at `m * noise + (1 - m) * clean` and takes timestep `sigma * m`; the
@@ -316,7 +323,9 @@ def _sample_window(
     window's tail) stay near their values. (The reference reads the model's input
     before its pre-step blend: the model sees the unblended x.) With `init` (a window of a
     second pass: the upsampled first pass) the tokens start from `init` noised to the
-    first sigma instead of from noise alone."""
+    first sigma instead of from noise alone. With `generator`, the steps are Lightricks'
+    stochastic steps (`euler.stochastic_step`): each token's estimate, from the blended x,
+    noised afresh to its next timestep `sigma_next * m`, then blended as the plain step is."""
     to_tokens = lambda z: rearrange(z, "b c f h w -> b (f h w) c")
     m, c = to_tokens(mask), to_tokens(clean)
     start = to_tokens(noise)
@@ -326,15 +335,25 @@ def _sample_window(
     levels = sigmas.tolist()
     for sigma, sigma_next in zip(levels[:-1], levels[1:]):
         velocity = velocity_fn(x, sigma * m[..., 0], sigma)
-        x = m * (m * x + (1 - m) * c + (sigma_next - sigma) * velocity) + (1 - m) * c
+        blended = m * x + (1 - m) * c
+        if generator is None:
+            stepped = blended + (sigma_next - sigma) * velocity
+        else:
+            denoised = blended - sigma * m * velocity
+            stepped = stochastic_step(blended, denoised, sigma_next * m[..., 0], m[..., 0] > 0, generator)
+        x = m * stepped + (1 - m) * c
     _, _, frames, height, width = clean.shape
     return rearrange(x, "b (f h w) c -> b c f h w", f=frames, h=height, w=width)
 
 
-def window_noise(shape: tuple[int, ...], seed: int, start: int, device: torch.device) -> Tensor:
-    """A window's starting noise: its own CPU generator seeded `seed + start` (the
-    window's first latent frame), as the reference seeds each window."""
-    generator = torch.Generator("cpu").manual_seed(int(seed) + int(start))
+def window_generator(seed: int, start: int) -> torch.Generator:
+    """A window's own CPU generator seeded `seed + start` (the window's first latent
+    frame), as the reference seeds each window: its first draw is the window's starting
+    noise, later ones a stochastic step's noise."""
+    return torch.Generator("cpu").manual_seed(int(seed) + int(start))
+
+
+def window_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
@@ -370,6 +389,7 @@ def generate_long_latent(
     causal_fix: bool | None = None,
     device: torch.device | str | None = None,
     callback: WindowCallback | None = None,
+    stochastic: bool = False,
 ) -> Tensor:
     """A normalized latent `shape` (B, C, F, h, w) sampled in windows of `window` latent
     frames overlapping by `overlap` (see the module's docstring), each window with its
@@ -385,7 +405,8 @@ def generate_long_latent(
     at frames inside the clip, each guiding the windows that hold its frame. `start_latent` (a
     latent of `shape`: a multi-scale run's upsampled first pass) is where each window's
     own frames start, noised to `sigmas[0]`, instead of noise alone.
-    `callback(k, n, result)` sees each window's result before it is joined."""
+    `callback(k, n, result)` sees each window's result before it is joined. `stochastic`
+    takes Lightricks' stochastic steps, their noise from each window's generator."""
     guidance = guidance if isinstance(guidance, Guidance) else Guidance(cfg_scale=guidance)
     _check_strengths(overlap_strength, adain_factor)
     if len(shape) != 5:
@@ -421,8 +442,9 @@ def generate_long_latent(
             init = clean.clone()
             init[:, :, :frames] = start_latent[:, :, start:end].to(init)
         with torch.no_grad():
-            noise = window_noise(clean.shape, seed, start, device)
-            result = _sample_window(velocity_fn, noise, clean, mask, sigmas, init)
+            generator = window_generator(seed, start)
+            noise = window_noise(clean.shape, generator, device)
+            result = _sample_window(velocity_fn, noise, clean, mask, sigmas, init, generator if stochastic else None)
         result = result[:, :, :frames]
         if callback is not None:
             callback(index, len(windows), result)

@@ -159,7 +159,9 @@ def generate_long(
     prompts = _long_prompts(models, request, segments, long, guidance.needs_negative)
     size = (request.height, request.width)
     sigmas = request.sigma_schedule(_window_tokens(models.vae, request, size, long), models.scheduler)
-    latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, callback=callback)
+    latent = _long_pass(
+        models, request, prompts, long, size, sigmas, guidance, request.stochastic_sampling, callback=callback
+    )
     done_with(models, models.transformer)
     with on_device(models, models.vae):
         return decode_requested(models.vae, latent, request, seeded_generator(request.seed))
@@ -179,7 +181,8 @@ def _generate_long_multiscale(models, upsampler, request, segments, long, releas
         sigmas = pass_sigmas(pass_settings, _window_tokens(models.vae, request, size, long), models.scheduler)
         guidance = pass_guidance(settings, pass_settings)
         counted = None if callback is None else _pass_windows(callback, index, len(settings.passes))
-        latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, latent, counted)
+        stochastic = pass_settings.stochastic_sampling
+        latent = _long_pass(models, request, prompts, long, size, sigmas, guidance, stochastic, latent, counted)
     done_with(models, models.transformer)
     with on_device(models, models.vae):
         frames = decode_second_pass(
@@ -213,7 +216,9 @@ def _long_prompts(models, request, segments, long: LongVideoSettings, needs_nega
     return prompts, negative_text
 
 
-def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_latent=None, callback=None) -> Tensor:
+def _long_pass(
+    models, request, prompts, long, size, sigmas, guidance, stochastic, start_latent=None, callback=None
+) -> Tensor:
     """The clip's normalized latent at `size` (height, width), sampled window by window;
     the first frame and keyframes encoded at that size (as each multi-scale pass encodes
     its conditioning again)."""
@@ -250,4 +255,5 @@ def _long_pass(models, request, prompts, long, size, sigmas, guidance, start_lat
             start_latent=start_latent,
             device=models.device,
             callback=callback,
+            stochastic=stochastic,
         )

@@ -96,7 +96,7 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
             "strength_rule": (list(STRENGTH_RULES), {"default": "held", "tooltip": "Tokens of strength below 1: held at 1 - strength until the schedule passes it (Lightricks, diffusers) or scaled (timestep sigma * (1 - strength), ComfyUI)."}),
         }  # fmt: skip
         inputs["optional"] = {**inputs["optional"],
-            "guidance": (GUIDANCE_TYPE, {"tooltip": "A release config pass's guidance (LTX-Video Release Schedule): its CFG and STG per step replace cfg, stg_scale, stg_blocks, stg_mode and stg_rescale, and it says whether the steps are stochastic."}),
+            "guidance": (GUIDANCE_TYPE, {"tooltip": "A release config pass's guidance (LTX-Video Release Schedule): its CFG and STG per step replace cfg, stg_scale, stg_blocks, stg_mode and stg_rescale, and its stochastic setting replaces the stochastic switch."}),
         }  # fmt: skip
         return inputs
 
@@ -121,9 +121,12 @@ class LTXVCoreGuidedSampler(LTXVCoreSampler):
         strength_rule,
         sigmas=None,
         guidance=None,
+        stochastic=False,
     ):
-        if guidance is None:  # cfg and the STG widgets
-            guidance = PassGuidance(Guidance(cfg, stg_scale, parse_blocks(stg_blocks), stg_mode, stg_rescale))
+        if guidance is None:  # cfg, the STG widgets and the stochastic switch
+            guidance = PassGuidance(
+                Guidance(cfg, stg_scale, parse_blocks(stg_blocks), stg_mode, stg_rescale), stochastic
+            )
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
         return (
             run_sampler(

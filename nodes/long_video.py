@@ -14,7 +14,7 @@ from ..ltx_core.sampling.conditioning import ConditionedLatent
 from . import memory
 from .convert import SEED_MAX, core_to_latent, latent_to_core
 from .registry import CATEGORY, MODEL_TYPE, T5_TYPE
-from .sampling import transformer_on_device
+from .sampling import STOCHASTIC_WIDGET, transformer_on_device
 
 
 def parse_prompts(text: str) -> list[tuple[int, str]]:
@@ -59,10 +59,10 @@ class LTXVCoreLongVideoSampler:
             "window_overlap": ("INT", {"default": 24, "min": 8, "max": 256, "step": 8, "tooltip": "Frames each window shares with the one before (a multiple of 8)."}),
             "overlap_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "How strongly a window keeps the previous window's frames."}),
             "adain_factor": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "How far each window's colors move to the first window's, against drift."}),
-        }}  # fmt: skip
+        }, "optional": {"stochastic": STOCHASTIC_WIDGET}}  # fmt: skip
 
     def sample(self, model, t5, latent, prompts, negative_prompt, seed, steps, cfg, frame_rate,
-               window_frames, window_overlap, overlap_strength, adain_factor):  # fmt: skip
+               window_frames, window_overlap, overlap_strength, adain_factor, stochastic=False):  # fmt: skip
         conditioned = latent_to_core(latent)
         shape = tuple(conditioned.samples.shape)
         first, keyframes = clip_conditioning(conditioned)
@@ -81,6 +81,6 @@ class LTXVCoreLongVideoSampler:
             result = generate_long_latent(
                 memory.runner(model), shape, segments, negative_text, sigmas, guidance, frame_rate,
                 window=window, overlap=overlap, overlap_strength=overlap_strength, adain_factor=adain_factor,
-                seed=seed, first_frame=first, keyframes=keyframes, device=device,
+                seed=seed, first_frame=first, keyframes=keyframes, device=device, stochastic=stochastic,
             )  # fmt: skip
         return (core_to_latent(ConditionedLatent(result)),)

@@ -35,6 +35,9 @@ from .registry import CATEGORY, MODEL_TYPE
 PREVIEW_MAX_SIZE = 512  # ComfyUI's MAX_PREVIEW_RESOLUTION
 
 
+STOCHASTIC_WIDGET = ("BOOLEAN", {"default": False, "tooltip": "Lightricks' stochastic steps: each step re-noises its estimate with fresh noise instead of a plain Euler step. Off for the official checkpoints (their release configs say when); on for the shipped demo model, whose plain steps can draw no shape on some seeds."})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PassGuidance:
     """What travels on an `LTXV_CORE_GUIDANCE` wire: one pass of a release config, its
@@ -111,6 +114,7 @@ class LTXVCoreSampler:
             },
             "optional": {
                 "sigmas": ("SIGMAS", {"tooltip": "A schedule of your own; replaces steps and the shift options. Starting below 1 (a second pass), it starts from the input latent noised to its first sigma, as ComfyUI's samplers do."}),
+                "stochastic": STOCHASTIC_WIDGET,
             },
         }  # fmt: skip
 
@@ -129,10 +133,16 @@ class LTXVCoreSampler:
         max_shift,
         terminal,
         sigmas=None,
+        stochastic=False,
     ):
         schedule = scheduler_config(dynamic_shift, base_shift, max_shift, terminal)
         guidance = core_guidance.Guidance(cfg_scale=cfg)
-        return (run_sampler(model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas),)
+        return (
+            run_sampler(
+                model, positive, negative, latent, seed, steps, guidance, frame_rate, schedule, sigmas,
+                stochastic=stochastic,
+            ),
+        )  # fmt: skip
 
 
 def run_sampler(
@@ -182,6 +192,7 @@ def run_sampler(
             strength_rule=strength_rule,
             start_sigma=start_sigma,
             stochastic=stochastic,
+            token_major_noise=True,  # the CLI's draws on the CPU: a seed gives the command line's video
         )
     return core_to_latent(result)
 

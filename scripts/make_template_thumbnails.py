@@ -2,7 +2,7 @@
 API workflow (workflows/api/NAME.json), the middle frame of the video it makes, generated
 by the project CLI (`python -m ltx_core generate`) with the shipped tiny model at the
 workflow's prompts, size, frames, seed, steps, CFG, frame rate, dtype, decode settings,
-STG, keyframes, and a long video's windows and prompt segments, saved beside its template
+STG, stochastic steps, keyframes, and a long video's windows and prompt segments, saved beside its template
 as example_workflows/<title>.jpg.
 
     .venv/bin/python scripts/make_template_thumbnails.py [NAME ...]   # minutes each on a CPU
@@ -131,6 +131,7 @@ class Workflow:
         command += [str(part) for option, value in options.items() for part in (option, value)]
         command += [part for condition in reversed(conditions) for part in ("--condition", condition)]
         command += segments
+        command.append("--stochastic-sampling" if sampler.get("stochastic", False) else "--no-stochastic-sampling")
         subprocess.run(command, check=True, cwd=REPO_ROOT)
         return core_video.read_video_frames(output)
 

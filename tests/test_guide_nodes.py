@@ -138,3 +138,25 @@ def test_stg_blocks_that_are_not_indices_are_refused(guide, text):
 
 def test_stg_blocks_parse_as_a_comma_separated_list(guide):
     assert guide.parse_blocks("18, 19") == (18, 19) and guide.parse_blocks("") == ()
+
+
+def test_the_stochastic_switch_takes_stochastic_steps_unless_a_release_guidance_says_otherwise(
+    pack, guide, tiny_models, empty
+):
+    """The samplers' `stochastic` switch: Lightricks' stochastic steps, seeded; the plain and
+    the guided sampler agree; a release schedule's guidance input decides in its place."""
+    transformer, _ = tiny_models
+    sampling = importlib.import_module(f"{PACK_NAME}.nodes.sampling")
+    core_guidance = importlib.import_module(f"{PACK_NAME}.ltx_core.sampling.guidance")
+    plain_node, guided_node = pack.NODE_CLASS_MAPPINGS["LTXVCoreSampler"](), guide.LTXVCoreGuidedSampler()
+    stg = dict(stg_scale=0.0, stg_blocks="", stg_mode="attention_values", stg_rescale=0.7, strength_rule="scaled")
+    (plain,) = plain_node.sample(transformer, TEXT, TEXT, empty, **SAMPLER)
+    (stochastic,) = plain_node.sample(transformer, TEXT, TEXT, empty, **SAMPLER, stochastic=True)
+    (again,) = guided_node.sample(transformer, TEXT, TEXT, empty, **SAMPLER, **stg, stochastic=True)
+    assert torch.equal(stochastic["samples"], again["samples"])
+    assert (stochastic["samples"] - plain["samples"]).abs().max() > 1e-3
+    release = sampling.PassGuidance(core_guidance.Guidance(cfg_scale=3.0), stochastic=False)
+    (overridden,) = guided_node.sample(
+        transformer, TEXT, TEXT, empty, **SAMPLER, **stg, guidance=release, stochastic=True
+    )
+    assert torch.equal(overridden["samples"], plain["samples"])

@@ -307,3 +307,45 @@ def test_keyframes_outside_the_clip_or_of_another_size_are_refused(tiny_transfor
 def test_a_clip_as_a_long_videos_keyframe_is_refused():
     with pytest.raises(SettingsError, match=r"keyframe latent \(1, 128, 2, 1, 2\) is not one latent frame"):
         ClipKeyframe(torch.zeros(1, 128, 2, HEIGHT, WIDTH), 9)
+
+
+# ---------------------------------------------------------------- stochastic steps
+
+
+def _toy_velocity(target: torch.Tensor):
+    """A velocity from `target` towards x: its estimate `x - sigma * v` depends on x, so
+    stochastic and plain steps end in different places."""
+    return lambda x, timesteps, sigma: x - target
+
+
+def test_a_window_of_free_tokens_takes_the_samplers_stochastic_steps():
+    """Mask 1 everywhere: the window's stochastic steps are `euler.sample`'s, with the noise
+    drawn from the window's generator after its starting noise."""
+    from ltx_core.long_video import _sample_window, window_generator, window_noise
+    from ltx_core.sampling.euler import sample
+
+    shape, sigmas = (1, 3, 2, 2, 2), torch.tensor([1.0, 0.7, 0.3, 0.0])
+    target = torch.randn(1, 8, 3, generator=torch.Generator().manual_seed(5))
+    mask, clean = torch.ones(shape), torch.zeros(shape)
+    generator = window_generator(7, 2)
+    noise = window_noise(shape, generator, torch.device("cpu"))
+    got = _sample_window(_toy_velocity(target), noise, clean, mask, sigmas, generator=generator)
+
+    reference_generator = window_generator(7, 2)
+    start = window_noise(shape, reference_generator, torch.device("cpu")).flatten(2).transpose(1, 2)
+    expected = sample(_toy_velocity(target), start, sigmas, torch.ones(1, 8), generator=reference_generator,
+                      stochastic=True)  # fmt: skip
+    torch.testing.assert_close(got.flatten(2).transpose(1, 2), expected, atol=1e-6, rtol=0)
+    plain = _sample_window(_toy_velocity(target), noise, clean, mask, sigmas)
+    assert not torch.allclose(got, plain)  # fresh noise each step: another end
+
+
+def test_stochastic_steps_keep_the_conditioning_tokens_and_are_seeded(tiny_transformer):
+    """The previous window's tail and a first frame at strength 1 stay as given; the same
+    seed gives the same clip, and the clip differs from the plain steps'."""
+    first = FirstFrame(image_latent(), strength=1.0)
+    stochastic = run(tiny_transformer, 8, 4, 2, first_frame=first, stochastic=True)
+    assert torch.equal(stochastic[:, :, :1], first.samples)
+    assert torch.equal(stochastic, run(tiny_transformer, 8, 4, 2, first_frame=first, stochastic=True))
+    assert not torch.allclose(stochastic, run(tiny_transformer, 8, 4, 2, first_frame=first))
+    assert torch.isfinite(stochastic).all()

@@ -58,3 +58,20 @@ def test_a_first_frame_and_a_keyframe_on_the_latent_guide_the_long_clip(pack, ti
     clip = conditioning.condition_frames(empty, torch.randn(1, 128, 2, 1, 2, generator=g), 2, 1.0)
     with pytest.raises(ValueError, match="holds frames after its first on the grid"):
         node.sample(transformer, t5, convert.core_to_latent(clip), "a red fox", "", **SETTINGS)
+
+
+def test_the_stochastic_switch_samples_every_window_with_stochastic_steps(pack, tiny_models, t5, monkeypatch):
+    transformer, _ = tiny_models
+    module = importlib.import_module(f"{PACK_NAME}.nodes.long_video")
+    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(
+        width=64, height=32, frames=33, batch_size=1
+    )
+    (plain,) = module.LTXVCoreLongVideoSampler().sample(transformer, t5, latent, "a red fox", "", **SETTINGS)
+    seen = []
+    sample = module.generate_long_latent
+    monkeypatch.setattr(module, "generate_long_latent", lambda *a, **k: seen.append(k["stochastic"]) or sample(*a, **k))
+    node = module.LTXVCoreLongVideoSampler()
+    (stochastic,) = node.sample(transformer, t5, latent, "a red fox", "", **SETTINGS, stochastic=True)
+    (again,) = node.sample(transformer, t5, latent, "a red fox", "", **SETTINGS, stochastic=True)
+    assert seen == [True, True] and torch.equal(stochastic["samples"], again["samples"])
+    assert not torch.allclose(stochastic["samples"], plain["samples"], atol=1e-3)

@@ -139,3 +139,30 @@ def test_a_one_shot_long_video_gives_the_same_frames_and_frees_the_text_encoder_
     assert torch.equal(generate_long(once, request, [(16, "a blue whale")], **settings), kept)
     for released in (once.transformer, once.text_encoder.model):
         assert {p.device.type for p in released.parameters()} == {"meta"}
+
+
+def test_stochastic_steps_reach_every_window_of_each_pass(models, monkeypatch):
+    """The request's stochastic steps (the shipped model's default) sample the windows of a
+    one-pass long video; in a multi-scale one each pass takes its own setting."""
+    from ltx_core import long_video_run
+    from ltx_core.models.latent_upsampler import TINY_SPATIAL_UPSAMPLER
+
+    from .test_multiscale import SETTINGS, SMALL, random_upsampler
+
+    seen = []
+    sample = long_video_run.generate_long_latent
+    monkeypatch.setattr(
+        long_video_run, "generate_long_latent", lambda *a, **k: seen.append(k["stochastic"]) or sample(*a, **k)
+    )
+    request = Request(prompt="a red fox", width=64, height=32, num_frames=33, steps=2, seed=4)
+    settings = dict(window_frames=17, overlap_frames=8)
+    plain = generate_long(models, request, **settings)
+    stochastic = generate_long(models, replace(request, stochastic_sampling=True), **settings)
+    assert seen == [False, True] and not torch.allclose(plain, stochastic, atol=1e-3)
+
+    seen.clear()
+    second = replace(SETTINGS.second_pass, stochastic_sampling=True)
+    generate_long(models, Request(**{**SMALL, "num_frames": 33}), window_frames=17, overlap_frames=8,
+                  upsampler=random_upsampler(TINY_SPATIAL_UPSAMPLER),
+                  multi_scale=replace(SETTINGS, second_pass=second))  # fmt: skip
+    assert seen == [False, True]

@@ -316,6 +316,8 @@ def test_a_second_pass_starts_from_the_upsampled_latent_noised_to_its_first_sigm
         SAMPLER["frame_rate"],
         torch.Generator().manual_seed(SAMPLER["seed"]),
         start_sigma=float(sigmas[0]),
+        stochastic=wire.stochastic,
+        token_major_noise=True,  # the nodes draw as the CLI's default does
     )
     assert torch.equal(second["samples"], expected.samples)
     assert torch.equal(second["samples"][:, :, 0], upsampled["samples"][:, :, 0]), "the held first frame stays"

@@ -53,7 +53,7 @@ def _token_step(strength_rule: str, sigma: Tensor, sigma_next: Tensor, mask: Ten
     return sigma * mask, (sigma_next - sigma) * mask, mask > 0
 
 
-def _stochastic_step(
+def stochastic_step(
     x: Tensor, denoised: Tensor, next_timesteps: Tensor, moving: Tensor, generator: torch.Generator
 ) -> Tensor:
     """Lightricks' `RectifiedFlowScheduler.step(stochastic_sampling=True)`: each moving
@@ -96,7 +96,7 @@ def sample(
     LTXImageToVideoPipeline steps only the unconditioned frames. With
     `cond_noise_scale` > 0, mask-0 tokens are re-noised from `clean_latent` first.
     `strength_rule` "held" treats masks between 0 and 1 as the references do (see
-    `STRENGTH_RULES`). `stochastic` takes Lightricks' stochastic steps (`_stochastic_step`),
+    `STRENGTH_RULES`). `stochastic` takes Lightricks' stochastic steps (`stochastic_step`),
     their noise drawn from `generator`."""
     _check_sigmas(sigmas)
     if strength_rule not in STRENGTH_RULES:
@@ -117,7 +117,7 @@ def sample(
         velocity = velocity_fn(x, timesteps, levels[step]).float()
         denoised = x - timesteps[..., None] * velocity
         if stochastic:  # timesteps + move: each token's next timestep (0 on the last step)
-            x = _stochastic_step(x, denoised, timesteps + move, moving, generator)
+            x = stochastic_step(x, denoised, timesteps + move, moving, generator)
         else:
             x = x + move[..., None] * velocity
         if callback is not None:

@@ -61,7 +61,7 @@ EXPECTED_NODES = {
         {"model": "LTXV_CORE_MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT",
          "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
          "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT"},
-        {"sigmas": "SIGMAS"},
+        {"sigmas": "SIGMAS", "stochastic": "BOOLEAN"},
         ["LATENT"],
     ),
     "LTXVCoreAddGuide": ({"vae": "LTXV_CORE_VAE", "latent": "LATENT", "image": "IMAGE", "frame_index": "INT", "strength": "FLOAT"}, {}, ["LATENT"]),
@@ -70,14 +70,14 @@ EXPECTED_NODES = {
          "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT", "dynamic_shift": "BOOLEAN",
          "base_shift": "FLOAT", "max_shift": "FLOAT", "terminal": "FLOAT", "stg_scale": "FLOAT", "stg_blocks": "STRING",
          "stg_mode": COMBO, "stg_rescale": "FLOAT", "strength_rule": COMBO},
-        {"sigmas": "SIGMAS", "guidance": "LTXV_CORE_GUIDANCE"},
+        {"sigmas": "SIGMAS", "stochastic": "BOOLEAN", "guidance": "LTXV_CORE_GUIDANCE"},
         ["LATENT"],
     ),
     "LTXVCoreLongVideoSampler": (
         {"model": "LTXV_CORE_MODEL", "t5": "LTXV_CORE_T5", "latent": "LATENT", "prompts": "STRING",
          "negative_prompt": "STRING", "seed": "INT", "steps": "INT", "cfg": "FLOAT", "frame_rate": "FLOAT",
          "window_frames": "INT", "window_overlap": "INT", "overlap_strength": "FLOAT", "adain_factor": "FLOAT"},
-        {},
+        {"stochastic": "BOOLEAN"},
         ["LATENT"],
     ),
     "LTXVCoreLatentUpsample": ({"upsampler": "LTXV_CORE_UPSAMPLER", "vae": "LTXV_CORE_VAE", "latent": "LATENT", "adain_factor": "FLOAT", "tone_map_compression": "FLOAT"}, {}, ["LATENT"]),
@@ -267,6 +267,42 @@ def test_the_same_graph_gives_the_same_frames(comfy_server):
     first, other, again = runs
     assert np.abs(first - again).max() <= MAX_RERUN_DIFFERENCE
     assert np.abs(first - other).mean() > 10 * MAX_RERUN_DIFFERENCE, "another seed gives another video"
+
+
+@pytest.mark.parametrize("stochastic", [True, False], ids=["stochastic steps", "plain steps"])
+def test_the_shipped_t2v_workflow_gives_the_clis_frames(comfy_server, monkeypatch, stochastic):
+    """The t2v workflow in ComfyUI and `python -m ltx_core generate` with its settings give
+    the same frames (to one 8-bit level), with and without stochastic steps: what the
+    CLI-based evaluation reads is what a workflow user gets."""
+    from ltx_core import cli
+
+    prompt = small(api_workflow("t2v"), stochastic=stochastic)
+    sampler, decode = (
+        next(iter(nodes_of(prompt, kind)))["inputs"] for kind in ("LTXVCoreSampler", "LTXVCoreDenoisingDecode")
+    )
+    texts = [node["inputs"]["text"] for node in nodes_of(prompt, "LTXVCoreT5Encode")]
+    entry = comfy_server.wait_for_history(
+        comfy_server.queue_prompt(_decoded_frames_as_png(prompt, f"LTXV/cli_{stochastic}"))
+    )
+    assert_succeeded(entry)
+    pngs = sorted(path for path in comfy_server.output_files(entry) if path.suffix == ".png")
+    workflow_frames = np.stack([np.asarray(Image.open(path), dtype=np.int16) for path in pngs])
+
+    written = {}
+    monkeypatch.setattr(cli, "write_mp4", lambda frames, path, **kwargs: written.setdefault("frames", frames))
+    code = cli.main([
+        "generate", "--checkpoint", str(comfy_server.checkpoints_dir / "ltxv-tiny.safetensors"),
+        "--text-encoder", str(comfy_server.text_encoders_dir / "t5-tiny"), "--device", "cpu",
+        "--prompt", texts[0], "--negative-prompt", texts[1], "--seed", str(sampler["seed"]),
+        "--steps", str(sampler["steps"]), "--cfg", str(sampler["cfg"]), "--fps", str(sampler["frame_rate"]),
+        "--width", str(TEST_WIDTH), "--height", str(TEST_HEIGHT), "--frames", str(TEST_FRAMES),
+        "--decode-timestep", str(decode["timestep"]), "--decode-noise-scale", str(decode["decode_noise_scale"]),
+        "--stochastic-sampling" if stochastic else "--no-stochastic-sampling", "--output", "unused.mp4",
+    ])  # fmt: skip
+    assert code == 0
+    cli_frames = (written["frames"].numpy() * 255).round().astype(np.int16)
+    assert cli_frames.shape == workflow_frames.shape == (TEST_FRAMES, TEST_HEIGHT, TEST_WIDTH, 3)
+    assert np.abs(cli_frames - workflow_frames).max() <= MAX_RERUN_DIFFERENCE
 
 
 # ---------------------------------------------------------------- bad prompts
