@@ -108,7 +108,6 @@ def make_inputs(cfg, size: dict, device, dtype) -> dict:
     mask = torch.zeros(2, TEXT_TOKENS, dtype=torch.long)
     mask[0, : TEXT_TOKENS // 4], mask[1, :4] = 1, 1  # a padded prompt and a short negative one
     return {
-        "shape": (f, h, w),
         "noise": torch.randn(1, cfg.in_channels, f, h, w, generator=g).to(device),
         "probe": torch.randn(1, cfg.in_channels, f, h, w, generator=g).to(device),
         "text": text.to(device, dtype),
@@ -120,7 +119,7 @@ def make_inputs(cfg, size: dict, device, dtype) -> dict:
 # ---------------------------------------------------------------- the three forwards
 
 
-def ours(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
+def ours(cfg, weights: dict, device, dtype, fp8: bool = False):
     """(B, C, f, h, w) latent, (B,) sigma, batch of prompts -> velocity, through our model."""
     with torch.device("meta"):
         model = LTXVTransformer(cfg)
@@ -129,12 +128,15 @@ def ours(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     speed = Speed.chosen(False, fp8, device, stays_put=False, kernels=True)  # the CLI's defaults (+ --fp8)
     if speed.changes_transformer:
         model = optimize_transformer(model, speed)
-    f, h, w = inputs["shape"]
-    coords = fractional_coords(pixel_coords(latent_coords(f, h, w, 1), causal_fix=False), FRAME_RATE).to(device)
+    coords = {}  # by latent shape: each pass of a multi-scale run has its own
 
     def forward(x, sigma, text, mask):
+        f, h, w = x.shape[2:]
+        if (f, h, w) not in coords:
+            grid = pixel_coords(latent_coords(f, h, w, 1), causal_fix=False)
+            coords[f, h, w] = fractional_coords(grid, FRAME_RATE).to(device)
         tokens = rearrange(x, "b c f h w -> b (f h w) c").to(dtype)
-        v = model(tokens, sigma.view(-1, 1), text, mask, coords.expand(len(x), -1, -1))
+        v = model(tokens, sigma.view(-1, 1), text, mask, coords[f, h, w].expand(len(x), -1, -1))
         return rearrange(v.float(), "b (f h w) c -> b c f h w", f=f, h=h, w=w)
 
     return model, forward
@@ -147,7 +149,7 @@ def comfy_on(device) -> None:
     comfy.cli_args.args.cpu = device.type == "cpu"
 
 
-def comfyui(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
+def comfyui(cfg, weights: dict, device, dtype, fp8: bool = False):
     """ComfyUI's LTXVModel, built as its loader builds it (no weight init) with our weights;
     FP8 as its `fp8_e4m3fn_fast` weight dtype builds it (`model_base`: the weights' dtype and
     `pick_operations(..., fp8_optimizations=True)`)."""
@@ -189,7 +191,7 @@ def comfyui(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
     return model, forward
 
 
-def diffusers(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False):
+def diffusers(cfg, weights: dict, device, dtype, fp8: bool = False):
     with torch.device("meta"):
         model = diffusers_transformer(cfg)
     back = {official: name for name, official in TRANSFORMER_DIFFUSERS_TO_OFFICIAL.items()}
@@ -198,9 +200,9 @@ def diffusers(cfg, weights: dict, inputs: dict, device, dtype, fp8: bool = False
     model.eval().requires_grad_(False)
     if fp8:  # its FP8: storage only, its default layers to skip (norms, embeddings) kept
         model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    f, h, w = inputs["shape"]
 
     def forward(x, sigma, text, mask):
+        f, h, w = x.shape[2:]
         tokens = rearrange(x, "b c f h w -> b (f h w) c").to(dtype)
         v = model(hidden_states=tokens, encoder_hidden_states=text, timestep=sigma.to(dtype) * 1000,
                   encoder_attention_mask=mask, num_frames=f, height=h, width=w,
@@ -263,10 +265,12 @@ def diffusers_decoder(vae_cfg, weights: dict, metadata: dict, device, dtype):
     return vae, decode
 
 
+DITS = {"ours": ours, "comfyui": comfyui, "diffusers": diffusers}
+DECODERS = {"ours": ours_decoder, "comfyui": comfyui_decoder, "diffusers": diffusers_decoder}
+
+
 def measure_decode(name: str, vae_cfg, vae: tuple[dict, dict], latent, args, device, dtype) -> tuple[dict, Tensor]:
-    model, decode = {"ours": ours_decoder, "comfyui": comfyui_decoder, "diffusers": diffusers_decoder}[name](
-        vae_cfg, *vae, device, dtype
-    )
+    model, decode = DECODERS[name](vae_cfg, *vae, device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -304,9 +308,7 @@ def sample(forward, inputs: dict, guidance: float) -> torch.Tensor:
 
 
 def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) -> tuple[dict, torch.Tensor]:
-    model, forward = {"ours": ours, "comfyui": comfyui, "diffusers": diffusers}[name](
-        cfg, weights, inputs, device, dtype, fp8=args.fp8
-    )
+    model, forward = DITS[name](cfg, weights, device, dtype, fp8=args.fp8)
     row = {}
     for mode, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
         if device.type == "cuda":
@@ -332,7 +334,7 @@ def measure(name: str, cfg, weights: dict, inputs: dict, args, device, dtype) ->
 
 def ours_latent(cfg, weights: dict, inputs: dict, device, dtype) -> Tensor:
     """The latent every decode reads: ours sampled without CFG, in (B, C, f, h, w)."""
-    model, forward = ours(cfg, weights, inputs, device, dtype)
+    model, forward = ours(cfg, weights, device, dtype)
     latent = sample(forward, inputs, 1.0)
     del model, forward
     gc.collect()
@@ -370,7 +372,7 @@ def run(args) -> dict:
         difference = (probes[name] - probes["ours"]).abs().max().item() / scale
         rows[name]["probe_max_abs_diff_vs_ours"] = float(f"{difference:.3e}")
     if args.fp8:  # what FP8 changes: each against ours in bf16
-        _, forward = ours(cfg, weights, inputs, device, dtype)
+        _, forward = ours(cfg, weights, device, dtype)
         with torch.no_grad():
             reference = probe(forward, inputs, device).cpu()
         for name in IMPLEMENTATIONS:

@@ -24,6 +24,7 @@ BENCHMARKS = (
     "dit_three_way",
     "memory_planner",
     "mp4_write",
+    "multiscale_three_way",
     "gpu_kernel_rates",
     "gpu_measure",
     "gpu_speed_pipelines",
@@ -208,6 +209,34 @@ def test_the_three_way_dit_bench_runs_each_librarys_fp8(tmp_path):
     assert report["fp8"] is True and list(report["rows"]) == ["ours", "comfyui", "diffusers"]
     for name, row in report["rows"].items():
         assert 1e-4 < row["probe_max_abs_diff_vs_bf16"] < 0.15, name
+
+
+def test_the_three_way_multiscale_bench_runs_the_distilled_pipeline_in_each_library(tmp_path):
+    """The distilled config's passes (7 + 3 steps, the second at twice the first's size)
+    with each library's transformer, upsampler and decode: diffusers' frames are ours to
+    rounding (the same AdaIN); ComfyUI's upsampler is ours without the AdaIN its node lacks."""
+    import json
+    import subprocess
+
+    from tests.host.comfy_env import ensure_comfyui
+
+    out = tmp_path / "ms3.json"
+    command = [sys.executable, "-m", "benchmarks.multiscale_three_way", "--tiny", "--repeats", "1",
+               "--out", str(out), "--comfyui", str(ensure_comfyui())]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["pass_steps"] == [7, 3] and report["pass_sizes"] == [[32, 32], [64, 64]]
+    rows = report["rows"]
+    assert list(rows) == ["ours", "comfyui", "diffusers"]
+    assert rows["diffusers"]["frames_max_abs_diff_vs_ours"] < 1e-4
+    assert rows["diffusers"]["upsampled_max_abs_diff_vs_ours"] < 1e-4
+    assert rows["comfyui"]["upsampled_max_abs_diff_vs_ours"] < 1e-4
+    assert rows["comfyui"]["frames_max_abs_diff_vs_ours"] > 1e-3  # no AdaIN: another second pass
+    for row in rows.values():
+        stages = ("first_pass_s", "upsample_s", "second_pass_s", "decode_s")
+        assert all(row[stage] > 0 for stage in stages)
+        assert row["whole_s"] == pytest.approx(sum(row[stage] for stage in stages), abs=5e-4)
 
 
 def test_the_mp4_write_bench_reads_every_preset_back_and_keeps_the_rule(tmp_path):
