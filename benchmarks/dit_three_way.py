@@ -381,24 +381,35 @@ def run(args) -> dict:
     return {"size": size, "text_tokens": TEXT_TOKENS, "guidance_scale": GUIDANCE, "rows": rows}
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def three_way_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every three-way benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODELS), default="13B")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--comfyui", type=Path, help="an unpacked ComfyUI (default: the host tests' setup)")
-    parser.add_argument("--fp8", action="store_true", help="each library's FP8 (see above)")
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--out", type=Path, help="default: results/dit_three_way.json (dit_three_way_fp8.json)")
-    args = parser.parse_args(argv)
-    args.out = args.out or RESULTS / ("dit_three_way_fp8.json" if args.fp8 else "dit_three_way.json")
+    return parser
+
+
+def check_three_way_args(parser: argparse.ArgumentParser, args: argparse.Namespace, what: str) -> None:
+    """A ComfyUI where `--comfyui` names one (else the host tests' own), a GPU unless `--tiny`."""
     if args.comfyui is not None and not (args.comfyui / "comfy").is_dir():
         parser.error(f"--comfyui {args.comfyui}: no ComfyUI there (no comfy/ folder)")
     if not args.tiny and not torch.cuda.is_available():
-        raise SystemExit("dit_three_way times the transformer on a GPU; no CUDA device here (use --tiny)")
+        raise SystemExit(f"{parser.prog} times {what} on a GPU; no CUDA device here (use --tiny)")
     if args.comfyui is None:
         from tests.host.comfy_env import ensure_comfyui
 
         args.comfyui = ensure_comfyui()
+
+
+def main(argv=None) -> dict:
+    parser = three_way_parser(__doc__)
+    parser.add_argument("--fp8", action="store_true", help="each library's FP8 (see above)")
+    parser.add_argument("--out", type=Path, help="default: results/dit_three_way.json (dit_three_way_fp8.json)")
+    args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("dit_three_way_fp8.json" if args.fp8 else "dit_three_way.json")
+    check_three_way_args(parser, args, "the transformer")
     result = run(args)
     report = {
         **report_header("dit_three_way", not args.tiny),

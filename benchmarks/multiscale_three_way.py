@@ -29,7 +29,6 @@ config on the CPU at 96x64x9, fp32 (the script's test).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
@@ -47,9 +46,11 @@ from benchmarks.dit_three_way import (
     SEED,
     TEXT_TOKENS,
     VAES,
+    check_three_way_args,
     comfy_on,
     official_vae,
     official_weights,
+    three_way_parser,
 )
 from benchmarks.gpu_measure import merge_results, report_header, sync
 from benchmarks.gpu_speed_pipelines import randomize_
@@ -243,21 +244,10 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="13B")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--comfyui", type=Path, help="an unpacked ComfyUI (default: the host tests' setup)")
-    parser.add_argument("--tiny", action="store_true")
+    parser = three_way_parser(__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS / "multiscale_three_way.json")
     args = parser.parse_args(argv)
-    if args.comfyui is not None and not (args.comfyui / "comfy").is_dir():
-        parser.error(f"--comfyui {args.comfyui}: no ComfyUI there (no comfy/ folder)")
-    if not args.tiny and not torch.cuda.is_available():
-        raise SystemExit("multiscale_three_way times the pipeline on a GPU; no CUDA device here (use --tiny)")
-    if args.comfyui is None:
-        from tests.host.comfy_env import ensure_comfyui
-
-        args.comfyui = ensure_comfyui()
+    check_three_way_args(parser, args, "the pipeline")
     result = run(args)
     report = {
         **report_header("multiscale_three_way", not args.tiny),
