@@ -19,7 +19,6 @@ interrupted (no file written), 1 out of memory, 3 another rank of a torchrun run
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from dataclasses import replace
@@ -35,6 +34,7 @@ from .cli_arguments import (
     apply_model_defaults,
     build_parser,
     check_fast_kernels_device,
+    exit_with,
     fast_kernels_chosen,
     parse_condition as parse_condition,
 )
@@ -83,17 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 def entry_point() -> None:
     """`ltxv ...` and `python -m ltx_core ...`: run, then end the process with main's code."""
     exit_with(main())
-
-
-def exit_with(code: int) -> None:
-    """End the process with `code`. After a lost rank, skip the interpreter's teardown: the
-    process group, still holding connections to the dead rank, can abort the process in its
-    destructor (SIGABRT), which would replace the exit code torchrun reports."""
-    if code == EXIT_RANK_FAILED:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
 
 
 def _is_instance(error: Exception, module: str, name: str) -> bool:

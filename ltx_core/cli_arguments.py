@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from pathlib import Path
 
 from . import __version__, cli_config
@@ -432,3 +434,14 @@ def check_fast_kernels_device(device) -> None:
             f"--fast-kernels needs a CUDA GPU (its kernels are Triton's and CUDA's attention backends'); "
             f"the device is {device}: leave the flag off there (it is on by default only on CUDA)"
         )
+
+
+def exit_with(code: int) -> None:
+    """End the process with `code`. After a lost rank, skip the interpreter's teardown: the
+    process group, still holding connections to the dead rank, can abort the process in its
+    destructor (SIGABRT), which would replace the exit code torchrun reports."""
+    if code == EXIT_RANK_FAILED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

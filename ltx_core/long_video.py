@@ -353,10 +353,6 @@ def window_generator(seed: int, start: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed) + int(start))
 
 
-def window_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
-
-
 # ---------------------------------------------------------------- the whole clip
 
 
@@ -443,7 +439,7 @@ def generate_long_latent(
             init[:, :, :frames] = start_latent[:, :, start:end].to(init)
         with torch.no_grad():
             generator = window_generator(seed, start)
-            noise = window_noise(clean.shape, generator, device)
+            noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device)
             result = _sample_window(velocity_fn, noise, clean, mask, sigmas, init, generator if stochastic else None)
         result = result[:, :, :frames]
         if callback is not None:

@@ -321,18 +321,18 @@ def _toy_velocity(target: torch.Tensor):
 def test_a_window_of_free_tokens_takes_the_samplers_stochastic_steps():
     """Mask 1 everywhere: the window's stochastic steps are `euler.sample`'s, with the noise
     drawn from the window's generator after its starting noise."""
-    from ltx_core.long_video import _sample_window, window_generator, window_noise
+    from ltx_core.long_video import _sample_window, window_generator
     from ltx_core.sampling.euler import sample
 
     shape, sigmas = (1, 3, 2, 2, 2), torch.tensor([1.0, 0.7, 0.3, 0.0])
     target = torch.randn(1, 8, 3, generator=torch.Generator().manual_seed(5))
     mask, clean = torch.ones(shape), torch.zeros(shape)
     generator = window_generator(7, 2)
-    noise = window_noise(shape, generator, torch.device("cpu"))
+    noise = torch.randn(shape, generator=generator)
     got = _sample_window(_toy_velocity(target), noise, clean, mask, sigmas, generator=generator)
 
     reference_generator = window_generator(7, 2)
-    start = window_noise(shape, reference_generator, torch.device("cpu")).flatten(2).transpose(1, 2)
+    start = torch.randn(shape, generator=reference_generator).flatten(2).transpose(1, 2)
     expected = sample(_toy_velocity(target), start, sigmas, torch.ones(1, 8), generator=reference_generator,
                       stochastic=True)  # fmt: skip
     torch.testing.assert_close(got.flatten(2).transpose(1, 2), expected, atol=1e-6, rtol=0)
