@@ -406,7 +406,9 @@ def test_time_chunked_layers_lower_the_decodes_peak_memory():
     assert whole > 2 * video
     assert decode_peak_bytes(vae, latent, 4) < 0.65 * whole
     assert decode_peak_bytes(vae, latent, 1) < 1.3 * video
-    assert decode_peak_bytes(vae, latent, 100) == whole  # one chunk is the whole decode
+    # one chunk as long as the clip keeps what the whole decode keeps, beside the injected
+    # noise (a few (H, W) planes) drawn before the layers
+    assert whole <= decode_peak_bytes(vae, latent, 100) <= 1.01 * whole
 
 
 @torch.no_grad()

@@ -33,9 +33,8 @@ from .vae_layers import (
     UNetMidBlock3D,
     make_norm,
     spatial_noise,
-    time_chunks,
-    time_window,
 )
+from .vae_stream import FinishStage, ResnetStage, UpsampleStage, stream
 from .vae_tiles import DEFAULT_TILE_OVERLAP, check_tiles, decode_in_tiles
 
 # The decode time chunk the CLI and the decode node use unless told otherwise (see
@@ -150,22 +149,21 @@ class Decoder(nn.Module):
         """Raw latent (B, C, f, h, w) and timestep (B,) sigmas -> (B, 3, F, H, W).
 
         time_chunk: run every resnet block, upsampler and the output stage this many
-        frames (at that layer's frame rate) at a time into a preallocated output, each
-        chunk reading the few neighbouring frames its time convs reach: the same frames,
-        with the input and output of one layer plus a chunk's temporaries alive instead
-        of several full-size temporaries. None: each layer on the whole clip."""
+        frames (at that layer's frame rate) at a time, depth-first (`vae_stream`): each
+        chunk reads the few neighbouring frames its time convs reach, so the frames are the
+        same, with a chunk's window per layer alive instead of whole layers. None: each
+        layer on the whole clip."""
         check_time_chunk(time_chunk)
         if time_chunk is not None:
             self._check_chunkable()
-        x = self.conv_in(z, self.causal)
         if self.timestep_conditioning:
             timestep = timestep * self.timestep_scale_multiplier
+        if time_chunk is not None:
+            return self._streamed(z, timestep, generator, time_chunk)
+        x = self.conv_in(z, self.causal)
         for block, embed in self._layers(timestep, x.dtype):
-            x = self._run_layer(block, x, embed, generator, time_chunk)
-        modulation = self._last_modulation(timestep, x.dtype)
-        if time_chunk is None:
-            return self._finish(x, modulation)
-        return self._finish_chunked(x, modulation, time_chunk)
+            x = block(x, self.causal, embed, generator) if isinstance(block, ResnetBlock3D) else block(x, self.causal)
+        return self._finish(x, self._last_modulation(timestep, x.dtype))
 
     def compile_layers(self, backend: str = "inductor") -> None:
         """torch.compile every resnet block and upsampler, static shapes. The injected noise
@@ -204,21 +202,37 @@ class Decoder(nn.Module):
             else:
                 yield block, None
 
-    def _run_layer(
-        self,
-        block: nn.Module,
-        x: Tensor,
-        embed: Tensor | None,
-        generator: torch.Generator | None,
-        time_chunk: int | None,
-    ) -> Tensor:
-        if isinstance(block, ResnetBlock3D):
-            if time_chunk is None:
-                return block(x, self.causal, embed, generator)
-            return block.forward_chunked(x, self.causal, embed, generator, time_chunk)
-        if time_chunk is None:
-            return block(x, self.causal)
-        return block.forward_chunked(x, self.causal, time_chunk)
+    def _streamed(self, z: Tensor, timestep: Tensor | None, generator: torch.Generator, time_chunk: int) -> Tensor:
+        """The layers after conv_in depth-first in time (`vae_stream`), into one video. The
+        injected noise is drawn first, in the whole decode's order (each block's two draws,
+        block after block), at each block's frame size. Nothing here holds conv_in's output
+        or the video beyond the stream's own buffers, so one chunk as long as the clip
+        keeps what the whole decode keeps."""
+        stages, frames, size = [], z.shape[2], z.shape[3:]
+        for block, embed in self._layers(timestep, z.dtype):
+            if isinstance(block, ResnetBlock3D):
+                like = z.new_empty(1, 1, 1, *size)
+                draws = 2 if block.inject_noise else 0
+                noises = tuple(block._draw_noise(like, generator) for _ in range(draws)) or (None, None)
+                stages.append(ResnetStage(block, frames, self.causal, embed, noises))
+            else:
+                stages.append(UpsampleStage(block, frames, self.causal))
+                size = (size[0] * block.stride[1], size[1] * block.stride[2])
+            frames = stages[-1].frames_out
+        modulation = self._last_modulation(timestep, z.dtype)
+        finish = lambda window, pads: self._finish(window, modulation, pads)
+        stages.append(FinishStage(finish, self.conv_out, frames, self.causal))
+        out = []  # the video, made at the first chunk: one chunk as long as the clip is kept as it is
+
+        def keep(start: int, video: Tensor) -> None:
+            if not out:
+                whole = start == 0 and video.shape[2] == frames
+                out.append(video if whole else video.new_empty(*video.shape[:2], frames, *video.shape[3:]))
+            if out[0] is not video:
+                out[0][:, :, start : start + video.shape[2]] = video
+
+        stream(stages, self.conv_in(z, self.causal), time_chunk, keep)
+        return out[0]
 
     def _last_modulation(self, timestep: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
         """(shift, scale) of the output stage, each (B, C, 1, 1, 1); None without timestep
@@ -242,18 +256,6 @@ class Decoder(nn.Module):
         x = self.conv_out(x, self.causal) if pads is None else self.conv_out.forward_padded(x, pads)
         p = self.patch_size
         return rearrange(x, "b (c r q) f h w -> b c f (h q) (w r)", q=p, r=p)
-
-    def _finish_chunked(self, x: Tensor, modulation: tuple[Tensor, Tensor] | None, time_chunk: int) -> Tensor:
-        frames, p = x.shape[2], self.patch_size
-        if time_chunk >= frames:
-            return self._finish(x, modulation)
-        out = x.new_empty(
-            x.shape[0], self.conv_out.conv.out_channels // p**2, frames, x.shape[3] * p, x.shape[4] * p
-        )  # the video: unpatchified, so contiguous
-        for start, end in time_chunks(frames, time_chunk):
-            lo, hi, pads = time_window(start, end, frames, self.conv_out.time_padding(self.causal))
-            out[:, :, start:end] = self._finish(x[:, :, lo:hi], modulation, pads)
-        return out
 
 
 # ---------------------------------------------------------------------- the VAE
