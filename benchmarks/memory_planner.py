@@ -421,15 +421,16 @@ def run_whole(case: Case, models: Models_, dtype_name: str, device: torch.device
 
 
 def earlier_h100_decodes(path: Path = RESULTS.parent / "gpu_speed.json") -> dict:
-    """The eager VAE decode peaks `bench_gpu_speed` measured on an H100 (0.9.1, 768x512x121,
-    bf16, above the weights) beside the planner's estimates for the same decodes."""
+    """The eager whole-layer VAE decode peak `bench_gpu_speed` measured on an H100 (0.9.1,
+    768x512x121, bf16, above the weights) beside the planner's estimate for it (its
+    time-chunked rows were of the breadth-first chunking the depth-first decode replaced)."""
     try:
         earlier = json.loads(path.read_text())
         decode = earlier["levers"]["vae_decode"]
     except (OSError, ValueError, KeyError):
         return {}
     rows = []
-    for name, chunk in (("eager", None), ("eager_chunk32", 32)):
+    for name, chunk in (("eager", None),):
         measured = decode[f"{name}_peak_above_weights_gib"] * 2**30
         work = planner.Workload(C.LTXV_2B, C.LTXV_VAE_0_9_1, 768, 512, 121, device="cuda", decode_time_chunk=chunk)
         estimate = planner.decode_bytes(work)

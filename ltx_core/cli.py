@@ -375,7 +375,7 @@ def write_mp4(frames, output: Path, **options) -> Path:
 
 
 def resolved_decode_time_chunk(asked: int | None, parallel, vae) -> int | None:
-    """--decode-time-chunk as given; else `pipeline.default_decode_time_chunk(vae)` (32, or
+    """--decode-time-chunk as given; else `pipeline.default_decode_time_chunk(vae)` (16, or
     whole layers for a group-norm decoder); whole layers in a run split across ranks, whose
     time-split decode already bounds each rank's frames."""
     from .pipeline import default_decode_time_chunk

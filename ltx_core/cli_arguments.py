@@ -245,9 +245,9 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help="compute each VAE decoder "
-        "layer N frames at a time: the same frames, with a much lower decode memory peak for a "
-        "little more decode time (smaller N: less memory, more time; benchmarks/results/"
-        "decode_time_chunks.json); a number above the clip's frames: whole layers; default: "
+        "layer N frames at a time, depth-first: the same frames, with a much lower decode memory peak "
+        "(smaller N: less memory, more time; benchmarks/results/vae_decode_memory.json); a number "
+        "above the clip's frames: whole layers; default: "
         + str(DEFAULT_DECODE_TIME_CHUNK)
         + ", whole layers for a group-norm decoder and across "
         "ranks)",

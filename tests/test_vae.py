@@ -409,24 +409,3 @@ def test_time_chunked_layers_lower_the_decodes_peak_memory():
     # one chunk as long as the clip keeps what the whole decode keeps, beside the injected
     # noise (a few (H, W) planes) drawn before the layers
     assert whole <= decode_peak_bytes(vae, latent, 100) <= 1.01 * whole
-
-
-@torch.no_grad()
-def test_a_time_chunked_resnet_block_holds_its_output_and_one_chunk_not_whole_temporaries():
-    """Peak bytes created by one resnet block (noise and timestep) on 33 frames, in units
-    of its input's size: whole 4.06 (the output, and norm, modulation, SiLU, padding,
-    conv temporaries of full size), chunks of 3 frames 1.64 (the output, and temporaries
-    of the 7 frames a chunk reads), of 1 frame 1.46."""
-    torch.manual_seed(0)
-    block = ResnetBlock3D(32, 32, "pixel_norm", "zeros", inject_noise=True, timestep_conditioning=True)
-    x, embed = torch.randn(1, 32, 33, 8, 8), torch.randn(1, 4 * 32, 1, 1, 1)
-
-    def peak(run) -> float:
-        with PeakLiveBytes() as probe:
-            out = run(torch.Generator().manual_seed(0))
-        return probe.peak / x.nbytes, out
-
-    whole, expected = peak(lambda g: block(x, False, embed, g))
-    chunked, out = peak(lambda g: block.forward_chunked(x, False, embed, g, 3))
-    assert (out - expected).abs().max() <= ATOL
-    assert chunked < 2 < 3.5 < whole

@@ -1,4 +1,4 @@
-"""The VAE, layer by layer: the tensors its decoder (whole or time-chunked layers, or a
+"""The VAE, layer by layer: the tensors its decoder (whole layers or depth-first time chunks, or a
 rank's frames) and its encoder keep alive at their peaks, and the decoder's operations.
 The decoder's steps are walked from the config as `models.vae.Decoder` builds them.
 
@@ -15,18 +15,21 @@ import math
 from dataclasses import dataclass
 
 from ..models.configs import PIXELS_PER_LATENT, VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
+from ..models.time_windows import ConvSpan, UpsampleSpan, schedule
 from ..preflight import tile_spans
 from .workload import KERNEL_VOLUME, Workload
 
 # ---------------------------------------------------------------- calibrated multiples
 # VAE resnet block on whole frames: its input once more, three tensors of its output width.
 RESNET_WHOLE_IN, RESNET_WHOLE_OUT = 1.05, 3.0
-# Time-chunked resnet block: per frame of a chunk (plus the two frames its convolutions
-# reach), tensors of the input and of the output width; one more each with timestep
-# conditioning (the modulated norm).
-RESNET_CHUNK_IN, RESNET_CHUNK_OUT, RESNET_CHUNK_TIMESTEP = 1.0, 2.0, 0.5
-# Depth-to-space upsampler: its convolution's output and the rearranged copy.
-UPSAMPLE_WHOLE, UPSAMPLE_CHUNK = 2.0, 3.0
+# Depth-to-space upsampler on whole frames: its convolution's output and the rearranged copy.
+UPSAMPLE_WHOLE = 2.0
+# The time-chunked (depth-first) decode, per frame of the window a chunk reads: a resnet
+# block's temporaries of its input width (more with timestep conditioning, the modulated
+# norms) and of its output width; an upsampler's of its widened convolution output. The
+# frames each layer keeps between chunks are counted exactly, by walking the decode's own
+# schedule (`models.time_windows`).
+STREAM_RESNET_IN, STREAM_RESNET_TIMESTEP, STREAM_RESNET_OUT, STREAM_UPSAMPLE = 0.5, 2.0, 0.5, 0.25
 # cuDNN scratch memory of a whole-frame resnet convolution, per byte of its input: fitted to
 # the H100 decode peaks of benchmarks/results/gpu_speed.json (eager, whole and time-chunked
 # layers); the chunked decode's scratch is within the tensor count's error there.
@@ -138,61 +141,104 @@ def decode_bytes(work: Workload) -> int:
 
 
 def decoder_peak(work: Workload, frames: int, height: int, width: int, time_chunk: int | None) -> float:
-    """Most bytes alive in one decode of (frames, height, width) latents: the latents,
-    one layer's input and what the layer makes."""
+    """Most bytes alive in one decode of (frames, height, width) latents: whole layers (the
+    latents, one layer's input and what the layer makes), or depth-first in time chunks."""
     b, size = work.batch, work.dtype_bytes
     latents = DECODE_LATENTS * b * work.vae.latent_channels * frames * height * width * size
     layers = decoder_layers(work.vae, frames, height, width)
-    peaks = [
-        layer.size_in(b, size) + layer_extra(layer, b, size, time_chunk) + _workspace(work, layer, time_chunk)
-        for layer in layers
-    ]
-    peaks.append(_finish_peak(work, layers[-1], time_chunk))
+    if time_chunk is not None and time_chunk < layers[-1].frames_out:
+        return latents + streamed_peak(work, layers, time_chunk)
+    peaks = [layer.size_in(b, size) + layer_extra(layer, b, size) + _workspace(work, layer) for layer in layers]
+    peaks.append(_finish_peak(work, layers[-1]))
     return latents + max(peaks)
 
 
-def _workspace(work: Workload, layer: Layer, chunk: int | None) -> float:
+def _workspace(work: Workload, layer: Layer) -> float:
     """cuDNN's scratch memory for a resnet block's convolutions on whole frames, which a
     GPU allocates beside the tensors (a chunk's convolutions need little)."""
-    whole = chunk is None or chunk >= layer.frames_in
-    if work.device != "cuda" or layer.kind != "resnet" or not whole:
+    if work.device != "cuda" or layer.kind != "resnet":
         return 0.0
     return CUDA_WHOLE_CONV_WORKSPACE * layer.size_in(work.batch, work.dtype_bytes)
 
 
-def layer_extra(layer: Layer, batch: int, size: int, chunk: int | None) -> float:
-    """Bytes a decoder layer makes beyond its input, whole or `chunk` frames at a time."""
+def layer_extra(layer: Layer, batch: int, size: int) -> float:
+    """Bytes a decoder layer makes beyond its input, on whole frames."""
     size_in, size_out = layer.size_in(batch, size), layer.size_out(batch, size)
-    chunked = chunk is not None and chunk < layer.frames_in
     if layer.kind == "conv":
         return size_in * (layer.frames_in + 2) / layer.frames_in + size_out
     if layer.kind == "resnet":
-        if not chunked:
-            return RESNET_WHOLE_IN * size_in + RESNET_WHOLE_OUT * size_out
-        modulated = RESNET_CHUNK_TIMESTEP if layer.timestep else 0.0
-        per_frame = (RESNET_CHUNK_IN + modulated) * size_in + (RESNET_CHUNK_OUT + modulated) * size_out
-        return size_out + (chunk + 2) * per_frame / layer.frames_in
-    if not chunked:  # upsampler
-        return UPSAMPLE_WHOLE * layer.repeats * size_in
-    return size_out + UPSAMPLE_CHUNK * layer.repeats * chunk * size_in / layer.frames_in
+        return RESNET_WHOLE_IN * size_in + RESNET_WHOLE_OUT * size_out
+    return UPSAMPLE_WHOLE * layer.repeats * size_in
 
 
-def _finish_peak(work: Workload, last: Layer, chunk: int | None) -> float:
+def _finish_temporaries(work: Workload, last: Layer, frames_in: float, frames_out: float) -> float:
     """Norm, last modulation, SiLU and the output convolution, then the unpatchified
-    video: the largest of the elementwise temporaries, the padded input beside the
-    convolution's output, and that output beside its rearranged copy."""
-    b, size = work.batch, work.dtype_bytes
-    frames = last.frames_out
-    size_in = last.size_out(b, size)
+    video, on `frames_in` frames of the last layer's output making `frames_out`: the largest
+    of the elementwise temporaries, the padded input beside the convolution's output, and
+    that output beside its rearranged copy."""
+    per_frame = last.size_out(work.batch, work.dtype_bytes) / last.frames_out
     ratio = 3 * work.vae.patch_size**2 / last.channels_out  # output channels over input
     elementwise = 3.0 if work.vae.timestep_conditioning else 2.0
+    spans = (elementwise * frames_in, 2 * frames_in + ratio * frames_out, 2 * ratio * frames_out)
+    return max(spans) * per_frame
 
-    def temporaries(span: float, conv_span: float) -> float:
-        return max(elementwise * span, 2 * span + ratio * conv_span, 2 * ratio * conv_span) * size_in
 
-    if chunk is None or chunk >= frames:
-        return size_in + temporaries(1.0, 1.0)
-    return size_in + ratio * size_in + temporaries((chunk + 2) / frames, chunk / frames)
+def _finish_peak(work: Workload, last: Layer) -> float:
+    return last.size_out(work.batch, work.dtype_bytes) + _finish_temporaries(
+        work, last, last.frames_out, last.frames_out
+    )
+
+
+def streamed_peak(work: Workload, layers: list[Layer], time_chunk: int) -> float:
+    """The depth-first decode (`models.vae_stream`) walked step by step on its schedule:
+    conv_in's output, the frames each layer keeps for the chunks still to come (as its
+    buffer keeps them, whole chunks at a time), the video once its first chunk is made,
+    and the running chunk's window copy and temporaries."""
+    b, size = work.batch, work.dtype_bytes
+    pads = (2, 0) if work.vae.causal_decoder else (1, 1)
+    steps = layers[1:]
+    spans = [_span(layer, pads) for layer in steps] + [ConvSpan(layers[-1].frames_out, (pads,))]
+    per_frame = [layer.size_out(b, size) / layer.frames_out for layer in layers]  # stage i's input: [i]
+    buffers = [[(0, layers[0].frames_out)]] + [[] for _ in steps]
+    made, video, peak = [0] * len(spans), 0.0, 0.0
+    last = layers[-1]
+    video_frame = b * 3 * last.height_out * last.width_out * work.vae.patch_size**2 * size
+    for step in schedule(spans, time_chunk):
+        i, window, out = step.stage, step.hi - step.lo, step.end - step.start
+        parts = [p for p in buffers[i] if p[0] < step.hi and p[0] + p[1] > step.lo]
+        copy = window * per_frame[i] if len(parts) > 1 else 0.0
+        held = sum(n * per_frame[j] for j, buffer in enumerate(buffers) for _, n in buffer)
+        running = _chunk_bytes(work, steps[i], window, out) if i < len(steps) else 0.0
+        if i == len(steps):  # the output stage
+            running = _finish_temporaries(work, layers[-1], window, out)
+        peak = max(peak, held + video + copy + running)
+        if i < len(steps):
+            buffers[i + 1].append((made[i + 1], out))
+            made[i + 1] += out
+        elif not video:  # the video is made beside its first chunk
+            video = video_frame * layers[-1].frames_out
+            peak = max(peak, held + video + video_frame * out)
+        buffers[i] = [p for p in buffers[i] if p[0] + p[1] > step.keep_from]
+    return peak
+
+
+def _span(layer: Layer, pads: tuple[int, int]):
+    if layer.kind == "resnet":
+        return ConvSpan(layer.frames_in, (pads, pads))
+    return UpsampleSpan(
+        layer.frames_in, layer.time_stride, layer.frames_in * layer.time_stride - layer.frames_out, pads
+    )
+
+
+def _chunk_bytes(work: Workload, layer: Layer, window: int, out: int) -> float:
+    """A resnet block's or upsampler's output chunk and temporaries on a `window` of input
+    frames making `out` output frames."""
+    b, size = work.batch, work.dtype_bytes
+    per_in, per_out = layer.size_in(b, size) / layer.frames_in, layer.size_out(b, size) / layer.frames_out
+    if layer.kind == "resnet":
+        width_in = STREAM_RESNET_IN + (STREAM_RESNET_TIMESTEP if layer.timestep else 0.0)
+        return out * per_out + width_in * window * per_in + STREAM_RESNET_OUT * out * per_out
+    return out * per_out + STREAM_UPSAMPLE * layer.repeats * window * per_in
 
 
 # ---------------------------------------------------------------- the encode

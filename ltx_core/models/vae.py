@@ -38,11 +38,11 @@ from .vae_stream import FinishStage, ResnetStage, UpsampleStage, stream
 from .vae_tiles import DEFAULT_TILE_OVERLAP, check_tiles, decode_in_tiles
 
 # The decode time chunk the CLI and the decode node use unless told otherwise (see
-# `pipeline.default_decode_time_chunk`): each decoder layer 32 frames at a time gives the
-# frames of the whole decode with a much lower memory peak for little more time, compiled
-# or not (benchmarks/results/decode_time_chunks.json, gpu_speed.json). Clips of up to 32
-# frames per layer decode whole anyway.
-DEFAULT_DECODE_TIME_CHUNK = 32
+# `pipeline.default_decode_time_chunk`): the decoder depth-first, 16 frames a layer at a
+# time, gives the frames of the whole decode with a much lower memory peak, lower than 32
+# frames at a time too, as each layer keeps a window of about a chunk
+# (benchmarks/results/vae_decode_memory.json). Clips of up to 16 frames per layer decode whole.
+DEFAULT_DECODE_TIME_CHUNK = 16
 
 
 def check_time_chunk(time_chunk, name: str = "time_chunk") -> None:
@@ -218,7 +218,7 @@ class Decoder(nn.Module):
             else:
                 stages.append(UpsampleStage(block, frames, self.causal))
                 size = (size[0] * block.stride[1], size[1] * block.stride[2])
-            frames = stages[-1].frames_out
+            frames = stages[-1].span.frames_out
         modulation = self._last_modulation(timestep, z.dtype)
         finish = lambda window, pads: self._finish(window, modulation, pads)
         stages.append(FinishStage(finish, self.conv_out, frames, self.causal))

@@ -2,9 +2,8 @@
 causal 3-D convolutions, norms, the timestep embedding of the denoising decoder, resnet
 blocks and the space-to-depth / depth-to-space resamplers.
 
-The decoder's layers also run `time_chunk` output frames at a time (`forward_chunked`):
-every time convolution is 3 frames wide, so a chunk needs only the few input frames its
-convolutions reach (`time_window`), and everything between the convolutions is per frame.
+The decoder's resnet blocks and upsamplers also compute a window of frames
+(`forward_window`), which the time-chunked decode (`vae_stream`) runs chunk by chunk.
 """
 
 from __future__ import annotations
@@ -65,29 +64,6 @@ class CausalConv3d(nn.Module):
         if any(pads):
             x = F.pad(x, (0, 0, 0, 0, *pads), mode="replicate")
         return self.conv(x)
-
-
-def time_chunks(frames: int, size: int) -> list[tuple[int, int]]:
-    """[start, end) of consecutive chunks of `size` frames tiling [0, frames)."""
-    return [(start, min(start + size, frames)) for start in range(0, frames, size)]
-
-
-def time_window(start: int, end: int, frames: int, pads: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
-    """For output frames [start, end) of a time conv padded by `pads` (front, back) on a
-    clip of `frames`: the input frames [lo, hi) it reads, clamped to the clip, and the
-    edge repeats that window still needs. Those are nonzero only where the window meets
-    the clip's real ends, so the window's output equals the whole conv's frames."""
-    front, back = pads
-    lo, hi = max(0, start - front), min(frames, end + back)
-    return lo, hi, (front - (start - lo), back - (hi - end))
-
-
-def empty_in_layout(like: Tensor, *shape: int) -> Tensor:
-    """An empty tensor of `shape` in `like`'s dtype, device and memory layout (channels-last
-    when `like` is), for a chunked layer's output."""
-    channels_last = not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last_3d)
-    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
 
 
 # ---------------------------------------------------------------------- norms, timestep embedding, noise
@@ -248,24 +224,6 @@ class ResnetBlock3D(nn.Module):
         noise2 = self._draw_noise(h, generator) if self.inject_noise else None
         return self._output(x, h, noise2)
 
-    def forward_chunked(
-        self, x: Tensor, causal: bool, timestep_embed: Tensor | None, generator: torch.Generator | None, time_chunk: int
-    ) -> Tensor:
-        """`forward`, `time_chunk` output frames at a time, written into one preallocated
-        output: alive at once are the input, the output and one chunk's temporaries. Each
-        chunk reads the input frames its two convs reach (`time_window`); the noise is
-        drawn once, before the chunks, in `forward`'s order."""
-        frames = x.shape[2]
-        if time_chunk >= frames:  # one chunk: a preallocated output would only add a copy
-            return self(x, causal, timestep_embed, generator)
-        noises = (self._draw_noise(x, generator), self._draw_noise(x, generator)) if self.inject_noise else (None, None)
-        out = empty_in_layout(x, x.shape[0], self.conv2.conv.out_channels, *x.shape[2:])
-        for start, end in time_chunks(frames, time_chunk):
-            mid_lo, mid_hi, pads2 = time_window(start, end, frames, self.conv2.time_padding(causal))
-            lo, hi, pads1 = time_window(mid_lo, mid_hi, frames, self.conv1.time_padding(causal))
-            out[:, :, start:end] = self.forward_window(x[:, :, lo:hi], causal, timestep_embed, *noises, pads1, pads2)
-        return out
-
     def forward_window(
         self,
         x: Tensor,
@@ -383,26 +341,6 @@ class DepthToSpaceUpsample(nn.Module):
             out = self._add_residual(out, x)
         drop = self.dropped_frames
         return out[:, :, drop:] if drop else out
-
-    def forward_chunked(self, x: Tensor, causal: bool, time_chunk: int) -> Tensor:
-        """`forward`, `time_chunk` input frames at a time, into one preallocated output."""
-        frames, (st, sh, sw), drop = x.shape[2], self.stride, self.dropped_frames
-        if time_chunk >= frames:
-            return self(x, causal)
-        out = empty_in_layout(
-            x,
-            x.shape[0],
-            self.conv.conv.out_channels // prod(self.stride),
-            frames * st - drop,
-            x.shape[3] * sh,
-            x.shape[4] * sw,
-        )
-        for start, end in time_chunks(frames, time_chunk):
-            lo, hi, pads = time_window(start, end, frames, self.conv.time_padding(causal))
-            piece = self.forward_window(x[:, :, lo:hi], causal, pads)
-            skip = drop if start == 0 else 0
-            out[:, :, start * st - drop + skip : end * st - drop] = piece[:, :, skip:]
-        return out
 
     def forward_window(self, x: Tensor, causal: bool, pads: tuple[int, int]) -> Tensor:
         """One chunk's upsampled frames (none dropped) from the input window its conv
