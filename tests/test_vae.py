@@ -22,7 +22,6 @@ from ltx_core.models.configs import (
     VAEConfig,
 )
 from ltx_core.models.vae import CausalVideoVAE
-from ltx_core.models.vae_layers import ResnetBlock3D
 
 ATOL = 1e-5
 TINY = {"0.9.0": TINY_VAE_0_9_0, "0.9.1": TINY_VAE_0_9_1, "0.9.5": TINY_VAE_0_9_5}
