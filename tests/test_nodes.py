@@ -536,11 +536,11 @@ def test_a_sampler_run_with_streamed_blocks_gives_the_resident_latent(pack, monk
 
 
 def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_models):
-    """41 frames: the default time chunk (32) splits the full-rate layers."""
+    """41 frames: the default time chunk (16) splits the full-rate layers."""
     _, vae = tiny_models
     latent = {"samples": torch.randn(1, 128, 6, 1, 2, generator=torch.Generator().manual_seed(2))}
     decode = _node(pack, "LTXVCoreDenoisingDecode").decode
-    (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)  # time chunk 32
+    (default,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5)  # time chunk 16
     (whole,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=0)
     (chunked,) = decode(vae, latent, timestep=0.05, decode_noise_scale=0.025, seed=5, time_chunk=2)
     assert whole.shape == chunked.shape == default.shape == (41, 32, 64, 3)
@@ -548,7 +548,7 @@ def test_decode_in_time_chunks_gives_the_frames_of_the_whole_decode(pack, tiny_m
     assert (whole - chunked).abs().max() <= SPEED_ATOL
     assert (whole - default).abs().max() <= SPEED_ATOL
     optional = _node(pack, "LTXVCoreDenoisingDecode").INPUT_TYPES()["optional"]
-    assert optional["time_chunk"][1]["default"] == 32
+    assert optional["time_chunk"][1]["default"] == 16
 
 
 def test_a_group_norm_decoder_decodes_whole_layers_whatever_the_time_chunk(pack):

@@ -37,11 +37,9 @@ from .vae_layers import (
 from .vae_stream import FinishStage, ResnetStage, UpsampleStage, stream
 from .vae_tiles import DEFAULT_TILE_OVERLAP, check_tiles, decode_in_tiles
 
-# The decode time chunk the CLI and the decode node use unless told otherwise (see
-# `pipeline.default_decode_time_chunk`): the decoder depth-first, 16 frames a layer at a
-# time, gives the frames of the whole decode with a much lower memory peak, lower than 32
-# frames at a time too, as each layer keeps a window of about a chunk
-# (benchmarks/results/vae_decode_memory.json). Clips of up to 16 frames per layer decode whole.
+# The decode time chunk the CLI and the decode node use unless told otherwise: depth-first,
+# 16 frames a layer at a time makes less than whole layers, and than 32 at a time, as each
+# layer keeps about a chunk (benchmarks/results/vae_decode_memory.json).
 DEFAULT_DECODE_TIME_CHUNK = 16
 
 

@@ -115,8 +115,8 @@ def test_the_fused_kernels_are_the_only_speed_option_on_unless_asked(object_info
     optimization = object_info["LTXVCoreCheckpointLoader"]["input"]["optional"]["optimization"]
     assert optimization[0] == ["kernels", "none", "compile", "compile+fp8"] and optimization[1]["default"] == "kernels"
     decode = object_info["LTXVCoreDenoisingDecode"]["input"]["optional"]
-    # each layer 32 frames at a time: the frames of the whole decode, less memory (0: whole)
-    assert decode["time_chunk"][1]["default"] == 32 and decode["time_chunk"][1]["min"] == 0
+    # each layer 16 frames at a time: the frames of the whole decode, less memory (0: whole)
+    assert decode["time_chunk"][1]["default"] == 16 and decode["time_chunk"][1]["min"] == 0
 
 
 def test_the_guide_and_stg_choices_are_the_cores(object_info):
