@@ -1,7 +1,7 @@
 """The VAE decoder depth-first in time: each layer computes `time_chunk` of its output
 frames as soon as the layer before has computed the input frames they read, and each
 layer keeps only the frames the next chunk still reads. Every chunk reads the few
-neighbouring frames its time convs reach (`vae_layers.time_window`), padded by repeats
+neighbouring frames its time convs reach (`time_windows.time_window`), padded by repeats
 only at the clip's real ends, so the frames are those of the whole-layer decode; but
 alive at once are a chunk's window per layer instead of a whole layer's input and output
 for the whole clip (ComfyUI's LTX-Video decoder streams its layers in the same order)."""
