@@ -25,6 +25,9 @@ SHIPPED_SIZE = {"width": 256, "height": 256, "frames": 25}
 # every prompt) its plain Euler steps draw no shape at all, where its stochastic steps draw
 # one (evaluation/results/demo_eval_prompts_30_seeds*.json)
 SHIPPED_SAMPLING = {"stochastic_sampling": True}
+# Its clips decode whole layers: on a CPU, PyTorch's convolutions of a time chunk this short
+# take a much slower algorithm than the whole clip's (a chunk of 16 frames doubles its decode).
+SHIPPED_DECODE = {"decode_time_chunk": SHIPPED_SIZE["frames"]}
 # What the refusal of a run that does not fit ends with.
 
 
@@ -410,7 +413,7 @@ def block_list(text: str) -> tuple[int, ...]:
 def apply_model_defaults(args: argparse.Namespace) -> None:
     """Unset sizes and sampling: the shipped model's without --checkpoint, the published
     models' with it (their sampling defaults are the flags' own, or a config's)."""
-    defaults = {**SHIPPED_SIZE, **SHIPPED_SAMPLING} if args.checkpoint is None else FULL_SIZE
+    defaults = {**SHIPPED_SIZE, **SHIPPED_SAMPLING, **SHIPPED_DECODE} if args.checkpoint is None else FULL_SIZE
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

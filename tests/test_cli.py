@@ -230,7 +230,7 @@ def test_without_a_shipped_model_the_error_says_what_to_pass(capsys, tmp_path, m
     assert code == 2 and "no shipped model found" in err and "pass --checkpoint and --text-encoder" in err
 
 
-def test_size_and_sampling_defaults_depend_on_whether_a_checkpoint_is_named():
+def test_size_sampling_and_decode_defaults_depend_on_whether_a_checkpoint_is_named():
     parser = cli.build_parser()
     shipped = parser.parse_args(["generate", "--prompt", "x"])
     named = parser.parse_args(["generate", "--prompt", "x", "--checkpoint", "m.safetensors", "--width", "64"])
@@ -243,6 +243,8 @@ def test_size_and_sampling_defaults_depend_on_whether_a_checkpoint_is_named():
     plain = parser.parse_args(["generate", "--prompt", "x", "--no-stochastic-sampling"])
     cli.apply_model_defaults(plain)
     assert plain.stochastic_sampling is False
+    # the shipped model's 25-frame clips decode whole layers (a chunk that long); others the default
+    assert shipped.decode_time_chunk == 25 and named.decode_time_chunk is None
 
 
 def test_out_of_memory_names_the_size_and_writes_nothing(capsys, tmp_path, monkeypatch, tiny_checkpoint):
