@@ -413,7 +413,9 @@ def block_list(text: str) -> tuple[int, ...]:
 def apply_model_defaults(args: argparse.Namespace) -> None:
     """Unset sizes and sampling: the shipped model's without --checkpoint, the published
     models' with it (their sampling defaults are the flags' own, or a config's)."""
-    defaults = {**SHIPPED_SIZE, **SHIPPED_SAMPLING, **SHIPPED_DECODE} if args.checkpoint is None else FULL_SIZE
+    defaults = {**SHIPPED_SIZE, **SHIPPED_SAMPLING} if args.checkpoint is None else FULL_SIZE
+    if args.checkpoint is None and args.sequence_parallel * args.cfg_parallel == 1:
+        defaults |= SHIPPED_DECODE  # a run across ranks decodes whole layers anyway
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
