@@ -417,15 +417,21 @@ def main(argv=None) -> dict:
         "fp8": args.fp8,
         **result,
     }
+    kind = "_fp8" if args.fp8 else ""
+    speed = {f"b13_{name}{kind}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
+    speed |= {f"b13_{name}{kind}_whole_s": result["rows"][name]["whole_nocfg_s"] for name in IMPLEMENTATIONS}
+    return save_report(args, report, speed, f"b13{kind}_measured")
+
+
+def save_report(args: argparse.Namespace, report: dict, speed: dict, measured_key: str) -> dict:
+    """Write the report, print its rows; a 13B run on a GPU adds `speed` and where it was
+    measured (`measured_key`) to gpu_speed.json."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if not args.tiny and args.model == "13B":
-        kind = "_fp8" if args.fp8 else ""
-        speed = {f"b13_{name}{kind}_dit_s": result["rows"][name]["dit_nocfg_s"] for name in IMPLEMENTATIONS}
-        speed |= {f"b13_{name}{kind}_whole_s": result["rows"][name]["whole_nocfg_s"] for name in IMPLEMENTATIONS}
-        speed[f"b13{kind}_measured"] = {"date": report["date"], "device": report["device"], "file": args.out.name}
+        speed[measured_key] = {"date": report["date"], "device": report["device"], "file": args.out.name}
         merge_results(RESULTS / "gpu_speed.json", speed)
-    for name, row in result["rows"].items():
+    for name, row in report["rows"].items():
         print(f"{name:10} {row}")
     return report
 

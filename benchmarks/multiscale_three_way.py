@@ -30,7 +30,6 @@ config on the CPU at 96x64x9, fp32 (the script's test).
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 from pathlib import Path
@@ -50,9 +49,10 @@ from benchmarks.dit_three_way import (
     comfy_on,
     official_vae,
     official_weights,
+    save_report,
     three_way_parser,
 )
-from benchmarks.gpu_measure import merge_results, report_header, sync
+from benchmarks.gpu_measure import report_header, sync
 from benchmarks.gpu_speed_pipelines import randomize_
 from ltx_core.models import configs as C
 from ltx_core.models.latent_upsampler import (
@@ -255,15 +255,8 @@ def main(argv=None) -> dict:
         "preset": PRESETS["2B" if args.tiny else args.model],
         **result,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    if not args.tiny and args.model == "13B":
-        speed = {f"b13_multiscale_{name}_whole_s": result["rows"][name]["whole_s"] for name in IMPLEMENTATIONS}
-        speed["b13_multiscale_measured"] = {"date": report["date"], "device": report["device"], "file": args.out.name}
-        merge_results(RESULTS / "gpu_speed.json", speed)
-    for name, row in result["rows"].items():
-        print(f"{name:10} {row}")
-    return report
+    speed = {f"b13_multiscale_{name}_whole_s": result["rows"][name]["whole_s"] for name in IMPLEMENTATIONS}
+    return save_report(args, report, speed, "b13_multiscale_measured")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ SHIPPED_SAMPLING = {"stochastic_sampling": True}
 # Its clips decode whole layers: on a CPU, PyTorch's convolutions of a time chunk this short
 # take a much slower algorithm than the whole clip's (a chunk of 16 frames doubles its decode).
 SHIPPED_DECODE = {"decode_time_chunk": SHIPPED_SIZE["frames"]}
-# What the refusal of a run that does not fit ends with.
 
 
 class _OneLineParser(argparse.ArgumentParser):

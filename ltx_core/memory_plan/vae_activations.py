@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 from ..models.configs import PIXELS_PER_LATENT, VAE_DECODER_STRIDES, VAE_ENCODER_STRIDES, VAEConfig
-from ..models.time_windows import ConvSpan, UpsampleSpan, schedule
+from ..models.time_windows import ConvSpan, UpsampleSpan, schedule, time_padding
 from ..preflight import tile_spans
-from .workload import KERNEL_VOLUME, Workload
+from .workload import KERNEL_VOLUME, TIME_KERNEL, Workload
 
 # ---------------------------------------------------------------- calibrated multiples
 # VAE resnet block on whole frames: its input once more, three tensors of its output width.
@@ -195,7 +195,7 @@ def streamed_peak(work: Workload, layers: list[Layer], time_chunk: int) -> float
     buffer keeps them, whole chunks at a time), the video once its first chunk is made,
     and the running chunk's window copy and temporaries."""
     b, size = work.batch, work.dtype_bytes
-    pads = (2, 0) if work.vae.causal_decoder else (1, 1)
+    pads = time_padding(TIME_KERNEL, work.vae.causal_decoder)
     steps = layers[1:]
     spans = [_span(layer, pads) for layer in steps] + [ConvSpan(layers[-1].frames_out, (pads,))]
     per_frame = [layer.size_out(b, size) / layer.frames_out for layer in layers]  # stage i's input: [i]
@@ -208,9 +208,10 @@ def streamed_peak(work: Workload, layers: list[Layer], time_chunk: int) -> float
         parts = [p for p in buffers[i] if p[0] < step.hi and p[0] + p[1] > step.lo]
         copy = window * per_frame[i] if len(parts) > 1 else 0.0
         held = sum(n * per_frame[j] for j, buffer in enumerate(buffers) for _, n in buffer)
-        running = _chunk_bytes(work, steps[i], window, out) if i < len(steps) else 0.0
-        if i == len(steps):  # the output stage
-            running = _finish_temporaries(work, layers[-1], window, out)
+        if i < len(steps):
+            running = _chunk_bytes(work, steps[i], window, out)
+        else:  # the output stage
+            running = _finish_temporaries(work, last, window, out)
         peak = max(peak, held + video + copy + running)
         if i < len(steps):
             buffers[i + 1].append((made[i + 1], out))

@@ -16,7 +16,8 @@ DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "fl
 # `models.vae.DEFAULT_DECODE_TIME_CHUNK`, known here without importing torch (a test pins them equal).
 DEFAULT_DECODE_TIME_CHUNK = 16
 TIMESTEP_FEATURES = 256  # the DiT's and the VAE's sinusoidal timestep width
-KERNEL_VOLUME = 27  # every VAE convolution is 3 x 3 x 3
+TIME_KERNEL = 3  # every VAE convolution is 3 x 3 x 3
+KERNEL_VOLUME = TIME_KERNEL**3
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
+def time_padding(kernel_size: int, causal: bool) -> tuple[int, int]:
+    """Frames a time conv of `kernel_size` repeats (in front, behind) of the clip: what one
+    output frame reads of the input on each side."""
+    pad = kernel_size - 1
+    return (pad, 0) if causal else (pad // 2, pad // 2)
+
+
 def time_window(start: int, end: int, frames: int, pads: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
     """For output frames [start, end) of a time conv padded by `pads` (front, back) on a
     clip of `frames`: the input frames [lo, hi) it reads, clamped to the clip, and the

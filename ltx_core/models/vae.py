@@ -152,11 +152,10 @@ class Decoder(nn.Module):
         same, with a chunk's window per layer alive instead of whole layers. None: each
         layer on the whole clip."""
         check_time_chunk(time_chunk)
-        if time_chunk is not None:
-            self._check_chunkable()
         if self.timestep_conditioning:
             timestep = timestep * self.timestep_scale_multiplier
         if time_chunk is not None:
+            self._check_chunkable()
             return self._streamed(z, timestep, generator, time_chunk)
         x = self.conv_in(z, self.causal)
         for block, embed in self._layers(timestep, x.dtype):

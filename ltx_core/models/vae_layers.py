@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .modulation import modulation_table
+from .time_windows import time_padding
 
 # diffusers' `Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)`, the input
 # width of PixArt-alpha's timestep embedder that Lightricks' decoder reuses.
@@ -50,10 +51,7 @@ class CausalConv3d(nn.Module):
         )
 
     def time_padding(self, causal: bool = True) -> tuple[int, int]:
-        """Frames repeated (in front, behind) of the clip: what one output frame reads
-        of the input on each side."""
-        pad = self.time_kernel_size - 1
-        return (pad, 0) if causal else (pad // 2, pad // 2)
+        return time_padding(self.time_kernel_size, causal)
 
     def forward(self, x: Tensor, causal: bool = True) -> Tensor:
         return self.forward_padded(x, self.time_padding(causal))
