@@ -89,8 +89,11 @@ def write_text_encoder(folder: Path, width: int) -> Path:
     return save_text_encoder(model, folder, ASSETS / "t5-tiny" / "spiece.model")
 
 
-def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: dict, folder: Path, env) -> dict:
-    """One CLI process; its timings and the seconds from its launch to its first step."""
+def run_cli(
+    checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: dict, folder: Path, env, python=()
+) -> dict:
+    """One CLI process; its timings and the seconds from its launch to its first step.
+    `python`: options for the interpreter before `-m ltx_core` (a profiler)."""
     timings, output = folder / "timings.json", folder / "out.mp4"
     args = ["--checkpoint", str(checkpoint), "--text-encoder", str(text_encoder), "--prompt", PROMPT,
             "--width", str(size["width"]), "--height", str(size["height"]), "--frames", str(size["frames"]),
@@ -98,7 +101,7 @@ def run_cli(checkpoint: Path, text_encoder: Path, flags: tuple, cfg: str, size: 
             "--overwrite", "--timings", str(timings), *flags]  # fmt: skip
     launched = time.time()
     done = subprocess.run(
-        [sys.executable, "-m", "ltx_core", "generate", *args], env=env, capture_output=True, text=True
+        [sys.executable, *python, "-m", "ltx_core", "generate", *args], env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
         raise SystemExit(f"the CLI failed ({' '.join(flags) or 'defaults'}, cfg {cfg}):\n{done.stderr[-2000:]}")
@@ -130,7 +133,28 @@ def measure(args, on_row=lambda result: None) -> dict:
                 rows[f"{name}_{guidance}"] = {"flags": " ".join(flags) or "(defaults)", "cfg": float(cfg),
                                               **row_summary(runs)}  # fmt: skip
                 on_row(result)
+        if args.profile:
+            profile = args.out.with_name(f"{args.out.stem}_profile.txt")
+            result["profile"] = profile_process(checkpoint, text_encoder, size, folder, env, profile)
     return result
+
+
+def profile_process(checkpoint: Path, text_encoder: Path, size: dict, folder: Path, env, out: Path) -> dict:
+    """One more process of the defaults without CFG, under cProfile: where a warm process
+    spends its seconds, launch to exit (imports, loading, the steps' Python, the waits on
+    the GPU, the mp4). The top functions go to `out` (beside the report)."""
+    import io
+    import pstats
+
+    stats_file = folder / "cli.prof"
+    run = run_cli(checkpoint, text_encoder, (), "1", size, folder, env, python=("-m", "cProfile", "-o", str(stats_file)))
+    text = io.StringIO()
+    stats = pstats.Stats(str(stats_file), stream=text)
+    stats.sort_stats("cumulative").print_stats(25)
+    stats.print_stats(r"ltx_core[/\\]", 70)  # the package's own functions, imports aside
+    stats.sort_stats("tottime").print_stats(40)
+    out.write_text(text.getvalue())
+    return run
 
 
 def row_summary(runs: list[dict]) -> dict:
@@ -158,6 +182,7 @@ def main(argv=None) -> dict:
         "--rows", type=lambda text: text.split(","), help="some of: default,compile,fp8,fp8_eager,no_kernels"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_gpu_speed.json")
+    parser.add_argument("--profile", action="store_true", help="one more default process under cProfile")
     args = parser.parse_args(argv)
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("cli_gpu_speed times the CLI on a GPU; no CUDA device here (use --tiny)")

@@ -116,8 +116,10 @@ def test_the_cli_speed_bench_reads_each_cli_process_timings_on_tiny_models(tmp_p
 
     from benchmarks import cli_gpu_speed
 
-    report = cli_gpu_speed.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "cli.json")])
+    report = cli_gpu_speed.main(["--tiny", "--repeats", "1", "--profile", "--out", str(tmp_path / "cli.json")])
     assert set(report["rows"]) == {"default_nocfg", "default_cfg"}
+    profile = (tmp_path / "cli_profile.txt").read_text()  # the profiled process's own functions
+    assert "run_generate" in profile and "decode_frames" in profile and report["profile"]["after_text_s"] > 0
     for row in report["rows"].values():
         (run,) = row["runs"]
         assert 0 < row["after_text_s"] == run["after_text_s"] < run["process_s"]
