@@ -147,7 +147,8 @@ def profile_process(checkpoint: Path, text_encoder: Path, size: dict, folder: Pa
     import pstats
 
     stats_file = folder / "cli.prof"
-    run = run_cli(checkpoint, text_encoder, (), "1", size, folder, env, python=("-m", "cProfile", "-o", str(stats_file)))
+    profiler = ("-m", "cProfile", "-o", str(stats_file))
+    run = run_cli(checkpoint, text_encoder, (), "1", size, folder, env, python=profiler)
     text = io.StringIO()
     stats = pstats.Stats(str(stats_file), stream=text)
     stats.sort_stats("cumulative").print_stats(25)
