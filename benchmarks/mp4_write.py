@@ -10,7 +10,8 @@ motion (noise drawn at 24x16 and upscaled), a harder case for the encoder. A row
 are the best of `--repeats` of `write_mp4` (conversion to 8 bits, encoding, the file);
 its PSNR is the decoded file against the frames given. `ltx_core.video.DEFAULT_X264_PRESET`
 is the fastest preset whose files stay within 0.1 dB and 5% in size of libx264's own
-default ("medium") on both clips.
+default ("medium") on both clips. The default preset's encode is timed again with PyAV's
+default thread type ("SLICE") and the writer's (`ENCODER_THREAD_TYPE`).
 
 Writes benchmarks/results/mp4_write.json. `--tiny`: 64x64x9 clips (the script's test).
 """
@@ -21,6 +22,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import tempfile
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ltx_core import video
 from ltx_core.training import data
 from ltx_core.video import DEFAULT_CRF, DEFAULT_X264_PRESET, X264_PRESETS, read_video_frames, write_mp4
 
@@ -35,6 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 FPS = 24.0
 BASELINE = "medium"  # libx264's own default
 MAX_PSNR_LOSS_DB, MAX_SIZE_GAIN = 0.1, 0.05
+THREAD_TYPES = ("SLICE", video.ENCODER_THREAD_TYPE)  # PyAV's default, the writer's
 
 
 def clips(size: dict) -> dict[str, torch.Tensor]:
@@ -67,6 +71,23 @@ def measure(frames: torch.Tensor, preset: str, repeats: int, folder: Path) -> di
     }
 
 
+def measure_threads(frames: torch.Tensor, thread_type: str, repeats: int, folder: Path) -> dict:
+    """The default preset's encode with PyAV's `thread_type` (the writer's choice against
+    PyAV's default, "SLICE"); the conversion to 8 bits is outside the time."""
+    path = folder / f"threads_{thread_type}.mp4"
+    pixels = video._frames_to_uint8(frames)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        video._encode(pixels, str(path), video._frame_rate(FPS), {}, DEFAULT_CRF, DEFAULT_X264_PRESET, thread_type)
+        seconds.append(time.perf_counter() - start)
+    return {
+        "seconds": round(min(seconds), 3),
+        "kib": round(path.stat().st_size / 1024, 1),
+        "psnr_db": psnr(read_video_frames(path), frames),
+    }
+
+
 def choose(rows: dict) -> str:
     """The fastest preset within the PSNR and size margins of the baseline on every clip."""
     fits = [
@@ -90,10 +111,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     size = dict(width=64, height=64, frames=9) if args.tiny else dict(width=768, height=512, frames=121)
-    rows = {}
+    rows, threads = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, frames in clips(size).items():
             rows[name] = {preset: measure(frames, preset, args.repeats, Path(tmp)) for preset in X264_PRESETS}
+            threads[name] = {kind: measure_threads(frames, kind, args.repeats, Path(tmp)) for kind in THREAD_TYPES}
     chosen = choose(rows)
     report = {
         "benchmark": "mp4_write",
@@ -104,6 +126,9 @@ def main(argv=None) -> dict:
         "rows": rows,
         "chosen": chosen,
         "default_preset": DEFAULT_X264_PRESET,
+        "cpu_count": os.cpu_count(),
+        "thread_types": threads,
+        "thread_type": video.ENCODER_THREAD_TYPE,
         "rule": f"fastest preset within {MAX_PSNR_LOSS_DB} dB and {MAX_SIZE_GAIN:.0%} size of {BASELINE} on every clip",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +136,9 @@ def main(argv=None) -> dict:
     for name, by_preset in rows.items():
         for preset, row in by_preset.items():
             print(f"{name:13} {preset:9} {row['seconds']:.3f} s {row['kib']:8.1f} KiB {row['psnr_db']:.2f} dB")
+    for name, by_kind in threads.items():
+        for kind, row in by_kind.items():
+            print(f"{name:13} threads {kind:5} {row['seconds']:.3f} s {row['kib']:8.1f} KiB {row['psnr_db']:.2f} dB")
     print(f"chosen: {chosen} (ltx_core.video's default: {DEFAULT_X264_PRESET})")
     return report
 

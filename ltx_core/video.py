@@ -41,6 +41,10 @@ DEFAULT_CRF = 19  # libx264 quality: 0 lossless, 23 its default; 19 is visually 
 # benchmarks/mp4_write.py, which writes the same clips with each.
 X264_PRESETS = ("medium", "fast", "veryfast")
 DEFAULT_X264_PRESET = "fast"
+# PyAV's thread type for the encoder: "AUTO" lets libx264 run frame threads (PyAV's default,
+# "SLICE", confines it to slices of each frame, which scale worse with cores) and lets an
+# encoder without frame threads (mpeg4) keep its slices
+ENCODER_THREAD_TYPE = "AUTO"
 PREFERRED_CODECS = ("libx264", "mpeg4")  # mpeg4 ships with every FFmpeg build PyAV uses
 # A part file is only removed when no process holds its lock and nothing wrote to it for
 # this long: the lock says no writer is alive on this machine, the age covers the instant
@@ -210,7 +214,15 @@ def _pick_codec() -> str:
     raise RuntimeError(f"none of the video encoders {PREFERRED_CODECS} is available in this FFmpeg build")
 
 
-def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, crf: int, preset: str) -> None:
+def _encode(
+    pixels: np.ndarray,
+    filename: str,
+    rate: Fraction,
+    metadata: dict,
+    crf: int,
+    preset: str,
+    thread_type: str = ENCODER_THREAD_TYPE,
+) -> None:
     import av
 
     codec = _pick_codec()
@@ -220,6 +232,7 @@ def _encode(pixels: np.ndarray, filename: str, rate: Fraction, metadata: dict, c
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = pixels.shape[1:3]
         stream.pix_fmt = "yuv420p"
+        stream.thread_type = thread_type
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": preset}
         else:

@@ -250,6 +250,8 @@ def test_the_mp4_write_bench_reads_every_preset_back_and_keeps_the_rule(tmp_path
     for by_preset in report["rows"].values():
         assert set(by_preset) == {"medium", "fast", "veryfast"}
         assert all(row["psnr_db"] > 30 and row["kib"] > 0 for row in by_preset.values())
+    for by_kind in report["thread_types"].values():  # both threadings make a file that reads back
+        assert set(by_kind) == {"SLICE", "AUTO"} and all(row["psnr_db"] > 30 for row in by_kind.values())
     assert report["chosen"] == mp4_write.choose(report["rows"])
     rows = {"clip": {"medium": {"seconds": 3, "kib": 100, "psnr_db": 40.0},
                      "fast": {"seconds": 2, "kib": 104, "psnr_db": 39.95},
