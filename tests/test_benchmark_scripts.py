@@ -28,6 +28,7 @@ BENCHMARKS = (
     "gpu_kernel_rates",
     "gpu_measure",
     "gpu_speed_pipelines",
+    "kernel_levers",
     "long_video_demo",
     "low_vram",
     "vae_decode_memory",
@@ -38,6 +39,19 @@ BENCHMARKS = (
 def test_each_benchmark_imports_as_a_module_of_the_package(name):
     module = importlib.import_module(f"benchmarks.{name}")
     assert module.__doc__
+
+
+def test_the_kernel_levers_bench_runs_every_row_on_the_same_weights(tmp_path):
+    """The CPU dry run: every row is timed and compared with PyTorch's own layers; no fused
+    kernel runs on the CPU, so every row's tokens are those layers' exactly."""
+    from benchmarks import kernel_levers
+
+    report = kernel_levers.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "k.json")])
+    assert list(report["rows"]) == list(kernel_levers.ROWS)
+    for row in report["rows"].values():
+        assert row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0
+        assert row["tokens_vs_torch_layers"] == {"rel_l2": 0.0, "max_abs": 0.0}
+        assert "fused_modulation" not in row["levers"]
 
 
 def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from ltx_core.errors import SettingsError
 from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.models.rope import rope_cos_sin, rope_pair_cos_sin
-from ltx_core.models.transformer import LTXVTransformer, SelfAttentionKernels
+from ltx_core.models.transformer import BlockKernels, LTXVTransformer
 from ltx_core.speed import fused_qk_rope
 from ltx_core.speed.optimize import compile_regions
 from tests.test_fp8 import tiny_inputs
@@ -101,7 +101,7 @@ def test_a_model_with_the_fused_op_gives_the_unfused_velocity():
     fused = LTXVTransformer(TINY_TRANSFORMER).eval()
     fused.load_state_dict(reference.state_dict())
     assert fused_qk_rope.enable(fused) == TINY_TRANSFORMER.num_layers
-    assert fused.kernels == SelfAttentionKernels(qk_norm_rope=fused_qk_rope.qk_norm_rope)
+    assert fused.kernels == BlockKernels(qk_norm_rope=fused_qk_rope.qk_norm_rope)
     inputs = tiny_inputs(TINY_TRANSFORMER)
     assert (fused(*inputs) - reference(*inputs)).abs().max() <= FP32_ATOL
 

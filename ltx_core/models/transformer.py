@@ -32,19 +32,23 @@ QK_NORM_EPS = 1e-5
 
 
 @dataclass(frozen=True)
-class SelfAttentionKernels:
-    """The seam where other self-attention kernels plug in (`LTXVTransformer.use_kernels`).
+class BlockKernels:
+    """The seam where other kernels plug into the blocks (`LTXVTransformer.use_kernels`).
 
     `attention(q, k, v, attn_mask)` on heads-first (B, H, T, D/H) tensors replaces torch's
-    SDPA; `qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps) -> (q, k)` replaces
-    QK-norm then RoPE on (B, T, D) tensors and takes RoPE tables per channel pair
-    (B, T, D / 2), which `prepare` then builds. Cross-attention always runs torch's own."""
+    SDPA in the self-attention; `qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps) ->
+    (q, k)` replaces QK-norm then RoPE on (B, T, D) tensors and takes RoPE tables per channel
+    pair (B, T, D / 2), which `prepare` then builds. Cross-attention always runs torch's own.
+    `norm_modulate(x, scale, shift, norm_weight, eps)` replaces `norm(x) * (1 + scale) +
+    shift` and `gated_residual(x, gate, y)` replaces `x + gate * y` (AdaLN-single, 2.2)."""
 
     attention: Callable[..., Tensor] = F.scaled_dot_product_attention
     qk_norm_rope: Callable[..., tuple[Tensor, Tensor]] | None = None
+    norm_modulate: Callable[..., Tensor] | None = None
+    gated_residual: Callable[..., Tensor] | None = None
 
 
-TORCH_KERNELS = SelfAttentionKernels()
+TORCH_KERNELS = BlockKernels()
 
 
 class ResidentBlocks:
@@ -186,7 +190,7 @@ class Attention(nn.Module):
         v: Tensor,
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
-        kernels: SelfAttentionKernels = TORCH_KERNELS,
+        kernels: BlockKernels = TORCH_KERNELS,
     ) -> Tensor:
         """QK-norm, RoPE and attention of projected q, k, v -> (B, T, D), before `to_out`."""
         if rope is not None and kernels.qk_norm_rope is not None:
@@ -205,19 +209,17 @@ class Attention(nn.Module):
         context: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
-        kernels: SelfAttentionKernels = TORCH_KERNELS,
+        kernels: BlockKernels = TORCH_KERNELS,
     ) -> Tensor:
         return self.to_out[0](self.attend(*self.project(x, context), rope, bias, kernels))
 
 
 # A replacement for one block's self-attention sub-layer, for one forward (`LTXVTransformer.
 # blocks`): called with the block's `Attention`, its modulated input, RoPE and the kernels.
-SelfAttention = Callable[["Attention", Tensor, tuple[Tensor, Tensor], SelfAttentionKernels], Tensor]
+SelfAttention = Callable[["Attention", Tensor, tuple[Tensor, Tensor], BlockKernels], Tensor]
 
 
-def plain_self_attention(
-    attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor], kernels: SelfAttentionKernels
-) -> Tensor:
+def plain_self_attention(attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor], kernels: BlockKernels) -> Tensor:
     return attn(x, rope=rope, kernels=kernels)
 
 
@@ -249,17 +251,28 @@ class TransformerBlock(nn.Module):
         rope: tuple[Tensor, Tensor],
         text: Tensor,
         text_bias: Tensor | None,
-        kernels: SelfAttentionKernels = TORCH_KERNELS,
+        kernels: BlockKernels = TORCH_KERNELS,
         self_attention: SelfAttention = plain_self_attention,
     ) -> Tensor:
         # modulation: (B, 1 or T, 6D) -> six (B, 1 or T, D)
         ada = self.scale_shift_table + modulation.unflatten(-1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
-        attn_input = self.norm1(x) * (1 + scale_msa) + shift_msa
-        x = x + gate_msa * self_attention(self.attn1, attn_input, rope, kernels)
+        attn_input = modulated_norm(self.norm1, x, scale_msa, shift_msa, kernels)
+        x = gated_add(x, gate_msa, self_attention(self.attn1, attn_input, rope, kernels), kernels)
         x = x + self.attn2(x, context=text, bias=text_bias)  # no norm, no modulation: the reference's
-        x = x + gate_mlp * self.ff(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
-        return x
+        return gated_add(x, gate_mlp, self.ff(modulated_norm(self.norm2, x, scale_mlp, shift_mlp, kernels)), kernels)
+
+
+def modulated_norm(norm: nn.RMSNorm, x: Tensor, scale: Tensor, shift: Tensor, kernels: BlockKernels) -> Tensor:
+    if kernels.norm_modulate is None:
+        return norm(x) * (1 + scale) + shift
+    return kernels.norm_modulate(x, scale, shift, norm.weight, norm.eps)
+
+
+def gated_add(x: Tensor, gate: Tensor, y: Tensor, kernels: BlockKernels) -> Tensor:
+    if kernels.gated_residual is None:
+        return x + gate * y
+    return kernels.gated_residual(x, gate, y)
 
 
 class LTXVTransformer(nn.Module):
@@ -326,7 +339,7 @@ class LTXVTransformer(nn.Module):
             raise SettingsError(f"the transformer has no linear layer {name!r}")
         return layer
 
-    def use_kernels(self, kernels: SelfAttentionKernels) -> SelfAttentionKernels:
+    def use_kernels(self, kernels: BlockKernels) -> BlockKernels:
         """Run every block's self-attention through `kernels` from now on; returns the
         kernels used before (to restore them)."""
         previous, self.kernels = self.kernels, kernels

@@ -5,7 +5,9 @@ chosen by one `Speed` setting (measured by `python -m benchmarks.bench_gpu_speed
   separately; the blocks share one graph, so compiling costs one block, not all, and the
   norms, RoPE, modulation, gates and casts become a few fused kernels;
 - QK-norm + RoPE in one Triton pass per token (`fused_qk_rope`, through the
-  transformer's self-attention kernel seam);
+  transformer's block kernel seam);
+- without compiling, the modulated norms and gated residuals in one Triton pass each
+  (`fused_modulation`, through the same seam);
 - FP8 linear layers (`fp8`);
 - the SDPA backend (cuDNN, FlashAttention-2, memory-efficient) chosen by timing them on
   the real shape;
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import SettingsError
 from ..models.transformer import GELUProjection
 from ..op_names import op_name
-from . import fused_qk_rope
+from . import fused_modulation, fused_qk_rope
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
@@ -327,11 +329,14 @@ class FusedParts:
     fuse it into their input quantization instead); fp8_feed_forward: with fp8, the hidden
     bias + GELU + quantization in one pass (`fp8.FP8FeedForward`); qk_norm_rope: on CUDA,
     each self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`);
-    fp8_keep_precise: layer name patterns left in bf16 under fp8."""
+    fp8_keep_precise: layer name patterns left in bf16 under fp8; modulation: on CUDA
+    without compiling, each block's modulated norms and gated residuals in one Triton pass
+    each (`fused_modulation`; compiling fuses them itself)."""
 
     gelu_epilogue: bool = True
     fp8_feed_forward: bool = True
     qk_norm_rope: bool = True
+    modulation: bool = True
     fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE
 
 
@@ -365,6 +370,13 @@ def optimize_transformer(
         and fused_qk_rope.matches_reference(device, dtype, model.cfg.inner_dim)
     ):
         levers["fused_qk_rope"] = fused_qk_rope.enable(model)
+    if (
+        parts.modulation
+        and device.type == "cuda"
+        and not speed.compile
+        and fused_modulation.matches_reference(device, dtype, model.cfg.inner_dim)
+    ):
+        levers["fused_modulation"] = fused_modulation.enable(model)
     attention = speed.attention
     if attention == "auto":  # the self-attention of a 768x512x121 video, the most common size
         cfg = model.cfg

@@ -1,0 +1,109 @@
+"""The fused kernels the CLI and the nodes turn on by default on a GPU (`--fast-kernels`, the
+loaders' 'kernels'), each turned off in turn, on the same weights and inputs.
+
+    python -m benchmarks.kernel_levers [--repeats 3] [--tiny]
+
+The 2B config with random weights in bf16, 768x512x121, 20 steps, without and with CFG
+(cond and uncond in one batch), as the CLI runs it: eager, the timed attention backend, no
+CUDA graphs. Rows: `kernels` (every fused part on: the default), one row per part off
+(`FusedParts`: the feed-forward's GELU epilogue, QK-norm + RoPE, the modulated norms and
+gated residuals), and `torch_layers` (PyTorch's own layers and attention default:
+`--no-fast-kernels`). Each row builds a fresh model from the same weights; its seconds are the
+best of `--repeats`, after two warm-up steps; its sampled tokens are compared with
+`torch_layers`' (relative L2 and max abs difference: bf16 rounding, not a different video).
+
+Writes benchmarks/results/kernel_levers.json. `--tiny`: the tiny config on the CPU at
+64x64x9, 2 steps, fp32 (the script's test; no kernel runs there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from benchmarks.gpu_measure import fresh_peak, report_header, timed
+from benchmarks.gpu_speed_pipelines import GUIDANCE, Setup, make_inputs, our_denoise
+from ltx_core.models.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, TINY_VAE_0_9_1
+from ltx_core.models.transformer import LTXVTransformer
+from ltx_core.speed.optimize import FusedParts, Speed, optimize_transformer
+
+RESULTS = Path(__file__).parent / "results" / "kernel_levers.json"
+# row -> the FusedParts switched off (None: no optimization at all)
+ROWS = {
+    "kernels": {},
+    "no_gelu_epilogue": {"gelu_epilogue": False},
+    "no_qk_norm_rope": {"qk_norm_rope": False},
+    "no_modulation": {"modulation": False},
+    "torch_layers": None,
+}
+
+
+def build(setup: Setup, weights: dict, dtype: torch.dtype, parts: dict | None):
+    """A fresh model from `weights`, with the CLI's kernels less `parts` (None: none at all)."""
+    with torch.device("meta"):
+        model = LTXVTransformer(setup.transformer_cfg)
+    model.load_state_dict({k: v.to(setup.device, dtype) for k, v in weights.items()}, assign=True)
+    model.eval().requires_grad_(False)
+    if parts is None:
+        return model, {}
+    fast = optimize_transformer(model, Speed(attention="auto"), FusedParts(**parts))
+    return fast, fast.levers
+
+
+def measure_row(setup: Setup, inputs, weights: dict, dtype, parts, repeats: int) -> tuple[dict, torch.Tensor]:
+    model, levers = build(setup, weights, dtype, parts)
+    our_denoise(model, inputs, 1.0, dtype, steps=2)  # first-call costs (plans, allocator) out of the timing
+    fresh_peak(setup.device)
+    row = {"levers": {k: v for k, v in levers.items() if k not in ("compile", "fp8", "cuda_graphs")}}
+    tokens = None
+    for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
+        runs = [timed(lambda: our_denoise(model, inputs, guidance, dtype), setup.device) for _ in range(repeats)]
+        row[f"dit_{name}_s"] = round(min(seconds for _, seconds in runs), 4)
+        tokens = runs[0][0] if tokens is None else tokens
+    if setup.device.type == "cuda":
+        row["peak_gib"] = round(torch.cuda.max_memory_allocated(setup.device) / 2**30, 3)
+    return row, tokens.float().cpu()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    on_gpu = torch.cuda.is_available() and not args.tiny
+    if not on_gpu and not args.tiny:
+        raise SystemExit("kernel_levers times the fused kernels on a GPU; no CUDA device here (use --tiny)")
+    device = torch.device("cuda" if on_gpu else "cpu")
+    if args.tiny:
+        setup = Setup(64, 64, 9, 2, 8, TINY_TRANSFORMER, TINY_VAE_0_9_1, "tiny", device, "eager", False)
+    else:
+        setup = Setup(768, 512, 121, 20, 128, LTXV_2B, LTXV_VAE_0_9_1, "real", device, "none", False)
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    torch.manual_seed(0)
+    weights = LTXVTransformer(setup.transformer_cfg).to(dtype).state_dict()  # random, kept in CPU memory
+    inputs = make_inputs(setup)
+    rows, tokens = {}, {}
+    for name, parts in ROWS.items():
+        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, parts, args.repeats)
+        fresh_peak(setup.device)  # the row's model is gone: its memory back before the next
+        print(name, json.dumps(rows[name]), flush=True)
+    reference = tokens["torch_layers"]
+    for name, row in rows.items():
+        difference = tokens[name] - reference
+        row["tokens_vs_torch_layers"] = {
+            "rel_l2": round(float(difference.norm() / reference.norm()), 5),
+            "max_abs": round(float(difference.abs().max()), 4),
+        }
+    size = {"width": setup.width, "height": setup.height, "frames": setup.frames, "steps": setup.steps}
+    report = {**report_header("kernel_levers", on_gpu), "size": size, "dtype": str(dtype), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
