@@ -205,3 +205,19 @@ def test_optimize_transformer_turns_the_kernels_on_without_compiling_on_cuda():
     inputs = (latent.to(torch.bfloat16), sigma, text.to(torch.bfloat16), mask, coords)
     got, expected = fast(*inputs).float(), plain(*inputs).float()
     assert ((got - expected).norm() / expected.norm()) < 0.02
+
+
+@torch.no_grad()
+def test_the_fused_ops_trace_into_a_compiled_region_as_custom_ops_without_a_graph_break():
+    """Traced, each call is the custom op (one opaque node); run eagerly, the plain function.
+    Either way the velocity is the model's own."""
+    from ltx_core.speed.optimize import compile_regions
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = LTXVTransformer(TINY_TRANSFORMER).eval()
+    inputs = tiny_inputs(TINY_TRANSFORMER)
+    expected = model(*inputs)
+    fused_modulation.enable(model)
+    compile_regions(model, backend="eager")  # fullgraph=True: a graph break raises
+    assert torch.equal(model(*inputs), expected)

@@ -8,7 +8,8 @@ token reads x (and y) and its row of scale, shift or gate once, works in fp32 an
 
     model.use_kernels(replace(model.kernels, norm_modulate=norm_modulate, gated_residual=gated_residual))
 
-Both are torch custom ops (CUDA graphs keep them whole): the Triton kernels on CUDA, the torch
+Traced by torch.compile both are custom ops, run eagerly plain functions (the ops' dispatch
+costs more host time per call than the launch): the Triton kernels on CUDA, the torch
 reference elsewhere, so the CPU tests run the reference math and the kernels themselves are
 tested through Triton's interpreter. Compiling fuses these chains itself, so `optimize`
 turns them on only without compiling.
@@ -28,10 +29,22 @@ from ..errors import SettingsError
 from ..op_names import op_name
 
 
-@torch.library.custom_op(op_name("norm_modulate"), mutates_args=())
 def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     """`rms_norm(x, weight, eps) * (1 + scale) + shift` for x (B, T, D) and scale, shift
-    (B, 1 or T, D) (one modulation per video or per token); contiguous, in x's dtype."""
+    (B, 1 or T, D) (one modulation per video or per token); contiguous, in x's dtype. The
+    custom op when traced by torch.compile, else the function without the op's dispatch."""
+    fn = norm_modulate_op if torch.compiler.is_compiling() else _norm_modulate
+    return fn(x, scale, shift, weight, eps)
+
+
+def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype.
+    The custom op when traced by torch.compile, else the function without the op's dispatch."""
+    fn = gated_residual_op if torch.compiler.is_compiling() else _gated_residual
+    return fn(x, gate, y)
+
+
+def _norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     _check_rows("norm_modulate", x, scale=scale, shift=shift)
     if weight is not None and weight.shape != x.shape[-1:]:
         raise SettingsError(f"norm_modulate: norm weight {tuple(weight.shape)}; allowed: ({x.shape[-1]},)")
@@ -40,21 +53,23 @@ def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None
     return norm_modulate_reference(x, scale, shift, weight, eps)
 
 
-@norm_modulate.register_fake
-def _(x, scale, shift, weight, eps):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op(op_name("gated_residual"), mutates_args=())
-def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
-    """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype."""
+def _gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     _check_rows("gated_residual", x, gate=gate, y=y)
     if x.is_cuda or _interpreting():
         return _launch("gated_residual", x, (gate,), y, 0.0)
     return gated_residual_reference(x, gate, y)
 
 
-@gated_residual.register_fake
+norm_modulate_op = torch.library.custom_op(op_name("norm_modulate"), mutates_args=())(_norm_modulate)
+gated_residual_op = torch.library.custom_op(op_name("gated_residual"), mutates_args=())(_gated_residual)
+
+
+@norm_modulate_op.register_fake
+def _(x, scale, shift, weight, eps):
+    return x.new_empty(x.shape)
+
+
+@gated_residual_op.register_fake
 def _(x, gate, y):
     return x.new_empty(x.shape)
 

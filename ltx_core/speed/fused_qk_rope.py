@@ -12,9 +12,9 @@ once, works in fp32 and writes the rotated q and k once.
     model.use_kernels(replace(model.kernels, qk_norm_rope=qk_norm_rope))   # what `enable` does
     q, k = qk_norm_rope(q, k, q_norm.weight, k_norm.weight, cos_pairs, sin_pairs, eps)
 
-It is a torch custom op (compiled regions and CUDA graphs keep it whole): the Triton kernel
-on CUDA, the torch reference elsewhere, so the CPU tests run the reference math and the
-kernel itself is tested through Triton's interpreter.
+Under torch.compile it is a custom op (compiled regions and CUDA graphs keep it whole), run
+eagerly a plain function: the Triton kernel on CUDA, the torch reference elsewhere, so the
+CPU tests run the reference math and the kernel itself is tested through Triton's interpreter.
 """
 
 from __future__ import annotations
@@ -32,12 +32,20 @@ from ..models.rope import apply_rope
 from ..op_names import op_name
 
 
-@torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())
 def qk_norm_rope(
     q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
-    (B, T, D // 2); the results are contiguous, in q's dtype."""
+    (B, T, D // 2); the results are contiguous, in q's dtype. Traced by torch.compile, it is
+    the custom op; run eagerly, the same function without the op's dispatch, whose Python
+    layers cost more host time per call than the kernel launch itself."""
+    fn = qk_norm_rope_op if torch.compiler.is_compiling() else _qk_norm_rope
+    return fn(q, k, q_weight, k_weight, cos, sin, eps)
+
+
+def _qk_norm_rope(
+    q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
     _check_shapes(q, k, q_weight, k_weight, cos, sin)
     if q.is_cuda or _interpreting():
         batch, tokens, width = q.shape
@@ -66,7 +74,10 @@ def _check_shapes(q, k, q_weight, k_weight, cos, sin) -> None:
             )
 
 
-@qk_norm_rope.register_fake
+qk_norm_rope_op = torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())(_qk_norm_rope)
+
+
+@qk_norm_rope_op.register_fake
 def _(q, k, q_weight, k_weight, cos, sin, eps):
     return q.new_empty(q.shape), k.new_empty(k.shape)
 

@@ -147,16 +147,24 @@ def compile_regions(model: nn.Module, mode: str | None = None, backend: str = "i
     model.finish = torch.compile(model.finish, **options)
 
 
-@torch.library.custom_op(op_name("linear_gelu_tanh"), mutates_args=())
 def linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """gelu_tanh(x @ weight.T + bias) in one cuBLASLt GEMM with a bias+GELU epilogue, saving
-    the pass over the 4x-wide feed-forward activation. Opaque to Inductor (a custom op), which
-    would otherwise split it back into a GEMM and a pointwise kernel."""
+    the pass over the 4x-wide feed-forward activation. Traced by torch.compile it is a custom
+    op, opaque to Inductor, which would otherwise split it back into a GEMM and a pointwise
+    kernel; run eagerly, the function without the op's dispatch."""
+    fn = linear_gelu_tanh_op if torch.compiler.is_compiling() else _linear_gelu_tanh
+    return fn(x, weight, bias)
+
+
+def _linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     rows = x.reshape(-1, x.shape[-1])
     return torch._addmm_activation(bias, rows, weight.t(), use_gelu=True).reshape(*x.shape[:-1], weight.shape[0])
 
 
-@linear_gelu_tanh.register_fake
+linear_gelu_tanh_op = torch.library.custom_op(op_name("linear_gelu_tanh"), mutates_args=())(_linear_gelu_tanh)
+
+
+@linear_gelu_tanh_op.register_fake
 def _(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
