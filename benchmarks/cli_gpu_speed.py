@@ -14,8 +14,9 @@ beside it; with one process, that one's); its peak GPU memory the largest of its
 (`--timings`' `peak_gpu_memory_gib`). Every process shares one TorchInductor cache folder,
 empty when the script starts, and one bytecode cache, filled first (`compile_bytecode`). The
 cold start is the first process of the defaults without CFG (seconds from its launch to its
-first step; the page cache already holds the files, just written), the warm start its second; `first_step_s_by_row` has every process's, so the
-compiled rows' second processes show what the filled caches give.
+first step; the page cache already holds the files, just written), the warm start its
+second; `first_step_s_by_row` has every process's, so the compiled rows' second processes
+show what the filled caches give.
 
 Writes benchmarks/results/cli_gpu_speed.json and, on a GPU, the user-path keys of
 benchmarks/results/gpu_speed.json (cli_bf16_nocfg_s, cli_bf16_cfg_s, cli_fp8_nocfg_s,
