@@ -11,12 +11,12 @@ alone, `--no-fast-kernels`, each without CFG (`--cfg 1`) and with it (`--cfg 3`)
 to frames decoded: the latent, the steps and the decode, as the CLI process runs them) over
 its processes after the first, whose caches the first filled (`first_process_after_text_s`
 beside it; with one process, that one's); its peak GPU memory the largest of its processes'
-(`--timings`' `peak_gpu_memory_gib`). Every process shares one TorchInductor cache folder,
-empty when the script starts, and one bytecode cache, filled first (`compile_bytecode`). The
-cold start is the first process of the defaults without CFG (seconds from its launch to its
-first step; the page cache already holds the files, just written), the warm start its
-second; `first_step_s_by_row` has every process's, so the compiled rows' second processes
-show what the filled caches give.
+(`--timings`' `peak_gpu_memory_gib`). Every process shares one TorchInductor and one Triton
+cache folder, empty when the script starts, and one bytecode cache, filled first
+(`compile_bytecode`). The cold start is the first process of the defaults without CFG
+(seconds from its launch to its first step; the page cache already holds the files, just
+written), the warm start its second; `first_step_s_by_row` has every process's, so the
+compiled rows' second processes show what the filled caches give.
 
 Writes benchmarks/results/cli_gpu_speed.json and, on a GPU, the user-path keys of
 benchmarks/results/gpu_speed.json (cli_bf16_nocfg_s, cli_bf16_cfg_s, cli_fp8_nocfg_s,
@@ -127,7 +127,8 @@ def measure(args, on_row=lambda result: None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         checkpoint, text_encoder = write_models(folder, args.model, args.tiny)
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "PYTHONUNBUFFERED": "1"}
+        caches = {"TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor"), "TRITON_CACHE_DIR": str(folder / "triton")}
+        env = {**os.environ, **caches, "PYTHONUNBUFFERED": "1"}
         if not args.tiny:
             compile_bytecode(env, folder / "pycache")
         flag_rows = FLAG_ROWS[:1] if args.tiny else FLAG_ROWS  # compiling on the CPU is not what is measured
