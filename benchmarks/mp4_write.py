@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     report = {
         "benchmark": "mp4_write",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"cpu ({platform.machine()}), torch threads {args.threads}",
+        "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores), torch threads {args.threads}",
         "size": size,
         "crf": DEFAULT_CRF,
         "rows": rows,

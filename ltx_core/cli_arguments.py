@@ -227,10 +227,11 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="on by default on one CUDA GPU holding the whole transformer (not across GPUs or with "
-        "--offload streaming blocks, unless asked), without compiling: QK-norm + RoPE in one Triton pass, the "
-        "feed-forward's bias + GELU in the matmul's epilogue, and the fastest attention backend timed on the "
-        "device (the same frames within bf16's rounding; each kernel is checked against its reference when "
-        "loaded; benchmarks/results/cli_gpu_speed.json, row 'kernels'); --no-fast-kernels runs PyTorch's own "
+        "--offload streaming blocks, unless asked), without compiling: QK-norm + RoPE in one Triton pass, each "
+        "block's modulated norms and gated residuals in one pass each, the feed-forward's bias + GELU in the "
+        "matmul's epilogue, and the fastest attention backend timed on the device (the same frames within "
+        "bf16's rounding; each kernel is checked against its reference when loaded; "
+        "benchmarks/results/kernel_levers.json, cli_gpu_speed.json); --no-fast-kernels runs PyTorch's own "
         "layers; --fast-kernels on a device other than CUDA is refused",
     )
     speed.add_argument(
@@ -239,8 +240,9 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         help="FP8 linear layers in the transformer (a CUDA GPU with "
         "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100): about half the "
         "transformer's weight memory, for a large model on a small GPU; faster than bf16 only with "
-        "--compile, whose compile time one clip does not earn back (without it each step runs no faster "
-        "and the first is slower: benchmarks/results/cli_gpu_speed_fp8_eager.json); use --dtype bf16",
+        "--compile, whose compile time one clip does not earn back (without it each step runs slower than "
+        "the bf16 fused kernels' and the first step longer: benchmarks/results/cli_gpu_speed.json); use "
+        "--dtype bf16",
     )
     speed.add_argument(
         "--decode-time-chunk",

@@ -149,7 +149,7 @@ def test_the_cli_speed_bench_reads_each_cli_process_timings_on_tiny_models(tmp_p
     cli_gpu_speed.update_gpu_speed({"rows": rows, "date": "d", "device": "x", "cold_start_first_step_s": 9.0}, speed)
     written = json.loads(speed.read_text())
     assert written["kept"] == 1 and written["cold_start_first_step_s"] == 9.0
-    assert written["cli_fp8_cfg_s"] == rows["fp8_cfg"]["after_text_s"] and written["cli_bf16_nocfg_s"] == 0.0
+    assert written["cli_fp8_cfg_s"] == rows["fp8_eager_cfg"]["after_text_s"] and written["cli_bf16_nocfg_s"] == 0.0
     # a run of some rows leaves no older figure of the others beside its own
     bf16_only = {name: row for name, row in rows.items() if name.startswith("default")}
     cli_gpu_speed.update_gpu_speed({"rows": bf16_only, "date": "e", "device": "x"}, speed)
