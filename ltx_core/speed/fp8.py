@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import SettingsError
-from ..op_names import op_name
+from ..op_names import traced_as_op
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
@@ -150,21 +150,20 @@ class FP8Linear(nn.Module):
 # ---------------------------------------------------------------- the feed-forward
 
 
-@torch.library.custom_op(op_name("gelu_quantize_rows"), mutates_args=())
+def _fake_gelu_quantize_rows(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape, dtype=FP8_DTYPE), x.new_empty((x.shape[0], 1), dtype=torch.float32)
+
+
+@traced_as_op("gelu_quantize_rows", _fake_gelu_quantize_rows)
 def gelu_quantize_rows(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """quantize_rows(gelu_tanh(x + bias)) for x (M, K): on CUDA one Triton kernel that reads
     each row once (Inductor splits the row amax of the 4x-wide hidden activation into a
     reduction pass and a quantizing pass: 279 against 192 us at 6144 x 8192 on an H100,
-    dispatch included, gpu_speed.json `gemm_rates`); elsewhere the torch reference. A custom op, so compiled
-    graphs and CUDA graphs keep it whole."""
+    dispatch included, gpu_speed.json `gemm_rates`); elsewhere the torch reference. Traced, a
+    custom op, so compiled graphs and CUDA graphs keep it whole."""
     if x.is_cuda:
         return _gelu_quantize_rows_cuda(x, bias)
     return quantize_rows(F.gelu(x.float() + bias.float(), approximate="tanh"))
-
-
-@gelu_quantize_rows.register_fake
-def _(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    return x.new_empty(x.shape, dtype=FP8_DTYPE), x.new_empty((x.shape[0], 1), dtype=torch.float32)
 
 
 @functools.cache

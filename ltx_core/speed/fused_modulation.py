@@ -26,25 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import SettingsError
-from ..op_names import op_name
+from ..op_names import traced_as_op
 
 
+def _fake_like_x(x, *others):
+    return x.new_empty(x.shape)
+
+
+@traced_as_op("norm_modulate", _fake_like_x)
 def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     """`rms_norm(x, weight, eps) * (1 + scale) + shift` for x (B, T, D) and scale, shift
-    (B, 1 or T, D) (one modulation per video or per token); contiguous, in x's dtype. The
-    custom op when traced by torch.compile, else the function without the op's dispatch."""
-    fn = norm_modulate_op if torch.compiler.is_compiling() else _norm_modulate
-    return fn(x, scale, shift, weight, eps)
-
-
-def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
-    """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype.
-    The custom op when traced by torch.compile, else the function without the op's dispatch."""
-    fn = gated_residual_op if torch.compiler.is_compiling() else _gated_residual
-    return fn(x, gate, y)
-
-
-def _norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+    (B, 1 or T, D) (one modulation per video or per token); contiguous, in x's dtype."""
     _check_rows("norm_modulate", x, scale=scale, shift=shift)
     if weight is not None and weight.shape != x.shape[-1:]:
         raise SettingsError(f"norm_modulate: norm weight {tuple(weight.shape)}; allowed: ({x.shape[-1]},)")
@@ -53,25 +45,13 @@ def _norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | Non
     return norm_modulate_reference(x, scale, shift, weight, eps)
 
 
-def _gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+@traced_as_op("gated_residual", _fake_like_x)
+def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype."""
     _check_rows("gated_residual", x, gate=gate, y=y)
     if x.is_cuda or _interpreting():
         return _launch("gated_residual", x, (gate,), y, 0.0)
     return gated_residual_reference(x, gate, y)
-
-
-norm_modulate_op = torch.library.custom_op(op_name("norm_modulate"), mutates_args=())(_norm_modulate)
-gated_residual_op = torch.library.custom_op(op_name("gated_residual"), mutates_args=())(_gated_residual)
-
-
-@norm_modulate_op.register_fake
-def _(x, scale, shift, weight, eps):
-    return x.new_empty(x.shape)
-
-
-@gated_residual_op.register_fake
-def _(x, gate, y):
-    return x.new_empty(x.shape)
 
 
 def norm_modulate_reference(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:

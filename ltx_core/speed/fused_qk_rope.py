@@ -29,23 +29,19 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..models.rope import apply_rope
-from ..op_names import op_name
+from ..op_names import traced_as_op
 
 
+def _fake_qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps):
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+@traced_as_op("qk_norm_rope", _fake_qk_norm_rope)
 def qk_norm_rope(
     q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
-    (B, T, D // 2); the results are contiguous, in q's dtype. Traced by torch.compile, it is
-    the custom op; run eagerly, the same function without the op's dispatch, whose Python
-    layers cost more host time per call than the kernel launch itself."""
-    fn = qk_norm_rope_op if torch.compiler.is_compiling() else _qk_norm_rope
-    return fn(q, k, q_weight, k_weight, cos, sin, eps)
-
-
-def _qk_norm_rope(
-    q: Tensor, k: Tensor, q_weight: Tensor, k_weight: Tensor, cos: Tensor, sin: Tensor, eps: float
-) -> tuple[Tensor, Tensor]:
+    (B, T, D // 2); the results are contiguous, in q's dtype."""
     _check_shapes(q, k, q_weight, k_weight, cos, sin)
     if q.is_cuda or _interpreting():
         batch, tokens, width = q.shape
@@ -72,14 +68,6 @@ def _check_shapes(q, k, q_weight, k_weight, cos, sin) -> None:
                 f"qk_norm_rope: {name} table {tuple(table.shape)}; allowed: "
                 f"({batch} or 1, {tokens}, {width // 2}), one angle per channel pair"
             )
-
-
-qk_norm_rope_op = torch.library.custom_op(op_name("qk_norm_rope"), mutates_args=())(_qk_norm_rope)
-
-
-@qk_norm_rope_op.register_fake
-def _(q, k, q_weight, k_weight, cos, sin, eps):
-    return q.new_empty(q.shape), k.new_empty(k.shape)
 
 
 def qk_norm_rope_reference(

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..models.transformer import GELUProjection
-from ..op_names import op_name
+from ..op_names import traced_as_op
 from . import fused_modulation, fused_qk_rope
 from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
 
@@ -147,26 +147,17 @@ def compile_regions(model: nn.Module, mode: str | None = None, backend: str = "i
     model.finish = torch.compile(model.finish, **options)
 
 
+def _fake_linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+@traced_as_op("linear_gelu_tanh", _fake_linear_gelu_tanh)
 def linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """gelu_tanh(x @ weight.T + bias) in one cuBLASLt GEMM with a bias+GELU epilogue, saving
-    the pass over the 4x-wide feed-forward activation. Traced by torch.compile it is a custom
-    op, opaque to Inductor, which would otherwise split it back into a GEMM and a pointwise
-    kernel; run eagerly, the function without the op's dispatch."""
-    fn = linear_gelu_tanh_op if torch.compiler.is_compiling() else _linear_gelu_tanh
-    return fn(x, weight, bias)
-
-
-def _linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    the pass over the 4x-wide feed-forward activation. Traced, a custom op, opaque to
+    Inductor, which would otherwise split it back into a GEMM and a pointwise kernel."""
     rows = x.reshape(-1, x.shape[-1])
     return torch._addmm_activation(bias, rows, weight.t(), use_gelu=True).reshape(*x.shape[:-1], weight.shape[0])
-
-
-linear_gelu_tanh_op = torch.library.custom_op(op_name("linear_gelu_tanh"), mutates_args=())(_linear_gelu_tanh)
-
-
-@linear_gelu_tanh_op.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
 def gelu_epilogue_is_tanh(device: torch.device | str) -> bool:
