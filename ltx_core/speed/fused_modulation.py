@@ -41,7 +41,7 @@ def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None
     if weight is not None and weight.shape != x.shape[-1:]:
         raise SettingsError(f"norm_modulate: norm weight {tuple(weight.shape)}; allowed: ({x.shape[-1]},)")
     if x.is_cuda or _interpreting():
-        return _launch("norm_modulate", x, (scale, shift), weight, eps)
+        return _launch_norm_modulate(x, scale, shift, weight, eps)
     return norm_modulate_reference(x, scale, shift, weight, eps)
 
 
@@ -50,7 +50,7 @@ def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype."""
     _check_rows("gated_residual", x, gate=gate, y=y)
     if x.is_cuda or _interpreting():
-        return _launch("gated_residual", x, (gate,), y, 0.0)
+        return _launch_gated_residual(x, gate, y)
     return gated_residual_reference(x, gate, y)
 
 
@@ -139,28 +139,32 @@ def _row_strides(t: Tensor) -> tuple[Tensor, int, int]:
     return t, t.stride(0), 0 if t.shape[1] == 1 else t.stride(1)
 
 
-def _launch(op: str, x: Tensor, rows: tuple[Tensor, ...], extra: Tensor | None, eps: float) -> Tensor:
-    triton, kernels = build_kernels() if _interpreting() else _kernels()
-    batch, tokens, width = x.shape
+def _launch_norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if op == "norm_modulate":
-        weight = extra.contiguous() if extra is not None else x  # x: a placeholder never read
-        tensors = (_row_strides(x), *(_row_strides(r) for r in rows))
-        args = (tensors[0][0], tensors[1][0], tensors[2][0], weight, out, tokens, width, eps)
-        flags = dict(HAS_WEIGHT=extra is not None)
-    else:
-        tensors = (_row_strides(x), _row_strides(rows[0]), _row_strides(extra))
-        args = (tensors[0][0], tensors[1][0], tensors[2][0], out, tokens, width)
-        flags = {}
-    strides = [s for _, *pair in tensors for s in pair]
-    grid = (batch * tokens,)
-    block = triton.next_power_of_2(width)
+    (x, *x_strides), (scale, *s_strides), (shift, *h_strides) = map(_row_strides, (x, scale, shift))
+    placeholder = weight.contiguous() if weight is not None else x  # never read without a weight
+    args = (x, scale, shift, placeholder, out, x.shape[1], x.shape[2], eps, *x_strides, *s_strides, *h_strides)
+    _run("norm_modulate", x, args, HAS_WEIGHT=weight is not None)
+    return out
+
+
+def _launch_gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    (x, *x_strides), (gate, *g_strides), (y, *y_strides) = map(_row_strides, (x, gate, y))
+    _run("gated_residual", x, (x, gate, y, out, x.shape[1], x.shape[2], *x_strides, *g_strides, *y_strides))
+    return out
+
+
+def _run(kernel: str, x: Tensor, args: tuple, **meta) -> None:
+    """One program per token of x (B, T, D), each over the whole row."""
+    triton, kernels = build_kernels() if _interpreting() else _kernels()
+    grid = (x.shape[0] * x.shape[1],)
+    block = triton.next_power_of_2(x.shape[2])
     if x.is_cuda:
         with torch.cuda.device(x.device):  # Triton launches on the current device, not the tensors'
-            kernels[op][grid](*args, *strides, **flags, BLOCK=block)
+            kernels[kernel][grid](*args, **meta, BLOCK=block)
     else:
-        kernels[op][grid](*args, *strides, **flags, BLOCK=block)
-    return out
+        kernels[kernel][grid](*args, **meta, BLOCK=block)
 
 
 def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfloat16, width: int = 96) -> bool:
