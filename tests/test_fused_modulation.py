@@ -1,11 +1,6 @@
 """The fused modulation ops: their references are the block's own math, and the Triton kernels
 (run here through Triton's CPU interpreter, on the GPU by the CUDA tests) match them."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,11 +9,11 @@ from ltx_core.models.configs import TINY_TRANSFORMER
 from ltx_core.models.transformer import BlockKernels, LTXVTransformer
 from ltx_core.speed import fused_modulation
 from ltx_core.speed.optimize import Speed, optimize_transformer
+from tests import triton_interpreter
 from tests.test_fp8 import tiny_inputs
 
 triton = pytest.importorskip("triton", reason="Triton ships with CUDA builds of torch; the kernels need it")
 
-ROOT = Path(__file__).resolve().parent.parent
 # The kernels work in fp32 and round once: in fp32 only the order of the norm's sum differs.
 FP32_ATOL = 1e-5
 
@@ -34,12 +29,7 @@ def modulation_inputs(batch=2, tokens=7, width=90, rows=1, dtype=torch.float32, 
 
 
 def interpreted(call: str) -> None:
-    """Run `call` (a check below) in a fresh interpreter under Triton's CPU interpreter, which
-    must be chosen before Triton is imported; its assertion, if any, fails this test."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    code = f"import tests.test_fused_modulation as checks; checks.{call}"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    triton_interpreter.interpreted("tests.test_fused_modulation", call)
 
 
 def test_the_references_are_the_blocks_unfused_math():

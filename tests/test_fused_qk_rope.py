@@ -1,11 +1,6 @@
 """The fused QK-norm + RoPE op: its reference is the transformer's own math, and the Triton
 kernel (run here through Triton's CPU interpreter, on the GPU by the CUDA test) matches it."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,11 +10,11 @@ from ltx_core.models.rope import rope_cos_sin, rope_pair_cos_sin
 from ltx_core.models.transformer import BlockKernels, LTXVTransformer
 from ltx_core.speed import fused_qk_rope
 from ltx_core.speed.optimize import compile_regions
+from tests import triton_interpreter
 from tests.test_fp8 import tiny_inputs
 
 triton = pytest.importorskip("triton", reason="Triton ships with CUDA builds of torch; the kernel needs it")
 
-ROOT = Path(__file__).resolve().parent.parent
 # The kernel works in fp32 and rounds once: in fp32 only the order of its sums differs.
 FP32_ATOL = 1e-5
 
@@ -39,12 +34,7 @@ def qk_inputs(batch=2, tokens=7, width=90, dtype=torch.float32, fused_projection
 
 
 def interpreted(call: str) -> None:
-    """Run `call` (a check below) in a fresh interpreter under Triton's CPU interpreter, which
-    must be chosen before Triton is imported; its assertion, if any, fails this test."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    code = f"import tests.test_fused_qk_rope as checks; checks.{call}"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    triton_interpreter.interpreted("tests.test_fused_qk_rope", call)
 
 
 def test_pair_tables_are_the_channel_tables_at_even_channels_with_padding_pairs_unrotated():
