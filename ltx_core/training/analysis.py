@@ -161,3 +161,12 @@ def read_clip(frames: torch.Tensor) -> ClipReading:
         nearest_color(rgb),
         nearest_color(back),
     )
+
+
+def read_windows(frames: torch.Tensor, length: int) -> list[ClipReading]:
+    """Readings of a clip longer than the `length` frames the model was trained on: its first
+    and its last `length` frames, each read on its own, so speed is read over the span it was
+    trained at; a clip of `length` frames or fewer is read whole."""
+    if frames.shape[0] <= length:
+        return [read_clip(frames)]
+    return [read_clip(frames[:length]), read_clip(frames[-length:])]

@@ -69,3 +69,16 @@ def test_an_empty_clip_reads_as_its_background_and_no_shape():
 def test_color_families_join_the_dark_and_light_shades():
     assert analysis.color_family("dark blue") == analysis.color_family("light blue") == "blue"
     assert analysis.color_family("beige") == "beige"
+
+
+def test_a_clip_longer_than_the_trained_one_is_read_in_its_first_and_last_windows():
+    """Each window of 25 frames is read as a 25-frame clip is (speed over the trained span); a
+    clip of 25 frames or fewer is read whole."""
+    spec = data.heldout_specs(1)[0]
+    clip = frames_of(spec)
+    (whole,) = analysis.read_windows(clip, 25)
+    assert whole == analysis.read_clip(clip)
+    longer = torch.cat([clip, clip[-1:].expand(24, -1, -1, -1)])  # 49 frames: the last one held
+    first, last = analysis.read_windows(longer, 25)
+    assert first == analysis.read_clip(longer[:25]) and last == analysis.read_clip(longer[24:])
+    assert first.color == spec.main.color and last.motion == "still"

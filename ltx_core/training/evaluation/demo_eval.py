@@ -63,6 +63,7 @@ STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
 # Lightricks' stochastic steps, as the CLI samples the shipped model (cli_arguments.SHIPPED_SAMPLING);
 # main sets it from --stochastic-sampling / --no-stochastic-sampling
 STOCHASTIC = True
+FRAMES = DEMO_SIZE["num_frames"]  # main sets it from --frames
 ATTRIBUTES = (*ASKED, "all")  # all: color, background, shape and motion right at once
 SWAPS = ("swap_shape_as_background", "swap_background_as_shape", "swap")
 SEEN_SEED = 99  # a training-stream seed of its own: trained combinations, fresh clips
@@ -75,19 +76,9 @@ PARAPHRASE_SEED = 77  # likewise, for the held-out sentence forms
 def prompt_request(prompt: str, seed: int, first_frame: torch.Tensor | None = None, guidance=GUIDANCE) -> Request:
     """A seed's request as the CLI's main command makes it: its noise drawn as the CLI draws
     it by default (Lightricks' order), so a README prompt at seed N is the video a user gets."""
-    return Request(
-        noise_draws="lightricks",
-        prompt=prompt,
-        width=DEMO_SIZE["width"],
-        height=DEMO_SIZE["height"],
-        num_frames=DEMO_SIZE["num_frames"],
-        frame_rate=DEMO_SIZE["frame_rate"],
-        steps=STEPS,
-        guidance_scale=guidance,
-        stochastic_sampling=STOCHASTIC,
-        seed=seed,
-        first_frame=first_frame,
-    )
+    size = {key: DEMO_SIZE[key] for key in ("width", "height", "frame_rate")}
+    return Request(noise_draws="lightricks", prompt=prompt, **size, num_frames=FRAMES, steps=STEPS, seed=seed,
+                   guidance_scale=guidance, stochastic_sampling=STOCHASTIC, first_frame=first_frame)  # fmt: skip
 
 
 def request(spec: data.ClipSpec, seed: int, first_frame: torch.Tensor | None = None, guidance=GUIDANCE) -> Request:
@@ -153,12 +144,15 @@ def motion_breakdown(rows: list[dict]) -> dict[str, str]:
 
 
 def read_prompt_row(models: Models, prompt: str, asked: dict, seed: int, label: str, keep: list | None = None) -> dict:
+    """A clip longer than the trained one is right where its first and last windows both are."""
     frames = generate(models, prompt_request(prompt, seed)).cpu()
     if keep is not None:
         keep.append(frames)
-    reading = analysis.read_clip(frames)
+    readings = analysis.read_windows(frames, DEMO_SIZE["num_frames"])
+    reading, scores, swapped = readings[0], [score(asked, r) for r in readings], [swaps(asked, r) for r in readings]
     row = {"prompt": prompt, "seed": seed, "asked": asked, "read": reading.__dict__}
-    row.update(correct=score(asked, reading), swaps=swaps(asked, reading))
+    correct = {k: None if scores[0][k] is None else all(s[k] for s in scores) for k in scores[0]}
+    row.update(correct=correct, swaps={k: any(s[k] for s in swapped) for k in swapped[0]})
     print(
         f"{label} {'ok ' if row['correct']['all'] else 'BAD'} {prompt} (seed {seed}) -> "
         f"{reading.color} {reading.shape} {reading.motion} {reading.speed} on {reading.background}"
@@ -345,6 +339,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--text-encoder", type=Path, default=DEMO_TEXT_ENCODER, help="its T5 folder (default: the shipped one)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, default=DEMO_SIZE["num_frames"], help="text-to-video clip length (8k+1)")
     parser.add_argument(
         "--stochastic-sampling",
         action=argparse.BooleanOptionalAction,
@@ -395,6 +390,7 @@ def summary(args: argparse.Namespace, rows: dict, i2v: list[dict], vae: dict, fi
         "text_encoder": args.text_encoder.name,
         "settings": {
             **DEMO_SIZE,
+            "num_frames": FRAMES,
             "steps": STEPS,
             "guidance_scale": GUIDANCE,
             "stochastic_sampling": STOCHASTIC,
@@ -428,9 +424,9 @@ def summary(args: argparse.Namespace, rows: dict, i2v: list[dict], vae: dict, fi
 
 
 def main(argv=None) -> dict:
-    global STOCHASTIC
+    global STOCHASTIC, FRAMES
     args = parse_args(argv)
-    STOCHASTIC = args.stochastic_sampling
+    STOCHASTIC, FRAMES = args.stochastic_sampling, args.frames
     torch.manual_seed(0)
     start = time.monotonic()
     models = load_models(args.checkpoint, args.device, args.text_encoder)
