@@ -264,6 +264,7 @@ class TransformerBlock(nn.Module):
 
 
 def modulated_norm(norm: nn.RMSNorm, x: Tensor, scale: Tensor, shift: Tensor, kernels: BlockKernels) -> Tensor:
+    """AdaLN-single's modulated norm (2.2), through the seam's kernel where one is plugged in."""
     if kernels.norm_modulate is None:
         return norm(x) * (1 + scale) + shift
     return kernels.norm_modulate(x, scale, shift, norm.weight, norm.eps)
@@ -340,8 +341,8 @@ class LTXVTransformer(nn.Module):
         return layer
 
     def use_kernels(self, kernels: BlockKernels) -> BlockKernels:
-        """Run every block's self-attention through `kernels` from now on; returns the
-        kernels used before (to restore them)."""
+        """Run every block through `kernels` (its self-attention, modulated norms and gated
+        residuals) from now on; returns the kernels used before (to restore them)."""
         previous, self.kernels = self.kernels, kernels
         return previous
 
