@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..op_names import traced_as_op
+from .triton_launch import launch
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
@@ -201,8 +202,7 @@ def _gelu_quantize_rows_cuda(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     values = torch.empty((rows, width), device=x.device, dtype=FP8_DTYPE)
     scale = torch.empty((rows, 1), device=x.device, dtype=torch.float32)
     block = triton.next_power_of_2(width)
-    with torch.cuda.device(x.device):  # Triton launches on the current device, not the tensors'
-        kernel[(rows,)](x, bias, values, scale, width, BLOCK=block, LIMIT=FP8_MAX, FLOOR=MIN_AMAX)
+    launch(kernel, (rows,), x, x, bias, values, scale, width, BLOCK=block, LIMIT=FP8_MAX, FLOOR=MIN_AMAX)
     return values, scale
 
 

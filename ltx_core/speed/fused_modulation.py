@@ -18,7 +18,6 @@ turns them on only without compiling.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import replace
 
 import torch
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..op_names import traced_as_op
+from .triton_launch import interpreting, launch
 
 
 def _fake_like_x(x, *others):
@@ -40,7 +40,7 @@ def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None
     _check_rows("norm_modulate", x, scale=scale, shift=shift)
     if weight is not None and weight.shape != x.shape[-1:]:
         raise SettingsError(f"norm_modulate: norm weight {tuple(weight.shape)}; allowed: ({x.shape[-1]},)")
-    if x.is_cuda or _interpreting():
+    if x.is_cuda or interpreting():
         return _launch_norm_modulate(x, scale, shift, weight, eps)
     return norm_modulate_reference(x, scale, shift, weight, eps)
 
@@ -49,7 +49,7 @@ def norm_modulate(x: Tensor, scale: Tensor, shift: Tensor, weight: Tensor | None
 def gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     """`x + gate * y` for x, y (B, T, D) and gate (B, 1 or T, D); contiguous, in x's dtype."""
     _check_rows("gated_residual", x, gate=gate, y=y)
-    if x.is_cuda or _interpreting():
+    if x.is_cuda or interpreting():
         return _launch_gated_residual(x, gate, y)
     return gated_residual_reference(x, gate, y)
 
@@ -77,11 +77,7 @@ def _check_rows(op: str, x: Tensor, **others: Tensor) -> None:
             raise SettingsError(f"{op}: {name} is {t.dtype}, x is {x.dtype}; allowed: one dtype")
 
 
-def _interpreting() -> bool:
-    """Triton's CPU interpreter (TRITON_INTERPRET=1): the kernels run on CPU tensors, for tests."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
+@functools.cache
 def build_kernels():
     """The Triton kernels; imported only where they run (Triton ships with CUDA torch)."""
     import triton
@@ -122,13 +118,10 @@ def build_kernels():
         tl.store(out_ptr + row * D + cols, (x + gate * y).to(out_ptr.dtype.element_ty), mask=inside)
 
     kernels = {"norm_modulate": norm_modulate_kernel, "gated_residual": gated_residual_kernel}
-    if not _interpreting():  # the warps per token that run fastest, timed once per width on first use
+    if not interpreting():  # the warps per token that run fastest, timed once per width on first use
         configs = [triton.Config({}, num_warps=w) for w in (2, 4, 8)]
         kernels = {name: triton.autotune(configs=configs, key=["D"])(k) for name, k in kernels.items()}
     return triton, kernels
-
-
-_kernels = functools.cache(build_kernels)
 
 
 def _row_strides(t: Tensor) -> tuple[Tensor, int, int]:
@@ -157,14 +150,8 @@ def _launch_gated_residual(x: Tensor, gate: Tensor, y: Tensor) -> Tensor:
 
 def _run(kernel: str, x: Tensor, args: tuple, **meta) -> None:
     """One program per token of x (B, T, D), each over the whole row."""
-    triton, kernels = build_kernels() if _interpreting() else _kernels()
-    grid = (x.shape[0] * x.shape[1],)
-    block = triton.next_power_of_2(x.shape[2])
-    if x.is_cuda:
-        with torch.cuda.device(x.device):  # Triton launches on the current device, not the tensors'
-            kernels[kernel][grid](*args, **meta, BLOCK=block)
-    else:
-        kernels[kernel][grid](*args, **meta, BLOCK=block)
+    triton, kernels = build_kernels()
+    launch(kernels[kernel], (x.shape[0] * x.shape[1],), x, *args, **meta, BLOCK=triton.next_power_of_2(x.shape[2]))
 
 
 def matches_reference(device: torch.device | str, dtype: torch.dtype = torch.bfloat16, width: int = 96) -> bool:

@@ -20,7 +20,6 @@ CPU tests run the reference math and the kernel itself is tested through Triton'
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import replace
 
 import torch
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from ..errors import SettingsError
 from ..models.rope import apply_rope
 from ..op_names import traced_as_op
+from .triton_launch import interpreting, launch
 
 
 def _fake_qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps):
@@ -43,7 +43,7 @@ def qk_norm_rope(
     """(RoPE(RMSNorm(q)), RoPE(RMSNorm(k))) for q, k (B, T, D) and pair tables cos, sin
     (B, T, D // 2); the results are contiguous, in q's dtype."""
     _check_shapes(q, k, q_weight, k_weight, cos, sin)
-    if q.is_cuda or _interpreting():
+    if q.is_cuda or interpreting():
         batch, tokens, width = q.shape
         cos, sin = (t.expand(batch, tokens, width // 2) for t in (cos, sin))  # broadcast batch: one row each
         return _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps)
@@ -80,11 +80,7 @@ def qk_norm_rope_reference(
     return rotated_q.to(q.dtype).contiguous(), rotated_k.to(k.dtype).contiguous()
 
 
-def _interpreting() -> bool:
-    """Triton's CPU interpreter (TRITON_INTERPRET=1): the kernel runs on CPU tensors, for tests."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
+@functools.cache
 def build_kernel():
     """The Triton kernel; imported only where it runs (Triton ships with CUDA torch)."""
     import triton
@@ -129,12 +125,9 @@ def build_kernel():
             )
 
     kernel = qk_norm_rope_kernel
-    if not _interpreting():  # the warps per token that run fastest, timed once per width on first use
+    if not interpreting():  # the warps per token that run fastest, timed once per width on first use
         kernel = triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (2, 4, 8)], key=["P"])(kernel)
     return triton, kernel
-
-
-_kernel = functools.cache(build_kernel)
 
 
 def _rows(x: Tensor) -> tuple[Tensor, int]:
@@ -147,7 +140,7 @@ def _rows(x: Tensor) -> tuple[Tensor, int]:
 
 
 def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
-    triton, kernel = build_kernel() if _interpreting() else _kernel()
+    triton, kernel = build_kernel()
     (q, q_stride), (k, k_stride) = _rows(q), _rows(k)
     cos, sin = cos.contiguous(), sin.contiguous()
     batch, tokens, width = q.shape
@@ -169,11 +162,7 @@ def _qk_norm_rope_triton(q, k, q_weight, k_weight, cos, sin, eps):
         eps,
     )
     block = triton.next_power_of_2(width // 2)
-    if q.is_cuda:
-        with torch.cuda.device(q.device):  # Triton launches on the current device, not the tensors'
-            kernel[grid](*args, BLOCK=block)
-    else:
-        kernel[grid](*args, BLOCK=block)
+    launch(kernel, grid, q, *args, BLOCK=block)
     return q_out, k_out
 
 
