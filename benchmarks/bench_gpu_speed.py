@@ -74,7 +74,7 @@ from ltx_core.models.configs import LTXV_2B, LTXV_VAE_0_9_1, TINY_TRANSFORMER, T
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import DEFAULT_DECODE_TIME_CHUNK
 from ltx_core.speed import fused_qk_rope, optimize as acceleration
-from ltx_core.speed.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE, gelu_quantize_matches_reference
+from ltx_core.speed.fp8 import KEEP_PRECISE as FP8_KEEP_PRECISE, quantize_kernel_matches_reference
 
 # The targets (seconds, GiB).
 TARGETS = dict(ours_bf16_nocfg_s=1.35, ours_bf16_cfg_s=2.5, ours_fp8_nocfg_s=1.0, ours_fp8_cfg_s=1.8, ours_peak_gib=8.0)
@@ -550,7 +550,7 @@ def kernel_rates(b: Bench) -> None:
         return
     cfg = b.setup.transformer_cfg
     b.R["gemm_rates"] = gemm_rates(b.setup.tokens)
-    b.R["fp8_gelu_quantize_kernel_matches_reference"] = gelu_quantize_matches_reference(b.dev)
+    b.R["fp8_quantize_kernel_matches_reference"] = quantize_kernel_matches_reference(b.dev)
     b.R["qk_norm_rope_us"] = qk_norm_rope_rates(b.setup.tokens, cfg.inner_dim)
     b.R["fused_qk_rope_kernel_matches_reference"] = fused_qk_rope.matches_reference(
         b.dev, torch.bfloat16, cfg.inner_dim
@@ -621,7 +621,7 @@ STAGES = (
             baseline="ours_fp8",
             label="fused",
             fp8=True,
-            fp8_feed_forward=False,
+            fp8_quantize=False,
         ),
         90,
     ),

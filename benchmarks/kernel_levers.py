@@ -8,7 +8,9 @@ The 2B config with random weights in bf16, 768x512x121, 20 steps, without and wi
 CUDA graphs. Rows: `kernels` (every fused part on: the default), one row per part off
 (`FusedParts`: the feed-forward's GELU epilogue, QK-norm + RoPE, the modulated norms and
 gated residuals), and `torch_layers` (PyTorch's own layers and attention default:
-`--no-fast-kernels`). Each row builds a fresh model from the same weights; its seconds are the
+`--no-fast-kernels`); then `fp8` (the kernels and FP8 linear layers: `--fp8`) and
+`fp8_torch_quantize` (the same with each layer's input quantized by PyTorch ops, not the
+one-pass kernel). Each row builds a fresh model from the same weights; its seconds are the
 best of `--repeats`, after two warm-up steps; its sampled tokens are compared with
 `torch_layers`' (relative L2 and max abs difference: bf16 rounding, not a different video).
 
@@ -31,30 +33,34 @@ from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.speed.optimize import FusedParts, Speed, optimize_transformer
 
 RESULTS = Path(__file__).parent / "results" / "kernel_levers.json"
-# row -> the FusedParts switched off (None: no optimization at all)
+# row -> (fp8, the FusedParts switched off; None: no optimization at all)
 ROWS = {
-    "kernels": {},
-    "no_gelu_epilogue": {"gelu_epilogue": False},
-    "no_qk_norm_rope": {"qk_norm_rope": False},
-    "no_modulation": {"modulation": False},
-    "torch_layers": None,
+    "kernels": (False, {}),
+    "no_gelu_epilogue": (False, {"gelu_epilogue": False}),
+    "no_qk_norm_rope": (False, {"qk_norm_rope": False}),
+    "no_modulation": (False, {"modulation": False}),
+    "torch_layers": (False, None),
+    "fp8": (True, {}),
+    "fp8_torch_quantize": (True, {"fp8_quantize": False}),
 }
 
 
-def build(setup: Setup, weights: dict, dtype: torch.dtype, parts: dict | None):
-    """A fresh model from `weights`, with the CLI's kernels less `parts` (None: none at all)."""
+def build(setup: Setup, weights: dict, dtype: torch.dtype, row: tuple[bool, dict | None]):
+    """A fresh model from `weights`, with the CLI's kernels less `parts` (None: none at all),
+    in FP8 where `fp8`."""
+    fp8, parts = row
     with torch.device("meta"):
         model = LTXVTransformer(setup.transformer_cfg)
     model.load_state_dict({k: v.to(setup.device, dtype) for k, v in weights.items()}, assign=True)
     model.eval().requires_grad_(False)
     if parts is None:
         return model, {}
-    fast = optimize_transformer(model, Speed(attention="auto"), FusedParts(**parts))
+    fast = optimize_transformer(model, Speed(fp8=fp8, attention="auto"), FusedParts(**parts))
     return fast, fast.levers
 
 
-def measure_row(setup: Setup, inputs, weights: dict, dtype, parts, repeats: int) -> tuple[dict, torch.Tensor]:
-    model, levers = build(setup, weights, dtype, parts)
+def measure_row(setup: Setup, inputs, weights: dict, dtype, row, repeats: int) -> tuple[dict, torch.Tensor]:
+    model, levers = build(setup, weights, dtype, row)
     our_denoise(model, inputs, 1.0, dtype, steps=2)  # first-call costs (plans, allocator) out of the timing
     fresh_peak(setup.device)
     row = {"levers": {k: v for k, v in levers.items() if k not in ("compile", "fp8", "cuda_graphs")}}
@@ -87,8 +93,8 @@ def main(argv=None) -> dict:
     weights = LTXVTransformer(setup.transformer_cfg).to(dtype).state_dict()  # random, kept in CPU memory
     inputs = make_inputs(setup)
     rows, tokens = {}, {}
-    for name, parts in ROWS.items():
-        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, parts, args.repeats)
+    for name, row in ROWS.items():
+        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, row, args.repeats)
         fresh_peak(setup.device)  # the row's model is gone: its memory back before the next
         print(name, json.dumps(rows[name]), flush=True)
     reference = tokens["torch_layers"]

@@ -133,7 +133,7 @@ def test_the_default_levers_fuse_the_fp8_feed_forward():
     inputs = tiny_inputs(TINY_TRANSFORMER)
     unfused = LTXVTransformer(TINY_TRANSFORMER).eval()
     unfused.load_state_dict(plain.state_dict())
-    reference = optimize_transformer(unfused, Speed(fp8=True), FusedParts(fp8_feed_forward=False))
+    reference = optimize_transformer(unfused, Speed(fp8=True), FusedParts(fp8_quantize=False))
     fast = optimize_transformer(plain, Speed(fp8=True))
     assert fast.levers["fp8_fused_feed_forwards"] == TINY_TRANSFORMER.num_layers
     assert "fp8_fused_feed_forwards" not in reference.levers

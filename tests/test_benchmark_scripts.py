@@ -43,15 +43,22 @@ def test_each_benchmark_imports_as_a_module_of_the_package(name):
 
 def test_the_kernel_levers_bench_runs_every_row_on_the_same_weights(tmp_path):
     """The CPU dry run: every row is timed and compared with PyTorch's own layers; no fused
-    kernel runs on the CPU, so every row's tokens are those layers' exactly."""
+    kernel runs on the CPU, so every bf16 row's tokens are those layers' exactly, and both
+    FP8 rows' are the same FP8 tokens (the one-pass quantization is the reference there)."""
     from benchmarks import kernel_levers
 
     report = kernel_levers.main(["--tiny", "--repeats", "1", "--out", str(tmp_path / "k.json")])
-    assert list(report["rows"]) == list(kernel_levers.ROWS)
-    for row in report["rows"].values():
+    rows = report["rows"]
+    assert list(rows) == list(kernel_levers.ROWS)
+    for name, row in rows.items():
         assert row["dit_nocfg_s"] > 0 and row["dit_cfg_s"] > 0
-        assert row["tokens_vs_torch_layers"] == {"rel_l2": 0.0, "max_abs": 0.0}
         assert "fused_modulation" not in row["levers"]
+        if not name.startswith("fp8"):
+            assert row["tokens_vs_torch_layers"] == {"rel_l2": 0.0, "max_abs": 0.0}
+    assert 0 < rows["fp8"]["tokens_vs_torch_layers"]["rel_l2"] < 0.2
+    assert rows["fp8"]["tokens_vs_torch_layers"] == rows["fp8_torch_quantize"]["tokens_vs_torch_layers"]
+    assert rows["fp8"]["levers"]["fp8_one_pass_quantize"] > 0
+    assert "fp8_one_pass_quantize" not in rows["fp8_torch_quantize"]["levers"]
 
 
 def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..errors import SettingsError
 from ..op_names import traced_as_op
-from .triton_launch import interpreting, launch
+from .triton_launch import autotuned, interpreting, launch
 
 
 def _fake_like_x(x, *others):
@@ -118,10 +118,7 @@ def build_kernels():
         tl.store(out_ptr + row * D + cols, (x + gate * y).to(out_ptr.dtype.element_ty), mask=inside)
 
     kernels = {"norm_modulate": norm_modulate_kernel, "gated_residual": gated_residual_kernel}
-    if not interpreting():  # the warps per token that run fastest, timed once per width on first use
-        configs = [triton.Config({}, num_warps=w) for w in (2, 4, 8)]
-        kernels = {name: triton.autotune(configs=configs, key=["D"])(k) for name, k in kernels.items()}
-    return triton, kernels
+    return triton, {name: autotuned(k, (2, 4, 8), key=["D"]) for name, k in kernels.items()}
 
 
 def _row_strides(t: Tensor) -> tuple[Tensor, int, int]:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..errors import SettingsError
 from ..models.rope import apply_rope
 from ..op_names import traced_as_op
-from .triton_launch import interpreting, launch
+from .triton_launch import autotuned, interpreting, launch
 
 
 def _fake_qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps):
@@ -124,10 +124,7 @@ def build_kernel():
                 mask=inside,
             )
 
-    kernel = qk_norm_rope_kernel
-    if not interpreting():  # the warps per token that run fastest, timed once per width on first use
-        kernel = triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (2, 4, 8)], key=["P"])(kernel)
-    return triton, kernel
+    return triton, autotuned(qk_norm_rope_kernel, (2, 4, 8), key=["P"])
 
 
 def _rows(x: Tensor) -> tuple[Tensor, int]:

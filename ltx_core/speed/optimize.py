@@ -34,7 +34,14 @@ from ..errors import SettingsError
 from ..models.transformer import GELUProjection
 from ..op_names import traced_as_op
 from . import fused_modulation, fused_qk_rope
-from .fp8 import KEEP_PRECISE, convert_to_fp8, fp8_supported, fuse_fp8_feed_forwards, gelu_quantize_matches_reference
+from .fp8 import (
+    KEEP_PRECISE,
+    convert_to_fp8,
+    fp8_supported,
+    fuse_fp8_feed_forwards,
+    quantize_in_one_pass,
+    quantize_kernel_matches_reference,
+)
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
 # Compiled variants per code object: bf16 / FP8 x batch 1 / 2 and the dtype of inputs
@@ -325,15 +332,17 @@ class FusedParts:
     apart only so the GPU benchmark can measure what each gives; users never set them.
 
     gelu_epilogue: the feed-forward's bias + GELU in the GEMM's epilogue (bf16; FP8 layers
-    fuse it into their input quantization instead); fp8_feed_forward: with fp8, the hidden
-    bias + GELU + quantization in one pass (`fp8.FP8FeedForward`); qk_norm_rope: on CUDA,
+    fuse it into their input quantization instead); fp8_quantize: with fp8, each layer's
+    input quantization in one pass (`fp8.quantize_activations`: a Triton kernel on CUDA run
+    eagerly) and the feed-forward's hidden bias + GELU in the same pass
+    (`fp8.FP8FeedForward`); qk_norm_rope: on CUDA,
     each self-attention's QK-norm + RoPE in one Triton pass (`fused_qk_rope`);
     fp8_keep_precise: layer name patterns left in bf16 under fp8; modulation: on CUDA
     without compiling, each block's modulated norms and gated residuals in one Triton pass
     each (`fused_modulation`; compiling fuses them itself)."""
 
     gelu_epilogue: bool = True
-    fp8_feed_forward: bool = True
+    fp8_quantize: bool = True
     qk_norm_rope: bool = True
     modulation: bool = True
     fp8_keep_precise: tuple[str, ...] = KEEP_PRECISE
@@ -361,7 +370,8 @@ def optimize_transformer(
         levers["gelu_epilogues"] = fuse_gelu_epilogues(model)
     if speed.fp8:
         levers["fp8_layers"] = len(convert_to_fp8(model, keep_precise=parts.fp8_keep_precise, device=device))
-        if parts.fp8_feed_forward and gelu_quantize_matches_reference(device):
+        if parts.fp8_quantize and quantize_kernel_matches_reference(device):
+            levers["fp8_one_pass_quantize"] = quantize_in_one_pass(model)
             levers["fp8_fused_feed_forwards"] = fuse_fp8_feed_forwards(model)
     if (
         parts.qk_norm_rope

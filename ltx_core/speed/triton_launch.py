@@ -4,6 +4,7 @@ launch reaches the tensors' GPU."""
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -22,3 +23,18 @@ def launch(kernel, grid: tuple[int, ...], x: Tensor, *args, **meta) -> None:
             kernel[grid](*args, **meta)
     else:
         kernel[grid](*args, **meta)
+
+
+def autotuned(kernel, warps: tuple[int, ...], key: list[str]):
+    """`kernel` with its warps per program chosen by timing each of `warps` on first use, once
+    per value of the `key` arguments. The timings go to Triton's on-disk cache (keyed on
+    Triton's version, the GPU, the kernel's source and the key), so a later process on the
+    machine reads the choice instead of timing again (a Triton older than 3.2 times it in
+    every process). Unchanged under the interpreter, which has no timer."""
+    if interpreting():
+        return kernel
+    import triton
+
+    configs = [triton.Config({}, num_warps=w) for w in warps]
+    kept = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+    return triton.autotune(configs=configs, key=key, **kept)(kernel)
