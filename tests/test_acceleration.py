@@ -142,6 +142,24 @@ def test_the_default_levers_fuse_the_fp8_feed_forward():
     assert (fast(*inputs) - expected).abs().max() <= 0.05 * expected.abs().max()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the one-pass quantization is a CUDA kernel (run on the GPU)")
+def test_on_cuda_the_fp8_layers_quantize_their_inputs_in_one_pass_with_the_same_velocity():
+    """The default fp8 levers on CUDA: every FP8 layer's input quantized by the Triton kernel;
+    the velocity that of the layers quantizing with PyTorch ops, to FP8 rounding steps."""
+    torch.manual_seed(0)
+    plain = LTXVTransformer(TINY_TRANSFORMER).cuda().to(torch.bfloat16).eval()
+    other = LTXVTransformer(TINY_TRANSFORMER).cuda().to(torch.bfloat16).eval()
+    other.load_state_dict(plain.state_dict())
+    latent, sigma, text, mask, coords = (x.cuda() for x in tiny_inputs(TINY_TRANSFORMER))
+    inputs = (latent.to(torch.bfloat16), sigma, text.to(torch.bfloat16), mask, coords)
+    fast = optimize_transformer(plain, Speed(fp8=True))
+    reference = optimize_transformer(other, Speed(fp8=True), FusedParts(fp8_quantize=False))
+    assert fast.levers["fp8_one_pass_quantize"] == fast.levers["fp8_layers"] > 0
+    assert "fp8_one_pass_quantize" not in reference.levers
+    expected = reference(*inputs).float()
+    assert relative_error(fast(*inputs), expected) < 0.02
+
+
 def test_compiling_on_cuda_compiles_the_vae_decoder_too_and_not_on_the_cpu():
     """The CLI's --compile and the loader's compile option give the same levers: on a GPU
     the decoder's layers are compiled as well (the whole run's decode); the CPU keeps it eager."""
