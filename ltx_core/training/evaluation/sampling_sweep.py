@@ -8,8 +8,9 @@ set. For each setting it prints and writes the color / shape / motion / speed ac
 
     python -m ltx_core.training.evaluation.sampling_sweep [--count 64] [--setting 3.0 ...] [--out FILE]
 
-A setting is `GUIDANCE[:STG_SCALE@BLOCK][xSTEPS]` (STG in 'attention_values' mode; steps
-default to the CLI's 20 for the shipped model), e.g. `3.0`, `3.0x30`, `3.0:1.0@3`.
+A setting is `GUIDANCE[:STG_SCALE@BLOCK][sSHIFT][xSTEPS]` (STG in 'attention_values' mode;
+SHIFT a fixed time shift of the sigmas in place of the token-count one of paper 2.5.2; steps
+default to the CLI's 20 for the shipped model), e.g. `3.0`, `3.0x30`, `3.0:1.0@3`, `3.0s4`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ...pipeline import generate
+from ...sampling.scheduler import flow_sigmas
 from .. import analysis, data
 from . import demo_eval
 
@@ -35,12 +37,14 @@ DEFAULT_SETTINGS = ("3.0", "4.5", "6.0", "3.0:1.0@3")
 
 def parse_setting(text: str) -> dict:
     text, _, steps = text.partition("x")
+    text, _, shift = text.partition("s")
     guidance, _, stg = text.partition(":")
     setting = {
         "guidance_scale": float(guidance),
         "stg_scale": 0.0,
         "stg_blocks": (),
         "steps": int(steps) if steps else demo_eval.STEPS,
+        "shift": float(shift) if shift else None,
     }
     if stg:
         scale, _, block = stg.partition("@")
@@ -52,14 +56,23 @@ def validation_specs(count: int) -> list[data.ClipSpec]:
     return demo_eval.single_shape_specs(VALIDATION_SEED, count)
 
 
+def fixed_shift_sigmas(models, steps: int, shift: float) -> tuple[float, ...]:
+    """The model's schedule of `steps` with a fixed time shift instead of the token-count one."""
+    scheduler = replace(models.scheduler, use_dynamic_shifting=False, shift=shift)
+    return tuple(flow_sigmas(steps, 1, scheduler).tolist())  # tokens: unused without dynamic shifting
+
+
 def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
     rows = []
+    schedule = {"steps": setting["steps"]}
+    if setting.get("shift") is not None:
+        schedule = {"steps": None, "sigmas": fixed_shift_sigmas(models, setting["steps"], setting["shift"])}
     for i, spec in enumerate(specs):
         req = replace(
             demo_eval.request(spec, seed=i, guidance=setting["guidance_scale"]),
             stg_scale=setting["stg_scale"],
             stg_blocks=setting["stg_blocks"],
-            steps=setting["steps"],
+            **schedule,
         )
         reading = analysis.read_clip(generate(models, req))
         rows.append({"correct": demo_eval.score(demo_eval.asked_of(spec)[1], reading)})

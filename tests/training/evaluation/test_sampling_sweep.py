@@ -14,13 +14,33 @@ def test_sweep_setting_syntax():
         "stg_scale": 0.0,
         "stg_blocks": (),
         "steps": 20,
+        "shift": None,
     }
     assert sampling_sweep.parse_setting("4.5:1.0@3x30") == {
         "guidance_scale": 4.5,
         "stg_scale": 1.0,
         "stg_blocks": (3,),
         "steps": 30,
+        "shift": None,
     }
+    assert sampling_sweep.parse_setting("3.0s4x25")["shift"] == 4.0
+
+
+def test_a_fixed_shift_replaces_the_token_count_one():
+    """shift / (shift + 1 / sigma - 1) of the unshifted steps, then stretched to the terminal
+    sigma: the larger the shift, the more steps at high noise."""
+    from types import SimpleNamespace
+
+    from ltx_core.models.configs import LTXV_SCHEDULER
+
+    models = SimpleNamespace(scheduler=LTXV_SCHEDULER)
+    plain, shifted = (sampling_sweep.fixed_shift_sigmas(models, 10, shift) for shift in (1.0, 4.0))
+    assert len(plain) == len(shifted) == 11 and plain[0] == shifted[0] == 1.0 and plain[-1] == shifted[-1] == 0.0
+    assert (
+        abs(plain[-2] - LTXV_SCHEDULER.shift_terminal) < 1e-6
+        and abs(shifted[-2] - LTXV_SCHEDULER.shift_terminal) < 1e-6
+    )
+    assert all(b > a for a, b in zip(plain[1:-2], shifted[1:-2]))
 
 
 def test_sweep_validation_prompts_are_trained_combinations():
