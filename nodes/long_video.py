@@ -71,7 +71,8 @@ class LTXVCoreLongVideoSampler:
             window, overlap, segments, negative_text = window_prompts(
                 t5.encoder, parse_prompts(prompts), shape[2], window_frames, window_overlap, negative
             )
-        sigmas = core_scheduler.flow_sigmas(steps, window * shape[3] * shape[4])
+        # the checkpoint's own schedule (its metadata's scheduler), as the CLI's long videos
+        sigmas = core_scheduler.flow_sigmas(steps, window * shape[3] * shape[4], memory.checkpoint_scheduler(model))
         guidance = core_guidance.Guidance(cfg_scale=cfg)
         plan = memory.refuse_what_never_fits(  # a window and the overlap it continues at a time
             model, "sampling", (*shape[:2], min(shape[2], window + overlap), *shape[3:]),

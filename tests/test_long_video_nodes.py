@@ -75,3 +75,26 @@ def test_the_stochastic_switch_samples_every_window_with_stochastic_steps(pack, 
     (again,) = node.sample(transformer, t5, latent, "a red fox", "", **SETTINGS, stochastic=True)
     assert seen == [True, True] and torch.equal(stochastic["samples"], again["samples"])
     assert not torch.allclose(stochastic["samples"], plain["samples"], atol=1e-3)
+
+
+def test_the_windows_are_sampled_with_the_checkpoints_schedule(pack, tiny_models, t5, monkeypatch):
+    """A checkpoint whose metadata names its own schedule (the shipped demo model's fixed
+    shift) is sampled with it, as the CLI's long videos are: the node hands the core the
+    sigmas of that schedule, not the stock one's."""
+    transformer, _ = tiny_models
+    module = importlib.import_module(f"{PACK_NAME}.nodes.long_video")
+    scheduler = importlib.import_module(f"{PACK_NAME}.ltx_core.sampling.scheduler")
+    configs = importlib.import_module(f"{PACK_NAME}.ltx_core.models.configs")
+    (latent,) = pack.NODE_CLASS_MAPPINGS["LTXVCoreEmptyLatentVideo"]().generate(
+        width=64, height=32, frames=33, batch_size=1
+    )
+    own = configs.SchedulerConfig(base_shift=1.4, max_shift=1.4)
+    monkeypatch.setattr(transformer.model, "scheduler", own)
+    seen = []
+    sample = module.generate_long_latent
+    monkeypatch.setattr(module, "generate_long_latent", lambda *a, **k: seen.append(a[4]) or sample(*a, **k))
+    settings = {**SETTINGS, "steps": 4}  # two steps are 1, the terminal sigma and 0 on any shift
+    module.LTXVCoreLongVideoSampler().sample(transformer, t5, latent, "a red fox", "", **settings)
+    tokens = 3 * 1 * 2  # a window of 17 frames: 3 latent frames of 1 x 2
+    assert torch.equal(seen[0], scheduler.flow_sigmas(4, tokens, own))
+    assert not torch.equal(seen[0], scheduler.flow_sigmas(4, tokens))

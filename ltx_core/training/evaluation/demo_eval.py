@@ -232,9 +232,10 @@ def eval_first_last(models: Models, specs: list[data.ClipSpec]) -> list[dict]:
 def load_models(
     checkpoint: Path = DEMO_CHECKPOINT, device: str = "cpu", text_encoder: Path = DEMO_TEXT_ENCODER
 ) -> Models:
-    transformer, vae, _ = load_checkpoint(checkpoint, dtype=torch.float32, device=device)
+    transformer, vae, info = load_checkpoint(checkpoint, dtype=torch.float32, device=device)
     encoder = load_text_encoder(text_encoder, dtype=torch.float32, device=device)
-    return Models(transformer=transformer, vae=vae, text_encoder=encoder)
+    # the checkpoint's own schedule, as the CLI samples it
+    return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler)
 
 
 # ---------------------------------------------------------------- the results

@@ -178,7 +178,7 @@ def checkpoint_info(path: Path, version: str) -> dict:
 def main(argv=None) -> dict:
     args, settings = parse_args(argv)
     transformer, vae, info = load_checkpoint(args.checkpoint)
-    models = Models(transformer, vae, load_text_encoder(args.text_encoder))
+    models = Models(transformer, vae, load_text_encoder(args.text_encoder), scheduler=info.configs.scheduler)
     rows, start = [], time.time()
     for i, spec in enumerate(data.heldout_specs(args.count)):
         rows.append(evaluate(models, spec, seed=i, steps=args.steps, **settings))
