@@ -51,8 +51,8 @@ def shift_widgets() -> dict:
     cfg = LTXV_SCHEDULER
     return {
         "dynamic_shift": ("BOOLEAN", {"default": cfg.use_dynamic_shifting, "tooltip": "Shift the schedule towards high noise by the latent's token count (paper 2.5.2)."}),
-        "base_shift": ("FLOAT", {"default": cfg.base_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Shift at {cfg.base_image_seq_len} tokens."}),
-        "max_shift": ("FLOAT", {"default": cfg.max_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Shift at {cfg.max_image_seq_len} tokens."}),
+        "base_shift": ("FLOAT", {"default": cfg.base_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Log shift at {cfg.base_image_seq_len} tokens (the official checkpoints' schedule; the shipped demo model's is 1.39 at every token count, as its workflows set)."}),
+        "max_shift": ("FLOAT", {"default": cfg.max_shift, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": f"Log shift at {cfg.max_image_seq_len} tokens."}),
         "terminal": ("FLOAT", {"default": cfg.shift_terminal or 0.0, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip": "Stretch the schedule so its last sigma before 0 is this (0: no stretch)."}),
     }  # fmt: skip
 

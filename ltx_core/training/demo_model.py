@@ -14,8 +14,16 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint.versions import ModelConfigs
 from ..checkpoint.writing import save_single_file
-from ..models.configs import LTXV_2B_0_9_0, LTXV_VAE_0_9_1, TransformerConfig, VAEConfig
+from ..models.configs import (
+    LTXV_2B_0_9_0,
+    LTXV_SCHEDULER,
+    LTXV_VAE_0_9_1,
+    SchedulerConfig,
+    TransformerConfig,
+    VAEConfig,
+)
 from ..preflight import shipped_model_paths
 from .t5 import TINY_T5
 
@@ -53,10 +61,21 @@ DEMO_TRANSFORMER: TransformerConfig = replace(
 )
 
 
+# Its sampling schedule, written into its file's metadata (the CLI and the long-video node
+# sample with a checkpoint's own; the shipped workflows' sampler widgets say the same): a
+# fixed time shift of e^1.39 ~ 4 at every token count, where the stock token-count shift
+# gives its 256 tokens e^0.68 ~ 2 (paper 2.5.2). More steps at high noise, where the shape
+# and its motion are laid out; chosen among shifts 1-8 on validation prompts of trained
+# combinations (`evaluation.sampling_sweep`, results/sampling_sweep_shift.json).
+DEMO_SCHEDULER: SchedulerConfig = replace(LTXV_SCHEDULER, base_shift=1.39, max_shift=1.39)
+
+
 def save_demo_checkpoint(
     transformer: torch.nn.Module, vae: torch.nn.Module, path: Path | str, dtype: torch.dtype = torch.bfloat16
 ) -> Path:
-    """Write the official single-file layout, metadata included (the 0.9.1 architecture)."""
+    """Write the official single-file layout, metadata included (the 0.9.1 architecture and
+    the demo's schedule)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_single_file(path, transformer, vae, version="0.9.1", dtype=dtype)
+    configs = ModelConfigs(transformer.cfg, vae.cfg, DEMO_SCHEDULER)
+    return save_single_file(path, transformer, vae, configs=configs, version="0.9.1", dtype=dtype)

@@ -44,7 +44,9 @@ pytestmark = pytest.mark.comfy_server
 
 ASSETS_DIR = REPO_ROOT / "ltx_core" / "assets"
 THUMBNAIL_SIZE = (256, 256)  # a frame of the workflows' video
-SAMPLER_SETTINGS = ("steps", "cfg", "frame_rate", "dynamic_shift", "base_shift", "max_shift", "terminal")
+SAMPLER_SETTINGS = ("steps", "cfg", "frame_rate")
+# The schedule a sampler node sets: its checkpoint's (the shipped demo model's is its own).
+SHIFT_SETTINGS = ("dynamic_shift", "base_shift", "max_shift", "terminal")
 # Settings of the shipped workflows that users keep as they are (not the prompt, seed, size
 # or STG, which they choose): a node added by hand has the same ones.
 KEPT_SETTINGS = {
@@ -233,6 +235,30 @@ def test_node_defaults_are_the_settings_the_shipped_workflows_keep(object_info):
                         f"{node['inputs'][setting]!r}, default {default!r}"
                     )
     assert differing == []
+
+
+def test_each_shipped_workflow_samples_with_its_checkpoints_schedule(object_info):
+    """The samplers' shift widgets of a workflow are the schedule in its checkpoint's metadata,
+    which the CLI samples with: the shipped demo model's own, the stock one (the widgets'
+    defaults) for the official files."""
+    from ltx_core.models.configs import LTXV_SCHEDULER
+    from ltx_core.training.demo_model import DEMO_CHECKPOINT, DEMO_SCHEDULER
+
+    def widgets(scheduler):
+        return (scheduler.use_dynamic_shifting, scheduler.base_shift, scheduler.max_shift, scheduler.shift_terminal)
+
+    stock = tuple(_inputs(object_info["LTXVCoreSampler"])[name][1]["default"] for name in SHIFT_SETTINGS)
+    assert stock == widgets(LTXV_SCHEDULER)
+    checked = 0
+    for name in ALL_WORKFLOW_NAMES:
+        prompt = api_workflow(name)
+        files = {n["inputs"]["ckpt_name"] for n in prompt.values() if "ckpt_name" in n["inputs"]}
+        expected = widgets(DEMO_SCHEDULER if files == {DEMO_CHECKPOINT.name} else LTXV_SCHEDULER)
+        for node_id, node in prompt.items():
+            if "base_shift" in node["inputs"]:
+                assert tuple(node["inputs"][k] for k in SHIFT_SETTINGS) == expected, f"{name} {node_id}"
+                checked += 1
+    assert checked >= len(ALL_WORKFLOW_NAMES) - 1  # the long-video sampler takes its checkpoint's itself
 
 
 def test_the_sampling_defaults_are_the_clis_and_the_readmes(object_info):

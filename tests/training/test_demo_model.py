@@ -11,7 +11,13 @@ from safetensors import safe_open
 
 from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.models.vae import CausalVideoVAE
-from ltx_core.training.demo_model import DEMO_TRANSFORMER, DEMO_VAE, save_demo_checkpoint
+from ltx_core.training.demo_model import (
+    DEMO_CHECKPOINT,
+    DEMO_SCHEDULER,
+    DEMO_TRANSFORMER,
+    DEMO_VAE,
+    save_demo_checkpoint,
+)
 
 
 def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
@@ -28,6 +34,19 @@ def test_the_exported_file_has_the_official_layout_and_metadata(tmp_path):
     assert config["transformer"]["num_layers"] == DEMO_TRANSFORMER.num_layers
     assert config["vae"]["timestep_conditioning"] is True
     assert path.stat().st_size < 16 * 2**20
+
+
+def test_the_demo_files_carry_the_demo_schedule_which_loading_reads(tmp_path):
+    """The exported file and the shipped one name the demo's schedule in their metadata, and
+    loading hands it on (the CLI samples with a checkpoint's own schedule)."""
+    from ltx_core.checkpoint.loading import inspect_checkpoint
+
+    path = save_demo_checkpoint(
+        LTXVTransformer(DEMO_TRANSFORMER), CausalVideoVAE(DEMO_VAE), tmp_path / "tiny.safetensors"
+    )
+    for file in (path, DEMO_CHECKPOINT):
+        info, *_ = inspect_checkpoint(file, "fp32", "cpu")
+        assert info.configs.scheduler == DEMO_SCHEDULER, file
 
 
 SHIPPED = ["ltxv-tiny.safetensors", "t5-tiny/model.safetensors", "t5-tiny/spiece.model"]
