@@ -156,12 +156,13 @@ class FP8Linear(nn.Module):
 # ---------------------------------------------------------------- the activations' quantization
 
 
-def quantize_activations(x: Tensor) -> Tensor:
-    """`quantize_rows` of a layer's input (M, K) as the FP8 layers run it: on CUDA, run
-    eagerly, one Triton pass over each row (the torch form is about seven kernels, each a
-    pass over the rows and a launch, and the eager steps wait on those launches); compiled,
-    the torch form, which Inductor fuses with the op that produced the rows."""
-    if x.is_cuda and not torch.compiler.is_compiling() and quantize_kernel_matches_reference(x.device):
+def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
+    """`quantize_rows` of a layer's input (M, K) as the FP8 layers run it where
+    `quantize_kernel_matches_reference`: on CUDA, run eagerly, one Triton pass over each row
+    (the torch form is about seven kernels, each a pass over the rows and a launch, and the
+    eager steps wait on those launches); compiled, the torch form, which Inductor fuses with
+    the op that produced the rows."""
+    if x.is_cuda and not torch.compiler.is_compiling():
         return _quantize_rows_triton(x, None)
     return quantize_rows(x)
 
@@ -174,9 +175,8 @@ def _fake_gelu_quantize_rows(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
 def gelu_quantize_rows(x: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
     """quantize_rows(gelu_tanh(x + bias)) for x (M, K): on CUDA one Triton kernel that reads
     each row once (Inductor splits the row amax of the 4x-wide hidden activation into a
-    reduction pass and a quantizing pass: 279 against 192 us at 6144 x 8192 on an H100,
-    dispatch included, gpu_speed.json `gemm_rates`); elsewhere the torch reference. Traced, a
-    custom op, so compiled graphs and CUDA graphs keep it whole."""
+    reduction pass and a quantizing pass, slower: gpu_speed.json `gemm_rates`); elsewhere the
+    torch reference. Traced, a custom op, so compiled graphs and CUDA graphs keep it whole."""
     return _in_one_pass(x, bias)
 
 
