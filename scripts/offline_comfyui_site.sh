@@ -6,6 +6,8 @@
 # transfer with a size limit; on the other machine:
 #     cat comfy-site.tar.xz.part-* | tar xJ -C SITE
 # usage: scripts/offline_comfyui_site.sh OUT_DIR [PYTHON_VERSION]   (default 3.12)
+# EXCLUDE="av" leaves those packages out of the site (PyAV is most of its size: carried as
+# its own wheel, beside the pack's other needs, the site then fits one transfer).
 set -euo pipefail
 out=${1:?usage: scripts/offline_comfyui_site.sh OUT_DIR [PYTHON_VERSION]}
 python_version=${2:-3.12}
@@ -32,6 +34,9 @@ for wheel in "$work"/wheels/*.whl; do  # unpacked as files: pip refuses wheels o
   python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$wheel" "$work/site"
 done
 rm -f "$work"/site/comfy_kitchen/backends/hip/_C*.so  # ROCm's library: imported only under a ROCm torch
+for name in ${EXCLUDE:-}; do
+  rm -rf "$work/site/$name" "$work/site/$name.libs" "$work"/site/"$name"-*.dist-info
+done
 tar -C "$work/site" -cf - . | xz -T0 -6 >"$work/comfy-site.tar.xz"
 rm -f "$out"/comfy-site.tar.xz.part-*
 split -b "$part_bytes" "$work/comfy-site.tar.xz" "$out/comfy-site.tar.xz.part-"
