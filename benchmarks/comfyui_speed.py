@@ -14,7 +14,10 @@ the decode:
 - pack: `workflows/api/t2v.json` as shipped, its checkpoint loader's `optimization` set
   to each of `--optimizations` (the first is the loader's default);
 - native: CheckpointLoaderSimple, LTXVConditioning, EmptyLTXVLatentVideo, LTXVScheduler,
-  KSamplerSelect (euler), SamplerCustom, VAEDecode: ComfyUI's own LTX-Video path.
+  KSamplerSelect (euler), SamplerCustom, VAEDecode: ComfyUI's own LTX-Video path;
+- native_comfyui_save: the same, its frames written by ComfyUI's own CreateVideo and
+  SaveVideo (mp4, codec auto) instead of the pack's save node: all of what a user of
+  ComfyUI's own nodes runs, writing included.
 
 768x512x121, 20 steps, CFG 3, the scheduler's defaults (paper 2.5.2's token-count shift)
 on both. Each row starts with every model unloaded, runs once to warm up (loading,
@@ -28,7 +31,8 @@ package is left out: nothing here opens a page).
 
 Writes benchmarks/results/comfyui_speed.json and, on a GPU with the 2B model,
 gpu_speed.json's `comfyui_pack_s`, `comfyui_native_s` and `comfyui_pack_vs_native_ratio`
-(native / pack, the pack with the loader's default). `--tiny`: the tiny configs on the CPU
+(native / pack, the pack with the loader's default), and `comfyui_native_own_save_s` with
+`comfyui_pack_vs_native_own_save_ratio`. `--tiny`: the tiny configs on the CPU
 at 64x64x9, 2 steps (the script's test).
 """
 
@@ -92,10 +96,11 @@ def pack_graph(size: dict, optimization: str, seed: int) -> dict:
     return graph
 
 
-def native_graph(size: dict, seed: int) -> dict:
-    """ComfyUI's own LTXV text-to-video nodes on the same file, prompt and settings."""
+def native_graph(size: dict, seed: int, comfyui_save: bool = False) -> dict:
+    """ComfyUI's own LTXV text-to-video nodes on the same file, prompt and settings; the
+    mp4 written by the pack's save node, or with `comfyui_save` by ComfyUI's own."""
     s = LTXV_SCHEDULER
-    return {
+    graph = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
         "t5": {"class_type": "LTXVCoreT5Loader",
                "inputs": {"text_encoder_name": TEXT_ENCODER, "dtype": "default", "device": "default"}},
@@ -119,6 +124,11 @@ def native_graph(size: dict, seed: int) -> dict:
         "save": {"class_type": "LTXVCoreSaveVideo",
                  "inputs": {"images": ["decode", 0], "frame_rate": FRAME_RATE, "filename_prefix": "bench/native"}},
     }  # fmt: skip
+    if comfyui_save:
+        graph["video"] = {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": FRAME_RATE}}
+        graph["save"] = {"class_type": "SaveVideo",
+                         "inputs": {"video": ["video", 0], "filename_prefix": "bench/native_own", "format": "mp4"}}  # fmt: skip
+    return graph
 
 
 def timed_run(server: ComfyServer, graph: dict, timeout_s: float) -> dict:
@@ -177,6 +187,9 @@ def measure(args, on_row=lambda result: None) -> dict:
         try:
             rows["native"] = measure_row(server, lambda seed: native_graph(size, seed), args.runs, timeout_s)
             on_row(result)
+            graph = lambda seed: native_graph(size, seed, comfyui_save=True)
+            rows["native_comfyui_save"] = measure_row(server, graph, args.runs, timeout_s)
+            on_row(result)
             for optimization in args.optimizations:
                 graph = lambda seed: pack_graph(size, optimization, seed)
                 rows[f"pack_{optimization}"] = measure_row(server, graph, args.runs, timeout_s)
@@ -202,10 +215,14 @@ def write_report(args, result: dict) -> dict:
         report["comfyui_pack_s"] = pack["seconds"]
         report["comfyui_native_s"] = rows["native"]["seconds"]
         report["comfyui_pack_vs_native_ratio"] = round(rows["native"]["seconds"] / pack["seconds"], 3)
+    if pack and "native_comfyui_save" in rows:
+        own = rows["native_comfyui_save"]["seconds"]
+        report["comfyui_native_own_save_s"] = own
+        report["comfyui_pack_vs_native_own_save_ratio"] = round(own / pack["seconds"], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if on_gpu and args.model == "2B" and "comfyui_pack_s" in report:
-        keys = ("comfyui_pack_s", "comfyui_native_s", "comfyui_pack_vs_native_ratio")
+        keys = [k for k in report if k.startswith(("comfyui_pack_", "comfyui_native_"))]
         measured = {"date": report["date"], "device": report["device"], "comfyui": report["comfyui"],
                     "file": "comfyui_speed.json"}  # fmt: skip
         merge_results(RESULTS / "gpu_speed.json", {**{k: report[k] for k in keys}, "comfyui_measured": measured})
@@ -256,6 +273,8 @@ def main(argv=None) -> dict:
         print("    " + ", ".join(f"{node} {seconds:.3f} s" for node, seconds in row["node_seconds"].items()))
     if "comfyui_pack_vs_native_ratio" in report:
         print(f"native / pack: {report['comfyui_pack_vs_native_ratio']:.3f}")
+    if "comfyui_pack_vs_native_own_save_ratio" in report:
+        print(f"native with ComfyUI's save / pack: {report['comfyui_pack_vs_native_own_save_ratio']:.3f}")
     return report
 
 
