@@ -4,14 +4,17 @@ loaders' 'kernels'), each turned off in turn, on the same weights and inputs.
     python -m benchmarks.kernel_levers [--repeats 3] [--tiny]
 
 The 2B config with random weights in bf16, 768x512x121, 20 steps, without and with CFG
-(cond and uncond in one batch), as the CLI runs it: eager, the timed attention backend, no
-CUDA graphs. Rows: `kernels` (every fused part on: the default), one row per part off
+(cond and uncond in one batch), as the CLI runs it: eager, the timed attention backend, CUDA
+graphs with FP8 only (as `Speed.chosen` gives). Rows: `kernels` (every fused part on: the default), one row per part off
 (`FusedParts`: the feed-forward's GELU epilogue, QK-norm + RoPE, the modulated norms and
 gated residuals), and `torch_layers` (PyTorch's own layers and attention default:
 `--no-fast-kernels`); then `fp8` (the kernels and FP8 linear layers: `--fp8`) and
 `fp8_torch_quantize` (the same with each layer's input quantized by PyTorch ops, not the
-one-pass kernel). Each row builds a fresh model from the same weights; its seconds are the
-best of `--repeats`, after two warm-up steps; its sampled tokens are compared with
+one-pass kernel); on a GPU `kernels_cuda_graphs` (the default with its forward replayed as
+CUDA graphs) and `fp8_no_cuda_graphs`, the graphs lever on and off. Each row builds a fresh
+model from the same weights; its seconds are the best of `--repeats` (`*_first_s`: the
+first, which pays a CUDA graph's capture as a one-clip process does), after two warm-up
+steps without CFG; its sampled tokens are compared with
 `torch_layers`' (relative L2 and max abs difference: bf16 rounding, not a different video).
 
 Writes benchmarks/results/kernel_levers.json. `--tiny`: the tiny config on the CPU at
@@ -43,11 +46,14 @@ ROWS = {
     "fp8": (True, {}),
     "fp8_torch_quantize": (True, {"fp8_quantize": False}),
 }
+# the same levers with the forward captured as CUDA graphs (a GPU only); the first of a
+# row's runs pays each batch size's capture, as a one-clip process would
+GRAPH_ROWS = {"kernels_cuda_graphs": (False, {}), "fp8_no_cuda_graphs": (True, {})}
 
 
-def build(setup: Setup, weights: dict, dtype: torch.dtype, row: tuple[bool, dict | None]):
+def build(setup: Setup, weights: dict, dtype: torch.dtype, row: tuple[bool, dict | None], graphs: bool = False):
     """A fresh model from `weights`, with the CLI's kernels less `parts` (None: none at all),
-    in FP8 where `fp8`."""
+    in FP8 where `fp8`, its forward replayed as CUDA graphs where `graphs`."""
     fp8, parts = row
     with torch.device("meta"):
         model = LTXVTransformer(setup.transformer_cfg)
@@ -55,19 +61,22 @@ def build(setup: Setup, weights: dict, dtype: torch.dtype, row: tuple[bool, dict
     model.eval().requires_grad_(False)
     if parts is None:
         return model, {}
-    fast = optimize_transformer(model, Speed(fp8=fp8, attention="auto"), FusedParts(**parts))
+    fast = optimize_transformer(model, Speed(fp8=fp8, attention="auto", cuda_graphs=graphs), FusedParts(**parts))
     return fast, fast.levers
 
 
-def measure_row(setup: Setup, inputs, weights: dict, dtype, row, repeats: int) -> tuple[dict, torch.Tensor]:
-    model, levers = build(setup, weights, dtype, row)
+def measure_row(
+    setup: Setup, inputs, weights: dict, dtype, row, repeats: int, graphs=False
+) -> tuple[dict, torch.Tensor]:
+    model, levers = build(setup, weights, dtype, row, graphs)
     our_denoise(model, inputs, 1.0, dtype, steps=2)  # first-call costs (plans, allocator) out of the timing
     fresh_peak(setup.device)
-    row = {"levers": {k: v for k, v in levers.items() if k not in ("compile", "fp8", "cuda_graphs")}}
+    row = {"levers": {k: v for k, v in levers.items() if k not in ("compile", "fp8")}}
     tokens = None
     for name, guidance in (("nocfg", 1.0), ("cfg", GUIDANCE)):
         runs = [timed(lambda: our_denoise(model, inputs, guidance, dtype), setup.device) for _ in range(repeats)]
         row[f"dit_{name}_s"] = round(min(seconds for _, seconds in runs), 4)
+        row[f"dit_{name}_first_s"] = round(runs[0][1], 4)
         tokens = runs[0][0] if tokens is None else tokens
     if setup.device.type == "cuda":
         row["peak_gib"] = round(torch.cuda.max_memory_allocated(setup.device) / 2**30, 3)
@@ -93,8 +102,9 @@ def main(argv=None) -> dict:
     weights = LTXVTransformer(setup.transformer_cfg).to(dtype).state_dict()  # random, kept in CPU memory
     inputs = make_inputs(setup)
     rows, tokens = {}, {}
-    for name, row in ROWS.items():
-        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, row, args.repeats)
+    graph_rows = {name: (row, name.startswith("kernels")) for name, row in GRAPH_ROWS.items()} if on_gpu else {}
+    for name, (row, graphs) in {**{n: (r, r[0] and on_gpu) for n, r in ROWS.items()}, **graph_rows}.items():
+        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, row, args.repeats, graphs)
         fresh_peak(setup.device)  # the row's model is gone: its memory back before the next
         print(name, json.dumps(rows[name]), flush=True)
     reference = tokens["torch_layers"]
