@@ -220,7 +220,10 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the transformer's regions, with CUDA "
         "graphs, the fastest attention backend and the VAE decoder's layers compiled on CUDA (the first "
-        "step and the first decode compile; the later ones are faster, benchmarks/results/gpu_speed.json)",
+        "step and the first decode compile; the later ones are faster, benchmarks/results/gpu_speed.json). "
+        "Off by default: even with the compile caches an earlier run filled, a new process spends longer "
+        "compiling than one clip's steps save (benchmarks/results/cli_gpu_speed_compile.json); it pays where "
+        "one process makes many clips (the Python API, a ComfyUI server)",
     )
     speed.add_argument(
         "--fast-kernels",
