@@ -5,17 +5,17 @@ loaders' 'kernels'), each turned off in turn, on the same weights and inputs.
 
 The 2B config with random weights in bf16, 768x512x121, 20 steps, without and with CFG
 (cond and uncond in one batch), as the CLI runs it: eager, the timed attention backend, CUDA
-graphs with FP8 only (as `Speed.chosen` gives). Rows: `kernels` (every fused part on: the default), one row per part off
-(`FusedParts`: the feed-forward's GELU epilogue, QK-norm + RoPE, the modulated norms and
-gated residuals), and `torch_layers` (PyTorch's own layers and attention default:
-`--no-fast-kernels`); then `fp8` (the kernels and FP8 linear layers: `--fp8`) and
-`fp8_torch_quantize` (the same with each layer's input quantized by PyTorch ops, not the
-one-pass kernel); on a GPU `kernels_cuda_graphs` (the default with its forward replayed as
-CUDA graphs) and `fp8_no_cuda_graphs`, the graphs lever on and off. Each row builds a fresh
-model from the same weights; its seconds are the best of `--repeats` (`*_first_s`: the
-first, which pays a CUDA graph's capture as a one-clip process does), after two warm-up
-steps without CFG; its sampled tokens are compared with
-`torch_layers`' (relative L2 and max abs difference: bf16 rounding, not a different video).
+graphs with FP8 only (as `Speed.chosen` gives). Rows: `kernels` (every fused part on: the
+default), one row per part off (`FusedParts`: the feed-forward's GELU epilogue, QK-norm +
+RoPE, the modulated norms and gated residuals), and `torch_layers` (PyTorch's own layers and
+attention default: `--no-fast-kernels`); then `fp8` (the kernels and FP8 linear layers:
+`--fp8`) and `fp8_torch_quantize` (the same with each layer's input quantized by PyTorch
+ops, not the one-pass kernel); on a GPU `kernels_cuda_graphs` (the default with its forward
+replayed as CUDA graphs) and `fp8_no_cuda_graphs`, the graphs lever on and off. Each row
+builds a fresh model from the same weights; its seconds are the best of `--repeats`
+(`*_first_s`: the first, which pays a CUDA graph's capture as a one-clip process does),
+after two warm-up steps without CFG; its sampled tokens are compared with `torch_layers`'
+(relative L2 and max abs difference: bf16 rounding, not a different video).
 
 Writes benchmarks/results/kernel_levers.json. `--tiny`: the tiny config on the CPU at
 64x64x9, 2 steps, fp32 (the script's test; no kernel runs there).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,39 +37,52 @@ from ltx_core.models.transformer import LTXVTransformer
 from ltx_core.speed.optimize import FusedParts, Speed, optimize_transformer
 
 RESULTS = Path(__file__).parent / "results" / "kernel_levers.json"
-# row -> (fp8, the FusedParts switched off; None: no optimization at all)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model to time: FP8 or not, the `FusedParts` switched off (None: no optimization
+    at all), CUDA graphs (None: as `Speed.chosen` gives, with FP8 only), the attention
+    backend, and whether only a GPU can run it."""
+
+    fp8: bool = False
+    parts_off: dict | None = field(default_factory=dict)
+    graphs: bool | None = None
+    attention: str = "auto"
+    gpu_only: bool = False
+
+
 ROWS = {
-    "kernels": (False, {}),
-    "no_gelu_epilogue": (False, {"gelu_epilogue": False}),
-    "no_qk_norm_rope": (False, {"qk_norm_rope": False}),
-    "no_modulation": (False, {"modulation": False}),
-    "torch_layers": (False, None),
-    "fp8": (True, {}),
-    "fp8_torch_quantize": (True, {"fp8_quantize": False}),
+    "kernels": Row(),
+    "no_gelu_epilogue": Row(parts_off={"gelu_epilogue": False}),
+    "no_qk_norm_rope": Row(parts_off={"qk_norm_rope": False}),
+    "no_modulation": Row(parts_off={"modulation": False}),
+    "torch_layers": Row(parts_off=None),
+    "fp8": Row(fp8=True),
+    "fp8_torch_quantize": Row(fp8=True, parts_off={"fp8_quantize": False}),
+    # the CUDA graphs lever on and off; a row's first run pays each batch size's capture,
+    # as a one-clip process would
+    "kernels_cuda_graphs": Row(graphs=True, gpu_only=True),
+    "fp8_no_cuda_graphs": Row(fp8=True, graphs=False, gpu_only=True),
 }
-# the same levers with the forward captured as CUDA graphs (a GPU only); the first of a
-# row's runs pays each batch size's capture, as a one-clip process would
-GRAPH_ROWS = {"kernels_cuda_graphs": (False, {}), "fp8_no_cuda_graphs": (True, {})}
 
 
-def build(setup: Setup, weights: dict, dtype: torch.dtype, row: tuple[bool, dict | None], graphs: bool = False):
-    """A fresh model from `weights`, with the CLI's kernels less `parts` (None: none at all),
-    in FP8 where `fp8`, its forward replayed as CUDA graphs where `graphs`."""
-    fp8, parts = row
+def build(setup: Setup, weights: dict, dtype: torch.dtype, row: Row):
+    """A fresh model from `weights` with `row`'s levers (graphs only on a GPU)."""
     with torch.device("meta"):
         model = LTXVTransformer(setup.transformer_cfg)
     model.load_state_dict({k: v.to(setup.device, dtype) for k, v in weights.items()}, assign=True)
     model.eval().requires_grad_(False)
-    if parts is None:
+    if row.parts_off is None:
         return model, {}
-    fast = optimize_transformer(model, Speed(fp8=fp8, attention="auto", cuda_graphs=graphs), FusedParts(**parts))
+    graphs = (row.fp8 if row.graphs is None else row.graphs) and setup.device.type == "cuda"
+    speed = Speed(fp8=row.fp8, attention=row.attention, cuda_graphs=graphs)
+    fast = optimize_transformer(model, speed, FusedParts(**row.parts_off))
     return fast, fast.levers
 
 
-def measure_row(
-    setup: Setup, inputs, weights: dict, dtype, row, repeats: int, graphs=False
-) -> tuple[dict, torch.Tensor]:
-    model, levers = build(setup, weights, dtype, row, graphs)
+def measure_row(setup: Setup, inputs, weights: dict, dtype, row: Row, repeats: int) -> tuple[dict, torch.Tensor]:
+    model, levers = build(setup, weights, dtype, row)
     our_denoise(model, inputs, 1.0, dtype, steps=2)  # first-call costs (plans, allocator) out of the timing
     fresh_peak(setup.device)
     row = {"levers": {k: v for k, v in levers.items() if k not in ("compile", "fp8")}}
@@ -102,9 +116,10 @@ def main(argv=None) -> dict:
     weights = LTXVTransformer(setup.transformer_cfg).to(dtype).state_dict()  # random, kept in CPU memory
     inputs = make_inputs(setup)
     rows, tokens = {}, {}
-    graph_rows = {name: (row, name.startswith("kernels")) for name, row in GRAPH_ROWS.items()} if on_gpu else {}
-    for name, (row, graphs) in {**{n: (r, r[0] and on_gpu) for n, r in ROWS.items()}, **graph_rows}.items():
-        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, row, args.repeats, graphs)
+    for name, row in ROWS.items():
+        if row.gpu_only and not on_gpu:
+            continue
+        rows[name], tokens[name] = measure_row(setup, inputs, weights, dtype, row, args.repeats)
         fresh_peak(setup.device)  # the row's model is gone: its memory back before the next
         print(name, json.dumps(rows[name]), flush=True)
     reference = tokens["torch_layers"]
