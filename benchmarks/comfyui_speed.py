@@ -126,8 +126,8 @@ def native_graph(size: dict, seed: int, comfyui_save: bool = False) -> dict:
     }  # fmt: skip
     if comfyui_save:
         graph["video"] = {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": FRAME_RATE}}
-        graph["save"] = {"class_type": "SaveVideo",
-                         "inputs": {"video": ["video", 0], "filename_prefix": "bench/native_own", "format": "mp4"}}  # fmt: skip
+        save = {"video": ["video", 0], "filename_prefix": "bench/native_own", "format": "mp4"}
+        graph["save"] = {"class_type": "SaveVideo", "inputs": save}
     return graph
 
 
