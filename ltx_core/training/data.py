@@ -317,3 +317,21 @@ HELDOUT_SEED = 20_250_101
 def heldout_specs(count: int, seed: int = HELDOUT_SEED) -> list[ClipSpec]:
     """The evaluation set: single shapes in held-out combinations, fixed by `seed`."""
     return [sample_clip_spec(seed, i, heldout=True) for i in range(count)]
+
+
+# What DiT batches can draw more often (run_tiny's --dit-oversample): a motion, a background,
+# or every light / every dark background (`is_dark`).
+OVERSAMPLE_CLASSES = (*MOTIONS, *BACKGROUND_COLORS, "light", "dark")
+
+
+def oversample_weights(specs: list[ClipSpec], factors: dict[str, float]) -> torch.Tensor | None:
+    """Per-clip draw weights: the product of the factors of the classes a clip is in (its
+    main motion, its background, its background's lightness; 1 for none); None if none named."""
+    if not factors:
+        return None
+
+    def weight(spec: ClipSpec) -> float:
+        classes = {spec.main.motion, spec.background, "dark" if is_dark(spec.background) else "light"}
+        return math.prod(factors.get(name, 1.0) for name in classes)
+
+    return torch.tensor([weight(spec) for spec in specs])

@@ -218,9 +218,10 @@ def parse_args(argv=None):
         "--dit-oversample",
         action="append",
         default=[],
-        metavar="MOTION=FACTOR",
-        help="draw clips of this motion FACTOR times as often in DiT batches "
-        "(e.g. bounce=3, the class the held-out reading gets wrong most)",
+        metavar="CLASS=FACTOR",
+        help="draw clips of this class FACTOR times as often in DiT batches: a motion (bounce=3), a "
+        "background by name ('white=2'), or 'light' / 'dark' (every background of that kind: light=3, "
+        "the half the held-out reading gets wrong most); a clip in several named classes gets the product",
     )
     p.add_argument("--clips", type=int, default=16384)
     p.add_argument(
@@ -314,26 +315,22 @@ def run_vae(args, vae: CausalVideoVAE, size: dict, log) -> train_vae.VAEState:
 
 
 def parse_oversample(items: list[str]) -> dict[str, float]:
-    """["bounce=3", ...] -> {"bounce": 3.0}; a clear error for an unknown motion or factor."""
+    """["bounce=3", "light=2", ...] -> {"bounce": 3.0, "light": 2.0}; a clear error for an
+    unknown class (`data.OVERSAMPLE_CLASSES`) or factor."""
     factors = {}
     for item in items:
-        motion, _, factor = item.partition("=")
-        if motion not in data.MOTIONS:
-            raise SystemExit(f"--dit-oversample {item!r}: motion must be one of {', '.join(data.MOTIONS)}")
+        name, _, factor = item.partition("=")
+        if name not in data.OVERSAMPLE_CLASSES:
+            raise SystemExit(
+                f"--dit-oversample {item!r}: the class must be one of {', '.join(data.OVERSAMPLE_CLASSES)}"
+            )
         try:
-            factors[motion] = float(factor)
+            factors[name] = float(factor)
         except ValueError:
-            factors[motion] = math.nan
-        if not 0 < factors[motion] < math.inf:
-            raise SystemExit(f"--dit-oversample {item!r}: give MOTION=FACTOR with a factor above 0")
+            factors[name] = math.nan
+        if not 0 < factors[name] < math.inf:
+            raise SystemExit(f"--dit-oversample {item!r}: give CLASS=FACTOR with a factor above 0")
     return factors
-
-
-def motion_weights(specs: list[data.ClipSpec], factors: dict[str, float]) -> torch.Tensor | None:
-    """Per-clip draw weights: each clip's main motion's factor (1 if not named); None if none named."""
-    if not factors:
-        return None
-    return torch.tensor([factors.get(spec.main.motion, 1.0) for spec in specs])
 
 
 def dit_budget(args, log: Log) -> float:
@@ -384,7 +381,9 @@ def run_dit(args, vae: CausalVideoVAE, encoder: TextEncoder, size: dict, log: Lo
     state = train_dit.new_state(model, settings)
     weights = None
     if args.dit_oversample:  # the clips' specs again, only then: build_latents keeps just captions
-        weights = motion_weights(data.training_specs(CLIP_SEED, args.clip_start, args.clips), args.dit_oversample)
+        weights = data.oversample_weights(
+            data.training_specs(CLIP_SEED, args.clip_start, args.clips), args.dit_oversample
+        )
         log(f"dit oversampling {args.dit_oversample}: {float(weights.ne(1).float().mean()):.1%} of clips weighted")
     train_dit.train_dit(
         state,

@@ -57,18 +57,29 @@ def test_a_later_call_can_train_on_clips_no_earlier_call_saw():
     torch.testing.assert_close(later, first[2:], atol=1e-2, rtol=0)  # bf16 latents
 
 
-def test_oversampling_is_named_by_motion_and_checked():
-    from ltx_core.training.run_tiny import motion_weights, parse_args, parse_oversample
+def test_oversampling_is_named_by_motion_or_background_and_checked():
+    from ltx_core.training.data import oversample_weights
+    from ltx_core.training.run_tiny import parse_args, parse_oversample
 
     assert parse_oversample(["bounce=3", "left=0.5"]) == {"bounce": 3.0, "left": 0.5}
+    assert parse_oversample(["light=2", "white=1.5"]) == {"light": 2.0, "white": 1.5}
     specs = data.training_specs(7, 0, 64)
-    weights = motion_weights(specs, {"bounce": 3.0})
+    weights = oversample_weights(specs, {"bounce": 3.0})
     assert [w == 3.0 for w in weights.tolist()] == [s.main.motion == "bounce" for s in specs]
-    assert motion_weights(specs, {}) is None
+    assert oversample_weights(specs, {}) is None
+    # a light background gets its factor, a white one both (white is light), a bounce on it all three
+    weights = oversample_weights(specs, {"light": 2.0, "white": 1.5, "bounce": 3.0})
+    for spec, got in zip(specs, weights.tolist()):
+        light = not data.is_dark(spec.background)
+        expected = (2.0 if light else 1.0) * (1.5 if spec.background == "white" else 1.0)
+        expected *= 3.0 if spec.main.motion == "bounce" else 1.0
+        assert got == pytest.approx(expected), spec
+    assert {data.is_dark(s.background) for s in specs} == {True, False}  # both kinds drawn
     for bad, words in (
-        ("hop=3", "motion must be one of"),
+        ("hop=3", "class must be one of"),
+        ("pink=2", "class must be one of"),  # a shape color, not a background
         ("bounce=0", "factor above 0"),
-        ("bounce", "factor above 0"),
+        ("light", "factor above 0"),
         ("bounce=x", "factor above 0"),
         ("bounce=inf", "factor above 0"),
     ):
