@@ -30,6 +30,13 @@ def test_the_comfyui_speed_bench_times_both_graphs_to_an_mp4_of_the_asked_length
     assert {"LTXVCoreSampler", "LTXVCoreDenoisingDecode"} <= set(report["rows"]["pack_kernels"]["node_seconds"])
     native, pack = report["comfyui_native_s"], report["comfyui_pack_s"]
     assert report["comfyui_pack_vs_native_ratio"] == round(native / pack, 3)
+    save = {
+        name: row["node_seconds"]["LTXVCoreSaveVideo"]
+        for name, row in report["rows"].items()
+        if name != "native_comfyui_save"
+    }
+    before_save = (native - save["native"]) / (pack - save["pack_kernels"])
+    assert report["comfyui_pack_vs_native_ratio_before_save"] == round(before_save, 3)
     own = report["comfyui_native_own_save_s"]
     assert report["comfyui_pack_vs_native_own_save_ratio"] == round(own / pack, 3)
     assert report["comfyui"] not in ("", "unknown")
