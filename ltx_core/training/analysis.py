@@ -12,11 +12,12 @@ Used by `evaluation/demo_eval.py` on generated clips and by the tests on rendere
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .data import BACKGROUND_COLORS, COLORS, MIN_CONTRAST, SHAPE_COLORS
+from .data import BACKGROUND_COLORS, COLORS, MIN_CONTRAST, SCALE, SHAPE_COLORS, TRAVEL
 
 SHAPE_DISTANCE = 0.5 * MIN_CONTRAST  # a pixel this far (RGB) from the background is the shape's
 FIT_KEEP = (0.3, 0.15, 0.1)  # the background fit's passes keep pixels this close to the last fit
@@ -112,17 +113,26 @@ def _motion(cx: torch.Tensor, cy: torch.Tensor, area: torch.Tensor, height_over_
         turns = int(((cy[2:] - cy[1:-1]).sign() != (cy[1:-1] - cy[:-2]).sign()).sum())
         return "bounce", "fast" if turns >= 3 else "slow"
     ratio = float(area[-3:].mean() / area[:3].mean().clamp(min=1))
-    if ratio > SCALE_RATIO:
-        return "grow", "fast" if ratio > 3.0 else "slow"
-    if ratio < 1 / SCALE_RATIO:
-        return "shrink", "fast" if ratio < 1 / 3.0 else "slow"
     travel = max(abs(dx), abs(dy))
+    if _scaling_dominates(ratio, travel):
+        if ratio > SCALE_RATIO:
+            return "grow", "fast" if ratio > 3.0 else "slow"
+        if ratio < 1 / SCALE_RATIO:
+            return "shrink", "fast" if ratio < 1 / 3.0 else "slow"
     if travel < STILL_TRAVEL:
         return "still", None
     speed = "fast" if travel > FAST_TRAVEL else "slow"
     if abs(dx) > abs(dy):
         return ("right" if dx > 0 else "left"), speed
     return ("down" if dy > 0 else "up"), speed
+
+
+def _scaling_dominates(area_ratio: float, travel: float) -> bool:
+    """Whether the clip changed size more than it moved, each as a share of the slow change
+    the data draws (its area x2.25, a quarter of the frame): a shape that slid across the
+    frame and came out a little larger slid (the drawn motions do one or the other)."""
+    scaled = abs(math.log(max(area_ratio, 1e-6))) / math.log(SCALE["slow"] ** 2)
+    return scaled >= travel / TRAVEL["slow"]
 
 
 def _track(masks: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

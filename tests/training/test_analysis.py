@@ -82,3 +82,23 @@ def test_a_clip_longer_than_the_trained_one_is_read_in_its_first_and_last_window
     first, last = analysis.read_windows(longer, 25)
     assert first == analysis.read_clip(longer[:25]) and last == analysis.read_clip(longer[24:])
     assert first.color == spec.main.color and last.motion == "still"
+
+
+def disc_clip(x_from: float, x_to: float, radius_from: float, radius_to: float, size: int = 96) -> torch.Tensor:
+    """A red disc on black whose center and radius (fractions of the frame) change linearly."""
+    frames = torch.zeros(25, size, size, 3)
+    ys, xs = torch.meshgrid(*(((torch.arange(size) + 0.5) / size),) * 2, indexing="ij")
+    for index, t in enumerate(torch.linspace(0, 1, 25)):
+        x, r = x_from + (x_to - x_from) * t, radius_from + (radius_to - radius_from) * t
+        frames[index][(xs - x) ** 2 + (ys - 0.5) ** 2 <= r**2] = torch.tensor(data.COLORS["red"])
+    return frames
+
+
+def test_a_shape_that_slides_far_and_grows_a_little_reads_as_its_slide():
+    """Generated shapes drift in size: a disc that crossed half the frame while its area grew
+    by 1.4x slid (the drawn motions do one or the other); one that kept its place and grew
+    2.25x grew, and one that grew so with a little drift still grew."""
+    assert analysis.read_clip(disc_clip(0.72, 0.27, 0.10, 0.12)).motion == "left"
+    assert analysis.read_clip(disc_clip(0.5, 0.5, 0.10, 0.15)).motion == "grow"
+    assert analysis.read_clip(disc_clip(0.45, 0.53, 0.10, 0.15)).motion == "grow"
+    assert analysis.read_clip(disc_clip(0.5, 0.5, 0.15, 0.10)).motion == "shrink"
