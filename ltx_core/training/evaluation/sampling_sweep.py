@@ -82,7 +82,7 @@ def evaluate(models, specs: list[data.ClipSpec], setting: dict) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=64, help="validation prompts per setting")
-    parser.add_argument("--setting", action="append", help="GUIDANCE[:STG@BLOCK][xSTEPS]")
+    parser.add_argument("--setting", action="append", help="GUIDANCE[:STG@BLOCK][sSHIFT][xSTEPS]")
     parser.add_argument("--checkpoint", type=Path, default=demo_eval.DEMO_CHECKPOINT)
     parser.add_argument("--text-encoder", type=Path, default=demo_eval.DEMO_TEXT_ENCODER, help="its T5 folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
