@@ -37,8 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint.loading import load_checkpoint
-from ...models.text_encoder import load_text_encoder
+from ... import cli
 from ...pipeline import Models, Request, generate
 from .. import analysis, captions, data
 from ..demo_model import DEMO_CHECKPOINT, DEMO_SIZE, DEMO_TEXT_ENCODER
@@ -232,10 +231,8 @@ def eval_first_last(models: Models, specs: list[data.ClipSpec]) -> list[dict]:
 def load_models(
     checkpoint: Path = DEMO_CHECKPOINT, device: str = "cpu", text_encoder: Path = DEMO_TEXT_ENCODER
 ) -> Models:
-    transformer, vae, info = load_checkpoint(checkpoint, dtype=torch.float32, device=device)
-    encoder = load_text_encoder(text_encoder, dtype=torch.float32, device=device)
-    # the checkpoint's own schedule, as the CLI samples it
-    return Models(transformer=transformer, vae=vae, text_encoder=encoder, scheduler=info.configs.scheduler)
+    """The models as the CLI loads them (the checkpoint's own schedule included), in fp32."""
+    return cli.load_models(checkpoint, text_encoder, None, torch.float32, torch.device(device))[0]
 
 
 # ---------------------------------------------------------------- the results

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint.loading import load_checkpoint
-from ...models.text_encoder import load_text_encoder
+from ... import cli
 from ...pipeline import Models, Request, decode_frames, encode_frames, generate
 from ...sampling.conditioning import ConditioningItem
 from ...sampling.denoise import module_device
@@ -177,8 +176,7 @@ def checkpoint_info(path: Path, version: str) -> dict:
 
 def main(argv=None) -> dict:
     args, settings = parse_args(argv)
-    transformer, vae, info = load_checkpoint(args.checkpoint)
-    models = Models(transformer, vae, load_text_encoder(args.text_encoder), scheduler=info.configs.scheduler)
+    models, info = cli.load_models(args.checkpoint, args.text_encoder, None, torch.float32, torch.device("cpu"))
     rows, start = [], time.time()
     for i, spec in enumerate(data.heldout_specs(args.count)):
         rows.append(evaluate(models, spec, seed=i, steps=args.steps, **settings))

@@ -9,7 +9,8 @@ set. For each setting it prints and writes the color / shape / motion / speed ac
     python -m ltx_core.training.evaluation.sampling_sweep [--count 64] [--setting 3.0 ...] [--out FILE]
 
 A setting is `GUIDANCE[:STG_SCALE@BLOCK][sSHIFT][xSTEPS]` (STG in 'attention_values' mode;
-SHIFT a fixed time shift of the sigmas in place of the token-count one of paper 2.5.2; steps
+SHIFT a fixed time shift of the sigmas in place of the model's own schedule, which a setting
+without it samples with (the shipped file's, else paper 2.5.2's token-count shift); steps
 default to the CLI's 20 for the shipped model), e.g. `3.0`, `3.0x30`, `3.0:1.0@3`, `3.0s4`.
 """
 
