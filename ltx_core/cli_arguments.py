@@ -242,10 +242,9 @@ def build_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="FP8 linear layers in the transformer (a CUDA GPU with "
         "FP8 tensor cores: compute capability 8.9+, e.g. RTX 4090, L4, H100): about half the "
-        "transformer's weight memory, for a large model on a small GPU; faster than bf16 only with "
-        "--compile, whose compile time one clip does not earn back (without it each step runs slower than "
-        "the bf16 fused kernels' and the first step longer: benchmarks/results/cli_gpu_speed.json); use "
-        "--dtype bf16",
+        "transformer's weight memory, for a large model on a small GPU, and a little faster than bf16 "
+        "(benchmarks/results/cli_gpu_speed.json); not the default because its frames differ from bf16's "
+        "by more than bf16's own rounding; use --dtype bf16",
     )
     speed.add_argument(
         "--decode-time-chunk",

@@ -216,8 +216,10 @@ def _triton_quantize_kernel():
             u = 0.7978845608028654 * (x + 0.044715 * x * x * x)  # sqrt(2 / pi) (x + 0.044715 x^3)
             y = x * (1.0 - 1.0 / (tl.exp(2.0 * u) + 1.0))  # 0.5 x (1 + tanh u), overflow-safe
         amax = tl.maximum(tl.max(tl.abs(y), axis=0), FLOOR)  # masked columns are 0
-        scale = amax / LIMIT
-        q = tl.minimum(tl.maximum(y / scale, -LIMIT), LIMIT)
+        # Rounded divisions, as torch's: the GPU's default fp32 '/' is approximate (2 ulp),
+        # and a value that lands an ulp off crosses an FP8 rounding boundary now and then.
+        scale = tl.div_rn(amax, LIMIT)
+        q = tl.minimum(tl.maximum(tl.div_rn(y, scale), -LIMIT), LIMIT)
         tl.store(values_ptr + row * K + cols, q.to(tl.float8e4nv), mask=inside)
         tl.store(scale_ptr + row, scale)
 
