@@ -1,6 +1,6 @@
 """What a generated clip shows, read by simple image analysis: the background's color, the
-shape's color, its fill of its bounding box (shape), and the track of its centroid and area
-(motion).
+shape's color (its core's), its outline against each shape as the data draws it, and the
+track of its centroid and area (motion), all of the largest region of each frame.
 
 The background is static and smooth (plain, a linear gradient, or a faint texture), so a
 plane in (x, y) per channel, fitted to the clip's pixels while the ones far from it are
@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from .data import BACKGROUND_COLORS, COLORS, MIN_CONTRAST, SCALE, SHAPE_COLORS, TRAVEL
+from .data import BACKGROUND_COLORS, COLORS, MIN_CONTRAST, SCALE, SHAPE_COLORS, SHAPES, TRAVEL, signed_distance
 
 SHAPE_DISTANCE = 0.5 * MIN_CONTRAST  # a pixel this far (RGB) from the background is the shape's
 FIT_KEEP = (0.3, 0.15, 0.1)  # the background fit's passes keep pixels this close to the last fit
@@ -86,17 +87,56 @@ def color_family(name: str) -> str:
     return name.split()[-1]
 
 
-def _fill_ratio(mask: torch.Tensor) -> float:
-    """Area over bounding-box area: square 1, circle pi/4, triangle 1/2."""
-    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
-    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
-    return float(mask.sum() / box)
+def largest_components(masks: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """(F, H, W) bool: each frame's largest region of its mask. A generated clip can hold
+    stray specks at the frame's edges, or the shape drawn twice, and either would stretch
+    the shape's outline and pull its track; the body is the largest region. Regions are
+    found on a grid of `cell`-pixel cells (8-connected), so parts less than a cell apart are
+    one region (a shape split by a faint band stays whole), and sized in mask pixels."""
+    frames, height, width = masks.shape
+    coarse = F.max_pool2d(masks[:, None].float(), cell, stride=cell, ceil_mode=True) > 0
+    rows, cols = coarse.shape[-2:]
+    index = torch.arange(1, rows * cols + 1, dtype=torch.float32).view(1, 1, rows, cols)
+    labels = torch.where(coarse, index, torch.zeros(()))
+    while True:  # every cell takes its region's largest index, spread one cell at a time
+        spread = torch.where(coarse, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
+        if torch.equal(spread, labels):
+            break
+        labels = spread
+    fine = labels.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[:, 0, :height, :width].long()
+    fine = torch.where(masks, fine, torch.zeros((), dtype=torch.long)).flatten(1)
+    sizes = torch.zeros(frames, rows * cols + 1).scatter_add_(1, fine, torch.ones_like(fine, dtype=torch.float32))
+    sizes[:, 0] = 0
+    return (fine == sizes.argmax(1, keepdim=True)).view(frames, height, width) & masks
 
 
-def _shape_from_fill(fill: float) -> str:
-    if fill > 0.9:
-        return "square"
-    return "circle" if fill > 0.64 else "triangle"
+def shape_fits(mask: torch.Tensor) -> torch.Tensor:
+    """(len(SHAPES),) overlap (intersection over union) of a region (H, W) with each shape
+    as `data` draws it, of the region's area and centered on its centroid (a triangle's
+    centroid lies a third of its half-height below its box's center). Reads rounded corners
+    and soft edges as the nearer shape, where thresholds on the box's fill did not."""
+    height, width = mask.shape
+    ys = ((torch.arange(height) + 0.5) / height).view(-1, 1).expand(height, width)
+    xs = ((torch.arange(width) + 0.5) / height).view(1, -1).expand(height, width)
+    area = mask.sum() / height**2
+    cx, cy = float((xs * mask).sum() / mask.sum()), float((ys * mask).sum() / mask.sum())
+    half = {"circle": math.sqrt(area / math.pi), "square": math.sqrt(area / 4), "triangle": math.sqrt(area / 2)}
+    fits = []
+    for shape in SHAPES:
+        s = float(half[shape])
+        center_y = cy - s / 3 if shape == "triangle" else cy
+        template = signed_distance(shape, xs, ys, cx, center_y, s) < 0
+        fits.append(float((template & mask).sum() / (template | mask).sum()))
+    return torch.tensor(fits)
+
+
+def shape_color(frames: torch.Tensor, masks: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(3,) the shape's color: the median of its pixels farther from the background than the
+    region's median distance. Its edges blend with the background (a dark shape on light
+    gray reads gray whole, an orange one on light blue yellow); its core does not."""
+    distance = (frames - background).norm(dim=-1)[masks]
+    pixels = frames[masks]
+    return pixels[distance >= distance.median()].median(0).values
 
 
 def _motion(cx: torch.Tensor, cy: torch.Tensor, area: torch.Tensor, height_over_width: float):
@@ -157,13 +197,14 @@ def read_clip(frames: torch.Tensor) -> ClipReading:
     pixels = float(area.mean() / masks[0].numel())
     if (area == 0).any():
         return ClipReading(None, None, None, None, pixels, background, None, nearest_color(back))
-    rgb = frames[masks].median(0).values
-    cx, cy = _track(masks, area)
+    body = largest_components(masks)
+    rgb = shape_color(frames, body, plane)
+    cx, cy = _track(body, body.flatten(1).sum(1).float())
     motion, speed = _motion(cx, cy, area, 1.0)
-    fills = torch.tensor([_fill_ratio(m) for m in masks])
+    fits = torch.stack([shape_fits(m) for m in body]).mean(0)
     return ClipReading(
         nearest_color(rgb, SHAPE_COLORS),
-        _shape_from_fill(float(fills.median())),
+        SHAPES[int(fits.argmax())],
         motion,
         speed,
         pixels,

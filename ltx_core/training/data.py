@@ -245,7 +245,7 @@ def shape_track(shape: Shape, num_frames: int) -> tuple[torch.Tensor, torch.Tens
     return x.float(), y.float(), size.float()
 
 
-def _signed_distance(shape: str, px: torch.Tensor, py: torch.Tensor, cx, cy, s) -> torch.Tensor:
+def signed_distance(shape: str, px: torch.Tensor, py: torch.Tensor, cx, cy, s) -> torch.Tensor:
     """Signed distance (negative inside) of pixel centers to the shape, frame units."""
     dx, dy = px - cx, py - cy
     if shape == "circle":
@@ -292,7 +292,7 @@ def render_clip(
         if shape is None:
             continue
         cx, cy, s = (v.to(device).view(-1, 1, 1) for v in shape_track(shape, num_frames))
-        sdf = _signed_distance(shape.shape, px, py, cx, cy, s)  # (F, H, W)
+        sdf = signed_distance(shape.shape, px, py, cx, cy, s)  # (F, H, W)
         alpha = (0.5 - sdf * height).clamp(0.0, 1.0).unsqueeze(0)
         color = torch.tensor(COLORS[shape.color], device=device).view(3, 1, 1, 1)
         video = video * (1 - alpha) + color * alpha

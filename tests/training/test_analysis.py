@@ -102,3 +102,68 @@ def test_a_shape_that_slides_far_and_grows_a_little_reads_as_its_slide():
     assert analysis.read_clip(disc_clip(0.5, 0.5, 0.10, 0.15)).motion == "grow"
     assert analysis.read_clip(disc_clip(0.45, 0.53, 0.10, 0.15)).motion == "grow"
     assert analysis.read_clip(disc_clip(0.5, 0.5, 0.15, 0.10)).motion == "shrink"
+
+
+def one_shape(shape: str, motion: str, color: str, background: str) -> data.ClipSpec:
+    """A one-shape training clip of the given shape, motion and colors, on a plain background."""
+    spec = next(s for s in data.training_specs(5, 0, 2000) if s.second is None and s.main.motion == motion)
+    return replace(
+        spec, background=background, background_style="plain", main=replace(spec.main, shape=shape, color=color)
+    )
+
+
+def rounded(frames: torch.Tensor, background: str, radius: int) -> torch.Tensor:
+    """The clip with its shape's corners rounded to `radius` pixels, as a decoder draws them:
+    the shape opened by a disc (eroded, then dilated)."""
+    back = torch.tensor(data.COLORS[background])
+    inside = ((frames - back).abs().sum(-1) > 0.05).float()[:, None]
+    ys, xs = torch.meshgrid(torch.arange(-radius, radius + 1), torch.arange(-radius, radius + 1), indexing="ij")
+    disc = (ys**2 + xs**2 <= radius**2).float()[None, None]
+    eroded = torch.nn.functional.conv2d(inside, disc, padding=radius) > disc.sum() - 0.5
+    kept = torch.nn.functional.conv2d(eroded.float(), disc, padding=radius)[:, 0, ..., None] > 0.5
+    return torch.where(kept, frames[inside[:, 0].bool()].median(0).values, back)
+
+
+def box_fill(mask: torch.Tensor) -> float:
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    return float(mask.sum() / ((rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)))
+
+
+def test_rounded_corners_read_as_the_nearer_shape():
+    """Generated shapes come out with rounded corners. A triangle rounded so that it fills
+    more of its box than the old fill threshold allowed a triangle (it read as a circle)
+    reads triangle; a square rounded by a third of its side square; a circle circle."""
+    triangle = rounded(frames_of(one_shape("triangle", "still", "green", "white"), 128), "white", 8)
+    assert box_fill(analysis.shape_masks(triangle)[0]) > 0.64
+    assert analysis.read_clip(triangle).shape == "triangle"
+    square = rounded(frames_of(one_shape("square", "still", "green", "white"), 128), "white", 10)
+    assert analysis.read_clip(square).shape == "square"
+    circle = rounded(frames_of(one_shape("circle", "still", "green", "white"), 128), "white", 8)
+    assert analysis.read_clip(circle).shape == "circle"
+
+
+def test_specks_and_a_second_copy_leave_the_shape_and_its_track_alone():
+    """A decoder leaves stray specks at a light frame's edges, and now and then draws the
+    shape twice: the largest region is the shape, so its outline and track are its own."""
+    frames = frames_of(one_shape("square", "right", "blue", "white"), 128)
+    frames[:, 2:4, 2:4] = frames[:, -4:-2, -4:-2] = frames[:, 2:4, -4:-2] = 0.0  # specks in three corners
+    frames[-6:, 100:108, 10:18] = torch.tensor(data.COLORS["blue"])  # a small copy near the end
+    reading = analysis.read_clip(frames)
+    assert (reading.color, reading.shape, reading.motion) == ("blue", "square", "right")
+    body = analysis.largest_components(analysis.shape_masks(frames))
+    assert not body[:, :8, :8].any() and not body[-6:, 100:108, 10:18].any()
+
+
+def test_the_shape_color_is_read_in_its_core_not_its_rim():
+    """A decoded shape's rim blends into the background: the median of every shape pixel
+    read a black disc on light gray as brown, an orange one on light blue as gray and a red
+    one on white as pink; the pixels farthest from the background keep the shape's color."""
+    size = 128
+    ys, xs = torch.meshgrid(*(((torch.arange(size) + 0.5) / size),) * 2, indexing="ij")
+    radius = ((xs - 0.5) ** 2 + (ys - 0.5) ** 2).sqrt()
+    for color, background, outer, rim in (("black", "light gray", 0.2, 0.1), ("orange", "light blue", 0.22, 0.15),
+                                          ("red", "white", 0.22, 0.15)):  # fmt: skip
+        alpha = ((outer - radius) / rim).clamp(0, 1)[..., None]  # solid inside outer - rim, then a linear rim
+        back, shape = torch.tensor(data.COLORS[background]), torch.tensor(data.COLORS[color])
+        frames = (back * (1 - alpha) + shape * alpha).expand(25, size, size, 3).clone()
+        assert analysis.read_clip(frames).color == color, color

@@ -13,6 +13,9 @@
   never on the held-out ones (results/sampling_sweep.json);
 - `motion_screen`: the text-to-video reading of several checkpoints on many prompts, to
   rank candidates that a few dozen prompts cannot tell apart;
+- `reader_check`: how often the clip reader (`training.analysis`) agrees with a person's
+  labels of generated clips of the shipped model, and how often the clips show what was
+  asked (labels in reader_labels.json, results/reader_check.json);
 - `candidate_table`: candidates' `demo_eval` and `first_last_eval` results in one table
   beside the shipped model's, with each target's verdict.
 """
