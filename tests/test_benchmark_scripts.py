@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from einops import rearrange
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +23,7 @@ BENCHMARKS = (
     "cli_gpu_speed",
     "cli_startup",
     "comfyui_speed",
+    "decode_node_output",
     "dit_three_way",
     "memory_planner",
     "mp4_write",
@@ -74,6 +77,21 @@ def test_the_eager_decode_chunk_bench_needs_a_gpu_and_says_so(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench_decode_chunks.py"])
     with pytest.raises(SystemExit, match="times a GPU decode; no CUDA device here"):
         bench_decode_chunks.main()
+
+
+def test_each_way_of_handing_the_decoded_frames_to_comfyui_gives_the_same_image():
+    """The ways `decode_node_output` times give the node's IMAGE values exactly, from the
+    same decoded video (the bf16 way from the decoder's video, as `decode_frames` converts it)."""
+    from benchmarks import decode_node_output as bench
+
+    video = (torch.rand(1, 3, 9, 16, 24, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1).bfloat16()
+    frames = rearrange(video.float().div(2).add(0.5).clamp(0, 1), "b c f h w -> b f h w c")
+    reference = bench.float_contiguous_cpu(frames)
+    assert reference.shape == (9, 16, 24, 3) and reference.is_contiguous()
+    assert torch.equal(bench.strided_cpu(frames), reference)
+    assert torch.equal(bench.bf16_cpu_then_convert(video), reference)
+    buffer = torch.empty((bench.PINNED_FRAMES, 16, 24, 3))
+    assert torch.equal(bench.pinned_chunks(frames, buffer), reference)
 
 
 def test_the_multiscale_bench_runs_the_preset_on_tiny_models(tmp_path):
