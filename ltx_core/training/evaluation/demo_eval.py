@@ -58,7 +58,7 @@ TARGETS = {
     "i2v_first_frame_psnr_db": 30.0,
     "first_last_frame_psnr_db": first_last_eval.TARGET_DB,
 }
-STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model
+STEPS, GUIDANCE = 20, 3.0  # the CLI's defaults for the shipped model; main sets STEPS from --steps
 # Lightricks' stochastic steps, as the CLI samples the shipped model (cli_arguments.SHIPPED_SAMPLING);
 # main sets it from --stochastic-sampling / --no-stochastic-sampling
 STOCHASTIC = True
@@ -337,6 +337,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--text-encoder", type=Path, default=DEMO_TEXT_ENCODER, help="its T5 folder (default: the shipped one)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=STEPS, help="sampling steps (default: the CLI's)")
     parser.add_argument("--frames", type=int, default=DEMO_SIZE["num_frames"], help="text-to-video clip length (8k+1)")
     parser.add_argument(
         "--stochastic-sampling",
@@ -422,9 +423,9 @@ def summary(args: argparse.Namespace, rows: dict, i2v: list[dict], vae: dict, fi
 
 
 def main(argv=None) -> dict:
-    global STOCHASTIC, FRAMES
+    global STOCHASTIC, FRAMES, STEPS
     args = parse_args(argv)
-    STOCHASTIC, FRAMES = args.stochastic_sampling, args.frames
+    STOCHASTIC, FRAMES, STEPS = args.stochastic_sampling, args.frames, args.steps
     torch.manual_seed(0)
     start = time.monotonic()
     models = load_models(args.checkpoint, args.device, args.text_encoder)
