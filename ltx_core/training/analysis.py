@@ -18,7 +18,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import BACKGROUND_COLORS, COLORS, MIN_CONTRAST, SCALE, SHAPE_COLORS, SHAPES, TRAVEL, signed_distance
+from .data import (
+    BACKGROUND_COLORS,
+    COLORS,
+    MIN_CONTRAST,
+    SCALE,
+    SHAPE_COLORS,
+    SHAPES,
+    TRAVEL,
+    pixel_centers,
+    signed_distance,
+)
 
 SHAPE_DISTANCE = 0.5 * MIN_CONTRAST  # a pixel this far (RGB) from the background is the shape's
 FIT_KEEP = (0.3, 0.15, 0.1)  # the background fit's passes keep pixels this close to the last fit
@@ -116,8 +126,7 @@ def shape_fits(mask: torch.Tensor) -> torch.Tensor:
     centroid lies a third of its half-height below its box's center). Reads rounded corners
     and soft edges as the nearer shape, where thresholds on the box's fill did not."""
     height, width = mask.shape
-    ys = ((torch.arange(height) + 0.5) / height).view(-1, 1).expand(height, width)
-    xs = ((torch.arange(width) + 0.5) / height).view(1, -1).expand(height, width)
+    xs, ys = pixel_centers(height, width)
     area = mask.sum() / height**2
     cx, cy = float((xs * mask).sum() / mask.sum()), float((ys * mask).sum() / mask.sum())
     half = {"circle": math.sqrt(area / math.pi), "square": math.sqrt(area / 4), "triangle": math.sqrt(area / 2)}
@@ -177,11 +186,9 @@ def _scaling_dominates(area_ratio: float, travel: float) -> bool:
 
 def _track(masks: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroid x and y per frame, fractions of the height (as data.py draws)."""
-    _, height, width = masks.shape
-    ys = (torch.arange(height) + 0.5) / height
-    xs = (torch.arange(width) + 0.5) / height
-    cy = (masks.sum(2).float() * ys).sum(1) / area
-    cx = (masks.sum(1).float() * xs).sum(1) / area
+    xs, ys = pixel_centers(*masks.shape[1:])
+    cy = (masks.sum(2).float() * ys[:, 0]).sum(1) / area
+    cx = (masks.sum(1).float() * xs[0]).sum(1) / area
     return cx, cy
 
 

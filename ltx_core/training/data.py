@@ -280,13 +280,19 @@ def _background(spec: ClipSpec, py: torch.Tensor, px: torch.Tensor) -> torch.Ten
     return (base + (0.06 if dark else 0.05) * wave).clamp(0.0, high)
 
 
+def pixel_centers(height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y), each (H, W): pixel centers in frame units, fractions of the frame's height
+    (the units of `shape_track` and `signed_distance`)."""
+    py = ((torch.arange(height, device=device) + 0.5) / height).view(height, 1)
+    px = ((torch.arange(width, device=device) + 0.5) / height).view(1, width)
+    return px.expand(height, width), py.expand(height, width)
+
+
 def render_clip(
     spec: ClipSpec, num_frames: int = 25, height: int = 256, width: int = 256, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """(3, F, H, W) in [-1, 1]. Edges are anti-aliased over one pixel."""
-    py = ((torch.arange(height, device=device) + 0.5) / height).view(height, 1)
-    px = ((torch.arange(width, device=device) + 0.5) / height).view(1, width)
-    px, py = px.expand(height, width), py.expand(height, width)
+    px, py = pixel_centers(height, width, device)
     video = _background(spec, py, px).unsqueeze(1).repeat(1, num_frames, 1, 1)  # (3, F, H, W)
     for shape in (spec.second, spec.main):  # main shape drawn last, on top
         if shape is None:
